@@ -1,0 +1,7 @@
+"""``python -m engine`` runs the ``tierbook`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""The contracts a plugin fulfils: :class:`Classifier`, :class:`Output`, :class:`Feature`.
+
+A classifier is a pure function of the customer table: given its validated
+parameters it returns one Polars expression per output column. It never
+collects, never loops over rows in Python, and never reads the transactions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from .errors import ParamError
+from .params import ParamSpec, resolve_params
+
+__all__ = ["Classifier", "Output", "Feature", "Context"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One column a classifier adds to the customer table.
+
+    ``labels`` (ordered best to worst) makes the column a Polars ``Enum``: it is
+    then a class column, summarised by class size and revenue share, and rules
+    may compare it only with these labels. Without labels the column is a plain
+    value of ``dtype`` (a score, a code).
+    """
+
+    column: str
+    description: str
+    labels: tuple[str, ...] | None = None
+    dtype: Any = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            labels = tuple(self.labels)
+            if not labels or len(set(labels)) != len(labels):
+                raise ValueError(f"output {self.column!r}: labels must be non-empty and unique, got {labels!r}")
+            object.__setattr__(self, "labels", labels)
+        elif self.dtype is None:
+            raise ValueError(f"output {self.column!r}: give labels or a dtype")
+
+    @property
+    def polars_dtype(self) -> pl.DataType:
+        """``pl.Enum(labels)`` for a class column, else ``dtype``."""
+        if self.labels is not None:
+            return pl.Enum(list(self.labels))
+        return self.dtype
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a classifier may know besides its parameters.
+
+    ``schema`` is the customer table's schema (features, plugin features and
+    customer attributes); ``as_of`` the reference date of the run.
+    """
+
+    as_of: dt.date
+    schema: Mapping[str, pl.DataType]
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A named classification of customers.
+
+    Parameters
+    ----------
+    name
+        Unique name; the prefix of ``--set name.param=value`` and the key in a
+        playbook's ``classifiers:``.
+    description
+        One line for listings.
+    outputs
+        The columns it adds. A tuple of :class:`Output`, or a callable of the
+        resolved parameters returning one (when labels depend on parameters).
+    params
+        Its :class:`~engine.params.ParamSpec` list.
+    requires
+        Customer-table columns it reads (features, attributes).
+    expressions
+        ``expressions(params, context) -> {column: pl.Expr}``, one expression per
+        output, evaluated with ``customers.with_columns(...)``.
+    check
+        Optional cross-parameter validation, ``check(params)``; raise
+        ``ValueError`` with a message when the combination is invalid.
+    """
+
+    name: str
+    description: str
+    outputs: tuple[Output, ...] | Callable[[Mapping[str, Any]], Sequence[Output]]
+    params: tuple[ParamSpec, ...]
+    requires: tuple[str, ...]
+    expressions: Callable[[Mapping[str, Any], Context], Mapping[str, pl.Expr]]
+    check: Callable[[Mapping[str, Any]], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"classifier name {self.name!r} must be an identifier")
+        object.__setattr__(self, "params", tuple(self.params))
+        object.__setattr__(self, "requires", tuple(self.requires))
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"classifier {self.name!r}: duplicate parameter names {names}")
+
+    def resolve(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> dict:
+        """Validate ``values`` over the defaults, including the cross-parameter check."""
+        params = resolve_params(self.params, values or {}, owner=self.name, sources=sources)
+        if self.check is not None:
+            try:
+                self.check(params)
+            except ValueError as exc:
+                where = ""
+                if sources:
+                    given = [sources[k] for k in values or {} if k in sources]
+                    where = f"{given[0]}: " if given else ""
+                raise ParamError(f"{where}{self.name}: {exc}") from None
+        return params
+
+    def output_specs(self, params: Mapping[str, Any] | None = None) -> tuple[Output, ...]:
+        """The outputs for these (resolved) parameters."""
+        if callable(self.outputs):
+            return tuple(self.outputs(params if params is not None else self.resolve()))
+        return tuple(self.outputs)
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Labels of the first class output with default parameters (for listings)."""
+        for out in self.output_specs():
+            if out.labels is not None:
+                return out.labels
+        return None
+
+    def param(self, name: str) -> ParamSpec:
+        """The spec called ``name``."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A per-customer feature contributed by a plugin.
+
+    Exactly one of ``agg`` and ``derive`` is given:
+
+    * ``agg``: an aggregation over the canonical transaction columns
+      (``customer_id``, ``order_id``, ``order_date``, ``amount``), computed in
+      the same single ``group_by`` pass as the built-in features;
+    * ``derive``: an expression over the customer table after aggregation
+      (it may use the built-in features and ``as_of``-based columns).
+    """
+
+    name: str
+    description: str
+    agg: pl.Expr | None = None
+    derive: pl.Expr | None = None
+
+    def __post_init__(self) -> None:
+        if (self.agg is None) == (self.derive is None):
+            raise ValueError(f"feature {self.name!r}: give exactly one of agg= and derive=")
+        if not self.name.isidentifier():
+            raise ValueError(f"feature name {self.name!r} must be an identifier")

@@ -1,0 +1,68 @@
+"""The ``tierbook`` command: one error boundary, one module per command group.
+
+Heavy modules (Polars, the pipeline) are imported inside the commands, so
+``tierbook --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import TierbookError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import classify as classify_cmd
+    from . import plugins as plugins_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="tierbook",
+        description="Classify customers from their transactions (ABC, lifecycle, RFM) and turn classes into actions.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    classify_cmd.add_commands(sub)
+    plugins_cmd.add_commands(sub)
+    for module in _optional_command_modules():
+        module.add_commands(sub)
+    return parser
+
+
+def _optional_command_modules():
+    """Command groups that live in their own modules (playbooks, ...)."""
+    import importlib
+
+    mods = []
+    for name in ("playbook",):
+        try:
+            mods.append(importlib.import_module(f".{name}", __name__))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    return mods
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    traceback = args.traceback or os.environ.get("TIERBOOK_TRACEBACK") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except TierbookError as exc:
+        if traceback:
+            raise
+        print(f"tierbook: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tierbook: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,107 @@
+"""``tierbook classify``, ``tierbook describe`` and ``tierbook demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    if data:
+        p.add_argument("data", help="transactions: .csv, .parquet, .ndjson/.jsonl or .xlsx")
+    p.add_argument("--map", action="append", default=[], metavar="CANONICAL=SOURCE",
+                   help="map a canonical column (customer_id, order_id, order_date, amount, quantity, unit_price) "
+                        "onto a source column; repeatable")
+    p.add_argument("--customers", metavar="FILE", help="customer table: customer_id plus attributes")
+    p.add_argument("--customers-id", metavar="COLUMN", help="the customer table's id column (default customer_id)")
+    p.add_argument("--as-of", metavar="YYYY-MM-DD", help="reference date (default: the day after the last transaction)")
+    p.add_argument("--date-format", metavar="FORMAT", help="strftime format of text dates, e.g. %%d/%%m/%%Y")
+    p.add_argument("--sheet", help="Excel sheet to read (required when the workbook has several)")
+    p.add_argument("--classifier", "-c", action="append", metavar="NAME",
+                   help="run only this classifier; repeatable (default: every installed one)")
+    p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
+                   help="set a classifier parameter, e.g. abc.a=0.7; repeatable")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load this plugin module")
+    p.add_argument("--rejects", metavar="FILE", help="write the rows that could not be used, with the reason")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("classify", help="classify customers and write one row per customer")
+    _data_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .parquet, .csv, .json, .ndjson")
+    p.set_defaults(func=run_classify)
+
+    p = sub.add_parser("describe", help="print class sizes and revenue shares per classifier")
+    _data_options(p)
+    p.set_defaults(func=run_describe)
+
+    p = sub.add_parser("demo", help="describe the bundled sample (UCI Online Retail, a slice)")
+    p.set_defaults(func=run_demo)
+
+
+def _prepare_and_classify(args: argparse.Namespace):
+    from .. import run
+    from ..data import as_date
+    from ..registry import get_registry
+    from .progress import step
+
+    registry = get_registry(modules=args.plugin, strict=True)
+    params = run.split_params(args.set)
+    as_of = as_date(args.as_of)
+    # Validate names and parameters before reading any data.
+    run.select(registry, args.classifier, params)
+    with step(f"reading {args.data}"):
+        prepared = run.prepare(args.data, mapping=args.map, customers=args.customers, customers_id=args.customers_id,
+                               as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry)
+    with step("classifying"):
+        classified = prepared.classify(args.classifier, params)
+    if args.rejects:
+        from ..data import read_transactions
+        from ..features import rejected_rows
+        from ..io import atomic_write_frame
+
+        tx = read_transactions(args.data, args.map, date_format=args.date_format, sheet=args.sheet)
+        with step(f"writing rejects to {args.rejects}"):
+            atomic_write_frame(rejected_rows(tx, as_of).collect(), Path(args.rejects))
+    return prepared, classified
+
+
+def _print_report(prepared, file=sys.stderr) -> None:
+    for line in prepared.report.lines():
+        print(line, file=file)
+    print(f"as_of: {prepared.as_of}", file=file)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_frame, output_format
+
+    output_format(Path(args.output))  # a bad suffix fails before the data is read
+    prepared, classified = _prepare_and_classify(args)
+    atomic_write_frame(classified, Path(args.output))
+    _print_report(prepared)
+    print(f"wrote {classified.height:,} customers to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from ..run import summarize
+    from .tables import format_summary
+
+    prepared, classified = _prepare_and_classify(args)
+    _print_report(prepared, file=sys.stdout)
+    print()
+    print(format_summary(summarize(classified, prepared.selections)))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..sample import SAMPLE_MAPPING, sample_path
+
+    ns = argparse.Namespace(
+        data=str(sample_path()), map=[f"{k}={v}" for k, v in SAMPLE_MAPPING.items()], customers=None,
+        customers_id=None, as_of=None, date_format=None, sheet=None, classifier=None, set=[], plugin=[],
+        rejects=None,
+    )
+    print(f"tierbook demo: {sample_path().name} (a slice of UCI Online Retail, CC BY 4.0; see its README)\n")
+    return run_describe(ns)

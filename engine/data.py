@@ -1,0 +1,426 @@
+"""Loading transactions and customer tables.
+
+Transactions are mapped onto the canonical schema:
+
+=============  ==========================================================
+customer_id    who bought (any type; kept as it is in the source)
+order_id       optional; without it, one order per customer and day
+order_date     date or datetime (only the day is used)
+amount         net line value, negative for returns; or ``quantity`` and
+               ``unit_price``, from which ``amount = quantity * unit_price``
+=============  ==========================================================
+
+CSV, Parquet and NDJSON are scanned lazily; Excel (``.xlsx``) is read eagerly
+(Polars cannot scan it). Nothing is collected here: :mod:`engine.features`
+runs the one pass over the result.
+
+Values that cannot be parsed (``"yesterday"`` as a date, ``"12,5x"`` as an
+amount, NaN or infinity) are *errors*: the run stops and names the column, the
+row and the value. Values that are *missing* (a null customer id, date or
+amount) make the row unusable: it is counted per reason, reported, and can be
+written to a rejects file; it is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .errors import DataError, suggest
+
+__all__ = [
+    "CANONICAL",
+    "AMOUNT_SCALE",
+    "Transactions",
+    "read_transactions",
+    "read_customers",
+    "parse_mapping",
+    "scan_file",
+]
+
+CANONICAL = ("customer_id", "order_id", "order_date", "amount", "quantity", "unit_price")
+#: Amounts are summed exactly as integers in units of 1/AMOUNT_SCALE (each line
+#: rounded once), so totals reconcile to the cent and do not depend on the
+#: order of rows or the number of threads.
+AMOUNT_SCALE = 10_000
+
+FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
+           ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}
+
+
+def parse_mapping(items: list[str] | Mapping[str, str] | None, *, allowed=CANONICAL, where="--map") -> dict[str, str]:
+    """Turn ``["customer_id=CustomerID", ...]`` into ``{"customer_id": "CustomerID"}``.
+
+    >>> parse_mapping(["customer_id=CustomerID"])
+    {'customer_id': 'CustomerID'}
+    >>> parse_mapping(["custmer_id=X"])
+    Traceback (most recent call last):
+    ...
+    engine.errors.DataError: --map custmer_id=X: 'custmer_id' is not a canonical column (did you mean 'customer_id'?); canonical columns: customer_id, order_id, order_date, amount, quantity, unit_price
+    """
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        pairs = [(str(k), str(v)) for k, v in items.items()]
+        texts = [f"{k}={v}" for k, v in pairs]
+    else:
+        pairs, texts = [], []
+        for item in items:
+            if "=" not in item:
+                raise DataError(f"{where} {item}: expected canonical=source, e.g. customer_id=CustomerID")
+            key, _, value = item.partition("=")
+            pairs.append((key.strip(), value.strip()))
+            texts.append(item)
+    out: dict[str, str] = {}
+    for (key, value), text in zip(pairs, texts):
+        if key not in allowed:
+            raise DataError(
+                f"{where} {text}: {key!r} is not a canonical column{suggest(key, allowed)}; "
+                f"canonical columns: {', '.join(allowed)}"
+            )
+        if not value:
+            raise DataError(f"{where} {text}: the source column name is empty")
+        out[key] = value
+    return out
+
+
+def _format_of(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: cannot tell the format from the suffix {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(sorted(FORMATS))}"
+        )
+    return fmt
+
+
+def scan_file(path: str | Path, *, sheet: str | None = None, all_strings: bool = True) -> pl.LazyFrame:
+    """Scan a data file lazily (Excel is read eagerly) with clear errors for missing or empty files.
+
+    CSV columns are read as text (``all_strings``) and parsed by the caller, so
+    that a bad value is reported with its row instead of failing type inference.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    fmt = _format_of(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    try:
+        if fmt == "csv":
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            return pl.scan_csv(path, separator=sep, infer_schema=not all_strings, try_parse_dates=not all_strings)
+        if fmt == "parquet":
+            return pl.scan_parquet(path)
+        if fmt == "ndjson":
+            return pl.scan_ndjson(path)
+        return _read_excel(path, sheet).lazy()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as {fmt}: {_first_line(exc)}") from None
+
+
+def _read_excel(path: Path, sheet: str | None) -> pl.DataFrame:
+    import fastexcel
+
+    reader = fastexcel.read_excel(str(path))
+    names = reader.sheet_names
+    if sheet is None:
+        if len(names) > 1:
+            raise DataError(f"{path}: the workbook has {len(names)} sheets ({', '.join(names)}); choose one with --sheet")
+        sheet = names[0]
+    elif sheet not in names:
+        raise DataError(f"{path}: no sheet {sheet!r}{suggest(sheet, names)}; sheets: {', '.join(names)}")
+    return pl.read_excel(path, sheet_name=sheet, engine="calamine")
+
+
+def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+    try:
+        return lf.collect_schema()
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read the header: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclass
+class Transactions:
+    """A lazily scanned transaction source mapped onto the canonical columns.
+
+    ``frame`` has ``customer_id``, ``order_key`` (the order id, or the order
+    day when there is none), ``order_date`` (``Date``) and ``amount_units``
+    (``Int64``, see :data:`AMOUNT_SCALE`), plus ``_bad_date`` / ``_bad_amount``
+    flags where a text column had to be parsed.
+    """
+
+    frame: pl.LazyFrame
+    path: Path | None
+    mapping: dict[str, str]
+    fmt: str
+    has_order_id: bool
+    checks: dict[str, str] = field(default_factory=dict)  # flag column -> canonical column
+    raw: pl.LazyFrame | None = None
+
+    def describe(self) -> str:
+        return str(self.path) if self.path else "(in-memory frame)"
+
+    def locate(self, flag: str) -> DataError:
+        """Build the error for the first row where ``flag`` is set (error path only: rescans)."""
+        canonical = self.checks[flag]
+        source_col = self.mapping.get(canonical, canonical)
+        if canonical == "amount" and "amount" not in self.mapping and "quantity" in self.mapping:
+            source_col = f"{self.mapping['quantity']} x {self.mapping['unit_price']}"
+        row = (
+            self.frame.with_row_index("_row")
+            .filter(pl.col(flag))
+            .select("_row", "_raw_" + canonical)
+            .head(1)
+            .collect()
+        )
+        index, value = row.row(0)
+        where = f"row {index + 1}" + (f" (line {index + 2})" if self.fmt == "csv" else "")
+        what = "a date" if canonical == "order_date" else "a finite number"
+        hint = " (give the format with --date-format, e.g. %d/%m/%Y)" if canonical == "order_date" else ""
+        return DataError(
+            f"{self.describe()}: column {source_col!r} ({canonical}), {where}: {value!r} is not {what}{hint}"
+        )
+
+
+def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> dict[str, str]:
+    """Which source column feeds each canonical column; errors name the closest real column."""
+    columns = list(schema.names())
+    out: dict[str, str] = {}
+    for canonical, source in mapping.items():
+        if source not in columns:
+            hint = ""
+            if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
+                hint = " (the file has a single column: is the delimiter not a comma?)"
+            raise DataError(
+                f"{where}: no column {source!r} for {canonical}{suggest(source, columns)}{hint}; "
+                f"columns: {', '.join(columns)}"
+            )
+        out[canonical] = source
+    for canonical in CANONICAL:
+        if canonical not in out and canonical in columns:
+            out[canonical] = canonical
+    missing = []
+    if "customer_id" not in out:
+        missing.append("customer_id")
+    if "order_date" not in out:
+        missing.append("order_date")
+    if "amount" not in out and not ("quantity" in out and "unit_price" in out):
+        if "quantity" in out or "unit_price" in out:
+            missing.append("unit_price" if "quantity" in out else "quantity")
+        else:
+            missing.append("amount")
+    if missing:
+        name = missing[0]
+        close = suggest(name, columns) or suggest(name.replace("_", ""), columns)
+        raise DataError(
+            f"{where}: no column for {name}{close}; map it with --map {name}=COLUMN "
+            f"(columns: {', '.join(columns)})"
+        )
+    return out
+
+
+def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str):
+    """Return (date expression, needs-parse-check)."""
+    if dtype == pl.Date:
+        return col, False
+    if isinstance(dtype, pl.Datetime):
+        return col.dt.date(), False
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        text = col.cast(pl.String).str.strip_chars()
+        parsed = text.str.to_datetime(format=date_format, strict=False, time_unit="us")
+        return parsed.dt.date(), True
+    raise DataError(f"{where}: column {source!r} (order_date) has type {dtype}, expected dates")
+
+
+def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, canonical: str):
+    """Return (Float64 expression, needs-check)."""
+    if dtype.is_integer():
+        return col.cast(pl.Float64), False
+    if dtype.is_float() or isinstance(dtype, pl.Decimal):
+        return col.cast(pl.Float64), True
+    if dtype == pl.String:
+        return col.str.strip_chars().cast(pl.Float64, strict=False), True
+    raise DataError(f"{where}: column {source!r} ({canonical}) has type {dtype}, expected numbers")
+
+
+def read_transactions(
+    data: str | Path | pl.DataFrame | pl.LazyFrame | Any,
+    mapping: Mapping[str, str] | list[str] | None = None,
+    *,
+    date_format: str | None = None,
+    sheet: str | None = None,
+) -> Transactions:
+    """Scan ``data`` (a path, or a Polars / pandas frame) and map it onto the canonical columns.
+
+    Raises :class:`~engine.errors.DataError` for a missing file, an unknown
+    format, an unreadable header, or a missing or mistyped column.
+    """
+    mapping = parse_mapping(mapping)
+    path: Path | None = None
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        lf = scan_file(path, sheet=sheet)
+        fmt = _format_of(path)
+        where = str(path)
+    else:
+        lf, fmt, where = _frame_from_object(data), "frame", "(in-memory frame)"
+    schema = _schema(lf, path or Path(where))
+    if len(schema) == 0:
+        raise DataError(f"{where}: the file has no columns")
+    cols = _resolve_columns(schema, mapping, where)
+
+    checks: dict[str, str] = {}
+    exprs: list[pl.Expr] = [pl.col(cols["customer_id"]).alias("customer_id")]
+
+    date_raw = pl.col(cols["order_date"])
+    date_expr, date_check = _date_expr(
+        date_raw, schema[cols["order_date"]], date_format=date_format, where=where, source=cols["order_date"]
+    )
+    exprs.append(date_expr.alias("order_date"))
+    if date_check:
+        exprs.append(date_raw.cast(pl.String).alias("_raw_order_date"))
+        checks["_bad_date"] = "order_date"
+
+    if "amount" in cols:
+        amount, amount_check = _number_expr(
+            pl.col(cols["amount"]), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount"
+        )
+        raw_amount = pl.col(cols["amount"]).cast(pl.String)
+    else:
+        q, qc = _number_expr(
+            pl.col(cols["quantity"]), schema[cols["quantity"]], where=where, source=cols["quantity"],
+            canonical="quantity",
+        )
+        p, pc = _number_expr(
+            pl.col(cols["unit_price"]), schema[cols["unit_price"]], where=where, source=cols["unit_price"],
+            canonical="unit_price",
+        )
+        amount, amount_check = q * p, qc or pc
+        raw_amount = pl.format("{} x {}", pl.col(cols["quantity"]), pl.col(cols["unit_price"]))
+    exprs.append(amount.alias("_amount_f"))
+    if amount_check:
+        exprs.append(raw_amount.alias("_raw_amount"))
+        checks["_bad_amount"] = "amount"
+
+    has_order_id = "order_id" in cols
+    if has_order_id:
+        exprs.append(pl.col(cols["order_id"]).alias("order_key"))
+
+    frame = lf.select(exprs)
+    flags = []
+    if date_check:
+        flags.append((pl.col("_raw_order_date").is_not_null() & pl.col("order_date").is_null()).alias("_bad_date"))
+    if amount_check:
+        a = pl.col("_amount_f")
+        flags.append(((pl.col("_raw_amount").is_not_null() & a.is_null()) | a.is_nan() | a.is_infinite())
+                     .fill_null(False).alias("_bad_amount"))
+    frame = frame.with_columns(
+        *flags,
+        (pl.col("_amount_f") * AMOUNT_SCALE).round(0).cast(pl.Int64, strict=False).alias("amount_units"),
+        *([] if has_order_id else [pl.col("order_date").alias("order_key")]),
+    )
+    if amount_check:
+        # A non-finite amount is flagged above; keep it out of the integer sum.
+        frame = frame.with_columns(
+            pl.when(pl.col("_bad_amount")).then(None).otherwise(pl.col("amount_units")).alias("amount_units")
+        )
+    frame = frame.drop("_amount_f")
+    return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
+                        raw=lf)
+
+
+def _frame_from_object(data: Any) -> pl.LazyFrame:
+    if isinstance(data, pl.LazyFrame):
+        return data
+    if isinstance(data, pl.DataFrame):
+        return data.lazy()
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        return pl.from_pandas(data).lazy()
+    raise DataError(f"cannot read transactions from a {type(data).__name__}; give a path or a DataFrame")
+
+
+def read_customers(
+    data: str | Path | pl.DataFrame | Any,
+    id_column: str | None = None,
+    *,
+    sheet: str | None = None,
+    reserved: frozenset[str] = frozenset(),
+) -> pl.DataFrame:
+    """Read a customer table: ``customer_id`` (or ``id_column``) plus attributes.
+
+    The table is small, so it is read eagerly with type inference (dates in
+    ISO form become dates). Every id must be present and unique; attribute
+    names may not shadow a feature (``reserved``).
+    """
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        lf = scan_file(path, sheet=sheet, all_strings=False)
+        where = str(path)
+        try:
+            df = lf.collect()
+        except Exception as exc:
+            raise DataError(f"{where}: cannot read the customer table: {_first_line(exc)}") from None
+    else:
+        df, where = _frame_from_object(data).collect(), "(customer frame)"
+    source = id_column or "customer_id"
+    if source not in df.columns:
+        raise DataError(
+            f"{where}: no column {source!r} for customer_id{suggest(source, df.columns)}; "
+            f"columns: {', '.join(df.columns)} (choose it with --customers-id COLUMN)"
+        )
+    if source != "customer_id":
+        if "customer_id" in df.columns:
+            df = df.drop("customer_id")
+        df = df.rename({source: "customer_id"})
+    df = df.select("customer_id", pl.exclude("customer_id"))
+    if df.height == 0:
+        raise DataError(f"{where}: the customer table has no rows")
+    nulls = df.with_row_index("_row").filter(pl.col("customer_id").is_null())
+    if nulls.height:
+        raise DataError(f"{where}: column {source!r}, row {nulls['_row'][0] + 1}: the customer id is empty")
+    dup = df.with_row_index("_row").filter(pl.col("customer_id").is_duplicated())
+    if dup.height:
+        raise DataError(
+            f"{where}: column {source!r}, row {dup['_row'][1] + 1}: customer id {dup['customer_id'][0]!r} "
+            f"appears {dup.height} times; each customer must appear once"
+        )
+    clash = [c for c in df.columns[1:] if c in reserved]
+    if clash:
+        raise DataError(f"{where}: column {clash[0]!r} has the name of a feature; rename it in the customer table")
+    return df
+
+
+def as_date(value: str | dt.date | dt.datetime | None, *, where: str = "--as-of") -> dt.date | None:
+    """Parse an ``as_of`` value (``YYYY-MM-DD``).
+
+    >>> as_date("2011-12-10")
+    datetime.date(2011, 12, 10)
+    >>> as_date("10/12/2011")
+    Traceback (most recent call last):
+    ...
+    engine.errors.DataError: --as-of: '10/12/2011' is not a date in the form YYYY-MM-DD
+    """
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise DataError(f"{where}: {value!r} is not a date in the form YYYY-MM-DD") from None

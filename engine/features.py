@@ -1,0 +1,265 @@
+"""Per-customer features in one pass over the transactions.
+
+Everything tierbook knows about a customer comes from a single lazy
+``group_by("customer_id")`` over the transactions, collected once (with the
+streaming engine). Nothing downstream reads the transactions again.
+
+Built-in features
+-----------------
+=================  ============================================================
+recency_days       days from the last transaction to ``as_of`` (1 = the day before)
+frequency          distinct orders containing at least one line with a positive
+                   amount (a cancellation-only invoice is not an order)
+monetary           net revenue: the sum of all amounts, returns included
+first_order        day of the customer's first transaction (any line)
+last_order         day of the customer's last transaction (any line)
+tenure_days        days from the first transaction to ``as_of``
+avg_order_value    monetary / frequency (null when frequency is 0)
+returns            number of lines with a negative amount (returned or cancelled lines)
+returned_value     sum of the negative amounts, as a positive number
+=================  ============================================================
+
+``as_of`` is exclusive: transactions dated on or after it are not used (they
+are counted as unusable rows). It defaults to the day after the last
+transaction, so the same file always gives the same result.
+
+Customers from a customer table who have no usable transaction are kept, with
+``frequency`` 0, ``monetary`` 0 and null dates: they are *prospects*.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from .classifier import Feature
+from .data import AMOUNT_SCALE, Transactions
+from .errors import DataError
+
+__all__ = ["BUILTIN_FEATURES", "FeatureResult", "LoadReport", "compute_features", "REJECT_REASONS"]
+
+BUILTIN_FEATURES: dict[str, str] = {
+    "recency_days": "days from the last transaction to as_of",
+    "frequency": "distinct orders with at least one positive line",
+    "monetary": "net revenue, returns included",
+    "first_order": "day of the first transaction",
+    "last_order": "day of the last transaction",
+    "tenure_days": "days from the first transaction to as_of",
+    "avg_order_value": "monetary / frequency",
+    "returns": "lines with a negative amount",
+    "returned_value": "sum of negative amounts, as a positive number",
+}
+
+REJECT_REASONS = {
+    "null_customer": "customer_id is empty",
+    "null_date": "order_date is empty",
+    "null_amount": "amount is empty",
+    "after_as_of": "order_date is on or after as_of",
+}
+
+
+@dataclass
+class LoadReport:
+    """What happened to every input row and customer."""
+
+    source: str
+    rows: int = 0
+    rows_used: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    customers_with_transactions: int = 0
+    customers_without_usable_rows: int = 0
+    customers_from_table: int = 0
+    prospects: int = 0
+    customers: int = 0
+    net_revenue: float = 0.0
+
+    def lines(self) -> list[str]:
+        """Human-readable lines for the terminal."""
+        out = [f"{self.source}: {self.rows:,} rows, {self.rows_used:,} used"]
+        for key, count in self.rejected.items():
+            if count:
+                out.append(f"  not used: {count:,} rows where {REJECT_REASONS[key]}")
+        if self.customers_without_usable_rows:
+            out.append(f"  {self.customers_without_usable_rows:,} customers have no usable row and are not classified")
+        out.append(
+            f"customers: {self.customers:,} ({self.customers_with_transactions:,} with transactions"
+            + (f", {self.prospects:,} prospects from the customer table" if self.customers_from_table else "")
+            + f"); net revenue {self.net_revenue:,.2f}"
+        )
+        return out
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FeatureResult:
+    customers: pl.DataFrame
+    as_of: dt.date
+    report: LoadReport
+
+
+def _aggregations(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature]):
+    """Row-level preparation and the aggregation list for the single group_by."""
+    date, units = pl.col("order_date"), pl.col("amount_units")
+    usable = date.is_not_null() & units.is_not_null()
+    if as_of is not None:
+        usable = usable & (date < pl.lit(as_of))
+    prepared = tx.frame.with_columns(
+        pl.when(usable).then(date).alias("order_date"),
+        pl.when(usable).then(units).alias("amount_units"),
+        date.is_null().alias("_null_date"),
+        (date.is_not_null() & units.is_null()).alias("_null_amount"),
+        *([(date >= pl.lit(as_of)).fill_null(False).alias("_after_as_of")] if as_of is not None else []),
+    )
+    # Plugins aggregate over the canonical names, usable rows only.
+    prepared = prepared.with_columns((pl.col("amount_units") / AMOUNT_SCALE).alias("amount"))
+    if tx.has_order_id:
+        prepared = prepared.with_columns(pl.col("order_key").alias("order_id"))
+
+    u = pl.col("amount_units")
+    aggs = [
+        pl.len().alias("_rows"),
+        pl.col("_null_date").sum().alias("_null_date"),
+        pl.col("_null_amount").sum().alias("_null_amount"),
+        pl.col("order_key").filter(u > 0).n_unique().alias("frequency"),
+        u.sum().alias("_units"),
+        u.filter(u < 0).sum().alias("_returned_units"),
+        (u < 0).sum().alias("returns"),
+        date.min().alias("first_order"),
+        date.max().alias("last_order"),
+        u.count().alias("_used"),
+    ]
+    if as_of is not None:
+        aggs.append(pl.col("_after_as_of").sum().alias("_after_as_of"))
+    for flag in tx.checks:
+        aggs.append(pl.col(flag).sum().alias(flag))
+    for name, feat in plugin_features.items():
+        if feat.agg is not None:
+            aggs.append(feat.agg.alias(name))
+    return prepared, aggs
+
+
+def compute_features(
+    tx: Transactions,
+    *,
+    as_of: dt.date | None = None,
+    customers: pl.DataFrame | None = None,
+    plugin_features: Mapping[str, Feature] | None = None,
+    streaming: bool = True,
+) -> FeatureResult:
+    """Run the single pass and return one row per customer with every feature.
+
+    Raises :class:`~engine.errors.DataError` for an empty input, an
+    unparseable value (naming its row), or a plugin feature that fails.
+    """
+    plugin_features = dict(plugin_features or {})
+    prepared, aggs = _aggregations(tx, as_of, plugin_features)
+    query = prepared.group_by("customer_id").agg(aggs)
+    try:
+        grouped = query.collect(engine="streaming" if streaming else "auto")
+    except pl.exceptions.ColumnNotFoundError as exc:
+        raise DataError(f"{tx.describe()}: a plugin feature uses a column that does not exist: "
+                        f"{str(exc).splitlines()[0]}") from None
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{tx.describe()}: cannot read the data: {str(exc).strip().splitlines()[0]}") from None
+
+    for flag in tx.checks:
+        if grouped[flag].sum():
+            raise tx.locate(flag)
+
+    report = LoadReport(source=tx.describe())
+    report.rows = int(grouped["_rows"].sum())
+    if report.rows == 0:
+        raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
+    # The day after the last dated row of the file, customer id or not.
+    last_day = grouped["last_order"].max()
+    null_group = grouped.filter(pl.col("customer_id").is_null())
+    grouped = grouped.filter(pl.col("customer_id").is_not_null())
+    report.rejected["null_customer"] = int(null_group["_rows"].sum())
+    report.rejected["null_date"] = int(grouped["_null_date"].sum())
+    report.rejected["null_amount"] = int(grouped["_null_amount"].sum())
+    if as_of is not None:
+        report.rejected["after_as_of"] = int(grouped["_after_as_of"].sum())
+    report.rows_used = int(grouped["_used"].sum())
+    unusable = grouped.filter(pl.col("_used") == 0)
+    report.customers_without_usable_rows = unusable.height
+    grouped = grouped.filter(pl.col("_used") > 0)
+    report.customers_with_transactions = grouped.height
+    if grouped.height == 0:
+        raise DataError(f"{tx.describe()}: no usable transactions ({'; '.join(report.lines()[1:]).strip()})")
+
+    if as_of is None:
+        as_of = last_day + dt.timedelta(days=1)
+
+    feats = grouped.select(
+        "customer_id",
+        pl.col("frequency").cast(pl.Int64),
+        (pl.col("_units") / AMOUNT_SCALE).alias("monetary"),
+        "first_order",
+        "last_order",
+        pl.col("returns").cast(pl.Int64),
+        (-pl.col("_returned_units").fill_null(0) / AMOUNT_SCALE).alias("returned_value"),
+        *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None],
+    )
+
+    if customers is not None:
+        feats = _join_customers(feats, customers, report)
+    report.customers = feats.height
+
+    feats = feats.with_columns(
+        (pl.lit(as_of) - pl.col("last_order")).dt.total_days().alias("recency_days"),
+        (pl.lit(as_of) - pl.col("first_order")).dt.total_days().alias("tenure_days"),
+        pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value"),
+    )
+    order = ["customer_id", *BUILTIN_FEATURES]
+    feats = feats.select(*order, pl.exclude(order))
+    derived = {n: f for n, f in plugin_features.items() if f.derive is not None}
+    if derived:
+        try:
+            feats = feats.with_columns([f.derive.alias(n) for n, f in derived.items()])
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"a plugin's derived feature failed: {str(exc).strip().splitlines()[0]}") from None
+    feats = feats.sort("customer_id")
+    report.net_revenue = float(grouped["_units"].sum()) / AMOUNT_SCALE
+    return FeatureResult(customers=feats, as_of=as_of, report=report)
+
+
+def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport) -> pl.DataFrame:
+    report.customers_from_table = table.height
+    left, right = feats["customer_id"].dtype, table["customer_id"].dtype
+    if left != right:
+        # e.g. integer ids in Parquet, text ids in a CSV customer table: compare as text.
+        feats = feats.with_columns(pl.col("customer_id").cast(pl.String))
+        table = table.with_columns(pl.col("customer_id").cast(pl.String))
+    joined = feats.join(table, on="customer_id", how="full", coalesce=True)
+    prospects = joined["frequency"].is_null() & joined["first_order"].is_null()
+    report.prospects = int(prospects.sum())
+    return joined.with_columns(
+        pl.col("frequency").fill_null(0),
+        pl.col("monetary").fill_null(0.0),
+        pl.col("returns").fill_null(0),
+        pl.col("returned_value").fill_null(0.0),
+    )
+
+
+def rejected_rows(tx: Transactions, as_of: dt.date | None) -> pl.LazyFrame:
+    """The rows not used, with their 1-based ``row`` number and ``reason`` (a second, opt-in read).
+
+    Columns are the source's own, so the file can be fixed and fed back.
+    """
+    date, units = pl.col("order_date"), pl.col("amount_units")
+    reason = (
+        pl.when(pl.col("customer_id").is_null()).then(pl.lit(REJECT_REASONS["null_customer"]))
+        .when(date.is_null()).then(pl.lit(REJECT_REASONS["null_date"]))
+        .when(units.is_null()).then(pl.lit(REJECT_REASONS["null_amount"]))
+    )
+    if as_of is not None:
+        reason = reason.when(date >= pl.lit(as_of)).then(pl.lit(REJECT_REASONS["after_as_of"]))
+    raw = tx.raw if tx.raw is not None else tx.frame
+    both = pl.concat([raw.with_row_index("row", offset=1), tx.frame.select(reason.alias("reason"))],
+                     how="horizontal")
+    return both.filter(pl.col("reason").is_not_null())

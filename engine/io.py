@@ -1,0 +1,92 @@
+"""Writing outputs atomically.
+
+Every file tierbook writes is first written to a temporary file in the same
+directory, flushed to disk, then renamed over the target with ``os.replace``.
+A reader (or a crash) sees either the complete previous file or the complete
+new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from .errors import DataError
+
+__all__ = ["atomic_path", "atomic_write_frame", "atomic_write_text", "OUTPUT_FORMATS"]
+
+OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".ndjson": "ndjson"}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``."""
+    target = Path(target)
+    if target.is_dir():
+        raise DataError(f"{target}: is a directory, expected an output file")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise DataError(f"{target}: the directory {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def output_format(path: Path) -> str:
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown output format {Path(path).suffix or '(none)'!r}; "
+                        f"use one of {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
+    """Prefix text cells that a spreadsheet would run as a formula with ``'``.
+
+    >>> neutralise_formulas(pl.DataFrame({"x": ["=1+1", "ok", "-2"]}))["x"].to_list()
+    ["'=1+1", 'ok', "'-2"]
+    """
+    exprs = []
+    for name, dtype in df.schema.items():
+        if dtype == pl.String or isinstance(dtype, (pl.Enum, pl.Categorical)):
+            col = pl.col(name).cast(pl.String)
+            risky = pl.any_horizontal([col.str.starts_with(p) for p in _FORMULA_START])
+            exprs.append(pl.when(risky).then(pl.lit("'") + col).otherwise(col).alias(name))
+    return df.with_columns(exprs) if exprs else df
+
+
+def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` as Parquet, CSV, JSON or NDJSON (by suffix), atomically."""
+    fmt = output_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            df.write_parquet(tmp)
+        elif fmt == "csv":
+            flat = df.with_columns(
+                [pl.col(c).cast(pl.String) for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Struct))]
+            ) if any(isinstance(t, (pl.List, pl.Struct)) for t in df.schema.values()) else df
+            neutralise_formulas(flat).write_csv(tmp)
+        elif fmt == "json":
+            df.write_json(tmp)
+        else:
+            df.write_ndjson(tmp)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

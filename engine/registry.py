@@ -1,0 +1,237 @@
+"""Finding, loading and querying plugins.
+
+:func:`get_registry` builds a fresh pluggy ``PluginManager`` every time (no
+import-time global), loads the ``tierbook`` entry points one by one so that one
+broken plugin is named and skipped rather than taking every command down, adds
+explicitly named modules, and collects what the plugins register.
+
+``TIERBOOK_LOAD_PLUGINS`` restricts the entry points loaded: a comma-separated
+allow-list of entry-point names (``abc,rfm``); set but empty, it loads none.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .classifier import Classifier, Feature
+from .errors import PluginError, suggest
+
+__all__ = ["Registry", "PluginInfo", "get_registry", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "tierbook"
+BUILTIN_DISTRIBUTION = "tierbook"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from: its name, module, distribution and version."""
+
+    name: str
+    module: str
+    package: str | None = None
+    version: str | None = None
+    entry_point: bool = True
+
+    @property
+    def builtin(self) -> bool:
+        return self.package == BUILTIN_DISTRIBUTION
+
+    def label(self) -> str:
+        """``name (package version)`` for messages."""
+        if self.package:
+            return f"{self.name} ({self.package} {self.version})"
+        return f"{self.name} (module {self.module})"
+
+
+@dataclass
+class Registry:
+    """The loaded plugins and what they registered."""
+
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    classifiers: dict[str, Classifier] = field(default_factory=dict)
+    owners: dict[str, PluginInfo] = field(default_factory=dict)
+    features: dict[str, Feature] = field(default_factory=dict)
+    feature_owners: dict[str, PluginInfo] = field(default_factory=dict)
+    failures: list[PluginError] = field(default_factory=list)
+
+    def classifier(self, name: str) -> Classifier:
+        """The classifier called ``name``, or a :class:`PluginError` suggesting a near miss."""
+        try:
+            return self.classifiers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.classifiers)) or "none installed"
+            raise PluginError(
+                f"unknown classifier {name!r}{suggest(name, self.classifiers)} (installed: {known})"
+            ) from None
+
+
+def get_registry(
+    *,
+    entry_points: bool = True,
+    modules: Iterable[str | types.ModuleType] = (),
+    strict: bool = False,
+    allow: Iterable[str] | None = None,
+) -> Registry:
+    """Build a plugin manager and collect every classifier and feature.
+
+    Parameters
+    ----------
+    entry_points
+        Load the ``tierbook`` entry-point group (built-ins included).
+    modules
+        Extra plugin modules (import paths or module objects), e.g. from
+        ``--plugin`` or a notebook.
+    strict
+        Raise on the first plugin that fails to load or register, instead of
+        recording it in ``Registry.failures`` and going on without it.
+    allow
+        Entry-point names to load; default from ``TIERBOOK_LOAD_PLUGINS``.
+    """
+    pm = pluggy.PluginManager("tierbook")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(pm=pm)
+
+    if allow is None and "TIERBOOK_LOAD_PLUGINS" in os.environ:
+        allow = [n.strip() for n in os.environ["TIERBOOK_LOAD_PLUGINS"].split(",") if n.strip()]
+    allowed = None if allow is None else set(allow)
+
+    def fail(err: PluginError) -> None:
+        if strict:
+            raise err
+        registry.failures.append(err)
+
+    if entry_points:
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if allowed is not None and ep.name not in allowed:
+                continue
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                package=dist.metadata["Name"] if dist is not None else None,
+                version=dist.version if dist is not None else None,
+            )
+            if ep.name in registry.plugins:
+                other = registry.plugins[ep.name]
+                fail(PluginError(f"plugin name {ep.name!r} is used by both {other.label()} and {info.label()}"))
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                fail(PluginError(f"plugin {info.label()} failed to load: {type(exc).__name__}: {exc}"))
+                continue
+            _register(registry, module, info, fail)
+
+    for mod in modules:
+        try:
+            module = importlib.import_module(mod) if isinstance(mod, str) else mod
+        except Exception as exc:
+            fail(PluginError(f"plugin module {mod!r} failed to import: {type(exc).__name__}: {exc}"))
+            continue
+        name = module.__name__
+        _register(registry, module, PluginInfo(name=name, module=name, entry_point=False), fail)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        fail(PluginError(f"plugin {getattr(exc, 'plugin', '?')!r}: {exc}"))
+
+    _collect(registry, fail)
+    return registry
+
+
+def _register(registry: Registry, module: Any, info: PluginInfo, fail) -> None:
+    if registry.pm.is_registered(module):
+        return
+    try:
+        registry.pm.register(module, name=info.name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        fail(PluginError(f"plugin {info.label()} is invalid: {exc}"))
+        return
+    registry.plugins[info.name] = info
+
+
+def _collect(registry: Registry, fail) -> None:
+    pm = registry.pm
+    from .features import BUILTIN_FEATURES
+
+    for name, info in list(registry.plugins.items()):
+        plugin = pm.get_plugin(name)
+        others = [p for p in pm.get_plugins() if p is not plugin]
+
+        got_classifiers: list[Classifier] = []
+        got_features: list[Feature] = []
+
+        def reg_classifier(obj: Any, _into=got_classifiers) -> None:
+            if not isinstance(obj, Classifier):
+                raise TypeError(f"register_classifiers: expected a Classifier, got {type(obj).__name__}")
+            _into.append(obj)
+
+        def reg_feature(obj: Any, _into=got_features) -> None:
+            if not isinstance(obj, Feature):
+                raise TypeError(f"register_features: expected a Feature, got {type(obj).__name__}")
+            _into.append(obj)
+
+        try:
+            pm.subset_hook_caller("register_classifiers", remove_plugins=others)(register=reg_classifier)
+            pm.subset_hook_caller("register_features", remove_plugins=others)(register=reg_feature)
+        except Exception as exc:
+            fail(PluginError(f"plugin {info.label()} failed while registering: {type(exc).__name__}: {exc}"))
+            pm.unregister(name=name)
+            del registry.plugins[name]
+            continue
+
+        for c in got_classifiers:
+            if c.name in registry.classifiers:
+                other = registry.owners[c.name]
+                fail(PluginError(f"classifier {c.name!r} is registered by both {other.label()} and {info.label()}"))
+                continue
+            registry.classifiers[c.name] = c
+            registry.owners[c.name] = info
+        for f in got_features:
+            if f.name in BUILTIN_FEATURES:
+                fail(PluginError(f"plugin {info.label()} registers feature {f.name!r}, which is a built-in feature"))
+                continue
+            if f.name in registry.features:
+                other = registry.feature_owners[f.name]
+                fail(PluginError(f"feature {f.name!r} is registered by both {other.label()} and {info.label()}"))
+                continue
+            registry.features[f.name] = f
+            registry.feature_owners[f.name] = info
+
+
+def describe_registry(registry: Registry) -> list[dict[str, Any]]:
+    """One dict per classifier: name, plugin, package, version, built-in, outputs, parameters."""
+    rows = []
+    for name in sorted(registry.classifiers):
+        c = registry.classifiers[name]
+        info = registry.owners[name]
+        rows.append(
+            {
+                "name": name,
+                "description": c.description,
+                "plugin": info.name,
+                "package": info.package or info.module,
+                "version": info.version,
+                "builtin": info.builtin,
+                "requires": list(c.requires),
+                "outputs": [
+                    {"column": o.column, "description": o.description, "labels": list(o.labels) if o.labels else None}
+                    for o in c.output_specs()
+                ],
+                "params": [p.describe() for p in c.params],
+            }
+        )
+    return rows
+
+

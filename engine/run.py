@@ -1,0 +1,298 @@
+"""The pipeline shared by the command line, scripts and notebooks.
+
+``prepare`` reads the transactions once and computes the customer table;
+``Prepared.classify`` adds label columns (cheap, repeatable: the notebook
+workbench calls it on every slider move); ``classify`` does both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .classifier import Classifier, Context, Output
+from .data import as_date, read_customers, read_transactions
+from .errors import ParamError, PluginError, suggest
+from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features
+from .registry import Registry, get_registry
+
+__all__ = ["Prepared", "prepare", "classify", "classify_frame", "split_params", "Selection", "summarize"]
+
+
+def split_params(items: Iterable[str] | Mapping[str, Any] | None, *, where: str = "--set") -> dict[str, dict]:
+    """Turn ``["abc.a=0.7"]`` or ``{"abc.a": 0.7}`` or ``{"abc": {"a": 0.7}}`` into ``{"abc": {"a": "0.7"}}``.
+
+    >>> split_params(["abc.a=0.7", "adc.active_days=60"])
+    {'abc': {'a': '0.7'}, 'adc': {'active_days': '60'}}
+    """
+    out: dict[str, dict] = {}
+    if items is None:
+        return out
+    if isinstance(items, Mapping):
+        pairs = []
+        for key, value in items.items():
+            if isinstance(value, Mapping):
+                out.setdefault(str(key), {}).update(value)
+            else:
+                pairs.append((str(key), value, f"{key}={value}"))
+    else:
+        pairs = []
+        for item in items:
+            if "=" not in item:
+                raise ParamError(f"{where} {item}: expected classifier.param=value, e.g. abc.a=0.7")
+            key, _, value = item.partition("=")
+            pairs.append((key.strip(), value.strip(), item))
+    for key, value, text in pairs:
+        name, dot, param = key.partition(".")
+        if not dot or not name or not param:
+            raise ParamError(f"{where} {text}: expected classifier.param=value, e.g. abc.a=0.7")
+        out.setdefault(name, {})[param] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A classifier with its resolved parameters."""
+
+    classifier: Classifier
+    params: dict[str, Any]
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        return self.classifier.output_specs(self.params)
+
+
+def select(
+    registry: Registry,
+    names: Sequence[str] | None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    sources: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Selection]:
+    """Resolve classifier names and their parameters; unknown names and params fail with a suggestion."""
+    params = dict(params or {})
+    names = list(names) if names is not None else sorted(registry.classifiers)
+    for name in params:
+        if name not in names:
+            if name in registry.classifiers:
+                raise ParamError(f"parameters given for {name!r}, which is not selected (selected: {', '.join(names)})")
+            known = ", ".join(sorted(registry.classifiers)) or "none"
+            raise ParamError(f"parameters given for unknown classifier {name!r}{suggest(name, registry.classifiers)}"
+                             f" (installed: {known})")
+    out = []
+    for name in names:
+        clf = registry.classifier(name)
+        out.append(Selection(clf, clf.resolve(params.get(name, {}), (sources or {}).get(name))))
+    return out
+
+
+def _check_columns(sel: Selection, schema: Mapping[str, pl.DataType]) -> None:
+    clf = sel.classifier
+    for col in clf.requires:
+        if col not in schema:
+            raise PluginError(f"classifier {clf.name!r} needs column {col!r}, which the customer table does not "
+                              f"have{suggest(col, schema)}")
+    for spec in clf.params:
+        if spec.feature:
+            col = sel.params[spec.name]
+            if col not in schema:
+                raise ParamError(f"{clf.name}.{spec.name}: no customer column {col!r}{suggest(col, schema)}; "
+                                 f"numeric columns: {', '.join(c for c, t in schema.items() if t.is_numeric())}")
+            if not schema[col].is_numeric():
+                raise ParamError(f"{clf.name}.{spec.name}: column {col!r} is {schema[col]}, not numeric")
+
+
+def _label_exprs(sel: Selection, ctx: Context, owner: str) -> list[pl.Expr]:
+    clf = sel.classifier
+    try:
+        exprs = dict(clf.expressions(sel.params, ctx))
+    except Exception as exc:
+        raise PluginError(f"classifier {clf.name!r} of {owner} failed: {type(exc).__name__}: {exc}") from None
+    wanted = [o.column for o in sel.outputs]
+    if set(exprs) != set(wanted):
+        raise PluginError(f"classifier {clf.name!r} of {owner} returned columns {sorted(exprs)}, "
+                          f"but declares {wanted}")
+    out = []
+    for o in sel.outputs:
+        expr = exprs[o.column]
+        if not isinstance(expr, pl.Expr):
+            raise PluginError(f"classifier {clf.name!r} of {owner}: column {o.column!r} is a "
+                              f"{type(expr).__name__}, not a Polars expression")
+        out.append(expr.cast(o.polars_dtype).alias(o.column))
+    return out
+
+
+def apply_classifiers(
+    customers: pl.DataFrame, selections: Sequence[Selection], *, as_of: dt.date, registry: Registry | None = None
+) -> pl.DataFrame:
+    """Add every selected classifier's columns to ``customers`` (one ``with_columns``).
+
+    A classifier that breaks its contract (an exception, a column of the wrong
+    length, a label outside its declared set) is named in a :class:`PluginError`.
+    """
+    schema = customers.schema
+    ctx = Context(as_of=as_of, schema=schema)
+    owners = registry.owners if registry is not None else {}
+    columns: dict[str, str] = {}
+    exprs: list[pl.Expr] = []
+    for sel in selections:
+        _check_columns(sel, schema)
+        for o in sel.outputs:
+            if o.column in schema or o.column in columns:
+                other = columns.get(o.column, "the customer table")
+                raise PluginError(f"classifier {sel.classifier.name!r} writes column {o.column!r}, "
+                                  f"which {other} already has")
+            columns[o.column] = f"classifier {sel.classifier.name!r}"
+        owner = owners[sel.classifier.name].label() if sel.classifier.name in owners else "its plugin"
+        exprs.extend(_label_exprs(sel, ctx, owner))
+    try:
+        return customers.lazy().with_columns(exprs).collect()
+    except pl.exceptions.PolarsError:
+        pass
+    # Find which classifier broke, one at a time (error path only).
+    for sel in selections:
+        owner = owners[sel.classifier.name].label() if sel.classifier.name in owners else "its plugin"
+        try:
+            customers.lazy().with_columns(_label_exprs(sel, ctx, owner)).collect()
+        except pl.exceptions.PolarsError as exc:
+            msg = str(exc).strip().splitlines()[0]
+            raise PluginError(f"classifier {sel.classifier.name!r} of {owner} produced a bad column: {msg}") from None
+    raise PluginError("the classifiers failed together but not one by one")  # pragma: no cover
+
+
+@dataclass
+class Prepared:
+    """Customer features computed once, ready to be classified again and again."""
+
+    customers: pl.DataFrame
+    as_of: dt.date
+    report: LoadReport
+    registry: Registry
+    selections: list[Selection] = field(default_factory=list)
+
+    def select(self, classifiers: Sequence[str] | None = None, params: Any = None) -> list[Selection]:
+        return select(self.registry, classifiers, split_params(params))
+
+    def classify(self, classifiers: Sequence[str] | None = None, params: Any = None) -> pl.DataFrame:
+        """One row per customer with features and the label columns of ``classifiers`` (default: all)."""
+        self.selections = self.select(classifiers, params)
+        return apply_classifiers(self.customers, self.selections, as_of=self.as_of, registry=self.registry)
+
+
+def prepare(
+    data: Any,
+    *,
+    mapping: Any = None,
+    customers: Any = None,
+    customers_id: str | None = None,
+    as_of: str | dt.date | None = None,
+    date_format: str | None = None,
+    sheet: str | None = None,
+    registry: Registry | None = None,
+    streaming: bool = True,
+) -> Prepared:
+    """Read ``data`` once and compute the customer table (see :mod:`engine.features`)."""
+    registry = registry or get_registry()
+    tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet)
+    table = None
+    if customers is not None:
+        reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
+        table = read_customers(customers, customers_id, reserved=reserved)
+    result: FeatureResult = compute_features(
+        tx, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features, streaming=streaming
+    )
+    return Prepared(result.customers, result.as_of, result.report, registry)
+
+
+def as_of_date(value: Any) -> dt.date | None:
+    return as_date(value)
+
+
+def classify(
+    data: Any,
+    *,
+    classifiers: Sequence[str] | None = None,
+    params: Any = None,
+    **kwargs: Any,
+) -> pl.DataFrame:
+    """Classify the customers of ``data`` in one call.
+
+    ``data`` is a path (CSV, Parquet, NDJSON, xlsx) or a Polars / pandas frame;
+    the other keywords are those of :func:`prepare` (``mapping``,
+    ``customers``, ``as_of`` ...). ``params`` takes ``{"abc": {"a": 0.7}}``,
+    ``{"abc.a": 0.7}`` or ``["abc.a=0.7"]``. pandas users call ``.to_pandas()``
+    on the result.
+    """
+    return prepare(data, **kwargs).classify(classifiers, params)
+
+
+def classify_frame(
+    customers: pl.DataFrame,
+    classifiers: str | Sequence[str] | None = None,
+    params: Any = None,
+    *,
+    as_of: dt.date | None = None,
+    registry: Registry | None = None,
+) -> pl.DataFrame:
+    """Classify a customer table that already has the features a classifier needs.
+
+    Useful for tests, docs and custom feature pipelines.
+    """
+    registry = registry or get_registry()
+    names = [classifiers] if isinstance(classifiers, str) else classifiers
+    sels = select(registry, names, split_params(params))
+    return apply_classifiers(customers, sels, as_of=as_of or dt.date.today(), registry=registry)
+
+
+def summarize(classified: pl.DataFrame, selections: Sequence[Selection]) -> pl.DataFrame:
+    """Class sizes and revenue shares: one row per (classifier, column, label).
+
+    Every label appears, with zero customers if empty; customers without a
+    label (e.g. no RFM segment for prospects) are counted under ``(none)``.
+    Revenue is ``monetary``; shares are of the total over all customers, so
+    each column's shares add up to 1.
+    """
+    total_n = classified.height
+    total_rev = float(classified["monetary"].sum()) if "monetary" in classified.columns else 0.0
+    frames = []
+    for sel in selections:
+        for o in sel.outputs:
+            if o.labels is None:
+                continue
+            labels = list(o.labels)
+            counts = (
+                classified.group_by(pl.col(o.column).cast(pl.String).fill_null("(none)").alias("label"))
+                .agg(pl.len().alias("customers"), pl.col("monetary").sum().alias("revenue"))
+            )
+            order = pl.DataFrame({"label": labels + ["(none)"]}).with_row_index("_order")
+            table = order.join(counts, on="label", how="left").with_columns(
+                pl.col("customers").fill_null(0), pl.col("revenue").fill_null(0.0)
+            )
+            table = table.filter((pl.col("label") != "(none)") | (pl.col("customers") > 0)).sort("_order")
+            frames.append(
+                table.select(
+                    pl.lit(sel.classifier.name).alias("classifier"),
+                    pl.lit(o.column).alias("column"),
+                    "label",
+                    pl.col("customers").cast(pl.Int64),
+                    (pl.col("customers") / max(total_n, 1)).alias("customer_share"),
+                    "revenue",
+                    (pl.col("revenue") / total_rev if total_rev else pl.lit(None, pl.Float64)).alias("revenue_share"),
+                )
+            )
+    if not frames:
+        return pl.DataFrame(schema={"classifier": pl.String, "column": pl.String, "label": pl.String,
+                                    "customers": pl.Int64, "customer_share": pl.Float64, "revenue": pl.Float64,
+                                    "revenue_share": pl.Float64})
+    return pl.concat(frames)
+
+
+def write_table(df: pl.DataFrame, path: str | Path) -> None:
+    """Write ``df`` to ``path`` atomically, as Parquet or CSV by its suffix."""
+    from .io import atomic_write_frame
+
+    atomic_write_frame(df, Path(path))

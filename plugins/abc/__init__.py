@@ -1,0 +1,101 @@
+"""ABC classification by contribution.
+
+Customers are ranked by a metric (``monetary`` by default; ``frequency`` or any
+numeric column of the customer table). Two modes:
+
+``share`` (default)
+    A customer's *cumulative share* is the metric summed over every customer
+    whose value is **greater than or equal to** theirs, divided by the metric's
+    total over all customers. A: cumulative share <= ``a`` (0.80); B: <= ``b``
+    (0.95); C: the rest. The A class therefore holds at most ``a`` of the total.
+``rank``
+    A customer's *rank share* is the number of customers whose value is greater
+    than or equal to theirs, divided by the number of customers. A: rank share
+    <= ``a_rank`` (0.20); B: <= ``b_rank`` (0.50, i.e. the next 30%); C: the rest.
+
+Ties: equal values always get the same class, because both measures count the
+whole tie group. A tie group that straddles a cut-off goes to the **lower**
+class, so a class never exceeds its cut-off. Customers whose metric is zero,
+negative or missing are always C. When the total is not positive, everyone is C.
+
+Examples
+--------
+>>> import polars as pl
+>>> from engine import classify_frame
+>>> df = pl.DataFrame({"customer_id": [1, 2, 3, 4], "monetary": [70.0, 20.0, 10.0, -5.0]})
+>>> classify_frame(df, "abc")["abc"].to_list()
+['A', 'B', 'C', 'C']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from engine import Classifier, Context, Output, ParamSpec, hookimpl
+
+LABELS = ("A", "B", "C")
+
+
+def _check(p: Mapping[str, Any]) -> None:
+    if p["a"] >= p["b"]:
+        raise ValueError(f"a ({p['a']}) must be below b ({p['b']})")
+    if p["a_rank"] >= p["b_rank"]:
+        raise ValueError(f"a_rank ({p['a_rank']}) must be below b_rank ({p['b_rank']})")
+
+
+def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
+    m = pl.col(p["metric"]).cast(pl.Float64)
+    positive = m.fill_null(0.0) > 0
+    if p["mode"] == "share":
+        # Sum of every value >= this one: the positive values sorted descending,
+        # cumulated, then read at the last position of this value's tie group.
+        pos_values = pl.when(positive).then(m).otherwise(0.0)
+        at_or_above = m.rank("max", descending=True).cast(pl.Int64) - 1
+        cum = pos_values.sort(descending=True, nulls_last=True).cum_sum().gather(at_or_above.fill_null(0))
+        total = m.fill_null(0.0).sum()
+        measure = cum / total
+        cut_a, cut_b = p["a"], p["b"]
+        valid = positive & (total > 0)
+    else:
+        measure = m.rank("max", descending=True) / pl.len()
+        cut_a, cut_b = p["a_rank"], p["b_rank"]
+        valid = positive
+    label = (
+        pl.when(valid & (measure <= cut_a + 1e-12))
+        .then(pl.lit("A"))
+        .when(valid & (measure <= cut_b + 1e-12))
+        .then(pl.lit("B"))
+        .otherwise(pl.lit("C"))
+    )
+    return {"abc": label}
+
+
+ABC = Classifier(
+    name="abc",
+    description="ABC tiers by contribution: A brings most of the revenue, B the next, C the rest",
+    outputs=(Output("abc", "A, B or C by cumulative contribution", labels=LABELS),),
+    params=(
+        ParamSpec("metric", "str", "monetary", "Numeric customer column to rank by.", feature=True),
+        ParamSpec("mode", "str", "share", "share: cut by cumulative metric share; rank: by share of customers.",
+                  choices=("share", "rank")),
+        ParamSpec("a", "float", 0.80, "share mode: A holds at most this cumulative share of the metric.",
+                  min=0.01, max=0.99, step=0.01),
+        ParamSpec("b", "float", 0.95, "share mode: A and B together hold at most this cumulative share.",
+                  min=0.02, max=1.0, step=0.01),
+        ParamSpec("a_rank", "float", 0.20, "rank mode: this share of customers (the top) is A.",
+                  min=0.01, max=0.99, step=0.01),
+        ParamSpec("b_rank", "float", 0.50, "rank mode: this share of customers (A included) is A or B.",
+                  min=0.02, max=1.0, step=0.01),
+    ),
+    requires=(),
+    expressions=_expressions,
+    check=_check,
+)
+
+
+@hookimpl
+def register_classifiers(register) -> None:
+    register(ABC)

@@ -1,0 +1,197 @@
+"""RFM scores, named RFM segments and value tiers.
+
+Scores
+------
+``rfm_r``, ``rfm_f`` and ``rfm_m`` run from 1 to ``bins`` (5). Customers are
+ordered from worst to best (R: the *oldest* last order first, so the most
+recent buyers score highest; F: fewest orders first; M: lowest net revenue
+first) and a customer's score is::
+
+    score = floor((rank - 1) * bins / n) + 1
+
+where ``rank`` is the ``min`` rank (ties share the lowest rank of their group)
+and ``n`` the number of customers with orders. Equal values therefore always
+get equal scores, and the result does not depend on row order. When many
+customers tie (most buy once), a score may be skipped. ``rfm_code`` joins the
+three scores, e.g. ``"545"``. Customers without orders (prospects) get no
+scores and no segment.
+
+Segments
+--------
+A segment is looked up in a 5 x 5 grid of R against FM, the mean of F and M
+rounded up. With ``bins`` other than 5 the scores are first rescaled to 1..5
+(``ceil(score * 5 / bins)``). The default grid (rows R = 5 .. 1, columns
+FM = 1 .. 5)::
+
+    R5  New Customers   Potential Loyalists  Potential Loyalists  Champions        Champions
+    R4  Promising       Potential Loyalists  Potential Loyalists  Loyal Customers  Champions
+    R3  About to Sleep  About to Sleep       Need Attention       Loyal Customers  Loyal Customers
+    R2  Hibernating     Hibernating          At Risk              At Risk          Can't Lose Them
+    R1  Lost            Lost                 At Risk              At Risk          Can't Lose Them
+
+Override it with the ``segments`` parameter, a mapping from segment name to
+the list of ``"<R><FM>"`` cells it covers (``{"Champions": ["55", "54"], ...}``);
+every one of the 25 cells must be covered exactly once. The order of the mapping
+is the segments' order, best first.
+
+Value tiers
+-----------
+``value_tier`` is ``high-value`` when R >= ``hv_min_r`` (3), F >= ``hv_min_f``
+(4) and M >= ``hv_min_m`` (4): strong purchasing power, frequency and loyalty;
+``potential`` when not high-value and R + F + M >= ``potential_min_total`` (9),
+or when the customer has not bought yet (a prospect, if
+``prospects_are_potential``); ``ordinary`` otherwise.
+
+Examples
+--------
+>>> import polars as pl
+>>> from engine import classify_frame
+>>> df = pl.DataFrame({"customer_id": [1, 2, 3, 4, 5], "recency_days": [1, 10, 50, 200, 400],
+...                    "frequency": [20, 8, 4, 2, 1], "monetary": [900.0, 400, 100, 50, 10]})
+>>> out = classify_frame(df, "rfm")
+>>> out["rfm_code"].to_list()
+['555', '444', '333', '222', '111']
+>>> out["rfm_segment"].to_list()
+['Champions', 'Loyal Customers', 'Need Attention', 'Hibernating', 'Lost']
+>>> out["value_tier"].to_list()
+['high-value', 'high-value', 'potential', 'ordinary', 'ordinary']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from engine import Classifier, Context, Output, ParamSpec, hookimpl
+
+DEFAULT_GRID: dict[str, list[str]] = {
+    "Champions": ["54", "55", "45"],
+    "Loyal Customers": ["44", "34", "35"],
+    "Potential Loyalists": ["52", "53", "42", "43"],
+    "New Customers": ["51"],
+    "Promising": ["41"],
+    "Need Attention": ["33"],
+    "About to Sleep": ["31", "32"],
+    "At Risk": ["23", "24", "13", "14"],
+    "Can't Lose Them": ["25", "15"],
+    "Hibernating": ["21", "22"],
+    "Lost": ["11", "12"],
+}
+TIERS = ("high-value", "potential", "ordinary")
+CELLS = {f"{r}{fm}" for r in range(1, 6) for fm in range(1, 6)}
+
+
+def check_grid(grid: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``grid`` covers each of the 25 cells exactly once.
+
+    >>> check_grid({"All": sorted(CELLS)})
+    >>> check_grid({"Top": ["55"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: cells not covered by any segment: 11, 12, 13, 14, 15, 21, 22, 23, 24, 25, 31, 32, 33, 34, 35, 41, 42, 43, 44, 45, 51, 52, 53, 54
+    """
+    seen: dict[str, str] = {}
+    for name, cells in grid.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"segment names must be non-empty text, got {name!r}")
+        if not isinstance(cells, (list, tuple)):
+            raise ValueError(f"segment {name!r}: expected a list of cells like ['55', '54'], got {cells!r}")
+        for cell in cells:
+            cell = str(cell)
+            if cell not in CELLS:
+                raise ValueError(f"segment {name!r}: {cell!r} is not a cell; cells are R then FM, each 1 to 5")
+            if cell in seen:
+                raise ValueError(f"cell {cell} is in both {seen[cell]!r} and {name!r}")
+            seen[cell] = name
+    missing = sorted(CELLS - set(seen))
+    if missing:
+        raise ValueError(f"cells not covered by any segment: {', '.join(missing)}")
+
+
+def _check(p: Mapping[str, Any]) -> None:
+    for key in ("hv_min_r", "hv_min_f", "hv_min_m"):
+        if p[key] > p["bins"]:
+            raise ValueError(f"{key} ({p[key]}) is above bins ({p['bins']})")
+    if p["potential_min_total"] > 3 * p["bins"]:
+        raise ValueError(f"potential_min_total ({p['potential_min_total']}) is above 3 x bins ({3 * p['bins']})")
+
+
+def _grid(p: Mapping[str, Any]) -> dict[str, list[str]]:
+    return dict(p["segments"]) if p.get("segments") else DEFAULT_GRID
+
+
+def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
+    return (
+        Output("rfm_r", "recency score, 1 (oldest) to bins (most recent)", dtype=pl.Int8),
+        Output("rfm_f", "frequency score, 1 to bins", dtype=pl.Int8),
+        Output("rfm_m", "monetary score, 1 to bins", dtype=pl.Int8),
+        Output("rfm_code", "the three scores, e.g. '545'", dtype=pl.String),
+        Output("rfm_segment", "named RFM segment", labels=tuple(_grid(p))),
+        Output("value_tier", "high-value, potential or ordinary", labels=TIERS),
+    )
+
+
+def _score(value: pl.Expr, bins: int, has_orders: pl.Expr) -> pl.Expr:
+    v = pl.when(has_orders).then(value)
+    n = has_orders.sum()
+    rank = v.rank("min")
+    return pl.when(has_orders).then(((rank - 1) * bins // n + 1).cast(pl.Int8))
+
+
+def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
+    bins = p["bins"]
+    has_orders = pl.col("recency_days").is_not_null()
+    r = _score(-pl.col("recency_days"), bins, has_orders)
+    f = _score(pl.col("frequency"), bins, has_orders)
+    m = _score(pl.col("monetary"), bins, has_orders)
+    code = pl.concat_str([r.cast(pl.String), f.cast(pl.String), m.cast(pl.String)])
+
+    def five(score: pl.Expr) -> pl.Expr:
+        return score if bins == 5 else (score.cast(pl.Int32) * 5 + bins - 1) // bins
+
+    fm = (five(f).cast(pl.Int32) + five(m).cast(pl.Int32) + 1) // 2
+    cell = five(r).cast(pl.Int32) * 10 + fm
+    lookup = {int(c): name for name, cells in _grid(p).items() for c in cells}
+    segment = cell.replace_strict(list(lookup), list(lookup.values()), default=None, return_dtype=pl.String)
+
+    high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
+    potential = (r.cast(pl.Int32) + f + m) >= p["potential_min_total"]
+    if p["prospects_are_potential"]:
+        potential = potential.fill_null(False) | has_orders.not_()
+    tier = (
+        pl.when(high.fill_null(False))
+        .then(pl.lit("high-value"))
+        .when(potential.fill_null(False))
+        .then(pl.lit("potential"))
+        .otherwise(pl.lit("ordinary"))
+    )
+    return {"rfm_r": r, "rfm_f": f, "rfm_m": m, "rfm_code": code, "rfm_segment": segment, "value_tier": tier}
+
+
+RFM = Classifier(
+    name="rfm",
+    description="RFM scores 1..bins, named RFM segments, and value tiers high-value / potential / ordinary",
+    outputs=_outputs,
+    params=(
+        ParamSpec("bins", "int", 5, "Number of score bins for R, F and M.", min=2, max=10, step=1),
+        ParamSpec("hv_min_r", "int", 3, "high-value needs an R score of at least this.", min=1, max=10, step=1),
+        ParamSpec("hv_min_f", "int", 4, "high-value needs an F score of at least this.", min=1, max=10, step=1),
+        ParamSpec("hv_min_m", "int", 4, "high-value needs an M score of at least this.", min=1, max=10, step=1),
+        ParamSpec("potential_min_total", "int", 9, "potential needs R + F + M of at least this.",
+                  min=3, max=30, step=1),
+        ParamSpec("prospects_are_potential", "bool", True,
+                  "Customers who have not bought yet (prospects) are potential rather than ordinary."),
+        ParamSpec("segments", "mapping", {}, "Segment grid override: {name: ['<R><FM>', ...]}; empty: the default.",
+                  check=lambda g: check_grid(g) if g else None),
+    ),
+    requires=("recency_days", "frequency", "monetary"),
+    expressions=_expressions,
+    check=_check,
+)
+
+
+@hookimpl
+def register_classifiers(register) -> None:
+    register(RFM)
