@@ -1,0 +1,111 @@
+"""Safe YAML loading that remembers where every value came from.
+
+Playbooks are loaded with PyYAML's ``SafeLoader`` (no Python tags, no code), but
+each mapping and list remembers the line of each key and value, so validation
+errors can say ``vip.yaml:12``. Duplicate keys, which plain YAML loading
+silently resolves to the last one, are an error here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PlaybookError
+
+__all__ = ["MarkedDict", "MarkedList", "load_marked"]
+
+
+class MarkedDict(dict):
+    """A dict with ``line`` (of the mapping) and ``key_line(k)`` / ``value_line(k)`` (1-based)."""
+
+    line: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines: dict[Any, int] = {}
+        self.value_lines: dict[Any, int] = {}
+
+    def key_line(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+    def value_line(self, key: Any) -> int:
+        return self.value_lines.get(key, self.key_line(key))
+
+
+class MarkedList(list):
+    """A list with ``line`` and ``item_line(i)`` (1-based)."""
+
+    line: int = 0
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.item_lines: list[int] = []
+
+    def item_line(self, index: int) -> int:
+        return self.item_lines[index] if index < len(self.item_lines) else self.line
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
+    loader.flatten_mapping(node)
+    out = MarkedDict()
+    out.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {out.key_lines[key]})", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
+        out.value_lines[key] = value_node.start_mark.line + 1
+    return out
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> MarkedList:
+    out = MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_marked(path: Path, text: str | None = None) -> Any:
+    """Load ``path`` safely; a syntax error or a tag becomes a :class:`PlaybookError` with ``file:line``."""
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PlaybookError([f"{path}: no such playbook"]) from None
+        except IsADirectoryError:
+            raise PlaybookError([f"{path}: is a directory, expected a playbook file"]) from None
+        except UnicodeDecodeError as exc:
+            raise PlaybookError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = exc.problem or exc.context or "invalid YAML"
+        found = re.search(r"could not determine a constructor for the tag '([^']*)'", problem)
+        if found:
+            problem = f"the tag {found.group(1)!r} is not allowed (playbooks are plain data)"
+        raise PlaybookError([f"{path}:{line}: YAML syntax: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError([f"{path}:1: YAML syntax: {exc}"]) from None

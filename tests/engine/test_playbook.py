@@ -1,0 +1,264 @@
+"""Playbooks end to end: the example playbooks, reconciliation, hit policies, capacity, save, one read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.errors import ParamError, PlaybookError
+from engine.playbook import load_playbook, playbook_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+UCI_MAPPING = {"customer_id": "CustomerID", "order_id": "InvoiceNo", "order_date": "InvoiceDate",
+               "quantity": "Quantity", "unit_price": "UnitPrice"}
+
+EXAMPLES = sorted((ROOT / "playbooks").glob("*.yaml"))
+
+
+def _sample_net_revenue() -> tuple[int, float]:
+    import engine
+
+    raw = pl.read_csv(engine.sample_path(), infer_schema=False).filter(pl.col("CustomerID").is_not_null())
+    amount = (raw["Quantity"].cast(pl.Float64) * raw["UnitPrice"].cast(pl.Float64) * 10_000).round(0).cast(pl.Int64)
+    return raw["CustomerID"].n_unique(), amount.sum() / 10_000
+
+
+def test_there_are_three_example_playbooks():
+    names = {p.stem for p in EXAMPLES}
+    assert {"abc-resource-allocation", "lifecycle-winback", "high-value-care"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_playbook_runs_and_reconciles(path: Path, run_cli, tmp_path):
+    code, out, err = run_cli("run", path, "--output-dir", tmp_path)
+    assert code == 0, err
+    customers = pl.read_parquet(tmp_path / "customers.parquet")
+    actions = pl.read_csv(tmp_path / "actions.csv", infer_schema=False)
+    cut = pl.read_csv(tmp_path / "cut.csv", infer_schema=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    pb = load_playbook(path)
+
+    # customers out = customers in (transactions' customers plus the customer table's prospects)
+    n_tx_customers, net_revenue = _sample_net_revenue()
+    table = pb.customer_table
+    expected = n_tx_customers if table is None else len(
+        set(pl.read_csv(pb.data["transactions"], infer_schema=False)["CustomerID"].drop_nulls().to_list())
+        | set(table["customer_id"].cast(pl.String).to_list()))
+    assert customers.height == expected
+    assert customers["customer_id"].n_unique() == customers.height
+    rec = summary["reconciliation"]
+    assert rec["customers_in"] == rec["customers_out"] == customers.height
+    # revenue in the summary equals the input's net revenue, to the cent
+    assert rec["revenue_out"] == pytest.approx(round(net_revenue, 2), abs=0.005)
+    assert round(customers["monetary"].sum(), 2) == pytest.approx(round(net_revenue, 2), abs=0.005)
+
+    # every action and cut row names an existing customer
+    ids = set(customers["customer_id"].cast(pl.String).to_list())
+    assert set(actions["customer_id"].to_list()) <= ids
+    assert set(cut["customer_id"].to_list()) <= ids
+    assert set(actions.columns) == {"customer_id", "rule", "action", "channel", "owner", "due_date", "priority",
+                                    "parameters"}
+
+    # hits per rule add up under the hit policy
+    rules = {r["rule"]: r for r in summary["rules"]}
+    real_rules = [r.name for r in pb.rules]
+    hits = sum(rules[name]["hits"] for name in real_rules)
+    if pb.hit_policy == "first":
+        assert hits + summary["unmatched"] == customers.height
+        assert actions.filter(pl.col("rule").is_in(real_rules))["customer_id"].is_duplicated().sum() == 0
+    else:
+        assert hits >= customers.height - summary["unmatched"]
+    for name in real_rules:
+        r = rules[name]
+        assert r["hits"] == r["actions"] + r["cut_by_capacity"]
+        assert actions.filter(pl.col("rule") == name).height == r["actions"]
+        assert cut.filter(pl.col("rule") == name).height == r["cut_by_capacity"]
+    if pb.fallback is not None:
+        assert rules[pb.fallback.name]["actions"] == summary["unmatched"]
+    assert "rules" in out and "Traceback" not in err
+
+
+def test_capacity_keeps_the_highest_monetary_and_lists_the_rest(tmp_path):
+    pb = load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml", output_dir=tmp_path)
+    result = pb.run(write=False)
+    rule = next(r for r in pb.rules if r.capacity)
+    kept = result.actions.filter(pl.col("rule") == rule.name)
+    cut = result.cut.filter(pl.col("rule") == rule.name)
+    assert kept.height == rule.capacity
+    assert cut.height > 0
+    money = result.customers.select("customer_id", "monetary")
+    kept_min = kept.join(money, on="customer_id")["monetary"].min()
+    cut_max = cut.join(money, on="customer_id")["monetary"].max()
+    assert kept_min >= cut_max
+    assert cut["rank"].min() == rule.capacity + 1
+
+
+def test_hit_policy_all_gives_every_matching_rule(tmp_path):
+    text = (ROOT / "playbooks" / "abc-resource-allocation.yaml").read_text()
+    text = text.replace("hit_policy: first", "hit_policy: all").replace(
+        "  transactions: ../engine/sample", f"  transactions: {ROOT}/engine/sample")
+    text = text.replace("when: abc = 'C'", "when: abc IN ('B', 'C')")
+    path = tmp_path / "all.yaml"
+    path.write_text(text)
+    result = load_playbook(path).run(write=False)
+    rules = {r["rule"]: r for r in result.summary["rules"]}
+    n_b = result.customers.filter(pl.col("abc") == "B").height
+    n_c = result.customers.filter(pl.col("abc") == "C").height
+    assert rules["automate-c"]["hits"] == n_b + n_c
+    # B customers hit both cultivate-b (unless churned) and automate-c
+    both = result.actions.group_by("customer_id").agg(pl.len()).filter(pl.col("len") > 1)
+    assert both.height > 0
+
+
+def test_explain_names_the_failing_clause(run_cli):
+    pb_path = ROOT / "playbooks" / "abc-resource-allocation.yaml"
+    result = load_playbook(pb_path).run(write=False)
+    dormant_a = result.customers.filter((pl.col("abc") == "A") & (pl.col("adc") == "dormant"))
+    customer = str(dormant_a["customer_id"][0])
+    code, out, err = run_cli("explain", pb_path, customer)
+    assert code == 0, err
+    assert f"customer {customer}" in out
+    block = out.split("- key-accounts:")[1].split("- key-accounts-at-risk")[0]
+    assert "not matched" in block
+    assert "adc IN ('active', 'new')" in block
+    assert "dormant" in block
+    assert "- key-accounts-at-risk: matched -> retention-visit" in out
+
+
+def test_explain_unknown_customer_is_a_clear_error(run_cli):
+    code, out, err = run_cli("explain", ROOT / "playbooks" / "abc-resource-allocation.yaml", "99999999")
+    assert code == 2
+    assert "no customer '99999999'" in err
+
+
+def test_validate_and_dry_run_write_nothing(run_cli, tmp_path):
+    work = tmp_path / "pb"
+    work.mkdir()
+    src = (ROOT / "playbooks" / "lifecycle-winback.yaml").read_text().replace(
+        "../engine/sample", f"{ROOT}/engine/sample")
+    (work / "p.yaml").write_text(src)
+    code, out, err = run_cli("validate", work / "p.yaml")
+    assert code == 0 and "ok" in out
+    code, out, err = run_cli("run", work / "p.yaml", "--dry-run")
+    assert code == 0 and "dry run" in out
+    assert sorted(p.name for p in work.iterdir()) == ["p.yaml"]
+
+
+def test_set_overrides_and_validates(run_cli, tmp_path):
+    path = ROOT / "playbooks" / "abc-resource-allocation.yaml"
+    code, out, err = run_cli("run", path, "--dry-run", "--set", "abc.a=0.5")
+    assert code == 0, err
+    a_share = [line for line in out.splitlines() if line.strip().startswith("A ")][0]
+    assert float(a_share.split()[-1].rstrip("%")) <= 50.0
+    code, out, err = run_cli("run", path, "--dry-run", "--set", "abc.a=2")
+    assert code == 2 and "--set abc.a: '2' is above the maximum 0.99 of 'a'" in err
+    code, out, err = run_cli("run", path, "--dry-run", "--set", "rfm.bins=4")
+    assert code == 2 and "classifier 'rfm' is not in this playbook" in err
+
+
+def test_with_params_and_save_keep_comments(tmp_path):
+    src = ROOT / "playbooks" / "abc-resource-allocation.yaml"
+    path = tmp_path / "p.yaml"
+    path.write_text(src.read_text().replace("../engine/sample", f"{ROOT}/engine/sample"))
+    pb = load_playbook(path)
+    tuned = pb.with_params({"abc.a": "0.7", "adc": {"active_days": 60}})
+    assert tuned.classifiers["abc"]["a"] == 0.7
+    assert pb.classifiers["abc"]["a"] == 0.8  # the original is unchanged
+    with pytest.raises(ParamError):
+        pb.with_params({"abc.a": 5})
+    diff = tuned.save()
+    text = path.read_text()
+    assert "a: 0.7    # A: customers making up the top 80% of revenue" in text
+    assert "active_days: 60" in text
+    assert "# Goal: A customers get a senior account manager" in text
+    assert "-    a: 0.8" in diff and "+    a: 0.7" in diff
+    again = load_playbook(path)
+    assert again.classifiers["abc"]["a"] == 0.7
+    assert again.classifiers["adc"]["active_days"] == 60
+    assert tuned.save() == ""  # nothing left to change
+
+
+def test_schema_lists_classifier_parameters(run_cli):
+    code, out, err = run_cli("schema")
+    assert code == 0
+    schema = json.loads(out)
+    abc = schema["properties"]["classifiers"]["properties"]["abc"]["properties"]["a"]
+    assert abc["maximum"] == 0.99 and abc["type"] == "number"
+    assert "when" in schema["properties"]["rules"]["items"]["required"]
+    assert playbook_schema()["properties"]["hit_policy"]["enum"] == ["first", "all"]
+
+
+def test_example_playbooks_validate_against_the_json_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    schema = playbook_schema()
+    for path in EXAMPLES:
+        doc = yaml.safe_load(path.read_text())
+        doc["data"].pop("as_of", None)
+        jsonschema.validate(doc, schema)
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: x\n"
+        "data:\n"
+        f"  transactions: {ROOT}/engine/sample/online_retail_sample.csv\n"
+        "  map: {customer_id: CustomerID, order_id: InvoiceNo, order_date: InvoiceDate, quantity: Quantity,"
+        " unit_price: UnitPrice}\n"
+        "classifiers:\n"
+        "  abc: {a: 2}\n"
+        "  rmf: {}\n"
+        "hit_policy: some\n"
+    )
+    with pytest.raises(PlaybookError) as info:
+        load_playbook(path)
+    assert len(info.value.problems) == 3
+    assert [p.split(":")[1] for p in info.value.problems] == ["6", "7", "8"]
+
+
+def test_run_reads_the_transactions_once(uci_path, tmp_path, monkeypatch):
+    """How we know: every collect whose plan reads the file is counted; there is exactly one."""
+    pb_path = tmp_path / "uci.yaml"
+    mapping = "\n".join(f"    {k}: {v}" for k, v in UCI_MAPPING.items())
+    pb_path.write_text(
+        f"name: uci\ndata:\n  transactions: {uci_path}\n  map:\n{mapping}\n"
+        "classifiers: {abc: {}, adc: {}, rfm: {}}\n"
+        "rules:\n"
+        "  - {name: a, when: \"abc = 'A'\", action: call, channel: phone, owner: ka, capacity: 50}\n"
+        "  - {name: d, when: \"adc = 'dormant'\", action: mail, channel: email, owner: crm}\n"
+    )
+    reads = []
+    original = pl.LazyFrame.collect
+
+    def counting_collect(self, *args, **kwargs):
+        if uci_path.name in self.explain(optimized=False):
+            reads.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.LazyFrame, "collect", counting_collect)
+    result = load_playbook(pb_path, output_dir=tmp_path / "out").run()
+    assert len(reads) == 1
+    assert result.summary["reconciliation"]["customers_out"] == 4372
+    assert (tmp_path / "out" / "actions.csv").exists()
+
+
+def test_outputs_are_replaced_not_partially_written(tmp_path):
+    src = ROOT / "playbooks" / "abc-resource-allocation.yaml"
+    path = tmp_path / "p.yaml"
+    path.write_text(src.read_text().replace("../engine/sample", f"{ROOT}/engine/sample"))
+    pb = load_playbook(path)
+    first = pb.run()
+    out = pb.output_dir
+    before = (out / "actions.csv").read_bytes()
+    second = pb.with_params({"abc.a": 0.5}).run()
+    after = (out / "actions.csv").read_bytes()
+    assert before != after
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert first.summary["actions"] != second.summary["actions"] or before != after
+    shutil.rmtree(out)

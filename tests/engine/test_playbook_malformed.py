@@ -1,0 +1,42 @@
+"""The malformed-playbook corpus: one file a case, its expected line and message in its header.
+
+Each case must exit 2 with exactly one line naming ``file:line`` and the
+offending value, and write nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+CASES = sorted((Path(__file__).parent / "playbooks" / "malformed").glob("*.yaml"))
+
+
+def _expectation(path: Path) -> tuple[int, str]:
+    head = path.read_text().splitlines()[:2]
+    line = int(re.fullmatch(r"# expect-line: (\d+)", head[0]).group(1))
+    message = re.fullmatch(r"# expect: (.+)", head[1]).group(1)
+    return line, message
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_malformed_playbook(path: Path, command: str, run_cli, tmp_path):
+    line, message = _expectation(path)
+    out_dir = tmp_path / "out"
+    args = [command, path] if command == "validate" else [command, path, "--output-dir", out_dir]
+    code, out, err = run_cli(*args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    prefix = f"tierbook: error: {path}:{line}: "
+    assert lines[0].startswith(prefix), f"expected {prefix!r}, got {lines[0]!r}"
+    assert message in lines[0]
+    assert "Traceback" not in err
+    assert not out_dir.exists()
