@@ -1,0 +1,474 @@
+"""The benchmark, in one command.
+
+    .venv/bin/python bench/run.py [--sizes 1m,10m] [--repeat 3] [--tools floor,tierbook,...]
+
+1. Generates the data sets that are missing (bench/generate.py, seeded).
+2. Creates bench/.venv-baselines (pandas, DuckDB, pymc-marketing; never in
+   tierbook's environment) if it does not exist.
+3. Agreement check on the 1M set, before anything is timed: every baseline's
+   per-customer output is compared with tierbook's customers.parquet (last
+   date / recency, frequency, monetary, and the class labels where the baseline
+   computes tierbook's). A baseline that disagrees stops the benchmark.
+4. Times each tool as a whole, separate process (interpreter start, imports,
+   reading, computing, writing): wall time, and peak RSS from ``wait4`` on
+   that very child. Runs are interleaved (floor, tierbook, ..., floor,
+   tierbook, ...) so that load from other processes hits every tool alike.
+5. Writes bench/results.json (merged per size, so sizes can be re-run one at a
+   time) and bench/RESULTS.md (tables, ratios, targets, machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = BENCH / "data"
+OUT = DATA / "out"
+LOGS = DATA / "logs"
+TB_PY = ROOT / ".venv" / "bin" / "python"
+TB_BIN = ROOT / ".venv" / "bin" / "tierbook"
+BL_VENV = BENCH / ".venv-baselines"
+BL_PY = BL_VENV / "bin" / "python"
+RESULTS_JSON = BENCH / "results.json"
+RESULTS_MD = BENCH / "RESULTS.md"
+
+SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000}
+ALL_TOOLS = ["floor", "tierbook", "tierbook-classify", "polars-script", "duckdb", "pandas", "pymc-marketing"]
+# At 50M only the tools that are expected to finish in memory and in minutes.
+BIG_TOOLS = ["floor", "tierbook", "tierbook-classify", "duckdb"]
+LABELS = ["abc", "adc", "rfm_r", "rfm_f", "rfm_m", "rfm_segment", "value_tier"]
+
+TARGETS = {
+    "wall_vs_floor": 1.4, "rss_vs_floor": 1.3, "pandas_speedup": 3.0, "pymc_speedup": 12.0,
+    "rss_50m_gb": 3.0, "help_s": 0.5,
+}
+
+
+# --------------------------------------------------------------------------- tools
+def tool_command(tool: str, size: str) -> tuple[list[str], Path]:
+    """The command line of one tool on one size, and the per-customer file it writes."""
+    data = DATA / f"tx_{size}.parquet"
+    out = OUT / f"{tool}_{size}.parquet"
+    scripts = {"floor": (TB_PY, "floor.py"), "polars-script": (TB_PY, "baseline_polars.py"),
+               "duckdb": (BL_PY, "baseline_duckdb.py"), "pandas": (BL_PY, "baseline_pandas.py"),
+               "pymc-marketing": (BL_PY, "baseline_pymc.py")}
+    if tool == "tierbook":
+        playbook = BENCH / "playbooks" / f"bench-{size}.yaml"
+        return [str(TB_BIN), "run", str(playbook)], BENCH / "playbooks" / "out" / f"bench-{size}" / "customers.parquet"
+    if tool == "tierbook-classify":
+        return [str(TB_BIN), "classify", str(data), "-o", str(out)], out
+    py, script = scripts[tool]
+    return [str(py), str(BENCH / script), str(data), str(out)], out
+
+
+# A tiny launcher process starts each tool. On Linux a child's ru_maxrss keeps the high-water mark of
+# the process it was forked from (it survives execve), so forking the tools straight from this script,
+# which holds Polars and the check's frames, would put a floor of this script's RSS under every number.
+# The launcher is a bare interpreter (~10 MB) that forks, execs the tool and reports wait4's figures.
+LAUNCHER = r"""
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(os.environ["BENCH_RESULT"], "w") as fh:
+    json.dump({"wall_s": wall, "rss_bytes": ru.ru_maxrss * 1024, "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+               "exit": os.waitstatus_to_exitcode(status)}, fh)
+"""
+
+
+def measure(cmd: list[str], log: Path) -> dict:
+    """Run ``cmd`` as a fresh process: its wall time and peak RSS (ru_maxrss of that process via wait4)."""
+    load = os.getloadavg()[0]
+    result = LOGS / f".result-{os.getpid()}.json"
+    with open(log, "ab") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n".encode())
+        fh.flush()
+        env = dict(os.environ, BENCH_RESULT=str(result))
+        subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *cmd], stdout=fh, stderr=fh, cwd=ROOT, env=env)
+    r = json.loads(result.read_text())
+    result.unlink()
+    r["load1_before"] = load
+    return r
+
+
+# ------------------------------------------------------------------------ set-up
+def ensure_data(size: str) -> Path:
+    path = DATA / f"tx_{size}.parquet"
+    if not path.exists():
+        need = SIZES[size] * 60  # bytes, generous: the file is ~10 B/row, generation peaks higher in memory
+        free = shutil.disk_usage(DATA).free
+        if free < need:
+            sys.exit(f"not enough disk for {path} ({free / 1e9:.1f} GB free, want {need / 1e9:.1f} GB)")
+        print(f"generating {path} ...", flush=True)
+        subprocess.run([str(TB_PY), str(BENCH / "generate.py"), "--rows", size], check=True)
+    return path
+
+
+def ensure_baselines_venv() -> None:
+    if BL_PY.exists():
+        return
+    print(f"creating {BL_VENV} (pandas, DuckDB, pymc-marketing) ...", flush=True)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", str(BL_VENV)], check=True)
+    subprocess.run([str(BL_PY), "-m", "pip", "install", "-q", "-r", str(BENCH / "requirements-baselines.txt")],
+                   check=True)
+
+
+# ------------------------------------------------------------------ agreement check
+def check_agreement(tools: list[str], log: Path) -> dict[str, str]:
+    """Run every tool once on the 1M set and compare its per-customer output with tierbook's."""
+    import polars as pl
+
+    size = "1m"
+    data = ensure_data(size)
+    verdicts: dict[str, str] = {}
+    runs = {}
+    ref = "tierbook" if "tierbook" in tools else "tierbook-classify"
+    for tool in [ref, *[t for t in tools if t != ref]]:
+        cmd, out = tool_command(tool, size)
+        if out.exists():
+            out.unlink()
+        r = measure(cmd, log)
+        if r["exit"] != 0:
+            sys.exit(f"check: {tool} failed (exit {r['exit']}); see {log}")
+        runs[tool] = out
+    tb = pl.read_parquet(runs[ref]).select(
+        "customer_id", "last_order", "recency_days", "frequency", "monetary",
+        *[pl.col(c).cast(pl.String) for c in LABELS])
+    n = tb.height
+    problems: list[str] = []
+
+    def joined(other: pl.DataFrame, name: str) -> pl.DataFrame | None:
+        if other.height != n or other["customer_id"].n_unique() != n:
+            problems.append(f"{name}: {other.height:,} rows, tierbook {n:,} customers")
+            return None
+        j = tb.join(other, on="customer_id", how="inner", suffix="_b")
+        if j.height != n:
+            problems.append(f"{name}: {n - j.height:,} customers missing")
+            return None
+        return j
+
+    def expect(name: str, what: str, bad: int, detail: str = "") -> None:
+        if bad:
+            problems.append(f"{name}: {what}: {bad:,} of {n:,} customers differ{detail}")
+
+    for tool in tools:
+        if tool == ref:
+            continue
+        out = pl.read_parquet(runs[tool])
+        before = len(problems)
+        if tool == "floor":
+            j = joined(out, tool)
+            if j is not None:
+                expect(tool, "last date", j.filter(pl.col("last_order") != pl.col("last_order_b")).height)
+                diff = (j["monetary"] - j["monetary_b"]).abs().max()
+                expect(tool, "net revenue (|diff| > 0.005)", j.filter((pl.col("monetary") - pl.col("monetary_b")).abs() > 0.005).height)
+                expect(tool, "orders < frequency", j.filter(pl.col("orders") < pl.col("frequency")).height)
+                extra = j.filter(pl.col("orders") != pl.col("frequency")).height
+                verdicts[tool] = (f"last date equal for all {n:,} customers; net revenue within {diff:.1e}; "
+                                  f"distinct orders = tierbook frequency for {n - extra:,}, more for {extra:,} "
+                                  f"(the floor also counts return-only credit notes, by design)")
+        elif tool == "pymc-marketing":
+            j = joined(out, tool)
+            days = (pl.scan_parquet(data).group_by("customer_id")
+                    .agg(pl.col("order_date").n_unique().alias("active_days")).collect())
+            if j is not None:
+                j = j.join(days, on="customer_id")
+                expect(tool, "recency + 1 = recency_days",
+                       j.filter((pl.col("recency") + 1) != pl.col("recency_days")).height)
+                rev = pl.col("monetary_value") * pl.col("frequency_b")
+                expect(tool, "monetary_value x frequency = monetary",
+                       j.filter((rev - pl.col("monetary")).abs() > 0.005 + 1e-9 * pl.col("monetary").abs()).height)
+                expect(tool, "frequency = distinct days with a transaction",
+                       j.filter(pl.col("frequency_b") != pl.col("active_days")).height)
+                same_f = j.filter(pl.col("frequency_b") == pl.col("frequency")).height
+                verdicts[tool] = (f"recency + 1 = recency_days and monetary_value x frequency = net revenue "
+                                  f"(within 0.005) for all {n:,} customers; its frequency is distinct active days, "
+                                  f"checked against an independent count; it equals tierbook's order count for "
+                                  f"{same_f:,} ({same_f / n:.1%}); quartile segments are its own, not compared")
+        else:
+            out = out.select("customer_id", pl.col("last_order").cast(pl.Date), "recency_days", "frequency",
+                             "monetary", *[pl.col(c).cast(pl.String) for c in LABELS])
+            j = joined(out, tool)
+            if j is not None:
+                expect(tool, "last date", j.filter(pl.col("last_order") != pl.col("last_order_b")).height)
+                expect(tool, "recency_days", j.filter(pl.col("recency_days") != pl.col("recency_days_b")).height)
+                expect(tool, "frequency", j.filter(pl.col("frequency") != pl.col("frequency_b")).height)
+                expect(tool, "monetary", j.filter((pl.col("monetary") - pl.col("monetary_b")).abs() > 1e-6).height)
+                for c in LABELS:
+                    expect(tool, c, j.filter(pl.col(c) != pl.col(f"{c}_b")).height)
+                verdicts[tool] = (f"last date, recency_days, frequency, monetary and all of {', '.join(LABELS)} "
+                                  f"identical for all {n:,} customers")
+        if len(problems) > before:
+            verdicts[tool] = "DISAGREES: " + "; ".join(problems[before:])
+        print(f"check {tool}: {verdicts[tool]}", flush=True)
+    if problems:
+        sys.exit("agreement check failed, nothing timed:\n  " + "\n  ".join(problems))
+    return verdicts
+
+
+# ---------------------------------------------------------------------- timing
+def input_profile(path: Path) -> dict:
+    import polars as pl
+
+    rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    sample = pl.read_parquet(path, n_rows=min(rows, 200_000))
+    return {"rows": rows, "file_bytes": path.stat().st_size,
+            "in_memory_bytes": int(sample.estimated_size() * rows / sample.height)}
+
+
+def time_size(size: str, tools: list[str], repeat: int, log: Path) -> dict:
+    path = ensure_data(size)
+    print(f"\n== {size}: {', '.join(tools)} x {repeat} (interleaved)", flush=True)
+    runs: dict[str, list[dict]] = {t: [] for t in tools}
+    for i in range(repeat):
+        for tool in tools:
+            cmd, _ = tool_command(tool, size)
+            r = measure(cmd, log)
+            r["round"] = i
+            runs[tool].append(r)
+            status = "" if r["exit"] == 0 else f"  FAILED (exit {r['exit']}, see {log})"
+            print(f"  round {i + 1} {tool:<15} {r['wall_s']:7.2f} s  {r['rss_bytes'] / 2**20:7.0f} MiB"
+                  f"  load {r['load1_before']:.1f}{status}", flush=True)
+    return {"size": size, "input": input_profile(path), "repeat": repeat, "runs": runs,
+            "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
+
+
+def time_help(repeat: int, log: Path) -> dict:
+    runs = [measure([str(TB_BIN), "--help"], log) for _ in range(repeat)]
+    return {"repeat": repeat, "runs": runs, "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
+
+
+# --------------------------------------------------------------------- report
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+
+    def version(py: Path, mod: str) -> str:
+        try:
+            return subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version('{mod}'))"],
+                                  capture_output=True, text=True, timeout=60).stdout.strip() or "?"
+        except Exception:
+            return "?"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "engine", "plugins")
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+        "polars": version(TB_PY, "polars"), "tierbook_commit": git("rev-parse", "--short", "HEAD"),
+        "engine_uncommitted_files": len(dirty.splitlines()) if dirty else 0,
+        "pandas": version(BL_PY, "pandas"), "duckdb": version(BL_PY, "duckdb"),
+        "pymc-marketing": version(BL_PY, "pymc-marketing"),
+    }
+
+
+def stats(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_s(v: tuple[float, float, float]) -> str:
+    return f"{v[0]:.2f} s [{v[1]:.2f}-{v[2]:.2f}]"
+
+
+def fmt_mb(v: tuple[float, float, float]) -> str:
+    return f"{v[0] / 1e6:,.0f} MB [{v[1] / 1e6:,.0f}-{v[2] / 1e6:,.0f}]"
+
+
+def summarise(block: dict) -> dict[str, dict]:
+    out = {}
+    runs = block["runs"]
+    for tool, rs in runs.items():
+        ok = [r for r in rs if r["exit"] == 0]
+        if not ok:
+            out[tool] = {"failed": True}
+            continue
+        s = {"wall": stats([r["wall_s"] for r in ok]), "rss": stats([r["rss_bytes"] for r in ok]), "n": len(ok),
+             "load": statistics.mean(r["load1_before"] for r in ok)}
+        fl = runs.get("floor")
+        if fl and tool != "floor" and all(r["exit"] == 0 for r in fl):
+            paired = [r["wall_s"] / f["wall_s"] for r, f in zip(rs, fl) if r["exit"] == 0]
+            s["paired_wall_ratio"] = statistics.median(paired) if paired else None
+        out[tool] = s
+    return out
+
+
+def write_report(results: dict) -> None:
+    lines = ["# Benchmark results", "",
+             "Generated by `bench/run.py` (see [README.md](README.md)). Whole-process wall time and peak RSS "
+             "of each tool as a separate process, median of the runs with [min-max]. Ratios are to the floor "
+             "(a plain Polars lazy group_by) measured in the same, interleaved block; *paired* is the median of "
+             "the per-round ratios (tool run right after the floor in the same round).", ""]
+    m = results.get("machine", {})
+    if m:
+        lines += ["## Machine", "",
+                  f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}; Python {m['python']}",
+                  f"- tierbook {m['tierbook_commit']} (uncommitted files in engine/ and plugins/ while measuring: "
+                  f"{m['engine_uncommitted_files']}), Polars {m['polars']}; baselines: pandas {m['pandas']}, "
+                  f"DuckDB {m['duckdb']}, pymc-marketing {m['pymc-marketing']}",
+                  "- Page cache warm (every file is read many times); no tool pinned to cores.", ""]
+    lines += ["## Noise", "",
+              "Other engineers ran test suites on this 2-core machine while these numbers were taken. The "
+              "1-minute load average before each run is recorded (column *load*: mean over the tool's runs); a "
+              "load near or above 2 means the tool shared the cores. Runs are interleaved so that noise spreads "
+              "over all tools, but single numbers can still be off by tens of percent; compare ratios rather "
+              "than absolute times.", ""]
+    for size in ["1m", "10m", "50m"]:
+        block = results.get("sizes", {}).get(size)
+        if not block:
+            continue
+        inp = block["input"]
+        summ = summarise(block)
+        lines += [f"## {inp['rows']:,} transactions ({size})", "",
+                  f"Input: {inp['file_bytes'] / 1e6:,.0f} MB Parquet, {inp['in_memory_bytes'] / 1e6:,.0f} MB in "
+                  f"memory as a Polars frame. {block['repeat']} interleaved round(s), measured "
+                  f"{block['measured_at']}.", "",
+                  "| tool | rows | wall, median [min-max] | peak RSS, median [min-max] | wall / floor (paired) | "
+                  "RSS / floor | load |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        floor = summ.get("floor")
+        for tool, s in summ.items():
+            if s.get("failed"):
+                lines.append(f"| {tool} | {inp['rows']:,} | failed | | | | |")
+                continue
+            if floor and not floor.get("failed"):
+                wr = f"{s['wall'][0] / floor['wall'][0]:.2f}x"
+                if s.get("paired_wall_ratio"):
+                    wr += f" ({s['paired_wall_ratio']:.2f}x)"
+                rr = f"{s['rss'][0] / floor['rss'][0]:.2f}x"
+            else:
+                wr = rr = ""
+            lines.append(f"| {tool} | {inp['rows']:,} | {fmt_s(s['wall'])} | {fmt_mb(s['rss'])} | {wr} | {rr} | "
+                         f"{s['load']:.1f} |")
+        if "tierbook" in summ and not summ["tierbook"].get("failed"):
+            rss = summ["tierbook"]["rss"][0]
+            lines += ["", f"tierbook's peak RSS is {rss / inp['in_memory_bytes']:.2f}x the input's in-memory size."]
+        lines.append("")
+    help_ = results.get("help")
+    if help_:
+        w = stats([r["wall_s"] for r in help_["runs"]])
+        lines += ["## Startup", "", f"`tierbook --help`: {fmt_s(w)} over {help_['repeat']} runs, peak RSS "
+                  f"{statistics.median(r['rss_bytes'] for r in help_['runs']) / 1e6:.0f} MB.", ""]
+    lines += targets_section(results)
+    checks = results.get("checks")
+    if checks:
+        lines += ["## Agreement check (1M set, before timing)", ""]
+        lines += [f"- **{tool}**: {text}" for tool, text in checks.items()]
+        lines.append("")
+    RESULTS_MD.write_text("\n".join(lines) + "\n")
+
+
+def targets_section(results: dict) -> list[str]:
+    rows = []
+    s10 = results.get("sizes", {}).get("10m")
+    if s10:
+        s = summarise(s10)
+        tb, fl = s.get("tierbook"), s.get("floor")
+        if tb and fl and not tb.get("failed") and not fl.get("failed"):
+            w, r = tb["wall"][0] / fl["wall"][0], tb["rss"][0] / fl["rss"][0]
+            rows.append(("10M: tierbook run wall <= 1.4x floor", f"{w:.2f}x (paired {tb.get('paired_wall_ratio', 0):.2f}x)",
+                         w <= TARGETS["wall_vs_floor"]))
+            rows.append(("10M: tierbook run peak RSS <= 1.3x floor", f"{r:.2f}x", r <= TARGETS["rss_vs_floor"]))
+            for tool, key, label in (("pandas", "pandas_speedup", ">= 3x faster than pandas"),
+                                     ("pymc-marketing", "pymc_speedup", ">= 12x faster than pymc-marketing")):
+                o = s.get(tool)
+                if o and not o.get("failed"):
+                    sp = o["wall"][0] / tb["wall"][0]
+                    rows.append((f"10M: {label}", f"{sp:.1f}x", sp >= TARGETS[key]))
+                    rows.append((f"10M: less memory than {tool}", f"{tb['rss'][0] / 1e6:,.0f} MB vs "
+                                 f"{o['rss'][0] / 1e6:,.0f} MB", tb["rss"][0] < o["rss"][0]))
+    s50 = results.get("sizes", {}).get("50m")
+    if s50:
+        tb = summarise(s50).get("tierbook")
+        if tb and not tb.get("failed"):
+            rows.append(("50M: tierbook run peak RSS < 3 GB", f"{tb['rss'][0] / 1e9:.2f} GB",
+                         tb["rss"][0] < TARGETS["rss_50m_gb"] * 1e9))
+    if results.get("help"):
+        w = statistics.median(r["wall_s"] for r in results["help"]["runs"])
+        rows.append(("`tierbook --help` < 0.5 s", f"{w:.2f} s", w < TARGETS["help_s"]))
+    if not rows:
+        return []
+    out = ["## Targets", "", "| target | measured | met |", "| --- | ---: | :---: |"]
+    out += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in rows]
+    return out + [""]
+
+
+# ------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="tierbook performance benchmark")
+    ap.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m, 50m (default 1m,10m)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per tool and size (default 3)")
+    ap.add_argument("--big-repeat", type=int, default=1, help="runs per tool at 50m (default 1)")
+    ap.add_argument("--tools", help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
+    ap.add_argument("--skip-check", action="store_true", help="do not run the agreement check (not for reporting)")
+    ap.add_argument("--help-repeat", type=int, default=5, help="runs of `tierbook --help` (default 5; 0: skip)")
+    args = ap.parse_args(argv)
+
+    sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
+    for s in sizes:
+        if s not in SIZES:
+            ap.error(f"unknown size {s!r}; sizes: {', '.join(SIZES)}")
+    tools = [t.strip() for t in args.tools.split(",")] if args.tools else list(ALL_TOOLS)
+    for t in tools:
+        if t not in ALL_TOOLS:
+            ap.error(f"unknown tool {t!r}; tools: {', '.join(ALL_TOOLS)}")
+    for d in (DATA, OUT, LOGS):
+        d.mkdir(parents=True, exist_ok=True)
+    if any(t in ("duckdb", "pandas", "pymc-marketing") for t in tools):
+        ensure_baselines_venv()
+    log = LOGS / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
+    print(f"tool output goes to {log}", flush=True)
+
+    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    results["machine"] = machine()
+    if not args.skip_check:
+        results["checks"] = check_agreement(tools, log)
+    results.setdefault("sizes", {})
+    for size in sizes:
+        these = [t for t in tools if size != "50m" or t in BIG_TOOLS]
+        repeat = args.big_repeat if size == "50m" else args.repeat
+        results["sizes"][size] = time_size(size, these, repeat, log)
+        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+        write_report(results)
+    if args.help_repeat:
+        results["help"] = time_help(args.help_repeat, log)
+    RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results)
+    print(f"\nwrote {RESULTS_MD} and {RESULTS_JSON}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
