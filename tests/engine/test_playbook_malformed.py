@@ -30,7 +30,12 @@ def test_corpus_is_large_enough():
 def test_malformed_playbook(path: Path, command: str, run_cli, tmp_path):
     line, message = _expectation(path)
     out_dir = tmp_path / "out"
-    args = [command, path] if command == "validate" else [command, path, "--output-dir", out_dir]
+    args = [command, path]
+    # --output-dir would replace the output directory a case is about; those cases run as written
+    own_dir = re.search(r"^  dir: (.+)$", path.read_text(), re.M)
+    if command == "run" and not own_dir:
+        args += ["--output-dir", out_dir]
+    before = sorted(p for p in path.parent.rglob("*"))
     code, out, err = run_cli(*args)
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -40,3 +45,6 @@ def test_malformed_playbook(path: Path, command: str, run_cli, tmp_path):
     assert message in lines[0]
     assert "Traceback" not in err
     assert not out_dir.exists()
+    assert sorted(p for p in path.parent.rglob("*")) == before
+    if own_dir:
+        assert not (path.parent / own_dir.group(1)).resolve().exists() or own_dir.group(1) == "existing-dir"

@@ -1,0 +1,654 @@
+"""The rule language: SQL-style conditions compiled to one vectorised Polars expression.
+
+A rule's ``when`` is text such as::
+
+    abc = 'A' AND adc IN ('dormant', 'churned') AND monetary > 500
+
+It is tokenized and parsed here (a hand-written recursive-descent parser, no
+``eval`` and no SQL engine), checked against the customer table's schema and the
+classifiers' labels, and compiled to a Polars boolean expression over the
+customer table. See ``docs/rules.md`` for the language reference.
+
+>>> import datetime as dt, polars as pl
+>>> schema = {"abc": pl.Enum(["A", "B", "C"]), "monetary": pl.Float64()}
+>>> rule = compile_rule("abc = 'A' AND monetary > 500", schema, as_of=dt.date(2011, 12, 10))
+>>> df = pl.DataFrame({"abc": ["A", "A", "B"], "monetary": [900.0, 100.0, 900.0]}, schema=schema)
+>>> df.select(rule.expr.alias("hit"))["hit"].to_list()
+[True, False, False]
+>>> compile_rule("abc = 'D'", schema, as_of=dt.date(2011, 12, 10))
+Traceback (most recent call last):
+...
+engine.rules.RuleError: 'D' is not a label of abc (labels: A, B, C) (at column 7)
+
+Semantics follow SQL: a comparison with a null value is unknown, ``AND``/``OR``/
+``NOT`` use three-valued logic, and a rule matches only where its condition is
+true (unknown counts as not matched).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from .errors import TierbookError, suggest
+
+__all__ = ["RuleError", "CompiledRule", "Clause", "compile_rule", "FUNCTIONS", "KEYWORDS"]
+
+#: Longest rule text accepted (characters) and deepest nesting of parentheses/operators.
+MAX_LENGTH = 10_000
+MAX_DEPTH = 64
+
+KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "BETWEEN", "TRUE", "FALSE", "DATE"})
+
+
+class RuleError(TierbookError):
+    """A rule's ``when`` cannot be compiled. ``position`` is the 0-based character offset."""
+
+    def __init__(self, message: str, position: int | None = None):
+        self.message = message
+        self.position = position
+        where = f" (at column {position + 1})" if position is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+# ------------------------------------------------------------------ tokenizer
+@dataclass(frozen=True)
+class Token:
+    kind: str   # NUMBER STRING IDENT QIDENT KEYWORD OP END
+    value: Any
+    start: int
+    end: int
+
+
+_TOKEN_RE = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<number>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<qident>"(?:[^"]|"")*")
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op><=|>=|<>|!=|==|[=<>+\-*/(),])
+""", re.VERBOSE)
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split rule text into tokens; an unknown character or an open quote is an error.
+
+    >>> [t.value for t in tokenize("abc IN ('A','B') AND x >= 1.5")]
+    ['abc', 'IN', '(', 'A', ',', 'B', ')', 'AND', 'x', '>=', 1.5, '']
+    """
+    tokens: list[Token] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            ch = text[pos]
+            if ch == "'":
+                raise RuleError("unterminated text literal: a closing ' is missing", pos)
+            if ch == '"':
+                raise RuleError('unterminated quoted column name: a closing " is missing', pos)
+            hint = " (use = and <>, AND, OR and NOT)" if ch in "!&|" else ""
+            raise RuleError(f"unexpected character {ch!r}{hint}", pos)
+        kind = m.lastgroup
+        raw = m.group()
+        start, pos = m.start(), m.end()
+        if kind == "ws":
+            continue
+        if kind == "number":
+            value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            tokens.append(Token("NUMBER", value, start, pos))
+        elif kind == "string":
+            tokens.append(Token("STRING", raw[1:-1].replace("''", "'"), start, pos))
+        elif kind == "qident":
+            name = raw[1:-1].replace('""', '"')
+            if not name:
+                raise RuleError('empty quoted column name ""', start)
+            tokens.append(Token("QIDENT", name, start, pos))
+        elif kind == "ident":
+            if raw.upper() in KEYWORDS:
+                tokens.append(Token("KEYWORD", raw.upper(), start, pos))
+            else:
+                tokens.append(Token("IDENT", raw, start, pos))
+        else:
+            tokens.append(Token("OP", "=" if raw == "==" else raw, start, pos))
+    tokens.append(Token("END", "", len(text), len(text)))
+    return tokens
+
+
+# ------------------------------------------------------------------- AST
+# Types of values in the language.
+NUM, TEXT, BOOL, DATE, LABEL, NULL = "number", "text", "condition", "date", "label", "null"
+
+
+@dataclass
+class Node:
+    kind: str                      # column literal compare in isnull between and or not arith neg func
+    type: str
+    start: int
+    end: int
+    expr: pl.Expr | None = None
+    children: list[Node] = field(default_factory=list)
+    value: Any = None              # literal value, column name, operator, function name
+    labels: tuple[str, ...] | None = None   # for LABEL-typed columns
+    columns: frozenset[str] = frozenset()
+
+
+def _describe(node: Node, text: str) -> str:
+    src = text[node.start:node.end]
+    if node.kind == "literal":
+        return f"{src} ({node.type})"
+    if node.kind == "column":
+        return f"{src} (a {node.type} column)" if node.type != LABEL else f"{src} (a label column)"
+    return f"{src} (a {node.type})"
+
+
+# Functions: name -> (argument types, result type, builder(args exprs, as_of) -> expr, help)
+def _days_until_anniversary(args: list[pl.Expr], as_of: dt.date) -> pl.Expr:
+    d = args[0]
+    years = pl.lit(as_of.year, pl.Int32) - d.dt.year().cast(pl.Int32)
+    this_year = d.dt.offset_by(pl.format("{}y", years))
+    next_year = d.dt.offset_by(pl.format("{}y", years + 1))
+    ref = pl.lit(as_of, pl.Date)
+    ann = pl.when(this_year >= ref).then(this_year).otherwise(next_year)
+    return (ann - ref).dt.total_days()
+
+
+def _days_since(args: list[pl.Expr], as_of: dt.date) -> pl.Expr:
+    return (pl.lit(as_of, pl.Date) - args[0]).dt.total_days()
+
+
+@dataclass(frozen=True)
+class Function:
+    args: tuple[str, ...]
+    result: str
+    build: Callable[[list[pl.Expr], dt.date], pl.Expr]
+    help: str
+
+
+FUNCTIONS: dict[str, Function] = {
+    "YEAR": Function((DATE,), NUM, lambda a, _: a[0].dt.year().cast(pl.Int64), "the year of a date"),
+    "MONTH": Function((DATE,), NUM, lambda a, _: a[0].dt.month().cast(pl.Int64), "the month of a date, 1-12"),
+    "DAY": Function((DATE,), NUM, lambda a, _: a[0].dt.day().cast(pl.Int64), "the day of the month, 1-31"),
+    "DAYS_SINCE": Function((DATE,), NUM, _days_since, "days from a date to as_of"),
+    "DAYS_UNTIL_ANNIVERSARY": Function(
+        (DATE,), NUM, _days_until_anniversary,
+        "days from as_of to the next anniversary of a date (0 on the day; 29 February counts as 28 February "
+        "in other years)"),
+    "ABS": Function((NUM,), NUM, lambda a, _: a[0].abs(), "the absolute value of a number"),
+    "LOWER": Function((TEXT,), TEXT, lambda a, _: a[0].str.to_lowercase(), "text in lower case"),
+    "UPPER": Function((TEXT,), TEXT, lambda a, _: a[0].str.to_uppercase(), "text in upper case"),
+    "LENGTH": Function((TEXT,), NUM, lambda a, _: a[0].str.len_chars().cast(pl.Int64), "number of characters"),
+}
+
+
+def _column_type(dtype: pl.DataType) -> str | None:
+    if dtype == pl.Boolean:
+        return BOOL
+    if dtype.is_numeric():
+        return NUM
+    if dtype in (pl.String, pl.Categorical):
+        return TEXT
+    if isinstance(dtype, pl.Enum):
+        return LABEL
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return DATE
+    return None
+
+
+# ------------------------------------------------------------------- parser
+class _Parser:
+    def __init__(self, text: str, schema: Mapping[str, pl.DataType], labels: Mapping[str, Sequence[str]],
+                 as_of: dt.date):
+        self.text = text
+        self.tokens = tokenize(text)
+        self.i = 0
+        self.schema = schema
+        self.labels = labels
+        self.as_of = as_of
+        self.depth = 0
+
+    # -- token helpers
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def advance(self) -> Token:
+        t = self.tokens[self.i]
+        self.i += 1
+        return t
+
+    def at_keyword(self, *words: str) -> bool:
+        return self.tok.kind == "KEYWORD" and self.tok.value in words
+
+    def at_op(self, *ops: str) -> bool:
+        return self.tok.kind == "OP" and self.tok.value in ops
+
+    def expect_op(self, op: str, context: str) -> Token:
+        if not self.at_op(op):
+            raise RuleError(f"expected {op!r} {context}, found {self._found()}", self.tok.start)
+        return self.advance()
+
+    def _found(self) -> str:
+        t = self.tok
+        return "the end of the rule" if t.kind == "END" else repr(self.text[t.start:t.end])
+
+    def deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise RuleError(f"the rule is nested more than {MAX_DEPTH} levels deep", self.tok.start)
+
+    # -- grammar
+    def parse(self) -> Node:
+        if not self.text.strip():
+            raise RuleError("the rule is empty", 0)
+        node = self.or_()
+        if self.tok.kind != "END":
+            hint = ""
+            if self.tok.kind in ("IDENT", "STRING", "NUMBER", "QIDENT"):
+                hint = " (a missing AND or OR?)"
+            raise RuleError(f"unexpected {self._found()}{hint}", self.tok.start)
+        self.require(node, BOOL, "the rule")
+        return node
+
+    def or_(self) -> Node:
+        self.deeper()
+        left = self.and_()
+        while self.at_keyword("OR"):
+            self.advance()
+            right = self.and_()
+            left = self._logic("or", left, right)
+        self.depth -= 1
+        return left
+
+    def and_(self) -> Node:
+        left = self.not_()
+        while self.at_keyword("AND"):
+            self.advance()
+            right = self.not_()
+            left = self._logic("and", left, right)
+        return left
+
+    def _logic(self, op: str, left: Node, right: Node) -> Node:
+        word = op.upper()
+        self.require(left, BOOL, f"the left side of {word}")
+        self.require(right, BOOL, f"the right side of {word}")
+        expr = (left.expr & right.expr) if op == "and" else (left.expr | right.expr)
+        # flatten chains so explanations list a AND b AND c as three clauses
+        kids = (left.children if left.kind == op else [left]) + (right.children if right.kind == op else [right])
+        return Node(op, BOOL, left.start, right.end, expr, kids, columns=left.columns | right.columns)
+
+    def not_(self) -> Node:
+        if self.at_keyword("NOT"):
+            start = self.advance().start
+            self.deeper()
+            inner = self.not_()
+            self.depth -= 1
+            self.require(inner, BOOL, "NOT")
+            return Node("not", BOOL, start, inner.end, ~inner.expr, [inner], columns=inner.columns)
+        return self.predicate()
+
+    def predicate(self) -> Node:
+        left = self.additive()
+        if self.at_op("=", "!=", "<>", "<", "<=", ">", ">="):
+            op = self.advance().value
+            right = self.additive()
+            return self.compare(op, left, right)
+        negate = False
+        if self.at_keyword("NOT") and self.tokens[self.i + 1].kind == "KEYWORD" \
+                and self.tokens[self.i + 1].value in ("IN", "BETWEEN"):
+            self.advance()
+            negate = True
+        if self.at_keyword("IN"):
+            return self.in_list(left, negate)
+        if self.at_keyword("BETWEEN"):
+            return self.between(left, negate)
+        if self.at_keyword("IS"):
+            self.advance()
+            is_not = False
+            if self.at_keyword("NOT"):
+                self.advance()
+                is_not = True
+            if not self.at_keyword("NULL"):
+                raise RuleError(f"expected NULL after IS{' NOT' if is_not else ''}, found {self._found()}",
+                                self.tok.start)
+            end = self.advance().end
+            expr = left.expr.is_not_null() if is_not else left.expr.is_null()
+            return Node("isnull", BOOL, left.start, end, expr, [left], value=is_not, columns=left.columns)
+        return left
+
+    def compare(self, op: str, left: Node, right: Node) -> Node:
+        for side in (left, right):
+            if side.type == NULL:
+                raise RuleError("a comparison with NULL is never true: write 'x IS NULL' or 'x IS NOT NULL'",
+                                side.start)
+        left, right = self.unify(left, right, op)
+        if LABEL in (left.type, right.type) and op in ("<", "<=", ">", ">="):
+            col = left if left.type == LABEL else right
+            raise RuleError(f"{self.text[col.start:col.end]} holds labels: compare it with =, <> or IN, "
+                            f"not {op} (labels: {', '.join(col.labels or ())})", col.start)
+        if BOOL in (left.type, right.type) and op in ("<", "<=", ">", ">="):
+            raise RuleError(f"conditions can only be compared with = or <>, not {op}", left.start)
+        a, b = left.expr, right.expr
+        expr = {"=": a == b, "!=": a != b, "<>": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        return Node("compare", BOOL, left.start, right.end, expr, [left, right], value=op,
+                    columns=left.columns | right.columns)
+
+    def unify(self, left: Node, right: Node, op: str) -> tuple[Node, Node]:
+        """Check two operands can be compared; coerce text literals to labels and dates."""
+        for a, b in ((left, right), (right, left)):
+            if a.type == LABEL and b.kind == "literal" and b.type == TEXT:
+                self.check_label(a, b)
+                b.type = LABEL
+            if a.type == DATE and b.kind == "literal" and b.type == TEXT:
+                b.value = self.parse_date(b.value, b.start)
+                b.expr = pl.lit(b.value, pl.Date)
+                b.type = DATE
+        if left.type == LABEL and right.type == LABEL and left.kind == "column" and right.kind == "column" \
+                and tuple(left.labels or ()) != tuple(right.labels or ()):
+            raise RuleError(f"{left.value} and {right.value} have different labels and cannot be compared",
+                            left.start)
+        if left.type != right.type and {left.type, right.type} != {TEXT, LABEL}:
+            raise RuleError(f"cannot compare {_describe(left, self.text)} with {_describe(right, self.text)}",
+                            left.start)
+        return left, right
+
+    def check_label(self, column: Node, literal: Node) -> None:
+        labels = column.labels or ()
+        if literal.value not in labels:
+            close = suggest(literal.value, labels)
+            raise RuleError(f"{literal.value!r} is not a label of {column.value} "
+                            f"(labels: {', '.join(labels)}){close}", literal.start)
+
+    def parse_date(self, value: str, pos: int) -> dt.date:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise RuleError(f"{value!r} is not a date (write YYYY-MM-DD, e.g. DATE '2011-12-09')", pos) from None
+
+    def in_list(self, left: Node, negate: bool) -> Node:
+        self.advance()  # IN
+        self.expect_op("(", "after IN")
+        items: list[Node] = []
+        while True:
+            item = self.unary()
+            if item.kind != "literal":
+                raise RuleError("IN takes a list of literal values such as ('A', 'B')", item.start)
+            if item.type == NULL:
+                raise RuleError("NULL in an IN list never matches: use 'x IS NULL'", item.start)
+            self.unify(left, item, "IN")
+            items.append(item)
+            if self.at_op(","):
+                self.advance()
+                continue
+            end = self.expect_op(")", "to close the IN list").end
+            break
+        values = [it.value for it in items]
+        if left.type == LABEL:
+            expr = left.expr.cast(pl.String).is_in(values)
+        elif left.type == DATE:
+            expr = left.expr.is_in(pl.Series(values, dtype=pl.Date))
+        elif left.type == NUM:
+            expr = left.expr.cast(pl.Float64).is_in(pl.Series([float(v) for v in values], dtype=pl.Float64))
+        else:
+            expr = left.expr.is_in(values)
+        # SQL: x IN (...) is unknown when x is null
+        expr = pl.when(left.expr.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(expr)
+        if negate:
+            expr = ~expr
+        return Node("in", BOOL, left.start, end, expr, [left, *items], value=negate, columns=left.columns)
+
+    def between(self, left: Node, negate: bool) -> Node:
+        self.advance()  # BETWEEN
+        low = self.additive()
+        if not self.at_keyword("AND"):
+            raise RuleError(f"expected AND in BETWEEN ... AND ..., found {self._found()}", self.tok.start)
+        self.advance()
+        high = self.additive()
+        for bound in (low, high):
+            if bound.type == NULL:
+                raise RuleError("BETWEEN needs two bounds, not NULL", bound.start)
+            self.unify(left, bound, "BETWEEN")
+        if left.type in (LABEL, BOOL):
+            raise RuleError(f"BETWEEN needs numbers, dates or text, not {_describe(left, self.text)}", left.start)
+        expr = (left.expr >= low.expr) & (left.expr <= high.expr)
+        if negate:
+            expr = ~expr
+        return Node("between", BOOL, left.start, high.end, expr, [left, low, high], value=negate,
+                    columns=left.columns | low.columns | high.columns)
+
+    def additive(self) -> Node:
+        left = self.multiplicative()
+        while self.at_op("+", "-"):
+            op = self.advance().value
+            right = self.multiplicative()
+            left = self.arith(op, left, right)
+        return left
+
+    def multiplicative(self) -> Node:
+        left = self.unary()
+        while self.at_op("*", "/"):
+            op = self.advance().value
+            right = self.unary()
+            left = self.arith(op, left, right)
+        return left
+
+    def arith(self, op: str, left: Node, right: Node) -> Node:
+        types = (left.type, right.type)
+        a, b = left.expr, right.expr
+        if types == (NUM, NUM):
+            expr = {"+": a + b, "-": a - b, "*": a * b, "/": a.cast(pl.Float64) / b}[op]
+            typ = NUM
+        elif types == (DATE, DATE) and op == "-":
+            expr, typ = (a - b).dt.total_days(), NUM
+        elif types == (DATE, NUM) and op in "+-":
+            days = pl.duration(days=b)
+            expr, typ = (a + days if op == "+" else a - days), DATE
+        elif types == (NUM, DATE) and op == "+":
+            expr, typ = b + pl.duration(days=a), DATE
+        else:
+            raise RuleError(f"cannot compute {_describe(left, self.text)} {op} {_describe(right, self.text)}",
+                            left.start)
+        return Node("arith", typ, left.start, right.end, expr, [left, right], value=op,
+                    columns=left.columns | right.columns)
+
+    def unary(self) -> Node:
+        if self.at_op("-", "+"):
+            tok = self.advance()
+            self.deeper()
+            inner = self.unary()
+            self.depth -= 1
+            if inner.type != NUM:
+                raise RuleError(f"a sign needs a number, not {_describe(inner, self.text)}", inner.start)
+            if tok.value == "+":
+                return inner
+            if inner.kind == "literal":
+                return Node("literal", NUM, tok.start, inner.end, pl.lit(-inner.value), value=-inner.value)
+            return Node("neg", NUM, tok.start, inner.end, -inner.expr, [inner], columns=inner.columns)
+        return self.primary()
+
+    def primary(self) -> Node:
+        t = self.tok
+        if t.kind == "NUMBER":
+            self.advance()
+            return Node("literal", NUM, t.start, t.end, pl.lit(t.value), value=t.value)
+        if t.kind == "STRING":
+            self.advance()
+            return Node("literal", TEXT, t.start, t.end, pl.lit(t.value, pl.String), value=t.value)
+        if t.kind == "KEYWORD":
+            if t.value in ("TRUE", "FALSE"):
+                self.advance()
+                return Node("literal", BOOL, t.start, t.end, pl.lit(t.value == "TRUE"), value=t.value == "TRUE")
+            if t.value == "NULL":
+                self.advance()
+                return Node("literal", NULL, t.start, t.end, pl.lit(None), value=None)
+            if t.value == "DATE":
+                self.advance()
+                if self.tok.kind != "STRING":
+                    raise RuleError(f"expected a date in quotes after DATE, found {self._found()}", self.tok.start)
+                s = self.advance()
+                value = self.parse_date(s.value, s.start)
+                return Node("literal", DATE, t.start, s.end, pl.lit(value, pl.Date), value=value)
+            raise RuleError(f"unexpected {t.value} (a value or column was expected)", t.start)
+        if t.kind == "OP" and t.value == "(":
+            self.advance()
+            self.deeper()
+            inner = self.or_()
+            self.depth -= 1
+            end = self.expect_op(")", "to close the parenthesis").end
+            inner.start, inner.end = t.start, end
+            return inner
+        if t.kind == "IDENT" and self.tokens[self.i + 1].kind == "OP" and self.tokens[self.i + 1].value == "(":
+            return self.function()
+        if t.kind in ("IDENT", "QIDENT"):
+            self.advance()
+            return self.column(t)
+        if t.kind == "END":
+            raise RuleError("the rule ends too early: a value or column is missing", t.start)
+        raise RuleError(f"unexpected {self._found()} (a value or column was expected)", t.start)
+
+    def column(self, t: Token) -> Node:
+        name = t.value
+        if name not in self.schema:
+            if name == "as_of":
+                return Node("literal", DATE, t.start, t.end, pl.lit(self.as_of, pl.Date), value=self.as_of)
+            raise RuleError(f"unknown column {name!r}{suggest(name, self.schema)}", t.start)
+        dtype = self.schema[name]
+        typ = _column_type(dtype)
+        if typ is None:
+            raise RuleError(f"column {name!r} has type {dtype}, which rules cannot use", t.start)
+        expr = pl.col(name)
+        labels = None
+        if typ == LABEL:
+            labels = tuple(self.labels.get(name) or dtype.categories.to_list())
+        elif typ == DATE and isinstance(dtype, pl.Datetime):
+            expr = expr.dt.date()
+        return Node("column", typ, t.start, t.end, expr, value=name, labels=labels, columns=frozenset({name}))
+
+    def function(self) -> Node:
+        t = self.advance()
+        name = t.value.upper()
+        fn = FUNCTIONS.get(name)
+        if fn is None:
+            raise RuleError(f"unknown function {t.value}(){suggest(name, FUNCTIONS)}", t.start)
+        self.advance()  # (
+        args: list[Node] = []
+        if not self.at_op(")"):
+            while True:
+                args.append(self.or_())
+                if self.at_op(","):
+                    self.advance()
+                    continue
+                break
+        end = self.expect_op(")", f"to close {name}(").end
+        if len(args) != len(fn.args):
+            raise RuleError(f"{name}() takes {len(fn.args)} argument(s), got {len(args)}", t.start)
+        for arg, want in zip(args, fn.args):
+            if arg.kind == "literal" and arg.type == TEXT and want == DATE:
+                arg.value = self.parse_date(arg.value, arg.start)
+                arg.expr, arg.type = pl.lit(arg.value, pl.Date), DATE
+            if arg.type == LABEL and want == TEXT:
+                arg.expr, arg.type = arg.expr.cast(pl.String), TEXT
+            if arg.type != want:
+                raise RuleError(f"{name}() needs a {want}, not {_describe(arg, self.text)}", arg.start)
+        expr = fn.build([a.expr for a in args], self.as_of)
+        columns = frozenset().union(*(a.columns for a in args))
+        return Node("func", fn.result, t.start, end, expr, args, value=name, columns=columns)
+
+    def require(self, node: Node, typ: str, where: str) -> None:
+        if node.type != typ:
+            got = _describe(node, self.text)
+            hint = ""
+            if node.kind == "column" and node.type == LABEL:
+                hint = f" (compare it, e.g. {node.value} = '{(node.labels or ('A',))[0]}')"
+            raise RuleError(f"{where} must be a condition, not {got}{hint}", node.start)
+
+
+# ------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class Clause:
+    """One condition of a rule as written, for explanations."""
+
+    text: str
+    expr: pl.Expr
+    columns: tuple[str, ...]
+    depth: int
+    kind: str   # "and", "or", "not" or "condition"
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A compiled ``when``: ``expr`` is true exactly where the rule matches (null counts as false)."""
+
+    text: str
+    expr: pl.Expr
+    columns: frozenset[str]
+    clauses: tuple[Clause, ...]
+
+    def explain(self, row: pl.DataFrame) -> list[tuple[Clause, bool | None, dict[str, Any]]]:
+        """Evaluate every clause on a one-row frame: (clause, true/false/None=unknown, column values)."""
+        if row.height != 1:
+            raise ValueError(f"explain needs exactly one row, got {row.height}")
+        values = row.select([c.expr.alias(f"_c{i}") for i, c in enumerate(self.clauses)]).row(0)
+        out = []
+        for clause, value in zip(self.clauses, values):
+            seen = {col: row[col][0] for col in clause.columns}
+            out.append((clause, value, seen))
+        return out
+
+    def explain_text(self, row: pl.DataFrame, indent: str = "    ") -> str:
+        """Readable lines: each clause with its outcome and the customer's values it looked at."""
+        lines = []
+        for clause, value, seen in self.explain(row):
+            mark = {True: "true ", False: "FALSE", None: "null "}[value]
+            shown = ", ".join(f"{k} = {_show(v)}" for k, v in seen.items())
+            detail = f"   ({shown})" if shown and clause.kind == "condition" else ""
+            lines.append(f"{indent}{'  ' * clause.depth}[{mark}] {clause.text}{detail}")
+        return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _clauses(node: Node, text: str, depth: int = 0) -> list[Clause]:
+    src = text[node.start:node.end].strip()
+    if node.kind in ("and", "or"):
+        head = [] if depth == 0 and node.kind == "and" else [
+            Clause(f"{'all' if node.kind == 'and' else 'any'} of: {src}", node.expr,
+                   tuple(sorted(node.columns)), depth, node.kind)]
+        inner = depth if not head else depth + 1
+        return head + [c for kid in node.children for c in _clauses(kid, text, inner)]
+    if node.kind == "not" and node.children[0].kind in ("and", "or", "not"):
+        head = [Clause(src, node.expr, tuple(sorted(node.columns)), depth, "not")]
+        return head + _clauses(node.children[0], text, depth + 1)
+    return [Clause(src, node.expr, tuple(sorted(node.columns)), depth, "condition")]
+
+
+def compile_rule(text: str, schema: Mapping[str, pl.DataType], *, labels: Mapping[str, Sequence[str]] | None = None,
+                 as_of: dt.date | None = None) -> CompiledRule:
+    """Compile ``text`` against the customer table's ``schema``.
+
+    ``labels`` maps a label column (``abc``) to its labels, best first; label
+    columns not in it take their Enum's categories. ``as_of`` is the date the
+    functions ``DAYS_SINCE`` and ``DAYS_UNTIL_ANNIVERSARY`` and the name ``as_of``
+    refer to. Raises :class:`RuleError` naming the offending token.
+    """
+    if not isinstance(text, str):
+        raise RuleError(f"a rule must be text, got {type(text).__name__} {text!r}")
+    if len(text) > MAX_LENGTH:
+        raise RuleError(f"the rule is {len(text):,} characters long; at most {MAX_LENGTH:,} are accepted")
+    parser = _Parser(text, schema, labels or {}, as_of or dt.date.today())
+    node = parser.parse()
+    return CompiledRule(text=text, expr=node.expr.fill_null(False), columns=node.columns,
+                        clauses=tuple(_clauses(node, text)))
+
