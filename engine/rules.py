@@ -388,13 +388,16 @@ class _Parser:
             break
         values = [it.value for it in items]
         if left.type == LABEL:
-            expr = left.expr.cast(pl.String).is_in(values)
-        elif left.type == DATE:
-            expr = left.expr.is_in(pl.Series(values, dtype=pl.Date))
+            subject, dtype = left.expr.cast(pl.String), pl.String
         elif left.type == NUM:
-            expr = left.expr.cast(pl.Float64).is_in(pl.Series([float(v) for v in values], dtype=pl.Float64))
+            subject, dtype, values = left.expr.cast(pl.Float64), pl.Float64, [float(v) for v in values]
+        elif left.type == DATE:
+            subject, dtype = left.expr, pl.Date
+        elif left.type == BOOL:
+            subject, dtype = left.expr, pl.Boolean
         else:
-            expr = left.expr.is_in(values)
+            subject, dtype = left.expr, pl.String
+        expr = subject.is_in(pl.lit(pl.Series(values, dtype=dtype)).implode())
         # SQL: x IN (...) is unknown when x is null
         expr = pl.when(left.expr.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(expr)
         if negate:
@@ -440,7 +443,7 @@ class _Parser:
         types = (left.type, right.type)
         a, b = left.expr, right.expr
         if types == (NUM, NUM):
-            expr = {"+": a + b, "-": a - b, "*": a * b, "/": a.cast(pl.Float64) / b}[op]
+            expr = {"+": a + b, "-": a - b, "*": a * b, "/": pl.when(b != 0).then(a.cast(pl.Float64) / b)}[op]
             typ = NUM
         elif types == (DATE, DATE) and op == "-":
             expr, typ = (a - b).dt.total_days(), NUM

@@ -1,0 +1,294 @@
+"""The rule language: parsing, typing, SQL null semantics, errors that point at the token, explanations."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from engine.errors import TierbookError
+from engine.rules import FUNCTIONS, RuleError, compile_rule, tokenize
+
+AS_OF = dt.date(2011, 12, 10)
+ABC = pl.Enum(["A", "B", "C"])
+ADC = pl.Enum(["active", "new", "dormant", "churned", "prospect"])
+SCHEMA = {
+    "customer_id": pl.String(),
+    "abc": ABC,
+    "adc": ADC,
+    "monetary": pl.Float64(),
+    "frequency": pl.Int64(),
+    "recency_days": pl.Int64(),
+    "last_order": pl.Date(),
+    "birthday": pl.Date(),
+    "country": pl.String(),
+    "vip": pl.Boolean(),
+    "signed_up": pl.Datetime("us"),
+    "unit price": pl.Float64(),
+}
+LABELS = {"abc": ("A", "B", "C"), "adc": ("active", "new", "dormant", "churned", "prospect")}
+
+ROWS = [
+    # id   abc   adc        monetary freq rec  last_order            birthday              country    vip
+    ("c1", "A", "active", 1200.0, 9, 5, dt.date(2011, 12, 5), dt.date(1980, 12, 10), "France", True),
+    ("c2", "A", "dormant", 800.0, 4, 200, dt.date(2011, 5, 24), dt.date(1975, 12, 24), "Germany", False),
+    ("c3", "B", "churned", 150.0, 1, 400, dt.date(2010, 11, 5), None, "France", None),
+    ("c4", "C", "new", 0.0, 1, 10, dt.date(2011, 11, 30), dt.date(1992, 2, 29), None, False),
+    ("c5", "C", "prospect", 0.0, 0, None, None, dt.date(1960, 1, 1), "Spain", False),
+]
+
+
+@pytest.fixture(scope="module")
+def customers() -> pl.DataFrame:
+    cols = list(zip(*ROWS))
+    names = ["customer_id", "abc", "adc", "monetary", "frequency", "recency_days", "last_order", "birthday",
+             "country", "vip"]
+    df = pl.DataFrame({n: list(c) for n, c in zip(names, cols)},
+                      schema={n: SCHEMA[n] for n in names})
+    return df.with_columns(
+        pl.Series("signed_up", [dt.datetime(2010, 1, 1, 9, 30)] * 5, dtype=pl.Datetime("us")),
+        pl.Series("unit price", [1.0, 2.0, 3.0, 4.0, 5.0]),
+    )
+
+
+def hits(customers: pl.DataFrame, text: str) -> list[str]:
+    rule = compile_rule(text, customers.schema, labels=LABELS, as_of=AS_OF)
+    return customers.filter(rule.expr)["customer_id"].to_list()
+
+
+def error(text: str) -> RuleError:
+    with pytest.raises(RuleError) as info:
+        compile_rule(text, SCHEMA, labels=LABELS, as_of=AS_OF)
+    return info.value
+
+
+# ------------------------------------------------------------------ matching
+@pytest.mark.parametrize("text, expected", [
+    ("abc = 'A'", ["c1", "c2"]),
+    ("abc <> 'A'", ["c3", "c4", "c5"]),
+    ("abc != 'A'", ["c3", "c4", "c5"]),
+    ("'A' = abc", ["c1", "c2"]),
+    ("abc = 'A' AND adc IN ('dormant', 'churned')", ["c2"]),
+    ("abc = 'A' OR adc = 'churned'", ["c1", "c2", "c3"]),
+    ("adc NOT IN ('active', 'new')", ["c2", "c3", "c5"]),
+    ("monetary > 800", ["c1"]),
+    ("monetary >= 800", ["c1", "c2"]),
+    ("monetary < 150", ["c4", "c5"]),
+    ("monetary <= 150", ["c3", "c4", "c5"]),
+    ("frequency = 1", ["c3", "c4"]),
+    ("monetary BETWEEN 150 AND 800", ["c2", "c3"]),
+    ("monetary NOT BETWEEN 150 AND 800", ["c1", "c4", "c5"]),
+    ("monetary / frequency > 150", ["c2"]),          # 0 / 0 is null (unknown), not NaN
+    ("monetary / frequency IS NULL", ["c5"]),
+    ("monetary - 100 * 2 >= 600", ["c1", "c2"]),
+    ("(monetary - 100) * 2 >= 1400", ["c1", "c2"]),
+    ("-monetary < -1000", ["c1"]),
+    ("ABS(-monetary) > 1000", ["c1"]),
+    ("frequency IN (1, 9)", ["c1", "c3", "c4"]),
+    ("frequency IN (1.0, 4.5)", ["c3", "c4"]),
+    ("NOT abc = 'A'", ["c3", "c4", "c5"]),
+    ("NOT (abc = 'A' OR abc = 'B')", ["c4", "c5"]),
+    ("abc = 'A' AND (adc = 'active' OR monetary < 1000)", ["c1", "c2"]),
+    ("abc = 'A' and adc = 'active'", ["c1"]),      # keywords in any case
+    ("vip", ["c1"]),
+    ("vip = TRUE", ["c1"]),
+    ("NOT vip", ["c2", "c4", "c5"]),              # null vip is unknown, so neither vip nor NOT vip
+    ("vip IS NULL", ["c3"]),
+    ("country IS NULL", ["c4"]),
+    ("country IS NOT NULL AND country = 'France'", ["c1", "c3"]),
+    ("country <> 'France'", ["c2", "c5"]),         # null country: unknown, not matched
+    ("LOWER(country) = 'spain'", ["c5"]),
+    ("UPPER(abc) = 'A'", ["c1", "c2"]),
+    ("LENGTH(country) = 5", ["c5"]),
+    ("recency_days > 90", ["c2", "c3"]),           # the prospect has no recency: unknown
+    ("recency_days IS NULL", ["c5"]),
+    ("last_order >= DATE '2011-11-30'", ["c1", "c4"]),
+    ("last_order >= '2011-11-30'", ["c1", "c4"]),  # text compared with a date is read as a date
+    ("last_order IN ('2011-12-05', '2010-11-05')", ["c1", "c3"]),
+    ("last_order BETWEEN '2011-01-01' AND '2011-06-30'", ["c2"]),
+    ("as_of - last_order <= 10", ["c1", "c4"]),
+    ("last_order + 30 > as_of", ["c1", "c4"]),
+    ("DAYS_SINCE(last_order) = recency_days - 1", []),
+    ("DAYS_SINCE(last_order) = 5", ["c1"]),
+    ("YEAR(last_order) = 2010", ["c3"]),
+    ("MONTH(birthday) = 12 AND DAY(birthday) = 24", ["c2"]),
+    ("DAYS_UNTIL_ANNIVERSARY(birthday) = 0", ["c1"]),
+    ("DAYS_UNTIL_ANNIVERSARY(birthday) <= 14", ["c1", "c2"]),
+    ("YEAR(signed_up) = 2010", ["c1", "c2", "c3", "c4", "c5"]),
+    ('"unit price" > 3', ["c4", "c5"]),
+    ("customer_id = 'c3'", ["c3"]),
+    ("abc = 'A' AND monetary > 500 AND frequency >= 4 AND adc <> 'churned'", ["c1", "c2"]),
+])
+def test_rule_matches(customers, text, expected):
+    assert hits(customers, text) == expected
+
+
+def test_null_never_matches_and_result_has_no_nulls(customers):
+    rule = compile_rule("recency_days > 90 OR country = 'Nowhere'", customers.schema, as_of=AS_OF)
+    out = customers.select(rule.expr.alias("m"))["m"]
+    assert out.null_count() == 0
+    assert out.to_list() == [False, True, True, False, False]
+
+
+def test_or_with_a_true_side_matches_despite_null(customers):
+    # SQL three-valued logic: unknown OR true is true
+    assert hits(customers, "recency_days > 90 OR frequency = 0") == ["c2", "c3", "c5"]
+
+
+def test_days_until_anniversary_wraps_and_handles_29_february():
+    schema = {"birthday": pl.Date()}
+    df = pl.DataFrame({"birthday": [dt.date(1980, 3, 1), dt.date(1992, 2, 29), dt.date(1970, 2, 27), None]})
+    rule = compile_rule("DAYS_UNTIL_ANNIVERSARY(birthday) >= 0", schema, as_of=dt.date(2023, 2, 28))
+    assert df.select(rule.expr).to_series().to_list() == [True, True, True, False]
+    days = df.select(FUNCTIONS["DAYS_UNTIL_ANNIVERSARY"].build([pl.col("birthday")], dt.date(2023, 2, 28)))
+    # 1 March is tomorrow; 29 February counts as 28 February in 2023 (today); 27 February was yesterday
+    assert days.to_series().to_list() == [1, 0, 364, None]
+    days = df.select(FUNCTIONS["DAYS_UNTIL_ANNIVERSARY"].build([pl.col("birthday")], dt.date(2024, 2, 28)))
+    assert days.to_series().to_list() == [2, 1, 365, None]   # 2024 is a leap year
+
+
+def test_columns_and_clauses_are_reported(customers):
+    rule = compile_rule("abc = 'A' AND (adc = 'active' OR monetary < 1000) AND NOT vip",
+                        customers.schema, labels=LABELS, as_of=AS_OF)
+    assert rule.columns == {"abc", "adc", "monetary", "vip"}
+    texts = [c.text for c in rule.clauses]
+    assert texts[0] == "abc = 'A'"
+    assert texts[1].startswith("any of:")
+    assert texts[2:4] == ["adc = 'active'", "monetary < 1000"]
+    assert texts[4] == "NOT vip"
+    assert [c.depth for c in rule.clauses] == [0, 0, 1, 1, 0]
+
+
+def test_explain_names_the_failing_clause(customers):
+    rule = compile_rule("abc = 'A' AND adc IN ('active', 'new') AND monetary > 500",
+                        customers.schema, labels=LABELS, as_of=AS_OF)
+    row = customers.filter(pl.col("customer_id") == "c2")
+    outcome = [(c.text, value) for c, value, _ in rule.explain(row)]
+    assert outcome == [("abc = 'A'", True), ("adc IN ('active', 'new')", False), ("monetary > 500", True)]
+    text = rule.explain_text(row)
+    assert "[FALSE] adc IN ('active', 'new')   (adc = 'dormant')" in text
+    assert "[true ] monetary > 500   (monetary = 800)" in text
+
+
+def test_explain_shows_unknown_for_nulls(customers):
+    rule = compile_rule("recency_days > 90", customers.schema, as_of=AS_OF)
+    text = rule.explain_text(customers.filter(pl.col("customer_id") == "c5"))
+    assert "[null ] recency_days > 90   (recency_days = null)" in text
+
+
+def test_explain_needs_one_row(customers):
+    rule = compile_rule("abc = 'A'", customers.schema, labels=LABELS, as_of=AS_OF)
+    with pytest.raises(ValueError, match="exactly one row"):
+        rule.explain(customers)
+
+
+def test_rule_is_one_vectorised_expression_with_no_python_callbacks(customers):
+    rule = compile_rule("abc = 'A' AND DAYS_UNTIL_ANNIVERSARY(birthday) <= 14", customers.schema,
+                        labels=LABELS, as_of=AS_OF)
+    plan = customers.lazy().filter(rule.expr).explain()
+    assert "python" not in plan.lower() and "map_elements" not in plan
+
+
+# -------------------------------------------------------------------- errors
+@pytest.mark.parametrize("text, message, column", [
+    ("monetray > 100", "unknown column 'monetray' (did you mean 'monetary'?)", 1),
+    ("abc = 'D'", "'D' is not a label of abc (labels: A, B, C)", 7),
+    ("adc IN ('active', 'dormnat')", "'dormnat' is not a label of adc (labels: active, new, dormant, churned, "
+                                     "prospect) (did you mean 'dormant'?)", 19),
+    ("abc < 'B'", "abc holds labels: compare it with =, <> or IN, not <", 1),
+    ("monetary > 'high'", "cannot compare monetary (a number column) with 'high' (text)", 1),
+    ("last_order > 5", "cannot compare last_order (a date column) with 5 (number)", 1),
+    ("abc = 'A' AND", "the rule ends too early", 14),
+    ("abc = 'A' monetary > 5", "unexpected 'monetary' (a missing AND or OR?)", 11),
+    ("abc = 'A' && monetary > 5", "unexpected character '&' (use = and <>, AND, OR and NOT)", 11),
+    ("abc = 'A", "unterminated text literal", 7),
+    ('"abc = 1', "unterminated quoted column name", 1),
+    ("(abc = 'A'", "expected ')' to close the parenthesis, found the end of the rule", 11),
+    ("abc IN 'A'", "expected '(' after IN, found \"'A'\"", 8),
+    ("abc IN (monetary)", "IN takes a list of literal values", 9),
+    ("abc IN ('A', NULL)", "NULL in an IN list never matches", 14),
+    ("monetary = NULL", "a comparison with NULL is never true: write 'x IS NULL'", 12),
+    ("monetary IS 5", "expected NULL after IS, found '5'", 13),
+    ("monetary BETWEEN 1 OR 2", "expected AND in BETWEEN", 20),
+    ("abc", "the rule must be a condition, not abc (a label column) (compare it, e.g. abc = 'A')", 1),
+    ("monetary + 1", "the rule must be a condition, not monetary + 1 (a number)", 1),
+    ("abc = 'A' AND monetary", "the right side of AND must be a condition", 15),
+    ("NOT monetary", "NOT must be a condition", 5),
+    ("-abc = 'A'", "a sign needs a number", 2),
+    ("abc + 1 > 2", "cannot compute abc (a label column) + 1 (number)", 1),
+    ("last_order * 2 > 5", "cannot compute last_order (a date column) * 2 (number)", 1),
+    ("vip > TRUE", "conditions can only be compared with = or <>", 1),
+    ("last_order > '2011-13-01'", "'2011-13-01' is not a date (write YYYY-MM-DD", 14),
+    ("last_order > DATE 5", "expected a date in quotes after DATE", 19),
+    ("MONTHS(birthday) = 1", "unknown function MONTHS() (did you mean 'MONTH'?)", 1),
+    ("MONTH(birthday, 1) = 1", "MONTH() takes 1 argument(s), got 2", 1),
+    ("MONTH(monetary) = 1", "MONTH() needs a date, not monetary (a number column)", 7),
+    ("MONTH(birthday = 1", "cannot compare birthday (a date column) with 1 (number)", 7),
+    ("", "the rule is empty", 1),
+    ("   ", "the rule is empty", 1),
+    ("AND abc = 'A'", "unexpected AND (a value or column was expected)", 1),
+    ("abc = 'A' )", "unexpected ')'", 11),
+    ('"" = 1', 'empty quoted column name', 1),
+    ("abc BETWEEN 'A' AND 'B'", "BETWEEN needs numbers, dates or text, not abc (a label column)", 1),
+])
+def test_errors_name_the_problem_and_its_column(text, message, column):
+    exc = error(text)
+    assert message in exc.message, exc.message
+    assert exc.position == column - 1
+    assert str(exc).endswith(f"(at column {column})")
+    assert isinstance(exc, TierbookError) and exc.exit_code == 2
+
+
+def test_label_columns_without_declared_labels_use_their_enum():
+    exc = pytest.raises(RuleError, compile_rule, "abc = 'Z'", {"abc": ABC}).value
+    assert "'Z' is not a label of abc (labels: A, B, C)" in str(exc)
+
+
+def test_label_columns_with_different_labels_cannot_be_compared():
+    with pytest.raises(RuleError, match="abc and adc have different labels"):
+        compile_rule("abc = adc", SCHEMA, labels=LABELS)
+
+
+def test_unusable_column_type_is_refused():
+    with pytest.raises(RuleError, match="column 'tags' has type List"):
+        compile_rule("tags = 'x'", {"tags": pl.List(pl.String)})
+
+
+def test_deep_nesting_and_huge_rules_are_refused_not_crashing():
+    with pytest.raises(RuleError, match="nested more than"):
+        compile_rule("(" * 500 + "monetary > 1" + ")" * 500, SCHEMA)
+    with pytest.raises(RuleError, match="nested more than"):
+        compile_rule("NOT " * 500 + "vip", SCHEMA)
+    with pytest.raises(RuleError, match="nested more than"):
+        compile_rule("-" * 500 + "monetary > 1", SCHEMA)
+    with pytest.raises(RuleError, match="at most 10,000 are accepted"):
+        compile_rule("monetary > 1 AND " * 1000 + "vip", SCHEMA)
+
+
+def test_long_flat_chains_are_fine():
+    text = " OR ".join(f"frequency = {i}" for i in range(300))
+    assert len(compile_rule(text, SCHEMA).clauses) == 301
+
+
+def test_non_text_rule_is_refused():
+    with pytest.raises(RuleError, match="a rule must be text, got int 5"):
+        compile_rule(5, SCHEMA)  # type: ignore[arg-type]
+
+
+def test_rule_text_is_never_evaluated_as_python(monkeypatch, customers):
+    import builtins
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("rule text reached eval/exec")
+
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    with pytest.raises(RuleError):
+        compile_rule("__import__('os').system('echo pwned')", SCHEMA)
+    assert hits(customers, "customer_id = '__import__(''os'')'") == []
+
+
+def test_quotes_are_escaped_by_doubling():
+    assert [t.value for t in tokenize("name = 'O''Brien'")][2] == "O'Brien"
+    assert [t.value for t in tokenize('"a ""b""" = 1')][0] == 'a "b"'
