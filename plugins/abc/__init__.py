@@ -18,6 +18,12 @@ whole tie group. A tie group that straddles a cut-off goes to the **lower**
 class, so a class never exceeds its cut-off. Customers whose metric is zero,
 negative or missing are always C. When the total is not positive, everyone is C.
 
+Degenerate inputs follow from the same rules. A single customer, or customers
+whose values are all equal, form one tie group holding the whole total (share
+and rank share 1.0): above ``b`` / ``b_rank``, so they are C (B when that
+cut-off is 1.0). The total is *net* (returns lower it), so when one customer
+alone brings more than ``a`` of the net total, no customer is A.
+
 Examples
 --------
 >>> import polars as pl

@@ -1,0 +1,190 @@
+"""plugins.abc: every rule, each cut-off, ties, non-positive values, degenerate inputs.
+
+Expected classes are worked out by hand in the comments (share = sum of every
+value >= this one, over the total) or by a plain-Python reference implementation
+of the documented rule, never copied from the plugin's own output.
+"""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+
+from engine import ParamError, classify_frame
+
+
+def frame(values, *, column="monetary", ids=None):
+    ids = list(range(1, len(values) + 1)) if ids is None else ids
+    return pl.DataFrame({"customer_id": ids, column: values}, schema_overrides={column: pl.Float64})
+
+
+def abc(values, registry, **params):
+    out = classify_frame(frame(values), "abc", {"abc": params}, registry=registry)
+    return out["abc"].cast(pl.String).to_list()
+
+
+# ------------------------------------------------------------------ share mode
+def test_default_cut_offs(registry):
+    # total 130: 50 -> 50/130 = .38 A; 30, 30 -> 110/130 = .85 B; 10 -> 120/130 = .92 B; 5, 5 -> 1.0 C
+    assert abc([50, 30, 30, 10, 5, 5], registry) == ["A", "B", "B", "B", "C", "C"]
+
+
+def test_value_exactly_at_the_a_and_b_cut_offs_is_in_the_higher_class(registry):
+    # 80/100 = 0.80 <= a; 95/100 = 0.95 <= b; 100/100 > b
+    assert abc([80, 15, 5], registry) == ["A", "B", "C"]
+    # one cent above the cut-off: 80.01/100 > 0.80
+    assert abc([80.01, 14.99, 5], registry) == ["B", "B", "C"]
+
+
+def test_tie_group_straddling_a_cut_off_goes_to_the_lower_class(registry):
+    # the first 20 alone would reach 0.70 (A), but the tie group reaches 0.90: both B
+    assert abc([50, 20, 20, 10], registry) == ["A", "B", "B", "C"]
+    # a tie group ending exactly at the cut-off stays in the higher class
+    assert abc([40, 40, 15, 5], registry) == ["A", "A", "B", "C"]
+
+
+def test_equal_values_always_share_a_class(registry):
+    values = [9, 7, 7, 7, 5, 5, 3, 3, 3, 3, 1]
+    labels = abc(values, registry)
+    by_value: dict[float, set[str]] = {}
+    for v, lab in zip(values, labels):
+        by_value.setdefault(v, set()).add(lab)
+    assert all(len(s) == 1 for s in by_value.values())
+
+
+def test_zero_negative_and_missing_values_are_c(registry):
+    # total 95 (returns lower the total): 70/95 = .74 A; 90/95 = .95 B; 100/95 C; 0, -5, null: C
+    assert abc([70, 20, 10, 0, -5, None], registry) == ["A", "B", "C", "C", "C", "C"]
+
+
+def test_non_positive_total_makes_everyone_c(registry):
+    assert abc([0, 0], registry) == ["C", "C"]
+    assert abc([10, -10], registry) == ["C", "C"]
+    assert abc([-1, -2], registry) == ["C", "C"]
+
+
+def test_single_customer_is_one_tie_group_holding_everything(registry):
+    # share 1.0 is above b = 0.95: C (documented); with b = 1 the group fits B
+    assert abc([100], registry) == ["C"]
+    assert abc([100], registry, b=1.0) == ["B"]
+
+
+def test_all_equal_values(registry):
+    assert abc([5, 5, 5, 5], registry) == ["C"] * 4
+    assert abc([5, 5, 5, 5], registry, b=1.0) == ["B"] * 4
+
+
+def test_other_cut_offs(registry):
+    # 50/100 = .5 <= a = .5 A; 75/100 <= b = .75 B; rest C
+    assert abc([50, 25, 15, 10], registry, a=0.5, b=0.75) == ["A", "B", "C", "C"]
+
+
+def test_row_order_does_not_matter(registry):
+    rng = random.Random(7)
+    values = [rng.choice([0, 1, 2, 3, 5, 8, 13, 21, -4]) for _ in range(200)]
+    ids = list(range(200))
+    base = dict(zip(ids, abc(values, registry)))
+    order = ids[:]
+    rng.shuffle(order)
+    shuffled = frame([values[i] for i in order], ids=order)
+    out = classify_frame(shuffled, "abc", registry=registry)
+    assert dict(zip(out["customer_id"].to_list(), out["abc"].cast(pl.String).to_list())) == base
+
+
+def reference_share(values, a, b):
+    """The documented rule, written plainly: classes per tie group, walking down from the top value."""
+    total = sum(v for v in values if v is not None)
+    labels = {}
+    cum = 0.0
+    for v in sorted({v for v in values if v is not None and v > 0}, reverse=True):
+        cum += v * sum(1 for x in values if x == v)
+        share = cum / total if total > 0 else float("inf")
+        labels[v] = "A" if share <= a else "B" if share <= b else "C"
+    return [labels.get(v, "C") if v is not None else "C" for v in values]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_share_mode_matches_the_documented_rule(registry, seed):
+    rng = random.Random(seed)
+    n = rng.randint(1, 60)
+    values = [rng.choice([None, -3, 0, 1, 2, 2, 4, 10, 25, 100, rng.randint(1, 50)]) for _ in range(n)]
+    a, b = sorted(rng.sample([0.3, 0.5, 0.6, 0.8, 0.9, 0.95], 2))
+    assert abc(values, registry, a=a, b=b) == reference_share(values, a, b)
+
+
+def test_a_share_is_at_most_a_and_the_next_tie_group_would_exceed_it(registry):
+    rng = random.Random(11)
+    values = [float(rng.choice([1, 1, 2, 3, 5, 8, 13, 40, 90])) for _ in range(300)]
+    labels = abc(values, registry)
+    total = sum(values)
+    a_sum = sum(v for v, lab in zip(values, labels) if lab == "A")
+    assert a_sum / total <= 0.80
+    next_value = max(v for v, lab in zip(values, labels) if lab != "A")
+    next_group = sum(v for v in values if v == next_value)
+    assert (a_sum + next_group) / total > 0.80
+
+
+# ------------------------------------------------------------------- rank mode
+def test_rank_mode_top_20_and_next_30_percent(registry):
+    values = list(range(10, 0, -1))  # 10 distinct customers
+    assert abc(values, registry, mode="rank") == ["A"] * 2 + ["B"] * 3 + ["C"] * 5
+
+
+def test_rank_mode_ties(registry):
+    # rank share = customers with a value >= this one / 10:
+    # 5 -> .1 A; 4, 4 -> .3 B; 3 -> .4 B; 2 -> .5 B (at the cut-off); 1 x 5 -> 1.0 C
+    values = [5, 4, 4, 3, 2, 1, 1, 1, 1, 1]
+    assert abc(values, registry, mode="rank") == ["A", "B", "B", "B", "B"] + ["C"] * 5
+    # the tie group at ranks 2-3 straddles a_rank = .2: lower class
+    assert abc([5, 4, 4, 3, 2, 0, 0, 0, 0, 0], registry, mode="rank")[1:3] == ["B", "B"]
+
+
+def test_rank_mode_non_positive_is_c_even_inside_the_cut(registry):
+    # 0 has rank share 2/2 = 1.0 <= b_rank = 1.0, but zero revenue is always C
+    assert abc([10, 0], registry, mode="rank", a_rank=0.5, b_rank=1.0) == ["A", "C"]
+    assert abc([10, -3, None], registry, mode="rank", b_rank=1.0) == ["B", "C", "C"]
+
+
+def test_rank_mode_single_customer_and_all_equal(registry):
+    assert abc([7], registry, mode="rank") == ["C"]
+    assert abc([7, 7, 7], registry, mode="rank") == ["C"] * 3
+    assert abc([7, 7, 7], registry, mode="rank", b_rank=1.0) == ["B"] * 3
+
+
+# ------------------------------------------------------------ metric, params
+def test_metric_can_be_any_numeric_column(registry):
+    df = pl.DataFrame({"customer_id": [1, 2, 3], "monetary": [1.0, 2.0, 97.0], "frequency": [70, 20, 10]})
+    out = classify_frame(df, "abc", {"abc.metric": "frequency"}, registry=registry)
+    # frequency: 70/100 A, 90/100 B, 100/100 C
+    assert out["abc"].cast(pl.String).to_list() == ["A", "B", "C"]
+    # by monetary (the default) customer 3 alone holds 97/100 > b: everyone C
+    assert classify_frame(df, "abc", registry=registry)["abc"].cast(pl.String).to_list() == ["C", "C", "C"]
+
+
+def test_metric_must_exist_and_be_numeric(registry):
+    df = pl.DataFrame({"customer_id": [1], "monetary": [1.0], "region": ["x"]})
+    with pytest.raises(ParamError, match=r"no customer column 'monetry'.*did you mean 'monetary'"):
+        classify_frame(df, "abc", {"abc.metric": "monetry"}, registry=registry)
+    with pytest.raises(ParamError, match=r"'region' is String, not numeric"):
+        classify_frame(df, "abc", {"abc.metric": "region"}, registry=registry)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"a": 0.9, "b": 0.9}, r"a \(0.9\) must be below b \(0.9\)"),
+        ({"a_rank": 0.6, "b_rank": 0.5}, r"a_rank \(0.6\) must be below b_rank \(0.5\)"),
+        ({"mode": "ranks"}, r"'ranks' is not one of share, rank.*did you mean 'rank'"),
+        ({"a": 1.2}, r"above the maximum"),
+    ],
+)
+def test_bad_parameters(registry, params, message):
+    with pytest.raises(ParamError, match=message):
+        classify_frame(frame([1.0]), "abc", {"abc": params}, registry=registry)
+
+
+def test_output_is_an_enum_best_to_worst(registry):
+    out = classify_frame(frame([3.0, 2.0, 1.0]), "abc", registry=registry)
+    assert out.schema["abc"] == pl.Enum(["A", "B", "C"])
