@@ -99,11 +99,15 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def scan_file(path: str | Path, *, sheet: str | None = None, all_strings: bool = True) -> pl.LazyFrame:
+def scan_file(
+    path: str | Path, *, sheet: str | None = None, all_strings: bool = True, text_columns: tuple[str, ...] = ()
+) -> pl.LazyFrame:
     """Scan a data file lazily (Excel is read eagerly) with clear errors for missing or empty files.
 
     CSV columns are read as text (``all_strings``) and parsed by the caller, so
     that a bad value is reported with its row instead of failing type inference.
+    ``text_columns`` are read as text even when the other CSV columns are
+    inferred (ids such as ``007`` must not become the number 7).
     """
     path = Path(path)
     if not path.exists():
@@ -116,7 +120,9 @@ def scan_file(path: str | Path, *, sheet: str | None = None, all_strings: bool =
     try:
         if fmt == "csv":
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            return pl.scan_csv(path, separator=sep, infer_schema=not all_strings, try_parse_dates=not all_strings)
+            overrides = {c: pl.String for c in text_columns} if not all_strings else None
+            return pl.scan_csv(path, separator=sep, infer_schema=not all_strings, try_parse_dates=not all_strings,
+                               schema_overrides=overrides)
         if fmt == "parquet":
             return pl.scan_parquet(path)
         if fmt == "ndjson":
@@ -368,9 +374,10 @@ def read_customers(
     ISO form become dates). Every id must be present and unique; attribute
     names may not shadow a feature (``reserved``).
     """
+    source = id_column or "customer_id"
     if isinstance(data, (str, Path)):
         path = Path(data)
-        lf = scan_file(path, sheet=sheet, all_strings=False)
+        lf = scan_file(path, sheet=sheet, all_strings=False, text_columns=(source,))
         where = str(path)
         try:
             df = lf.collect()
@@ -378,7 +385,6 @@ def read_customers(
             raise DataError(f"{where}: cannot read the customer table: {_first_line(exc)}") from None
     else:
         df, where = _frame_from_object(data).collect(), "(customer frame)"
-    source = id_column or "customer_id"
     if source not in df.columns:
         raise DataError(
             f"{where}: no column {source!r} for customer_id{suggest(source, df.columns)}; "

@@ -230,11 +230,7 @@ def compute_features(
 
 def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport) -> pl.DataFrame:
     report.customers_from_table = table.height
-    left, right = feats["customer_id"].dtype, table["customer_id"].dtype
-    if left != right:
-        # e.g. integer ids in Parquet, text ids in a CSV customer table: compare as text.
-        feats = feats.with_columns(pl.col("customer_id").cast(pl.String))
-        table = table.with_columns(pl.col("customer_id").cast(pl.String))
+    feats, table = _align_ids(feats, table)
     joined = feats.join(table, on="customer_id", how="full", coalesce=True)
     prospects = joined["frequency"].is_null() & joined["first_order"].is_null()
     report.prospects = int(prospects.sum())
@@ -244,6 +240,26 @@ def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport
         pl.col("returns").fill_null(0),
         pl.col("returned_value").fill_null(0.0),
     )
+
+
+def _align_ids(feats: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Give both tables' ``customer_id`` one type so that the same customer matches.
+
+    The table's ids take the transactions' type when every one converts to it and
+    back unchanged (text ``"12346"`` or float ``12346.0`` to integer ``12346``);
+    otherwise (``"007"`` is not the number 7) both are compared as text.
+    """
+    left, right = feats["customer_id"], table["customer_id"]
+    if left.dtype == right.dtype:
+        return feats, table
+    try:
+        converted = right.cast(left.dtype, strict=True)
+        if converted.null_count() == 0 and converted.cast(right.dtype).equals(right):
+            return feats, table.with_columns(converted)
+    except pl.exceptions.PolarsError:
+        pass
+    return (feats.with_columns(pl.col("customer_id").cast(pl.String)),
+            table.with_columns(pl.col("customer_id").cast(pl.String)))
 
 
 def rejected_rows(tx: Transactions, as_of: dt.date | None) -> pl.LazyFrame:
