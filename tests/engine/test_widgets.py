@@ -1,0 +1,234 @@
+"""The workbench: its numbers are the engine's numbers, whatever the controls say."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import types
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import engine
+from engine import Classifier, Output, ParamSpec, hookimpl
+from engine.features import LoadReport
+from engine.registry import get_registry
+from engine.run import Prepared, apply_classifiers, select, summarize
+from engine.widgets import Workbench, WorkbenchModel, heatmap_png, pareto_png
+
+pytest.importorskip("ipywidgets")
+ROOT = Path(__file__).resolve().parents[2]
+ABC_PLAYBOOK = ROOT / "playbooks" / "abc-resource-allocation.yaml"
+HV_PLAYBOOK = ROOT / "playbooks" / "high-value-care.yaml"
+
+
+def engine_numbers(prepared: Prepared, selections) -> pl.DataFrame:
+    classified = apply_classifiers(prepared.customers, selections, as_of=prepared.as_of, registry=prepared.registry)
+    return summarize(classified, selections)
+
+
+def shown_counts(wb: Workbench) -> dict[tuple[str, str], int]:
+    """The class counts as the HTML shows them (what the browser test reads)."""
+    found = re.findall(r'<td class="tierbook-count" data-classifier="[^"]*" data-column="([^"]*)" '
+                       r'data-label="([^"]*)" data-value="(\d+)"', wb.summary.value)
+    return {(c, lab): int(v) for c, lab, v in found}
+
+
+@pytest.fixture(scope="module")
+def abc_pb():
+    return engine.load_playbook(ABC_PLAYBOOK)
+
+
+@pytest.fixture(scope="module")
+def abc_prepared(abc_pb):
+    return abc_pb.prepare()
+
+
+def test_controls_come_from_the_specs(abc_pb, abc_prepared):
+    import ipywidgets as w
+
+    wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
+    a = wb.controls["abc.a"]
+    assert isinstance(a, w.FloatSlider)
+    spec = abc_pb.registry.classifier("abc").param("a")
+    assert (a.min, a.max, a.step, a.value) == (spec.min, spec.max, spec.step, 0.8)
+    assert isinstance(wb.controls["abc.mode"], w.Dropdown)
+    assert wb.controls["abc.mode"].options == ("share", "rank")
+    assert isinstance(wb.controls["abc.metric"], w.Dropdown)
+    assert "frequency" in wb.controls["abc.metric"].options
+    assert isinstance(wb.controls["adc.active_days"], w.IntSlider)
+    assert wb.controls["adc.active_days"].max == 3650
+    assert isinstance(wb.as_of, w.DatePicker) and wb.as_of.value == abc_prepared.as_of
+    assert set(wb.controls) == {f"{n}.{p.name}" for n in ("abc", "adc") for p in
+                                abc_pb.registry.classifier(n).params}
+
+
+def test_moving_a_slider_changes_the_summary_to_the_engines(abc_pb, abc_prepared):
+    wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
+    before = shown_counts(wb)
+    wb.controls["abc.a"].value = 0.6
+    wb.controls["adc.active_days"].value = 45
+    tuned = abc_pb.with_params({"abc.a": 0.6, "adc.active_days": 45})
+    expected = engine_numbers(abc_prepared, tuned.selections)
+    assert_frame_equal(wb.numbers, expected, check_exact=False, rel_tol=1e-9)
+    shown = shown_counts(wb)
+    assert shown == {(c, lab): n for c, lab, n in expected.select("column", "label", "customers").iter_rows()}
+    assert shown[("abc", "A")] < before[("abc", "A")]
+    # rules: the same hits and cuts as running the tuned playbook
+    result = tuned.evaluate(abc_prepared)
+    assert_frame_equal(wb.last_result.rule_summary, result.rule_summary)
+    for row in result.rule_summary.iter_rows(named=True):
+        assert f'class="tierbook-rule-hits" data-rule="{row["rule"]}" data-value="{row["hits"]}"' in wb.rules_box.value
+
+
+def test_an_invalid_combination_is_reported_and_changes_nothing(abc_pb, abc_prepared):
+    wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
+    before = wb.numbers
+    wb.controls["abc.a"].value = 0.97  # above b = 0.95
+    assert "must be below b" in wb.status.value
+    assert_frame_equal(wb.numbers, before)
+    wb.controls["abc.b"].value = 0.99
+    assert wb.status.value == ""
+    assert wb.model.params["abc"]["a"] == 0.97
+
+
+def test_charts_and_samples(abc_pb, abc_prepared):
+    wb = Workbench(engine.load_playbook(HV_PLAYBOOK), charts=True)
+    assert wb.pareto.value[:4] == b"\x89PNG" and wb.heatmap.value[:4] == b"\x89PNG"
+    grid = wb.model.rf_grid()
+    classified = wb.model.classified()
+    assert grid.sum() == classified["rfm_r"].is_not_null().sum()
+    assert grid[0, -1] == classified.filter((pl.col("rfm_r") == 5) & (pl.col("rfm_f") == 5)).height
+    wb.class_picker.value = ("value_tier", "high-value")
+    assert "tierbook-sample" in wb.sample_box.value
+    top = classified.filter(pl.col("value_tier") == "high-value").sort("monetary", descending=True)
+    assert str(top["customer_id"][0]) in wb.sample_box.value
+
+
+def test_save_writes_the_tuned_params_and_keeps_comments(abc_pb, abc_prepared, tmp_path):
+    target = tmp_path / "abc.yaml"
+    shutil.copy(ABC_PLAYBOOK, target)
+    wb = Workbench(abc_pb, prepared=abc_prepared, save_path=target, charts=False)
+    wb.controls["abc.a"].value = 0.7
+    wb.save_button.click()
+    text = target.read_text()
+    assert "a: 0.7    # A: customers making up the top 80% of revenue" in text
+    assert "# Goal: A customers get a senior account manager" in text
+    assert "mode:" not in text  # untouched parameters are not written
+    assert "-    a: 0.8" in wb.diff_box.value and "+    a: 0.7" in wb.diff_box.value
+    assert ABC_PLAYBOOK.read_text() != text  # the repository's playbook is untouched
+
+
+def test_as_of_recomputes_the_features(abc_pb, abc_prepared):
+    wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
+    day = abc_prepared.as_of - dt.timedelta(days=120)
+    wb.as_of.value = day
+    again = abc_pb.prepare(day)
+    assert wb.model.n == again.customers.height
+    assert_frame_equal(wb.numbers, engine_numbers(again, abc_pb.selections), check_exact=False, rel_tol=1e-9)
+
+
+# ------------------------------------------------------- a third-party plugin
+def _basket(p, ctx):
+    big = pl.col("avg_order_value") >= p["min_aov"]
+    if p["count_returns"]:
+        big = big & (pl.col("returns") <= p["max_returns"])
+    return {"basket": pl.when(big).then(pl.lit(p["big"])).otherwise(pl.lit("small"))}
+
+
+BASKET = Classifier(
+    name="basket", description="big or small baskets",
+    outputs=lambda p: (Output("basket", "basket size", labels=(p["big"], "small")),),
+    params=(ParamSpec("min_aov", "float", 300.0, "Average order value of a big basket.", min=0, max=1000, step=5),
+            ParamSpec("max_returns", "int", 2, "Most returns a big basket may have.", min=0, max=20),
+            ParamSpec("count_returns", "bool", False, "Also look at returns."),
+            ParamSpec("big", "str", "big", "Name of the big class.", choices=("big", "large"))),
+    requires=("avg_order_value", "returns"), expressions=_basket)
+
+
+@hookimpl
+def _register_basket(register):
+    register(BASKET)
+
+
+BasketPlugin = types.ModuleType("basket_plugin")  # a plugin module, as a notebook would define it
+BasketPlugin.register_classifiers = _register_basket
+
+
+def test_a_plugins_parameters_get_controls_and_engine_numbers(sample_path):
+    import ipywidgets as w
+
+    registry = get_registry(allow=["abc"], modules=[BasketPlugin], strict=True)
+    prepared = engine.prepare(sample_path, mapping=engine.sample.SAMPLE_MAPPING, registry=registry)
+    wb = Workbench(prepared=prepared, selections=prepared.select(["basket", "abc"]), charts=False)
+    assert isinstance(wb.controls["basket.min_aov"], w.FloatSlider)
+    assert isinstance(wb.controls["basket.max_returns"], w.IntSlider)
+    assert isinstance(wb.controls["basket.count_returns"], w.Checkbox)
+    assert isinstance(wb.controls["basket.big"], w.Dropdown)
+    wb.controls["basket.min_aov"].value = 250
+    wb.controls["basket.count_returns"].value = True
+    wb.controls["basket.big"].value = "large"
+    sels = prepared.select(["basket", "abc"], {"basket.min_aov": 250, "basket.count_returns": True,
+                                               "basket.big": "large"})
+    assert_frame_equal(wb.numbers, engine_numbers(prepared, sels), check_exact=False, rel_tol=1e-9)
+    assert ("basket", "large") in shown_counts(wb)
+
+
+# ------------------------------------------- fast evaluators = the engine
+def synthetic(n: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    freq = rng.geometric(0.5, n)
+    monetary = np.round(rng.choice([5.0, 10.0, 20.0, 50.0], n) * freq + rng.integers(-3, 3, n) * (rng.random(n) < 0.3), 0)
+    rec = rng.integers(1, 800, n)
+    prospect = rng.random(n) < 0.05
+    df = pl.DataFrame({"customer_id": np.arange(n), "recency_days": rec, "frequency": freq, "monetary": monetary,
+                       "tenure_days": rec + rng.integers(0, 400, n)})
+    return df.with_columns(pl.when(pl.Series(prospect)).then(None).otherwise(pl.col(c)).alias(c)
+                           for c in ("recency_days", "tenure_days"))
+
+
+CHANGES = [
+    {}, {"abc.a": 0.5, "abc.b": 0.7}, {"abc.a": 0.33}, {"abc.mode": "rank", "abc.a_rank": 0.1, "abc.b_rank": 0.3},
+    {"abc.a_rank": 0.5, "abc.b_rank": 0.51}, {"abc.metric": "frequency", "abc.mode": "share", "abc.a": 0.8, "abc.b": 0.95},
+    {"adc.active_days": 30, "adc.churn_days": 31}, {"adc.new_days": 0}, {"adc.new_days": 400, "adc.churn_days": 700},
+    {"rfm.bins": 3, "rfm.hv_min_r": 2, "rfm.hv_min_f": 3, "rfm.hv_min_m": 1, "rfm.potential_min_total": 5},
+    {"rfm.bins": 10, "rfm.prospects_are_potential": False}, {"rfm.potential_min_total": 30},
+    {"rfm": {"segments": {"Top": ["55", "54", "45", "44"],
+                          "Rest": [f"{r}{f}" for r in range(1, 6) for f in range(1, 6)
+                                   if f"{r}{f}" not in ("55", "54", "45", "44")]}}},
+]
+
+
+@pytest.mark.parametrize("n,seed", [(1, 0), (7, 1), (500, 2), (3000, 3)])
+def test_fast_evaluators_equal_the_engine(registry, n, seed):
+    customers = synthetic(n, seed)
+    prepared = Prepared(customers, dt.date(2024, 1, 1), LoadReport("synthetic"), registry)
+    model = WorkbenchModel(prepared, select(registry, None))
+    assert {type(e).__name__ for e in model.evaluators.values()} == {"_AbcEvaluator", "_AdcEvaluator",
+                                                                    "_RfmEvaluator"}
+    for change in CHANGES:
+        model.set_params(change)
+        sels = model.selections()
+        classified = apply_classifiers(customers, sels, as_of=prepared.as_of, registry=registry)
+        assert_frame_equal(model.numbers(), summarize(classified, sels), check_exact=False, rel_tol=1e-9)
+        assert_frame_equal(model.classified(), classified)
+
+
+def test_all_negative_or_zero_metric_is_all_c(registry):
+    customers = synthetic(50, 4).with_columns(pl.lit(-1.0).alias("monetary"))
+    model = WorkbenchModel(Prepared(customers, dt.date(2024, 1, 1), LoadReport("x"), registry),
+                           select(registry, ["abc"]))
+    assert model.numbers().filter(pl.col("label") == "C")["customers"].item() == 50
+
+
+def test_chart_pngs(registry):
+    model = WorkbenchModel(Prepared(synthetic(2000, 5), dt.date(2024, 1, 1), LoadReport("x"), registry),
+                           select(registry, None))
+    data = model.pareto_data()
+    assert data["y"][-1] == pytest.approx(1.0) and 0 < data["a_customers"] < data["ab_customers"] <= 1
+    assert pareto_png(data)[:4] == b"\x89PNG"
+    assert heatmap_png(model.rf_grid())[:4] == b"\x89PNG"
