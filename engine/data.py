@@ -206,12 +206,12 @@ class Transactions:
 def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> dict[str, str]:
     """Which source column feeds each canonical column; errors name the closest real column."""
     columns = list(schema.names())
+    hint = ""
+    if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
+        hint = " (the file has a single column: is the delimiter not a comma?)"
     out: dict[str, str] = {}
     for canonical, source in mapping.items():
         if source not in columns:
-            hint = ""
-            if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
-                hint = " (the file has a single column: is the delimiter not a comma?)"
             raise DataError(
                 f"{where}: no column {source!r} for {canonical}{suggest(source, columns)}{hint}; "
                 f"columns: {', '.join(columns)}"
@@ -234,7 +234,7 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> 
         name = missing[0]
         close = suggest(name, columns) or suggest(name.replace("_", ""), columns)
         raise DataError(
-            f"{where}: no column for {name}{close}; map it with --map {name}=COLUMN "
+            f"{where}: no column for {name}{close}{hint}; map it with --map {name}=COLUMN "
             f"(columns: {', '.join(columns)})"
         )
     return out

@@ -102,6 +102,21 @@ class FeatureResult:
     report: LoadReport
 
 
+_SCALE_DIGITS = len(str(AMOUNT_SCALE)) - 1
+
+
+def to_amount(units: pl.Expr) -> pl.Expr:
+    """Integer units of 1/AMOUNT_SCALE to amounts, each the float nearest its exact decimal value.
+
+    A plain division by the constant is not enough: Polars multiplies by the
+    reciprocal, one unit in the last place off (77700 / 10000 gives 7.7700000000000005).
+
+    >>> pl.select(to_amount(pl.Series([77700, -1, 0]))).to_series().to_list()
+    [7.77, -0.0001, 0.0]
+    """
+    return (units.cast(pl.Decimal(38, _SCALE_DIGITS)) / AMOUNT_SCALE).cast(pl.Float64)
+
+
 def _aggregations(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature]):
     """Row-level preparation and the aggregation list for the single group_by."""
     date, units = pl.col("order_date"), pl.col("amount_units")
@@ -116,7 +131,7 @@ def _aggregations(tx: Transactions, as_of: dt.date | None, plugin_features: Mapp
         *([(date >= pl.lit(as_of)).fill_null(False).alias("_after_as_of")] if as_of is not None else []),
     )
     # Plugins aggregate over the canonical names, usable rows only.
-    prepared = prepared.with_columns((pl.col("amount_units") / AMOUNT_SCALE).alias("amount"))
+    prepared = prepared.with_columns(to_amount(pl.col("amount_units")).alias("amount"))
     if tx.has_order_id:
         prepared = prepared.with_columns(pl.col("order_key").alias("order_id"))
 
@@ -190,7 +205,8 @@ def compute_features(
     grouped = grouped.filter(pl.col("_used") > 0)
     report.customers_with_transactions = grouped.height
     if grouped.height == 0:
-        raise DataError(f"{tx.describe()}: no usable transactions ({'; '.join(report.lines()[1:]).strip()})")
+        why = "; ".join(line.strip() for line in report.lines()[1:-1])
+        raise DataError(f"{tx.describe()}: no usable transactions ({why})")
 
     if as_of is None:
         as_of = last_day + dt.timedelta(days=1)
@@ -198,11 +214,11 @@ def compute_features(
     feats = grouped.select(
         "customer_id",
         pl.col("frequency").cast(pl.Int64),
-        (pl.col("_units") / AMOUNT_SCALE).alias("monetary"),
+        to_amount(pl.col("_units")).alias("monetary"),
         "first_order",
         "last_order",
         pl.col("returns").cast(pl.Int64),
-        (-pl.col("_returned_units").fill_null(0) / AMOUNT_SCALE).alias("returned_value"),
+        to_amount(-pl.col("_returned_units").fill_null(0)).alias("returned_value"),
         *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None],
     )
 
