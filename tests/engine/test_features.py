@@ -1,0 +1,205 @@
+"""engine.features: each feature's definition, as_of, rows not used (counted per reason), prospects, plugin features."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import types
+
+import polars as pl
+import pytest
+
+import engine
+from engine import DataError, Feature, hookimpl
+from engine.data import read_transactions
+from engine.features import BUILTIN_FEATURES, REJECT_REASONS, compute_features, rejected_rows
+from engine.registry import get_registry
+
+D = dt.date
+
+
+def tx(rows, **extra):
+    """rows: (customer, order, date, amount)."""
+    return pl.DataFrame(
+        {"customer_id": [r[0] for r in rows], "order_id": [r[1] for r in rows],
+         "order_date": [r[2] for r in rows], "amount": [r[3] for r in rows], **extra},
+        schema_overrides={"customer_id": pl.String, "order_id": pl.String, "order_date": pl.Date,
+                          "amount": pl.Float64},
+    )
+
+
+ROWS = [
+    ("a", "o1", D(2011, 1, 1), 10.0),
+    ("a", "o1", D(2011, 1, 1), 5.0),
+    ("a", "o2", D(2011, 2, 1), 20.0),
+    ("a", "o3", D(2011, 2, 10), -4.0),   # a cancellation-only invoice: not an order, one return
+    ("b", "o4", D(2011, 3, 1), 7.5),
+    ("b", "o5", D(2011, 3, 1), -7.5),    # a full return the same day
+    ("c", "o6", D(2011, 3, 30), -3.0),   # only a return
+]
+
+
+def prepare(data, **kw):
+    kw.setdefault("registry", get_registry(allow=["abc", "adc", "rfm"], strict=True))
+    return engine.prepare(data, **kw)
+
+
+def by_id(df, *cols):
+    return {row[0]: row[1:] for row in df.select("customer_id", *cols).rows()}
+
+
+def test_each_feature_by_hand():
+    p = prepare(tx(ROWS))
+    assert p.as_of == D(2011, 3, 31)  # the day after the last dated row
+    got = by_id(p.customers, "recency_days", "frequency", "monetary", "first_order", "last_order", "tenure_days",
+                "avg_order_value", "returns", "returned_value")
+    assert got == {
+        # a: last 2011-02-10 -> 49 days to 2011-03-31; first 2011-01-01 -> 89 days; orders o1, o2;
+        #    net 10 + 5 + 20 - 4 = 31; 31 / 2 = 15.5; one negative line of 4
+        "a": (49, 2, 31.0, D(2011, 1, 1), D(2011, 2, 10), 89, 15.5, 1, 4.0),
+        "b": (30, 1, 0.0, D(2011, 3, 1), D(2011, 3, 1), 30, 0.0, 1, 7.5),
+        # c has no order (no positive line): frequency 0, average undefined, still a customer
+        "c": (1, 0, -3.0, D(2011, 3, 30), D(2011, 3, 30), 1, None, 1, 3.0),
+    }
+    assert p.customers.columns[:10] == ["customer_id", *BUILTIN_FEATURES]
+    assert p.report.net_revenue == 28.0
+    assert (p.report.rows, p.report.rows_used, p.report.customers) == (7, 7, 3)
+
+
+def test_explicit_as_of_excludes_rows_on_and_after_it():
+    p = prepare(tx(ROWS), as_of="2011-03-01")
+    # rows of 2011-03-01 and later are not used: b and c have no usable row left
+    assert p.customers["customer_id"].to_list() == ["a"]
+    assert p.customers.row(0, named=True)["recency_days"] == 19  # 2011-02-10 -> 2011-03-01
+    assert p.report.rejected["after_as_of"] == 3
+    assert p.report.customers_without_usable_rows == 2
+    assert "  not used: 3 rows where order_date is on or after as_of" in p.report.lines()
+
+
+def test_default_as_of_counts_rows_without_a_customer():
+    rows = [*ROWS, (None, "o9", D(2011, 5, 1), 1.0)]
+    p = prepare(tx(rows))
+    assert p.as_of == D(2011, 5, 2)
+    assert by_id(p.customers, "recency_days")["a"] == (81,)  # 2011-02-10 -> 2011-05-02: 18 + 31 + 30 + 2
+
+
+def test_unusable_rows_are_counted_per_reason():
+    rows = [
+        ("a", "o1", D(2011, 1, 1), 10.0),
+        (None, "o2", D(2011, 1, 2), 3.0),
+        (None, "o3", None, None),          # counted once, under its first reason
+        ("a", "o4", None, 2.0),
+        ("b", "o5", D(2011, 1, 3), None),
+        ("b", "o6", D(2011, 1, 3), 1.0),
+        ("d", "o7", D(2011, 1, 9), 1.0),   # on as_of
+    ]
+    p = prepare(tx(rows), as_of="2011-01-09")
+    assert p.report.rejected == {"null_customer": 2, "null_date": 1, "null_amount": 1, "after_as_of": 1}
+    assert (p.report.rows, p.report.rows_used) == (7, 2)
+    assert by_id(p.customers, "monetary") == {"a": (10.0,), "b": (1.0,)}
+    lines = p.report.lines()
+    for reason, count in (("customer_id is empty", 2), ("order_date is empty", 1), ("amount is empty", 1)):
+        assert f"  not used: {count:,} rows where {reason}" in lines
+
+    raw = read_transactions(tx(rows))
+    rejects = rejected_rows(raw, D(2011, 1, 9)).collect()
+    assert rejects.columns == ["row", "customer_id", "order_id", "order_date", "amount", "reason"]
+    assert rejects.select("row", "order_id", "reason").rows() == [
+        (2, "o2", REJECT_REASONS["null_customer"]),
+        (3, "o3", REJECT_REASONS["null_customer"]),
+        (4, "o4", REJECT_REASONS["null_date"]),
+        (5, "o5", REJECT_REASONS["null_amount"]),
+        (7, "o7", REJECT_REASONS["after_as_of"]),
+    ]
+
+
+def test_sums_are_exact_and_independent_of_row_order():
+    rng = random.Random(1)
+    n = 5000
+    cents = [rng.randint(-5000, 20000) for _ in range(n)]
+    df = pl.DataFrame({
+        "customer_id": [rng.randint(1, 40) for _ in range(n)],
+        "order_date": [D(2011, 1, 1) + dt.timedelta(days=rng.randint(0, 300)) for _ in range(n)],
+        "quantity": [1] * n,
+        "unit_price": [c / 100 for c in cents],
+    })
+    first = prepare(df).customers
+    second = prepare(df.sample(fraction=1.0, shuffle=True, seed=2)).customers
+    assert first.equals(second)
+    expected = {}
+    for cid, c in zip(df["customer_id"], cents):
+        expected[cid] = expected.get(cid, 0) + c
+    assert dict(zip(first["customer_id"], first["monetary"])) == {k: v / 100 for k, v in expected.items()}
+
+
+def test_prospects_from_the_customer_table():
+    customers = pl.DataFrame({"customer_id": ["a", "z"], "region": ["north", "south"]})
+    p = prepare(tx(ROWS), customers=customers)
+    got = by_id(p.customers, "region", "frequency", "monetary", "recency_days", "first_order")
+    assert got == {"a": ("north", 2, 31.0, 49, D(2011, 1, 1)), "b": (None, 1, 0.0, 30, D(2011, 3, 1)),
+                   "c": (None, 0, -3.0, 1, D(2011, 3, 30)), "z": ("south", 0, 0.0, None, None)}
+    assert (p.report.customers, p.report.prospects, p.report.customers_from_table) == (4, 1, 2)
+    assert "customers: 4 (3 with transactions, 1 prospects from the customer table); net revenue 28.00" \
+        in p.report.lines()
+
+
+def test_customer_ids_match_across_types(tmp_path):
+    # Parquet integer ids and a CSV customer table: the table's "12" is the customer 12
+    path = tmp_path / "tx.parquet"
+    pl.DataFrame({"customer_id": [12, 13], "order_date": [D(2011, 1, 1)] * 2, "amount": [1.0, 2.0]}).write_parquet(path)
+    table = tmp_path / "customers.csv"
+    table.write_text("customer_id,region\n12,north\n99,west\n")
+    p = prepare(path, customers=table)
+    assert p.customers.schema["customer_id"] == pl.Int64
+    assert by_id(p.customers, "region", "frequency") == {12: ("north", 1), 13: (None, 1), 99: ("west", 0)}
+
+
+def test_leading_zeros_are_not_the_same_customer(tmp_path):
+    data = tmp_path / "tx.csv"
+    data.write_text("customer_id,order_date,amount\n007,2011-01-01,10\n009,2011-01-02,20\n")
+    table = tmp_path / "customers.csv"
+    table.write_text("customer_id,region\n007,north\n008,south\n")
+    p = prepare(data, customers=table)
+    # 007 is one customer (with its region), 008 a prospect; nobody is counted twice
+    assert by_id(p.customers, "region", "frequency") == {"007": ("north", 1), "008": ("south", 0),
+                                                         "009": (None, 1)}
+
+
+def plugin_module():
+    mod = types.ModuleType("tierbook_test_features")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("biggest_line", "largest line amount", agg=pl.col("amount").max()))
+        register(Feature("orders_2011", "distinct orders in 2011",
+                         agg=pl.col("order_id").filter(pl.col("order_date").dt.year() == 2011).n_unique()))
+        register(Feature("double_value", "twice the net revenue", derive=pl.col("monetary") * 2))
+
+    mod.register_features = register_features
+    return mod
+
+
+def test_plugin_features_join_the_single_pass():
+    registry = get_registry(entry_points=False, modules=[plugin_module()], strict=True)
+    rows = [*ROWS, ("a", "o0", D(2010, 12, 30), 1.0)]
+    p = engine.prepare(tx(rows), registry=registry)
+    assert by_id(p.customers, "biggest_line", "orders_2011", "double_value") == {
+        "a": (20.0, 3, 64.0), "b": (7.5, 2, 0.0), "c": (-3.0, 1, -6.0)}
+
+
+def test_plugin_feature_rows_exclude_unusable_rows():
+    registry = get_registry(entry_points=False, modules=[plugin_module()], strict=True)
+    p = engine.prepare(tx(ROWS), registry=registry, as_of="2011-02-05")
+    # only a's rows of 2011-01-01 (10, 5) and 2011-02-01 (20) are before as_of
+    assert by_id(p.customers, "biggest_line", "orders_2011") == {"a": (20.0, 2)}
+
+
+def test_no_usable_transactions_is_an_error():
+    with pytest.raises(DataError, match="no usable transactions .*4 rows where order_date is on or after as_of"):
+        prepare(tx(ROWS[:4]), as_of="2010-01-01")
+
+
+def test_compute_features_directly():
+    result = compute_features(read_transactions(tx(ROWS)), as_of=D(2011, 4, 1), streaming=False)
+    assert result.as_of == D(2011, 4, 1)
+    assert by_id(result.customers, "recency_days") == {"a": (50,), "b": (31,), "c": (2,)}
