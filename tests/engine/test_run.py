@@ -1,0 +1,149 @@
+"""engine.run: the Python API (classify, prepare, classify_frame, summarize) and parameter plumbing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+import engine
+from engine import Classifier, Output, ParamError, PluginError, hookimpl
+from engine.registry import get_registry
+from engine.run import select, split_params, summarize
+from engine.sample import SAMPLE_MAPPING
+
+D = dt.date
+TX = pl.DataFrame({
+    "customer_id": ["a", "a", "b", "c", "d"],
+    "order_date": [D(2011, 1, 1), D(2011, 3, 1), D(2011, 2, 1), D(2010, 1, 1), D(2011, 3, 5)],
+    "amount": [70.0, 10.0, 15.0, 5.0, 0.0],
+})
+
+
+def test_classify_returns_a_polars_frame_with_features_and_labels(registry):
+    out = engine.classify(TX, registry=registry)
+    assert isinstance(out, pl.DataFrame)
+    assert out["customer_id"].to_list() == ["a", "b", "c", "d"]  # one row per customer, sorted
+    for col in ("recency_days", "frequency", "monetary", "abc", "adc", "rfm_code", "rfm_segment", "value_tier"):
+        assert col in out.columns
+    assert out.schema["abc"] == pl.Enum(["A", "B", "C"])
+    # as_of 2011-03-06; monetary 80, 15, 5, 0 of 100: a .8 A; b .95 B; c C; d (zero) C
+    assert out["abc"].cast(pl.String).to_list() == ["A", "B", "C", "C"]
+    # a: recency 5, tenure 64 active; b: 33 active; c: 429 churned; d: first order 1 day ago, new
+    assert out["adc"].cast(pl.String).to_list() == ["active", "active", "churned", "new"]
+
+
+def test_classify_to_pandas(registry):
+    pdf = engine.classify(TX, classifiers=["abc"], registry=registry).to_pandas()
+    assert list(pdf["abc"].astype(str)) == ["A", "B", "C", "C"]
+
+
+def test_classify_selects_classifiers_and_params(registry):
+    out = engine.classify(TX, classifiers=["abc"], params={"abc": {"a": 0.5}}, registry=registry)
+    assert "adc" not in out.columns and "rfm_code" not in out.columns
+    # a alone is .8 > .5: no A; a and b .95 <= .95 B
+    assert out["abc"].cast(pl.String).to_list() == ["B", "B", "C", "C"]
+    same = engine.classify(TX, classifiers=["abc"], params={"abc.a": 0.5}, registry=registry)
+    assert same.equals(out)
+    again = engine.classify(TX, classifiers=["abc"], params=["abc.a=0.5"], registry=registry)
+    assert again.equals(out)
+
+
+def test_prepare_once_classify_many_times(registry):
+    prepared = engine.prepare(TX, registry=registry)
+    first = prepared.classify(["adc"], {"adc.active_days": 30})
+    assert first["adc"].cast(pl.String).to_list() == ["active", "dormant", "churned", "new"]
+    second = prepared.classify(["adc"])
+    assert second["adc"].cast(pl.String).to_list() == ["active", "active", "churned", "new"]
+    assert "adc" not in prepared.customers.columns  # the feature table is not changed
+    assert [s.classifier.name for s in prepared.selections] == ["adc"]
+
+
+def test_as_of_and_mapping_and_customers(registry):
+    df = TX.rename({"customer_id": "Who", "order_date": "When", "amount": "Total"})
+    out = engine.classify(df, mapping={"customer_id": "Who", "order_date": "When", "amount": "Total"},
+                          customers=pl.DataFrame({"customer_id": ["z"], "region": ["west"]}),
+                          as_of="2011-03-02", classifiers=["adc"], registry=registry)
+    # d's row of 2011-03-05 is after as_of: d has no usable row and is reported, not classified
+    assert out["customer_id"].to_list() == ["a", "b", "c", "z"]
+    # b's first order (2011-02-01) is 29 days before as_of: new
+    assert out["adc"].cast(pl.String).to_list() == ["active", "new", "churned", "prospect"]
+    assert out["recency_days"].to_list() == [1, 29, 425, None]
+
+
+def test_the_sample(registry):
+    out = engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, registry=registry)
+    assert out.height == out["customer_id"].n_unique() > 100
+
+
+def test_classify_frame(registry):
+    df = pl.DataFrame({"customer_id": [1, 2], "monetary": [90.0, 10.0]})
+    out = engine.classify_frame(df, "abc", registry=registry)
+    assert out["abc"].cast(pl.String).to_list() == ["B", "C"]  # 90/100 > a; 1.0 > b
+
+
+def test_split_params():
+    assert split_params(None) == {}
+    assert split_params({"abc": {"a": 0.7}, "adc.active_days": 60}) == {"abc": {"a": 0.7}, "adc": {"active_days": 60}}
+    assert split_params(["abc.a = 0.7"]) == {"abc": {"a": "0.7"}}
+    for bad in (["abc.a"], ["a=1"], [".a=1"], ["abc.=1"]):
+        with pytest.raises(ParamError, match="expected classifier.param=value"):
+            split_params(bad)
+
+
+def test_select_errors_name_the_problem(registry):
+    with pytest.raises(ParamError, match=r"parameters given for unknown classifier 'abcc' \(did you mean 'abc'\?\)"):
+        select(registry, None, {"abcc": {"a": 1}})
+    with pytest.raises(ParamError, match=r"parameters given for 'abc', which is not selected \(selected: adc\)"):
+        select(registry, ["adc"], {"abc": {"a": 0.5}})
+    with pytest.raises(PluginError, match=r"unknown classifier 'rfn' \(did you mean 'rfm'\?\)"):
+        select(registry, ["rfn"])
+    with pytest.raises(ParamError, match=r"abc.a: '2' is above the maximum 1 of 'a'"):
+        select(registry, ["abc"], split_params(["abc.a=2"]))
+    with pytest.raises(ParamError, match=r"abc: unknown parameter 'aa' \(did you mean 'a'\?\)"):
+        select(registry, ["abc"], {"abc": {"aa": 1}})
+
+
+def test_summarize_sizes_and_shares(registry):
+    prepared = engine.prepare(TX, registry=registry)
+    out = prepared.classify(["abc", "rfm"])
+    summary = summarize(out, prepared.selections)
+    abc = summary.filter(pl.col("column") == "abc")
+    assert abc.select("label", "customers", "revenue").rows() == [("A", 1, 80.0), ("B", 1, 15.0), ("C", 2, 5.0)]
+    assert abc["customer_share"].to_list() == [0.25, 0.25, 0.5]
+    assert abc["revenue_share"].to_list() == [0.8, 0.15, 0.05]
+    # every label of a class column appears, empty ones with 0; score columns are not summarised
+    seg = summary.filter(pl.col("column") == "rfm_segment")
+    assert seg["label"].to_list()[:11] == list(out.schema["rfm_segment"].categories)
+    assert seg["customers"].sum() == 4
+    assert set(summary["column"]) == {"abc", "rfm_segment", "value_tier"}
+
+
+def test_summarize_counts_customers_without_a_label(registry):
+    prepared = engine.prepare(TX, customers=pl.DataFrame({"customer_id": ["z"]}), registry=registry)
+    out = prepared.classify(["rfm"])
+    seg = summarize(out, prepared.selections).filter(pl.col("column") == "rfm_segment")
+    assert seg.filter(pl.col("label") == "(none)")["customers"].to_list() == [1]  # the prospect
+
+
+def third_party():
+    mod = type(engine)("tb_run_third_party")
+
+    @hookimpl
+    def register_classifiers(register):
+        register(Classifier(
+            name="spender", description="spent anything", outputs=(Output("spender", "x", labels=("yes", "no")),),
+            params=(), requires=("monetary",),
+            expressions=lambda p, ctx: {"spender": pl.when(pl.col("monetary") > 0).then(pl.lit("yes"))
+                                        .otherwise(pl.lit("no"))}))
+
+    mod.register_classifiers = register_classifiers
+    return mod
+
+
+def test_a_plugin_module_classifies_like_a_built_in():
+    registry = get_registry(allow=["abc"], modules=[third_party()], strict=True)
+    out = engine.classify(TX, registry=registry)
+    assert out["spender"].cast(pl.String).to_list() == ["yes", "yes", "yes", "no"]
+    assert out.schema["spender"] == pl.Enum(["yes", "no"])
