@@ -99,7 +99,7 @@ def test_select_errors_name_the_problem(registry):
         select(registry, ["adc"], {"abc": {"a": 0.5}})
     with pytest.raises(PluginError, match=r"unknown classifier 'rfn' \(did you mean 'rfm'\?\)"):
         select(registry, ["rfn"])
-    with pytest.raises(ParamError, match=r"abc.a: '2' is above the maximum 1 of 'a'"):
+    with pytest.raises(ParamError, match=r"abc.a: '2' is above the maximum 0.99 of 'a'"):
         select(registry, ["abc"], split_params(["abc.a=2"]))
     with pytest.raises(ParamError, match=r"abc: unknown parameter 'aa' \(did you mean 'a'\?\)"):
         select(registry, ["abc"], {"abc": {"aa": 1}})
