@@ -117,9 +117,15 @@ def scan_file(
     fmt = _format_of(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    if fmt in ("csv", "ndjson"):
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise DataError(f"{path}: the file is UTF-16 text; tierbook reads UTF-8: save it as UTF-8 "
+                            f"(in a spreadsheet: CSV UTF-8)")
     try:
         if fmt == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            sep = _separator(path)
             overrides = {c: pl.String for c in text_columns} if not all_strings else None
             return pl.scan_csv(path, separator=sep, infer_schema=not all_strings, try_parse_dates=not all_strings,
                                schema_overrides=overrides)
@@ -127,14 +133,102 @@ def scan_file(
             return pl.scan_parquet(path)
         if fmt == "ndjson":
             return pl.scan_ndjson(path)
-        return _read_excel(path, sheet).lazy()
+        return _read_excel(path, sheet, all_strings=all_strings).lazy()
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot read as {fmt}: {_first_line(exc)}") from None
 
 
-def _read_excel(path: Path, sheet: str | None) -> pl.DataFrame:
+def _separator(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def explain_read_error(path: Path | None, fmt: str, exc: BaseException) -> str:
+    """Why ``path`` could not be read, naming the line (error path only: reads the file again in Python).
+
+    Polars' own message names neither the line nor the value; this finds the
+    first line that is not UTF-8, has an unclosed quote or too many fields (CSV),
+    or is not JSON (NDJSON), and falls back to Polars' first line.
+    """
+    found = None
+    try:
+        if path is not None and fmt == "csv":
+            found = _csv_problem(path, _separator(path))
+        elif path is not None and fmt == "ndjson":
+            found = _ndjson_problem(path)
+    except OSError:
+        found = None
+    return found or f"cannot read the data: {_first_line(exc)}"
+
+
+def _not_utf8(raw: bytes) -> str | None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return (f"line {line}, byte {column}: byte 0x{raw[exc.start]:02x} is not UTF-8 (is the file Latin-1 or "
+                f"Windows-1252?); tierbook reads UTF-8: save the file as UTF-8")
+    return None
+
+
+def _csv_problem(path: Path, sep: str) -> str | None:
+    import csv
+    import io
+
+    raw = path.read_bytes()
+    bad = _not_utf8(raw)
+    if bad:
+        return bad
+    text = raw.decode("utf-8").removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for row in reader:
+            if header is None:
+                header = row
+            elif len(row) > len(header):
+                shown = sep.join(row)
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                return f"line {start}: {len(row)} fields, but the header has {len(header)}: {shown!r}"
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        return f"line {start}: {exc} (a quote that is never closed?)"
+    return None
+
+
+def _ndjson_problem(path: Path) -> str | None:
+    import json
+
+    raw = path.read_bytes()
+    bad = _not_utf8(raw)
+    if bad:
+        return bad
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            return f"line {number}: not a JSON record ({exc.msg} at column {exc.colno}): {shown!r}"
+        if not isinstance(value, dict):
+            return f"line {number}: expected a JSON object, got {type(value).__name__}"
+    return None
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header fields of a CSV file as written (Polars renames duplicates)."""
+    import csv
+
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        first = fh.readline().removeprefix("\ufeff")
+    return next(csv.reader([first], delimiter=_separator(path)), [])
+
+
+def _read_excel(path: Path, sheet: str | None, *, all_strings: bool = False) -> pl.DataFrame:
     import fastexcel
 
     reader = fastexcel.read_excel(str(path))
@@ -145,13 +239,16 @@ def _read_excel(path: Path, sheet: str | None) -> pl.DataFrame:
         sheet = names[0]
     elif sheet not in names:
         raise DataError(f"{path}: no sheet {sheet!r}{suggest(sheet, names)}; sheets: {', '.join(names)}")
-    return pl.read_excel(path, sheet_name=sheet, engine="calamine")
+    # As text, like CSV: type inference would turn a cell "n/a" in a number column into an empty cell.
+    return pl.read_excel(path, sheet_name=sheet, engine="calamine", infer_schema_length=0 if all_strings else 100)
 
 
-def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+def _schema(lf: pl.LazyFrame, path: Path, fmt: str = "") -> pl.Schema:
     try:
         return lf.collect_schema()
     except Exception as exc:
+        if fmt in ("csv", "ndjson"):
+            raise DataError(f"{path}: {explain_read_error(path, fmt, exc)}") from None
         raise DataError(f"{path}: cannot read the header: {_first_line(exc)}") from None
 
 
@@ -177,16 +274,22 @@ class Transactions:
     has_order_id: bool
     checks: dict[str, str] = field(default_factory=dict)  # flag column -> canonical column
     raw: pl.LazyFrame | None = None
+    sheet: str | None = None
+    #: Boolean columns that are only counted (summed in the feature pass) and
+    #: checked together by :meth:`tally_error`.
+    tallies: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return str(self.path) if self.path else "(in-memory frame)"
 
-    def locate(self, flag: str) -> DataError:
-        """Build the error for the first row where ``flag`` is set (error path only: rescans)."""
-        canonical = self.checks[flag]
-        source_col = self.mapping.get(canonical, canonical)
-        if canonical == "amount" and "amount" not in self.mapping and "quantity" in self.mapping:
-            source_col = f"{self.mapping['quantity']} x {self.mapping['unit_price']}"
+    def _where(self, index: int) -> str:
+        if self.fmt == "csv":
+            return f"row {index + 1} (line {index + 2})"
+        if self.fmt == "xlsx":
+            return f"row {index + 1} (sheet {self.sheet!r}, spreadsheet row {index + 2})"
+        return f"row {index + 1}" + (f" (line {index + 1})" if self.fmt == "ndjson" else "")
+
+    def _first_row(self, flag: str, canonical: str) -> tuple[int, Any]:
         row = (
             self.frame.with_row_index("_row")
             .filter(pl.col(flag))
@@ -194,10 +297,34 @@ class Transactions:
             .head(1)
             .collect()
         )
-        index, value = row.row(0)
-        where = f"row {index + 1}" + (f" (line {index + 2})" if self.fmt == "csv" else "")
+        return row.row(0)
+
+    def tally_error(self, totals: Mapping[str, int]) -> DataError | None:
+        """The error the counted flags add up to, if any (dates with and without a time zone)."""
+        if totals.get("_tz_aware") and totals.get("_tz_naive"):
+            source_col = self.mapping.get("order_date", "order_date")
+            a_index, a_value = self._first_row("_tz_aware", "order_date")
+            n_index, n_value = self._first_row("_tz_naive", "order_date")
+            return DataError(
+                f"{self.describe()}: column {source_col!r} (order_date) mixes times with a time-zone offset "
+                f"({self._where(a_index)}: {a_value!r}) and without one ({self._where(n_index)}: {n_value!r}); "
+                f"give every time with an offset, or none"
+            )
+        return None
+
+    def locate(self, flag: str) -> DataError:
+        """Build the error for the first row where ``flag`` is set (error path only: rescans)."""
+        canonical = self.checks[flag]
+        source_col = self.mapping.get(canonical, canonical)
+        if canonical == "amount" and "amount" not in self.mapping and "quantity" in self.mapping:
+            source_col = f"{self.mapping['quantity']} x {self.mapping['unit_price']}"
+        index, value = self._first_row(flag, canonical)
+        where = self._where(index)
         what = "a date" if canonical == "order_date" else "a finite number"
         hint = " (give the format with --date-format, e.g. %d/%m/%Y)" if canonical == "order_date" else ""
+        if flag == "_big_amount":
+            what = f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
+            hint = ""
         return DataError(
             f"{self.describe()}: column {source_col!r} ({canonical}), {where}: {value!r} is not {what}{hint}"
         )
@@ -240,14 +367,29 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> 
     return out
 
 
+#: A time of day followed by a time-zone offset (``10:00:00+02:00``, ``10:00Z``).
+_TIME = r"(\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)"
+_TIME_TZ = _TIME + r"\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+#: Amounts are summed as Int64 units of 1/AMOUNT_SCALE: a line must stay well inside that range.
+_MAX_AMOUNT = 1e14
+
+
 def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str):
-    """Return (date expression, needs-parse-check)."""
+    """Return (date expression, needs-parse-check).
+
+    Text with a time-zone offset (``2024-01-02T23:30:00-05:00``) gives the
+    calendar day as written (the offset is dropped, not converted); a column
+    mixing times with and without an offset is an error (see
+    :meth:`Transactions.tally_error`).
+    """
     if dtype == pl.Date:
         return col, False
     if isinstance(dtype, pl.Datetime):
         return col.dt.date(), False
     if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
         text = col.cast(pl.String).str.strip_chars()
+        if date_format is None:
+            text = text.str.replace(_TIME_TZ, "${1}")
         parsed = text.str.to_datetime(format=date_format, strict=False, time_unit="us")
         return parsed.dt.date(), True
     raise DataError(f"{where}: column {source!r} (order_date) has type {dtype}, expected dates")
@@ -285,10 +427,17 @@ def read_transactions(
         where = str(path)
     else:
         lf, fmt, where = _frame_from_object(data), "frame", "(in-memory frame)"
-    schema = _schema(lf, path or Path(where))
+    schema = _schema(lf, path or Path(where), fmt)
     if len(schema) == 0:
         raise DataError(f"{where}: the file has no columns")
     cols = _resolve_columns(schema, mapping, where)
+    if fmt == "csv" and path is not None:
+        header = _csv_header(path)
+        for canonical, source in cols.items():
+            positions = [i + 1 for i, name in enumerate(header) if name == source]
+            if len(positions) > 1:
+                raise DataError(f"{where}: the header names column {source!r} ({canonical}) {len(positions)} times "
+                                f"(columns {', '.join(map(str, positions))}); rename all but one")
 
     checks: dict[str, str] = {}
     exprs: list[pl.Expr] = [pl.col(cols["customer_id"]).alias("customer_id")]
@@ -298,9 +447,16 @@ def read_transactions(
         date_raw, schema[cols["order_date"]], date_format=date_format, where=where, source=cols["order_date"]
     )
     exprs.append(date_expr.alias("order_date"))
+    tallies: tuple[str, ...] = ()
     if date_check:
         exprs.append(date_raw.cast(pl.String).alias("_raw_order_date"))
         checks["_bad_date"] = "order_date"
+        if date_format is None:
+            has_tz = date_raw.cast(pl.String).str.strip_chars().str.contains(_TIME_TZ)
+            exprs.append(has_tz.fill_null(False).alias("_tz_aware"))
+            exprs.append((~has_tz & date_raw.cast(pl.String).str.contains(r"\d:\d")).fill_null(False)
+                         .alias("_tz_naive"))
+            tallies = ("_tz_aware", "_tz_naive")
 
     if "amount" in cols:
         amount, amount_check = _number_expr(
@@ -319,9 +475,10 @@ def read_transactions(
         amount, amount_check = q * p, qc or pc
         raw_amount = pl.format("{} x {}", pl.col(cols["quantity"]), pl.col(cols["unit_price"]))
     exprs.append(amount.alias("_amount_f"))
+    exprs.append(raw_amount.alias("_raw_amount"))
     if amount_check:
-        exprs.append(raw_amount.alias("_raw_amount"))
         checks["_bad_amount"] = "amount"
+    checks["_big_amount"] = "amount"
 
     has_order_id = "order_id" in cols
     if has_order_id:
@@ -335,19 +492,30 @@ def read_transactions(
         a = pl.col("_amount_f")
         flags.append(((pl.col("_raw_amount").is_not_null() & a.is_null()) | a.is_nan() | a.is_infinite())
                      .fill_null(False).alias("_bad_amount"))
+    a = pl.col("_amount_f")
+    flags.append((a.is_finite() & (a.abs() > _MAX_AMOUNT)).fill_null(False).alias("_big_amount"))
     frame = frame.with_columns(
         *flags,
         (pl.col("_amount_f") * AMOUNT_SCALE).round(0).cast(pl.Int64, strict=False).alias("amount_units"),
         *([] if has_order_id else [pl.col("order_date").alias("order_key")]),
     )
-    if amount_check:
-        # A non-finite amount is flagged above; keep it out of the integer sum.
-        frame = frame.with_columns(
-            pl.when(pl.col("_bad_amount")).then(None).otherwise(pl.col("amount_units")).alias("amount_units")
-        )
+    # A non-finite or too large amount is flagged above; keep it out of the integer sum.
+    bad = pl.col("_big_amount") | (pl.col("_bad_amount") if amount_check else pl.lit(False))
+    frame = frame.with_columns(pl.when(bad).then(None).otherwise(pl.col("amount_units")).alias("amount_units"))
     frame = frame.drop("_amount_f")
+    if fmt == "xlsx" and sheet is None and path is not None:
+        sheet = _only_sheet(path)
     return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
-                        raw=lf)
+                        raw=lf, sheet=sheet, tallies=tallies)
+
+
+def _only_sheet(path: Path) -> str | None:
+    try:
+        import fastexcel
+
+        return fastexcel.read_excel(str(path)).sheet_names[0]
+    except Exception:  # only used to name the sheet in messages
+        return None
 
 
 def _frame_from_object(data: Any) -> pl.LazyFrame:

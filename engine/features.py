@@ -150,7 +150,7 @@ def _aggregations(tx: Transactions, as_of: dt.date | None, plugin_features: Mapp
     ]
     if as_of is not None:
         aggs.append(pl.col("_after_as_of").sum().alias("_after_as_of"))
-    for flag in tx.checks:
+    for flag in [*tx.checks, *tx.tallies]:
         aggs.append(pl.col(flag).sum().alias(flag))
     for name, feat in plugin_features.items():
         if feat.agg is not None:
@@ -165,6 +165,7 @@ def compute_features(
     customers: pl.DataFrame | None = None,
     plugin_features: Mapping[str, Feature] | None = None,
     streaming: bool = True,
+    feature_owners: Mapping[str, str] | None = None,
 ) -> FeatureResult:
     """Run the single pass and return one row per customer with every feature.
 
@@ -177,14 +178,18 @@ def compute_features(
     try:
         grouped = query.collect(engine="streaming" if streaming else "auto")
     except pl.exceptions.ColumnNotFoundError as exc:
-        raise DataError(f"{tx.describe()}: a plugin feature uses a column that does not exist: "
-                        f"{str(exc).splitlines()[0]}") from None
+        raise _feature_error(plugin_features, feature_owners or {}, exc) from None
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{tx.describe()}: cannot read the data: {str(exc).strip().splitlines()[0]}") from None
+        from .data import explain_read_error
+
+        raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc)}") from None
 
     for flag in tx.checks:
         if grouped[flag].sum():
             raise tx.locate(flag)
+    tally_error = tx.tally_error({flag: int(grouped[flag].sum()) for flag in tx.tallies})
+    if tally_error is not None:
+        raise tally_error
 
     report = LoadReport(source=tx.describe())
     report.rows = int(grouped["_rows"].sum())
@@ -242,6 +247,24 @@ def compute_features(
     feats = feats.sort("customer_id")
     report.net_revenue = float(grouped["_units"].sum()) / AMOUNT_SCALE
     return FeatureResult(customers=feats, as_of=as_of, report=report)
+
+
+def _feature_error(features: Mapping[str, Feature], owners: Mapping[str, str], exc: Exception) -> DataError:
+    """Name the plugin feature that uses a column the transactions do not have."""
+    canonical = {"customer_id": pl.String, "order_id": pl.String, "order_date": pl.Date, "amount": pl.Float64}
+    empty = pl.LazyFrame(schema=canonical)
+    for name, feat in features.items():
+        if feat.agg is None:
+            continue
+        try:
+            empty.group_by("customer_id").agg(feat.agg.alias(name)).collect_schema()
+        except pl.exceptions.ColumnNotFoundError as err:
+            missing = str(err).strip().splitlines()[0]
+            return DataError(f"feature {name!r} of plugin {owners.get(name, '(unknown)')} uses a column the "
+                             f"transactions do not have ({missing}); it may use {', '.join(canonical)}")
+        except pl.exceptions.PolarsError:
+            continue
+    return DataError(f"a plugin feature uses a column that does not exist: {str(exc).splitlines()[0]}")
 
 
 def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport) -> pl.DataFrame:

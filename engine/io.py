@@ -69,6 +69,18 @@ def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(exprs) if exprs else df
 
 
+def check_output(path: Path) -> str:
+    """Fail early (before any data is read) when ``path`` cannot be written; return its format."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected an output file")
+    fmt = output_format(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise DataError(f"{path}: the directory {parent} does not exist")
+    return fmt
+
+
 def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
     """Write ``df`` as Parquet, CSV, JSON or NDJSON (by suffix), atomically."""
     fmt = output_format(path)

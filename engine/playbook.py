@@ -182,6 +182,15 @@ _KIND_NAMES = {"str": "non-empty text", "int": "a whole number", "mapping": "a m
                "date": "a date YYYY-MM-DD", "any": "a value"}
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a value from the playbook, cut short (a message never echoes a whole document)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = 80, 80, 6, 6, 3
+    return r.repr(value)
+
+
 def _check_keys(node: MarkedDict, keys: Mapping[str, tuple[str, bool, str]], what: str, problems: _Problems) -> bool:
     """Unknown keys, missing required keys and wrong kinds. Returns False if the node is unusable."""
     ok = True
@@ -199,7 +208,7 @@ def _check_keys(node: MarkedDict, keys: Mapping[str, tuple[str, bool, str]], wha
                 problems.add(node.line, f"{what}: missing required key {key!r}")
                 ok = False
         elif not _kind_ok(kind, node[key]):
-            problems.add(node.value_line(key), f"{what}: {key!r} must be {_KIND_NAMES[kind]}, got {node[key]!r}")
+            problems.add(node.value_line(key), f"{what}: {key!r} must be {_KIND_NAMES[kind]}, got {_short(node[key])}")
             ok = False
     return ok
 
@@ -265,11 +274,20 @@ class Playbook:
             date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
         )
 
-    def evaluate(self, prepared: Prepared) -> Result:
-        """Classify, apply the rules and build the summary (no I/O)."""
+    def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
+        """Classify, apply the rules and build the summary (no I/O).
+
+        With ``skip_failing`` a classifier that fails is skipped: its columns
+        stay empty (so no rule on them matches) and ``summary["skipped_plugins"]``
+        names it, with the plugins that failed to load.
+        """
+        skipped = [str(f) for f in self.registry.failures] if skip_failing else None
         customers = apply_classifiers(prepared.customers, self.selections, as_of=prepared.as_of,
-                                      registry=self.registry)
-        return _evaluate_rules(self, prepared, customers)
+                                      registry=self.registry, skipped=skipped)
+        result = _evaluate_rules(self, prepared, customers)
+        if skipped:
+            result.summary["skipped_plugins"] = skipped
+        return result
 
     def run(self, *, as_of: str | dt.date | None = None, write: bool = True) -> Result:
         """Prepare, evaluate and (unless ``write=False``) write the outputs atomically."""
@@ -338,17 +356,22 @@ def load_playbook(
     output_dir: str | Path | None = None,
     allow_outside: bool = False,
     check_data: bool = True,
+    skip_failing_plugins: bool = False,
 ) -> Playbook:
     """Load and validate a playbook; raise :class:`PlaybookError` listing every problem.
 
     ``params`` (``["abc.a=0.7"]`` or a mapping) override the playbook's values;
     ``output_dir`` overrides ``outputs.dir``. With ``check_data`` the data
     files' headers (not their rows) are read to check the column mapping and
-    the columns rules use.
+    the columns rules use. With ``skip_failing_plugins`` a plugin that fails to
+    load is recorded in ``registry.failures`` instead of stopping.
     """
     path = Path(path)
     doc = load_marked(path)
     problems = _Problems(path)
+    if doc is None:
+        problems.add(1, "the playbook is empty; it needs at least name, data and classifiers")
+        problems.raise_if_any()
     if not isinstance(doc, MarkedDict):
         problems.add(getattr(doc, "line", 1) or 1, "a playbook is a mapping with name, data, classifiers, rules")
         problems.raise_if_any()
@@ -359,12 +382,12 @@ def load_playbook(
     plugin_modules = [str(m) for m in doc.get("plugins") or []] if isinstance(doc.get("plugins"), list) else []
     if registry is None:
         try:
-            registry = get_registry(modules=plugin_modules, strict=True)
+            registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins)
         except PluginError as exc:
             problems.add(doc.value_line("plugins") if "plugins" in doc else 1, str(exc))
             problems.raise_if_any()
     elif plugin_modules:
-        registry = get_registry(modules=plugin_modules, strict=True)
+        registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins)
 
     data = _load_data(doc, base, problems)
     selections, raw_params = _load_classifiers(doc, registry, params, problems)

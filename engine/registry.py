@@ -7,15 +7,26 @@ explicitly named modules, and collects what the plugins register.
 
 ``TIERBOOK_LOAD_PLUGINS`` restricts the entry points loaded: a comma-separated
 allow-list of entry-point names (``abc,rfm``); set but empty, it loads none.
+
+Plugin code runs under a time limit: importing a plugin, its registration
+hooks and each classifier's ``expressions()`` call must return within
+``TIERBOOK_PLUGIN_TIMEOUT`` seconds (default 60; 0 switches the limit off), or
+the plugin fails with a :class:`~engine.errors.PluginError` naming it. The limit
+uses ``SIGALRM`` and so applies in the main thread of a Unix process; the Polars
+evaluation of the expressions a plugin returns is native code bounded by the
+size of the customer table, not by this limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata as md
 import os
+import signal
+import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +36,56 @@ from . import hookspecs
 from .classifier import Classifier, Feature
 from .errors import PluginError, suggest
 
-__all__ = ["Registry", "PluginInfo", "get_registry", "ENTRY_POINT_GROUP"]
+__all__ = ["Registry", "PluginInfo", "get_registry", "ENTRY_POINT_GROUP", "plugin_time_limit", "PluginTimeout"]
 
 ENTRY_POINT_GROUP = "tierbook"
 BUILTIN_DISTRIBUTION = "tierbook"
+DEFAULT_PLUGIN_TIMEOUT = 60.0
+
+
+class PluginTimeout(BaseException):
+    """Raised inside plugin code when it overruns its time limit.
+
+    A ``BaseException`` so that a plugin's own ``except Exception`` cannot
+    swallow it; :func:`plugin_time_limit` turns it into a :class:`PluginError`.
+    """
+
+
+def plugin_timeout() -> float | None:
+    """The limit in seconds from ``TIERBOOK_PLUGIN_TIMEOUT`` (default 60), or None when switched off."""
+    text = os.environ.get("TIERBOOK_PLUGIN_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_PLUGIN_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise PluginError(f"TIERBOOK_PLUGIN_TIMEOUT: {text!r} is not a number of seconds") from None
+    return value if value > 0 else None
+
+
+@contextlib.contextmanager
+def plugin_time_limit(what: str) -> Iterator[None]:
+    """Run plugin code for at most ``TIERBOOK_PLUGIN_TIMEOUT`` seconds; ``what`` names it in the error."""
+    seconds = plugin_timeout()
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)  # never override an outer timer
+    if not usable:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise PluginTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except PluginTimeout:
+        raise PluginError(f"{what} did not return within {seconds:g} s (TIERBOOK_PLUGIN_TIMEOUT)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -126,7 +183,11 @@ def get_registry(
                 fail(PluginError(f"plugin name {ep.name!r} is used by both {other.label()} and {info.label()}"))
                 continue
             try:
-                module = ep.load()
+                with plugin_time_limit(f"plugin {info.label()}: importing it"):
+                    module = ep.load()
+            except PluginError as exc:
+                fail(exc)
+                continue
             except Exception as exc:  # a broken plugin must not take the others down
                 fail(PluginError(f"plugin {info.label()} failed to load: {type(exc).__name__}: {exc}"))
                 continue
@@ -134,12 +195,18 @@ def get_registry(
 
     for mod in modules:
         try:
-            module = importlib.import_module(mod) if isinstance(mod, str) else mod
+            with plugin_time_limit(f"plugin module {mod!r}: importing it"):
+                module = importlib.import_module(mod) if isinstance(mod, str) else mod
+        except PluginError as exc:
+            fail(exc)
+            continue
         except Exception as exc:
             fail(PluginError(f"plugin module {mod!r} failed to import: {type(exc).__name__}: {exc}"))
             continue
         name = module.__name__
-        _register(registry, module, PluginInfo(name=name, module=name, entry_point=False), fail)
+        package, version = _distribution_of(name)
+        _register(registry, module, PluginInfo(name=name, module=name, package=package, version=version,
+                                               entry_point=False), fail)
 
     try:
         pm.check_pending()
@@ -148,6 +215,19 @@ def get_registry(
 
     _collect(registry, fail)
     return registry
+
+
+def _distribution_of(module: str) -> tuple[str | None, str | None]:
+    """The installed distribution (name, version) that provides ``module``'s top-level package, if any."""
+    top = module.split(".")[0]
+    try:
+        names = md.packages_distributions().get(top) or []
+        if names:
+            dist = md.distribution(names[0])
+            return dist.metadata["Name"], dist.version
+    except Exception:  # metadata is best effort: the module name is still given
+        pass
+    return None, None
 
 
 def _register(registry: Registry, module: Any, info: PluginInfo, fail) -> None:
@@ -183,10 +263,13 @@ def _collect(registry: Registry, fail) -> None:
             _into.append(obj)
 
         try:
-            pm.subset_hook_caller("register_classifiers", remove_plugins=others)(register=reg_classifier)
-            pm.subset_hook_caller("register_features", remove_plugins=others)(register=reg_feature)
+            with plugin_time_limit(f"plugin {info.label()}: its registration hooks"):
+                pm.subset_hook_caller("register_classifiers", remove_plugins=others)(register=reg_classifier)
+                pm.subset_hook_caller("register_features", remove_plugins=others)(register=reg_feature)
         except Exception as exc:
-            fail(PluginError(f"plugin {info.label()} failed while registering: {type(exc).__name__}: {exc}"))
+            if not isinstance(exc, PluginError):
+                exc = PluginError(f"plugin {info.label()} failed while registering: {type(exc).__name__}: {exc}")
+            fail(exc)
             pm.unregister(name=name)
             del registry.plugins[name]
             continue

@@ -19,7 +19,7 @@ from .classifier import Classifier, Context, Output
 from .data import as_date, read_customers, read_transactions
 from .errors import ParamError, PluginError, suggest
 from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features
-from .registry import Registry, get_registry
+from .registry import Registry, get_registry, plugin_time_limit
 
 __all__ = ["Prepared", "prepare", "classify", "classify_frame", "split_params", "Selection", "summarize"]
 
@@ -90,12 +90,12 @@ def select(
     return out
 
 
-def _check_columns(sel: Selection, schema: Mapping[str, pl.DataType]) -> None:
+def _check_columns(sel: Selection, schema: Mapping[str, pl.DataType], owner: str = "its plugin") -> None:
     clf = sel.classifier
     for col in clf.requires:
         if col not in schema:
-            raise PluginError(f"classifier {clf.name!r} needs column {col!r}, which the customer table does not "
-                              f"have{suggest(col, schema)}")
+            raise PluginError(f"classifier {clf.name!r} of {owner} needs column {col!r}, which the customer table "
+                              f"does not have{suggest(col, schema)}")
     for spec in clf.params:
         if spec.feature:
             col = sel.params[spec.name]
@@ -109,9 +109,16 @@ def _check_columns(sel: Selection, schema: Mapping[str, pl.DataType]) -> None:
 def _label_exprs(sel: Selection, ctx: Context, owner: str) -> list[pl.Expr]:
     clf = sel.classifier
     try:
-        exprs = dict(clf.expressions(sel.params, ctx))
+        with plugin_time_limit(f"classifier {clf.name!r} of {owner}: expressions()"):
+            exprs = clf.expressions(sel.params, ctx)
+    except PluginError:
+        raise
     except Exception as exc:
         raise PluginError(f"classifier {clf.name!r} of {owner} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(exprs, Mapping):
+        raise PluginError(f"classifier {clf.name!r} of {owner}: expressions() returned a {type(exprs).__name__}, "
+                          f"not a mapping of column to Polars expression")
+    exprs = dict(exprs)
     wanted = [o.column for o in sel.outputs]
     if set(exprs) != set(wanted):
         raise PluginError(f"classifier {clf.name!r} of {owner} returned columns {sorted(exprs)}, "
@@ -127,41 +134,108 @@ def _label_exprs(sel: Selection, ctx: Context, owner: str) -> list[pl.Expr]:
 
 
 def apply_classifiers(
-    customers: pl.DataFrame, selections: Sequence[Selection], *, as_of: dt.date, registry: Registry | None = None
+    customers: pl.DataFrame,
+    selections: Sequence[Selection],
+    *,
+    as_of: dt.date,
+    registry: Registry | None = None,
+    skipped: list[str] | None = None,
 ) -> pl.DataFrame:
     """Add every selected classifier's columns to ``customers`` (one ``with_columns``).
 
     A classifier that breaks its contract (an exception, a column of the wrong
-    length, a label outside its declared set) is named in a :class:`PluginError`.
+    length or type, a label outside its declared set, a missing feature) is
+    named, with its plugin's package and version, in a :class:`PluginError`.
+    With ``skipped`` (a list), a failing classifier is skipped instead: its
+    columns are left empty (null, so no rule matches them), and its error is
+    appended to ``skipped``.
     """
     schema = customers.schema
     ctx = Context(as_of=as_of, schema=schema)
     owners = registry.owners if registry is not None else {}
     columns: dict[str, str] = {}
-    exprs: list[pl.Expr] = []
     for sel in selections:
-        _check_columns(sel, schema)
         for o in sel.outputs:
             if o.column in schema or o.column in columns:
                 other = columns.get(o.column, "the customer table")
                 raise PluginError(f"classifier {sel.classifier.name!r} writes column {o.column!r}, "
                                   f"which {other} already has")
             columns[o.column] = f"classifier {sel.classifier.name!r}"
-        owner = owners[sel.classifier.name].label() if sel.classifier.name in owners else "its plugin"
-        exprs.extend(_label_exprs(sel, ctx, owner))
+
+    def owner_of(sel: Selection) -> str:
+        name = sel.classifier.name
+        return owners[name].label() if name in owners else "its plugin"
+
+    exprs: list[pl.Expr] = []
+    failed: set[str] = set()
+    for sel in selections:
+        try:
+            _check_columns(sel, schema, owner_of(sel))
+            exprs.extend(_label_exprs(sel, ctx, owner_of(sel)))
+        except PluginError as exc:
+            if skipped is None:
+                raise
+            failed.add(sel.classifier.name)
+            skipped.append(str(exc))
+            exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
     try:
         return customers.lazy().with_columns(exprs).collect()
     except pl.exceptions.PolarsError:
         pass
     # Find which classifier broke, one at a time (error path only).
+    exprs = []
     for sel in selections:
-        owner = owners[sel.classifier.name].label() if sel.classifier.name in owners else "its plugin"
+        if sel.classifier.name in failed:
+            exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
+            continue
+        error = _diagnose(customers, sel, ctx, owner_of(sel))
+        if error is None:
+            exprs.extend(_label_exprs(sel, ctx, owner_of(sel)))
+        elif skipped is None:
+            raise error
+        else:
+            skipped.append(str(error))
+            exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
+    try:
+        return customers.lazy().with_columns(exprs).collect()
+    except pl.exceptions.PolarsError as exc:  # pragma: no cover - each classifier passed alone
+        raise PluginError(f"the classifiers failed together but not one by one: {_first(exc)}") from None
+
+
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _diagnose(customers: pl.DataFrame, sel: Selection, ctx: Context, owner: str) -> PluginError | None:
+    """The contract a classifier broke on ``customers``, as a :class:`PluginError` (None if it works)."""
+    clf = sel.classifier
+    who = f"classifier {clf.name!r} of {owner}"
+    raw = clf.expressions(sel.params, ctx)
+    n = customers.height
+    for o in sel.outputs:
         try:
-            customers.lazy().with_columns(_label_exprs(sel, ctx, owner)).collect()
+            values = customers.lazy().select(raw[o.column].alias(o.column)).collect()[o.column]
         except pl.exceptions.PolarsError as exc:
-            msg = str(exc).strip().splitlines()[0]
-            raise PluginError(f"classifier {sel.classifier.name!r} of {owner} produced a bad column: {msg}") from None
-    raise PluginError("the classifiers failed together but not one by one")  # pragma: no cover
+            return PluginError(f"{who}: column {o.column!r} cannot be computed: {_first(exc)}")
+        if values.len() not in (1, n):
+            return PluginError(f"{who}: column {o.column!r} has {values.len()} values for {n} customers")
+        if o.labels is not None:
+            text = values.cast(pl.String, strict=False)
+            bad = text.filter(text.is_not_null() & ~text.is_in(list(o.labels)))
+            if bad.len():
+                return PluginError(f"{who}: column {o.column!r} has the label {bad[0]!r}, which is not one of "
+                                   f"its declared labels ({', '.join(o.labels)})")
+        try:
+            values.cast(o.polars_dtype, strict=True)
+        except pl.exceptions.PolarsError as exc:
+            return PluginError(f"{who}: column {o.column!r} is {values.dtype}, which does not convert to the "
+                               f"declared {o.polars_dtype}: {_first(exc)}")
+    try:
+        customers.lazy().with_columns(_label_exprs(sel, ctx, owner)).collect()
+    except pl.exceptions.PolarsError as exc:
+        return PluginError(f"{who} produced a bad column: {_first(exc)}")
+    return None
 
 
 @dataclass
@@ -173,14 +247,23 @@ class Prepared:
     report: LoadReport
     registry: Registry
     selections: list[Selection] = field(default_factory=list)
+    #: Classifiers skipped by the last ``classify(skip_failing=True)``, one message each.
+    skipped: list[str] = field(default_factory=list)
 
     def select(self, classifiers: Sequence[str] | None = None, params: Any = None) -> list[Selection]:
         return select(self.registry, classifiers, split_params(params))
 
-    def classify(self, classifiers: Sequence[str] | None = None, params: Any = None) -> pl.DataFrame:
-        """One row per customer with features and the label columns of ``classifiers`` (default: all)."""
+    def classify(self, classifiers: Sequence[str] | None = None, params: Any = None, *,
+                 skip_failing: bool = False) -> pl.DataFrame:
+        """One row per customer with features and the label columns of ``classifiers`` (default: all).
+
+        With ``skip_failing`` a classifier that fails is skipped (its columns
+        stay empty) and named in :attr:`skipped`, instead of stopping the run.
+        """
         self.selections = self.select(classifiers, params)
-        return apply_classifiers(self.customers, self.selections, as_of=self.as_of, registry=self.registry)
+        self.skipped = []
+        return apply_classifiers(self.customers, self.selections, as_of=self.as_of, registry=self.registry,
+                                 skipped=self.skipped if skip_failing else None)
 
 
 def prepare(
@@ -203,7 +286,8 @@ def prepare(
         reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
         table = read_customers(customers, customers_id, reserved=reserved)
     result: FeatureResult = compute_features(
-        tx, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features, streaming=streaming
+        tx, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features, streaming=streaming,
+        feature_owners={name: info.label() for name, info in registry.feature_owners.items()},
     )
     return Prepared(result.customers, result.as_of, result.report, registry)
 

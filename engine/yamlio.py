@@ -16,7 +16,13 @@ import yaml
 
 from .errors import PlaybookError
 
-__all__ = ["MarkedDict", "MarkedList", "load_marked"]
+__all__ = ["MarkedDict", "MarkedList", "load_marked", "MAX_NODES"]
+
+#: The most values a playbook may hold once its aliases are expanded. Aliases
+#: are shared, not copied, when loading, but anything that walks the result
+#: (validation messages, JSON summaries) would expand them: a few lines of
+#: nested aliases ("billion laughs") would otherwise stand for billions of values.
+MAX_NODES = 100_000
 
 
 class MarkedDict(dict):
@@ -86,6 +92,47 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` stands for with every alias expanded (stops counting past ``limit``)."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()  # a recursive alias counts once
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes.get(id(c), 1) for c in children))
+        elif id(node) not in visiting:
+            visiting.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes and id(c) not in visiting)
+    return sizes.get(id(root), 1)
+
+
+def _load(text: str) -> Any:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_NODES) > MAX_NODES:
+            mark = node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the document stands for more than {MAX_NODES:,} values once its aliases (*name) are "
+                            f"expanded; a playbook needs far fewer (an alias bomb?)", mark)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_marked(path: Path, text: str | None = None) -> Any:
     """Load ``path`` safely; a syntax error or a tag becomes a :class:`PlaybookError` with ``file:line``."""
     if text is None:
@@ -98,7 +145,9 @@ def load_marked(path: Path, text: str | None = None) -> Any:
         except UnicodeDecodeError as exc:
             raise PlaybookError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return _load(text)  # _Loader derives from SafeLoader: no Python tags
+    except RecursionError:
+        raise PlaybookError([f"{path}:1: YAML syntax: the document is nested too deeply"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1

@@ -16,11 +16,18 @@ from ..errors import TierbookError
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"tierbook: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import classify as classify_cmd
     from . import plugins as plugins_cmd
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tierbook",
         description="Classify customers from their transactions (ABC, lifecycle, RFM) and turn classes into actions.",
     )

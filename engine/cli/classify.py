@@ -24,6 +24,8 @@ def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="set a classifier parameter, e.g. abc.a=0.7; repeatable")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load this plugin module")
     p.add_argument("--rejects", metavar="FILE", help="write the rows that could not be used, with the reason")
+    p.add_argument("--skip-failing-plugins", action="store_true",
+                   help="skip a plugin or classifier that fails (named on stderr) instead of stopping")
 
 
 def add_commands(sub) -> None:
@@ -46,16 +48,26 @@ def _prepare_and_classify(args: argparse.Namespace):
     from ..registry import get_registry
     from .progress import step
 
-    registry = get_registry(modules=args.plugin, strict=True)
+    skip = getattr(args, "skip_failing_plugins", False)
+    registry = get_registry(modules=args.plugin, strict=not skip)
+    for failure in registry.failures:
+        print(f"tierbook: skipped: {failure}", file=sys.stderr)
     params = run.split_params(args.set)
+    sources = {name: {k: f"--set {name}.{k}" for k in values} for name, values in params.items()}
     as_of = as_date(args.as_of)
+    if args.rejects:
+        from ..io import check_output
+
+        check_output(Path(args.rejects))  # a bad suffix or directory fails before the data is read
     # Validate names and parameters before reading any data.
-    run.select(registry, args.classifier, params)
+    run.select(registry, args.classifier, params, sources)
     with step(f"reading {args.data}"):
         prepared = run.prepare(args.data, mapping=args.map, customers=args.customers, customers_id=args.customers_id,
                                as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry)
     with step("classifying"):
-        classified = prepared.classify(args.classifier, params)
+        classified = prepared.classify(args.classifier, params, skip_failing=skip)
+    for message in prepared.skipped:
+        print(f"tierbook: skipped: {message}", file=sys.stderr)
     if args.rejects:
         from ..data import read_transactions
         from ..features import rejected_rows
@@ -67,16 +79,17 @@ def _prepare_and_classify(args: argparse.Namespace):
     return prepared, classified
 
 
-def _print_report(prepared, file=sys.stderr) -> None:
+def _print_report(prepared, file=None) -> None:
+    file = file or sys.stderr
     for line in prepared.report.lines():
         print(line, file=file)
     print(f"as_of: {prepared.as_of}", file=file)
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_frame, output_format
+    from ..io import atomic_write_frame, check_output
 
-    output_format(Path(args.output))  # a bad suffix fails before the data is read
+    check_output(Path(args.output))  # a bad suffix or directory fails before the data is read
     prepared, classified = _prepare_and_classify(args)
     atomic_write_frame(classified, Path(args.output))
     _print_report(prepared)
@@ -92,6 +105,8 @@ def run_describe(args: argparse.Namespace) -> int:
     _print_report(prepared, file=sys.stdout)
     print()
     print(format_summary(summarize(classified, prepared.selections)))
+    for message in [*map(str, prepared.registry.failures), *prepared.skipped]:
+        print(f"skipped (--skip-failing-plugins): {message}")
     return 0
 
 
@@ -101,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         data=str(sample_path()), map=[f"{k}={v}" for k, v in SAMPLE_MAPPING.items()], customers=None,
         customers_id=None, as_of=None, date_format=None, sheet=None, classifier=None, set=[], plugin=[],
-        rejects=None,
+        rejects=None, skip_failing_plugins=False,
     )
     print(f"tierbook demo: {sample_path().name} (a slice of UCI Online Retail, CC BY 4.0; see its README)\n")
     return run_describe(ns)

@@ -21,6 +21,9 @@ def add_commands(sub) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="write the outputs here instead of outputs.dir")
     p.add_argument("--allow-outside", action="store_true",
                    help="allow outputs.dir to lead outside the playbook's directory")
+    p.add_argument("--skip-failing-plugins", action="store_true",
+                   help="skip a plugin or classifier that fails (its columns stay empty; the summary names it) "
+                        "instead of stopping")
     p.set_defaults(func=run_run)
 
     p = sub.add_parser("validate", help="check a playbook without reading the transactions")
@@ -60,17 +63,20 @@ def format_result(pb, result) -> str:
                      f"{r['actions']:>8,}")
     lines.append(f"  unmatched customers: {s['unmatched']:,}; cut by capacity: {s['cut_by_capacity']:,}; "
                  f"actions: {s['actions']:,}")
+    for message in s.get("skipped_plugins", []):
+        lines.append(f"skipped (--skip-failing-plugins): {message}")
     return "\n".join(lines)
 
 
 def run_run(args: argparse.Namespace) -> int:
     from .progress import step
 
-    pb = _load(args, output_dir=args.output_dir, allow_outside=args.allow_outside)
+    skip = args.skip_failing_plugins
+    pb = _load(args, output_dir=args.output_dir, allow_outside=args.allow_outside, skip_failing_plugins=skip)
     with step(f"reading {pb.data['transactions']}"):
         prepared = pb.prepare(args.as_of)
     with step("classifying and applying rules"):
-        result = pb.evaluate(prepared)
+        result = pb.evaluate(prepared, skip_failing=skip)
     for line in prepared.report.lines():
         print(line, file=sys.stderr)
     print(format_result(pb, result))
