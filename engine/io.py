@@ -81,6 +81,23 @@ def check_output(path: Path) -> str:
     return fmt
 
 
+def flatten_nested(df: pl.DataFrame) -> pl.DataFrame:
+    """Turn list, array and struct columns (which CSV cannot hold) into JSON text.
+
+    >>> flatten_nested(pl.DataFrame({"x": [["a", "b"], None]}))["x"].to_list()
+    ['["a","b"]', None]
+    """
+    nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Array, pl.Struct))]
+    if not nested:
+        return df
+    return df.with_columns(
+        pl.when(pl.col(c).is_null()).then(None).otherwise(
+            pl.struct(pl.col(c).alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
+        ).alias(c)
+        for c in nested
+    )
+
+
 def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
     """Write ``df`` as Parquet, CSV, JSON or NDJSON (by suffix), atomically."""
     fmt = output_format(path)
@@ -88,10 +105,7 @@ def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
         if fmt == "parquet":
             df.write_parquet(tmp)
         elif fmt == "csv":
-            flat = df.with_columns(
-                [pl.col(c).cast(pl.String) for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Struct))]
-            ) if any(isinstance(t, (pl.List, pl.Struct)) for t in df.schema.values()) else df
-            neutralise_formulas(flat).write_csv(tmp)
+            neutralise_formulas(flatten_nested(df)).write_csv(tmp)
         elif fmt == "json":
             df.write_json(tmp)
         else:

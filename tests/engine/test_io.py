@@ -1,0 +1,78 @@
+"""engine.io: outputs by suffix, written atomically; CSV cells that a spreadsheet would run are neutralised."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from engine import DataError
+from engine.io import atomic_path, atomic_write_frame, atomic_write_text, neutralise_formulas
+
+DF = pl.DataFrame({"customer_id": ["a", "b"], "monetary": [1.5, -2.0],
+                   "abc": pl.Series(["A", "C"], dtype=pl.Enum(["A", "B", "C"]))})
+
+
+def leftovers(directory):
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".json", ".ndjson"])
+def test_each_format_round_trips(tmp_path, suffix):
+    path = tmp_path / f"out{suffix}"
+    atomic_write_frame(DF, path)
+    if suffix == ".parquet":
+        assert pl.read_parquet(path).equals(DF)
+    elif suffix == ".csv":
+        assert path.read_text().splitlines() == ["customer_id,monetary,abc", "a,1.5,A", "b,-2.0,C"]
+    elif suffix == ".json":
+        assert json.loads(path.read_text()) == [{"customer_id": "a", "monetary": 1.5, "abc": "A"},
+                                                {"customer_id": "b", "monetary": -2.0, "abc": "C"}]
+    else:
+        assert [json.loads(line)["customer_id"] for line in path.read_text().splitlines()] == ["a", "b"]
+    assert leftovers(tmp_path) == []
+
+
+def test_unknown_suffix_and_bad_places(tmp_path):
+    with pytest.raises(DataError, match=r"out.xlsx: unknown output format '.xlsx'; use one of .parquet, .csv"):
+        atomic_write_frame(DF, tmp_path / "out.xlsx")
+    with pytest.raises(DataError, match=r"the directory .*missing does not exist"):
+        atomic_write_frame(DF, tmp_path / "missing" / "out.csv")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(DataError, match=r"dir.csv: is a directory, expected an output file"):
+        atomic_write_frame(DF, tmp_path / "dir.csv")
+
+
+def test_a_failed_write_leaves_the_previous_file(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("previous\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a fi")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "previous\n"
+    assert leftovers(tmp_path) == []
+    atomic_write_text("new\n", target)
+    assert target.read_text() == "new\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_csv_neutralises_formulas_but_not_numbers(tmp_path):
+    df = pl.DataFrame({"customer_id": ["=HYPERLINK(\"x\")", "+1", "@SUM(A1)", "ok", "-x"], "monetary": [-1.0] * 5})
+    assert neutralise_formulas(df)["customer_id"].to_list() == ["'=HYPERLINK(\"x\")", "'+1", "'@SUM(A1)", "ok", "'-x"]
+    path = tmp_path / "out.csv"
+    atomic_write_frame(df, path)
+    back = pl.read_csv(path)
+    assert back["customer_id"].to_list()[0] == "'=HYPERLINK(\"x\")"
+    assert back["monetary"].to_list() == [-1.0] * 5  # numeric columns untouched
+    # Parquet keeps values as they are
+    atomic_write_frame(df, tmp_path / "out.parquet")
+    assert pl.read_parquet(tmp_path / "out.parquet")["customer_id"].to_list()[0] == "=HYPERLINK(\"x\")"
+
+
+def test_csv_flattens_nested_columns(tmp_path):
+    df = pl.DataFrame({"customer_id": ["a"], "tags": [["x", "y"]]})
+    atomic_write_frame(df, tmp_path / "out.csv")
+    back = pl.read_csv(tmp_path / "out.csv")
+    assert back.row(0) == ("a", '["x","y"]')
