@@ -1,0 +1,209 @@
+"""Property-based tests: invariants that hold for any transactions and parameters.
+
+Each property runs a bounded number of generated examples (``max_examples``) so
+the suite stays fast; ``deadline=None`` because the first Polars call of a
+process is slow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import classify_frame, prepare
+from engine.registry import get_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+START = dt.date(2024, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def builtins():
+    return get_registry(allow=["abc", "adc", "rfm"], strict=True)
+
+
+# ------------------------------------------------------------------ generators
+ids = st.one_of(st.integers(0, 30).map(lambda i: f"c{i}"), st.sampled_from(["007", "7", "A-1", "ü", " x"]))
+rows = st.tuples(
+    ids,
+    st.integers(0, 40).map(lambda i: f"o{i}"),
+    st.integers(0, 400).map(lambda d: START + dt.timedelta(days=d)),
+    st.integers(-50_000, 500_000),  # cents
+)
+transactions = st.lists(rows, min_size=1, max_size=120)
+
+
+def _frame(txs: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "customer_id": [t[0] for t in txs],
+            "order_id": [t[1] for t in txs],
+            "order_date": [t[2] for t in txs],
+            "amount": [t[3] / 100 for t in txs],
+        },
+        schema={"customer_id": pl.String, "order_id": pl.String, "order_date": pl.Date, "amount": pl.Float64},
+    )
+
+
+# ---------------------------------------------------------------- conservation
+@SETTINGS
+@given(txs=transactions, prospects=st.lists(st.integers(100, 110).map(lambda i: f"p{i}"), unique=True, max_size=4))
+def test_conservation(txs, prospects, builtins):
+    """Customers out = distinct customers in (prospects included); net revenue out = in, to the cent."""
+    table = pl.DataFrame({"customer_id": sorted({t[0] for t in txs[:3]} | set(prospects)), "region": "n"})
+    prepared = prepare(_frame(txs), customers=table, registry=builtins)
+    out = prepared.classify()
+    distinct = {t[0] for t in txs} | set(table["customer_id"])
+    assert out.height == len(distinct)
+    assert set(out["customer_id"]) == distinct
+    assert out["customer_id"].n_unique() == out.height
+    cents_in = sum(t[3] for t in txs)
+    assert round(Decimal(repr(float(out["monetary"].sum()))) * 100) == cents_in
+    assert round(prepared.report.net_revenue * 100) == cents_in
+    assert prepared.report.rows == len(txs) and prepared.report.rows_used == len(txs)
+
+
+# ------------------------------------------------------------------------- ABC
+metric_values = st.lists(st.integers(-20, 200), min_size=1, max_size=60)
+cuts = st.tuples(st.integers(1, 98), st.integers(2, 99)).filter(lambda ab: ab[0] < ab[1]).map(
+    lambda ab: (ab[0] / 100, ab[1] / 100))
+
+
+def _expected_abc(values: list[int], a: float, b: float) -> list[str]:
+    total = sum(values)
+    out = []
+    for v in values:
+        if v <= 0 or total <= 0:
+            out.append("C")
+            continue
+        share = sum(w for w in values if w >= v and w > 0) / total
+        out.append("A" if share <= a + 1e-12 else "B" if share <= b + 1e-12 else "C")
+    return out
+
+
+@SETTINGS
+@given(values=metric_values, ab=cuts)
+def test_abc_share_rule_and_monotonicity(values, ab, builtins):
+    a, b = ab
+    df = pl.DataFrame({"customer_id": list(range(len(values))), "monetary": [float(v) for v in values]})
+    got = classify_frame(df, "abc", {"abc.a": a, "abc.b": b}, registry=builtins)["abc"].cast(pl.String).to_list()
+    # the documented rule, brute force
+    assert got == _expected_abc(values, a, b)
+    # monotonic: a higher metric never gets a lower class; equal metrics share a class
+    rank = {"A": 0, "B": 1, "C": 2}
+    for v1, c1 in zip(values, got):
+        for v2, c2 in zip(values, got):
+            if v1 > v2:
+                assert rank[c1] <= rank[c2]
+            if v1 == v2:
+                assert c1 == c2
+    # share rule: A holds at most a of the total, A and B at most b
+    total = sum(values)
+    if total > 0:
+        a_sum = sum(v for v, c in zip(values, got) if c == "A")
+        ab_sum = sum(v for v, c in zip(values, got) if c in "AB")
+        assert a_sum <= a * total + 1e-9
+        assert ab_sum <= b * total + 1e-9
+
+
+# ------------------------------------------------------------------------- ADC
+@SETTINGS
+@given(
+    active=st.integers(1, 200),
+    gap=st.integers(1, 300),
+    new_days=st.integers(0, 60),
+    offsets=st.lists(st.tuples(st.integers(-2, 2), st.sampled_from(["active", "churn", "new", "any"]),
+                               st.integers(0, 800)), min_size=1, max_size=30),
+)
+def test_adc_boundaries(active, gap, new_days, offsets, builtins):
+    churn = active + gap
+    recency, tenure = [], []
+    for delta, near, free in offsets:
+        r = {"active": active + delta, "churn": churn + delta, "new": free, "any": free}[near]
+        r = max(r, 0)
+        t = max(r, (new_days + delta) if near == "new" else r + free)
+        recency.append(r)
+        tenure.append(t)
+    df = pl.DataFrame({"customer_id": list(range(len(recency))), "recency_days": recency, "tenure_days": tenure})
+    params = {"adc.active_days": active, "adc.churn_days": churn, "adc.new_days": new_days}
+    got = classify_frame(df, "adc", params, registry=builtins)["adc"].cast(pl.String).to_list()
+    for r, t, label in zip(recency, tenure, got):
+        expected = ("new" if t <= new_days else "active" if r <= active else "dormant" if r <= churn
+                    else "churned")
+        assert label == expected, (r, t, active, churn, new_days)
+
+
+# ------------------------------------------------------------------------- RFM
+@SETTINGS
+@given(txs=transactions, bins=st.integers(2, 10))
+def test_rfm_scores_in_range_and_ties_equal(txs, bins, builtins):
+    prepared = prepare(_frame(txs), registry=builtins)
+    params = {"rfm.bins": bins, "rfm.hv_min_r": min(3, bins), "rfm.hv_min_f": min(4, bins),
+              "rfm.hv_min_m": min(4, bins), "rfm.potential_min_total": min(9, 3 * bins)}
+    out = prepared.classify(["rfm"], params)
+    for col in ("rfm_r", "rfm_f", "rfm_m"):
+        scores = out[col]
+        assert scores.null_count() == 0
+        assert scores.min() >= 1 and scores.max() <= bins
+    # equal inputs score equally
+    groups = out.group_by(["recency_days", "frequency", "monetary"]).agg(
+        pl.col("rfm_r").n_unique(), pl.col("rfm_f").n_unique(), pl.col("rfm_m").n_unique())
+    assert (groups.select(pl.max_horizontal("rfm_r", "rfm_f", "rfm_m")).to_series() == 1).all()
+    # each score is monotonic in its input
+    for col, feat, sign in (("rfm_r", "recency_days", -1), ("rfm_f", "frequency", 1), ("rfm_m", "monetary", 1)):
+        pairs = out.select(pl.col(feat) * sign, col).sort(feat)
+        assert pairs[col].diff().drop_nulls().min() is None or pairs[col].diff().drop_nulls().min() >= 0
+
+
+# ----------------------------------------------------------------- determinism
+@settings(max_examples=25, deadline=None)
+@given(txs=transactions, seed=st.integers(0, 2**32 - 1))
+def test_row_order_does_not_matter(txs, seed, builtins):
+    shuffled = list(txs)
+    random.Random(seed).shuffle(shuffled)
+    first = prepare(_frame(txs), registry=builtins).classify()
+    second = prepare(_frame(shuffled), registry=builtins).classify()
+    assert first.write_csv() == second.write_csv()
+
+
+def _write_dataset(path: Path, seed: int, n: int = 30_000) -> None:
+    rng = random.Random(seed)
+    lines = ["customer_id,order_id,order_date,amount"]
+    for _ in range(n):
+        c = rng.randrange(2_000)
+        day = START + dt.timedelta(days=rng.randrange(700))
+        cents = rng.choice([rng.randrange(-5_000, 50_000), 1_999, 2_500, 100])  # many ties
+        lines.append(f"c{c},o{c}-{rng.randrange(60)},{day},{cents / 100}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_threads_and_row_order_give_identical_bytes(tmp_path, seed):
+    """The same data, shuffled or not, with 1 or 2 Polars threads: byte-identical outputs."""
+    data = tmp_path / "tx.csv"
+    _write_dataset(data, seed)
+    shuffled = tmp_path / "shuffled.csv"
+    header, *body = data.read_text().splitlines()
+    random.Random(seed).shuffle(body)
+    shuffled.write_text("\n".join([header, *body]) + "\n")
+    outputs = {}
+    for threads, source in (("1", data), ("2", data), ("2", shuffled)):
+        env = {**os.environ, "POLARS_MAX_THREADS": threads, "TIERBOOK_LOAD_PLUGINS": "abc,adc,rfm"}
+        for suffix in ("csv", "parquet"):
+            out = tmp_path / f"out-{threads}-{source.stem}.{suffix}"
+            subprocess.run([sys.executable, "-m", "engine", "classify", str(source), "-o", str(out)],
+                           check=True, capture_output=True, env=env, cwd=ROOT)
+            outputs.setdefault(suffix, []).append(out.read_bytes())
+    for suffix, versions in outputs.items():
+        assert len(set(versions)) == 1, f"{suffix} outputs differ between thread counts or row orders"
