@@ -1,0 +1,121 @@
+"""``tierbook plugins``, and a third-party plugin installed as its own package (tests/fixtures)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "tierbook-plugin-example"
+
+
+def test_plugins_lists_classifiers_labels_and_parameters(run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    code, out, err = run_cli("plugins")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("abc  (tierbook ") and "built-in" in lines[0]
+    assert "  column abc: A, B, C" in lines
+    assert any(line.startswith("  abc.a (float, default 0.8) [0.01..0.99]  ") for line in lines)
+    assert any(line.startswith("  abc.mode (str, default share) {share, rank}  ") for line in lines)
+    assert "  column adc: active, new, dormant, churned, prospect" in lines
+    assert any(line.startswith("  adc.active_days (int, default 90) [1..3650]  ") for line in lines)
+    assert any(line.startswith("  rfm.prospects_are_potential (bool, default true)  ") for line in lines)
+    assert "  column value_tier: high-value, potential, ordinary" in lines
+
+
+def test_plugins_json(run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    code, out, _ = run_cli("plugins", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert [c["name"] for c in doc["classifiers"]] == ["abc", "adc", "rfm"]
+    assert doc["failures"] == []
+    rfm = doc["classifiers"][2]
+    bins = next(p for p in rfm["params"] if p["name"] == "bins")
+    assert bins == {"name": "bins", "type": "int", "default": 5, "help": "Number of score bins for R, F and M.",
+                    "min": 2, "max": 10, "step": 1}
+
+
+def test_plugins_shows_a_module_that_fails(run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    code, out, _ = run_cli("plugins", "--plugin", "tb_no_such_module_anywhere")
+    assert code == 0
+    assert out.splitlines()[0].startswith("abc  ")
+    assert "not loaded: " in out and "tb_no_such_module_anywhere" in out
+
+
+def tierbook_command() -> list[str]:
+    script = Path(sys.executable).with_name("tierbook")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "engine"]
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory) -> Path:
+    """The example package, pip-installed into a scratch directory (never into the project's environment)."""
+    work = tmp_path_factory.mktemp("plugin")
+    source = work / "src"
+    shutil.copytree(FIXTURE, source)  # building writes build/ and *.egg-info beside the sources
+    target = work / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--no-index", "--target", str(target), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (target / "tierbook_plugin_example" / "__init__.py").exists()
+    return target
+
+
+def run_tierbook(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIERBOOK_LOAD_PLUGINS", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run([*tierbook_command(), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_third_party_plugin_is_listed(installed_plugin):
+    proc = run_tierbook(installed_plugin, "plugins")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("basket  "))
+    assert "(tierbook-plugin-example 0.3.0, third-party)" in header
+    assert "  column big_basket: big, small" in lines
+    assert any(line.startswith("  basket.min_aov (float, default 300.0) [0..]  ") for line in lines)
+    assert any(line.startswith("abc  ") for line in lines)  # the built-ins are still there
+
+    doc = json.loads(run_tierbook(installed_plugin, "plugins", "--json").stdout)
+    basket = next(c for c in doc["classifiers"] if c["name"] == "basket")
+    assert basket["builtin"] is False and basket["package"] == "tierbook-plugin-example"
+
+
+def test_third_party_plugin_column_is_produced(installed_plugin, tmp_path):
+    data = tmp_path / "sales.csv"
+    # c1: two orders, 500 + 300 -> average 400 (big); c2: one order of 100 (small); c3: 250 (small)
+    data.write_text("customer_id,order_id,order_date,amount\n"
+                    "c1,o1,2011-01-01,500\nc1,o2,2011-02-01,300\nc2,o3,2011-02-02,100\nc3,o4,2011-02-03,250\n")
+    out = tmp_path / "customers.csv"
+    proc = run_tierbook(installed_plugin, "classify", str(data), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    df = pl.read_csv(out)
+    assert df.select("customer_id", "avg_order_value", "big_basket").rows() == [
+        ("c1", 400.0, "big"), ("c2", 100.0, "small"), ("c3", 250.0, "small")]
+    assert "abc" in df.columns  # alongside the built-ins
+
+    proc = run_tierbook(installed_plugin, "classify", str(data), "-c", "basket", "--set", "basket.min_aov=200",
+                        "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    df = pl.read_csv(out)
+    assert df["big_basket"].to_list() == ["big", "small", "big"]
+    assert "abc" not in df.columns
+
+    proc = run_tierbook(installed_plugin, "classify", str(data), "--set", "basket.min_aov=-1", "-o", str(out))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tierbook: error: ")
+    assert "basket.min_aov: '-1' is below the minimum 0 of 'min_aov'" in lines[0]
