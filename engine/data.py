@@ -274,6 +274,7 @@ class Transactions:
     has_order_id: bool
     checks: dict[str, str] = field(default_factory=dict)  # flag column -> canonical column
     raw: pl.LazyFrame | None = None
+    date_format: str | None = None
     sheet: str | None = None
     #: Boolean columns that are only counted (summed in the feature pass) and
     #: checked together by :meth:`tally_error`.
@@ -412,8 +413,12 @@ def read_transactions(
     *,
     date_format: str | None = None,
     sheet: str | None = None,
+    keep: tuple[str, ...] = (),
 ) -> Transactions:
     """Scan ``data`` (a path, or a Polars / pandas frame) and map it onto the canonical columns.
+
+    ``keep`` names source columns carried into ``frame`` unchanged (the rejects
+    file carries a row number taken at the source this way).
 
     Raises :class:`~engine.errors.DataError` for a missing file, an unknown
     format, an unreadable header, or a missing or mistyped column.
@@ -440,7 +445,7 @@ def read_transactions(
                                 f"(columns {', '.join(map(str, positions))}); rename all but one")
 
     checks: dict[str, str] = {}
-    exprs: list[pl.Expr] = [pl.col(cols["customer_id"]).alias("customer_id")]
+    exprs: list[pl.Expr] = [pl.col(cols["customer_id"]).alias("customer_id"), *[pl.col(c) for c in keep]]
 
     date_raw = pl.col(cols["order_date"])
     date_expr, date_check = _date_expr(
@@ -506,7 +511,7 @@ def read_transactions(
     if fmt == "xlsx" and sheet is None and path is not None:
         sheet = _only_sheet(path)
     return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
-                        raw=lf, sheet=sheet, tallies=tallies)
+                        date_format=date_format, raw=lf, sheet=sheet, tallies=tallies)
 
 
 def _only_sheet(path: Path) -> str | None:

@@ -314,7 +314,15 @@ def rejected_rows(tx: Transactions, as_of: dt.date | None) -> pl.LazyFrame:
     )
     if as_of is not None:
         reason = reason.when(date >= pl.lit(as_of)).then(pl.lit(REJECT_REASONS["after_as_of"]))
+    from .data import read_transactions
+
     raw = tx.raw if tx.raw is not None else tx.frame
-    both = pl.concat([raw.with_row_index("row", offset=1), tx.frame.select(reason.alias("reason"))],
-                     how="horizontal")
-    return both.filter(pl.col("reason").is_not_null())
+    # The row number is taken at the source and carried through the mapping with its row; the
+    # reasons are joined back on it. Two scans set side by side do not line up: Polars can return a
+    # Parquet scan's rows out of order when a select holds only computed columns, and rows with a
+    # customer id were written as "customer_id is empty".
+    numbered = raw.with_row_index("_tierbook_row", offset=1)
+    again = read_transactions(numbered, tx.mapping, date_format=tx.date_format, keep=("_tierbook_row",))
+    reasons = again.frame.select("_tierbook_row", reason.alias("reason")).filter(pl.col("reason").is_not_null())
+    both = numbered.join(reasons, on="_tierbook_row", how="inner").sort("_tierbook_row")
+    return both.select(pl.col("_tierbook_row").alias("row"), pl.exclude("_tierbook_row"))
