@@ -327,6 +327,11 @@ class Playbook:
         rt = YAML(typ="rt")
         rt.preserve_quotes = True
         rt.width = 4096
+        # keep the author's list indentation ("  - name:" under "rules:"), so the diff is only the values
+        from ruamel.yaml.util import load_yaml_guess_indent
+
+        _, seq_indent, dash_offset = load_yaml_guess_indent(source_text)
+        rt.indent(mapping=2, sequence=seq_indent or 4, offset=dash_offset if dash_offset is not None else 2)
         doc = rt.load(source_text)
         classifiers = doc["classifiers"]
         for name, values in self.classifier_params.items():
