@@ -58,7 +58,11 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     if p["mode"] == "share":
         # Sum of every value >= this one: the positive values sorted descending,
         # cumulated, then read at the last position of this value's tie group.
-        pos_values = pl.when(positive).then(m).otherwise(0.0)
+        # pos_values equals when(positive).then(m).otherwise(0.0), NaN included, but
+        # without when/then, so that the optimiser computes the sort, cum_sum and
+        # rank once rather than once per class (it does not share subexpressions
+        # that contain when/then).
+        pos_values = m.fill_null(0.0).clip(lower_bound=0.0)
         at_or_above = m.rank("max", descending=True).cast(pl.Int64) - 1
         cum = pos_values.sort(descending=True, nulls_last=True).cum_sum().gather(at_or_above.fill_null(0))
         total = m.fill_null(0.0).sum()

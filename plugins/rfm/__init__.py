@@ -133,19 +133,25 @@ def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
     )
 
 
-def _score(value: pl.Expr, bins: int, has_orders: pl.Expr) -> pl.Expr:
-    v = pl.when(has_orders).then(value)
-    n = has_orders.sum()
-    rank = v.rank("min")
-    return pl.when(has_orders).then(((rank - 1) * bins // n + 1).cast(pl.Int8))
+def _score(value: pl.Expr, bins: int, n: pl.Expr) -> pl.Expr:
+    # ``value`` is null for prospects: null ranks null and is not counted in
+    # the others' ranks, so the score is null too.
+    return ((value.rank("min") - 1) * bins // n + 1).cast(pl.Int8)
 
 
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     bins = p["bins"]
-    has_orders = pl.col("recency_days").is_not_null()
-    r = _score(-pl.col("recency_days"), bins, has_orders)
-    f = _score(pl.col("frequency"), bins, has_orders)
-    m = _score(pl.col("monetary"), bins, has_orders)
+    recency = pl.col("recency_days")
+    has_orders = recency.is_not_null()
+    # Prospects (no orders, recency null) are left out of the ranks: adding the
+    # mask (0, or null for a prospect) makes their F and M null. Arithmetic, not
+    # when/then or replace: the optimiser then computes each rank once for all six
+    # columns (it does not share subexpressions containing those; a rank is a sort).
+    mask = (recency * 0).fill_nan(0)
+    n = has_orders.sum()
+    r = _score(-recency, bins, n)
+    f = _score(pl.col("frequency") + mask, bins, n)
+    m = _score(pl.col("monetary") + mask, bins, n)
     code = pl.concat_str([r.cast(pl.String), f.cast(pl.String), m.cast(pl.String)])
 
     def five(score: pl.Expr) -> pl.Expr:
