@@ -119,3 +119,31 @@ def test_third_party_plugin_column_is_produced(installed_plugin, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tierbook: error: ")
     assert "basket.min_aov: '-1' is below the minimum 0 of 'min_aov'" in lines[0]
+
+
+def test_plugin_option_loads_a_module_that_is_not_installed(run_cli, tmp_path, monkeypatch):
+    (tmp_path / "tb_cli_local_plugin.py").write_text(
+        "import polars as pl\n"
+        "from engine import Classifier, Output, ParamSpec, hookimpl\n"
+        "@hookimpl\n"
+        "def register_classifiers(register):\n"
+        "    register(Classifier(name='returner', description='has returned something',\n"
+        "        outputs=(Output('returner', 'x', labels=('yes', 'no')),),\n"
+        "        params=(ParamSpec('min_returns', 'int', 1, 'Returned lines that make a returner.', min=1),),\n"
+        "        requires=('returns',),\n"
+        "        expressions=lambda p, c: {'returner': pl.when(pl.col('returns') >= p['min_returns'])"
+        ".then(pl.lit('yes')).otherwise(pl.lit('no'))}))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    code, out, _ = run_cli("plugins", "--plugin", "tb_cli_local_plugin")
+    assert code == 0
+    assert "  column returner: yes, no" in out.splitlines()
+
+    data = tmp_path / "sales.csv"
+    data.write_text("customer_id,order_date,amount\na,2011-01-01,5\na,2011-01-02,-2\nb,2011-01-02,1\n")
+    result = tmp_path / "out.csv"
+    code, _, err = run_cli("classify", data, "--plugin", "tb_cli_local_plugin", "-o", result)
+    assert code == 0, err
+    assert pl.read_csv(result).select("customer_id", "returns", "returner", "abc").rows() == [
+        ("a", 1, "yes", "A"), ("b", 0, "no", "C")]  # a: 3 of 4 = .75 <= .8 A; b: 4 of 4 C
