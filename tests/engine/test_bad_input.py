@@ -162,3 +162,19 @@ def test_docs_table_is_current():
     current = (root / "docs" / "bad-input.md").read_text(encoding="utf-8")
     assert current == bad_input_table.render(), "run: python tools/bad_input_table.py > docs/bad-input.md"
 
+
+
+def test_skipped_plugin_is_named_in_the_summary(tmp_path, monkeypatch, capsys):
+    """--skip-failing-plugins: the run goes on, the customers are all there, summary.json names the plugin."""
+    import json
+
+    case, code, out, err, _ = run_case(CORPUS / "cases" / "playbook-plugin-raises-skipped.yaml", tmp_path / "work",
+                                       monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "work" / "out" / "summary.json").read_text())
+    assert summary["reconciliation"]["ok"]
+    [skipped] = summary["skipped_plugins"]
+    assert skipped.startswith("classifier 'boom' of bad_raises (module bad_raises) failed: RuntimeError")
+    customers = pl.read_parquet(tmp_path / "work" / "out" / "customers.parquet")
+    assert customers["boom"].null_count() == customers.height  # left empty: no rule on it can match
+    assert customers["abc"].null_count() == 0
