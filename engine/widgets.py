@@ -703,7 +703,7 @@ def control_for(spec: ParamSpec, value: Any, *, classifier: str, columns: Mappin
 
     desc = f"{classifier}.{spec.name}"
     common = {"description": desc, "description_allow_html": False, "tooltip": spec.help,
-              "style": {"description_width": "11em"}, "layout": w.Layout(width="30em")}
+              "style": {"description_width": "13em"}, "layout": w.Layout(width="32em")}
     if spec.type == "bool":
         ctl = w.Checkbox(value=bool(value), indent=False, **common)
     elif spec.type == "str" and (spec.choices or spec.feature):
@@ -786,8 +786,8 @@ class Workbench:
         self.summary.add_class("tierbook-summary-box")
         self.rules_box = w.HTML()
         self.rules_box.add_class("tierbook-rules-box")
-        self.pareto = w.Image(format="png", layout=w.Layout(max_width="480px"))
-        self.heatmap = w.Image(format="png", layout=w.Layout(max_width="420px"))
+        self.pareto = w.Image(format="png", layout=w.Layout(max_width="480px", display="none"))
+        self.heatmap = w.Image(format="png", layout=w.Layout(max_width="420px", display="none"))
         self.class_picker = w.Dropdown(description="sample of", layout=w.Layout(width="24em"))
         self.class_picker.add_class("tierbook-class-picker")
         self.class_picker.observe(lambda _: self._show_sample(), names="value")
@@ -805,11 +805,11 @@ class Workbench:
             title = (f"<h3 style='margin:0'>{html.escape(m.playbook.name)}</h3>"
                      f"<div>{html.escape(m.playbook.description)}</div>")
         left = w.VBox([*groups, self.as_of, w.HBox([self.save_button]), self.status, self.diff_box],
-                      layout=w.Layout(min_width="32em"))
-        right = w.VBox([self.summary, self.rules_box, self.timing])
-        charts_row = w.HBox([self.pareto, self.heatmap])
-        self.widget = w.VBox([w.HTML(title), w.HBox([left, right]), charts_row,
-                              w.VBox([self.class_picker, self.sample_box])])
+                      layout=w.Layout(min_width="32em", max_width="36em"))
+        charts = w.VBox([self.pareto, self.heatmap], layout=w.Layout(margin="0 0 0 1.5em"))
+        numbers = w.VBox([self.summary, w.HBox([self.rules_box]), self.timing])
+        self.widget = w.VBox([w.HTML(title), w.HBox([left, charts], layout=w.Layout(flex_flow="row wrap")),
+                              numbers, w.VBox([self.class_picker, self.sample_box])])
         self.widget.add_class("tierbook-workbench")
         self.refresh()
 
@@ -909,9 +909,11 @@ class Workbench:
         data = self.model.pareto_data()
         if data is not None:
             self.pareto.value = pareto_png(data)
+        self.pareto.layout.display = None if data is not None else "none"
         grid = self.model.rf_grid()
         if grid is not None:
             self.heatmap.value = heatmap_png(grid)
+        self.heatmap.layout.display = None if grid is not None else "none"
 
     def _show_sample(self) -> None:
         choice = self.class_picker.value

@@ -30,7 +30,7 @@ from engine.run import apply_classifiers, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "02-tune-thresholds.ipynb"
-PLAYBOOK = ROOT / "playbooks" / "abc-resource-allocation.yaml"
+PLAYBOOK = ROOT / "playbooks" / "high-value-care.yaml"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -126,7 +126,7 @@ def test_slider_moves_the_numbers_in_a_real_browser(lab):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
             page.set_default_timeout(45_000)
             page.goto(f"{lab}/lab/tree/notebooks/{NOTEBOOK.name}")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for()
@@ -167,7 +167,12 @@ def test_slider_moves_the_numbers_in_a_real_browser(lab):
             for label, n in moved.items():
                 expect(page.locator(count.format(label))).to_have_attribute("data-value", str(n), timeout=20_000)
                 assert page.locator(count.format(label)).inner_text() == f"{n:,}"
-            page.locator(".tierbook-workbench").scroll_into_view_if_needed()
+            try:  # fold the file browser away, for a wider notebook in the screenshot
+                page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click(timeout=2000)
+            except PlaywrightTimeout:
+                pass
+            page.locator(".tierbook-workbench").evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(300)
             page.screenshot(path=str(ARTIFACTS / "workbench.png"))
         finally:
             browser.close()

@@ -50,4 +50,4 @@ def test_notebook_runs(path, monkeypatch):
     if path.stem == "02-tune-thresholds":
         text = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code"
                        for o in c.outputs if o.output_type == "stream")
-        assert "+    a: 0.7" in text and "# A: customers making up the top 80% of revenue" in text
+        assert "-    hv_min_r: 3\n+    hv_min_r: 4\n" in text
