@@ -71,6 +71,8 @@ class LoadReport:
     rejected: dict[str, int] = field(default_factory=dict)
     customers_with_transactions: int = 0
     customers_without_usable_rows: int = 0
+    #: of those, customers of the customer table: they are kept, as prospects
+    unusable_in_table: int = 0
     customers_from_table: int = 0
     prospects: int = 0
     customers: int = 0
@@ -82,8 +84,12 @@ class LoadReport:
         for key, count in self.rejected.items():
             if count:
                 out.append(f"  not used: {count:,} rows where {REJECT_REASONS[key]}")
-        if self.customers_without_usable_rows:
-            out.append(f"  {self.customers_without_usable_rows:,} customers have no usable row and are not classified")
+        dropped = self.customers_without_usable_rows - self.unusable_in_table
+        if dropped:
+            out.append(f"  {dropped:,} customers have no usable row and are not classified")
+        if self.unusable_in_table:
+            out.append(f"  {self.unusable_in_table:,} customers have no usable row and are prospects "
+                       f"(they are in the customer table)")
         out.append(
             f"customers: {self.customers:,} ({self.customers_with_transactions:,} with transactions"
             + (f", {self.prospects:,} prospects from the customer table" if self.customers_from_table else "")
@@ -249,6 +255,9 @@ def compute_features(
 
     if customers is not None:
         feats = _join_customers(feats, customers, report)
+        if unusable.height:
+            ids, table_ids = _align_ids(unusable.select("customer_id"), customers.select("customer_id"))
+            report.unusable_in_table = int(ids["customer_id"].is_in(table_ids["customer_id"].implode()).sum())
     report.customers = feats.height
 
     feats = feats.with_columns(

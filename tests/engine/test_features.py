@@ -203,3 +203,13 @@ def test_compute_features_directly():
     result = compute_features(read_transactions(tx(ROWS)), as_of=D(2011, 4, 1), streaming=False)
     assert result.as_of == D(2011, 4, 1)
     assert by_id(result.customers, "recency_days") == {"a": (50,), "b": (31,), "c": (2,)}
+
+
+def test_customers_without_usable_rows_are_accounted_for():
+    customers = pl.DataFrame({"customer_id": ["a", "b"]})
+    # as_of 2011-03-01: b and c have rows only on or after it
+    p = prepare(tx(ROWS), as_of="2011-03-01", customers=customers)
+    assert by_id(p.customers, "frequency") == {"a": (2,), "b": (0,)}  # b is in the table: a prospect
+    lines = p.report.lines()
+    assert "  1 customers have no usable row and are not classified" in lines  # c
+    assert "  1 customers have no usable row and are prospects (they are in the customer table)" in lines  # b
