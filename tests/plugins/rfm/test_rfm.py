@@ -213,3 +213,14 @@ def test_prospects_get_no_scores_and_are_potential(registry):
 def test_bad_parameters(registry, params, message):
     with pytest.raises(ParamError, match=message):
         rfm(by_scores([1, 2], [1, 2], [1, 2]), registry, **params)
+
+
+def test_single_customer_and_all_equal_values_score_1(registry):
+    # min rank 1 for everyone: floor(0 * 5 / n) + 1 = 1 (ties share the lowest score of their group)
+    one = rfm(pl.DataFrame({"customer_id": [1], "recency_days": [3], "frequency": [9], "monetary": [500.0]}),
+              registry)
+    assert one.row(0, named=True)["rfm_code"] == "111"
+    assert strings(one["rfm_segment"]) == ["Lost"] and strings(one["value_tier"]) == ["ordinary"]
+    same = rfm(pl.DataFrame({"customer_id": [1, 2, 3], "recency_days": [3] * 3, "frequency": [2] * 3,
+                             "monetary": [10.0] * 3}), registry)
+    assert same["rfm_code"].to_list() == ["111"] * 3
