@@ -12,7 +12,8 @@ first) and a customer's score is::
 where ``rank`` is the ``min`` rank (ties share the lowest rank of their group)
 and ``n`` the number of customers with orders. Equal values therefore always
 get equal scores, and the result does not depend on row order. When many
-customers tie (most buy once), a score may be skipped. ``rfm_code`` joins the
+customers tie (most buy once), a score may be skipped; a single customer, or
+customers whose values are all equal, score 1. ``rfm_code`` joins the
 three scores, e.g. ``"545"``. Customers without orders (prospects) get no
 scores and no segment.
 
