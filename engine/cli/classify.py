@@ -42,12 +42,32 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_demo)
 
 
+def _check_targets(args: argparse.Namespace) -> None:
+    """Refuse an output that is one of the inputs or the other output: the rename would replace it."""
+    from ..errors import DataError
+
+    sources = [("the transactions", args.data), ("the customer table", getattr(args, "customers", None))]
+    targets = [("-o", getattr(args, "output", None)), ("--rejects", getattr(args, "rejects", None))]
+    seen: dict[Path, str] = {}
+    for flag, target in targets:
+        if not target:
+            continue
+        path = Path(target).resolve()
+        for what, source in sources:
+            if source and Path(source).resolve() == path:
+                raise DataError(f"{flag} {target}: is {what} file; writing there would replace the input")
+        if path in seen:
+            raise DataError(f"{flag} {target}: is also the {seen[path]} file; give two different files")
+        seen[path] = flag
+
+
 def _prepare_and_classify(args: argparse.Namespace):
     from .. import run
     from ..data import as_date
     from ..registry import get_registry
     from .progress import step
 
+    _check_targets(args)
     skip = getattr(args, "skip_failing_plugins", False)
     registry = get_registry(modules=args.plugin, strict=not skip)
     for failure in registry.failures:

@@ -198,3 +198,18 @@ def test_progress_only_on_a_terminal(capsys):
     with step("reading x"):  # stderr is not a terminal under pytest
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_outputs_may_not_replace_an_input(run_cli, data, tmp_path):
+    before = data.read_text()
+    line = one_error_line(*run_cli("classify", data, *MAP, "-o", data))
+    assert line == f"-o {data}: is the transactions file; writing there would replace the input"
+    line = one_error_line(*run_cli("describe", data, *MAP, "--rejects", data))
+    assert "--rejects" in line and "is the transactions file" in line
+    customers = tmp_path / "customers.csv"
+    customers.write_text("customer_id\nc1\n")
+    line = one_error_line(*run_cli("classify", data, *MAP, "--customers", customers, "-o", customers))
+    assert "is the customer table file" in line
+    line = one_error_line(*run_cli("classify", data, *MAP, "--rejects", tmp_path / "x.csv", "-o", tmp_path / "x.csv"))
+    assert "give two different files" in line
+    assert data.read_text() == before and customers.read_text() == "customer_id\nc1\n"
