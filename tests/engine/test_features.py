@@ -213,3 +213,18 @@ def test_customers_without_usable_rows_are_accounted_for():
     lines = p.report.lines()
     assert "  1 customers have no usable row and are not classified" in lines  # c
     assert "  1 customers have no usable row and are prospects (they are in the customer table)" in lines  # b
+
+
+def test_rejects_rows_line_up_on_a_parquet_file_of_many_row_groups(tmp_path):
+    # Regression: the rejects were two scans set side by side, which Polars did not keep in line
+    # for a Parquet file of several row groups (rows with an id were reported as "customer_id is empty").
+    n = 60_000
+    df = pl.DataFrame({"customer_id": [None if i % 7 == 3 else i % 500 for i in range(n)],
+                       "order_date": [D(2011, 1, 1)] * n, "amount": [1.0] * n})
+    path = tmp_path / "tx.parquet"
+    df.write_parquet(path, row_group_size=2_000)
+    expected = [i + 1 for i in range(n) if i % 7 == 3]
+    for _ in range(3):
+        rejects = rejected_rows(read_transactions(path), None).collect()
+        assert rejects["row"].to_list() == expected
+        assert rejects["customer_id"].null_count() == len(expected)
