@@ -150,11 +150,13 @@ class _AbcEvaluator(_Evaluator):
             m = self.customers[metric].cast(pl.Float64)
             total = float(m.fill_null(0.0).sum())
             values = m.fill_null(0.0).to_numpy()
-            order = np.flatnonzero(values > 0)
-            order = order[np.argsort(-values[order], kind="stable")]
+            positive = np.flatnonzero(values > 0)
+            order = positive[pl.Series(values[positive]).arg_sort(descending=True).to_numpy()]  # multi-threaded
             s = values[order]
             cum = pl.Series(s).cum_sum().to_numpy()
-            ends = np.searchsorted(-s, -s, side="right") - 1          # last index of each tie group
+            # last index of each tie group
+            last = np.append(np.flatnonzero(s[1:] != s[:-1]), len(s) - 1)
+            ends = np.repeat(last, np.diff(np.append(-1, last)))
             with np.errstate(divide="ignore", invalid="ignore"):
                 share_end = cum[ends] / total if total > 0 else np.full(len(s), np.inf)
                 cum_share = cum / total if total > 0 else np.zeros(len(s))
@@ -181,7 +183,9 @@ class _AbcEvaluator(_Evaluator):
         na, nb = self.bounds(params)
         rev_a = float(c.revenue_prefix[na - 1]) if na else 0.0
         rev_ab = float(c.revenue_prefix[nb - 1]) if nb else 0.0
-        total_rev = float(self.weights.sum())
+        if not hasattr(self, "_total_rev"):
+            self._total_rev = float(self.weights.sum())
+        total_rev = self._total_rev
         counts = np.array([na, nb - na, self.n - nb, 0])
         revenue = np.array([rev_a, rev_ab - rev_a, total_rev - rev_ab, 0.0])
         return {"abc": (counts, revenue)}
@@ -216,8 +220,55 @@ class _AdcEvaluator(_Evaluator):
         codes[self.prospects] = 4
         return codes
 
+    #: Above this many (recency, tenure) cells the counts are taken customer by customer.
+    MAX_CELLS = 4_000_000
+
+    def _build_table(self) -> None:
+        """Customers and revenue with recency <= r and tenure <= t, for every distinct r and t.
+
+        Built once; a threshold change is then three binary searches and a few reads.
+        """
+        self.table = None
+        has = np.ones(self.n, dtype=bool)
+        has[self.prospects] = False
+        rec, ten = self.rec[has], self.ten[has]
+        self.ur = np.unique(rec)
+        self.ut = np.unique(ten)  # a null tenure is the largest value: never "new"
+        shape = (len(self.ur), len(self.ut))
+        if shape[0] * shape[1] > self.MAX_CELLS:
+            return
+        flat = np.searchsorted(self.ur, rec).astype(np.int64) * shape[1] + np.searchsorted(self.ut, ten)
+        cells = shape[0] * shape[1]
+        counts = np.bincount(flat, minlength=cells).reshape(shape)
+        revenue = np.bincount(flat, weights=self.weights[has], minlength=cells).reshape(shape)
+        self.table = (counts.cumsum(0).cumsum(1), revenue.cumsum(0).cumsum(1))
+
+    def _at_most(self, rec: float, ten: float) -> tuple[int, float]:
+        """Customers (and their revenue) with orders, recency <= rec and tenure <= ten."""
+        i = int(np.searchsorted(self.ur, rec, side="right")) - 1
+        j = int(np.searchsorted(self.ut, ten, side="right")) - 1
+        if i < 0 or j < 0:
+            return 0, 0.0
+        return int(self.table[0][i, j]), float(self.table[1][i, j])
+
     def counts(self, params: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {"adc": self._tally(self.codes(params), len(self.LABELS))}
+        if not hasattr(self, "table"):
+            self._build_table()
+        if self.table is None:
+            return {"adc": self._tally(self.codes(params), len(self.LABELS))}
+        inf = np.inf
+        everyone = self._at_most(inf, inf)
+        new = self._at_most(inf, params["new_days"])
+        by_rec = {}
+        for key in ("active_days", "churn_days"):
+            all_, young = self._at_most(params[key], inf), self._at_most(params[key], params["new_days"])
+            by_rec[key] = (all_[0] - young[0], all_[1] - young[1])   # not new, recency <= threshold
+        active = by_rec["active_days"]
+        dormant = (by_rec["churn_days"][0] - active[0], by_rec["churn_days"][1] - active[1])
+        churned = (everyone[0] - new[0] - by_rec["churn_days"][0], everyone[1] - new[1] - by_rec["churn_days"][1])
+        prospects = (len(self.prospects), float(self.weights[self.prospects].sum()))
+        rows = (active, new, dormant, churned, prospects, (0, 0.0))
+        return {"adc": (np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))}
 
     def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:
         return {"adc": _enum(self.LABELS, self.codes(params), "adc")}
@@ -241,12 +292,12 @@ class _RfmEvaluator(_Evaluator):
     def __init__(self, *args: Any):
         super().__init__(*args)
         self.has = self.customers["recency_days"].is_not_null().to_numpy()
-        self._ranks = {}
-        n_has = int(self.has.sum())
-        self.n_has = n_has
-        for name, col, sign in (("r", "recency_days", -1), ("f", "frequency", 1), ("m", "monetary", 1)):
-            v = self.customers[col].cast(pl.Float64).to_numpy()[self.has] * sign
-            self._ranks[name] = np.searchsorted(np.sort(v), v, side="left") + 1   # "min" rank
+        self.n_has = int(self.has.sum())
+        # "min" ranks among customers with orders, as the classifier ranks them (R: most recent best)
+        ranks = self.customers.filter(pl.Series(self.has)).select(
+            (-pl.col("recency_days")).rank("min").alias("r"), pl.col("frequency").rank("min").alias("f"),
+            pl.col("monetary").rank("min").alias("m"))
+        self._ranks = {name: ranks[name].cast(pl.Int64).to_numpy() for name in ("r", "f", "m")}
         self._scores: dict[int, _RfmScores] = {}
         self._series: dict[int, dict[str, pl.Series]] = {}
 
