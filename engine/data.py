@@ -115,8 +115,10 @@ def scan_file(
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a data file")
     fmt = _format_of(path)
-    if path.stat().st_size == 0:
+    if path.stat().st_size == 0 or (path.stat().st_size == 3 and path.read_bytes() == b"\xef\xbb\xbf"):
         raise DataError(f"{path}: the file is empty")
+    if sheet is not None and fmt != "xlsx":
+        raise DataError(f"{path}: --sheet {sheet!r} applies to Excel workbooks (.xlsx) only")
     if fmt in ("csv", "ndjson"):
         with open(path, "rb") as fh:
             head = fh.read(4)

@@ -240,6 +240,9 @@ def compute_features(
         raise DataError(f"{tx.describe()}: no usable transactions ({why})")
 
     if as_of is None:
+        if last_day >= dt.date.max:
+            raise DataError(f"{tx.describe()}: the last date is {last_day}, the largest date there is, so the "
+                            f"default as_of (the day after) does not exist; give --as-of")
         as_of = last_day + dt.timedelta(days=1)
 
     feats = grouped.select(
