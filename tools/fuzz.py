@@ -1,4 +1,4 @@
-"""The long fuzz run of the playbook loader and the rule compiler (outside CI).
+"""The long fuzz run of the playbook loader, the rule compiler and data loading (outside CI).
 
     .venv/bin/python tools/fuzz.py --seconds 600 [--long-rules]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +32,22 @@ def _load_fuzz_module():
     sys.path.insert(0, str(ROOT))
     spec.loader.exec_module(module)
     return module
+
+
+class _Capture:
+    """A stand-in for pytest's ``capsys``: swaps stdout and stderr for buffers."""
+
+    def __init__(self):
+        import io
+
+        self._io = io
+        self.readouterr()
+
+    def readouterr(self):
+        out = getattr(sys.stdout, "getvalue", lambda: "")()
+        err = getattr(sys.stderr, "getvalue", lambda: "")()
+        sys.stdout, sys.stderr = self._io.StringIO(), self._io.StringIO()
+        return out, err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         rules = st.one_of(rules, st.integers(120, 700).map(lambda n: " AND ".join(["monetary > 1"] * n)))
     noise = st.one_of(fz.yaml_noise, st.builds(lambda base, n, at: base[:at] + n + base[at:],
                                                 st.just(fz._dump(fz.BASE)), fz.yaml_noise, st.integers(0, 300)))
-    slowest = {"rules": 0.0, "playbook structure": 0.0, "playbook text": 0.0}
+    slowest = {"rules": 0.0, "playbook structure": 0.0, "playbook text": 0.0, "data files": 0.0}
     counts = dict.fromkeys(slowest, 0)
 
     def timed(target, fn):
@@ -68,12 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     check_structure = timed("playbook structure", lambda data: fz.check_playbook(
         fz._dump(fz._mutate(fz.BASE, data)), workdir, registry))
     check_text = timed("playbook text", lambda text: fz.check_playbook(text, workdir, registry))
+    datadir = workdir / "data"
+    datadir.mkdir()
+    check_data = timed("data files", lambda data, as_of: fz.check_data(data, datadir, as_of, _Capture()))
 
     cfg = settings(max_examples=args.examples, deadline=None, database=None, print_blob=True,
                    suppress_health_check=list(HealthCheck))
     targets = [("rules", lambda: given(text=rules)(lambda text: check_rule(text))),
                ("playbook structure", lambda: given(data=st.data())(lambda data: check_structure(data))),
-               ("playbook text", lambda: given(text=noise)(lambda text: check_text(text)))]
+               ("playbook text", lambda: given(text=noise)(lambda text: check_text(text))),
+               ("data files", lambda: given(data=fz.csv_bytes,
+                                            as_of=st.sampled_from([None, None, "2024-01-03", "0001-01-01"]))(
+                   lambda data, as_of: check_data(data, as_of)))]
+    os.environ["TIERBOOK_LOAD_PLUGINS"] = "abc,adc,rfm"
+    real_out, real_err = sys.stdout, sys.stderr
     start = time.monotonic()
     rounds = 0
     while time.monotonic() - start < args.seconds:
@@ -81,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 cfg(make())()  # a fresh test each round: fresh random examples
             except BaseException as exc:  # report the minimal example and stop
+                sys.stdout, sys.stderr = real_out, real_err
                 print(f"FAILED after {time.monotonic() - start:.0f} s in {name}: {type(exc).__name__}: {exc}",
                       flush=True)
                 return 1
         rounds += 1
+        sys.stdout, sys.stderr = real_out, real_err
         print(f"round {rounds}: {time.monotonic() - start:.0f} s, examples " +
               ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
     total = sum(counts.values())
