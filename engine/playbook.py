@@ -410,6 +410,8 @@ def load_playbook(
     if check_data:
         schema, table = _predicted_schema(doc, data, registry, selections, problems)
         problems.raise_if_any()
+        _check_requires(doc, registry, selections, schema, problems)
+        problems.raise_if_any()
         _compile_rules(rules, fallback, schema, selections, data.get("as_of"), doc, problems)
         problems.raise_if_any()
 
@@ -665,6 +667,19 @@ def _predicted_schema(doc, data, registry, selections, problems):
         for out in sel.outputs:
             schema[out.column] = out.polars_dtype
     return schema, table
+
+
+def _check_requires(doc, registry, selections, schema, problems) -> None:
+    """A classifier needing a column the customer table will not have fails validation, not the run."""
+    node = doc.get("classifiers")
+    for sel in selections:
+        clf = sel.classifier
+        line = node.key_line(clf.name) if isinstance(node, MarkedDict) else 1
+        owner = registry.owners[clf.name].label() if clf.name in registry.owners else "its plugin"
+        for col in clf.requires:
+            if col not in schema:
+                problems.add(line, f"classifiers.{clf.name}: classifier {clf.name!r} of {owner} needs column "
+                                   f"{col!r}, which the customer table will not have{suggest(col, schema)}")
 
 
 def _compile_rules(rules, fallback, schema, selections, as_of, doc, problems):
