@@ -320,7 +320,8 @@ class _RfmEvaluator(_Evaluator):
     def _five(score: np.ndarray, bins: int) -> np.ndarray:
         return score if bins == 5 else (score * 5 + bins - 1) // bins
 
-    def _grid(self, p: Mapping[str, Any]) -> dict[str, list[str]]:
+    def _grid(self, p: Mapping[str, Any]) -> tuple[str, ...]:
+        """The segment labels, best first, as the classifier declares them."""
         return [o for o in self.clf.output_specs(p) if o.column == "rfm_segment"][0].labels
 
     def _cell_luts(self, p: Mapping[str, Any]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
@@ -661,6 +662,10 @@ def rules_html(result: Any) -> str:
                 f'<span class="tierbook-cut" data-value="{s["cut_by_capacity"]}">{s["cut_by_capacity"]:,}</span>'
                 f' · unmatched <span class="tierbook-unmatched" data-value="{s["unmatched"]}">'
                 f'{s["unmatched"]:,}</span></div>')
+    if result.cut.height:
+        more = f" (first 10 of {result.cut.height:,})" if result.cut.height > 10 else ""
+        rows.append(f'<details class="tierbook-cut-list"><summary>customers cut by capacity{more}</summary>'
+                    f'{frame_html(result.cut.head(10), "tierbook-cut-table")}</details>')
     return "".join(rows)
 
 
@@ -830,6 +835,8 @@ class Workbench:
                                   *ctls]))
         self.as_of = w.DatePicker(value=m.as_of, description="as_of", style={"description_width": "11em"})
         self.as_of.add_class("tierbook-as-of")
+        if m.playbook is None:  # re-reading the data for another date needs the playbook's data section
+            self.as_of.disabled = True
         self.as_of.observe(self._on_as_of, names="value")
         self.status = w.HTML(layout=w.Layout(min_height="1.5em"))
         self.status.add_class("tierbook-status")

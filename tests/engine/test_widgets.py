@@ -103,6 +103,7 @@ def test_charts_and_samples(abc_pb, abc_prepared):
     classified = wb.model.classified()
     assert grid.sum() == classified["rfm_r"].is_not_null().sum()
     assert grid[0, -1] == classified.filter((pl.col("rfm_r") == 5) & (pl.col("rfm_f") == 5)).height
+    assert "tierbook-cut-table" in wb.rules_box.value  # vip-privileges has more takers than capacity
     wb.class_picker.value = ("value_tier", "high-value")
     assert "tierbook-sample" in wb.sample_box.value
     top = classified.filter(pl.col("value_tier") == "high-value").sort("monetary", descending=True)
