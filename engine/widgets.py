@@ -528,12 +528,12 @@ class WorkbenchModel:
         pb = self.playbook
         if pb is None:
             return None
-        changes = {}
+        changes: dict[str, dict[str, Any]] = {}
         for name, params in self.params.items():
             start = pb.classifiers.get(name, {})
             for key, value in params.items():
                 if start.get(key) != value:
-                    changes[f"{name}.{key}"] = value
+                    changes.setdefault(name, {})[key] = value
         return pb.with_params(changes) if changes else pb
 
     def rules(self) -> Any:

@@ -126,6 +126,18 @@ def test_save_writes_the_tuned_params_and_keeps_comments(abc_pb, abc_prepared, t
     assert ABC_PLAYBOOK.read_text() != text  # the repository's playbook is untouched
 
 
+def test_a_mapping_parameter_reaches_the_playbook(tmp_path):
+    pb = engine.load_playbook(HV_PLAYBOOK)
+    model = WorkbenchModel.from_playbook(pb)
+    grid = {"Top": ["55"], "Rest": [f"{r}{f}" for r in range(1, 6) for f in range(1, 6) if f"{r}{f}" != "55"]}
+    model.set_params({"rfm": {"segments": grid}})
+    assert model.playbook_now().classifiers["rfm"]["segments"] == grid
+    assert model.numbers().filter(pl.col("column") == "rfm_segment")["label"].to_list()[:2] == ["Top", "Rest"]
+    target = tmp_path / "hv.yaml"
+    shutil.copy(HV_PLAYBOOK, target)
+    assert "+    segments:" in model.save(target)
+
+
 def test_as_of_recomputes_the_features(abc_pb, abc_prepared):
     wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
     day = abc_prepared.as_of - dt.timedelta(days=120)
