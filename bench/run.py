@@ -1,8 +1,12 @@
 """The benchmark, in one command.
 
-    .venv/bin/python bench/run.py [--sizes 1m,10m] [--repeat 3] [--tools floor,tierbook,...]
+    .venv/bin/python bench/run.py [--sizes 10m,50m] [--repeat 3] [--tools floor,tierbook,...]
 
-1. Generates the data sets that are missing (bench/generate.py, seeded).
+With no options this is the whole benchmark (see bench/README.md): the 10M
+block with every tool, tierbook run on 50M (streaming), and ``tierbook --help``.
+
+1. Generates the data sets that are missing (bench/generate.py, seeded): 1M
+   for the agreement check, then each size timed.
 2. Creates bench/.venv-baselines (pandas, DuckDB, pymc-marketing; never in
    tierbook's environment) if it does not exist.
 3. Agreement check on the 1M set, before anything is timed: every baseline's
@@ -45,8 +49,8 @@ RESULTS_MD = BENCH / "RESULTS.md"
 
 SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000}
 ALL_TOOLS = ["floor", "tierbook", "tierbook-classify", "polars-script", "duckdb", "pandas", "pymc-marketing"]
-# At 50M only the tools that are expected to finish in memory and in minutes.
-BIG_TOOLS = ["floor", "tierbook", "tierbook-classify", "duckdb"]
+# At 50M: tierbook run (the streaming engine, peak RSS against the input's in-memory size) and the floor.
+BIG_TOOLS = ["floor", "tierbook"]
 LABELS = ["abc", "adc", "rfm_r", "rfm_f", "rfm_m", "rfm_segment", "value_tier"]
 
 TARGETS = {
@@ -428,7 +432,7 @@ def targets_section(results: dict) -> list[str]:
 # ------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="tierbook performance benchmark")
-    ap.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m, 50m (default 1m,10m)")
+    ap.add_argument("--sizes", default="10m,50m", help="comma-separated: 1m, 10m, 50m (default 10m,50m)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool and size (default 3)")
     ap.add_argument("--big-repeat", type=int, default=1, help="runs per tool at 50m (default 1)")
     ap.add_argument("--tools", help=f"comma-separated subset of {','.join(ALL_TOOLS)}")

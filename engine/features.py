@@ -223,8 +223,10 @@ def compute_features(
         raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
     # The day after the last dated row of the file, customer id or not.
     last_day = grouped["last_order"].max()
+    # Each filter copies every column of the (one row per customer) table: only when something goes.
     null_group = grouped.filter(pl.col("customer_id").is_null())
-    grouped = grouped.filter(pl.col("customer_id").is_not_null())
+    if null_group.height:
+        grouped = grouped.filter(pl.col("customer_id").is_not_null())
     report.rejected["null_customer"] = int(null_group["_rows"].sum())
     report.rejected["null_date"] = int(grouped["_null_date"].sum())
     report.rejected["null_amount"] = int(grouped["_null_amount"].sum())
@@ -233,7 +235,8 @@ def compute_features(
     report.rows_used = int(grouped["_used"].sum())
     unusable = grouped.filter(pl.col("_used") == 0)
     report.customers_without_usable_rows = unusable.height
-    grouped = grouped.filter(pl.col("_used") > 0)
+    if unusable.height:
+        grouped = grouped.filter(pl.col("_used") > 0)
     report.customers_with_transactions = grouped.height
     if grouped.height == 0:
         why = "; ".join(line.strip() for line in report.lines()[1:-1])
@@ -255,6 +258,8 @@ def compute_features(
         to_amount(-pl.col("_returned_units").fill_null(0)).alias("returned_value"),
         *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None],
     )
+    report.net_revenue = float(grouped["_units"].sum()) / AMOUNT_SCALE
+    del grouped  # its other columns are not needed any more
 
     if customers is not None:
         feats = _join_customers(feats, customers, report)
@@ -277,7 +282,6 @@ def compute_features(
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"a plugin's derived feature failed: {str(exc).strip().splitlines()[0]}") from None
     feats = feats.sort("customer_id")
-    report.net_revenue = float(grouped["_units"].sum()) / AMOUNT_SCALE
     return FeatureResult(customers=feats, as_of=as_of, report=report)
 
 

@@ -299,13 +299,19 @@ class Playbook:
 
     def write(self, result: Result) -> dict[str, Path]:
         """Write every output atomically (each file is complete or untouched)."""
-        from .io import atomic_write_frame, atomic_write_text
+        from .io import atomic_path, atomic_write_frame, atomic_write_text, output_format
 
         paths = self.output_paths()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut}
         for key, frame in frames.items():
-            if key in paths:
+            if key not in paths:
+                continue
+            if output_format(paths[key]) == "parquet":
+                # Snappy: half zstd's time on the customer table (1M rows x 18 columns), ~1.4x its size.
+                with atomic_path(paths[key]) as tmp:
+                    frame.write_parquet(tmp, compression="snappy")
+            else:
                 atomic_write_frame(frame, paths[key])
         if "summary" in paths:
             atomic_write_text(json.dumps(result.summary, indent=2, default=str) + "\n", paths["summary"])
@@ -705,27 +711,35 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
     as_of = prepared.as_of
     labels = {o.column: o.labels for s in pb.selections for o in s.outputs if o.labels is not None}
     compiled = [compile_rule(r.when, customers.schema, labels=labels, as_of=as_of) for r in pb.rules]
-    flags = customers.select("customer_id", *[c.expr.alias(f"_m{i}") for i, c in enumerate(compiled)])
+    # Capacity rules rank their customers by a column: it travels with the flags (no join back).
+    key_cols = list(dict.fromkeys(r.order_by for r in pb.rules if r.capacity is not None))
+    key_names = [f"_key{j}" for j in range(len(key_cols))]
+    flags = customers.select("customer_id", *[pl.col(c).alias(k) for c, k in zip(key_cols, key_names)],
+                             *[c.expr.alias(f"_m{i}") for i, c in enumerate(compiled)])
     n = len(pb.rules)
     matched_counts = [int(flags[f"_m{i}"].sum()) for i in range(n)]
 
+    # The (customer, rule) pairs of each rule, in customer order.
     if pb.hit_policy == "first" and n:
         first = pl.coalesce([pl.when(pl.col(f"_m{i}")).then(pl.lit(i, pl.Int32)) for i in range(n)])
-        pairs = flags.select("customer_id", first.alias("_rule")).filter(pl.col("_rule").is_not_null())
-    elif n:
-        pairs = pl.concat([
-            flags.filter(pl.col(f"_m{i}")).select("customer_id", pl.lit(i, pl.Int32).alias("_rule"))
-            for i in range(n)
-        ])
+        pairs = flags.select("customer_id", first.alias("_rule"), *key_names).filter(pl.col("_rule").is_not_null())
+        parts = [pairs.filter(pl.col("_rule") == i) for i in range(n)]
     else:
-        pairs = pl.DataFrame(schema={"customer_id": customers.schema["customer_id"], "_rule": pl.Int32})
+        parts = [flags.filter(pl.col(f"_m{i}")).select("customer_id", pl.lit(i, pl.Int32).alias("_rule"), *key_names)
+                 for i in range(n)]
+    if n:
+        matched_any = pl.any_horizontal([pl.col(f"_m{i}").fill_null(False) for i in range(n)])
+        unmatched = flags.filter(~matched_any).select("customer_id")
+    else:
+        unmatched = customers.select("customer_id")
+    del flags
 
+    # Each rule's actions (ranked) and cut customers; parts stay in rule order, each in rank order.
     kept_parts, cut_parts = [], []
     for i, rule in enumerate(pb.rules):
-        part = pairs.filter(pl.col("_rule") == i)
+        part = parts[i]
         if rule.capacity is not None:
-            keyed = part.join(customers.select("customer_id", pl.col(rule.order_by).alias("_key")),
-                              on="customer_id", how="left")
+            keyed = part.select("customer_id", "_rule", pl.col(key_names[key_cols.index(rule.order_by)]).alias("_key"))
             keyed = keyed.sort(["_key", "customer_id"], descending=[rule.descending, False], nulls_last=True)
             keyed = keyed.with_row_index("_rank", offset=1)
             kept_parts.append(keyed.filter(pl.col("_rank") <= rule.capacity).select("customer_id", "_rule", "_rank"))
@@ -733,19 +747,16 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
         else:
             kept_parts.append(part.sort("customer_id").with_row_index("_rank", offset=1)
                               .select("customer_id", "_rule", "_rank"))
+            cut_parts.append(None)
     id_dtype = customers.schema["customer_id"]
     empty = pl.DataFrame(schema={"customer_id": id_dtype, "_rule": pl.Int32, "_rank": pl.UInt32})
-    kept = pl.concat([empty, *kept_parts])
-    cut = pl.concat([empty, *cut_parts])
-
-    matched_any = pairs.select("customer_id").unique()
-    unmatched = customers.select("customer_id").join(matched_any, on="customer_id", how="anti")
     rules_all = list(pb.rules)
     if pb.fallback is not None:
         fb_index = len(rules_all)
         rules_all.append(pb.fallback)
-        kept = pl.concat([kept, unmatched.sort("customer_id").with_row_index("_rank", offset=1)
-                         .select("customer_id", pl.lit(fb_index, pl.Int32).alias("_rule"), "_rank")])
+        kept_parts.append(unmatched.sort("customer_id").with_row_index("_rank", offset=1)
+                          .select("customer_id", pl.lit(fb_index, pl.Int32).alias("_rule"), "_rank"))
+        cut_parts.append(None)
 
     meta = pl.DataFrame({
         "_rule": pl.Series(range(len(rules_all)), dtype=pl.Int32),
@@ -757,31 +768,25 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
         "priority": pl.Series([r.priority for r in rules_all], dtype=pl.Int64),
         "parameters": [json.dumps(r.params, sort_keys=True, default=str) for r in rules_all],
     })
-    actions = (kept.join(meta, on="_rule", how="left")
-               .sort(["priority", "_rule", "_rank"])
+    # Actions in (priority, rule, rank) order: the parts concatenated by (priority, rule) are already in
+    # that order, so no sort; the order-keeping join adds the rule's columns.
+    by_priority = sorted(range(len(rules_all)), key=lambda i: (rules_all[i].priority, i))
+    kept = pl.concat([empty, *[kept_parts[i] for i in by_priority]])
+    actions = (kept.join(meta, on="_rule", how="left", maintain_order="left")
                .select("customer_id", "rule", "action", "channel", "owner", "due_date", "priority", "parameters"))
-    cut_out = (cut.join(meta.select("_rule", "rule", "action"), on="_rule", how="left")
-               .sort(["_rule", "_rank"])
+    cut = pl.concat([empty, *[c for c in cut_parts if c is not None]])
+    cut_out = (cut.join(meta.select("_rule", "rule", "action"), on="_rule", how="left", maintain_order="left")
                .select("customer_id", "rule", "action", pl.col("_rank").alias("rank")))
 
-    hits = kept.group_by("_rule").agg(pl.len().alias("actions"))
-    cut_counts = cut.group_by("_rule").agg(pl.len().alias("cut_by_capacity"))
-    assigned = pairs.group_by("_rule").agg(pl.len().alias("hits"))
-    rule_summary = (
-        meta.select("_rule", "rule")
-        .with_columns(pl.Series("matched", matched_counts + ([unmatched.height] if pb.fallback else []),
-                                dtype=pl.Int64))
-        .join(assigned, on="_rule", how="left")
-        .join(cut_counts, on="_rule", how="left")
-        .join(hits, on="_rule", how="left")
-        .with_columns(pl.col("hits").fill_null(0).cast(pl.Int64), pl.col("cut_by_capacity").fill_null(0).cast(pl.Int64),
-                      pl.col("actions").fill_null(0).cast(pl.Int64))
-        .sort("_rule").drop("_rule")
-    )
+    hits = [p.height for p in parts] + ([unmatched.height] if pb.fallback is not None else [])
     if pb.fallback is not None:
-        rule_summary = rule_summary.with_columns(
-            pl.when(pl.col("rule") == pb.fallback.name).then(pl.lit(unmatched.height, pl.Int64))
-            .otherwise(pl.col("hits")).alias("hits"))
+        hits = [unmatched.height if r.name == pb.fallback.name else h for r, h in zip(rules_all, hits)]
+    rule_summary = meta.select("rule").with_columns(
+        pl.Series("matched", matched_counts + ([unmatched.height] if pb.fallback else []), dtype=pl.Int64),
+        pl.Series("hits", hits, dtype=pl.Int64),
+        pl.Series("cut_by_capacity", [0 if c is None else c.height for c in cut_parts], dtype=pl.Int64),
+        pl.Series("actions", [k.height for k in kept_parts], dtype=pl.Int64),
+    )
 
     classes = summarize(customers, pb.selections)
     report = prepared.report

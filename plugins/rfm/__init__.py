@@ -136,8 +136,9 @@ def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
 
 def _score(value: pl.Expr, bins: int, n: pl.Expr) -> pl.Expr:
     # ``value`` is null for prospects: null ranks null and is not counted in
-    # the others' ranks, so the score is null too.
-    return ((value.rank("min") - 1) * bins // n + 1).cast(pl.Int8)
+    # the others' ranks, so the score is null too. Int32 for the arithmetic below;
+    # the output columns are cast to Int8.
+    return ((value.rank("min") - 1) * bins // n + 1).cast(pl.Int32)
 
 
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
@@ -174,7 +175,8 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
         .then(pl.lit("potential"))
         .otherwise(pl.lit("ordinary"))
     )
-    return {"rfm_r": r, "rfm_f": f, "rfm_m": m, "rfm_code": code, "rfm_segment": segment, "value_tier": tier}
+    return {"rfm_r": r.cast(pl.Int8), "rfm_f": f.cast(pl.Int8), "rfm_m": m.cast(pl.Int8), "rfm_code": code,
+            "rfm_segment": segment, "value_tier": tier}
 
 
 RFM = Classifier(
