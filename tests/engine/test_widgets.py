@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import engine
@@ -254,3 +256,29 @@ def test_chart_pngs(registry):
     assert data["y"][-1] == pytest.approx(1.0) and 0 < data["a_customers"] < data["ab_customers"] <= 1
     assert pareto_png(data)[:4] == b"\x89PNG"
     assert heatmap_png(model.rf_grid())[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    customers = synthetic(800, 11)
+    prepared = Prepared(customers, dt.date(2024, 1, 1), LoadReport("synthetic"), registry)
+    return WorkbenchModel(prepared, select(registry, None)), customers, registry
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=st.floats(0.01, 0.98), gap=st.floats(0.01, 0.5), rank=st.booleans(), active=st.integers(1, 400),
+       churn_gap=st.integers(1, 500), new=st.integers(0, 300), bins=st.integers(2, 10), hv=st.integers(1, 10),
+       total=st.integers(3, 30))
+def test_any_thresholds_give_the_engines_labels(random_model, a, gap, rank, active, churn_gap, new, bins, hv, total):
+    model, customers, registry = random_model
+    b = min(a + gap, 1.0)
+    hv, total = min(hv, bins), min(total, 3 * bins)
+    model.set_params({"abc": {"mode": "rank" if rank else "share", "a": a, "b": b, "a_rank": a, "b_rank": b},
+                      "adc": {"active_days": active, "churn_days": active + churn_gap, "new_days": new},
+                      "rfm": {"bins": bins, "hv_min_r": hv, "hv_min_f": hv, "hv_min_m": 1,
+                              "potential_min_total": total}})
+    sels = model.selections()
+    classified = apply_classifiers(customers, sels, as_of=model.as_of, registry=registry)
+    assert_frame_equal(model.classified(), classified)
+    assert_frame_equal(model.numbers(), summarize(classified, sels), check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
