@@ -386,6 +386,8 @@ def write_report(results: dict) -> None:
         lines += ["## Startup", "", f"`tierbook --help`: {fmt_s(w)} over {help_['repeat']} runs, peak RSS "
                   f"{statistics.median(r['rss_bytes'] for r in help_['runs']) / 1e6:.0f} MB.", ""]
     lines += targets_section(results)
+    lines += ["Where tierbook's time and memory go against the floor, what was changed for these numbers and what "
+              "is left: [PROFILE.md](PROFILE.md).", ""]
     checks = results.get("checks")
     if checks:
         lines += ["## Agreement check (1M set, before timing)", ""]
