@@ -100,6 +100,9 @@ def tokenize(text: str) -> list[Token]:
             continue
         if kind == "number":
             value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            if isinstance(value, int) and abs(value) > 2**63 - 1:  # Polars cannot hold it as a literal
+                raise RuleError(f"the number {raw} is too large for a whole number (at most {2**63 - 1}); "
+                                f"write it with a decimal point or exponent, e.g. {float(value):.3g}", start)
             tokens.append(Token("NUMBER", value, start, pos))
         elif kind == "string":
             tokens.append(Token("STRING", raw[1:-1].replace("''", "'"), start, pos))

@@ -35,19 +35,27 @@ def _load_fuzz_module():
 
 
 class _Capture:
-    """A stand-in for pytest's ``capsys``: swaps stdout and stderr for buffers."""
+    """A stand-in for pytest's ``capsys``: the command's output goes to buffers, read and reset here."""
 
     def __init__(self):
         import io
 
-        self._io = io
-        self.readouterr()
+        self.out, self.err = io.StringIO(), io.StringIO()
 
     def readouterr(self):
-        out = getattr(sys.stdout, "getvalue", lambda: "")()
-        err = getattr(sys.stderr, "getvalue", lambda: "")()
-        sys.stdout, sys.stderr = self._io.StringIO(), self._io.StringIO()
+        out, err = self.out.getvalue(), self.err.getvalue()
+        for buf in (self.out, self.err):
+            buf.seek(0)
+            buf.truncate()
         return out, err
+
+
+def _check_data_quietly(fz, data, directory, as_of) -> None:
+    import contextlib
+
+    capture = _Capture()
+    with contextlib.redirect_stdout(capture.out), contextlib.redirect_stderr(capture.err):
+        fz.check_data(data, directory, as_of, capture)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     check_text = timed("playbook text", lambda text: fz.check_playbook(text, workdir, registry))
     datadir = workdir / "data"
     datadir.mkdir()
-    check_data = timed("data files", lambda data, as_of: fz.check_data(data, datadir, as_of, _Capture()))
+    check_data = timed("data files", lambda data, as_of: _check_data_quietly(fz, data, datadir, as_of))
 
     cfg = settings(max_examples=args.examples, deadline=None, database=None, print_blob=True,
                    suppress_health_check=list(HealthCheck))
@@ -98,20 +106,17 @@ def main(argv: list[str] | None = None) -> int:
                                             as_of=st.sampled_from([None, None, "2024-01-03", "0001-01-01"]))(
                    lambda data, as_of: check_data(data, as_of)))]
     os.environ["TIERBOOK_LOAD_PLUGINS"] = "abc,adc,rfm"
-    real_out, real_err = sys.stdout, sys.stderr
     start = time.monotonic()
     rounds = 0
     while time.monotonic() - start < args.seconds:
         for name, make in targets:
             try:
                 cfg(make())()  # a fresh test each round: fresh random examples
-            except BaseException as exc:  # report the minimal example and stop
-                sys.stdout, sys.stderr = real_out, real_err
+            except BaseException as exc:  # hypothesis has printed the minimal example above
                 print(f"FAILED after {time.monotonic() - start:.0f} s in {name}: {type(exc).__name__}: {exc}",
                       flush=True)
                 return 1
         rounds += 1
-        sys.stdout, sys.stderr = real_out, real_err
         print(f"round {rounds}: {time.monotonic() - start:.0f} s, examples " +
               ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
     total = sum(counts.values())

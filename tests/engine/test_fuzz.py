@@ -114,6 +114,15 @@ def test_fuzz_rule_compiler(text):
     check_rule(text)
 
 
+@pytest.mark.parametrize("text", [
+    "170141183460469231800000000000000000000",  # the long run, 2026-11-23: a Polars error escaped compile_rule
+    "frequency > 9223372036854775808",
+    "TRUE",
+])
+def test_rule_compiler_regressions(text):
+    check_rule(text)
+
+
 # ------------------------------------------------------------------ the playbook loader
 BASE = {
     "name": "fuzz",
