@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, make in targets:
             try:
                 cfg(make())()  # a fresh test each round: fresh random examples
-            except BaseException as exc:  # hypothesis has printed the minimal example above
+            except BaseException as exc:  # hypothesis attaches the minimal example as notes
+                for note in getattr(exc, "__notes__", []):
+                    print(note, flush=True)
                 print(f"FAILED after {time.monotonic() - start:.0f} s in {name}: {type(exc).__name__}: {exc}",
                       flush=True)
                 return 1

@@ -54,6 +54,18 @@ def _optional_command_modules():
     return mods
 
 
+def one_line(exc: TierbookError) -> str:
+    """The message with line breaks from the data (a column name, a value) escaped.
+
+    Each error is one line; only a playbook's list of problems has one line per problem.
+
+    >>> one_line(TierbookError("columns: a, b\\nc"))
+    'columns: a, b\\\\nc'
+    """
+    problems = getattr(exc, "problems", None) or [str(exc)]
+    return "\n".join(p.replace("\r", "\\r").replace("\n", "\\n") for p in problems)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TierbookError as exc:
         if traceback:
             raise
-        print(f"tierbook: error: {exc}", file=sys.stderr)
+        print(f"tierbook: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("tierbook: interrupted", file=sys.stderr)
