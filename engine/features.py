@@ -200,10 +200,25 @@ def compute_features(
     """
     plugin_features = dict(plugin_features or {})
     prepared, aggs = _aggregations(tx, as_of, plugin_features)
-    # Sorted by customer inside the streaming query: its workers reuse the group_by's memory, where a sort
-    # of the collected table afterwards adds a full copy on top of it (bench/PROFILE.md); the sort at the
-    # end then finds the table sorted. Nulls first, like DataFrame.sort.
-    query = prepared.group_by("customer_id").agg(aggs).sort("customer_id")
+    # The features are computed and sorted by customer inside the streaming query: its workers reuse the
+    # group_by's memory, where each step on the collected table would add its columns on top of it
+    # (bench/PROFILE.md). The sort at the end then finds the table sorted (nulls first, like
+    # DataFrame.sort). as_of defaults to the day after the last dated row, customer id or not.
+    day_after = pl.lit(as_of) if as_of is not None else pl.col("last_order").max() + pl.duration(days=1)
+    query = (
+        prepared.group_by("customer_id").agg(aggs).sort("customer_id")
+        .with_columns(
+            _frequency().cast(pl.Int64).alias("frequency"),
+            to_amount(pl.col("_units")).alias("monetary"),
+            pl.col("returns").cast(pl.Int64),
+            to_amount(-pl.col("_returned_units").fill_null(0)).alias("returned_value"),
+            (day_after - pl.col("last_order")).dt.total_days().alias("recency_days"),
+            (day_after - pl.col("first_order")).dt.total_days().alias("tenure_days"),
+        )
+        .with_columns(
+            pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value")
+        )
+    )
     try:
         grouped = query.collect(engine="streaming" if streaming else "auto")
     except pl.exceptions.ColumnNotFoundError as exc:
@@ -252,13 +267,8 @@ def compute_features(
         as_of = last_day + dt.timedelta(days=1)
 
     feats = grouped.select(
-        "customer_id",
-        _frequency().cast(pl.Int64).alias("frequency"),
-        to_amount(pl.col("_units")).alias("monetary"),
-        "first_order",
-        "last_order",
-        pl.col("returns").cast(pl.Int64),
-        to_amount(-pl.col("_returned_units").fill_null(0)).alias("returned_value"),
+        "customer_id", "frequency", "monetary", "first_order", "last_order", "returns", "returned_value",
+        "recency_days", "tenure_days", "avg_order_value",
         *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None],
     )
     report.net_revenue = float(grouped["_units"].sum()) / AMOUNT_SCALE
@@ -271,11 +281,8 @@ def compute_features(
             report.unusable_in_table = int(ids["customer_id"].is_in(table_ids["customer_id"].implode()).sum())
     report.customers = feats.height
 
-    feats = feats.with_columns(
-        (pl.lit(as_of) - pl.col("last_order")).dt.total_days().alias("recency_days"),
-        (pl.lit(as_of) - pl.col("first_order")).dt.total_days().alias("tenure_days"),
-        pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value"),
-    )
+    # Prospects from the customer table have no dates and no orders: their recency, tenure and average
+    # order value are null, as computed above.
     order = ["customer_id", *BUILTIN_FEATURES]
     feats = feats.select(*order, pl.exclude(order))
     derived = {n: f for n, f in plugin_features.items() if f.derive is not None}

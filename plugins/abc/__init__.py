@@ -73,12 +73,14 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
         measure = m.rank("max", descending=True) / pl.len()
         cut_a, cut_b = p["a_rank"], p["b_rank"]
         valid = positive
+    # Enum literals: the column is built as the Enum the engine stores, without 1M strings in between.
+    a, b, c = (pl.lit(x, pl.Enum(LABELS)) for x in LABELS)
     label = (
         pl.when(valid & (measure <= cut_a + 1e-12))
-        .then(pl.lit("A"))
+        .then(a)
         .when(valid & (measure <= cut_b + 1e-12))
-        .then(pl.lit("B"))
-        .otherwise(pl.lit("C"))
+        .then(b)
+        .otherwise(c)
     )
     return {"abc": label}
 

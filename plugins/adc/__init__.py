@@ -43,16 +43,20 @@ def _check(p: Mapping[str, Any]) -> None:
 
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     recency, tenure = pl.col("recency_days"), pl.col("tenure_days")
+
+    def lit(label: str) -> pl.Expr:  # the Enum the engine stores, without 1M strings in between
+        return pl.lit(label, pl.Enum(LABELS))
+
     label = (
         pl.when(recency.is_null())
-        .then(pl.lit("prospect"))
+        .then(lit("prospect"))
         .when(tenure <= p["new_days"])
-        .then(pl.lit("new"))
+        .then(lit("new"))
         .when(recency <= p["active_days"])
-        .then(pl.lit("active"))
+        .then(lit("active"))
         .when(recency <= p["churn_days"])
-        .then(pl.lit("dormant"))
-        .otherwise(pl.lit("churned"))
+        .then(lit("dormant"))
+        .otherwise(lit("churned"))
     )
     return {"adc": label}
 

@@ -162,19 +162,16 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     fm = (five(f).cast(pl.Int32) + five(m).cast(pl.Int32) + 1) // 2
     cell = five(r).cast(pl.Int32) * 10 + fm
     lookup = {int(c): name for name, cells in _grid(p).items() for c in cells}
-    segment = cell.replace_strict(list(lookup), list(lookup.values()), default=None, return_dtype=pl.String)
+    # Enums as the engine stores them, without 1M strings in between.
+    segment = cell.replace_strict(list(lookup), list(lookup.values()), default=None,
+                                  return_dtype=pl.Enum(list(_grid(p))))
 
     high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
     potential = (r.cast(pl.Int32) + f + m) >= p["potential_min_total"]
     if p["prospects_are_potential"]:
         potential = potential.fill_null(False) | has_orders.not_()
-    tier = (
-        pl.when(high.fill_null(False))
-        .then(pl.lit("high-value"))
-        .when(potential.fill_null(False))
-        .then(pl.lit("potential"))
-        .otherwise(pl.lit("ordinary"))
-    )
+    hv, pot, ordinary = (pl.lit(x, pl.Enum(list(TIERS))) for x in TIERS)
+    tier = pl.when(high.fill_null(False)).then(hv).when(potential.fill_null(False)).then(pot).otherwise(ordinary)
     return {"rfm_r": r.cast(pl.Int8), "rfm_f": f.cast(pl.Int8), "rfm_m": m.cast(pl.Int8), "rfm_code": code,
             "rfm_segment": segment, "value_tier": tier}
 
