@@ -409,6 +409,7 @@ def load_playbook(
     rules = _load_rules(doc, problems)
     fallback = _load_fallback(doc, problems, len(rules))
     outputs = _load_outputs(doc, base, path, output_dir, allow_outside, problems)
+    _check_outputs_spare_inputs(doc, path, data, outputs, problems)
     problems.raise_if_any()
 
     table = None
@@ -628,6 +629,21 @@ def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, 
                                    f"(.parquet, .csv, .json, .ndjson)")
     out["dir"] = directory
     return out
+
+
+def _check_outputs_spare_inputs(doc, path: Path, data: dict, outputs: dict, problems: _Problems) -> None:
+    """An output may never replace the playbook or one of its input files."""
+    inputs = {Path(path).resolve(): "the playbook itself"}
+    for key in ("transactions", "customers"):
+        if isinstance(data.get(key), (str, Path)):
+            inputs[Path(data[key]).resolve()] = f"data.{key}"
+    node = doc.get("outputs")
+    for key in OUTPUT_DEFAULTS:
+        target = (outputs["dir"] / outputs[key]).resolve()
+        if target in inputs:
+            line = node.value_line(key) if isinstance(node, MarkedDict) and key in node else \
+                (doc.key_line("outputs") if "outputs" in doc else 1)
+            problems.add(line, f"outputs.{key}: {target} is {inputs[target]}; an output may not replace an input")
 
 
 def _predicted_schema(doc, data, registry, selections, problems):

@@ -262,3 +262,26 @@ def test_outputs_are_replaced_not_partially_written(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     assert first.summary["actions"] != second.summary["actions"] or before != after
     shutil.rmtree(out)
+
+
+def test_an_output_may_not_replace_an_input(tmp_path, run_cli):
+    sample = ROOT / "engine" / "sample" / "online_retail_sample.csv"
+    (tmp_path / "tx.csv").write_bytes(sample.read_bytes())
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\n"
+        "data:\n"
+        "  transactions: tx.csv\n"
+        "  map: {customer_id: CustomerID, order_id: InvoiceNo, order_date: InvoiceDate, quantity: Quantity,"
+        " unit_price: UnitPrice}\n"
+        "classifiers: {abc: {}}\n"
+        "outputs:\n"
+        "  dir: .\n"
+        "  customers: tx.csv\n"
+        "  actions: p.yaml\n"
+    )
+    code, out, err = run_cli("run", path)
+    assert code == 2
+    assert f"{path}:8: outputs.customers: {tmp_path / 'tx.csv'} is data.transactions" in err
+    assert f"{path}:9: outputs.actions: {path} is the playbook itself" in err
+    assert (tmp_path / "tx.csv").read_bytes() == sample.read_bytes()
