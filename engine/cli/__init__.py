@@ -54,6 +54,10 @@ def _optional_command_modules():
     return mods
 
 
+#: Every character Python's str.splitlines() breaks at, shown escaped instead.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def one_line(exc: TierbookError) -> str:
     """The message with line breaks from the data (a column name, a value) escaped.
 
@@ -63,7 +67,7 @@ def one_line(exc: TierbookError) -> str:
     'columns: a, b\\\\nc'
     """
     problems = getattr(exc, "problems", None) or [str(exc)]
-    return "\n".join(p.replace("\r", "\\r").replace("\n", "\\n") for p in problems)
+    return "\n".join(p.translate(_LINE_BREAKS) for p in problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -290,3 +290,12 @@ def check_data(data: bytes, directory: Path, as_of: str | None, capsys) -> None:
 def test_fuzz_data_files(data, as_of, tmp_path_factory, capsys, monkeypatch):
     monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
     check_data(data, tmp_path_factory.mktemp("data"), as_of, capsys)
+
+
+@pytest.mark.parametrize("data", [
+    b'c1,o1,"a\nb"\nx,y,z\n',  # long run 3: a line break in a header name split the message in two
+    b"\nc1,o1,2024-02-29,\x0c",  # long run 4: so did a form feed (str.splitlines breaks there too)
+])
+def test_data_regressions(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    check_data(data, tmp_path, None, capsys)
