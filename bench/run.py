@@ -436,7 +436,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="tierbook performance benchmark")
     ap.add_argument("--sizes", default="10m,50m", help="comma-separated: 1m, 10m, 50m (default 10m,50m)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool and size (default 3)")
-    ap.add_argument("--big-repeat", type=int, default=1, help="runs per tool at 50m (default 1)")
+    ap.add_argument("--big-repeat", type=int, default=3, help="runs per tool at 50m (default 3)")
     ap.add_argument("--tools", help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
     ap.add_argument("--skip-check", action="store_true", help="do not run the agreement check (not for reporting)")
     ap.add_argument("--help-repeat", type=int, default=5, help="runs of `tierbook --help` (default 5; 0: skip)")
