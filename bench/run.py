@@ -320,6 +320,7 @@ def summarise(block: dict) -> dict[str, dict]:
             out[tool] = {"failed": True}
             continue
         s = {"wall": stats([r["wall_s"] for r in ok]), "rss": stats([r["rss_bytes"] for r in ok]), "n": len(ok),
+             "cpu": stats([r["user_s"] + r["sys_s"] for r in ok]),
              "load": statistics.mean(r["load1_before"] for r in ok)}
         fl = runs.get("floor")
         if fl and tool != "floor" and all(r["exit"] == 0 for r in fl):
@@ -348,7 +349,9 @@ def write_report(results: dict) -> None:
               "1-minute load average before each run is recorded (column *load*: mean over the tool's runs); a "
               "load near or above 2 means the tool shared the cores. Runs are interleaved so that noise spreads "
               "over all tools, but single numbers can still be off by tens of percent; compare ratios rather "
-              "than absolute times.", ""]
+              "than absolute times. CPU time (user + system over all threads, median) is the least disturbed by "
+              "the load, but it is not wall time: a tool that keeps both cores busy spends more CPU than it "
+              "takes wall time.", ""]
     for size in ["1m", "10m", "50m"]:
         block = results.get("sizes", {}).get(size)
         if not block:
@@ -360,22 +363,23 @@ def write_report(results: dict) -> None:
                   f"memory as a Polars frame. {block['repeat']} interleaved round(s), measured "
                   f"{block['measured_at']}.", "",
                   "| tool | rows | wall, median [min-max] | peak RSS, median [min-max] | wall / floor (paired) | "
-                  "RSS / floor | load |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "RSS / floor | CPU (user + sys) | CPU / floor | load |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         floor = summ.get("floor")
         for tool, s in summ.items():
             if s.get("failed"):
-                lines.append(f"| {tool} | {inp['rows']:,} | failed | | | | |")
+                lines.append(f"| {tool} | {inp['rows']:,} | failed | | | | | | |")
                 continue
             if floor and not floor.get("failed"):
                 wr = f"{s['wall'][0] / floor['wall'][0]:.2f}x"
                 if s.get("paired_wall_ratio"):
                     wr += f" ({s['paired_wall_ratio']:.2f}x)"
                 rr = f"{s['rss'][0] / floor['rss'][0]:.2f}x"
+                cr = f"{s['cpu'][0] / floor['cpu'][0]:.2f}x"
             else:
-                wr = rr = ""
+                wr = rr = cr = ""
             lines.append(f"| {tool} | {inp['rows']:,} | {fmt_s(s['wall'])} | {fmt_mb(s['rss'])} | {wr} | {rr} | "
-                         f"{s['load']:.1f} |")
+                         f"{s['cpu'][0]:.1f} s | {cr} | {s['load']:.1f} |")
         if "tierbook" in summ and not summ["tierbook"].get("failed"):
             rss = summ["tierbook"]["rss"][0]
             lines += ["", f"tierbook's peak RSS is {rss / inp['in_memory_bytes']:.2f}x the input's in-memory size."]
@@ -443,7 +447,12 @@ def main(argv=None) -> int:
     ap.add_argument("--tools", help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
     ap.add_argument("--skip-check", action="store_true", help="do not run the agreement check (not for reporting)")
     ap.add_argument("--help-repeat", type=int, default=5, help="runs of `tierbook --help` (default 5; 0: skip)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json, run nothing")
     args = ap.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(RESULTS_JSON.read_text()))
+        print(f"wrote {RESULTS_MD}")
+        return 0
 
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     for s in sizes:
