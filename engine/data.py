@@ -187,6 +187,7 @@ def _csv_problem(path: Path, sep: str) -> str | None:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     header: list[str] | None = None
     start = 1
+    stray_quote = None
     try:
         for row in reader:
             if header is None:
@@ -195,9 +196,14 @@ def _csv_problem(path: Path, sep: str) -> str | None:
                 shown = sep.join(row)
                 shown = shown if len(shown) <= 60 else shown[:57] + "..."
                 return f"line {start}: {len(row)} fields, but the header has {len(header)}: {shown!r}"
+            if stray_quote is None and any('"' in f for f in row):
+                stray_quote = start
             start = reader.line_num + 1
     except csv.Error as exc:
         return f"line {start}: {exc} (a quote that is never closed?)"
+    if stray_quote is not None:
+        return (f"line {stray_quote}: a quote (\") inside a value; put the whole value in quotes and double "
+                f"the quotes inside it")
     return None
 
 
@@ -293,14 +299,15 @@ class Transactions:
         return f"row {index + 1}" + (f" (line {index + 1})" if self.fmt == "ndjson" else "")
 
     def _first_row(self, flag: str, canonical: str) -> tuple[int, Any]:
-        row = (
-            self.frame.with_row_index("_row")
-            .filter(pl.col(flag))
-            .select("_row", "_raw_" + canonical)
-            .head(1)
-            .collect()
-        )
-        return row.row(0)
+        query = self.frame.with_row_index("_row").filter(pl.col(flag)).select("_row", "_raw_" + canonical).head(1)
+        return self.collect(query).row(0)
+
+    def collect(self, query: pl.LazyFrame) -> pl.DataFrame:
+        """Collect a query over this source; a read error becomes a :class:`DataError` naming the line."""
+        try:
+            return query.collect()
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"{self.describe()}: {explain_read_error(self.path, self.fmt, exc)}") from None
 
     def tally_error(self, totals: Mapping[str, int]) -> DataError | None:
         """The error the counted flags add up to, if any (dates with and without a time zone)."""

@@ -95,7 +95,7 @@ def _prepare_and_classify(args: argparse.Namespace):
 
         tx = read_transactions(args.data, args.map, date_format=args.date_format, sheet=args.sheet)
         with step(f"writing rejects to {args.rejects}"):
-            atomic_write_frame(rejected_rows(tx, as_of).collect(), Path(args.rejects))
+            atomic_write_frame(tx.collect(rejected_rows(tx, as_of)), Path(args.rejects))
     return prepared, classified
 
 

@@ -295,6 +295,9 @@ def test_fuzz_data_files(data, as_of, tmp_path_factory, capsys, monkeypatch):
 @pytest.mark.parametrize("data", [
     b'c1,o1,"a\nb"\nx,y,z\n',  # long run 3: a line break in a header name split the message in two
     b"\nc1,o1,2024-02-29,\x0c",  # long run 4: so did a form feed (str.splitlines breaks there too)
+    # long run 5: Polars read the file in the feature pass, then failed on the second read that finds the bad row
+    b'customer_id,order_id,order_date,amount\nc1,o1,2024-02-29\nc1,o1,2024-02-29\nc1,o1,2024-02-29\n'
+    b'c1,o1,2023-02-29\nc1,0",2024-02-29,0"\nc1,o1,2024-02-29\nc1,o1,2024-02-29',
 ])
 def test_data_regressions(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
