@@ -395,6 +395,9 @@ def write_report(results: dict) -> None:
               "Not measured: a 200M-row set. The generator builds a data set in memory (about 6 GB at 50M rows), "
               "so 200M rows would need about the machine's whole memory; it would have to write in chunks first.",
               ""]
+    notes = BENCH / "RESULTS-notes.md"
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     checks = results.get("checks")
     if checks:
         lines += ["## Agreement check (1M set, before timing)", ""]
