@@ -477,6 +477,7 @@ def read_transactions(
             pl.col(cols["amount"]), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount"
         )
         raw_amount = pl.col(cols["amount"]).cast(pl.String)
+        text_amount = schema[cols["amount"]] == pl.String
     else:
         q, qc = _number_expr(
             pl.col(cols["quantity"]), schema[cols["quantity"]], where=where, source=cols["quantity"],
@@ -488,6 +489,7 @@ def read_transactions(
         )
         amount, amount_check = q * p, qc or pc
         raw_amount = pl.format("{} x {}", pl.col(cols["quantity"]), pl.col(cols["unit_price"]))
+        text_amount = pl.String in (schema[cols["quantity"]], schema[cols["unit_price"]])
     exprs.append(amount.alias("_amount_f"))
     exprs.append(raw_amount.alias("_raw_amount"))
     if amount_check:
@@ -504,8 +506,10 @@ def read_transactions(
         flags.append((pl.col("_raw_order_date").is_not_null() & pl.col("order_date").is_null()).alias("_bad_date"))
     if amount_check:
         a = pl.col("_amount_f")
-        flags.append(((pl.col("_raw_amount").is_not_null() & a.is_null()) | a.is_nan() | a.is_infinite())
-                     .fill_null(False).alias("_bad_amount"))
+        # Text that does not parse is null after parsing while its source is not; numeric sources
+        # can only be NaN or infinite (so the query never builds the text of a numeric amount).
+        unparsed = (pl.col("_raw_amount").is_not_null() & a.is_null()) if text_amount else pl.lit(False)
+        flags.append((unparsed | a.is_nan() | a.is_infinite()).fill_null(False).alias("_bad_amount"))
     a = pl.col("_amount_f")
     flags.append((a.is_finite() & (a.abs() > _MAX_AMOUNT)).fill_null(False).alias("_big_amount"))
     frame = frame.with_columns(
