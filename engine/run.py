@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from .classifier import Classifier, Context, Output
-from .data import as_date, read_customers, read_transactions
+from .data import AMOUNT_SCALE, as_date, read_customers, read_transactions
 from .errors import ParamError, PluginError, suggest
 from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features
 from .registry import Registry, get_registry, plugin_time_limit
@@ -346,38 +347,54 @@ def summarize(classified: pl.DataFrame, selections: Sequence[Selection]) -> pl.D
     each column's shares add up to 1.
     """
     total_n = classified.height
-    total_rev = float(classified["monetary"].sum()) if "monetary" in classified.columns else 0.0
+    has_rev = "monetary" in classified.columns
+    # Revenue is summed as exact integer units (monetary holds sums of such units), so class revenues
+    # do not depend on summation order and add up to the total exactly.
+    units = (pl.col("monetary") * AMOUNT_SCALE).round(0).cast(pl.Int64) if has_rev else pl.lit(0, pl.Int64)
+    label_cols = [o.column for sel in selections for o in sel.outputs if o.labels is not None]
+    base = classified.select(*[pl.col(c).to_physical() for c in dict.fromkeys(label_cols)], units.alias("_u"))
+    total_units = base["_u"].sum() or 0
     frames = []
     for sel in selections:
         for o in sel.outputs:
             if o.labels is None:
                 continue
-            labels = list(o.labels)
-            counts = (
-                classified.group_by(pl.col(o.column).cast(pl.String).fill_null("(none)").alias("label"))
-                .agg(pl.len().alias("customers"), pl.col("monetary").sum().alias("revenue"))
-            )
-            order = pl.DataFrame({"label": labels + ["(none)"]}).with_row_index("_order")
-            table = order.join(counts, on="label", how="left").with_columns(
-                pl.col("customers").fill_null(0), pl.col("revenue").fill_null(0.0)
-            )
-            table = table.filter((pl.col("label") != "(none)") | (pl.col("customers") > 0)).sort("_order")
-            frames.append(
-                table.select(
-                    pl.lit(sel.classifier.name).alias("classifier"),
-                    pl.lit(o.column).alias("column"),
-                    "label",
-                    pl.col("customers").cast(pl.Int64),
-                    (pl.col("customers") / max(total_n, 1)).alias("customer_share"),
-                    "revenue",
-                    (pl.col("revenue") / total_rev if total_rev else pl.lit(None, pl.Float64)).alias("revenue_share"),
-                )
-            )
+            dtype = classified.schema[o.column]
+            labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(o.labels)
+            counts = base.group_by(o.column).agg(pl.len().alias("customers"), pl.col("_u").sum().alias("_u"))
+            by_code = {code: (n, u) for code, n, u in counts.iter_rows()}
+            none_n, none_u = by_code.pop(None, (0, 0))
+            names = labels if isinstance(dtype, pl.Enum) else None
+            rows = []
+            for code, label in enumerate(labels):
+                n, u = by_code.get(code if names else label, (0, 0))
+                rows.append((label, n, u))
+            if none_n:
+                rows.append(("(none)", none_n, none_u))
+            frames.append(pl.DataFrame(
+                {
+                    "classifier": [sel.classifier.name] * len(rows),
+                    "column": [o.column] * len(rows),
+                    "label": [r[0] for r in rows],
+                    "customers": [r[1] for r in rows],
+                    "customer_share": [r[1] / max(total_n, 1) for r in rows],
+                    "revenue": [_amount(r[2]) for r in rows],
+                    "revenue_share": [(r[2] / total_units) if total_units else None for r in rows],
+                },
+                schema=SUMMARY_SCHEMA,
+            ))
     if not frames:
-        return pl.DataFrame(schema={"classifier": pl.String, "column": pl.String, "label": pl.String,
-                                    "customers": pl.Int64, "customer_share": pl.Float64, "revenue": pl.Float64,
-                                    "revenue_share": pl.Float64})
+        return pl.DataFrame(schema=SUMMARY_SCHEMA)
     return pl.concat(frames)
+
+
+SUMMARY_SCHEMA = {"classifier": pl.String, "column": pl.String, "label": pl.String, "customers": pl.Int64,
+                  "customer_share": pl.Float64, "revenue": pl.Float64, "revenue_share": pl.Float64}
+
+
+def _amount(units: int | None) -> float:
+    """Exact integer units to the float nearest the decimal amount (as :func:`features.to_amount`)."""
+    return float(Decimal(int(units or 0)) / AMOUNT_SCALE)
 
 
 def write_table(df: pl.DataFrame, path: str | Path) -> None:
