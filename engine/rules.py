@@ -265,7 +265,7 @@ class _Parser:
             right = self.and_()
             left = self._logic("or", left, right)
         self.depth -= 1
-        return left
+        return _balance(left)
 
     def and_(self) -> Node:
         left = self.not_()
@@ -273,7 +273,7 @@ class _Parser:
             self.advance()
             right = self.not_()
             left = self._logic("and", left, right)
-        return left
+        return _balance(left)
 
     def _logic(self, op: str, left: Node, right: Node) -> Node:
         word = op.upper()
@@ -624,6 +624,27 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def _balance(node: Node) -> Node:
+    """Rebuild an AND/OR chain's expression as a balanced tree (same three-valued logic).
+
+    Parsing builds ``((a & b) & c) & ...``; Polars takes time growing faster than quadratically
+    to optimise such a left-deep chain (a rule of 580 clauses: 26 s), a balanced one
+    milliseconds.
+    """
+    if node.kind not in ("and", "or") or len(node.children) <= 2:
+        return node
+
+    def build(exprs: list[pl.Expr]) -> pl.Expr:
+        if len(exprs) == 1:
+            return exprs[0]
+        mid = len(exprs) // 2
+        left, right = build(exprs[:mid]), build(exprs[mid:])
+        return (left & right) if node.kind == "and" else (left | right)
+
+    node.expr = build([kid.expr for kid in node.children])
+    return node
 
 
 def _clauses(node: Node, text: str, depth: int = 0) -> list[Clause]:

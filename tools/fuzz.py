@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=600, help="how long to fuzz (default 600)")
     parser.add_argument("--examples", type=int, default=500, help="examples per round and target (default 500)")
     parser.add_argument("--long-rules", action="store_true",
-                        help="also rules of up to the 10,000-character limit (slow to evaluate)")
+                        help="more rules near the 10,000-character limit")
     args = parser.parse_args(argv)
 
     fz = _load_fuzz_module()
