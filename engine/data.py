@@ -110,9 +110,13 @@ def scan_file(
     inferred (ids such as ``007`` must not become the number 7).
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise DataError(f"{str(path)[:80]}...: cannot use this path: {exc.strerror}") from None
+    if not exists:
         raise DataError(f"{path}: no such file")
-    if path.is_dir():
+    if is_dir:
         raise DataError(f"{path}: is a directory, expected a data file")
     fmt = _format_of(path)
     if path.stat().st_size == 0 or (path.stat().st_size == 3 and path.read_bytes() == b"\xef\xbb\xbf"):

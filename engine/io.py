@@ -72,12 +72,15 @@ def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
 def check_output(path: Path) -> str:
     """Fail early (before any data is read) when ``path`` cannot be written; return its format."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected an output file")
-    fmt = output_format(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise DataError(f"{path}: the directory {parent} does not exist")
+    try:
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, expected an output file")
+        fmt = output_format(path)
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise DataError(f"{path}: the directory {parent} does not exist")
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise DataError(f"{str(path)[:80]}...: cannot write here: {exc.strerror}") from None
     return fmt
 
 

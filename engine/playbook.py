@@ -439,9 +439,14 @@ def _load_data(doc: MarkedDict, base: Path, problems: _Problems) -> dict[str, An
         value = node.get(key)
         if isinstance(value, str) and value.strip():
             p = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
-            if not p.exists():
+            try:
+                exists, is_dir = p.exists(), p.is_dir()
+            except OSError as exc:  # e.g. a name longer than the file system allows
+                problems.add(node.value_line(key), f"data.{key}: cannot use {_short(value)}: {exc.strerror}")
+                continue
+            if not exists:
                 problems.add(node.value_line(key), f"data.{key}: no such file {value!r} (looked at {p})")
-            elif p.is_dir():
+            elif is_dir:
                 problems.add(node.value_line(key), f"data.{key}: {value!r} is a directory, expected a file")
             out[key] = p
     mapping = node.get("map")
@@ -616,12 +621,21 @@ def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, 
         if not allow_outside and not directory.is_relative_to(base):
             problems.add(line, f"outputs.dir: {rel!r} leads outside the playbook's directory ({directory}); "
                                f"use --output-dir or --allow-outside to write there")
-    if directory.exists() and not directory.is_dir():
-        problems.add(line, f"outputs.dir: {directory} exists and is not a directory")
+    try:
+        if directory.exists() and not directory.is_dir():
+            problems.add(line, f"outputs.dir: {directory} exists and is not a directory")
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        problems.add(line, f"outputs.dir: cannot use {_short(str(directory))}: {exc.strerror}")
+        out["dir"] = directory
+        return out
     for key in OUTPUT_DEFAULTS:
         target = directory / out[key]
-        if target.is_dir():
-            problems.add(key_lines.get(key, line), f"outputs.{key}: {target} exists as a directory")
+        try:
+            if target.is_dir():
+                problems.add(key_lines.get(key, line), f"outputs.{key}: {target} exists as a directory")
+        except OSError as exc:
+            problems.add(key_lines.get(key, line), f"outputs.{key}: cannot use {_short(str(target))}: "
+                                                   f"{exc.strerror}")
         if key != "summary":
             suffix = Path(out[key]).suffix.lower()
             if suffix not in (".parquet", ".csv", ".json", ".ndjson"):

@@ -144,6 +144,8 @@ def load_marked(path: Path, text: str | None = None) -> Any:
             raise PlaybookError([f"{path}: is a directory, expected a playbook file"]) from None
         except UnicodeDecodeError as exc:
             raise PlaybookError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+        except OSError as exc:  # permission denied, a name too long ...
+            raise PlaybookError([f"{str(path)[:200]}: cannot read the playbook: {exc.strerror}"]) from None
     try:
         return _load(text)  # _Loader derives from SafeLoader: no Python tags
     except RecursionError:

@@ -209,6 +209,15 @@ def builtins():
     return get_registry(allow=["abc", "adc", "rfm"], strict=True)
 
 
+@pytest.mark.parametrize("text", [
+    # long run 7: a file name longer than the file system allows raised OSError from Path.exists()
+    _dump({**BASE, "data": {"transactions": "x" * 300}}),
+    _dump({**BASE, "outputs": {"dir": "x" * 300}}),
+])
+def test_playbook_regressions(text, fuzz_dir, builtins):
+    check_playbook(text, fuzz_dir, builtins)
+
+
 @CI
 @given(data=st.data())
 def test_fuzz_playbook_structure(data, fuzz_dir, builtins):
