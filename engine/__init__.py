@@ -13,10 +13,7 @@ and, for plugin authors::
 
 from __future__ import annotations
 
-from .classifier import Classifier, Context, Feature, Output
 from .errors import DataError, ParamError, PlaybookError, PluginError, TierbookError
-from .hookspecs import hookimpl
-from .params import ParamSpec
 
 __all__ = [
     "Classifier",
@@ -40,6 +37,12 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Classifier": ("classifier", "Classifier"),
+    "Context": ("classifier", "Context"),
+    "Feature": ("classifier", "Feature"),
+    "Output": ("classifier", "Output"),
+    "ParamSpec": ("params", "ParamSpec"),
+    "hookimpl": ("hookspecs", "hookimpl"),
     "classify": ("run", "classify"),
     "classify_frame": ("run", "classify_frame"),
     "prepare": ("run", "prepare"),
@@ -51,8 +54,8 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    # The pipeline is imported on first use, so `import engine` (and a plugin's
-    # `from engine import hookimpl`) stays light.
+    # Everything that needs Polars is imported on first use, so `import engine` (and with it
+    # `tierbook --help`) does not pay for importing Polars.
     if name in _LAZY:
         import importlib
 
