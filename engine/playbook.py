@@ -487,8 +487,9 @@ def _load_classifiers(doc, registry, overrides, problems):
         line = node.key_line(name)
         if name not in registry.classifiers:
             known = ", ".join(sorted(registry.classifiers)) or "none installed"
+            failed = "".join(f"; a plugin failed to load: {f}" for f in registry.failures)
             problems.add(line, f"classifiers: unknown classifier {name!r}{suggest(str(name), registry.classifiers)}"
-                               f" (installed: {known})")
+                               f" (installed: {known}){failed}")
             continue
         if values is None:
             values = MarkedDict()

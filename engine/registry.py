@@ -127,8 +127,9 @@ class Registry:
             return self.classifiers[name]
         except KeyError:
             known = ", ".join(sorted(self.classifiers)) or "none installed"
+            failed = "".join(f"; a plugin failed to load: {f}" for f in self.failures)
             raise PluginError(
-                f"unknown classifier {name!r}{suggest(name, self.classifiers)} (installed: {known})"
+                f"unknown classifier {name!r}{suggest(name, self.classifiers)} (installed: {known}){failed}"
             ) from None
 
 
