@@ -259,30 +259,29 @@ class _Parser:
 
     def or_(self) -> Node:
         self.deeper()
-        left = self.and_()
-        while self.at_keyword("OR"):
-            self.advance()
-            right = self.and_()
-            left = self._logic("or", left, right)
+        node = self._chain("OR", self.and_)
         self.depth -= 1
-        return _balance(left)
+        return node
 
     def and_(self) -> Node:
-        left = self.not_()
-        while self.at_keyword("AND"):
-            self.advance()
-            right = self.not_()
-            left = self._logic("and", left, right)
-        return _balance(left)
+        return self._chain("AND", self.not_)
 
-    def _logic(self, op: str, left: Node, right: Node) -> Node:
-        word = op.upper()
-        self.require(left, BOOL, f"the left side of {word}")
-        self.require(right, BOOL, f"the right side of {word}")
-        expr = (left.expr & right.expr) if op == "and" else (left.expr | right.expr)
-        # flatten chains so explanations list a AND b AND c as three clauses
-        kids = (left.children if left.kind == op else [left]) + (right.children if right.kind == op else [right])
-        return Node(op, BOOL, left.start, right.end, expr, kids, columns=left.columns | right.columns)
+    def _chain(self, word: str, operand: Callable[[], Node]) -> Node:
+        """``a AND b AND c`` (or OR): one node whose children are the operands, flattened."""
+        parts = [operand()]
+        while self.at_keyword(word):
+            self.advance()
+            if len(parts) == 1:
+                self.require(parts[0], BOOL, f"the left side of {word}")
+            parts.append(operand())
+            self.require(parts[-1], BOOL, f"the right side of {word}")
+        if len(parts) == 1:
+            return parts[0]
+        op = word.lower()
+        # a parenthesised chain of the same operator joins this one, so explanations list every clause
+        kids = [kid for part in parts for kid in (part.children if part.kind == op else [part])]
+        return Node(op, BOOL, parts[0].start, parts[-1].end, _balanced(op, [k.expr for k in kids]), kids,
+                    columns=frozenset().union(*(k.columns for k in kids)))
 
     def not_(self) -> Node:
         if self.at_keyword("NOT"):
@@ -328,7 +327,7 @@ class _Parser:
             if side.type == NULL:
                 raise RuleError("a comparison with NULL is never true: write 'x IS NULL' or 'x IS NOT NULL'",
                                 side.start)
-        left, right = self.unify(left, right, op)
+        left, right = self.unify(left, right)
         if LABEL in (left.type, right.type) and op in ("<", "<=", ">", ">="):
             col = left if left.type == LABEL else right
             raise RuleError(f"{self.text[col.start:col.end]} holds labels: compare it with =, <> or IN, "
@@ -340,7 +339,7 @@ class _Parser:
         return Node("compare", BOOL, left.start, right.end, expr, [left, right], value=op,
                     columns=left.columns | right.columns)
 
-    def unify(self, left: Node, right: Node, op: str) -> tuple[Node, Node]:
+    def unify(self, left: Node, right: Node) -> tuple[Node, Node]:
         """Check two operands can be compared; coerce text literals to labels and dates."""
         for a, b in ((left, right), (right, left)):
             if a.type == LABEL and b.kind == "literal" and b.type == TEXT:
@@ -382,7 +381,7 @@ class _Parser:
                 raise RuleError("IN takes a list of literal values such as ('A', 'B')", item.start)
             if item.type == NULL:
                 raise RuleError("NULL in an IN list never matches: use 'x IS NULL'", item.start)
-            self.unify(left, item, "IN")
+            self.unify(left, item)
             items.append(item)
             if self.at_op(","):
                 self.advance()
@@ -401,8 +400,7 @@ class _Parser:
         else:
             subject, dtype = left.expr, pl.String
         expr = subject.is_in(pl.lit(pl.Series(values, dtype=dtype)).implode())
-        # SQL: x IN (...) is unknown when x is null
-        expr = pl.when(left.expr.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(expr)
+        # is_in gives null for a null x: x IN (...) is unknown then, as in SQL, and so is x NOT IN (...)
         if negate:
             expr = ~expr
         return Node("in", BOOL, left.start, end, expr, [left, *items], value=negate, columns=left.columns)
@@ -417,7 +415,7 @@ class _Parser:
         for bound in (low, high):
             if bound.type == NULL:
                 raise RuleError("BETWEEN needs two bounds, not NULL", bound.start)
-            self.unify(left, bound, "BETWEEN")
+            self.unify(left, bound)
         if left.type in (LABEL, BOOL):
             raise RuleError(f"BETWEEN needs numbers, dates or text, not {_describe(left, self.text)}", left.start)
         expr = (left.expr >= low.expr) & (left.expr <= high.expr)
@@ -626,25 +624,17 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _balance(node: Node) -> Node:
-    """Rebuild an AND/OR chain's expression as a balanced tree (same three-valued logic).
+def _balanced(op: str, exprs: list[pl.Expr]) -> pl.Expr:
+    """Combine with ``&`` or ``|`` as a balanced tree (the same three-valued logic as a chain).
 
-    Parsing builds ``((a & b) & c) & ...``; Polars takes time growing faster than quadratically
-    to optimise such a left-deep chain (a rule of 580 clauses: 26 s), a balanced one
-    milliseconds.
+    Polars takes time growing faster than quadratically to optimise a left-deep chain
+    ``((a & b) & c) & ...`` (a rule of 580 clauses: 26 s), a balanced tree milliseconds.
     """
-    if node.kind not in ("and", "or") or len(node.children) <= 2:
-        return node
-
-    def build(exprs: list[pl.Expr]) -> pl.Expr:
-        if len(exprs) == 1:
-            return exprs[0]
-        mid = len(exprs) // 2
-        left, right = build(exprs[:mid]), build(exprs[mid:])
-        return (left & right) if node.kind == "and" else (left | right)
-
-    node.expr = build([kid.expr for kid in node.children])
-    return node
+    if len(exprs) == 1:
+        return exprs[0]
+    mid = len(exprs) // 2
+    left, right = _balanced(op, exprs[:mid]), _balanced(op, exprs[mid:])
+    return (left & right) if op == "and" else (left | right)
 
 
 def _clauses(node: Node, text: str, depth: int = 0) -> list[Clause]:

@@ -359,16 +359,14 @@ def summarize(classified: pl.DataFrame, selections: Sequence[Selection]) -> pl.D
         for o in sel.outputs:
             if o.labels is None:
                 continue
+            # An Enum column is grouped by its codes (0, 1, ... in label order), a text one by its labels.
             dtype = classified.schema[o.column]
-            labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(o.labels)
+            enum = isinstance(dtype, pl.Enum)
+            labels = dtype.categories.to_list() if enum else list(o.labels)
             counts = base.group_by(o.column).agg(pl.len().alias("customers"), pl.col("_u").sum().alias("_u"))
-            by_code = {code: (n, u) for code, n, u in counts.iter_rows()}
-            none_n, none_u = by_code.pop(None, (0, 0))
-            names = labels if isinstance(dtype, pl.Enum) else None
-            rows = []
-            for code, label in enumerate(labels):
-                n, u = by_code.get(code if names else label, (0, 0))
-                rows.append((label, n, u))
+            by_key = {key: (n, u) for key, n, u in counts.iter_rows()}
+            none_n, none_u = by_key.pop(None, (0, 0))
+            rows = [(label, *by_key.get(i if enum else label, (0, 0))) for i, label in enumerate(labels)]
             if none_n:
                 rows.append(("(none)", none_n, none_u))
             frames.append(pl.DataFrame(

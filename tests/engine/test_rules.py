@@ -98,6 +98,9 @@ def error(text: str) -> RuleError:
     ("country IS NULL", ["c4"]),
     ("country IS NOT NULL AND country = 'France'", ["c1", "c3"]),
     ("country <> 'France'", ["c2", "c5"]),         # null country: unknown, not matched
+    ("country NOT IN ('France')", ["c2", "c5"]),   # likewise
+    ("NOT (country IN ('France'))", ["c2", "c5"]),
+    ("NOT (vip IN (TRUE))", ["c2", "c4", "c5"]),
     ("LOWER(country) = 'spain'", ["c5"]),
     ("UPPER(abc) = 'A'", ["c1", "c2"]),
     ("LENGTH(country) = 5", ["c5"]),

@@ -147,3 +147,15 @@ def test_a_plugin_module_classifies_like_a_built_in():
     out = engine.classify(TX, registry=registry)
     assert out["spender"].cast(pl.String).to_list() == ["yes", "yes", "yes", "no"]
     assert out.schema["spender"] == pl.Enum(["yes", "no"])
+
+
+def test_summarize_sums_revenue_exactly_for_text_and_enum_labels():
+    sels = select(get_registry(allow=["abc"], strict=True), ["abc"], {})
+    text = pl.DataFrame({"abc": ["A", "B", None, "A"], "monetary": [1.1, 2.2, 3.3, 0.01]})
+    enum = text.with_columns(pl.col("abc").cast(pl.Enum(["A", "B", "C"])))
+    expected = [("A", 2, 1.11), ("B", 1, 2.2), ("C", 0, 0.0), ("(none)", 1, 3.3)]   # 1.1 + 0.01 is 1.11 exactly
+    for frame in (text, enum):
+        table = summarize(frame, sels)
+        assert table.select("label", "customers", "revenue").rows() == expected
+        # shares are ratios of the exact sums (units of 1/10,000)
+        assert table["revenue_share"].to_list() == [11_100 / 66_100, 22_000 / 66_100, 0.0, 33_000 / 66_100]
