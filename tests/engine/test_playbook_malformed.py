@@ -36,6 +36,8 @@ def test_malformed_playbook(path: Path, command: str, run_cli, tmp_path):
     if command == "run" and not own_dir:
         args += ["--output-dir", out_dir]
     before = sorted(p for p in path.parent.rglob("*"))
+    target = (path.parent / own_dir.group(1)).resolve() if own_dir else None
+    target_before = sorted(target.rglob("*")) if target and target.exists() else None
     code, out, err = run_cli(*args)
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -46,5 +48,5 @@ def test_malformed_playbook(path: Path, command: str, run_cli, tmp_path):
     assert "Traceback" not in err
     assert not out_dir.exists()
     assert sorted(p for p in path.parent.rglob("*")) == before
-    if own_dir:
-        assert not (path.parent / own_dir.group(1)).resolve().exists() or own_dir.group(1) == "existing-dir"
+    if target is not None:  # the playbook's own output directory: as it was (absent, or unchanged)
+        assert (sorted(target.rglob("*")) if target.exists() else None) == target_before
