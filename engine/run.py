@@ -11,7 +11,6 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -393,10 +392,3 @@ SUMMARY_SCHEMA = {"classifier": pl.String, "column": pl.String, "label": pl.Stri
 def _amount(units: int | None) -> float:
     """Exact integer units to the float nearest the decimal amount (as :func:`features.to_amount`)."""
     return float(Decimal(int(units or 0)) / AMOUNT_SCALE)
-
-
-def write_table(df: pl.DataFrame, path: str | Path) -> None:
-    """Write ``df`` to ``path`` atomically, as Parquet or CSV by its suffix."""
-    from .io import atomic_write_frame
-
-    atomic_write_frame(df, Path(path))

@@ -97,7 +97,6 @@ class _EngineEvaluator(_Evaluator):
     def __init__(self, *args: Any):
         super().__init__(*args)
         self._cache: dict[str, dict[str, pl.Series]] = {}
-        self._codes: dict[str, dict[str, np.ndarray]] = {}
 
     def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:
         key = _key(params)
@@ -105,7 +104,6 @@ class _EngineEvaluator(_Evaluator):
             sel = Selection(self.clf, dict(params))
             out = apply_classifiers(self.customers, [sel], as_of=self.as_of, registry=self.registry)
             self._cache = {key: {o.column: out[o.column] for o in sel.outputs}}  # keep the latest only
-            self._codes = {}
         return self._cache[key]
 
     def counts(self, params: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
