@@ -84,7 +84,10 @@ class Classifier:
         Customer-table columns it reads (features, attributes).
     expressions
         ``expressions(params, context) -> {column: pl.Expr}``, one expression per
-        output, evaluated with ``customers.with_columns(...)``.
+        output, evaluated with ``customers.with_columns(...)``. An output may use
+        the classifier's own outputs declared before it, by column name
+        (``pl.col("rfm_r")``): those are computed first, so a value several
+        outputs need is computed once.
     check
         Optional cross-parameter validation, ``check(params)``; raise
         ``ValueError`` with a message when the combination is invalid.

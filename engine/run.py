@@ -138,6 +138,34 @@ def _label_exprs(sel: Selection, ctx: Context, owner: str) -> list[pl.Expr]:
     return out
 
 
+def _layers(exprs: Sequence[pl.Expr]) -> list[list[pl.Expr]]:
+    """Split output expressions into ``with_columns`` steps: an output that uses an earlier one comes after it.
+
+    A classifier's outputs may refer to its own earlier outputs by name (RFM's
+    segment reads ``rfm_r``): each score is then computed once and read, where one
+    ``with_columns`` would compute it again inside every expression that uses it.
+    Outputs that use none go into the first step together.
+    """
+    layer_of: dict[str, int] = {}
+    layers: list[list[pl.Expr]] = []
+    for expr in exprs:
+        name = expr.meta.output_name()
+        uses = [layer_of[c] for c in expr.meta.root_names() if c in layer_of]
+        layer = max(uses) + 1 if uses else 0
+        if layer == len(layers):
+            layers.append([])
+        layers[layer].append(expr)
+        layer_of[name] = layer
+    return layers
+
+
+def _with_outputs(customers: pl.DataFrame, exprs: Sequence[pl.Expr]) -> pl.DataFrame:
+    lf = customers.lazy()
+    for layer in _layers(exprs):
+        lf = lf.with_columns(layer)
+    return lf.collect(engine=CLASSIFY_ENGINE)
+
+
 def apply_classifiers(
     customers: pl.DataFrame,
     selections: Sequence[Selection],
@@ -184,7 +212,7 @@ def apply_classifiers(
             skipped.append(str(exc))
             exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
     try:
-        return customers.lazy().with_columns(exprs).collect(engine=CLASSIFY_ENGINE)
+        return _with_outputs(customers, exprs)
     except pl.exceptions.PolarsError:
         pass
     # Find which classifier broke, one at a time (error path only).
@@ -202,7 +230,7 @@ def apply_classifiers(
             skipped.append(str(error))
             exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
     try:
-        return customers.lazy().with_columns(exprs).collect(engine=CLASSIFY_ENGINE)
+        return _with_outputs(customers, exprs)
     except pl.exceptions.PolarsError as exc:  # pragma: no cover - each classifier passed alone
         raise PluginError(f"the classifiers failed together but not one by one: {_first(exc)}") from None
 
@@ -218,9 +246,11 @@ def _diagnose(customers: pl.DataFrame, sel: Selection, ctx: Context, owner: str)
     who = f"classifier {clf.name!r} of {owner}"
     raw = clf.expressions(sel.params, ctx)
     n = customers.height
+    # Output by output, each added to the table before the next (a later output may use an earlier one).
+    work = customers
     for o in sel.outputs:
         try:
-            values = customers.lazy().select(raw[o.column].alias(o.column)).collect()[o.column]
+            values = work.lazy().select(raw[o.column].alias(o.column)).collect()[o.column]
         except pl.exceptions.PolarsError as exc:
             return PluginError(f"{who}: column {o.column!r} cannot be computed: {_first(exc)}")
         if values.len() not in (1, n):
@@ -232,12 +262,14 @@ def _diagnose(customers: pl.DataFrame, sel: Selection, ctx: Context, owner: str)
                 return PluginError(f"{who}: column {o.column!r} has the label {bad[0]!r}, which is not one of "
                                    f"its declared labels ({', '.join(o.labels)})")
         try:
-            values.cast(o.polars_dtype, strict=True)
+            values = values.cast(o.polars_dtype, strict=True)
         except pl.exceptions.PolarsError as exc:
             return PluginError(f"{who}: column {o.column!r} is {values.dtype}, which does not convert to the "
                                f"declared {o.polars_dtype}: {_first(exc)}")
+        work = work.with_columns(pl.repeat(values[0], n, dtype=values.dtype).alias(o.column) if values.len() == 1
+                                 else values.alias(o.column))
     try:
-        customers.lazy().with_columns(_label_exprs(sel, ctx, owner)).collect()
+        _with_outputs(customers, _label_exprs(sel, ctx, owner))
     except pl.exceptions.PolarsError as exc:
         return PluginError(f"{who} produced a bad column: {_first(exc)}")
     return None

@@ -55,33 +55,40 @@ def _check(p: Mapping[str, Any]) -> None:
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     m = pl.col(p["metric"]).cast(pl.Float64)
     positive = m.fill_null(0.0) > 0
-    if p["mode"] == "share":
-        # Sum of every value >= this one: the positive values sorted descending,
-        # cumulated, then read at the last position of this value's tie group.
-        # pos_values equals when(positive).then(m).otherwise(0.0), NaN included, but
-        # without when/then, so that the optimiser computes the sort, cum_sum and
-        # rank once rather than once per class (it does not share subexpressions
-        # that contain when/then).
-        pos_values = m.fill_null(0.0).clip(lower_bound=0.0)
-        at_or_above = m.rank("max", descending=True).cast(pl.Int64) - 1
-        cum = pos_values.sort(descending=True, nulls_last=True).cum_sum().gather(at_or_above.fill_null(0))
-        total = m.fill_null(0.0).sum()
-        measure = cum / total
-        cut_a, cut_b = p["a"], p["b"]
-        valid = positive & (total > 0)
-    else:
-        measure = m.rank("max", descending=True) / pl.len()
-        cut_a, cut_b = p["a_rank"], p["b_rank"]
-        valid = positive
     # Enum literals: the column is built as the Enum the engine stores, without 1M strings in between.
     a, b, c = (pl.lit(x, pl.Enum(LABELS)) for x in LABELS)
-    label = (
-        pl.when(valid & (measure <= cut_a + 1e-12))
-        .then(a)
-        .when(valid & (measure <= cut_b + 1e-12))
-        .then(b)
-        .otherwise(c)
-    )
+    if p["mode"] == "share":
+        # A customer's cumulative share is the sum of every value >= theirs over the total: on the positive
+        # values sorted descending, the cumulated share at the last position of their tie group. That share
+        # only grows along the sorted values, so each class is "value above a cut value": the value at the
+        # first position whose share exceeds the cut-off. Every customer above it (their tie group ends
+        # before it) is within the cut-off; it and every customer below it (their group ends at or after
+        # it) are not. One sort, one cumulative sum and a binary search per cut-off, no rank.
+        pos_values = m.fill_null(0.0).clip(lower_bound=0.0)
+        ordered = pos_values.sort(descending=True, nulls_last=True)
+        total = m.fill_null(0.0).sum()
+        shares = ordered.cum_sum() / total
+        # A null after the last value: when no share exceeds the cut-off, every positive value is in.
+        padded = ordered.extend_constant(None, 1)
+
+        def within(cut: float) -> pl.Expr:
+            above = padded.gather(shares.search_sorted(cut + 1e-12, side="right"))
+            return (m > above).fill_null(True)
+
+        valid = (positive & (total > 0)).cast(pl.UInt32)
+        # 0 (A), 1 (B) or 2 (C), by arithmetic: a when/then would sort once per branch (the optimiser does
+        # not share a subexpression between its branches). A is within b as well (a < b).
+        in_a, in_b = within(p["a"]).cast(pl.UInt32), within(p["b"]).cast(pl.UInt32)
+        label = pl.lit(pl.Series(LABELS, dtype=pl.Enum(LABELS))).gather(2 - valid * (in_a + in_b))
+    else:
+        measure = m.rank("max", descending=True) / pl.len()
+        label = (
+            pl.when(positive & (measure <= p["a_rank"] + 1e-12))
+            .then(a)
+            .when(positive & (measure <= p["b_rank"] + 1e-12))
+            .then(b)
+            .otherwise(c)
+        )
     return {"abc": label}
 
 

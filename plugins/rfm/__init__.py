@@ -135,10 +135,25 @@ def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
 
 
 def _score(value: pl.Expr, bins: int, n: pl.Expr) -> pl.Expr:
-    # ``value`` is null for prospects: null ranks null and is not counted in
-    # the others' ranks, so the score is null too. Int32 for the arithmetic below;
-    # the output columns are cast to Int8.
-    return ((value.rank("min") - 1) * bins // n + 1).cast(pl.Int32)
+    """``floor((rank - 1) * bins / n) + 1`` with the ``min`` rank, from ``bins - 1`` cut values.
+
+    ``rank - 1`` is the number of values below this one, so the score exceeds
+    ``k`` exactly when at least ``p = ceil(k * n / bins)`` values are below it,
+    that is when the value is above the ``p``-th smallest. The score is 1 plus
+    the number of these cut values below the value: one sort, a gather and a
+    binary search instead of a rank (about 3x faster at 1M customers, the same
+    scores: bench/PROFILE.md). ``value`` is null for prospects: it sorts last
+    and is not counted in ``n``; ``value > value`` (False, or null for null)
+    makes its score null without a ``when``, which would keep the optimiser
+    from sharing the score between the output columns. Int32 for the arithmetic
+    below; the output columns are cast to Int8.
+    """
+    n = n.cast(pl.Int64)
+    # A null at the end keeps the gather in bounds when there is no customer at all.
+    ordered = value.sort(nulls_last=True).extend_constant(None, 1)
+    positions = pl.concat([((n * k + bins - 1) // bins - 1).clip(lower_bound=0) for k in range(1, bins)])
+    below = ordered.gather(positions).search_sorted(value, side="left").cast(pl.Int32)
+    return below + 1 + (value > value).cast(pl.Int32)
 
 
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
@@ -146,34 +161,36 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     recency = pl.col("recency_days")
     has_orders = recency.is_not_null()
     # Prospects (no orders, recency null) are left out of the ranks: adding the
-    # mask (0, or null for a prospect) makes their F and M null. Arithmetic, not
-    # when/then or replace: the optimiser then computes each rank once for all six
-    # columns (it does not share subexpressions containing those; a rank is a sort).
+    # mask (0, or null for a prospect) makes their F and M null.
     mask = (recency * 0).fill_nan(0)
     n = has_orders.sum()
-    r = _score(-recency, bins, n)
-    f = _score(pl.col("frequency") + mask, bins, n)
-    m = _score(pl.col("monetary") + mask, bins, n)
-    code = pl.concat_str([r.cast(pl.String), f.cast(pl.String), m.cast(pl.String)])
+    scores = {"rfm_r": _score(-recency, bins, n), "rfm_f": _score(pl.col("frequency") + mask, bins, n),
+              "rfm_m": _score(pl.col("monetary") + mask, bins, n)}
+    # The other outputs read the score columns (computed first, once: engine.run.apply_classifiers).
+    r, f, m = (pl.col(c).cast(pl.Int32) for c in scores)
+    if bins < 10:  # one digit each: "545" from 545, without building three strings per customer
+        code = (r * 100 + f * 10 + m).cast(pl.String)
+    else:
+        code = pl.concat_str([r.cast(pl.String), f.cast(pl.String), m.cast(pl.String)])
 
     def five(score: pl.Expr) -> pl.Expr:
-        return score if bins == 5 else (score.cast(pl.Int32) * 5 + bins - 1) // bins
+        return score if bins == 5 else (score * 5 + bins - 1) // bins
 
-    fm = (five(f).cast(pl.Int32) + five(m).cast(pl.Int32) + 1) // 2
-    cell = five(r).cast(pl.Int32) * 10 + fm
+    fm = (five(f) + five(m) + 1) // 2
+    cell = five(r) * 10 + fm
     lookup = {int(c): name for name, cells in _grid(p).items() for c in cells}
     # Enums as the engine stores them, without 1M strings in between.
     segment = cell.replace_strict(list(lookup), list(lookup.values()), default=None,
                                   return_dtype=pl.Enum(list(_grid(p))))
 
     high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
-    potential = (r.cast(pl.Int32) + f + m) >= p["potential_min_total"]
+    potential = (r + f + m) >= p["potential_min_total"]
     if p["prospects_are_potential"]:
         potential = potential.fill_null(False) | has_orders.not_()
     hv, pot, ordinary = (pl.lit(x, pl.Enum(list(TIERS))) for x in TIERS)
     tier = pl.when(high.fill_null(False)).then(hv).when(potential.fill_null(False)).then(pot).otherwise(ordinary)
-    return {"rfm_r": r.cast(pl.Int8), "rfm_f": f.cast(pl.Int8), "rfm_m": m.cast(pl.Int8), "rfm_code": code,
-            "rfm_segment": segment, "value_tier": tier}
+    return {**{c: s.cast(pl.Int8) for c, s in scores.items()}, "rfm_code": code, "rfm_segment": segment,
+            "value_tier": tier}
 
 
 RFM = Classifier(

@@ -159,3 +159,41 @@ def test_summarize_sums_revenue_exactly_for_text_and_enum_labels():
         assert table.select("label", "customers", "revenue").rows() == expected
         # shares are ratios of the exact sums (units of 1/10,000)
         assert table["revenue_share"].to_list() == [11_100 / 66_100, 22_000 / 66_100, 0.0, 33_000 / 66_100]
+
+
+def chained(later=None):
+    """A classifier whose second and third outputs read its first by name."""
+    mod = type(engine)("tb_run_chained")
+    later = later or (lambda: pl.col("score") * 10)
+
+    @hookimpl
+    def register_classifiers(register):
+        register(Classifier(
+            name="chain", description="outputs that use an earlier output",
+            outputs=(Output("score", "x", dtype=pl.Int32), Output("tenfold", "x", dtype=pl.Int32),
+                     Output("tier", "x", labels=("hi", "lo"))),
+            params=(), requires=("monetary",),
+            expressions=lambda p, ctx: {
+                "tier": pl.when(pl.col("tenfold") >= 100).then(pl.lit("hi")).otherwise(pl.lit("lo")),
+                "score": (pl.col("monetary") // 10).cast(pl.Int32),
+                "tenfold": later(),
+            }))
+    mod.register_classifiers = register_classifiers
+    return mod
+
+
+def test_an_output_may_use_an_earlier_output_of_its_classifier():
+    registry = get_registry(allow=["abc"], modules=[chained()], strict=True)
+    out = engine.classify(TX, registry=registry)
+    assert out["score"].to_list() == [8, 1, 0, 0]
+    assert out["tenfold"].to_list() == [80, 10, 0, 0]
+    assert out["tier"].cast(pl.String).to_list() == ["lo", "lo", "lo", "lo"]
+    out = engine.classify(TX.with_columns(pl.col("amount") * 2), registry=registry)
+    assert out["tier"].cast(pl.String).to_list() == ["hi", "lo", "lo", "lo"]
+
+
+def test_a_broken_later_output_is_named_after_the_earlier_ones_are_computed():
+    registry = get_registry(allow=["abc"], modules=[chained(lambda: pl.col("score").str.len_chars())],
+                            strict=True)
+    with pytest.raises(PluginError, match=r"classifier 'chain' .*column 'tenfold' cannot be computed"):
+        engine.classify(TX, registry=registry)

@@ -7,10 +7,13 @@ of the documented rule, never copied from the plugin's own output.
 
 from __future__ import annotations
 
+import math
 import random
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import ParamError, classify_frame
 
@@ -188,3 +191,16 @@ def test_bad_parameters(registry, params, message):
 def test_output_is_an_enum_best_to_worst(registry):
     out = classify_frame(frame([3.0, 2.0, 1.0]), "abc", registry=registry)
     assert out.schema["abc"] == pl.Enum(["A", "B", "C"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(st.none(), st.integers(-5, 30).map(float),
+                                 st.floats(allow_nan=True, allow_infinity=True)), max_size=40),
+       cuts=st.tuples(st.floats(0.01, 0.99), st.floats(0.02, 1.0)).filter(lambda c: c[0] < c[1]))
+def test_share_mode_matches_the_documented_rule_for_any_values(registry, values, cuts):
+    # NaN counts as the largest value (Polars' order); a NaN or infinite total leaves every share undefined: C.
+    a, b = cuts
+    total = sum(v for v in values if v is not None)
+    expected = (["C"] * len(values) if math.isnan(total) or math.isinf(total)
+                else reference_share(values, a + 1e-12, b + 1e-12))
+    assert abc(values, registry, a=a, b=b) == expected

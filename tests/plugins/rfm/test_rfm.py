@@ -7,10 +7,13 @@ segment comes from this file's own copy of the grid documented in plugins/rfm.
 
 from __future__ import annotations
 
+import math
 import random
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import ParamError, classify_frame
 
@@ -224,3 +227,53 @@ def test_single_customer_and_all_equal_values_score_1(registry):
     same = rfm(pl.DataFrame({"customer_id": [1, 2, 3], "recency_days": [3] * 3, "frequency": [2] * 3,
                              "monetary": [10.0] * 3}), registry)
     assert same["rfm_code"].to_list() == ["111"] * 3
+
+
+# ------------------------------------------------ scores against the definition
+def reference_scores(values, bins):
+    """``floor((rank - 1) * bins / n) + 1`` with the min rank, written plainly (NaN sorts above every number,
+    as in Polars); None for a missing value."""
+    def key(x):
+        return (math.isnan(x), 0.0 if math.isnan(x) else x)
+
+    present = [v for v in values if v is not None]
+    n = len(present)
+    return [None if v is None else sum(1 for x in present if key(x) < key(v)) * bins // n + 1 for v in values]
+
+
+number = st.one_of(st.none(), st.integers(-3, 6).map(float), st.floats(allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(values=st.lists(number, max_size=40), bins=st.integers(2, 10))
+def test_monetary_scores_follow_the_rank_definition_for_any_values(registry, values, bins):
+    # M is scored on monetary among customers with orders; a missing recency makes a prospect (no score).
+    df = pl.DataFrame({
+        "customer_id": list(range(len(values))),
+        "recency_days": [None if v is None else 5 for v in values],
+        "frequency": [0 if v is None else 1 for v in values],
+        "monetary": [0.0 if v is None else v for v in values],
+    }, schema={"customer_id": pl.Int64, "recency_days": pl.Int64, "frequency": pl.Int64, "monetary": pl.Float64})
+    params = {"bins": bins, "hv_min_r": 1, "hv_min_f": 1, "hv_min_m": 1, "potential_min_total": 3}
+    out = rfm(df, registry, **params)
+    assert out["rfm_m"].to_list() == reference_scores(values, bins)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(recency=st.lists(st.one_of(st.none(), st.integers(0, 12)), max_size=40), bins=st.integers(2, 10))
+def test_recency_and_frequency_scores_follow_the_rank_definition(registry, recency, bins):
+    freq = [None if r is None else (r * 7) % 5 for r in recency]
+    df = pl.DataFrame({
+        "customer_id": list(range(len(recency))),
+        "recency_days": recency,
+        "frequency": [0 if f is None else f for f in freq],
+        "monetary": [0.0] * len(recency),
+    }, schema={"customer_id": pl.Int64, "recency_days": pl.Int64, "frequency": pl.Int64, "monetary": pl.Float64})
+    params = {"bins": bins, "hv_min_r": 1, "hv_min_f": 1, "hv_min_m": 1, "potential_min_total": 3}
+    out = rfm(df, registry, **params)
+    # R: the most recent (smallest recency) scores highest
+    assert out["rfm_r"].to_list() == reference_scores([None if r is None else float(-r) for r in recency], bins)
+    assert out["rfm_f"].to_list() == reference_scores([None if f is None else float(f) for f in freq], bins)
+    codes = [None if r is None else f"{r}{f}{m}" for r, f, m in
+             zip(out["rfm_r"].to_list(), out["rfm_f"].to_list(), out["rfm_m"].to_list())]
+    assert out["rfm_code"].to_list() == codes
