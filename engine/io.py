@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,23 @@ OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".ndjso
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _read_umask() -> int:
+    """The process umask, read without changing it where the system shows it (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``."""
@@ -34,14 +52,24 @@ def atomic_path(target: Path) -> Iterator[Path]:
     if not parent.is_dir():
         raise DataError(f"{target}: the directory {parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file private (0600); an output gets the mode of the file it replaces, or the
+        # mode a plain open() would give it (0666 less the umask).
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        os.fchmod(fd, mode)
+        os.close(fd)
+        fd = -1
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
     finally:
+        if fd >= 0:
+            os.close(fd)
         if tmp_path.exists():
             tmp_path.unlink()
 
@@ -59,9 +87,13 @@ def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
 
     >>> neutralise_formulas(pl.DataFrame({"x": ["=1+1", "ok", "-2"]}))["x"].to_list()
     ["'=1+1", 'ok', "'-2"]
+    >>> neutralise_formulas(pl.DataFrame({"x": pl.Series(["ok", "=A1"], dtype=pl.Enum(["ok", "=A1"]))}))["x"].to_list()
+    ['ok', "'=A1"]
     """
     exprs = []
     for name, dtype in df.schema.items():
+        if isinstance(dtype, pl.Enum) and not any(c.startswith(_FORMULA_START) for c in dtype.categories):
+            continue  # every value is one of the categories, none risky: nothing to check per row
         if dtype == pl.String or isinstance(dtype, (pl.Enum, pl.Categorical)):
             col = pl.col(name).cast(pl.String)
             risky = pl.any_horizontal([col.str.starts_with(p) for p in _FORMULA_START])

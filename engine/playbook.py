@@ -789,15 +789,20 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
                           .select("customer_id", pl.lit(fb_index, pl.Int32).alias("_rule"), "_rank"))
         cut_parts.append(None)
 
+    def enum(values: list[str]) -> pl.Series:
+        # A closed set of the playbook's own text: an Enum holds each value once, where text columns would
+        # hold it once per action (and the CSV writer checks each value once for spreadsheet formulas).
+        return pl.Series(values, dtype=pl.Enum(list(dict.fromkeys(values))))
+
     meta = pl.DataFrame({
         "_rule": pl.Series(range(len(rules_all)), dtype=pl.Int32),
-        "rule": [r.name for r in rules_all],
-        "action": [r.action for r in rules_all],
-        "channel": [r.channel for r in rules_all],
-        "owner": [r.owner for r in rules_all],
+        "rule": enum([r.name for r in rules_all]),
+        "action": enum([r.action for r in rules_all]),
+        "channel": enum([r.channel for r in rules_all]),
+        "owner": enum([r.owner for r in rules_all]),
         "due_date": [as_of + dt.timedelta(days=r.due_days) for r in rules_all],
         "priority": pl.Series([r.priority for r in rules_all], dtype=pl.Int64),
-        "parameters": [json.dumps(r.params, sort_keys=True, default=str) for r in rules_all],
+        "parameters": enum([json.dumps(r.params, sort_keys=True, default=str) for r in rules_all]),
     })
     # Actions in (priority, rule, rank) order: the parts concatenated by (priority, rule) are already in
     # that order, so no sort; the order-keeping join adds the rule's columns.

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -76,3 +80,28 @@ def test_csv_flattens_nested_columns(tmp_path):
     atomic_write_frame(df, tmp_path / "out.csv")
     back = pl.read_csv(tmp_path / "out.csv")
     assert back.row(0) == ("a", '["x","y"]')
+
+
+def test_a_new_output_gets_the_umask_mode_and_a_replaced_one_keeps_its_mode(tmp_path):
+    # Not the private 0600 of the temporary file it is written as.
+    old = os.umask(0o027)
+    try:
+        code = ("import os, sys; from pathlib import Path; from engine.io import atomic_write_text; "
+                "atomic_write_text('x', Path(sys.argv[1]))")
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "new.txt")], check=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o640
+    kept = tmp_path / "kept.csv"
+    kept.write_text("old")
+    kept.chmod(0o604)
+    atomic_write_frame(DF, kept)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o604
+    assert kept.read_text().startswith("customer_id,")
+
+
+def test_enum_columns_are_neutralised_through_their_categories():
+    risky = pl.Series(["ok", "=A1", "ok"], dtype=pl.Enum(["ok", "=A1"]))
+    assert neutralise_formulas(pl.DataFrame({"x": risky}))["x"].to_list() == ["ok", "'=A1", "ok"]
+    safe = pl.DataFrame({"x": pl.Series(["a", "b"], dtype=pl.Enum(["a", "b", "c"]))})
+    assert neutralise_formulas(safe).equals(safe)  # untouched, still the Enum
