@@ -69,7 +69,7 @@ t = time.perf_counter()
 pb = load_playbook(sys.argv[1])
 t = mark("load + validate playbook (reads the Parquet header)", t)
 tx = read_transactions(pb.data["transactions"], pb.data.get("map") or None)
-prepared_lf, aggs = _aggregations(tx, None, pb.registry.features)
+prepared_lf, aggs, _ = _aggregations(tx, None, pb.registry.features)
 grouped = prepared_lf.group_by("customer_id").agg(aggs).collect(engine="streaming")
 t = mark("one-pass group_by (scan + aggregate, streaming collect)", t)
 del grouped
@@ -155,7 +155,7 @@ if spec.startswith("TIERBOOK"):
     from engine.features import _aggregations
     from engine.registry import get_registry
     tx = read_transactions(data)
-    lf, aggs = _aggregations(tx, None, get_registry().features)
+    lf, aggs, _ = _aggregations(tx, None, get_registry().features)
     freq = ("_freq_distinct", "_freq_nulls", "_freq_null_keys")
     if spec == "TIERBOOK_FILTER":
         u = pl.col("amount_units")

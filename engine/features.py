@@ -123,65 +123,91 @@ def to_amount(units: pl.Expr) -> pl.Expr:
     return (units.cast(pl.Decimal(38, _SCALE_DIGITS)) / AMOUNT_SCALE).cast(pl.Float64)
 
 
-def _aggregations(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature]):
-    """Row-level preparation and the aggregation list for the single group_by."""
-    date, units = pl.col("order_date"), pl.col("amount_units")
-    usable = date.is_not_null() & units.is_not_null()
-    if as_of is not None:
-        usable = usable & (date < pl.lit(as_of))
-    prepared = tx.frame.with_columns(
-        pl.when(usable).then(date).alias("order_date"),
-        pl.when(usable).then(units).alias("amount_units"),
-        date.is_null().alias("_null_date"),
-        (date.is_not_null() & units.is_null()).alias("_null_amount"),
-        *([(date >= pl.lit(as_of)).fill_null(False).alias("_after_as_of")] if as_of is not None else []),
-    )
-    # Plugins aggregate over the canonical names, usable rows only.
-    prepared = prepared.with_columns(to_amount(pl.col("amount_units")).alias("amount"))
-    if tx.has_order_id:
-        prepared = prepared.with_columns(pl.col("order_key").alias("order_id"))
+def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature]):
+    """The three queries collected together over one scan of the transactions.
 
-    u, key = pl.col("amount_units"), pl.col("order_key")
+    * ``customers``: the usable rows (a customer, a date, an amount, before
+      ``as_of``) grouped by customer, one aggregation per feature, sorted;
+    * ``exceptions``: the rows that are not usable, and the usable ones that
+      need a second look (a zero amount, a sale without an order id), grouped by
+      customer: few rows, they account for every row not used and make the
+      order count exact;
+    * ``totals``: the row count and the checks and tallies that stop a run.
+
+    Polars runs them as one plan with one scan whose rows feed all three
+    (``collect_all`` over a cached frame). Unusable rows are filtered out before
+    the ``group_by`` rather than masked inside it, and its bookkeeping is left to
+    the exceptions, because every aggregation of the ``group_by`` costs about as
+    much as a feature, in time and memory (bench/PROFILE.md).
+    """
+    date, units, customer = pl.col("order_date"), pl.col("amount_units"), pl.col("customer_id")
+    priced = customer.is_not_null() & date.is_not_null() & units.is_not_null()
+    usable = priced & (date < pl.lit(as_of)) if as_of is not None else priced
+    u, key = units, pl.col("order_key")
+
+    frame = tx.frame.cache()  # one scan feeding the three queries
+    rows = frame.filter(usable)
+    # Plugins aggregate over the canonical names.
+    rows = rows.with_columns(to_amount(units).alias("amount"))
+    if tx.has_order_id:
+        rows = rows.with_columns(pl.col("order_key").alias("order_id"))
     # frequency = distinct order keys over the positive lines. Written as
     # ``when(u > 0).then(key).n_unique()`` (every other line becomes null), which
     # the streaming group_by keeps as a per-group distinct count; a ``filter``
     # inside the aggregation gathers every group's values instead (~1.6x the
-    # memory, slower). n_unique counts null as a value: _freq_nulls and
-    # _freq_null_keys correct for it in compute_features (see _frequency).
-    positive_key = pl.when(u > 0).then(key)
+    # memory, slower). n_unique counts null as a value: see _frequency.
     aggs = [
-        pl.len().alias("_rows"),
-        pl.col("_null_date").sum().alias("_null_date"),
-        pl.col("_null_amount").sum().alias("_null_amount"),
-        positive_key.n_unique().alias("_freq_distinct"),
-        positive_key.null_count().alias("_freq_nulls"),
-        ((u > 0) & key.is_null()).sum().alias("_freq_null_keys"),
+        pl.when(u > 0).then(key).n_unique().alias("_freq_distinct"),
         u.sum().alias("_units"),
         pl.when(u < 0).then(u).sum().alias("_returned_units"),
-        (u < 0).sum().alias("returns"),
+        (u < 0).sum().cast(pl.Int64).alias("returns"),
         date.min().alias("first_order"),
         date.max().alias("last_order"),
-        u.count().alias("_used"),
     ]
-    if as_of is not None:
-        aggs.append(pl.col("_after_as_of").sum().alias("_after_as_of"))
-    for flag in [*tx.checks, *tx.tallies]:
-        aggs.append(pl.col(flag).sum().alias(flag))
     for name, feat in plugin_features.items():
         if feat.agg is not None:
             aggs.append(feat.agg.alias(name))
-    return prepared, aggs
+    customers = rows.group_by("customer_id").agg(aggs).sort("customer_id")
+
+    zero, null_key = usable & (u == 0), usable & (u > 0) & key.is_null()
+    exceptional = frame.filter(~usable | zero | null_key).group_by("customer_id").agg(
+        pl.len().alias("rows"),
+        (~usable).sum().alias("unusable"),
+        date.is_null().sum().alias("null_date"),
+        (date.is_not_null() & units.is_null()).sum().alias("null_amount"),
+        ((date >= pl.lit(as_of)) & units.is_not_null()).fill_null(False).sum().alias("after_as_of")
+        if as_of is not None else pl.lit(0, pl.UInt32).alias("after_as_of"),
+        zero.any().alias("zero"),
+        null_key.any().alias("null_key"),
+        # The default as_of is the day after the last dated row with an amount, customer id or not.
+        date.filter(date.is_not_null() & units.is_not_null()).max().alias("last_day"),
+    )
+    totals = frame.select(pl.len().alias("rows"), *[pl.col(f).any().alias(f) for f in [*tx.checks, *tx.tallies]])
+    return customers, exceptional, totals
 
 
-def _frequency() -> pl.Expr:
-    """Distinct order keys of the positive lines, from the three aggregates of :func:`_aggregations`.
+def _frequency(zero: pl.Expr | bool = False, null_key: pl.Expr | bool = False) -> pl.Expr:
+    """Distinct order keys of the positive lines, from ``_freq_distinct``.
 
-    ``_freq_distinct`` counts null as one value, whether it came from a
-    non-positive line (masked) or from a positive line without an order key;
-    only the latter is an order.
+    ``_freq_distinct`` counts null as one value, whether it came from a masked
+    line (a return, or a zero amount: ``zero``) or from a sale without an order
+    key (``null_key``); only the latter is an order.
     """
-    masked_null = (pl.col("_freq_nulls") > 0) & (pl.col("_freq_null_keys") == 0)
-    return pl.col("_freq_distinct") - masked_null.cast(pl.UInt32)
+    masked_null = (pl.col("returns") > 0) | zero
+    if null_key is not False:
+        masked_null = masked_null & ~null_key
+    return (pl.col("_freq_distinct") - masked_null.cast(pl.UInt32)).cast(pl.Int64).alias("frequency")
+
+
+def _derived(day_after: pl.Expr) -> list[pl.Expr]:
+    return [
+        (day_after - pl.col("last_order")).dt.total_days().alias("recency_days"),
+        (day_after - pl.col("first_order")).dt.total_days().alias("tenure_days"),
+    ]
+
+
+def _average() -> pl.Expr:
+    return pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value")
 
 
 def compute_features(
@@ -199,28 +225,21 @@ def compute_features(
     unparseable value (naming its row), or a plugin feature that fails.
     """
     plugin_features = dict(plugin_features or {})
-    prepared, aggs = _aggregations(tx, as_of, plugin_features)
-    # The features are computed and sorted by customer inside the streaming query: its workers reuse the
-    # group_by's memory, where each step on the collected table would add its columns on top of it
-    # (bench/PROFILE.md). The sort at the end then finds the table sorted (nulls first, like
-    # DataFrame.sort). as_of defaults to the day after the last dated row, customer id or not.
+    by_customer, exceptions_q, totals_q = _queries(tx, as_of, plugin_features)
+    # The features are computed inside the streaming query: its workers reuse the group_by's memory,
+    # where each step on the collected table would add its columns on top of it (bench/PROFILE.md).
+    # What the exceptions change (a zero amount, a sale without an order id, a later row without a
+    # customer id) is corrected afterwards, for the customers concerned.
     day_after = pl.lit(as_of) if as_of is not None else pl.col("last_order").max() + pl.duration(days=1)
-    query = (
-        prepared.group_by("customer_id").agg(aggs).sort("customer_id")
-        .with_columns(
-            _frequency().cast(pl.Int64).alias("frequency"),
-            to_amount(pl.col("_units")).alias("monetary"),
-            pl.col("returns").cast(pl.Int64),
-            to_amount(-pl.col("_returned_units").fill_null(0)).alias("returned_value"),
-            (day_after - pl.col("last_order")).dt.total_days().alias("recency_days"),
-            (day_after - pl.col("first_order")).dt.total_days().alias("tenure_days"),
-        )
-        .with_columns(
-            pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value")
-        )
-    )
+    by_customer = by_customer.with_columns(
+        _frequency(),
+        to_amount(pl.col("_units")).alias("monetary"),
+        to_amount(-pl.col("_returned_units").fill_null(0)).alias("returned_value"),
+        *_derived(day_after),
+    ).with_columns(_average())
     try:
-        grouped = query.collect(engine="streaming" if streaming else "auto")
+        grouped, exceptions, totals = pl.collect_all([by_customer, exceptions_q, totals_q],
+                                                     engine="streaming" if streaming else "auto")
     except pl.exceptions.ColumnNotFoundError as exc:
         raise _feature_error(plugin_features, feature_owners or {}, exc) from None
     except pl.exceptions.PolarsError as exc:
@@ -228,43 +247,48 @@ def compute_features(
 
         raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc)}") from None
 
+    total = totals.row(0, named=True)
     for flag in tx.checks:
-        if grouped[flag].sum():
+        if total[flag]:
             raise tx.locate(flag)
-    tally_error = tx.tally_error({flag: int(grouped[flag].sum()) for flag in tx.tallies})
+    tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
     if tally_error is not None:
         raise tally_error
 
     report = LoadReport(source=tx.describe())
-    report.rows = int(grouped["_rows"].sum())
+    report.rows = int(total["rows"])
     if report.rows == 0:
         raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
-    # The day after the last dated row of the file, customer id or not.
-    last_day = grouped["last_order"].max()
-    # Each filter copies every column of the (one row per customer) table: only when something goes.
-    null_group = grouped.filter(pl.col("customer_id").is_null())
-    if null_group.height:
-        grouped = grouped.filter(pl.col("customer_id").is_not_null())
-    report.rejected["null_customer"] = int(null_group["_rows"].sum())
-    report.rejected["null_date"] = int(grouped["_null_date"].sum())
-    report.rejected["null_amount"] = int(grouped["_null_amount"].sum())
-    if as_of is not None:
-        report.rejected["after_as_of"] = int(grouped["_after_as_of"].sum())
-    report.rows_used = int(grouped["_used"].sum())
-    unusable = grouped.filter(pl.col("_used") == 0)
+    no_id = exceptions.filter(pl.col("customer_id").is_null())
+    known = exceptions.filter(pl.col("customer_id").is_not_null())
+    report.rejected["null_customer"] = int(no_id["rows"].sum())
+    for reason in ("null_date", "null_amount", *(["after_as_of"] if as_of is not None else [])):
+        report.rejected[reason] = int(known[reason].sum())
+    report.rows_used = report.rows - sum(report.rejected.values())
+    # Customers with rows, none of them usable: not classified (or prospects, if in the customer table).
+    unusable = (known.filter(pl.col("unusable") == pl.col("rows")).select("customer_id")
+                .join(grouped.select("customer_id"), on="customer_id", how="anti"))
     report.customers_without_usable_rows = unusable.height
-    if unusable.height:
-        grouped = grouped.filter(pl.col("_used") > 0)
     report.customers_with_transactions = grouped.height
     if grouped.height == 0:
         why = "; ".join(line.strip() for line in report.lines()[1:-1])
         raise DataError(f"{tx.describe()}: no usable transactions ({why})")
+    odd = known.filter(pl.col("zero") | pl.col("null_key"))
+    if odd.height:  # customers with a zero amount or a sale without an order id: count their orders again
+        zero_ids = odd.filter(pl.col("zero"))["customer_id"].implode()
+        key_ids = odd.filter(pl.col("null_key"))["customer_id"].implode()
+        grouped = grouped.with_columns(
+            _frequency(pl.col("customer_id").is_in(zero_ids), pl.col("customer_id").is_in(key_ids))
+        ).with_columns(_average())
 
     if as_of is None:
+        last_day = max(d for d in (grouped["last_order"].max(), no_id["last_day"].max()) if d is not None)
         if last_day >= dt.date.max:
             raise DataError(f"{tx.describe()}: the last date is {last_day}, the largest date there is, so the "
                             f"default as_of (the day after) does not exist; give --as-of")
         as_of = last_day + dt.timedelta(days=1)
+        if last_day != grouped["last_order"].max():  # a later row without a customer id
+            grouped = grouped.with_columns(_derived(pl.lit(as_of)))
 
     feats = grouped.select(
         "customer_id", "frequency", "monetary", "first_order", "last_order", "returns", "returned_value",

@@ -113,6 +113,16 @@ def test_unusable_rows_are_counted_per_reason():
     ]
 
 
+def test_a_row_with_two_reasons_is_counted_once_under_the_first():
+    # dated after as_of and without an amount: "amount is empty" (the order rejected_rows gives), not both
+    rows = [("a", "o1", D(2011, 1, 1), 10.0), ("a", "o2", D(2011, 2, 1), None), ("b", "o3", D(2011, 2, 1), 4.0)]
+    p = prepare(tx(rows), as_of="2011-01-09")
+    assert p.report.rejected == {"null_customer": 0, "null_date": 0, "null_amount": 1, "after_as_of": 1}
+    assert p.report.rows - p.report.rows_used == sum(p.report.rejected.values())
+    reasons = rejected_rows(read_transactions(tx(rows)), D(2011, 1, 9)).collect()["reason"].to_list()
+    assert reasons == [REJECT_REASONS["null_amount"], REJECT_REASONS["after_as_of"]]
+
+
 def test_sums_are_exact_and_independent_of_row_order():
     rng = random.Random(1)
     n = 5000

@@ -223,7 +223,8 @@ def test_all_problems_are_reported_together(tmp_path):
 
 
 def test_run_reads_the_transactions_once(uci_path, tmp_path, monkeypatch):
-    """How we know: every collect whose plan reads the file is counted; there is exactly one."""
+    """How we know: every collect whose plan reads the file is counted, and the scans of the file in each
+    plan (the optimised one, where queries collected together share their scan); there is exactly one."""
     pb_path = tmp_path / "uci.yaml"
     mapping = "\n".join(f"    {k}: {v}" for k, v in UCI_MAPPING.items())
     pb_path.write_text(
@@ -234,16 +235,26 @@ def test_run_reads_the_transactions_once(uci_path, tmp_path, monkeypatch):
         "  - {name: d, when: \"adc = 'dormant'\", action: mail, channel: email, owner: crm}\n"
     )
     reads = []
-    original = pl.LazyFrame.collect
+    original, original_all = pl.LazyFrame.collect, pl.collect_all
+
+    def scans(plan: str) -> int:
+        return sum(1 for line in plan.splitlines() if "SCAN" in line and uci_path.name in line)
 
     def counting_collect(self, *args, **kwargs):
         if uci_path.name in self.explain(optimized=False):
-            reads.append(1)
+            reads.append(scans(self.explain()))
         return original(self, *args, **kwargs)
 
+    def counting_collect_all(frames, *args, **kwargs):
+        frames = list(frames)
+        if any(uci_path.name in f.explain(optimized=False) for f in frames):
+            reads.append(scans(pl.explain_all(frames)))
+        return original_all(frames, *args, **kwargs)
+
     monkeypatch.setattr(pl.LazyFrame, "collect", counting_collect)
+    monkeypatch.setattr(pl, "collect_all", counting_collect_all)
     result = load_playbook(pb_path, output_dir=tmp_path / "out").run()
-    assert len(reads) == 1
+    assert reads == [1]  # one collect, one scan in its plan
     assert result.summary["reconciliation"]["customers_out"] == 4372
     assert (tmp_path / "out" / "actions.csv").exists()
 

@@ -50,7 +50,7 @@ def _frame(txs: list[tuple]) -> pl.DataFrame:
             "customer_id": [t[0] for t in txs],
             "order_id": [t[1] for t in txs],
             "order_date": [t[2] for t in txs],
-            "amount": [t[3] / 100 for t in txs],
+            "amount": [None if t[3] is None else t[3] / 100 for t in txs],
         },
         schema={"customer_id": pl.String, "order_id": pl.String, "order_date": pl.Date, "amount": pl.Float64},
     )
@@ -72,6 +72,60 @@ def test_conservation(txs, prospects, builtins):
     assert round(Decimal(repr(float(out["monetary"].sum()))) * 100) == cents_in
     assert round(prepared.report.net_revenue * 100) == cents_in
     assert prepared.report.rows == len(txs) and prepared.report.rows_used == len(txs)
+
+
+# ---------------------------------------------------------------- every feature
+messy_rows = st.tuples(
+    st.one_of(st.none(), st.integers(0, 6).map(lambda i: f"c{i}")),
+    st.one_of(st.none(), st.integers(0, 5).map(lambda i: f"o{i}")),
+    st.one_of(st.none(), st.integers(0, 60).map(lambda d: START + dt.timedelta(days=d))),
+    st.one_of(st.none(), st.sampled_from([0, 0, -250, 1, 999, 12_345])),  # cents; zero amounts are common here
+)
+
+
+def _expected_features(txs: list[tuple], as_of: dt.date | None) -> dict[str, tuple]:
+    """Every built-in feature of every customer with a usable row, by the documented definitions, plainly."""
+    usable = [t for t in txs if t[0] is not None and t[2] is not None and t[3] is not None
+              and (as_of is None or t[2] < as_of)]
+    if as_of is None:  # the day after the last dated row with an amount, customer id or not
+        as_of = max(t[2] for t in txs if t[2] is not None and t[3] is not None) + dt.timedelta(days=1)
+    out = {}
+    for cid in {t[0] for t in usable}:
+        mine = [t for t in usable if t[0] == cid]
+        orders = {t[1] for t in mine if t[3] > 0}  # a sale without an order id counts as one order (None)
+        cents = sum(t[3] for t in mine)
+        out[cid] = (
+            (as_of - max(t[2] for t in mine)).days, len(orders), cents, min(t[2] for t in mine),
+            (as_of - min(t[2] for t in mine)).days, sum(1 for t in mine if t[3] < 0),
+            -sum(t[3] for t in mine if t[3] < 0),
+        )
+    return out
+
+
+@SETTINGS
+@given(txs=st.lists(messy_rows, min_size=1, max_size=60), cut=st.one_of(st.none(), st.integers(10, 70)))
+def test_every_feature_matches_its_definition(txs, cut, builtins):
+    """Zero amounts, sales without an order id, returns, rows without a customer, date or amount, an as_of."""
+    as_of = None if cut is None else START + dt.timedelta(days=cut)
+    frame = _frame([(c, o, d, a) for c, o, d, a in txs])
+    expected = _expected_features(txs, as_of) if any(t[2] is not None and t[3] is not None for t in txs) else {}
+    if not expected:
+        with pytest.raises(Exception, match="no usable transactions|no transactions"):
+            prepare(frame, as_of=as_of, registry=builtins)
+        return
+    prepared = prepare(frame, as_of=as_of, registry=builtins)
+    got = {
+        row["customer_id"]: (row["recency_days"], row["frequency"], round(row["monetary"] * 100), row["first_order"],
+                             row["tenure_days"], row["returns"], round(row["returned_value"] * 100))
+        for row in prepared.customers.iter_rows(named=True)
+    }
+    assert got == expected
+    report = prepared.report
+    assert report.rows == len(txs)
+    assert report.rows_used == sum(1 for t in txs if t[0] is not None and t[2] is not None and t[3] is not None
+                                   and (as_of is None or t[2] < as_of))
+    assert report.rows - report.rows_used == sum(report.rejected.values())
+    assert report.customers_without_usable_rows == len({t[0] for t in txs if t[0] is not None} - set(expected))
 
 
 # ------------------------------------------------------------------------- ABC
