@@ -306,6 +306,10 @@ class Transactions:
         query = self.frame.with_row_index("_row").filter(pl.col(flag)).select("_row", "_raw_" + canonical).head(1)
         return self.collect(query).row(0)
 
+    def _is_finite_at(self, index: int) -> bool:
+        query = self.frame.with_row_index("_row").filter(pl.col("_row") == index).select(pl.col("_amount_f").is_finite())
+        return bool(self.collect(query).item())
+
     def collect(self, query: pl.LazyFrame) -> pl.DataFrame:
         """Collect a query over this source; a read error becomes a :class:`DataError` naming the line."""
         try:
@@ -336,7 +340,7 @@ class Transactions:
         where = self._where(index)
         what = "a date" if canonical == "order_date" else "a finite number"
         hint = " (give the format with --date-format, e.g. %d/%m/%Y)" if canonical == "order_date" else ""
-        if flag == "_big_amount":
+        if flag == "_bad_amount" and self._is_finite_at(index):
             what = f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             hint = ""
         return DataError(
@@ -496,9 +500,7 @@ def read_transactions(
         text_amount = pl.String in (schema[cols["quantity"]], schema[cols["unit_price"]])
     exprs.append(amount.alias("_amount_f"))
     exprs.append(raw_amount.alias("_raw_amount"))
-    if amount_check:
-        checks["_bad_amount"] = "amount"
-    checks["_big_amount"] = "amount"
+    checks["_bad_amount"] = "amount"
 
     has_order_id = "order_id" in cols
     if has_order_id:
@@ -508,23 +510,20 @@ def read_transactions(
     flags = []
     if date_check:
         flags.append((pl.col("_raw_order_date").is_not_null() & pl.col("order_date").is_null()).alias("_bad_date"))
-    if amount_check:
-        a = pl.col("_amount_f")
-        # Text that does not parse is null after parsing while its source is not; numeric sources
-        # can only be NaN or infinite (so the query never builds the text of a numeric amount).
-        unparsed = (pl.col("_raw_amount").is_not_null() & a.is_null()) if text_amount else pl.lit(False)
-        flags.append((unparsed | a.is_nan() | a.is_infinite()).fill_null(False).alias("_bad_amount"))
     a = pl.col("_amount_f")
-    flags.append((a.is_finite() & (a.abs() > _MAX_AMOUNT)).fill_null(False).alias("_big_amount"))
+    # An amount that is NaN, infinite or too large to sum exactly: ``abs > max`` is all three at once
+    # (NaN compares above every number in Polars). Text that does not parse is null after parsing while
+    # its source is not (numeric sources never build the text of an amount). Any of them stops the run
+    # (:meth:`Transactions.locate` tells which), so the amount itself needs no masking.
+    unusual = a.abs() > _MAX_AMOUNT
+    if amount_check and text_amount:
+        unusual = unusual | (pl.col("_raw_amount").is_not_null() & a.is_null())
+    flags.append(unusual.fill_null(False).alias("_bad_amount"))
     frame = frame.with_columns(
         *flags,
-        (pl.col("_amount_f") * AMOUNT_SCALE).round(0).cast(pl.Int64, strict=False).alias("amount_units"),
+        (a * AMOUNT_SCALE).round(0).cast(pl.Int64, strict=False).alias("amount_units"),
         *([] if has_order_id else [pl.col("order_date").alias("order_key")]),
     )
-    # A non-finite or too large amount is flagged above; keep it out of the integer sum.
-    bad = pl.col("_big_amount") | (pl.col("_bad_amount") if amount_check else pl.lit(False))
-    frame = frame.with_columns(pl.when(bad).then(None).otherwise(pl.col("amount_units")).alias("amount_units"))
-    frame = frame.drop("_amount_f")
     if fmt == "xlsx" and sheet is None and path is not None:
         sheet = _only_sheet(path)
     return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
