@@ -389,7 +389,11 @@ class _Parser:
             end = self.expect_op(")", "to close the IN list").end
             break
         values = [it.value for it in items]
-        if left.type == LABEL:
+        enum = self.schema.get(left.value) if left.kind == "column" else None
+        if left.type == LABEL and isinstance(enum, pl.Enum) and set(values) <= set(enum.categories.to_list()):
+            # Compared as the column's own Enum: codes, not 1M strings (every value is one of its labels).
+            subject, dtype = left.expr, self.schema[left.value]
+        elif left.type == LABEL:
             subject, dtype = left.expr.cast(pl.String), pl.String
         elif left.type == NUM:
             subject, dtype, values = left.expr.cast(pl.Float64), pl.Float64, [float(v) for v in values]

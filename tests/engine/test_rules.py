@@ -295,3 +295,13 @@ def test_rule_text_is_never_evaluated_as_python(monkeypatch, customers):
 def test_quotes_are_escaped_by_doubling():
     assert [t.value for t in tokenize("name = 'O''Brien'")][2] == "O'Brien"
     assert [t.value for t in tokenize('"a ""b""" = 1')][0] == 'a "b"'
+
+
+def test_in_on_an_enum_column_compares_its_codes_and_gives_the_same_answer():
+    labels = ("active", "new", "dormant")
+    df = pl.DataFrame({"adc": pl.Series(["new", None, "dormant", "active"], dtype=pl.Enum(labels))})
+    rule = compile_rule("adc IN ('active', 'new')", df.schema, labels={"adc": labels})
+    assert "String" not in str(rule.expr)  # no cast of the column to text
+    assert df.select(rule.expr).to_series().to_list() == [True, False, False, True]
+    negated = compile_rule("adc NOT IN ('active', 'new')", df.schema, labels={"adc": labels})
+    assert df.select(negated.expr).to_series().to_list() == [False, False, True, False]
