@@ -1,7 +1,5 @@
 """``python -m engine`` runs the ``tierbook`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()
