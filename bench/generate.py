@@ -1,6 +1,7 @@
 """Deterministic, seeded generator of realistic retail transactions for the benchmark.
 
     python bench/generate.py --rows 10m [--seed 20240601] [--out bench/data/tx_10m.parquet]
+    python bench/generate.py --rows 200m [--chunk-rows 10000000]   # written in blocks, see below
 
 One row is one order line. Columns:
 
@@ -34,6 +35,41 @@ How the data is shaped (all draws from one ``numpy.random.Generator`` seeded by
   sense (``frequency`` counts orders with a positive line).
 
 Rows are written sorted by date (as a transaction log would be), then order id.
+
+Large sets are written in blocks
+--------------------------------
+
+Generating in one piece holds every column and its intermediates in memory
+(about 6 GB at 50M rows), so 200M rows would not fit. Sets of up to 50M rows (1m, 10m, 50m) are
+still generated and written in one piece, exactly as before, so their files are
+unchanged byte for byte. A larger set (200m), or any set larger than an explicit
+``--chunk-rows``, is written as ``ceil(rows / chunk_rows)`` consecutive blocks
+of nearly equal size (they differ by at most one row, none is above
+``--chunk-rows``; 10,000,000 by default above 50M rows) streamed into one
+Parquet file (``pl.concat`` of ``pl.defer`` frames into ``sink_parquet``, one
+block after the other), so about one block is in memory at a time, never the
+whole set.
+
+Each block is an independent "shop" drawn by the same ``generate()`` with its
+own seed, derived from (``--seed``, block index) by ``numpy.random.SeedSequence``
+(block 0 is therefore not the one-piece set of its size). Its ids are shifted so
+that they are unique over the whole file:
+
+* customer ids: block b's customers follow block b-1's, so the file has
+  customers 1..C, C = the sum of ``rows_b // 10``, each in exactly one block;
+* order ids: ``generate()`` gives a block of n rows ids within 100,000,001 ..
+  100,000,000 + 2n (orders plus credit notes, at most one of each per line);
+  block b's are shifted by b x 2 x (the largest block's rows), so the ranges of
+  two blocks never overlap.
+
+How a chunked file differs from a one-piece one: each block is sorted by date,
+then order id, on its own, so the file as a whole is not date-sorted (the dates
+run from 2022 to 2024 once per block) and order ids grow from block to block.
+The statistical shape is the same: every block has the shape described above
+(Pareto activity, spend, acquisition and churn, about 1.8 lines an order, 2%
+returns, ten lines per customer), so their union has it too; only the tail of
+the largest customers is drawn per block (the biggest customer of 200M rows in
+20 blocks is the biggest of 20 shops of 1M customers, not of one of 20M).
 """
 
 from __future__ import annotations
@@ -47,7 +83,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000}
+SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000, "200m": 200_000_000}
+# Sets up to ONE_PIECE_MAX rows are generated in one piece (the files of 1m, 10m and 50m are unchanged);
+# larger ones in blocks of DEFAULT_CHUNK_ROWS unless --chunk-rows says otherwise.
+ONE_PIECE_MAX = 50_000_000
+DEFAULT_CHUNK_ROWS = 10_000_000
+SCHEMA = {"customer_id": pl.Int64, "order_id": pl.Int64, "order_date": pl.Date, "amount": pl.Float64}
+ROW_BYTES = 8 + 8 + 4 + 8  # a loaded row's bytes in Polars: fixed-width columns, no nulls
 START = dt.date(2022, 1, 1)
 END = dt.date(2024, 12, 31)
 DEFAULT_SEED = 20240601
@@ -141,25 +183,115 @@ def describe(df: pl.DataFrame) -> str:
             f"top 20% of customers bring {top:.1%} of net revenue")
 
 
+def block_rows(rows: int, chunk_rows: int | None = None) -> list[int]:
+    """The sizes of the consecutive blocks a set of ``rows`` rows is written in.
+
+    ``chunk_rows`` None: one piece up to ONE_PIECE_MAX rows, blocks of DEFAULT_CHUNK_ROWS above.
+    Otherwise ceil(rows / chunk_rows) blocks of nearly equal size (differing by at most one row).
+
+    >>> block_rows(50_000_000), block_rows(200_000_000) == [10_000_000] * 20
+    ([50000000], True)
+    >>> block_rows(25, 10), block_rows(10, 10)
+    ([9, 8, 8], [10])
+    """
+    if chunk_rows is None:
+        chunk_rows = rows if rows <= ONE_PIECE_MAX else DEFAULT_CHUNK_ROWS
+    if rows < 1 or chunk_rows < 1:
+        raise ValueError(f"rows and chunk_rows must be positive, got {rows} and {chunk_rows}")
+    n = -(-rows // chunk_rows)
+    return [rows // n + (1 if i < rows % n else 0) for i in range(n)]
+
+
+def block_seed(seed: int, index: int) -> int:
+    """The seed of block ``index`` of a chunked set: deterministic, independent streams per block."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def generate_block(sizes: list[int], index: int, seed: int = DEFAULT_SEED) -> pl.DataFrame:
+    """Block ``index`` of a chunked set whose blocks have ``sizes`` rows: ``generate()`` with the block's
+    seed, customer ids after the earlier blocks' customers and order ids shifted past theirs."""
+    cust_offset = sum(max(n // 10, 1) for n in sizes[:index])
+    # generate() gives n rows order ids within 100_000_001 .. 100_000_000 + 2n (orders + credit notes).
+    order_offset = index * 2 * max(sizes)
+    df = generate(sizes[index], block_seed(seed, index))
+    return df.with_columns(pl.col("customer_id") + cust_offset, pl.col("order_id") + order_offset)
+
+
+def write_one_piece(rows: int, seed: int, out: Path) -> pl.DataFrame:
+    """The set in one piece (the only way before chunking; 1m, 10m and 50m): generated, written, renamed."""
+    df = generate(rows, seed)
+    tmp = out.with_suffix(".parquet.tmp")
+    df.write_parquet(tmp, compression="zstd", statistics=True)
+    tmp.replace(out)
+    return df
+
+
+def write_chunked(sizes: list[int], seed: int, out: Path) -> None:
+    """The blocks streamed into one Parquet file, one block after the other: a deferred frame per block,
+    concatenated in order (not in parallel, so one block is built at a time) and sunk to a temporary
+    file renamed at the end."""
+    parts = [pl.defer(lambda i=i: generate_block(sizes, i, seed), schema=SCHEMA) for i in range(len(sizes))]
+    tmp = out.with_suffix(".parquet.tmp")
+    pl.concat(parts, how="vertical", parallel=False).sink_parquet(tmp, compression="zstd", statistics=True,
+                                                                   engine="streaming")
+    tmp.replace(out)
+
+
+def write(rows: int, out: Path, seed: int = DEFAULT_SEED, chunk_rows: int | None = None) -> pl.DataFrame | None:
+    """Write the set of ``rows`` rows to ``out``: in one piece (returns the frame) when it is one block,
+    else in blocks (returns None: the set was never whole in memory)."""
+    sizes = block_rows(rows, chunk_rows)
+    if len(sizes) == 1:
+        return write_one_piece(rows, seed, out)
+    write_chunked(sizes, seed, out)
+    return None
+
+
+def describe_file(path: Path) -> str:
+    """``describe`` of a written file without loading it whole (streaming engine)."""
+    lf = pl.scan_parquet(path)
+    per = lf.group_by("customer_id").agg(pl.col("amount").sum().alias("m"))
+    n_cust = per.select(pl.len()).collect(engine="streaming").item()
+    k = max(n_cust // 5, 1)
+    tops = per.select(pl.col("m").top_k(k).sum().alias("top"), pl.col("m").sum().alias("all"))
+    facts = lf.select(pl.len().alias("rows"), pl.col("order_id").n_unique().alias("orders"),
+                      pl.col("order_date").min().alias("lo"), pl.col("order_date").max().alias("hi"),
+                      (pl.col("amount") < 0).mean().alias("returns"))
+    t, f = pl.collect_all([tops, facts], engine="streaming")
+    return (f"{f['rows'][0]:,} rows, {n_cust:,} customers, {f['orders'][0]:,} order ids, "
+            f"{f['lo'][0]} .. {f['hi'][0]}, returns {f['returns'][0]:.1%} of lines, "
+            f"top 20% of customers bring {t['top'][0] / t['all'][0]:.1%} of net revenue")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", default="1m", help="1m, 10m, 50m or a number (default 1m)")
+    ap.add_argument("--rows", default="1m", help="1m, 10m, 50m, 200m or a number (default 1m)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--out", help="output Parquet file (default bench/data/tx_<rows>.parquet)")
+    ap.add_argument("--chunk-rows", type=parse_rows, default=None,
+                    help="write in blocks of at most this many rows (e.g. 10m) when the set is larger "
+                         f"(default: one piece up to {ONE_PIECE_MAX:,} rows, blocks of "
+                         f"{DEFAULT_CHUNK_ROWS:,} above)")
     ap.add_argument("--describe", action="store_true", help="print the shape of the data (slower)")
     args = ap.parse_args(argv)
     rows = parse_rows(args.rows)
     out = Path(args.out) if args.out else Path(__file__).parent / "data" / f"tx_{args.rows.lower()}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    df = generate(rows, args.seed)
-    tmp = out.with_suffix(".parquet.tmp")
-    df.write_parquet(tmp, compression="zstd", statistics=True)
-    tmp.replace(out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {df.estimated_size() / 1e6:.0f} MB in memory) "
-          f"in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    sizes = block_rows(rows, args.chunk_rows)
+    if len(sizes) == 1:
+        df = write_one_piece(rows, args.seed, out)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {df.estimated_size() / 1e6:.0f} MB in memory) "
+              f"in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        if args.describe:
+            print(describe(df), file=sys.stderr)
+        return 0
+    write_chunked(sizes, args.seed, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {rows * ROW_BYTES / 1e6:.0f} MB in memory when "
+          f"loaded; {len(sizes)} blocks of at most {max(sizes):,} rows) in {time.perf_counter() - t:.1f} s",
+          file=sys.stderr)
     if args.describe:
-        print(describe(df), file=sys.stderr)
+        print(describe_file(out), file=sys.stderr)
     return 0
 
 

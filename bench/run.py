@@ -4,6 +4,8 @@
 
 With no options this is the whole benchmark (see bench/README.md): the 10M
 block with every tool, tierbook run on 50M (streaming), and ``tierbook --help``.
+``--sizes 200m`` adds a 200M-row block measured like the 50M one (floor and
+tierbook run); its data set is generated in blocks (bench/generate.py).
 
 1. Generates the data sets that are missing (bench/generate.py, seeded): 1M
    for the agreement check, then each size timed.
@@ -47,10 +49,13 @@ BL_PY = BL_VENV / "bin" / "python"
 RESULTS_JSON = BENCH / "results.json"
 RESULTS_MD = BENCH / "RESULTS.md"
 
-SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000}
+SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000, "200m": 200_000_000}
 ALL_TOOLS = ["floor", "tierbook", "tierbook-classify", "polars-script", "duckdb", "pandas", "pymc-marketing"]
-# At 50M: tierbook run (the streaming engine, peak RSS against the input's in-memory size) and the floor.
+# At 50M and 200M: tierbook run (the streaming engine, peak RSS against the input's in-memory size) and the floor.
 BIG_TOOLS = ["floor", "tierbook"]
+BIG_SIZES = ["50m", "200m"]
+# Sizes whose input is too large to load for an in-memory figure: estimated from the Parquet schema x rows.
+SCHEMA_ESTIMATE_SIZES = ["200m"]
 LABELS = ["abc", "adc", "rfm_r", "rfm_f", "rfm_m", "rfm_segment", "value_tier"]
 
 TARGETS = {
@@ -238,6 +243,28 @@ def input_profile(path: Path) -> dict:
             "in_memory_bytes": int(sample.estimated_size() * rows / sample.height)}
 
 
+# Bytes a value of a fixed-width Polars type takes in memory (the generated columns have no nulls).
+FIXED_WIDTH = {"Int64": 8, "UInt64": 8, "Float64": 8, "Datetime": 8, "Int32": 4, "UInt32": 4, "Float32": 4,
+               "Date": 4, "Int16": 2, "UInt16": 2, "Int8": 1, "UInt8": 1}
+
+
+def input_profile_from_schema(path: Path) -> dict:
+    """The input's in-memory size without reading its data: rows (Parquet metadata) x bytes a row (schema)."""
+    import polars as pl
+
+    lf = pl.scan_parquet(path)
+    rows = lf.select(pl.len()).collect().item()
+    widths = {name: FIXED_WIDTH.get(dtype.base_type().__name__) for name, dtype in lf.collect_schema().items()}
+    unknown = [name for name, w in widths.items() if w is None]
+    if unknown:  # not the generator's schema: estimate from the first rows instead (still not the whole file)
+        return input_profile(path)
+    row_bytes = sum(widths.values())
+    return {"rows": rows, "file_bytes": path.stat().st_size, "in_memory_bytes": rows * row_bytes,
+            "in_memory_estimate": f"rows x {row_bytes} bytes a row from the Parquet schema: "
+                                  + ", ".join(f"{n} {w}" for n, w in widths.items())
+                                  + " bytes, no nulls (the generator writes none); the file is not loaded"}
+
+
 def time_size(size: str, tools: list[str], repeat: int, log: Path) -> dict:
     path = ensure_data(size)
     print(f"\n== {size}: {', '.join(tools)} x {repeat} (interleaved)", flush=True)
@@ -251,7 +278,8 @@ def time_size(size: str, tools: list[str], repeat: int, log: Path) -> dict:
             status = "" if r["exit"] == 0 else f"  FAILED (exit {r['exit']}, see {log})"
             print(f"  round {i + 1} {tool:<15} {r['wall_s']:7.2f} s  {r['rss_bytes'] / 2**20:7.0f} MiB"
                   f"  load {r['load1_before']:.1f}{status}", flush=True)
-    return {"size": size, "input": input_profile(path), "repeat": repeat, "runs": runs,
+    profile = input_profile_from_schema(path) if size in SCHEMA_ESTIMATE_SIZES else input_profile(path)
+    return {"size": size, "input": profile, "repeat": repeat, "runs": runs,
             "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
 
 
@@ -352,16 +380,17 @@ def write_report(results: dict) -> None:
               "than absolute times. CPU time (user + system over all threads, median) is the least disturbed by "
               "the load, but it is not wall time: a tool that keeps both cores busy spends more CPU than it "
               "takes wall time.", ""]
-    for size in ["1m", "10m", "50m"]:
+    for size in ["1m", "10m", "50m", "200m"]:
         block = results.get("sizes", {}).get(size)
         if not block:
             continue
         inp = block["input"]
         summ = summarise(block)
+        estimate = inp.get("in_memory_estimate")
         lines += [f"## {inp['rows']:,} transactions ({size})", "",
                   f"Input: {inp['file_bytes'] / 1e6:,.0f} MB Parquet, {inp['in_memory_bytes'] / 1e6:,.0f} MB in "
-                  f"memory as a Polars frame. {block['repeat']} interleaved round(s), measured "
-                  f"{block['measured_at']}.", "",
+                  f"memory as a Polars frame{f' (estimated as {estimate})' if estimate else ''}. "
+                  f"{block['repeat']} interleaved round(s), measured {block['measured_at']}.", "",
                   "| tool | rows | wall, median [min-max] | peak RSS, median [min-max] | wall / floor (paired) | "
                   "RSS / floor | CPU (user + sys) | CPU / floor | load |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -382,7 +411,8 @@ def write_report(results: dict) -> None:
                          f"{s['cpu'][0]:.1f} s | {cr} | {s['load']:.1f} |")
         if "tierbook" in summ and not summ["tierbook"].get("failed"):
             rss = summ["tierbook"]["rss"][0]
-            lines += ["", f"tierbook's peak RSS is {rss / inp['in_memory_bytes']:.2f}x the input's in-memory size."]
+            lines += ["", f"tierbook's peak RSS is {rss / inp['in_memory_bytes']:.2f}x the input's in-memory size"
+                      + (" (estimated from the schema, see above)." if estimate else ".")]
         lines.append("")
     help_ = results.get("help")
     if help_:
@@ -391,10 +421,11 @@ def write_report(results: dict) -> None:
                   f"{statistics.median(r['rss_bytes'] for r in help_['runs']) / 1e6:.0f} MB.", ""]
     lines += targets_section(results)
     lines += ["Where tierbook's time and memory go against the floor, what was changed for these numbers and what "
-              "is left: [PROFILE.md](PROFILE.md).", "",
-              "Not measured: a 200M-row set. The generator builds a data set in memory (about 6 GB at 50M rows), "
-              "so 200M rows would need about the machine's whole memory; it would have to write in chunks first.",
-              ""]
+              "is left: [PROFILE.md](PROFILE.md).", ""]
+    if "200m" not in results.get("sizes", {}):
+        lines += ["Not measured: a 200M-row set. `bench/run.py --sizes 200m` generates one (bench/generate.py "
+                  "writes it in 10M-row blocks, never whole in memory) and measures the floor and tierbook run on "
+                  "it, like the 50M block.", ""]
     notes = BENCH / "RESULTS-notes.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
@@ -444,9 +475,9 @@ def targets_section(results: dict) -> list[str]:
 # ------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="tierbook performance benchmark")
-    ap.add_argument("--sizes", default="10m,50m", help="comma-separated: 1m, 10m, 50m (default 10m,50m)")
+    ap.add_argument("--sizes", default="10m,50m", help="comma-separated: 1m, 10m, 50m, 200m (default 10m,50m)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool and size (default 3)")
-    ap.add_argument("--big-repeat", type=int, default=3, help="runs per tool at 50m (default 3)")
+    ap.add_argument("--big-repeat", type=int, default=3, help="runs per tool at 50m and 200m (default 3)")
     ap.add_argument("--tools", help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
     ap.add_argument("--skip-check", action="store_true", help="do not run the agreement check (not for reporting)")
     ap.add_argument("--help-repeat", type=int, default=5, help="runs of `tierbook --help` (default 5; 0: skip)")
@@ -478,8 +509,8 @@ def main(argv=None) -> int:
         results["checks"] = check_agreement(tools, log)
     results.setdefault("sizes", {})
     for size in sizes:
-        these = [t for t in tools if size != "50m" or t in BIG_TOOLS]
-        repeat = args.big_repeat if size == "50m" else args.repeat
+        these = [t for t in tools if size not in BIG_SIZES or t in BIG_TOOLS]
+        repeat = args.big_repeat if size in BIG_SIZES else args.repeat
         results["sizes"][size] = time_size(size, these, repeat, log)
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
         write_report(results)
