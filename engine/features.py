@@ -167,7 +167,7 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
     for name, feat in plugin_features.items():
         if feat.agg is not None:
             aggs.append(feat.agg.alias(name))
-    customers = rows.group_by("customer_id").agg(aggs)
+    customers = rows.group_by("customer_id").agg(aggs).sort("customer_id")
 
     zero, null_key = usable & (u == 0), usable & (u > 0) & key.is_null()
     # The cheapest condition that lets every such row through (it lets some others through too: the
@@ -208,20 +208,6 @@ def _derived(day_after: pl.Expr) -> list[pl.Expr]:
     ]
 
 
-def _sort_by_id(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` sorted by ``customer_id`` (unique), one column at a time.
-
-    The peak is the table plus one column, where a sort (in the query or of the
-    collected table) holds a sorted copy of the whole table beside the unsorted
-    one: about 100 MB more at 1M customers, the largest part of the gap to the
-    floor's memory (bench/PROFILE.md).
-    """
-    order = df["customer_id"].arg_sort()
-    for name in df.columns:
-        df = df.with_columns(df.get_column(name).gather(order))
-    return df.with_columns(pl.col("customer_id").set_sorted())
-
-
 def _average() -> pl.Expr:
     return pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value")
 
@@ -243,8 +229,8 @@ def compute_features(
     plugin_features = dict(plugin_features or {})
     by_customer, exceptions_q, totals_q = _queries(tx, as_of, plugin_features)
     # The features are computed inside the streaming query: its workers reuse the group_by's memory,
-    # where each step on the collected table would add its columns on top of it (bench/PROFILE.md);
-    # the sort by customer comes after, one column at a time (_sort_by_id). What the exceptions change (a zero amount, a sale without an order id, a later row without a
+    # where each step on the collected table would add its columns on top of it (bench/PROFILE.md).
+    # What the exceptions change (a zero amount, a sale without an order id, a later row without a
     # customer id) is corrected afterwards, for the customers concerned.
     day_after = pl.lit(as_of) if as_of is not None else pl.col("last_order").max() + pl.duration(days=1)
     by_customer = by_customer.with_columns(
@@ -263,7 +249,6 @@ def compute_features(
 
         raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc)}") from None
 
-    grouped = _sort_by_id(grouped)
     total = totals.row(0, named=True)
     for flag in tx.checks:
         if total[flag]:
