@@ -413,14 +413,12 @@ def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, whe
     raise DataError(f"{where}: column {source!r} (order_date) has type {dtype}, expected dates")
 
 
-def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, canonical: str):
-    """Return (Float64 expression, needs-check)."""
-    if dtype.is_integer():
-        return col.cast(pl.Float64), False
-    if dtype.is_float() or isinstance(dtype, pl.Decimal):
-        return col.cast(pl.Float64), True
+def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, canonical: str) -> pl.Expr:
+    """The column as Float64 (text parsed; what does not parse is null)."""
+    if dtype.is_integer() or dtype.is_float() or isinstance(dtype, pl.Decimal):
+        return col.cast(pl.Float64)
     if dtype == pl.String:
-        return col.str.strip_chars().cast(pl.Float64, strict=False), True
+        return col.str.strip_chars().cast(pl.Float64, strict=False)
     raise DataError(f"{where}: column {source!r} ({canonical}) has type {dtype}, expected numbers")
 
 
@@ -481,21 +479,21 @@ def read_transactions(
             tallies = ("_tz_aware", "_tz_naive")
 
     if "amount" in cols:
-        amount, amount_check = _number_expr(
+        amount = _number_expr(
             pl.col(cols["amount"]), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount"
         )
         raw_amount = pl.col(cols["amount"]).cast(pl.String)
         text_amount = schema[cols["amount"]] == pl.String
     else:
-        q, qc = _number_expr(
+        q = _number_expr(
             pl.col(cols["quantity"]), schema[cols["quantity"]], where=where, source=cols["quantity"],
             canonical="quantity",
         )
-        p, pc = _number_expr(
+        p = _number_expr(
             pl.col(cols["unit_price"]), schema[cols["unit_price"]], where=where, source=cols["unit_price"],
             canonical="unit_price",
         )
-        amount, amount_check = q * p, qc or pc
+        amount = q * p
         raw_amount = pl.format("{} x {}", pl.col(cols["quantity"]), pl.col(cols["unit_price"]))
         text_amount = pl.String in (schema[cols["quantity"]], schema[cols["unit_price"]])
     exprs.append(amount.alias("_amount_f"))
@@ -516,7 +514,7 @@ def read_transactions(
     # its source is not (numeric sources never build the text of an amount). Any of them stops the run
     # (:meth:`Transactions.locate` tells which), so the amount itself needs no masking.
     unusual = a.abs() > _MAX_AMOUNT
-    if amount_check and text_amount:
+    if text_amount:
         unusual = unusual | (pl.col("_raw_amount").is_not_null() & a.is_null())
     flags.append(unusual.fill_null(False).alias("_bad_amount"))
     frame = frame.with_columns(

@@ -1,8 +1,9 @@
 """Per-customer features in one pass over the transactions.
 
-Everything tierbook knows about a customer comes from a single lazy
-``group_by("customer_id")`` over the transactions, collected once (with the
-streaming engine). Nothing downstream reads the transactions again.
+Everything tierbook knows about a customer comes from one scan of the
+transactions, feeding a lazy ``group_by("customer_id")`` and two small queries
+collected with it (the streaming engine; see :func:`_queries`). Nothing
+downstream reads the transactions again.
 
 Built-in features
 -----------------
@@ -177,8 +178,8 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
         (~usable).sum().alias("unusable"),
         date.is_null().sum().alias("null_date"),
         (date.is_not_null() & units.is_null()).sum().alias("null_amount"),
-        ((date >= pl.lit(as_of)) & units.is_not_null()).fill_null(False).sum().alias("after_as_of")
-        if as_of is not None else pl.lit(0, pl.UInt32).alias("after_as_of"),
+        *([((date >= pl.lit(as_of)) & units.is_not_null()).fill_null(False).sum().alias("after_as_of")]
+          if as_of is not None else []),
         zero.any().alias("zero"),
         null_key.any().alias("null_key"),
         # The default as_of is the day after the last dated row with an amount, customer id or not.

@@ -392,7 +392,7 @@ class _Parser:
         enum = self.schema.get(left.value) if left.kind == "column" else None
         if left.type == LABEL and isinstance(enum, pl.Enum) and set(values) <= set(enum.categories.to_list()):
             # Compared as the column's own Enum: codes, not 1M strings (every value is one of its labels).
-            subject, dtype = left.expr, self.schema[left.value]
+            subject, dtype = left.expr, enum
         elif left.type == LABEL:
             subject, dtype = left.expr.cast(pl.String), pl.String
         elif left.type == NUM:

@@ -22,7 +22,7 @@ ROWS, CHUNK, SEED = 30_000, 10_000, 20240601
 @pytest.fixture(scope="module")
 def chunked(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("chunked") / "tx.parquet"
-    assert gen.write(ROWS, path, SEED, chunk_rows=CHUNK) is None  # never whole in memory
+    assert gen.write(ROWS, path, SEED, chunk_rows=CHUNK) is None  # the chunked path (one piece returns the frame)
     return path
 
 
