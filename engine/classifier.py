@@ -117,11 +117,9 @@ class Classifier:
             try:
                 self.check(params)
             except ValueError as exc:
-                where = ""
-                if sources:
-                    given = [sources[k] for k in values or {} if k in sources]
-                    where = f"{given[0]}: " if given else ""
-                raise ParamError(f"{where}{self.name}: {exc}") from None
+                given = [k for k in values or {} if k in (sources or {})]
+                raise ParamError(f"{self.name}: {exc}", source=sources[given[0]] if given else None,
+                                 classifier=self.name, param=given[0] if given else None) from None
         return params
 
     def output_specs(self, params: Mapping[str, Any] | None = None) -> tuple[Output, ...]:

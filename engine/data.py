@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import DataError, suggest
+from .errors import DataError, mapping_hint, option, option_hint, suggest
 
 __all__ = [
     "CANONICAL",
@@ -53,16 +53,21 @@ FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", "
            ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "xlsx"}
 
 
-def parse_mapping(items: list[str] | Mapping[str, str] | None, *, allowed=CANONICAL, where="--map") -> dict[str, str]:
+def parse_mapping(items: list[str] | Mapping[str, str] | None, *, allowed=CANONICAL,
+                  where: str | None = None) -> dict[str, str]:
     """Turn ``["customer_id=CustomerID", ...]`` into ``{"customer_id": "CustomerID"}``.
+
+    Errors name the mapping as the caller gave it (``where``, default ``mapping``
+    from Python, ``--map`` on the command line: :func:`~engine.errors.option`).
 
     >>> parse_mapping(["customer_id=CustomerID"])
     {'customer_id': 'CustomerID'}
     >>> parse_mapping(["custmer_id=X"])
     Traceback (most recent call last):
     ...
-    engine.errors.DataError: --map custmer_id=X: 'custmer_id' is not a canonical column (did you mean 'customer_id'?); canonical columns: customer_id, order_id, order_date, amount, quantity, unit_price
+    engine.errors.DataError: mapping custmer_id=X: 'custmer_id' is not a canonical column (did you mean 'customer_id'?); canonical columns: customer_id, order_id, order_date, amount, quantity, unit_price
     """
+    where = where or option("mapping")
     if items is None:
         return {}
     if isinstance(items, Mapping):
@@ -122,7 +127,8 @@ def scan_file(
     if path.stat().st_size == 0 or (path.stat().st_size == 3 and path.read_bytes() == b"\xef\xbb\xbf"):
         raise DataError(f"{path}: the file is empty")
     if sheet is not None and fmt != "xlsx":
-        raise DataError(f"{path}: --sheet {sheet!r} applies to Excel workbooks (.xlsx) only")
+        raise DataError(f"{path}: {option('sheet')} {sheet!r} applies to Excel workbooks (.xlsx) only",
+                        file=str(path), value=sheet)
     if fmt in ("csv", "ndjson"):
         with open(path, "rb") as fh:
             head = fh.read(4)
@@ -247,7 +253,8 @@ def _read_excel(path: Path, sheet: str | None, *, all_strings: bool = False) -> 
     names = reader.sheet_names
     if sheet is None:
         if len(names) > 1:
-            raise DataError(f"{path}: the workbook has {len(names)} sheets ({', '.join(names)}); choose one with --sheet")
+            raise DataError(f"{path}: the workbook has {len(names)} sheets ({', '.join(names)}); "
+                            f"choose one with {option('sheet')}", file=str(path))
         sheet = names[0]
     elif sheet not in names:
         raise DataError(f"{path}: no sheet {sheet!r}{suggest(sheet, names)}; sheets: {', '.join(names)}")
@@ -339,7 +346,7 @@ class Transactions:
         index, value = self._first_row(flag, canonical)
         where = self._where(index)
         what = "a date" if canonical == "order_date" else "a finite number"
-        hint = " (give the format with --date-format, e.g. %d/%m/%Y)" if canonical == "order_date" else ""
+        hint = f" (give the format with {option('date_format')}, e.g. %d/%m/%Y)" if canonical == "order_date" else ""
         if flag == "_bad_amount" and self._is_finite_at(index):
             what = f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             hint = ""
@@ -379,7 +386,7 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> 
         name = missing[0]
         close = suggest(name, columns) or suggest(name.replace("_", ""), columns)
         raise DataError(
-            f"{where}: no column for {name}{close}{hint}; map it with --map {name}=COLUMN "
+            f"{where}: no column for {name}{close}{hint}; map it with {mapping_hint(name)} "
             f"(columns: {', '.join(columns)})"
         )
     return out
@@ -575,7 +582,7 @@ def read_customers(
     if source not in df.columns:
         raise DataError(
             f"{where}: no column {source!r} for customer_id{suggest(source, df.columns)}; "
-            f"columns: {', '.join(df.columns)} (choose it with --customers-id COLUMN)"
+            f"columns: {', '.join(df.columns)} (choose it with {option_hint('customers_id', 'COLUMN')})"
         )
     if source != "customer_id":
         if "customer_id" in df.columns:
@@ -599,16 +606,17 @@ def read_customers(
     return df
 
 
-def as_date(value: str | dt.date | dt.datetime | None, *, where: str = "--as-of") -> dt.date | None:
-    """Parse an ``as_of`` value (``YYYY-MM-DD``).
+def as_date(value: str | dt.date | dt.datetime | None, *, where: str | None = None) -> dt.date | None:
+    """Parse an ``as_of`` value (``YYYY-MM-DD``); ``where`` names it (default: the caller's word for as_of).
 
     >>> as_date("2011-12-10")
     datetime.date(2011, 12, 10)
     >>> as_date("10/12/2011")
     Traceback (most recent call last):
     ...
-    engine.errors.DataError: --as-of: '10/12/2011' is not a date in the form YYYY-MM-DD
+    engine.errors.DataError: as_of: '10/12/2011' is not a date in the form YYYY-MM-DD
     """
+    where = where or option("as_of")
     if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
         return value
     if isinstance(value, dt.datetime):
@@ -616,4 +624,4 @@ def as_date(value: str | dt.date | dt.datetime | None, *, where: str = "--as-of"
     try:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise DataError(f"{where}: {value!r} is not a date in the form YYYY-MM-DD") from None
+        raise DataError(f"{where}: {value!r} is not a date in the form YYYY-MM-DD", value=value) from None

@@ -38,7 +38,7 @@ import polars as pl
 
 from .classifier import Feature
 from .data import AMOUNT_SCALE, Transactions
-from .errors import DataError
+from .errors import DataError, option
 
 __all__ = ["BUILTIN_FEATURES", "FeatureResult", "LoadReport", "compute_features", "REJECT_REASONS"]
 
@@ -288,7 +288,7 @@ def compute_features(
         last_day = max(d for d in (grouped["last_order"].max(), no_id["last_day"].max()) if d is not None)
         if last_day >= dt.date.max:
             raise DataError(f"{tx.describe()}: the last date is {last_day}, the largest date there is, so the "
-                            f"default as_of (the day after) does not exist; give --as-of")
+                            f"default as_of (the day after) does not exist; give {option('as_of')}")
         as_of = last_day + dt.timedelta(days=1)
         if last_day != grouped["last_order"].max():  # a later row without a customer id
             grouped = grouped.with_columns(_derived(pl.lit(as_of)))

@@ -89,66 +89,67 @@ class ParamSpec:
         Strings are parsed (they come from the command line); YAML numbers and
         booleans are checked strictly (``true`` is not an int, ``"x"`` not a float).
         """
-        where = f"{source}: " if source else ""
         kind = self.type
         original = value
+
+        def error(reason: str) -> ParamError:
+            return ParamError(reason, source=source or None, param=self.name, value=original)
+
         if isinstance(value, str) and kind in ("int", "float", "bool"):
-            value = self._parse(value.strip(), where, original)
+            value = self._parse(value.strip(), error, original)
         if kind == "bool":
             if not isinstance(value, bool):
-                raise ParamError(f"{where}{original!r} is not a boolean for {self.name!r} (use true or false)")
+                raise error(f"{original!r} is not a boolean for {self.name!r} (use true or false)")
             return value
         if kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ParamError(f"{where}{original!r} is not a number for {self.name!r}")
+                raise error(f"{original!r} is not a number for {self.name!r}")
             if kind == "int":
                 if isinstance(value, float):
                     if not value.is_integer():
-                        raise ParamError(f"{where}{original!r} is not a whole number for {self.name!r}")
+                        raise error(f"{original!r} is not a whole number for {self.name!r}")
                     value = int(value)
             else:
                 value = float(value)
                 if not math.isfinite(value):
-                    raise ParamError(f"{where}{original!r} is not a finite number for {self.name!r}")
+                    raise error(f"{original!r} is not a finite number for {self.name!r}")
             if self.min is not None and value < self.min:
-                raise ParamError(f"{where}{original!r} is below the minimum {_num(self.min)} of {self.name!r}")
+                raise error(f"{original!r} is below the minimum {_num(self.min)} of {self.name!r}")
             if self.max is not None and value > self.max:
-                raise ParamError(f"{where}{original!r} is above the maximum {_num(self.max)} of {self.name!r}")
+                raise error(f"{original!r} is above the maximum {_num(self.max)} of {self.name!r}")
             return value
         if kind == "str":
             if not isinstance(value, str):
-                raise ParamError(f"{where}{original!r} is not a string for {self.name!r}")
+                raise error(f"{original!r} is not a string for {self.name!r}")
             if self.choices is not None and value not in self.choices:
                 allowed = ", ".join(self.choices)
-                raise ParamError(
-                    f"{where}{value!r} is not one of {allowed} for {self.name!r}{suggest(value, self.choices)}"
-                )
+                raise error(f"{value!r} is not one of {allowed} for {self.name!r}{suggest(value, self.choices)}")
             return value
         # mapping
         if not isinstance(value, Mapping):
-            raise ParamError(f"{where}{original!r} is not a mapping for {self.name!r} (set it in a playbook)")
+            raise error(f"{original!r} is not a mapping for {self.name!r} (set it in a playbook)")
         value = dict(value)
         if self.check is not None:
             try:
                 self.check(value)
             except ValueError as exc:
-                raise ParamError(f"{where}bad value for {self.name!r}: {exc}") from None
+                raise error(f"bad value for {self.name!r}: {exc}") from None
         return value
 
-    def _parse(self, text: str, where: str, original: Any) -> Any:
+    def _parse(self, text: str, error: Callable[[str], ParamError], original: Any) -> Any:
         if self.type == "bool":
             if text.lower() in _TRUE:
                 return True
             if text.lower() in _FALSE:
                 return False
-            raise ParamError(f"{where}{original!r} is not a boolean for {self.name!r} (use true or false)")
+            raise error(f"{original!r} is not a boolean for {self.name!r} (use true or false)")
         try:
             number = float(text) if self.type == "float" else int(text)
         except ValueError:
             try:
                 number = float(text)
             except ValueError:
-                raise ParamError(f"{where}{original!r} is not a number for {self.name!r}") from None
+                raise error(f"{original!r} is not a number for {self.name!r}") from None
         return number
 
     # ---------------------------------------------------------------- describe
@@ -201,9 +202,9 @@ def resolve_params(
     for name, value in values.items():
         spec = by_name.get(name)
         if spec is None:
-            where = f"{sources[name]}: " if name in sources else ""
             known = ", ".join(by_name) or "none"
-            raise ParamError(f"{where}{owner}: unknown parameter {name!r}{suggest(name, by_name)} (known: {known})")
+            raise ParamError(f"{owner}: unknown parameter {name!r}{suggest(name, by_name)} (known: {known})",
+                             source=sources.get(name), classifier=owner, param=name, value=value)
         out[name] = spec.validate(value, source=sources.get(name, f"{owner}.{name}"))
     return out
 

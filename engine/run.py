@@ -17,7 +17,7 @@ import polars as pl
 
 from .classifier import Classifier, Context, Output
 from .data import AMOUNT_SCALE, as_date, read_customers, read_transactions
-from .errors import ParamError, PluginError, suggest
+from .errors import ParamError, PluginError, option, suggest
 from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features
 from .registry import Registry, get_registry, plugin_time_limit
 
@@ -29,34 +29,45 @@ CLASSIFY_ENGINE = "in-memory"
 __all__ = ["Prepared", "prepare", "classify", "classify_frame", "split_params", "Selection", "summarize"]
 
 
-def split_params(items: Iterable[str] | Mapping[str, Any] | None, *, where: str = "--set") -> dict[str, dict]:
+def split_params(items: Iterable[str] | Mapping[str, Any] | None, *, where: str | None = None) -> dict[str, dict]:
     """Turn ``["abc.a=0.7"]`` or ``{"abc.a": 0.7}`` or ``{"abc": {"a": 0.7}}`` into ``{"abc": {"a": "0.7"}}``.
+
+    Errors name the parameters as the caller gave them (``where``, default
+    :func:`~engine.errors.option` ``("params")``: ``params`` from Python, ``--set``
+    on the command line).
 
     >>> split_params(["abc.a=0.7", "adc.active_days=60"])
     {'abc': {'a': '0.7'}, 'adc': {'active_days': '60'}}
+    >>> split_params({"bins": 4})
+    Traceback (most recent call last):
+    ...
+    engine.errors.ParamError: params: key 'bins' does not name a classifier: give {'<classifier>.bins': 4} or {'<classifier>': {'bins': 4}}
     """
+    where = where or option("params")
     out: dict[str, dict] = {}
     if items is None:
         return out
+    if isinstance(items, str):
+        items = [items]
     if isinstance(items, Mapping):
-        pairs = []
         for key, value in items.items():
             if isinstance(value, Mapping):
                 out.setdefault(str(key), {}).update(value)
-            else:
-                pairs.append((str(key), value, f"{key}={value}"))
-    else:
-        pairs = []
-        for item in items:
-            if "=" not in item:
-                raise ParamError(f"{where} {item}: expected classifier.param=value, e.g. abc.a=0.7")
-            key, _, value = item.partition("=")
-            pairs.append((key.strip(), value.strip(), item))
-    for key, value, text in pairs:
-        name, dot, param = key.partition(".")
-        if not dot or not name or not param:
-            raise ParamError(f"{where} {text}: expected classifier.param=value, e.g. abc.a=0.7")
-        out.setdefault(name, {})[param] = value
+                continue
+            name, dot, param = str(key).partition(".")
+            if not dot or not name or not param:
+                raise ParamError(f"{where}: key {key!r} does not name a classifier: give "
+                                 f"{{'<classifier>.{key}': {value!r}}} or {{'<classifier>': {{{str(key)!r}: "
+                                 f"{value!r}}}}}", value=key)
+            out.setdefault(name, {})[param] = value
+        return out
+    for item in items:
+        key, eq, value = str(item).partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not eq or not dot or not name or not param:
+            example = ", e.g. abc.a=0.7" if where.startswith("--") else ""
+            raise ParamError(f"{where} {item}: expected classifier.param=value{example}", value=item)
+        out.setdefault(name, {})[param] = value.strip()
     return out
 
 

@@ -134,7 +134,7 @@ def test_misspelt_mapped_column_names_the_closest(registry):
 def test_missing_canonical_column_names_the_closest(registry):
     df = pl.DataFrame({"customerid": [1], "order_date": ["2011-01-01"], "amount": [1.0]})
     msg = error(df, registry=registry)
-    assert "no column for customer_id (did you mean 'customerid'?); map it with --map customer_id=COLUMN" in msg
+    assert "no column for customer_id (did you mean 'customerid'?); map it with mapping={'customer_id': COLUMN}" in msg
 
 
 def test_quantity_without_unit_price(registry):
@@ -218,7 +218,7 @@ def test_excel_sheets(tmp_path, registry):
             ws = wb.add_worksheet(name)
             ws.write_row(0, 0, ["customer_id", "order_date", "amount"])
             ws.write_row(1, 0, ["c1", "2011-01-05", amount])
-    assert "the workbook has 2 sheets (Jan, Feb); choose one with --sheet" in error(path, registry=registry)
+    assert "the workbook has 2 sheets (Jan, Feb); choose one with sheet" in error(path, registry=registry)
     assert "no sheet 'Fbe' (did you mean 'Feb'?)" in error(path, sheet="Fbe", registry=registry)
     assert features(path, sheet="Feb", registry=registry)["monetary"].to_list() == [7.0]
 
@@ -255,7 +255,7 @@ def test_customer_table_from_a_file_and_an_id_column(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("cust,region\na,x\n", r"no column 'customer_id' for customer_id.*choose it with --customers-id"),
+        ("cust,region\na,x\n", r"no column 'customer_id' for customer_id.*choose it with customers_id=COLUMN"),
         ("customer_id,region\na,x\n,y\n", r"column 'customer_id', row 2: the customer id is empty"),
         ("customer_id,region\na,x\nb,y\na,z\n", r"row 3: customer id 'a' appears 2 times"),
         ("customer_id,monetary\na,1\n", r"column 'monetary' has the name of a feature"),
