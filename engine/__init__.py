@@ -13,7 +13,18 @@ and, for plugin authors::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import DataError, ParamError, PlaybookError, PluginError, TierbookError
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time these load on first use (_LAZY)
+    from .classifier import Classifier, Context, Feature, Output
+    from .hookspecs import hookimpl
+    from .params import ParamSpec
+    from .playbook import load_playbook
+    from .registry import get_registry
+    from .run import classify, classify_frame, prepare, summarize
+    from .sample import sample_path
 
 __all__ = [
     "Classifier",
@@ -51,6 +62,11 @@ _LAZY = {
     "sample_path": ("sample", "sample_path"),
     "load_playbook": ("playbook", "load_playbook"),
 }
+
+
+def __dir__() -> list[str]:
+    # dir(engine) and completion in a REPL or notebook list the public API, lazy names included.
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):

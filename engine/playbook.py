@@ -39,7 +39,18 @@ from typing import Any
 import polars as pl
 
 from .data import CANONICAL, as_date, read_customers, read_transactions
-from .errors import DataError, ParamError, PlaybookError, PluginError, TierbookError, suggest
+from .errors import (
+    PLAYBOOK_WORDS,
+    DataError,
+    ParamError,
+    PlaybookError,
+    PluginError,
+    Problem,
+    TierbookError,
+    option,
+    speaking,
+    suggest,
+)
 from .features import BUILTIN_FEATURES
 from .registry import Registry, get_registry
 from .run import Prepared, Selection, apply_classifiers, prepare, split_params, summarize
@@ -157,10 +168,10 @@ class _Problems:
         if self.items:
             seen, out = set(), []
             for line, msg in sorted(self.items, key=lambda x: x[0]):
-                text = f"{self.path}:{line}: {msg}"
-                if text not in seen:
-                    seen.add(text)
-                    out.append(text)
+                problem = Problem(self.path, line, msg)
+                if problem not in seen:
+                    seen.add(problem)
+                    out.append(problem)
             raise PlaybookError(out)
 
 
@@ -267,12 +278,13 @@ class Playbook:
     def prepare(self, as_of: str | dt.date | None = None) -> Prepared:
         """Read the transactions (once) and compute the customer table."""
         d = self.data
-        return prepare(
-            d["transactions"], mapping=d.get("map") or None,
-            customers=self.customer_table if self.customer_table is not None else None,
-            as_of=as_date(as_of) if as_of is not None else d.get("as_of"),
-            date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
-        )
+        as_of = as_date(as_of) if as_of is not None else d.get("as_of")
+        with speaking(PLAYBOOK_WORDS):  # a message about the data names the playbook's keys (data.map ...)
+            return prepare(
+                d["transactions"], mapping=d.get("map") or None,
+                customers=self.customer_table if self.customer_table is not None else None,
+                as_of=as_of, date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
+            )
 
     def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
         """Classify, apply the rules and build the summary (no I/O).
@@ -368,6 +380,7 @@ def load_playbook(
     allow_outside: bool = False,
     check_data: bool = True,
     skip_failing_plugins: bool = False,
+    plugins_dir: str | Path | None = None,
 ) -> Playbook:
     """Load and validate a playbook; raise :class:`PlaybookError` listing every problem.
 
@@ -376,6 +389,8 @@ def load_playbook(
     files' headers (not their rows) are read to check the column mapping and
     the columns rules use. With ``skip_failing_plugins`` a plugin that fails to
     load is recorded in ``registry.failures`` instead of stopping.
+    ``plugins_dir`` also loads the local plugins of that directory (see
+    :func:`~engine.registry.get_registry`).
     """
     path = Path(path)
     doc = load_marked(path)
@@ -393,12 +408,12 @@ def load_playbook(
     plugin_modules = [str(m) for m in doc.get("plugins") or []] if isinstance(doc.get("plugins"), list) else []
     if registry is None:
         try:
-            registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins)
+            registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins, plugins_dir=plugins_dir)
         except PluginError as exc:
             problems.add(doc.value_line("plugins") if "plugins" in doc else 1, str(exc))
             problems.raise_if_any()
     elif plugin_modules:
-        registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins)
+        registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins, plugins_dir=plugins_dir)
 
     data = _load_data(doc, base, problems)
     selections, raw_params = _load_classifiers(doc, registry, params, problems)
@@ -415,7 +430,8 @@ def load_playbook(
     table = None
     schema: dict[str, pl.DataType] = {}
     if check_data:
-        schema, table = _predicted_schema(doc, data, registry, selections, problems)
+        with speaking(PLAYBOOK_WORDS):
+            schema, table = _predicted_schema(doc, data, registry, selections, problems)
         problems.raise_if_any()
         _check_requires(doc, registry, selections, schema, problems)
         problems.raise_if_any()
@@ -481,7 +497,7 @@ def _load_classifiers(doc, registry, overrides, problems):
     override = split_params(overrides) if overrides else {}
     for name in override:
         if name not in node:
-            problems.add(node.line, f"--set {name}...: classifier {name!r} is not in this playbook"
+            problems.add(node.line, f"{option('params')} {name}...: classifier {name!r} is not in this playbook"
                                     f"{suggest(name, node)} (classifiers: {', '.join(map(str, node))})")
     for name, values in node.items():
         line = node.key_line(name)
@@ -504,17 +520,15 @@ def _load_classifiers(doc, registry, overrides, problems):
                    for k in values} if isinstance(values, MarkedDict) else {}
         for k, v in override.get(name, {}).items():
             merged[k] = v
-            sources[k] = f"--set {name}.{k}"
+            sources[k] = f"{option('params')} {name}.{k}"
         try:
             params = clf.resolve(merged, sources)
         except ParamError as exc:
-            msg = str(exc)
-            prefix = f"{problems.path}:"
-            if msg.startswith(prefix):  # the spec already named file:line
-                line_text, _, rest = msg[len(prefix):].partition(": ")
-                problems.add(int(line_text) if line_text.isdigit() else line, rest)
+            if exc.param in values and exc.param not in override.get(name, {}):  # a value of the playbook
+                problems.add(values.value_line(exc.param) if isinstance(values, MarkedDict) else line,
+                             f"classifiers.{name}.{exc.param}: {exc.reason}")
             else:
-                problems.add(line, msg)
+                problems.add(line, str(exc))
             continue
         selections.append(Selection(clf, params))
         raw[name] = {k: params[k] for k in merged}
@@ -621,7 +635,7 @@ def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, 
             line = node.value_line("dir")
         if not allow_outside and not directory.is_relative_to(base):
             problems.add(line, f"outputs.dir: {rel!r} leads outside the playbook's directory ({directory}); "
-                               f"use --output-dir or --allow-outside to write there")
+                               f"use {option('output_dir')} or {option('allow_outside')} to write there")
     try:
         if directory.exists() and not directory.is_dir():
             problems.add(line, f"outputs.dir: {directory} exists and is not a directory")

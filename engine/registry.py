@@ -8,6 +8,11 @@ explicitly named modules, and collects what the plugins register.
 ``TIERBOOK_LOAD_PLUGINS`` restricts the entry points loaded: a comma-separated
 allow-list of entry-point names (``abc,rfm``); set but empty, it loads none.
 
+A plugins directory (``--plugins-dir DIR``) holds local plugins: every ``*.py``
+file directly in it whose name does not start with ``_`` is imported as one
+plugin, named by its file name. That runs the code of every such file (see
+SECURITY.md).
+
 Plugin code runs under a time limit: importing a plugin, its registration
 hooks and each classifier's ``expressions()`` call must return within
 ``TIERBOOK_PLUGIN_TIMEOUT`` seconds (default 60; 0 switches the limit off), or
@@ -22,21 +27,25 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata as md
+import importlib.util
 import os
 import signal
+import sys
 import threading
 import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
 from .classifier import Classifier, Feature
-from .errors import PluginError, suggest
+from .errors import PluginError, option, suggest
 
-__all__ = ["Registry", "PluginInfo", "get_registry", "ENTRY_POINT_GROUP", "plugin_time_limit", "PluginTimeout"]
+__all__ = ["Registry", "PluginInfo", "get_registry", "ENTRY_POINT_GROUP", "plugin_time_limit", "PluginTimeout",
+           "describe_registry", "describe_plugins"]
 
 ENTRY_POINT_GROUP = "tierbook"
 BUILTIN_DISTRIBUTION = "tierbook"
@@ -97,6 +106,8 @@ class PluginInfo:
     package: str | None = None
     version: str | None = None
     entry_point: bool = True
+    #: the file a plugin of a plugins directory was loaded from
+    path: str | None = None
 
     @property
     def builtin(self) -> bool:
@@ -106,7 +117,14 @@ class PluginInfo:
         """``name (package version)`` for messages."""
         if self.package:
             return f"{self.name} ({self.package} {self.version})"
+        if self.path:
+            return f"{self.name} (file {self.path})"
         return f"{self.name} (module {self.module})"
+
+    @property
+    def source(self) -> str:
+        """How it was loaded: ``entry point``, ``module`` (``--plugin``, ``modules=``) or ``plugins dir``."""
+        return "entry point" if self.entry_point else "plugins dir" if self.path else "module"
 
 
 @dataclass
@@ -139,6 +157,7 @@ def get_registry(
     modules: Iterable[str | types.ModuleType] = (),
     strict: bool = False,
     allow: Iterable[str] | None = None,
+    plugins_dir: str | Path | None = None,
 ) -> Registry:
     """Build a plugin manager and collect every classifier and feature.
 
@@ -154,6 +173,9 @@ def get_registry(
         recording it in ``Registry.failures`` and going on without it.
     allow
         Entry-point names to load; default from ``TIERBOOK_LOAD_PLUGINS``.
+    plugins_dir
+        A directory of local plugins: each ``*.py`` file in it (not starting
+        with ``_``) is imported and registered as a plugin named by its file.
     """
     pm = pluggy.PluginManager("tierbook")
     pm.add_hookspecs(hookspecs)
@@ -209,6 +231,9 @@ def get_registry(
         _register(registry, module, PluginInfo(name=name, module=name, package=package, version=version,
                                                entry_point=False), fail)
 
+    if plugins_dir is not None:
+        _load_plugins_dir(registry, Path(plugins_dir), fail)
+
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -216,6 +241,53 @@ def get_registry(
 
     _collect(registry, fail)
     return registry
+
+
+def _load_plugins_dir(registry: Registry, directory: Path, fail) -> None:
+    """Import every ``*.py`` file of ``directory`` (not ``_*``) as one plugin named by the file."""
+    if not directory.is_dir():
+        raise PluginError(f"{option('plugins_dir')} {directory}: not a directory", file=str(directory))
+    _refuse_world_writable(directory, directory)
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_") or not path.is_file():
+            continue
+        _refuse_world_writable(directory, path)
+        name = path.stem
+        info = PluginInfo(name=name, module=f"tierbook_plugins_dir.{name}", entry_point=False, path=str(path))
+        if name in registry.plugins:
+            other = registry.plugins[name]
+            fail(PluginError(f"plugin name {name!r} is used by both {other.label()} and {info.label()}",
+                             plugin=name, file=str(path)))
+            continue
+        try:
+            with plugin_time_limit(f"plugin {info.label()}: importing it"):
+                # Under its own package name, so a file called abc.py or json.py shadows no other module.
+                spec = importlib.util.spec_from_file_location(info.module, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[info.module] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[info.module]
+                    raise
+        except PluginError as exc:
+            fail(exc)
+            continue
+        except Exception as exc:  # a broken file must not take the others down
+            fail(PluginError(f"plugin {info.label()} failed to load: {type(exc).__name__}: {exc}",
+                             plugin=name, file=str(path)))
+            continue
+        _register(registry, module, info, fail)
+
+
+def _refuse_world_writable(directory: Path, path: Path) -> None:
+    """Anyone on the machine could put code into a world-writable plugin file or directory: refuse it."""
+    import stat
+
+    if path.stat().st_mode & stat.S_IWOTH:
+        what = "the directory" if path == directory else path.name
+        raise PluginError(f"{option('plugins_dir')} {directory}: {what} is writable by every user, so anyone could "
+                          f"put code into it; remove that permission (chmod o-w)", file=str(path))
 
 
 def _distribution_of(module: str) -> tuple[str | None, str | None]:
@@ -292,6 +364,32 @@ def _collect(registry: Registry, fail) -> None:
                 continue
             registry.features[f.name] = f
             registry.feature_owners[f.name] = info
+
+
+def describe_plugins(registry: Registry) -> list[dict[str, Any]]:
+    """One dict per loaded plugin: name, package, version, how it was loaded, hooks, what it registered.
+
+    Every plugin is listed, a plugin that only registers features included.
+    """
+    rows = []
+    for name, info in sorted(registry.plugins.items()):
+        plugin = registry.pm.get_plugin(name)
+        hooks = sorted(h.name for h in registry.pm.get_hookcallers(plugin) or [])
+        rows.append(
+            {
+                "name": name,
+                "package": info.package,
+                "version": info.version,
+                "module": info.module,
+                "path": info.path,
+                "source": info.source,
+                "builtin": info.builtin,
+                "hooks": hooks,
+                "classifiers": sorted(c for c, owner in registry.owners.items() if owner.name == name),
+                "features": sorted(f for f, owner in registry.feature_owners.items() if owner.name == name),
+            }
+        )
+    return rows
 
 
 def describe_registry(registry: Registry) -> list[dict[str, Any]]:

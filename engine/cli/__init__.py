@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import TierbookError
+from ..errors import CLI_WORDS, TierbookError, speaking
 
 __all__ = ["main", "build_parser"]
 
@@ -23,6 +23,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tierbook: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _distribution_version(module: str) -> str | None:
+    """The installed version of the distribution that provides ``module``, read without importing it."""
+    import importlib.metadata as md
+
+    for name in [module, *(md.packages_distributions().get(module) or [])]:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_text() -> str:
+    """What ``tierbook --version`` prints: tierbook, then what a bug report needs about its environment.
+
+    Versions are read from the installed metadata, so ``--version`` answers without importing Polars.
+    """
+    import platform
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1]
+    lines = [f"tierbook {_distribution_version('tierbook') or '(not installed)'} ({here})",
+             f"Python {platform.python_version()} ({platform.python_implementation()}, {sys.executable}) "
+             f"on {platform.system()} {platform.machine()}"]
+    deps = [f"{name} {_distribution_version(module) or '(not installed)'}"
+            for name, module in (("Polars", "polars"), ("pluggy", "pluggy"), ("PyYAML", "yaml"),
+                                 ("ruamel.yaml", "ruamel.yaml"))]
+    lines.append(", ".join(deps))
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import classify as classify_cmd
     from . import plugins as plugins_cmd
@@ -32,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify customers from their transactions (ABC, lifecycle, RFM) and turn classes into actions.",
     )
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of tierbook, Python, Polars and pluggy, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     classify_cmd.add_commands(sub)
     plugins_cmd.add_commands(sub)
@@ -78,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     traceback = args.traceback or os.environ.get("TIERBOOK_TRACEBACK") == "1"
     try:
-        return int(args.func(args) or 0)
+        with speaking(CLI_WORDS):  # messages name options as this command line does: --as-of, --set ...
+            return int(args.func(args) or 0)
     except TierbookError as exc:
         if traceback:
             raise

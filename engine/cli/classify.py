@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 
 
+def plugin_options(p: argparse.ArgumentParser) -> None:
+    """``--plugin MODULE`` and ``--plugins-dir DIR``: plugins beyond the installed ones."""
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load this plugin module")
+    p.add_argument("--plugins-dir", metavar="DIR",
+                   help="also load every *.py file in DIR as a plugin (this runs their code: see SECURITY.md)")
+
+
 def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     if data:
         p.add_argument("data", help="transactions: .csv, .parquet, .ndjson/.jsonl or .xlsx")
@@ -22,7 +29,7 @@ def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="run only this classifier; repeatable (default: every installed one)")
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
                    help="set a classifier parameter, e.g. abc.a=0.7; repeatable")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load this plugin module")
+    plugin_options(p)
     p.add_argument("--rejects", metavar="FILE", help="write the rows that could not be used, with the reason")
     p.add_argument("--skip-failing-plugins", action="store_true",
                    help="skip a plugin or classifier that fails (named on stderr) instead of stopping")
@@ -39,6 +46,11 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_describe)
 
     p = sub.add_parser("demo", help="describe the bundled sample (UCI Online Retail, a slice)")
+    p.add_argument("--classifier", "-c", action="append", metavar="NAME",
+                   help="describe only this classifier; repeatable (default: every installed one)")
+    p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
+                   help="set a classifier parameter, e.g. abc.a=0.7; repeatable")
+    plugin_options(p)
     p.set_defaults(func=run_demo)
 
 
@@ -69,7 +81,7 @@ def _prepare_and_classify(args: argparse.Namespace):
 
     _check_targets(args)
     skip = getattr(args, "skip_failing_plugins", False)
-    registry = get_registry(modules=args.plugin, strict=not skip)
+    registry = get_registry(modules=args.plugin, plugins_dir=args.plugins_dir, strict=not skip)
     for failure in registry.failures:
         print(f"tierbook: skipped: {failure}", file=sys.stderr)
     params = run.split_params(args.set)
@@ -130,13 +142,25 @@ def run_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def demo_argv(args: argparse.Namespace) -> list[str]:
+    """``tierbook describe`` arguments for the bundled sample, with the demo's own options passed on."""
     from ..sample import SAMPLE_MAPPING, sample_path
 
-    ns = argparse.Namespace(
-        data=str(sample_path()), map=[f"{k}={v}" for k, v in SAMPLE_MAPPING.items()], customers=None,
-        customers_id=None, as_of=None, date_format=None, sheet=None, classifier=None, set=[], plugin=[],
-        rejects=None, skip_failing_plugins=False,
-    )
+    argv = ["describe", str(sample_path())]
+    argv += [f"--map={k}={v}" for k, v in SAMPLE_MAPPING.items()]
+    argv += [f"--classifier={name}" for name in args.classifier or []]
+    argv += [f"--set={item}" for item in args.set]
+    argv += [f"--plugin={module}" for module in args.plugin]
+    if args.plugins_dir:
+        argv.append(f"--plugins-dir={args.plugins_dir}")
+    return argv
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..sample import sample_path
+    from . import build_parser
+
+    # Through the real parser, so the demo gets exactly the defaults and checks of `tierbook describe`.
+    described = build_parser().parse_args(demo_argv(args))
     print(f"tierbook demo: {sample_path().name} (a slice of UCI Online Retail, CC BY 4.0; see its README)\n")
-    return run_describe(ns)
+    return described.func(described)

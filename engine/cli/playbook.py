@@ -7,8 +7,14 @@ import json
 import sys
 
 
+def _plugins_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugins-dir", metavar="DIR",
+                   help="also load every *.py file in DIR as a plugin (this runs their code: see SECURITY.md)")
+
+
 def _playbook_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("playbook", help="the playbook YAML file")
+    _plugins_dir(p)
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
                    help="override a classifier parameter of the playbook; repeatable")
     p.add_argument("--as-of", metavar="YYYY-MM-DD", help="override the playbook's as_of")
@@ -29,6 +35,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("validate", help="check a playbook without reading the transactions")
     p.add_argument("playbook", help="the playbook YAML file")
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE")
+    _plugins_dir(p)
     p.set_defaults(func=run_validate)
 
     p = sub.add_parser("explain", help="show one customer's features, labels and every rule's verdict")
@@ -37,13 +44,14 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_explain)
 
     p = sub.add_parser("schema", help="print the JSON Schema of playbooks (installed classifiers included)")
+    _plugins_dir(p)
     p.set_defaults(func=run_schema)
 
 
 def _load(args, **kwargs):
     from ..playbook import load_playbook
 
-    return load_playbook(args.playbook, params=args.set or None, **kwargs)
+    return load_playbook(args.playbook, params=args.set or None, plugins_dir=args.plugins_dir, **kwargs)
 
 
 def format_result(pb, result) -> str:
@@ -110,6 +118,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_schema(args: argparse.Namespace) -> int:
     from ..playbook import playbook_schema
+    from ..registry import get_registry
 
-    print(json.dumps(playbook_schema(), indent=2))
+    print(json.dumps(playbook_schema(get_registry(plugins_dir=args.plugins_dir)), indent=2))
     return 0

@@ -1,4 +1,4 @@
-"""``tierbook plugins``: what is installed."""
+"""``tierbook plugins``: what is installed: every plugin with its hooks, then each classifier in detail."""
 
 from __future__ import annotations
 
@@ -7,20 +7,28 @@ import json
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("plugins", help="list installed classifiers with their labels and parameters")
+    from .classify import plugin_options
+
+    p = sub.add_parser("plugins", help="list plugins (package, version, hooks) and their classifiers' labels "
+                                       "and parameters")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load this plugin module")
+    plugin_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..registry import describe_registry, get_registry
+    from ..registry import describe_plugins, describe_registry, get_registry
 
-    registry = get_registry(modules=args.plugin)
+    registry = get_registry(modules=args.plugin, plugins_dir=args.plugins_dir)
     rows = describe_registry(registry)
+    plugins = describe_plugins(registry)
     if args.json:
         failures = [str(f) for f in registry.failures]
-        print(json.dumps({"classifiers": rows, "failures": failures}, indent=2, default=str))
+        features = [{"name": name, "description": f.description, "kind": "aggregation" if f.agg is not None
+                     else "derived", "plugin": registry.feature_owners[name].name}
+                    for name, f in sorted(registry.features.items())]
+        print(json.dumps({"plugins": plugins, "classifiers": rows, "features": features, "failures": failures},
+                         indent=2, default=str))
         return 0
     for row in rows:
         origin = "built-in" if row["builtin"] else "third-party"
@@ -38,6 +46,27 @@ def run(args: argparse.Namespace) -> int:
             default = json.dumps(prm["default"]) if not isinstance(prm["default"], str) else prm["default"]
             print(f"  {row['name']}.{prm['name']} ({prm['type']}, default {default}){bounds}  {prm['help']}")
         print()
+    if registry.features:
+        print("features from plugins")
+        for name, feature in sorted(registry.features.items()):
+            print(f"  {name}  ({registry.feature_owners[name].name})  {feature.description}")
+        print()
+    print("plugins")
+    for plugin in plugins:
+        print(f"  {_plugin_line(plugin)}")
     for failure in registry.failures:
         print(f"not loaded: {failure}")
     return 0
+
+
+def _plugin_line(plugin: dict) -> str:
+    """``name  package version (built-in)  hooks: ...  provides: ...`` for one plugin."""
+    if plugin["package"]:
+        origin = f"{plugin['package']} {plugin['version']}, {'built-in' if plugin['builtin'] else 'third-party'}"
+    elif plugin["path"]:
+        origin = f"file {plugin['path']}, --plugins-dir"
+    else:
+        origin = f"module {plugin['module']}, --plugin"
+    provides = [*plugin["classifiers"], *(f"feature {f}" for f in plugin["features"])]
+    return (f"{plugin['name']}  ({origin})  hooks: {', '.join(plugin['hooks']) or 'none'}"
+            f"  provides: {', '.join(provides) or 'nothing'}")

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from engine import Classifier, Feature, Output, PluginError, hookimpl
-from engine.registry import describe_registry, get_registry
+from engine.registry import describe_plugins, describe_registry, get_registry
 
 
 def classifier(name, column=None):
@@ -150,3 +150,63 @@ def test_describe_registry(registry):
     assert rows["adc"]["requires"] == ["recency_days", "tenure_days"]
     assert [o["column"] for o in rows["rfm"]["outputs"]] == ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_segment",
                                                               "value_tier"]
+
+
+def test_plugins_dir_loads_each_file_as_a_plugin(tmp_path):
+    # abc.py: named like a built-in plugin and like a standard-library module; it shadows neither
+    (tmp_path / "abc.py").write_text("from engine import hookimpl\n@hookimpl\ndef register_classifiers(register):\n"
+                                     "    pass\n")
+    (tmp_path / "broken.py").write_text("import tb_no_such_module_for_a_plugin\n")
+    (tmp_path / "pathy.py").write_text(
+        "import polars as pl\n"
+        "from engine import Classifier, Output, hookimpl\n"
+        "@hookimpl\n"
+        "def register_classifiers(register):\n"
+        "    register(Classifier(name='pathy', description='d', outputs=(Output('pathy', 'x', labels=('y',)),),\n"
+        "                        params=(), requires=(), expressions=lambda p, c: {'pathy': pl.lit('y')}))\n"
+    )
+    (tmp_path / "_private.py").write_text("raise SystemExit('never imported')\n")
+    (tmp_path / "notes.txt").write_text("not a plugin")
+    reg = get_registry(allow=["abc"], plugins_dir=tmp_path)
+    import abc as stdlib_abc
+
+    assert stdlib_abc.ABC  # the standard library's abc is untouched
+    assert sorted(reg.classifiers) == ["abc", "pathy"]
+    info = reg.owners["pathy"]
+    assert (info.name, info.path, info.source, info.builtin) == ("pathy", str(tmp_path / "pathy.py"), "plugins dir",
+                                                                 False)
+    messages = [str(f) for f in reg.failures]  # in file order
+    assert len(messages) == 2
+    assert messages[0].startswith("plugin name 'abc' is used by both abc (tierbook ") and \
+        messages[0].endswith(f"and abc (file {tmp_path / 'abc.py'})")
+    assert messages[1].startswith(f"plugin broken (file {tmp_path / 'broken.py'}) failed to load: "
+                                  f"ModuleNotFoundError")
+    assert {f.plugin for f in reg.failures} == {"abc", "broken"}
+    with pytest.raises(PluginError, match="broken"):
+        get_registry(entry_points=False, plugins_dir=tmp_path, strict=True)
+
+
+def test_describe_plugins_lists_features_only_plugins(registry):
+    feat = Feature("gap", "a feature", derive=pl.col("recency_days") * 2)
+    reg = get_registry(allow=["adc"], modules=[module("featuring", features=[feat])], strict=True)
+    rows = {row["name"]: row for row in describe_plugins(reg)}
+    assert sorted(rows) == ["adc", "featuring"]
+    assert rows["featuring"]["features"] == ["gap"] and rows["featuring"]["classifiers"] == []
+    # the module implements both hooks (it registers no classifier through the first)
+    assert rows["featuring"]["hooks"] == ["register_classifiers", "register_features"]
+    assert rows["featuring"]["source"] == "module"
+    assert rows["adc"]["hooks"] == ["register_classifiers"] and rows["adc"]["classifiers"] == ["adc"]
+
+
+def test_plugins_dir_refuses_what_every_user_may_write(tmp_path):
+    (tmp_path / "mine.py").write_text("x = 1\n")
+    tmp_path.chmod(0o777)
+    with pytest.raises(PluginError, match=r"the directory is writable by every user.*chmod o-w"):
+        get_registry(entry_points=False, plugins_dir=tmp_path)
+    tmp_path.chmod(0o755)
+    (tmp_path / "mine.py").chmod(0o666)
+    with pytest.raises(PluginError, match=r"mine.py is writable by every user") as info:
+        get_registry(entry_points=False, plugins_dir=tmp_path)
+    assert info.value.file == str(tmp_path / "mine.py")
+    (tmp_path / "mine.py").chmod(0o644)
+    assert get_registry(entry_points=False, plugins_dir=tmp_path).plugins["mine"].path == str(tmp_path / "mine.py")

@@ -147,3 +147,80 @@ def test_plugin_option_loads_a_module_that_is_not_installed(run_cli, tmp_path, m
     assert code == 0, err
     assert pl.read_csv(result).select("customer_id", "returns", "returner", "abc").rows() == [
         ("a", 1, "yes", "A"), ("b", 0, "no", "C")]  # a: 3 of 4 = .75 <= .8 A; b: 4 of 4 C
+
+
+GAPS_PLUGIN = """\
+import polars as pl
+from engine import Feature, hookimpl
+
+@hookimpl
+def register_features(register):
+    register(Feature("median_gap_days", "median days between order days",
+                     agg=pl.col("order_date").unique().sort().diff().dt.total_days().median()))
+"""
+
+
+def test_plugins_lists_every_plugin_with_its_hooks(run_cli, tmp_path, monkeypatch):
+    # a plugin that registers only a feature is listed too, with where it came from
+    (tmp_path / "gaps.py").write_text(GAPS_PLUGIN)
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    code, out, err = run_cli("plugins", "--plugins-dir", tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    plugins = lines[lines.index("plugins") + 1:]
+    assert plugins[0].startswith("  abc  (tierbook ") and ", built-in)  hooks: register_classifiers  provides: abc" \
+        in plugins[0]
+    assert f"  gaps  (file {tmp_path / 'gaps.py'}, --plugins-dir)  hooks: register_features  " \
+           f"provides: feature median_gap_days" in plugins
+    assert "  median_gap_days  (gaps)  median days between order days" in lines
+
+    code, out, _ = run_cli("plugins", "--json", "--plugins-dir", tmp_path)
+    doc = json.loads(out)
+    gaps = next(p for p in doc["plugins"] if p["name"] == "gaps")
+    assert gaps == {"name": "gaps", "package": None, "version": None, "module": "tierbook_plugins_dir.gaps",
+                    "path": str(tmp_path / "gaps.py"), "source": "plugins dir", "builtin": False,
+                    "hooks": ["register_features"], "classifiers": [], "features": ["median_gap_days"]}
+    abc = next(p for p in doc["plugins"] if p["name"] == "abc")
+    assert (abc["package"], abc["source"], abc["hooks"]) == ("tierbook", "entry point", ["register_classifiers"])
+    assert doc["features"] == [{"name": "median_gap_days", "description": "median days between order days",
+                                "kind": "aggregation", "plugin": "gaps"}]
+
+
+def test_third_party_plugin_package_and_version_in_the_plugin_list(installed_plugin):
+    doc = json.loads(run_tierbook(installed_plugin, "plugins", "--json").stdout)
+    basket = next(p for p in doc["plugins"] if p["name"] == "basket")
+    assert (basket["package"], basket["version"], basket["builtin"], basket["hooks"]) == \
+        ("tierbook-plugin-example", "0.3.0", False, ["register_classifiers"])
+
+
+def test_plugins_dir_plugin_classifies(run_cli, tmp_path, monkeypatch):
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "gaps.py").write_text(GAPS_PLUGIN)
+    (local / "_helper.py").write_text("raise RuntimeError('files starting with _ are not plugins')\n")
+    data = tmp_path / "sales.csv"
+    data.write_text("customer_id,order_date,amount\na,2011-01-01,5\na,2011-01-11,2\na,2011-01-31,1\n"
+                    "b,2011-01-02,1\n")
+    out = tmp_path / "out.csv"
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "adc")
+    code, _, err = run_cli("classify", data, "--plugins-dir", local, "-o", out)
+    assert code == 0, err
+    assert pl.read_csv(out).select("customer_id", "median_gap_days").rows() == [("a", 15.0), ("b", None)]
+
+    code, _, err = run_cli("classify", data, "--plugins-dir", tmp_path / "nowhere", "-o", out)
+    assert code == 2 and err == f"tierbook: error: --plugins-dir {tmp_path / 'nowhere'}: not a directory\n"
+
+
+def test_demo_goes_through_the_parser_of_describe(run_cli, tmp_path, monkeypatch):
+    from engine.sample import SAMPLE_MAPPING, sample_path
+
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    code, demo, err = run_cli("demo", "--set", "abc.a=0.5", "-c", "abc")
+    assert code == 0, err
+    maps = [f"--map={k}={v}" for k, v in SAMPLE_MAPPING.items()]
+    code, described, err = run_cli("describe", sample_path(), *maps, "--set", "abc.a=0.5", "-c", "abc")
+    assert code == 0, err
+    assert demo.splitlines()[0].startswith("tierbook demo: ")
+    assert demo.splitlines()[2:] == described.splitlines()  # the same command, with describe's defaults
+    code, _, err = run_cli("demo", "--set", "abc.a=2")
+    assert code == 2 and "--set abc.a: '2' is above the maximum 0.99 of 'a'" in err
