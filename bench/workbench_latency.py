@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from engine.features import LoadReport  # noqa: E402
 from engine.registry import get_registry  # noqa: E402
 from engine.run import Prepared, apply_classifiers, select, summarize  # noqa: E402
-from engine.widgets import WorkbenchModel, heatmap_png, pareto_png  # noqa: E402
+from engine.widgets import WorkbenchModel  # noqa: E402
 
 SIZES = {"100k": 100_000, "1m": 1_000_000, "3m": 3_000_000}
 AS_OF = dt.date(2025, 1, 1)
@@ -98,14 +98,14 @@ def measure(n: int, name: str, repeat: int, seed: int, registry, engine_path: bo
         model.classified()
         labels.append(time.perf_counter() - t)
         t = time.perf_counter()
-        if name == "abc":
-            pareto_png(model.pareto_data("abc"))
-        elif name == "rfm":
-            heatmap_png(model.rf_grid("rfm"))
-        charts.append(time.perf_counter() - t)
+        own = model.fast_paths[name].charts(model.params[name])  # the classifier's own charts, drawn
+        for chart in own:
+            chart.draw()
+        if own:
+            charts.append(time.perf_counter() - t)
     out = {"n": n, "classifier": name, "setup": setup, "numbers": statistics.median(numbers),
            "numbers_max": max(numbers), "labels": statistics.median(labels),
-           "chart": statistics.median(charts) if name != "adc" else None, "engine": None}
+           "chart": statistics.median(charts) if charts else None, "engine": None}
     if engine_path:
         sels = model.selections()
         t = time.perf_counter()

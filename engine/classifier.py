@@ -91,6 +91,13 @@ class Classifier:
     check
         Optional cross-parameter validation, ``check(params)``; raise
         ``ValueError`` with a message when the combination is invalid.
+    workbench
+        Optional fast path for the notebook workbench,
+        ``workbench(classifier, table) -> engine.fastpath.FastPath``: an
+        incremental evaluator that recounts the classes when a parameter moves
+        without re-running the expressions over the whole table, and optional
+        charts. Without it the workbench re-runs the expressions and draws a
+        class-size bar chart. See :mod:`engine.fastpath`.
     """
 
     name: str
@@ -100,6 +107,7 @@ class Classifier:
     requires: tuple[str, ...]
     expressions: Callable[[Mapping[str, Any], Context], Mapping[str, pl.Expr]]
     check: Callable[[Mapping[str, Any]], None] | None = field(default=None, compare=False)
+    workbench: Callable[[Classifier, Any], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

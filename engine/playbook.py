@@ -97,7 +97,7 @@ DATA_KEYS: dict[str, tuple[str, bool, str]] = {
 ACTION_KEYS: dict[str, tuple[str, bool, str]] = {
     "name": ("str", True, "Unique rule name."),
     "description": ("str", False, "What the rule is for."),
-    "when": ("str", True, "Condition over customer columns, e.g. abc = 'A' AND adc = 'dormant'."),
+    "when": ("str", True, "Condition over customer columns and class labels, e.g. monetary > 500 AND frequency >= 3."),
     "action": ("str", True, "What to do."),
     "channel": ("str", True, "email, sms, phone, visit, ads, mail, ..."),
     "owner": ("str", True, "The team that does it."),

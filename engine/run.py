@@ -65,8 +65,7 @@ def split_params(items: Iterable[str] | Mapping[str, Any] | None, *, where: str 
         key, eq, value = str(item).partition("=")
         name, dot, param = key.strip().partition(".")
         if not eq or not dot or not name or not param:
-            example = ", e.g. abc.a=0.7" if where.startswith("--") else ""
-            raise ParamError(f"{where} {item}: expected classifier.param=value{example}", value=item)
+            raise ParamError(f"{where} {item}: expected classifier.param=value", value=item)
         out.setdefault(name, {})[param] = value.strip()
     return out
 

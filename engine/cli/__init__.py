@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="tierbook",
-        description="Classify customers from their transactions (ABC, lifecycle, RFM) and turn classes into actions.",
+        description="Classify customers from their transactions with classifier plugins and turn classes into actions.",
     )
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors")
     parser.add_argument("--version", action=_VersionAction,

@@ -28,7 +28,7 @@ def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     p.add_argument("--classifier", "-c", action="append", metavar="NAME",
                    help="run only this classifier; repeatable (default: every installed one)")
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
-                   help="set a classifier parameter, e.g. abc.a=0.7; repeatable")
+                   help="set a classifier parameter as classifier.param=value ('tierbook plugins' lists them); repeatable")
     plugin_options(p)
     p.add_argument("--rejects", metavar="FILE", help="write the rows that could not be used, with the reason")
     p.add_argument("--skip-failing-plugins", action="store_true",
@@ -49,7 +49,7 @@ def add_commands(sub) -> None:
     p.add_argument("--classifier", "-c", action="append", metavar="NAME",
                    help="describe only this classifier; repeatable (default: every installed one)")
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
-                   help="set a classifier parameter, e.g. abc.a=0.7; repeatable")
+                   help="set a classifier parameter as classifier.param=value ('tierbook plugins' lists them); repeatable")
     plugin_options(p)
     p.set_defaults(func=run_demo)
 

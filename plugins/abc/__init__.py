@@ -92,6 +92,14 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     return {"abc": label}
 
 
+
+def _workbench(classifier: Classifier, table: Any) -> Any:
+    """The workbench fast path (plugins/abc/workbench.py), imported only when a workbench opens."""
+    from .workbench import AbcFastPath
+
+    return AbcFastPath(classifier, table)
+
+
 ABC = Classifier(
     name="abc",
     description="ABC tiers by contribution: A brings most of the revenue, B the next, C the rest",
@@ -112,6 +120,7 @@ ABC = Classifier(
     requires=(),
     expressions=_expressions,
     check=_check,
+    workbench=_workbench,
 )
 
 

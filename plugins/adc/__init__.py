@@ -61,6 +61,14 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     return {"adc": label}
 
 
+
+def _workbench(classifier: Classifier, table: Any) -> Any:
+    """The workbench fast path (plugins/adc/workbench.py), imported only when a workbench opens."""
+    from .workbench import AdcFastPath
+
+    return AdcFastPath(classifier, table)
+
+
 ADC = Classifier(
     name="adc",
     description="Lifecycle: active, new, dormant, churned, and prospects without orders",
@@ -76,6 +84,7 @@ ADC = Classifier(
     requires=("recency_days", "tenure_days"),
     expressions=_expressions,
     check=_check,
+    workbench=_workbench,
 )
 
 

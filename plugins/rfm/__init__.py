@@ -193,6 +193,14 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
             "value_tier": tier}
 
 
+
+def _workbench(classifier: Classifier, table: Any) -> Any:
+    """The workbench fast path (plugins/rfm/workbench.py), imported only when a workbench opens."""
+    from .workbench import RfmFastPath
+
+    return RfmFastPath(classifier, table)
+
+
 RFM = Classifier(
     name="rfm",
     description="RFM scores 1..bins, named RFM segments, and value tiers high-value / potential / ordinary",
@@ -212,6 +220,7 @@ RFM = Classifier(
     requires=("recency_days", "frequency", "monetary"),
     expressions=_expressions,
     check=_check,
+    workbench=_workbench,
 )
 
 

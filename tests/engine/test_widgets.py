@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -20,7 +21,7 @@ from engine import Classifier, Output, ParamSpec, hookimpl
 from engine.features import LoadReport
 from engine.registry import get_registry
 from engine.run import Prepared, apply_classifiers, select, summarize
-from engine.widgets import Workbench, WorkbenchModel, heatmap_png, pareto_png
+from engine.widgets import GenericPath, Workbench, WorkbenchModel
 
 pytest.importorskip("ipywidgets")
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,29 +88,98 @@ def test_moving_a_slider_changes_the_summary_to_the_engines(abc_pb, abc_prepared
         assert f'class="tierbook-rule-hits" data-rule="{row["rule"]}" data-value="{row["hits"]}"' in wb.rules_box.value
 
 
-def test_an_invalid_combination_is_reported_and_changes_nothing(abc_pb, abc_prepared):
+def test_an_invalid_combination_is_reported_and_the_control_keeps_the_valid_value(abc_pb, abc_prepared):
     wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
     before = wb.numbers
     wb.controls["abc.a"].value = 0.97  # above b = 0.95
     assert "must be below b" in wb.status.value
     assert_frame_equal(wb.numbers, before)
+    assert wb.controls["abc.a"].value == 0.8  # the slider keeps a < b: it shows the value in force
+    assert wb.model.params["abc"]["a"] == 0.8
+    assert not wb.has_unsaved_changes and wb.unsaved.value == ""
     wb.controls["abc.b"].value = 0.99
+    wb.controls["abc.a"].value = 0.97  # now below b
     assert wb.status.value == ""
     assert wb.model.params["abc"]["a"] == 0.97
+    assert "unsaved changes" in wb.unsaved.value
+
+
+def test_save_after_a_refused_value_writes_what_the_controls_show(abc_pb, abc_prepared, tmp_path):
+    target = tmp_path / "abc.yaml"
+    shutil.copy(ABC_PLAYBOOK, target)
+    wb = Workbench(abc_pb, prepared=abc_prepared, save_path=target, charts=False)
+    wb.controls["abc.a"].value = 0.7
+    wb.controls["abc.b"].value = 0.6  # refused: the control goes back to 0.95
+    assert wb.controls["abc.b"].value == 0.95 and "kept the previous value" in wb.status.value
+    wb.save_button.click()
+    saved = yaml.safe_load(target.read_text())["classifiers"]["abc"]
+    assert (saved["a"], saved.get("b", 0.95)) == (0.7, 0.95)
+    assert (wb.controls["abc.a"].value, wb.controls["abc.b"].value) == (0.7, 0.95)
+    assert "saved to" in wb.status.value and wb.unsaved.value == ""
+
+
+def test_save_refuses_while_a_control_shows_a_value_not_in_force(abc_pb, abc_prepared, tmp_path):
+    target = tmp_path / "abc.yaml"
+    shutil.copy(ABC_PLAYBOOK, target)
+    wb = Workbench(abc_pb, prepared=abc_prepared, save_path=target, charts=False)
+    before = target.read_text()
+    wb._syncing = True  # a control that moved without reaching the model (as a value in flight would)
+    wb.controls["abc.a"].value = 0.5
+    wb._syncing = False
+    assert wb.save() is None
+    assert "not saved" in wb.status.value and "abc.a" in wb.status.value
+    assert target.read_text() == before
+
+
+def test_the_diff_is_cleared_when_a_parameter_moves_after_save(abc_pb, abc_prepared, tmp_path):
+    target = tmp_path / "abc.yaml"
+    shutil.copy(ABC_PLAYBOOK, target)
+    wb = Workbench(abc_pb, prepared=abc_prepared, save_path=target, charts=False)
+    wb.controls["abc.a"].value = 0.7
+    wb.save()
+    assert "+    a: 0.7" in wb.diff_box.value
+    wb.controls["abc.a"].value = 0.6
+    assert wb.diff_box.value == "" and "unsaved changes" in wb.unsaved.value
 
 
 def test_charts_and_samples(abc_pb, abc_prepared):
     wb = Workbench(engine.load_playbook(HV_PLAYBOOK), charts=True)
-    assert wb.pareto.value[:4] == b"\x89PNG" and wb.heatmap.value[:4] == b"\x89PNG"
-    grid = wb.model.rf_grid()
-    classified = wb.model.classified()
-    assert grid.sum() == classified["rfm_r"].is_not_null().sum()
-    assert grid[0, -1] == classified.filter((pl.col("rfm_r") == 5) & (pl.col("rfm_f") == 5)).height
+    images = {ident: img.value for ident, img in wb.chart_images.items()}
+    # the classifiers' own charts, and class sizes for a classifier without one
+    assert set(images) == {("rfm", "rf-grid"), ("abc", "pareto")}
+    assert all(v[:4] == b"\x89PNG" for v in images.values())
     assert "tierbook-cut-table" in wb.rules_box.value  # vip-privileges has more takers than capacity
     wb.class_picker.value = ("value_tier", "high-value")
     assert "tierbook-sample" in wb.sample_box.value
+    classified = wb.model.classified()
     top = classified.filter(pl.col("value_tier") == "high-value").sort("monetary", descending=True)
     assert str(top["customer_id"][0]) in wb.sample_box.value
+
+
+def test_charts_redraw_only_when_what_they_show_changed(abc_pb, abc_prepared):
+    wb = Workbench(engine.load_playbook(HV_PLAYBOOK), charts=True)
+    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 1}
+    wb.set({"rfm.hv_min_r": 4})  # value tiers move, the R x F grid and the Pareto curve do not
+    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 1}
+    wb.set({"abc.a": 0.6})
+    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 2}
+    wb.set({"rfm.bins": 4, "rfm.hv_min_r": 3})
+    assert wb.draws == {("rfm", "rf-grid"): 2, ("abc", "pareto"): 2}
+
+
+def test_a_classifier_without_a_fast_path_gets_a_class_size_chart(sample_path):
+    registry = get_registry(allow=["abc"], modules=[BasketPlugin], strict=True)
+    prepared = engine.prepare(sample_path, mapping=engine.sample.SAMPLE_MAPPING, registry=registry)
+    wb = Workbench(prepared=prepared, selections=prepared.select(["basket", "abc"]))
+    assert set(wb.chart_images) == {("basket", "sizes-basket"), ("abc", "pareto")}
+    assert wb.chart_images[("basket", "sizes-basket")].value[:4] == b"\x89PNG"
+    assert isinstance(wb.model.evaluator("basket"), GenericPath)
+    sizes = wb.numbers.filter(pl.col("column") == "basket")["customers"].to_list()
+    assert wb._chart_keys[("basket", "sizes-basket")] == ("basket", ("big", "small"), tuple(sizes))
+    wb.set({"abc.a": 0.5})  # another classifier moved: the basket chart stays
+    assert wb.draws[("basket", "sizes-basket")] == 1
+    wb.set({"basket.min_aov": 100})
+    assert wb.draws[("basket", "sizes-basket")] == 2
 
 
 def test_save_writes_the_tuned_params_and_keeps_comments(abc_pb, abc_prepared, tmp_path):
@@ -223,17 +293,17 @@ CHANGES = [
 @pytest.mark.parametrize("n,seed,max_cells", [(1, 0, None), (7, 1, None), (500, 2, None), (3000, 3, None),
                                               (3000, 3, 10)])
 def test_fast_evaluators_equal_the_engine(registry, n, seed, max_cells, monkeypatch):
-    from engine import widgets
+    from plugins.adc.workbench import AdcFastPath
 
     if max_cells is not None:  # the ADC path for too many (recency, tenure) cells
-        monkeypatch.setattr(widgets._AdcEvaluator, "MAX_CELLS", max_cells)
+        monkeypatch.setattr(AdcFastPath, "MAX_CELLS", max_cells)
     customers = synthetic(n, seed)
     prepared = Prepared(customers, dt.date(2024, 1, 1), LoadReport("synthetic"), registry)
     model = WorkbenchModel(prepared, select(registry, None))
-    assert {type(e).__name__ for e in model.evaluators.values()} == {"_AbcEvaluator", "_AdcEvaluator",
-                                                                    "_RfmEvaluator"}
+    assert {type(e).__name__ for e in model.fast_paths.values()} == {"AbcFastPath", "AdcFastPath", "RfmFastPath"}
     for change in CHANGES:
         model.set_params(change)
+        assert all(model.evaluator(name) is model.fast_paths[name] for name in model.params)  # not the generic path
         sels = model.selections()
         classified = apply_classifiers(customers, sels, as_of=prepared.as_of, registry=registry)
         # revenue from cumulative sums: equal up to float rounding
@@ -247,15 +317,6 @@ def test_all_negative_or_zero_metric_is_all_c(registry):
     model = WorkbenchModel(Prepared(customers, dt.date(2024, 1, 1), LoadReport("x"), registry),
                            select(registry, ["abc"]))
     assert model.numbers().filter(pl.col("label") == "C")["customers"].item() == 50
-
-
-def test_chart_pngs(registry):
-    model = WorkbenchModel(Prepared(synthetic(2000, 5), dt.date(2024, 1, 1), LoadReport("x"), registry),
-                           select(registry, None))
-    data = model.pareto_data()
-    assert data["y"][-1] == pytest.approx(1.0) and 0 < data["a_customers"] < data["ab_customers"] <= 1
-    assert pareto_png(data)[:4] == b"\x89PNG"
-    assert heatmap_png(model.rf_grid())[:4] == b"\x89PNG"
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +339,7 @@ def test_any_thresholds_give_the_engines_labels(random_model, a, gap, rank, acti
                       "adc": {"active_days": active, "churn_days": active + churn_gap, "new_days": new},
                       "rfm": {"bins": bins, "hv_min_r": hv, "hv_min_f": hv, "hv_min_m": 1,
                               "potential_min_total": total}})
+    assert all(model.evaluator(name) is model.fast_paths[name] for name in model.params)
     sels = model.selections()
     classified = apply_classifiers(customers, sels, as_of=model.as_of, registry=registry)
     assert_frame_equal(model.classified(), classified)

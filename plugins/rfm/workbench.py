@@ -1,0 +1,154 @@
+"""RFM's workbench fast path: scores and their (R, F, M) histogram per number of bins; the R x F chart.
+
+Kept per number of bins: the three scores of every customer (from the ``min``
+ranks, computed once) and the histogram of customers and revenue over the
+(R, F, M) cells, so a value-tier or segment change re-tallies at most 1,331
+cells, not the customers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.fastpath import Chart, FastPath, enum_series, figure, png
+
+from . import TIERS, _grid
+
+#: The parameters this fast path implements; any other parameter set takes the generic path.
+KNOWN = frozenset({"bins", "hv_min_r", "hv_min_f", "hv_min_m", "potential_min_total", "prospects_are_potential",
+                   "segments"})
+
+
+@dataclass
+class Scores:
+    r: np.ndarray            # scores 1..bins, 0 for customers without orders
+    f: np.ndarray
+    m: np.ndarray
+    cell: np.ndarray         # r * (bins+1)^2 + f * (bins+1) + m; 0 for customers without orders
+    hist: np.ndarray         # customers per cell
+    hist_revenue: np.ndarray
+
+
+def _five(score: np.ndarray, bins: int) -> np.ndarray:
+    return score if bins == 5 else (score * 5 + bins - 1) // bins
+
+
+class RfmFastPath(FastPath):
+    """RFM (see the plugin's rules): scores and their histogram cached per number of bins."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        customers = self.table.customers
+        self.has = customers["recency_days"].is_not_null().to_numpy()
+        self.n_has = int(self.has.sum())
+        # "min" ranks among customers with orders, as the classifier ranks them (R: most recent best)
+        ranks = customers.filter(pl.Series(self.has)).select(
+            (-pl.col("recency_days")).rank("min").alias("r"), pl.col("frequency").rank("min").alias("f"),
+            pl.col("monetary").rank("min").alias("m"))
+        self._ranks = {name: ranks[name].cast(pl.Int64).to_numpy() for name in ("r", "f", "m")}
+        self._scores: dict[int, Scores] = {}
+        self._series: dict[int, dict[str, pl.Series]] = {}
+
+    def supports(self, params: Mapping[str, Any]) -> bool:
+        return set(params) == KNOWN
+
+    def scores(self, bins: int) -> Scores:
+        if bins not in self._scores:
+            n = self.table.n
+            out = {}
+            for name, rank in self._ranks.items():
+                s = np.zeros(n, dtype=np.int64)
+                if self.n_has:
+                    s[self.has] = (rank - 1) * bins // self.n_has + 1
+                out[name] = s
+            side = bins + 1
+            cell = out["r"] * side * side + out["f"] * side + out["m"]
+            hist = np.bincount(cell, minlength=side ** 3)
+            hist_rev = np.bincount(cell, weights=self.table.weights, minlength=side ** 3)
+            self._scores = {bins: Scores(out["r"], out["f"], out["m"], cell, hist, hist_rev)}
+        return self._scores[bins]
+
+    def _cell_luts(self, p: Mapping[str, Any]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """Segment and tier code of every (r, f, m) cell (cell 0: no orders)."""
+        bins = p["bins"]
+        side = bins + 1
+        grid = _grid(p)
+        segments = tuple(grid)
+        lookup = {int(c): i for i, name in enumerate(segments) for c in grid[name]}
+        r, f, m = np.meshgrid(np.arange(side), np.arange(side), np.arange(side), indexing="ij")
+        r, f, m = r.ravel(), f.ravel(), m.ravel()
+        fm = (_five(f, bins) + _five(m, bins) + 1) // 2
+        cell = _five(r, bins) * 10 + fm
+        seg = np.array([lookup.get(int(c), len(segments)) for c in cell], dtype=np.uint32)
+        high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
+        potential = (r + f + m) >= p["potential_min_total"]
+        tier = np.where(high, 0, np.where(potential, 1, 2)).astype(np.uint32)
+        seg[0] = len(segments)                       # no orders: no segment
+        tier[0] = 1 if p["prospects_are_potential"] else 2
+        return segments, seg, tier
+
+    def counts(self, params: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        sc = self.scores(params["bins"])
+        segments, seg, tier = self._cell_luts(params)
+        out = {}
+        for column, lut, n in (("rfm_segment", seg, len(segments)), ("value_tier", tier, len(TIERS))):
+            counts = np.bincount(lut, weights=sc.hist, minlength=n + 1).astype(np.int64)
+            revenue = np.bincount(lut, weights=sc.hist_revenue, minlength=n + 1)
+            out[column] = (counts, revenue)
+        return out
+
+    def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:
+        bins = params["bins"]
+        sc = self.scores(bins)
+        if bins not in self._series:
+            cols = {}
+            for name in ("r", "f", "m"):
+                values = getattr(sc, name)
+                cols[f"rfm_{name}"] = pl.Series(f"rfm_{name}", values, dtype=pl.Int8).set(
+                    pl.Series(~self.has), None)
+            cols["rfm_code"] = pl.select(pl.concat_str([cols[c].cast(pl.String) for c in
+                                                        ("rfm_r", "rfm_f", "rfm_m")]).alias("rfm_code")).to_series()
+            self._series = {bins: cols}
+        segments, seg, tier = self._cell_luts(params)
+        out = dict(self._series[bins])
+        out["rfm_segment"] = enum_series(segments, seg[sc.cell], "rfm_segment")
+        out["value_tier"] = enum_series(TIERS, tier[sc.cell], "value_tier")
+        return out
+
+    def rf_grid(self, bins: int) -> np.ndarray:
+        """Customers per (R, F) cell: rows R = bins .. 1, columns F = 1 .. bins."""
+        side = bins + 1
+        h = self.scores(bins).hist.reshape(side, side, side).sum(axis=2)
+        return h[1:, 1:][::-1]
+
+    def charts(self, params: Mapping[str, Any]) -> Sequence[Chart]:
+        grid = self.rf_grid(params["bins"])
+        return (Chart("rf-grid", (params["bins"], grid.tobytes()), lambda: heatmap_png(grid)),)
+
+
+def heatmap_png(grid: np.ndarray) -> bytes:
+    """R x F heat map: customers per (recency score, frequency score) cell."""
+    bins = grid.shape[0]
+    fig = figure(4.6, 3.6)
+    ax = fig.add_subplot()
+    im = ax.imshow(grid, cmap="Blues")
+    ax.set_xticks(range(bins), [str(f) for f in range(1, bins + 1)])
+    ax.set_yticks(range(bins), [str(r) for r in range(bins, 0, -1)])
+    ax.set_xlabel("F score")
+    ax.set_ylabel("R score")
+    ax.set_title("RFM grid: customers per R x F")
+    top = grid.max() if grid.size else 0
+    if bins <= 10:
+        for i in range(bins):
+            for j in range(bins):
+                v = int(grid[i, j])
+                ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7 if bins > 6 else 8,
+                        color="white" if top and v > top * 0.6 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return png(fig)
