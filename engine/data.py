@@ -333,7 +333,8 @@ class Transactions:
             return DataError(
                 f"{self.describe()}: column {source_col!r} (order_date) mixes times with a time-zone offset "
                 f"({self._where(a_index)}: {a_value!r}) and without one ({self._where(n_index)}: {n_value!r}); "
-                f"give every time with an offset, or none"
+                f"give every time with an offset, or none",
+                **self._facts(n_index, source_col, n_value),
             )
         return None
 
@@ -351,8 +352,15 @@ class Transactions:
             what = f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             hint = ""
         return DataError(
-            f"{self.describe()}: column {source_col!r} ({canonical}), {where}: {value!r} is not {what}{hint}"
+            f"{self.describe()}: column {source_col!r} ({canonical}), {where}: {value!r} is not {what}{hint}",
+            **self._facts(index, source_col, value),
         )
+
+    def _facts(self, index: int, column: str, value: Any) -> dict[str, Any]:
+        """The structured attributes of an error at 0-based data row ``index`` (see TierbookError)."""
+        line = {"csv": index + 2, "ndjson": index + 1}.get(self.fmt)
+        return {"file": str(self.path) if self.path else None, "row": index + 1, "line": line, "column": column,
+                "value": value}
 
 
 def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> dict[str, str]:

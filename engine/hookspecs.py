@@ -13,6 +13,9 @@ and is made known through the ``tierbook`` entry-point group of its package::
 
     [project.entry-points.tierbook]
     myplugin = "mypackage.tierbook_plugin"
+
+docs/plugins.md is the plugin author's guide: a tutorial from an empty directory
+to a published classifier with its own feature, and a reference of both hooks.
 """
 
 from __future__ import annotations

@@ -131,3 +131,26 @@ def test_errors_survive_pickling():
     assert (str(data), data.file, data.row) == ("f.csv: row 2: bad", "f.csv", 2)
     book = pickle.loads(pickle.dumps(PlaybookError([Problem("b.yaml", 3, "oops")])))
     assert book.problems[0].line == 3 and book.line == 3
+
+
+def test_yaml_syntax_errors_are_problems_with_their_line(tmp_path):
+    from engine.yamlio import load_marked
+
+    path = tmp_path / "book.yaml"
+    path.write_text("name: x\ndata:\n  transactions: !include other.yaml\n")
+    with pytest.raises(PlaybookError) as info:
+        load_marked(path)
+    problem = info.value.problems[0]
+    assert (problem.file, problem.line) == (str(path), 3)
+    assert problem.message == "YAML syntax: the tag '!include' is not allowed (playbooks are plain data)"
+
+
+def test_a_bad_value_error_names_file_row_line_column_and_value(tmp_path, registry):
+    path = tmp_path / "tx.csv"
+    path.write_text("Cust,When,Amount\nc1,2011-01-02,5\nc2,yesterday,3\n")
+    with pytest.raises(DataError) as info:
+        engine.classify(path, mapping={"customer_id": "Cust", "order_date": "When", "amount": "Amount"},
+                        registry=registry)
+    err = info.value
+    assert (err.file, err.row, err.line, err.column, err.value) == (str(path), 2, 3, "When", "yesterday")
+    assert str(err).startswith(f"{path}: column 'When' (order_date), row 2 (line 3): 'yesterday' is not a date")

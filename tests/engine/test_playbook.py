@@ -219,7 +219,7 @@ def test_all_problems_are_reported_together(tmp_path):
     with pytest.raises(PlaybookError) as info:
         load_playbook(path)
     assert len(info.value.problems) == 3
-    assert [p.split(":")[1] for p in info.value.problems] == ["6", "7", "8"]
+    assert [p.line for p in info.value.problems] == [6, 7, 8]  # structured: no parsing of the text
 
 
 def test_run_reads_the_transactions_once(uci_path, tmp_path, monkeypatch):
