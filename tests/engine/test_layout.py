@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import engine
@@ -150,3 +152,26 @@ def test_engine_names_no_builtin_classifier():
     for path in sorted((ROOT / "engine").rglob("*.py")):
         offenders += [f"{path.relative_to(ROOT)}: {m}" for m in builtin_mentions(path.read_text(), names, modules)]
     assert offenders == []
+
+
+def _script(name: str) -> str:
+    script = Path(sys.executable).with_name(name)
+    assert script.exists(), f"{name} is not installed next to {sys.executable}: install the test extra"
+    return str(script)
+
+
+def test_import_contracts():
+    # pyproject.toml [tool.importlinter]: engine's layers, engine never imports plugins, the built-in plugins
+    # independent of each other (docs/decisions/0008-lint-rules.md). Imports inside functions count too.
+    proc = subprocess.run([_script("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_ruff():
+    # pyproject.toml [tool.ruff]: rules that find real problems (docs/decisions/0008-lint-rules.md);
+    # `ruff check --fix` repairs most of what it reports.
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
