@@ -273,9 +273,12 @@ def _load_plugins_dir(registry: Registry, directory: Path, fail) -> None:
         except PluginError as exc:
             fail(exc)
             continue
-        except Exception as exc:  # a broken file must not take the others down
-            fail(PluginError(f"plugin {info.label()} failed to load: {type(exc).__name__}: {exc}",
-                             plugin=name, file=str(path)))
+        except BaseException as exc:  # a broken file, even one calling sys.exit, must not take the others down
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            why = (f"SystemExit: the plugin called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
+                   else f"{type(exc).__name__}: {exc}")
+            fail(PluginError(f"plugin {info.label()} failed to load: {why}", plugin=name, file=str(path)))
             continue
         _register(registry, module, info, fail)
 

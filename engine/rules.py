@@ -50,10 +50,10 @@ class RuleError(TierbookError):
     """A rule's ``when`` cannot be compiled. ``position`` is the 0-based character offset."""
 
     def __init__(self, message: str, position: int | None = None):
-        self.message = message
-        self.position = position
         where = f" (at column {position + 1})" if position is not None else ""
         super().__init__(f"{message}{where}")
+        self.message = message  # without the position, which is an attribute
+        self.position = position
 
 
 # ------------------------------------------------------------------ tokenizer

@@ -210,3 +210,12 @@ def test_plugins_dir_refuses_what_every_user_may_write(tmp_path):
     assert info.value.file == str(tmp_path / "mine.py")
     (tmp_path / "mine.py").chmod(0o644)
     assert get_registry(entry_points=False, plugins_dir=tmp_path).plugins["mine"].path == str(tmp_path / "mine.py")
+
+
+def test_a_plugins_dir_file_calling_sys_exit_is_named_and_skipped(tmp_path):
+    (tmp_path / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "fine.py").write_text("x = 1\n")
+    reg = get_registry(entry_points=False, plugins_dir=tmp_path)
+    assert sorted(reg.plugins) == ["fine"]
+    assert [str(f) for f in reg.failures] == [
+        f"plugin quitter (file {tmp_path / 'quitter.py'}) failed to load: SystemExit: the plugin called sys.exit(3)"]
