@@ -272,7 +272,9 @@ class WorkbenchModel:
             from .playbook import load_playbook
 
             pb = load_playbook(path, registry=self.prepared.registry, check_data=False)
-            changes = {name: {k: v for k, v in params.items() if pb.classifiers.get(name, {}).get(k) != v}
+            # against the playbook's values; a classifier it does not have, against the defaults
+            start = {name: pb.classifiers.get(name) or self.classifiers[name].resolve() for name in self.params}
+            changes = {name: {k: v for k, v in params.items() if start[name].get(k) != v}
                        for name, params in self.params.items()}
             changes = {name: values for name, values in changes.items() if values}
             missing = [name for name in changes if name not in pb.classifiers]
@@ -340,8 +342,8 @@ def numbers_html(numbers: pl.DataFrame) -> str:
         parts.append(f'<table class="tierbook-summary" data-classifier="{a(classifier)}" data-column="{a(column)}" '
                      f'style="display:inline-table;margin:0 1.5em 1em 0;border-collapse:collapse">'
                      f'<caption style="text-align:left;font-weight:bold">{a(column)}</caption>'
-                     '<tr><th style="text-align:left">class</th><th>customers</th><th>% customers</th>'
-                     '<th>% revenue</th></tr>')
+                     '<tr><th style="text-align:left">class</th><th style="padding-left:1em">customers</th>'
+                     '<th style="padding-left:1em">% customers</th><th style="padding-left:1em">% revenue</th></tr>')
         for row in group.iter_rows(named=True):
             attrs = f'data-classifier="{a(classifier)}" data-column="{a(column)}" data-label="{a(row["label"])}"'
             parts.append(
@@ -363,8 +365,9 @@ def rules_html(result: Any) -> str:
         return ""
     a = html.escape
     rows = ['<table class="tierbook-rules" style="border-collapse:collapse"><caption style="text-align:left;'
-            'font-weight:bold">rules</caption><tr><th style="text-align:left">rule</th><th>matched</th>'
-            '<th>hits</th><th>cut by capacity</th><th>actions</th></tr>']
+            'font-weight:bold">rules</caption><tr><th style="text-align:left">rule</th>'
+            + "".join(f'<th style="padding-left:1em">{h}</th>' for h in ("matched", "hits", "cut by capacity", "actions"))
+            + '</tr>']
     for r in result.rule_summary.iter_rows(named=True):
         cells = "".join(f'<td class="tierbook-rule-{k.replace("_", "-")}" data-rule="{a(r["rule"])}" '
                         f'data-value="{r[k]}" style="text-align:right;padding-left:1em">{r[k]:,}</td>'

@@ -344,3 +344,32 @@ def test_any_thresholds_give_the_engines_labels(random_model, a, gap, rank, acti
     classified = apply_classifiers(customers, sels, as_of=model.as_of, registry=registry)
     assert_frame_equal(model.classified(), classified)
     assert_frame_equal(model.numbers(), summarize(classified, sels), check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def test_without_a_playbook_save_to_writes_into_the_path_given(sample_path, tmp_path):
+    registry = get_registry(allow=["abc", "adc"], modules=[BasketPlugin], strict=True)
+    prepared = engine.prepare(sample_path, mapping=engine.sample.SAMPLE_MAPPING, registry=registry)
+    wb = Workbench(prepared=prepared, selections=prepared.select(["basket", "abc"]), charts=False)
+    assert wb.save_button.description == "Save to..." and wb.save_button.disabled  # no path yet
+    assert wb.save() is None and "give a path" in wb.status.value
+    wb.controls["basket.min_aov"].value = 250
+    # a new file: a classifiers: section with what differs from the defaults
+    new = tmp_path / "params.yaml"
+    wb.path_box.value = str(new)
+    assert not wb.save_button.disabled
+    wb.save_button.click()
+    assert yaml.safe_load(new.read_text()) == {"classifiers": {"basket": {"min_aov": 250.0}, "abc": {}}}
+    assert "saved to" in wb.status.value and wb.unsaved.value == ""
+    # an existing playbook: its values change, its comments stay
+    book = tmp_path / "book.yaml"
+    book.write_text(ABC_PLAYBOOK.read_text().replace("../engine/sample/", f"{sample_path.parent}/"))
+    wb.controls["basket.min_aov"].value = 300  # the default: nothing for a playbook without basket
+    wb.controls["abc.a"].value = 0.7
+    wb.path_box.value = str(book)
+    diff = wb.save()
+    assert "+    a: 0.7" in diff and "# A: customers making up the top 80% of revenue" in book.read_text()
+    # a classifier the playbook does not have is named, nothing is written
+    wb.controls["basket.min_aov"].value = 260
+    before = book.read_text()
+    assert wb.save() is None and "basket not in the playbook&#x27;s classifiers" in wb.status.value
+    assert book.read_text() == before

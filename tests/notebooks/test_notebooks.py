@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,10 @@ def test_there_are_four_notebooks_with_outputs_cleared():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: outputs not cleared"
 
 
+def outputs(book) -> list:
+    return [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
@@ -46,6 +52,24 @@ def test_notebook_runs(path, monkeypatch):
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
     assert snapshot() == before, "the notebook wrote into the repository"
+    if path.stem == "01-quickstart":
+        # the class summary as people read it: every row, shares in percent, money with two decimals
+        tables = [o["data"]["text/plain"] for o in outputs(book) if "text/plain" in o.get("data", {})
+                  and "% customers" in o["data"]["text/plain"]]
+        assert len(tables) == 2 and all("…" not in t for t in tables)
+        first = tables[0]
+        assert re.search(r"│ abc\s+┆ A\s+┆ \d+\s+┆ \d+\.\d%\s+┆ [\d,]+\.\d\d\s+┆ \d+\.\d%", first), first
+        # three header lines, then every class of abc (3), adc (5) and value_tier (3)
+        assert sum(line.startswith("│ ") for line in first.splitlines()) == 3 + 3 + 5 + 3
+    if path.stem == "04-playbook-explorer":
+        views = [o for o in outputs(book) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert len(views) == 2  # the rule picker and the customer picker
+        text = "".join(o.get("text", "") for o in outputs(book))
+        # what the pickers show first is in their Output widgets' state
+        shown = json.dumps(book.metadata.get("widgets", {}))
+        assert re.search(r"vip-privileges: \d+ customers matched", shown)
+        assert re.search(r"customer \d+ \(as of [\d-]+\)", shown) and "rules (hit policy: all)" in shown
+        assert "270 customers, revenue 381,284.52" in text
     if path.stem == "02-tune-thresholds":
         text = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code"
                        for o in c.outputs if o.output_type == "stream")
