@@ -146,6 +146,7 @@ def test_slider_moves_the_numbers_in_a_real_browser(lab):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=30_000)  # a shared machine starts kernels slowly
     net = net_revenue_by_hand(PLAYBOOK)
     assert len(net) == 270  # 250 customers with transactions, 20 from the customer table only
     ARTIFACTS.mkdir(exist_ok=True)
@@ -159,7 +160,8 @@ def test_slider_moves_the_numbers_in_a_real_browser(lab):
             page.goto(f"{lab}/lab/tree/notebooks/{NOTEBOOK.name}")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for()
             # the kernel is connected (running before it is would ask which kernel to start)
-            expect(page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle").first).to_be_visible()
+            expect(page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle").first).to_be_visible(
+                timeout=90_000)
             try:  # fold the file browser away: the notebook gets the window's width, as a user would do
                 page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click(timeout=2000)
             except PlaywrightTimeout:
