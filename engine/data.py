@@ -24,6 +24,7 @@ written to a rejects file; it is never dropped silently.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,16 +299,17 @@ class Transactions:
     #: Boolean columns that are only counted (summed in the feature pass) and
     #: checked together by :meth:`tally_error`.
     tallies: tuple[str, ...] = ()
+    #: ``"day-first"`` or ``"month-first"`` when text dates such as ``01/02/2011`` were read in the
+    #: order the whole column proves (see :func:`_date_order`), else None.
+    date_order: str | None = None
+    #: What the reader decided that the user should know (the date order and why), one line each.
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         return str(self.path) if self.path else "(in-memory frame)"
 
     def _where(self, index: int) -> str:
-        if self.fmt == "csv":
-            return f"row {index + 1} (line {index + 2})"
-        if self.fmt == "xlsx":
-            return f"row {index + 1} (sheet {self.sheet!r}, spreadsheet row {index + 2})"
-        return f"row {index + 1}" + (f" (line {index + 1})" if self.fmt == "ndjson" else "")
+        return _row_where(self.fmt, index, self.sheet)
 
     def _first_row(self, flag: str, canonical: str) -> tuple[int, Any]:
         query = self.frame.with_row_index("_row").filter(pl.col(flag)).select("_row", "_raw_" + canonical).head(1)
@@ -338,6 +340,20 @@ class Transactions:
             )
         return None
 
+    def _date_hint(self, value: Any) -> str:
+        """What to give as the date format: the formats that read ``value``, when there are any."""
+        fits = " or ".join(map(repr, _formats_that_read(value)))
+        word = option("date_format")
+        if self.date_order is not None and not fits:
+            return f" (the column is read {self.date_order}, like its other dates)"
+        if self.date_format is not None:
+            if fits:
+                return f" (it does not fit {word} {self.date_format!r}; {fits} would read it)"
+            return f" (it does not fit {word} {self.date_format!r})"
+        if fits:
+            return f" (give the format with {word} {fits})"
+        return f" (give the format with {word}, e.g. '%d/%m/%Y')"
+
     def locate(self, flag: str) -> DataError:
         """Build the error for the first row where ``flag`` is set (error path only: rescans)."""
         canonical = self.checks[flag]
@@ -347,7 +363,7 @@ class Transactions:
         index, value = self._first_row(flag, canonical)
         where = self._where(index)
         what = "a date" if canonical == "order_date" else "a finite number"
-        hint = f" (give the format with {option('date_format')}, e.g. %d/%m/%Y)" if canonical == "order_date" else ""
+        hint = self._date_hint(value) if canonical == "order_date" else ""
         if flag == "_bad_amount" and self._is_finite_at(index):
             what = f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             hint = ""
@@ -361,6 +377,15 @@ class Transactions:
         line = {"csv": index + 2, "ndjson": index + 1}.get(self.fmt)
         return {"file": str(self.path) if self.path else None, "row": index + 1, "line": line, "column": column,
                 "value": value}
+
+
+def _row_where(fmt: str, index: int, sheet: str | None = None) -> str:
+    """How a user finds the 0-based data row ``index``: its row number and its line or spreadsheet row."""
+    if fmt == "csv":
+        return f"row {index + 1} (line {index + 2})"
+    if fmt == "xlsx":
+        return f"row {index + 1} (sheet {sheet!r}, spreadsheet row {index + 2})"
+    return f"row {index + 1}" + (f" (line {index + 1})" if fmt == "ndjson" else "")
 
 
 def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> dict[str, str]:
@@ -407,20 +432,147 @@ _TIME_TZ = _TIME + r"\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 _MAX_AMOUNT = 1e14
 
 
-def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str):
+#: A date written day and month first, in either order, then the year (``01/02/2011``, ``1.2.2011 10:00``,
+#: ``01-02-11``): the class of dates whose day and month cannot be told apart by the value alone.
+_DM_Y = r"^(\d{1,2})[./-](\d{1,2})[./-](\d{2}|\d{4})(?:$|[\sT])"
+_DATE_ORDERS = {"day-first": "%d{0}%m{0}", "month-first": "%m{0}%d{0}"}
+
+
+def _text_dates(col: pl.Expr) -> pl.Expr:
+    return col.cast(pl.String).str.strip_chars()
+
+
+def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: str | None
+                ) -> tuple[str | None, str | None]:
+    """Decide whether a text date column like ``01/02/2011`` is day-first or month-first, from every value.
+
+    Returns ``(order, note)``: ``(None, None)`` when the column's first date is
+    not of that class (ISO dates and the like: nothing to decide, and only the
+    first value is read). Otherwise the whole column is read once: a first
+    field above 12 proves day-first, a second field above 12 proves
+    month-first. When no value proves either (and some day differs from its
+    month), the order is never guessed: :class:`DataError` asks for
+    ``--date-format``. So is a column where values prove both orders, and a
+    two-digit year (its century would be a guess too).
+    """
+    text = _text_dates(pl.col(source))
+    try:
+        head = lf.select(text.alias("t")).filter(pl.col("t").str.len_bytes() > 0).head(1).collect()
+    except pl.exceptions.PolarsError:
+        return None, None  # the read error is reported, with its line, by the feature pass
+    if head.height == 0 or not re.match(_DM_Y, head.item()):
+        return None, None
+    parts = text.str.extract_groups(_DM_Y)
+    d1 = parts.struct.field("1").cast(pl.Int32)
+    d2 = parts.struct.field("2").cast(pl.Int32)
+    short = parts.struct.field("3").str.len_bytes() == 2
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+
+    def example(cond: pl.Expr, name: str) -> list[pl.Expr]:
+        return [text.filter(cond).first().alias(name), row.filter(cond).first().alias(name + "_row")]
+
+    try:
+        found = lf.select(*example(d1 > 12, "day"), *example(d2 > 12, "month"), *example(d1 != d2, "either"),
+                          *example(short, "short")).collect(engine="streaming").row(0, named=True)
+    except pl.exceptions.PolarsError:
+        return None, None
+    column = f"column {source!r} (order_date)"
+
+    def at(name: str) -> str:
+        return f"{found[name]!r} at {_row_where(fmt, found[name + '_row'], sheet)}"
+
+    if found["day"] is not None and found["month"] is not None:
+        raise DataError(f"{where}: {column} has dates that can only be day-first, such as {at('day')}, and dates "
+                        f"that can only be month-first, such as {at('month')}; no one order reads them all",
+                        file=where, column=source, value=found["month"])
+    order = "day-first" if found["day"] is not None else "month-first" if found["month"] is not None else None
+    if found["short"] is not None:
+        value = found["short"]
+        orders = [order] if order else list(_DATE_ORDERS)
+        formats = " or ".join(repr(_format_for(value, o, year="%y")) for o in orders)
+        raise DataError(f"{where}: {column}: {at('short')} has a two-digit year; give the format with "
+                        f"{option('date_format')} {formats}", file=where, column=source, value=value)
+    if order is None:
+        if found["either"] is None:
+            return "day-first", None  # every day equals its month: both orders read the same dates
+        value = found["either"]
+        raise DataError(
+            f"{where}: {column}: {at('either')} can be day-first or month-first and no date in the column tells "
+            f"which (none has a day above 12); give the format with {option('date_format')} "
+            f"{_format_for(value, 'day-first')!r} or {_format_for(value, 'month-first')!r}",
+            file=where, column=source, value=value
+        )
+    proof = "day" if order == "day-first" else "month"
+    note = (f"{where}: {column} read {order} ({_format_for(found[proof], order)}): {at(proof)} has "
+            f"{'a first' if order == 'day-first' else 'a second'} field above 12")
+    return order, note
+
+
+def _format_for(value: str, order: str, *, year: str = "%Y") -> str:
+    """A strftime format that reads ``value`` in ``order`` (its separator and time of day kept), for messages."""
+    found = re.match(r"^\d{1,2}([./-])\d{1,2}[./-]\d+(.*)$", value.strip())
+    sep, rest = (found.group(1), found.group(2)) if found else ("/", "")
+    date = _DATE_ORDERS[order].format(sep) + year
+    for time in ("", " %H:%M", " %H:%M:%S", "T%H:%M", "T%H:%M:%S", " %H:%M:%S%.f", "T%H:%M:%S%.f", " %I:%M %p",
+                 " %I:%M:%S %p"):
+        if _reads(value.strip(), date + time):
+            return date + time
+    return date + (" %H:%M" if re.match(r"^\s\d{1,2}:\d{2}$", rest) else "")
+
+
+def _reads(value: str, fmt: str) -> bool:
+    try:
+        return pl.Series([value]).str.to_datetime(format=fmt, strict=False).null_count() == 0
+    except pl.exceptions.PolarsError:
+        return False
+
+
+def _formats_that_read(value: str) -> list[str]:
+    """Formats of the common kinds that read ``value`` (for the hint of a date that does not parse)."""
+    if not isinstance(value, str) or not re.match(r"^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}", value.strip()):
+        return []
+    out = []
+    for order in _DATE_ORDERS:
+        for year in ("%Y", "%y"):
+            fmt = _format_for(value, order, year=year)
+            if _reads(value.strip(), fmt):
+                out.append(fmt)
+                break
+    return out
+
+
+def _as_iso(text: pl.Expr, order: str) -> pl.Expr:
+    """``01/02/2011 10:00`` as ``2011-02-01 10:00`` (day-first) or ``2011-01-02 10:00``; other text becomes null.
+
+    The rewritten text is then read like any ISO date (with or without a time, with an offset ...); a value
+    not of the column's class is null, so it is reported as a date that does not parse.
+    """
+    padded = text.str.replace(r"^(\d)([./-])", "0${1}${2}").str.replace(r"^(\d\d[./-])(\d)([./-])", "${1}0${2}${3}")
+    swap = "${3}-${2}-${1}" if order == "day-first" else "${3}-${1}-${2}"
+    iso = padded.str.replace(r"^(\d\d)[./-](\d\d)[./-](\d{4})", swap)
+    return pl.when(text.str.contains(_DM_Y) & ~text.str.contains(r"^\d{1,2}[./-]\d{1,2}[./-]\d{2}(?:$|\D)")
+                   ).then(iso)
+
+
+def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str,
+               order: str | None = None):
     """Return (date expression, needs-parse-check).
 
     Text with a time-zone offset (``2024-01-02T23:30:00-05:00``) gives the
     calendar day as written (the offset is dropped, not converted); a column
     mixing times with and without an offset is an error (see
-    :meth:`Transactions.tally_error`).
+    :meth:`Transactions.tally_error`). ``order`` (``day-first`` or
+    ``month-first``) reads ``01/02/2011``-like text in that order (see
+    :func:`_date_order`).
     """
     if dtype == pl.Date:
         return col, False
     if isinstance(dtype, pl.Datetime):
         return col.dt.date(), False
     if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
-        text = col.cast(pl.String).str.strip_chars()
+        text = _text_dates(col)
+        if date_format is None and order is not None:
+            text = _as_iso(text, order)
         if date_format is None:
             text = text.str.replace(_TIME_TZ, "${1}")
         parsed = text.str.to_datetime(format=date_format, strict=False, time_unit="us")
@@ -444,11 +596,19 @@ def read_transactions(
     date_format: str | None = None,
     sheet: str | None = None,
     keep: tuple[str, ...] = (),
+    date_order: str | None = None,
+    check_date_order: bool = True,
 ) -> Transactions:
     """Scan ``data`` (a path, or a Polars / pandas frame) and map it onto the canonical columns.
 
     ``keep`` names source columns carried into ``frame`` unchanged (the rejects
     file carries a row number taken at the source this way).
+
+    Text dates such as ``01/02/2011`` (day and month first, in an order the
+    value cannot tell) are read in the order the whole column proves, which
+    reads the date column once here (see :func:`_date_order`); ``date_order``
+    gives an order already decided, and ``check_date_order=False`` skips the
+    decision (for checks that need the columns' types only).
 
     Raises :class:`~engine.errors.DataError` for a missing file, an unknown
     format, an unreadable header, or a missing or mistyped column.
@@ -477,9 +637,17 @@ def read_transactions(
     checks: dict[str, str] = {}
     exprs: list[pl.Expr] = [pl.col(cols["customer_id"]).alias("customer_id"), *[pl.col(c) for c in keep]]
 
+    if fmt == "xlsx" and sheet is None and path is not None:
+        sheet = _only_sheet(path)
     date_raw = pl.col(cols["order_date"])
+    date_type = schema[cols["order_date"]]
+    notes: list[str] = []
+    text_date = date_type in (pl.String, pl.Categorical) or isinstance(date_type, pl.Enum)
+    if text_date and date_format is None and date_order is None and check_date_order:
+        date_order, note = _date_order(lf, cols["order_date"], where=where, fmt=fmt, sheet=sheet)
+        notes += [note] if note else []
     date_expr, date_check = _date_expr(
-        date_raw, schema[cols["order_date"]], date_format=date_format, where=where, source=cols["order_date"]
+        date_raw, date_type, date_format=date_format, where=where, source=cols["order_date"], order=date_order
     )
     exprs.append(date_expr.alias("order_date"))
     tallies: tuple[str, ...] = ()
@@ -537,10 +705,9 @@ def read_transactions(
         (a * AMOUNT_SCALE).round(0).cast(pl.Int64, strict=False).alias("amount_units"),
         *([] if has_order_id else [pl.col("order_date").alias("order_key")]),
     )
-    if fmt == "xlsx" and sheet is None and path is not None:
-        sheet = _only_sheet(path)
     return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
-                        date_format=date_format, raw=lf, sheet=sheet, tallies=tallies)
+                        date_format=date_format, raw=lf, sheet=sheet, tallies=tallies,
+                        date_order=date_order if text_date and date_format is None else None, notes=notes)
 
 
 def _only_sheet(path: Path) -> str | None:

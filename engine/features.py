@@ -78,10 +78,13 @@ class LoadReport:
     prospects: int = 0
     customers: int = 0
     net_revenue: float = 0.0
+    #: What the reader decided from the data, e.g. which order text dates like 01/02/2011 were read in.
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """Human-readable lines for the terminal."""
         out = [f"{self.source}: {self.rows:,} rows, {self.rows_used:,} used"]
+        out += [f"  note: {note}" for note in self.notes]
         for key, count in self.rejected.items():
             if count:
                 out.append(f"  not used: {count:,} rows where {REJECT_REASONS[key]}")
@@ -258,7 +261,7 @@ def compute_features(
     if tally_error is not None:
         raise tally_error
 
-    report = LoadReport(source=tx.describe())
+    report = LoadReport(source=tx.describe(), notes=list(tx.notes))
     report.rows = int(total["rows"])
     if report.rows == 0:
         raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
@@ -395,7 +398,8 @@ def rejected_rows(tx: Transactions, as_of: dt.date | None) -> pl.LazyFrame:
     # Parquet scan's rows out of order when a select holds only computed columns, and rows with a
     # customer id were written as "customer_id is empty".
     numbered = raw.with_row_index("_tierbook_row", offset=1)
-    again = read_transactions(numbered, tx.mapping, date_format=tx.date_format, keep=("_tierbook_row",))
+    again = read_transactions(numbered, tx.mapping, date_format=tx.date_format, keep=("_tierbook_row",),
+                              date_order=tx.date_order)
     reasons = again.frame.select("_tierbook_row", reason.alias("reason")).filter(pl.col("reason").is_not_null())
     both = numbered.join(reasons, on="_tierbook_row", how="inner").sort("_tierbook_row")
     return both.select(pl.col("_tierbook_row").alias("row"), pl.exclude("_tierbook_row"))

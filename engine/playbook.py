@@ -684,7 +684,7 @@ def _predicted_schema(doc, data, registry, selections, problems):
         return schema, table
     try:
         tx = read_transactions(data["transactions"], data.get("map") or None,
-                               date_format=data.get("date_format"), sheet=data.get("sheet"))
+                               date_format=data.get("date_format"), sheet=data.get("sheet"), check_date_order=False)
         id_dtype = tx.frame.collect_schema()["customer_id"]
     except TierbookError as exc:
         problems.add(lines.get("map", lines.get("transactions", 1)), str(exc))

@@ -43,6 +43,11 @@ Decisions recorded by the corpus:
 - **Dates with a time-zone offset** (`2024-01-02T23:30:00-05:00`) count on the calendar day as
   written (the offset is dropped, not converted to UTC); a column mixing times with and without
   an offset stops the run, naming one row of each.
+- **Day and month first** (`12/01/2010`, `01.02.2011`, `1-2-2011`): the order is never guessed.
+  A first field above 12 anywhere in the column proves day-first, a second field above 12
+  proves month-first (the report notes which and why); a column where no value tells, or
+  where values prove both orders, stops the run and asks for `--date-format`. Two-digit years
+  need `--date-format` too.
 - **Customer ids** from CSV are text: `007` and `7` are two customers. NDJSON ids that are
   numbers in some records and strings in others are read as text too.
 - **Excel** cells are read as text and parsed like CSV, so a cell `n/a` in the amount column
