@@ -91,6 +91,9 @@ def parse_mapping(items: list[str] | Mapping[str, str] | None, *, allowed=CANONI
             )
         if not value:
             raise DataError(f"{where} {text}: the source column name is empty")
+        if key in out and out[key] != value:
+            raise DataError(f"{where} {key}={out[key]} and {where} {text}: {key} is mapped twice, to two "
+                            f"columns; give it once")
         out[key] = value
     return out
 
@@ -388,8 +391,16 @@ def _row_where(fmt: str, index: int, sheet: str | None = None) -> str:
     return f"row {index + 1}" + (f" (line {index + 1})" if fmt == "ndjson" else "")
 
 
-def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> dict[str, str]:
-    """Which source column feeds each canonical column; errors name the closest real column."""
+def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
+                     notes: list[str] | None = None) -> dict[str, str]:
+    """Which source column feeds each canonical column; errors name the closest real column.
+
+    Every missing canonical column is named at once. The amount comes from one
+    source: an ``amount`` column (mapped, or named so) together with a mapped
+    ``quantity`` or ``unit_price`` is an error naming both; when only columns
+    named ``quantity`` and ``unit_price`` are beside it, ``amount`` is used and
+    a note says so.
+    """
     columns = list(schema.names())
     hint = ""
     if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
@@ -405,21 +416,44 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> 
     for canonical in CANONICAL:
         if canonical not in out and canonical in columns:
             out[canonical] = canonical
-    missing = []
-    if "customer_id" not in out:
-        missing.append("customer_id")
-    if "order_date" not in out:
-        missing.append("order_date")
+    priced = [c for c in ("quantity", "unit_price") if c in out]
+    if "amount" in out and priced:
+        def source(canonical: str) -> str:
+            how = "mapped" if canonical in mapping else "named so"
+            return f"{canonical} from column {out[canonical]!r} ({how})"
+
+        mapped = [c for c in priced if c in mapping]
+        if mapped:
+            raise DataError(
+                f"{where}: two sources for the amount: {source('amount')}, and "
+                f"{', '.join(source(c) for c in priced)} (amount = quantity x unit_price); map amount, or "
+                f"quantity and unit_price, not both"
+            )
+        if notes is not None:
+            notes.append(f"{where}: amount from column {out['amount']!r}; the columns "
+                         f"{' and '.join(repr(out[c]) for c in priced)} are not used for it")
+        for c in priced:
+            del out[c]
+    missing = [c for c in ("customer_id", "order_date") if c not in out]
     if "amount" not in out and not ("quantity" in out and "unit_price" in out):
         if "quantity" in out or "unit_price" in out:
             missing.append("unit_price" if "quantity" in out else "quantity")
         else:
             missing.append("amount")
     if missing:
-        name = missing[0]
-        close = suggest(name, columns) or suggest(name.replace("_", ""), columns)
+        named, maps = [], []
+        for name in missing:
+            close = suggest(name, columns) or suggest(name.replace("_", ""), columns)
+            if name == "amount":
+                named.append(f"amount (or quantity and unit_price){close}")
+                maps.append(f"{mapping_hint('amount')} (or {mapping_hint('quantity')} {mapping_hint('unit_price')}: "
+                            f"amount = quantity x unit_price)")
+            else:
+                named.append(f"{name}{close}")
+                maps.append(mapping_hint(name))
+        it = "it" if len(missing) == 1 else "them"
         raise DataError(
-            f"{where}: no column for {name}{close}{hint}; map it with {mapping_hint(name)} "
+            f"{where}: no column for {', '.join(named)}{hint}; map {it} with {' '.join(maps)} "
             f"(columns: {', '.join(columns)})"
         )
     return out
@@ -428,7 +462,7 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str) -> 
 #: A time of day followed by a time-zone offset (``10:00:00+02:00``, ``10:00Z``).
 _TIME = r"(\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)"
 _TIME_TZ = _TIME + r"\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
-#: Amounts are summed as Int64 units of 1/AMOUNT_SCALE: a line must stay well inside that range.
+#: A line is held as Int64 units of 1/AMOUNT_SCALE (1e14 is 1e18 units, inside 9.2e18); sums are Int128.
 _MAX_AMOUNT = 1e14
 
 
@@ -625,7 +659,8 @@ def read_transactions(
     schema = _schema(lf, path or Path(where), fmt)
     if len(schema) == 0:
         raise DataError(f"{where}: the file has no columns")
-    cols = _resolve_columns(schema, mapping, where)
+    notes: list[str] = []
+    cols = _resolve_columns(schema, mapping, where, notes)
     if fmt == "csv" and path is not None:
         header = _csv_header(path)
         for canonical, source in cols.items():
@@ -641,7 +676,6 @@ def read_transactions(
         sheet = _only_sheet(path)
     date_raw = pl.col(cols["order_date"])
     date_type = schema[cols["order_date"]]
-    notes: list[str] = []
     text_date = date_type in (pl.String, pl.Categorical) or isinstance(date_type, pl.Enum)
     if text_date and date_format is None and date_order is None and check_date_order:
         date_order, note = _date_order(lf, cols["order_date"], where=where, fmt=fmt, sheet=sheet)

@@ -51,9 +51,9 @@ from .errors import (
     speaking,
     suggest,
 )
-from .features import BUILTIN_FEATURES
+from .features import BUILTIN_FEATURES, to_units
 from .registry import Registry, get_registry
-from .run import Prepared, Selection, apply_classifiers, prepare, split_params, summarize
+from .run import Prepared, Selection, _amount, apply_classifiers, prepare, split_params, summarize
 from .yamlio import MarkedDict, MarkedList, load_marked
 
 __all__ = ["Playbook", "Rule", "Result", "load_playbook", "playbook_schema", "FEATURE_DTYPES"]
@@ -840,7 +840,7 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
 
     classes = summarize(customers, pb.selections)
     report = prepared.report
-    revenue_out = float(customers["monetary"].sum())
+    revenue_out = _amount(customers.select(to_units(pl.col("monetary")).sum()).item())  # exact, any size
     summary = {
         "playbook": pb.name,
         "as_of": str(as_of),

@@ -18,7 +18,7 @@ import polars as pl
 from .classifier import Classifier, Context, Output
 from .data import AMOUNT_SCALE, as_date, read_customers, read_transactions
 from .errors import ParamError, PluginError, option, suggest
-from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features
+from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features, to_units
 from .registry import Registry, get_registry, plugin_time_limit
 
 #: Engine for the classifiers' ``with_columns`` over the (in-memory) customer table. Polars' default is
@@ -390,8 +390,9 @@ def summarize(classified: pl.DataFrame, selections: Sequence[Selection]) -> pl.D
     total_n = classified.height
     has_rev = "monetary" in classified.columns
     # Revenue is summed as exact integer units (monetary holds sums of such units), so class revenues
-    # do not depend on summation order and add up to the total exactly.
-    units = (pl.col("monetary") * AMOUNT_SCALE).round(0).cast(pl.Int64) if has_rev else pl.lit(0, pl.Int64)
+    # do not depend on summation order and add up to the total exactly. Int128: an Int64 sum of units
+    # wraps past 9.2e14 of revenue.
+    units = to_units(pl.col("monetary")) if has_rev else pl.lit(0, pl.Int128)
     label_cols = [o.column for sel in selections for o in sel.outputs if o.labels is not None]
     base = classified.select(*[pl.col(c).to_physical() for c in dict.fromkeys(label_cols)], units.alias("_u"))
     total_units = base["_u"].sum() or 0

@@ -54,7 +54,10 @@ Decisions recorded by the corpus:
   stops the run (type inference would have turned it into an empty cell); a workbook with
   several sheets needs `--sheet`.
 - **Amounts** must be finite and at most 10^14 in size (they are summed exactly as integers of
-  1/10,000).
+  1/10,000, in Int128 when Int64 could wrap). **The amount has one source**: an `amount` column
+  (mapped or named so) with a mapped `quantity` or `unit_price` is refused, naming both; a
+  canonical column mapped twice to two columns is refused; a playbook key given twice is a
+  YAML error with its line.
 - **Plugins** run under a time limit (`TIERBOOK_PLUGIN_TIMEOUT`, default 60 s, 0 = none) for
   their import, registration hooks and `expressions()`. A failing plugin is named with its
   package and version (or its module when it was named with `--plugin`);

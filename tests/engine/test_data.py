@@ -81,10 +81,71 @@ def test_amount_is_quantity_times_unit_price(registry):
         ("a", 0.1, 1, 0.2), ("b", 7.77, 0, 0.0)]
 
 
-def test_an_amount_column_wins_over_quantity_and_price(registry):
+def test_an_amount_column_wins_over_columns_named_quantity_and_price(registry):
     df = pl.DataFrame({"customer_id": ["a"], "order_date": ["2011-01-01"], "amount": [5.0],
                        "quantity": [3], "unit_price": [0.1]})
-    assert features(df, registry=registry)["monetary"].to_list() == [5.0]
+    got = engine.prepare(df, registry=registry)
+    assert got.customers["monetary"].to_list() == [5.0]
+    assert got.report.notes == ["(in-memory frame): amount from column 'amount'; the columns 'quantity' and "
+                                "'unit_price' are not used for it"]
+    # an amount mapped explicitly wins in the same way
+    df2 = df.rename({"amount": "Total"})
+    got = engine.prepare(df2, mapping={"amount": "Total"}, registry=registry)
+    assert got.customers["monetary"].to_list() == [5.0]
+
+
+@pytest.mark.parametrize("mapping, named", [
+    # both mapped
+    ({"amount": "Total", "quantity": "Qty", "unit_price": "Price"},
+     "amount from column 'Total' (mapped), and quantity from column 'Qty' (mapped), unit_price from column "
+     "'Price' (mapped)"),
+    ({"amount": "Total", "quantity": "Qty"}, "amount from column 'Total' (mapped), and quantity from column 'Qty'"),
+    # a column already named amount, quantity and unit_price mapped
+    ({"quantity": "Qty", "unit_price": "Price"}, "amount from column 'amount' (named so), and quantity from column "
+                                                 "'Qty' (mapped), unit_price from column 'Price' (mapped)"),
+])
+def test_amount_with_quantity_or_unit_price_is_two_sources(registry, mapping, named):
+    # Issue 10, item 3: on UCI, amount mapped with quantity and unit_price silently gave 1,407,819.96 of revenue.
+    df = pl.DataFrame({"customer_id": ["a"], "order_date": ["2011-01-01"], "Total": [5.0], "amount": [4.0],
+                       "Qty": [3], "Price": [0.1]})
+    msg = error(df, mapping=mapping, registry=registry)
+    assert msg.startswith(f"(in-memory frame): two sources for the amount: {named}"), msg
+    assert msg.endswith("(amount = quantity x unit_price); map amount, or quantity and unit_price, not both"), msg
+
+
+def test_a_canonical_column_mapped_twice_names_both_columns(tmp_path, run_cli):
+    path = tmp_path / "tx.csv"
+    path.write_text("A,B,order_date,amount\nc1,x1,2011-01-01,3\n")
+    code, _, err = run_cli("classify", path, "--map", "customer_id=A", "--map", "customer_id=B", "-o",
+                           tmp_path / "out.csv")
+    assert code == 2
+    assert err.strip() == ("tierbook: error: --map customer_id=A and --map customer_id=B: customer_id is mapped "
+                           "twice, to two columns; give it once")
+    # the same column twice is no conflict
+    code, _, err = run_cli("classify", path, "--map", "customer_id=A", "--map", "customer_id=A", "-o",
+                           tmp_path / "out.csv")
+    assert code == 0, err
+
+
+def test_a_playbook_key_given_twice_is_refused_with_its_line(tmp_path):
+    (tmp_path / "tx.csv").write_text("A,B,order_date,amount\nc1,x1,2011-01-01,3\n")
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\ndata:\n  transactions: tx.csv\n  map:\n    customer_id: A\n    customer_id: B\n"
+                    "classifiers:\n  abc: {}\n")
+    with pytest.raises(engine.PlaybookError) as info:
+        engine.load_playbook(path)
+    assert str(info.value) == f"{path}:6: YAML syntax: duplicate key 'customer_id' (first on line 5)"
+
+
+def test_a_playbook_mapping_amount_and_quantity_is_refused_at_validation(tmp_path):
+    (tmp_path / "tx.csv").write_text("A,order_date,Total,Qty,Price\nc1,2011-01-01,3,1,3\n")
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\ndata:\n  transactions: tx.csv\n  map:\n    customer_id: A\n    amount: Total\n"
+                    "    quantity: Qty\n    unit_price: Price\nclassifiers:\n  abc: {}\n")
+    with pytest.raises(engine.PlaybookError) as info:
+        engine.load_playbook(path)
+    assert "two sources for the amount: amount from column 'Total' (mapped), and quantity from column 'Qty'" \
+        in str(info.value)
 
 
 def test_without_order_id_one_order_per_customer_and_day(registry):
@@ -140,6 +201,18 @@ def test_missing_canonical_column_names_the_closest(registry):
 def test_quantity_without_unit_price(registry):
     df = pl.DataFrame({"customer_id": [1], "order_date": ["2011-01-01"], "quantity": [1]})
     assert "no column for unit_price" in error(df, registry=registry)
+
+
+def test_every_missing_canonical_column_is_named_at_once(registry):
+    # Issue 10, item 17: one error per run, each naming one more missing column, made a new user guess three times.
+    df = pl.DataFrame({"client": [1], "when": ["2011-01-01"], "total": [1.0]})
+    assert error(df, registry=registry) == (
+        "(in-memory frame): no column for customer_id, order_date, amount (or quantity and unit_price); map them "
+        "with --map customer_id=COLUMN --map order_date=COLUMN --map amount=COLUMN (or --map quantity=COLUMN "
+        "--map unit_price=COLUMN: amount = quantity x unit_price) (columns: client, when, total)")
+    one = pl.DataFrame({"customer_id": [1], "order_date": ["2011-01-01"], "total": [1.0]})
+    assert "no column for amount (or quantity and unit_price); map it with --map amount=COLUMN (or" in error(
+        one, registry=registry)
 
 
 def test_semicolon_file_gets_a_delimiter_hint(tmp_path, registry):

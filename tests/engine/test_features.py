@@ -142,6 +142,61 @@ def test_sums_are_exact_and_independent_of_row_order():
     assert dict(zip(first["customer_id"], first["monetary"])) == {k: v / 100 for k, v in expected.items()}
 
 
+def test_sums_of_the_largest_amounts_are_exact(tmp_path, run_cli):
+    """Issue 10, item 2: ten lines of 1e14 (the largest accepted amount) wrapped to -8.4e14 as an Int64 sum."""
+    import json
+    from decimal import Decimal
+
+    top = 100_000_000_000_000  # 1e14, accepted (1e14 + 1 is not: tests/engine/bad_input data-amount-too-large)
+    rows = [("a", f"o{i}", D(2011, 1, 1 + i), float(top)) for i in range(10)]
+    rows += [("b", "p1", D(2011, 1, 2), float(top)), ("b", "p2", D(2011, 1, 3), -float(top)),
+             ("b", "p3", D(2011, 1, 4), -float(top)), ("c", "q1", D(2011, 1, 2), 0.0001)]
+    got = prepare(tx(rows))
+    assert by_id(got.customers, "monetary", "returned_value") == {
+        "a": (1e15, 0.0), "b": (-1e14, 2e14), "c": (0.0001, 0.0)}
+    exact = float(Decimal(9 * top) + Decimal("0.0001"))  # the float nearest the exact total
+    assert got.report.net_revenue == exact == 9e14
+    classes = engine.summarize(got.classify(["adc"]), got.selections)
+    assert classes["revenue"].sum() == exact and (classes["revenue"] >= 0).all()
+    # The same through the command line and a playbook: monetary, the report and the reconciliation.
+    path = tmp_path / "tx.csv"
+    tx(rows).write_csv(path)
+    code, _, err = run_cli("classify", path, "-o", tmp_path / "out.csv")
+    assert code == 0, err
+    assert "net revenue 900,000,000,000,000.00" in err
+    assert pl.read_csv(tmp_path / "out.csv").sort("customer_id")["monetary"].to_list() == [1e15, -1e14, 0.0001]
+    (tmp_path / "p.yaml").write_text("name: t\ndata:\n  transactions: tx.csv\nclassifiers:\n  abc: {}\n"
+                                     "fallback: {action: none, channel: none, owner: x}\n")
+    code, _, err = run_cli("run", tmp_path / "p.yaml")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "t" / "summary.json").read_text())
+    assert summary["reconciliation"]["revenue_in"] == summary["reconciliation"]["revenue_out"] == 9e14
+    assert summary["reconciliation"]["ok"] is True
+
+
+@pytest.mark.parametrize("lines", [4, 5, 9, 10, 92, 93, 200])
+def test_sums_on_both_sides_of_int64(lines):
+    # 1e14 is 1e18 units: 4 lines stay below the Int64 fast path's bound (2**62 units), 5 go above it, 10 are
+    # beyond Int64 itself (9.2e18); a customer with returns cancels part of it out.
+    top = 100_000_000_000_000
+    rows = [("a", f"o{i}", D(2011, 1, 1) + dt.timedelta(days=i % 300), float(top)) for i in range(lines)]
+    rows += [("b", f"p{i}", D(2011, 1, 1), float(top) if i % 3 else -float(top)) for i in range(lines)]
+    got = prepare(tx(rows)).customers
+    returns = len(range(0, lines, 3))
+    assert by_id(got, "monetary", "returned_value") == {
+        "a": (float(lines * top), 0.0), "b": (float((lines - 2 * returns) * top), float(returns * top))}
+
+
+def test_class_revenue_sums_are_exact_beyond_int64_units():
+    # summarize sums monetary as units: 1e15 of revenue is 1e19 units, beyond Int64 (9.2e18).
+    customers = pl.DataFrame({"customer_id": ["a", "b", "c"], "monetary": [1e15, 1e15, 0.07],
+                              "abc": pl.Series(["A", "A", "C"], dtype=pl.Enum(["A", "B", "C"]))})
+    sel = engine.run.select(get_registry(allow=["abc"], strict=True), ["abc"], {})
+    got = engine.summarize(customers, sel)
+    assert got["revenue"].to_list() == [2e15, 0.0, 0.07]
+    assert got["revenue_share"].to_list()[0] == pytest.approx(1.0)
+
+
 def test_prospects_from_the_customer_table():
     customers = pl.DataFrame({"customer_id": ["a", "z"], "region": ["north", "south"]})
     p = prepare(tx(ROWS), customers=customers)
