@@ -391,6 +391,20 @@ def _row_where(fmt: str, index: int, sheet: str | None = None) -> str:
     return f"row {index + 1}" + (f" (line {index + 1})" if fmt == "ndjson" else "")
 
 
+def _mapping_hints(names: list[str]) -> str:
+    """How the caller maps all of ``names`` at once (see :func:`~engine.errors.mapping_hint`).
+
+    >>> _mapping_hints(["customer_id", "amount"])
+    "mapping={'customer_id': COLUMN, 'amount': COLUMN}"
+    """
+    word = option("mapping")
+    if word.startswith("--"):
+        return " ".join(mapping_hint(n) for n in names)
+    if word == "mapping":
+        return "mapping={" + ", ".join(f"{n!r}: COLUMN" for n in names) + "}"
+    return f"{word}: {{" + ", ".join(f"{n}: COLUMN" for n in names) + "}"
+
+
 def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
                      notes: list[str] | None = None) -> dict[str, str]:
     """Which source column feeds each canonical column; errors name the closest real column.
@@ -441,20 +455,16 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
         else:
             missing.append("amount")
     if missing:
-        named, maps = [], []
+        named = []
         for name in missing:
             close = suggest(name, columns) or suggest(name.replace("_", ""), columns)
-            if name == "amount":
-                named.append(f"amount (or quantity and unit_price){close}")
-                maps.append(f"{mapping_hint('amount')} (or {mapping_hint('quantity')} {mapping_hint('unit_price')}: "
-                            f"amount = quantity x unit_price)")
-            else:
-                named.append(f"{name}{close}")
-                maps.append(mapping_hint(name))
+            named.append(f"{name}{' (or quantity and unit_price)' if name == 'amount' else ''}{close}")
+        alternative = (f" (or {_mapping_hints(['quantity', 'unit_price'])} instead of amount: amount = quantity x "
+                       f"unit_price)" if "amount" in missing else "")
         it = "it" if len(missing) == 1 else "them"
         raise DataError(
-            f"{where}: no column for {', '.join(named)}{hint}; map {it} with {' '.join(maps)} "
-            f"(columns: {', '.join(columns)})"
+            f"{where}: no column for {', '.join(named)}{hint}; map {it} with {_mapping_hints(missing)}{alternative} "
+            f"(columns: {', '.join(columns)})", file=where, column=missing[0]
         )
     return out
 

@@ -208,10 +208,11 @@ def test_every_missing_canonical_column_is_named_at_once(registry):
     df = pl.DataFrame({"client": [1], "when": ["2011-01-01"], "total": [1.0]})
     assert error(df, registry=registry) == (
         "(in-memory frame): no column for customer_id, order_date, amount (or quantity and unit_price); map them "
-        "with --map customer_id=COLUMN --map order_date=COLUMN --map amount=COLUMN (or --map quantity=COLUMN "
-        "--map unit_price=COLUMN: amount = quantity x unit_price) (columns: client, when, total)")
+        "with mapping={'customer_id': COLUMN, 'order_date': COLUMN, 'amount': COLUMN} (or mapping={'quantity': "
+        "COLUMN, 'unit_price': COLUMN} instead of amount: amount = quantity x unit_price) (columns: client, when, "
+        "total)")
     one = pl.DataFrame({"customer_id": [1], "order_date": ["2011-01-01"], "total": [1.0]})
-    assert "no column for amount (or quantity and unit_price); map it with --map amount=COLUMN (or" in error(
+    assert "no column for amount (or quantity and unit_price); map it with mapping={'amount': COLUMN} (or" in error(
         one, registry=registry)
 
 

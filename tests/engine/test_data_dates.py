@@ -47,7 +47,7 @@ def test_uci_written_month_first_is_refused_not_read_day_first(tmp_path, uci_fra
     msg = error(path, mapping=UCI_MAPPING, registry=registry)
     assert msg == (f"{path}: column 'InvoiceDate' (order_date): '12/01/2010 08:26' at row 1 (line 2) can be "
                    f"day-first or month-first and no date in the column tells which (none has a day above 12); give "
-                   f"the format with --date-format '%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M' (playbook date_format:)")
+                   f"the format with date_format '%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M'")
     # The format it suggests reads the real dates: every customer bought in those 9 days.
     got = features(path, mapping=UCI_MAPPING, date_format="%m/%d/%Y %H:%M", registry=registry)
     assert got.customers["last_order"].max() == dt.date(2010, 12, 9)
@@ -110,7 +110,7 @@ def test_both_orders_proven_is_an_error(tmp_path, registry):
 def test_two_digit_years_are_never_guessed(tmp_path, registry):
     msg = error(small(tmp_path, ["01/02/11", "13/02/11"]), registry=registry)
     assert "'01/02/11' at row 1 (line 2) has a two-digit year" in msg
-    assert "--date-format '%d/%m/%y'" in msg
+    assert "date_format '%d/%m/%y'" in msg
     assert "'%d/%m/%y' or '%m/%d/%y'" in error(small(tmp_path, ["01/02/11"]), registry=registry)
 
 
@@ -134,7 +134,7 @@ def test_the_bad_date_hint_names_the_format_that_reads_it(tmp_path, registry):
     # Day-first given, US data: the first value with a second field above 12 fails, and the hint says what reads it.
     path = small(tmp_path, ["01/02/2011 08:26", "12/13/2011 08:26"])
     msg = error(path, date_format="%d/%m/%Y %H:%M", registry=registry)
-    assert msg.endswith("'12/13/2011 08:26' is not a date (it does not fit --date-format '%d/%m/%Y %H:%M'; "
+    assert msg.endswith("'12/13/2011 08:26' is not a date (it does not fit date_format '%d/%m/%Y %H:%M'; "
                         "'%m/%d/%Y %H:%M' would read it)"), msg
     # A time the format leaves out
     msg = error(small(tmp_path, ["01/02/2011 08:26"]), date_format="%d/%m/%Y", registry=registry)
