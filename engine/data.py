@@ -680,11 +680,17 @@ def read_transactions(
                                 f"(columns {', '.join(map(str, positions))}); rename all but one")
 
     checks: dict[str, str] = {}
-    exprs: list[pl.Expr] = [pl.col(cols["customer_id"]).alias("customer_id"), *[pl.col(c) for c in keep]]
+    def value_of(canonical: str) -> pl.Expr:
+        # An empty text ("", as pandas writes a missing value with QUOTE_NONNUMERIC or QUOTE_ALL, and as Polars
+        # reads a quoted empty CSV field) is a missing value, exactly like an unquoted empty field (null).
+        col = pl.col(cols[canonical])
+        return pl.when(col.str.len_bytes() > 0).then(col) if schema[cols[canonical]] == pl.String else col
+
+    exprs: list[pl.Expr] = [value_of("customer_id").alias("customer_id"), *[pl.col(c) for c in keep]]
 
     if fmt == "xlsx" and sheet is None and path is not None:
         sheet = _only_sheet(path)
-    date_raw = pl.col(cols["order_date"])
+    date_raw = value_of("order_date")
     date_type = schema[cols["order_date"]]
     text_date = date_type in (pl.String, pl.Categorical) or isinstance(date_type, pl.Enum)
     if text_date and date_format is None and date_order is None and check_date_order:
@@ -707,21 +713,21 @@ def read_transactions(
 
     if "amount" in cols:
         amount = _number_expr(
-            pl.col(cols["amount"]), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount"
+            value_of("amount"), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount"
         )
-        raw_amount = pl.col(cols["amount"]).cast(pl.String)
+        raw_amount = value_of("amount").cast(pl.String)
         text_amount = schema[cols["amount"]] == pl.String
     else:
         q = _number_expr(
-            pl.col(cols["quantity"]), schema[cols["quantity"]], where=where, source=cols["quantity"],
+            value_of("quantity"), schema[cols["quantity"]], where=where, source=cols["quantity"],
             canonical="quantity",
         )
         p = _number_expr(
-            pl.col(cols["unit_price"]), schema[cols["unit_price"]], where=where, source=cols["unit_price"],
+            value_of("unit_price"), schema[cols["unit_price"]], where=where, source=cols["unit_price"],
             canonical="unit_price",
         )
         amount = q * p
-        raw_amount = pl.format("{} x {}", pl.col(cols["quantity"]), pl.col(cols["unit_price"]))
+        raw_amount = pl.format("{} x {}", value_of("quantity"), value_of("unit_price"))
         text_amount = pl.String in (schema[cols["quantity"]], schema[cols["unit_price"]])
     exprs.append(amount.alias("_amount_f"))
     exprs.append(raw_amount.alias("_raw_amount"))
@@ -729,7 +735,7 @@ def read_transactions(
 
     has_order_id = "order_id" in cols
     if has_order_id:
-        exprs.append(pl.col(cols["order_id"]).alias("order_key"))
+        exprs.append(value_of("order_id").alias("order_key"))
 
     frame = lf.select(exprs)
     flags = []
@@ -808,6 +814,9 @@ def read_customers(
             df = df.drop("customer_id")
         df = df.rename({source: "customer_id"})
     df = df.select("customer_id", pl.exclude("customer_id"))
+    if df.schema["customer_id"] == pl.String:  # a quoted empty id ("") is an empty id, as in the transactions
+        df = df.with_columns(pl.when(pl.col("customer_id").str.len_bytes() > 0).then(pl.col("customer_id"))
+                             .alias("customer_id"))
     if df.height == 0:
         raise DataError(f"{where}: the customer table has no rows")
     nulls = df.with_row_index("_row").filter(pl.col("customer_id").is_null())
