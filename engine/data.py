@@ -683,8 +683,12 @@ def read_transactions(
     def value_of(canonical: str) -> pl.Expr:
         # An empty text ("", as pandas writes a missing value with QUOTE_NONNUMERIC or QUOTE_ALL, and as Polars
         # reads a quoted empty CSV field) is a missing value, exactly like an unquoted empty field (null).
-        col = pl.col(cols[canonical])
-        return pl.when(col.str.len_bytes() > 0).then(col) if schema[cols[canonical]] == pl.String else col
+        col, dtype = pl.col(cols[canonical]), schema[cols[canonical]]
+        if dtype == pl.String:
+            return pl.when(col.str.len_bytes() > 0).then(col)
+        if canonical in ("customer_id", "order_id") and dtype.is_float():
+            return _float_id(col, dtype)
+        return col
 
     exprs: list[pl.Expr] = [value_of("customer_id").alias("customer_id"), *[pl.col(c) for c in keep]]
 
@@ -760,6 +764,17 @@ def read_transactions(
                         date_order=date_order if text_date and date_format is None else None, notes=notes)
 
 
+def _float_id(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A float id as one value per id: -0.0 is 0.0 (they group as one customer, whose id was written as
+    whichever came first, so it changed with row order and threads), and NaN (how pandas marks a missing
+    value) is a missing id.
+
+    >>> pl.select(_float_id(pl.Series([-0.0, 0.0, float("nan"), 17850.0]), pl.Float64())).to_series().to_list()
+    [0.0, 0.0, None, 17850.0]
+    """
+    return pl.when(col == 0).then(pl.lit(0.0, dtype)).otherwise(col).fill_nan(None)
+
+
 def _only_sheet(path: Path) -> str | None:
     try:
         import fastexcel
@@ -814,9 +829,12 @@ def read_customers(
             df = df.drop("customer_id")
         df = df.rename({source: "customer_id"})
     df = df.select("customer_id", pl.exclude("customer_id"))
-    if df.schema["customer_id"] == pl.String:  # a quoted empty id ("") is an empty id, as in the transactions
+    id_type = df.schema["customer_id"]
+    if id_type == pl.String:  # a quoted empty id ("") is an empty id, as in the transactions
         df = df.with_columns(pl.when(pl.col("customer_id").str.len_bytes() > 0).then(pl.col("customer_id"))
                              .alias("customer_id"))
+    elif id_type.is_float():
+        df = df.with_columns(_float_id(pl.col("customer_id"), id_type).alias("customer_id"))
     if df.height == 0:
         raise DataError(f"{where}: the customer table has no rows")
     nulls = df.with_row_index("_row").filter(pl.col("customer_id").is_null())

@@ -48,7 +48,9 @@ Decisions recorded by the corpus:
   proves month-first (the report notes which and why); a column where no value tells, or
   where values prove both orders, stops the run and asks for `--date-format`. Two-digit years
   need `--date-format` too.
-- **Customer ids** from CSV are text: `007` and `7` are two customers. NDJSON ids that are
+- **Customer ids** from CSV are text: `007` and `7` are two customers. Float ids (Parquet,
+  NDJSON, pandas frames) are normalised before grouping: `-0.0` is `0.0`, and NaN, pandas'
+  missing value, is an empty id. A quoted empty field `""` is empty, like an unquoted one. NDJSON ids that are
   numbers in some records and strings in others are read as text too.
 - **Excel** cells are read as text and parsed like CSV, so a cell `n/a` in the amount column
   stops the run (type inference would have turned it into an empty cell); a workbook with
