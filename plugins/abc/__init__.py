@@ -7,22 +7,41 @@ numeric column of the customer table). Two modes:
     A customer's *cumulative share* is the metric summed over every customer
     whose value is **greater than or equal to** theirs, divided by the metric's
     total over all customers. A: cumulative share <= ``a`` (0.80); B: <= ``b``
-    (0.95); C: the rest. The A class therefore holds at most ``a`` of the total.
+    (0.95); C: the rest.
 ``rank``
     A customer's *rank share* is the number of customers whose value is greater
     than or equal to theirs, divided by the number of customers. A: rank share
     <= ``a_rank`` (0.20); B: <= ``b_rank`` (0.50, i.e. the next 30%); C: the rest.
 
 Ties: equal values always get the same class, because both measures count the
-whole tie group. A tie group that straddles a cut-off goes to the **lower**
-class, so a class never exceeds its cut-off. Customers whose metric is zero,
-negative or missing are always C. When the total is not positive, everyone is C.
+whole tie group. Customers whose metric is zero, negative or missing are always
+C. In share mode, when the total is not positive, everyone is C.
 
-Degenerate inputs follow from the same rules. A single customer, or customers
-whose values are all equal, form one tie group holding the whole total (share
-and rank share 1.0): above ``b`` / ``b_rank``, so they are C (B when that
-cut-off is 1.0). The total is *net* (returns lower it), so when one customer
-alone brings more than ``a`` of the net total, no customer is A.
+The crossing tie group (``crossing``)
+    The tie group whose measure passes a cut-off (its share before it is below
+    ``a``, its share at its end above) is the *crossing* group.
+
+    ``lower`` (default): it goes to the lower class, so A holds at most ``a``
+    of the total and A and B at most ``b``, with one exception: the top tie
+    group (the best customer, and whoever ties with them) is always A. Without
+    it, one customer bringing more than ``a`` of the revenue left A empty and
+    the best customer in B or C. ``upper``: it stays in the higher class, as
+    in the "add customers until a reaches 80%" reading of ABC; A then holds at
+    least ``a`` (when the total allows) and the top group is A by the same rule.
+    B takes the group crossing ``b`` in the same way, unless A already passed
+    ``b``, in which case B is empty: the customers that B would have held are
+    in A.
+
+    ``lower`` is the default because a cut-off then means what its help says
+    ("A holds at most this share"), results before this option stay the same
+    for every input where A was not empty, and SQL or pandas reports that cut
+    at ``<= 0.8`` agree with it. B is not forced to be non-empty under
+    ``lower``: the group after A that passes ``b`` is exactly the crossing
+    group ``lower`` puts in C; ``upper`` is the setting that keeps it in B.
+
+Degenerate inputs follow from the same rules: a single customer, or customers
+whose values are all equal, form the top tie group, so they are A whatever
+the cut-offs. The total is *net* (returns lower it), so shares can pass 1.
 
 Examples
 --------
@@ -55,8 +74,8 @@ def _check(p: Mapping[str, Any]) -> None:
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     m = pl.col(p["metric"]).cast(pl.Float64)
     positive = m.fill_null(0.0) > 0
-    # Enum literals: the column is built as the Enum the engine stores, without 1M strings in between.
-    a, b, c = (pl.lit(x, pl.Enum(LABELS)) for x in LABELS)
+    upper = p["crossing"] == "upper"
+    top = m == m.filter(positive).max()  # the top tie group: always A (see the module's docstring)
     if p["mode"] == "share":
         # A customer's cumulative share is the sum of every value >= theirs over the total: on the positive
         # values sorted descending, the cumulated share at the last position of their tie group. That share
@@ -67,28 +86,44 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
         pos_values = m.fill_null(0.0).clip(lower_bound=0.0)
         ordered = pos_values.sort(descending=True, nulls_last=True)
         total = m.fill_null(0.0).sum()
-        shares = ordered.cum_sum() / total
+        cum = ordered.cum_sum()
+        shares = cum / total
+        # The share of everything before each position (exactly the previous cumulative sum).
+        before = cum.shift(1, fill_value=0.0) / total
         # A null after the last value: when no share exceeds the cut-off, every positive value is in.
         padded = ordered.extend_constant(None, 1)
 
         def within(cut: float) -> pl.Expr:
+            if upper:  # tie groups whose share *before* them is below the cut-off: the crossing group is in
+                q = before.search_sorted(cut - 1e-12, side="left").cast(pl.Int64)
+                w = padded.gather(q)
+                # the group of the first position at or past the cut-off is in when it started before it
+                started = padded.gather((q - 1).clip(lower_bound=0)) == w
+                return ((m > w) | ((m == w) & started & (q > 0))).fill_null(True)
             above = padded.gather(shares.search_sorted(cut + 1e-12, side="right"))
             return (m > above).fill_null(True)
 
-        valid = (positive & (total > 0)).cast(pl.UInt32)
-        # 0 (A), 1 (B) or 2 (C), by arithmetic: a when/then would sort once per branch (the optimiser does
-        # not share a subexpression between its branches). A is within b as well (a < b).
-        in_a, in_b = within(p["a"]).cast(pl.UInt32), within(p["b"]).cast(pl.UInt32)
-        label = pl.lit(pl.Series(LABELS, dtype=pl.Enum(LABELS))).gather(2 - valid * (in_a + in_b))
+        valid = (positive & (total > 0) & total.is_finite()).cast(pl.UInt32)
     else:
-        measure = m.rank("max", descending=True) / pl.len()
-        label = (
-            pl.when(positive & (measure <= p["a_rank"] + 1e-12))
-            .then(a)
-            .when(positive & (measure <= p["b_rank"] + 1e-12))
-            .then(b)
-            .otherwise(c)
-        )
+        if upper:  # tie groups with fewer than a_rank of the customers before them
+            before_rank = (m.rank("min", descending=True) - 1) / pl.len()
+
+            def within(cut: float) -> pl.Expr:
+                return before_rank < cut - 1e-12
+        else:
+            measure = m.rank("max", descending=True) / pl.len()
+
+            def within(cut: float) -> pl.Expr:
+                return measure <= cut + 1e-12
+
+        valid = positive.cast(pl.UInt32)
+    cut_a, cut_b = (p["a"], p["b"]) if p["mode"] == "share" else (p["a_rank"], p["b_rank"])
+    # 0 (A), 1 (B) or 2 (C), by arithmetic: a when/then would sort once per branch (the optimiser does
+    # not share a subexpression between its branches). A is within b as well (a < b), and the top group is A.
+    in_a = (within(cut_a) | top).fill_null(False).cast(pl.UInt32)
+    in_b = (within(cut_b) | top).fill_null(False).cast(pl.UInt32)
+    # Enum literals: the column is built as the Enum the engine stores, without 1M strings in between.
+    label = pl.lit(pl.Series(LABELS, dtype=pl.Enum(LABELS))).gather(2 - valid * (in_a + in_b))
     return {"abc": label}
 
 
@@ -116,6 +151,9 @@ ABC = Classifier(
                   min=0.01, max=0.99, step=0.01),
         ParamSpec("b_rank", "float", 0.50, "rank mode: this share of customers (A included) is A or B.",
                   min=0.02, max=1.0, step=0.01),
+        ParamSpec("crossing", "str", "lower",
+                  "The tie group that passes a cut-off: lower puts it in the lower class (A holds at most a; the "
+                  "top group is A all the same), upper keeps it in the higher one.", choices=("lower", "upper")),
     ),
     requires=(),
     expressions=_expressions,

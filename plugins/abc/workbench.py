@@ -2,10 +2,12 @@
 
 Kept per metric: the customers with a positive metric sorted best first, the
 cumulative share at the end of each one's tie group (non-decreasing), the rank
-share likewise, and the prefix sums of their revenue. A cut-off ``a`` then
-takes the customers whose group ends at or below ``a + 1e-12``, the same
-comparison as the classifier's expressions (the floats come from the same
-Polars ``sum`` and ``cum_sum``), so the classes are the classifier's.
+share likewise, the same two measures before each one's tie group starts,
+and the prefix sums of their revenue. A cut-off ``a`` then takes the customers
+whose group ends at or below ``a + 1e-12`` (``crossing=lower``) or starts below
+``a - 1e-12`` (``upper``), and at least the top tie group: the same comparisons
+as the classifier's expressions (the floats come from the same Polars ``sum``
+and ``cum_sum``), so the classes are the classifier's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from engine.fastpath import Chart, FastPath, enum_series, figure, png
 from . import LABELS
 
 #: The parameters this fast path implements; any other parameter set takes the generic path.
-KNOWN = frozenset({"metric", "mode", "a", "b", "a_rank", "b_rank"})
+KNOWN = frozenset({"metric", "mode", "a", "b", "a_rank", "b_rank", "crossing"})
 #: Points of the drawn Pareto curve (enough for a curve).
 CURVE_POINTS = 2000
 
@@ -32,6 +34,9 @@ class Sorted:
     order: np.ndarray        # customers with a positive metric, best first
     share_end: np.ndarray    # cumulative share at the end of each one's tie group (non-decreasing)
     rank_end: np.ndarray     # rank share at the end of each one's tie group
+    share_before: np.ndarray  # cumulative share before the start of each one's tie group (non-decreasing)
+    rank_before: np.ndarray  # rank share before the start of each one's tie group
+    top: int                 # size of the top tie group (always A)
     cum_share: np.ndarray    # cumulative share at each position (the Pareto curve)
     revenue_prefix: np.ndarray
     total: float
@@ -61,25 +66,39 @@ class AbcFastPath(FastPath):
             # last index of each tie group
             last = np.append(np.flatnonzero(s[1:] != s[:-1]), len(s) - 1)
             ends = np.repeat(last, np.diff(np.append(-1, last)))
+            starts = np.repeat(np.append(0, last[:-1] + 1), np.diff(np.append(-1, last))) if len(s) else ends
+            # the cumulative sum before each position, exactly the previous one (as the classifier's shift)
+            prev = np.concatenate([[0.0], cum[:-1]])
             with np.errstate(divide="ignore", invalid="ignore"):
                 share_end = cum[ends] / total if total > 0 else np.full(len(s), np.inf)
+                share_before = prev[starts] / total if total > 0 else np.full(len(s), np.inf)
                 cum_share = cum / total if total > 0 else np.zeros(len(s))
             rank_end = (ends + 1).astype(np.float64) / float(self.table.n)
-            self._sorted[metric] = Sorted(order, share_end, rank_end, cum_share,
+            rank_before = starts.astype(np.float64) / float(self.table.n)
+            top = int(last[0] + 1) if len(s) else 0
+            self._sorted[metric] = Sorted(order, share_end, rank_end, share_before, rank_before, top, cum_share,
                                           np.cumsum(self.table.weights[order]), total)
         return self._sorted[metric]
 
     def bounds(self, p: Mapping[str, Any]) -> tuple[int, int]:
         """Number of A customers and of A or B customers."""
         c = self.sorted(p["metric"])
+        upper = p.get("crossing", "lower") == "upper"
         if p["mode"] == "share":
-            if not c.total > 0:
+            if not (c.total > 0 and np.isfinite(c.total)):
                 return 0, 0
-            ends, cut_a, cut_b = c.share_end, p["a"], p["b"]
+            cut_a, cut_b = p["a"], p["b"]
+            measure = c.share_before if upper else c.share_end
         else:
-            ends, cut_a, cut_b = c.rank_end, p["a_rank"], p["b_rank"]
-        na = int(np.searchsorted(ends, cut_a + 1e-12, side="right"))
-        nb = int(np.searchsorted(ends, cut_b + 1e-12, side="right"))
+            cut_a, cut_b = p["a_rank"], p["b_rank"]
+            measure = c.rank_before if upper else c.rank_end
+        if upper:  # tie groups whose measure before them is below the cut-off
+            na = int(np.searchsorted(measure, cut_a - 1e-12, side="left"))
+            nb = int(np.searchsorted(measure, cut_b - 1e-12, side="left"))
+        else:  # tie groups whose measure at their end is within the cut-off
+            na = int(np.searchsorted(measure, cut_a + 1e-12, side="right"))
+            nb = int(np.searchsorted(measure, cut_b + 1e-12, side="right"))
+        na = max(na, c.top)  # the top tie group is always A
         return na, max(na, nb)
 
     def counts(self, params: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -136,13 +136,15 @@ cuts = st.tuples(st.integers(1, 98), st.integers(2, 99)).filter(lambda ab: ab[0]
 
 def _expected_abc(values: list[int], a: float, b: float) -> list[str]:
     total = sum(values)
+    top = max(values, default=0)
     out = []
     for v in values:
         if v <= 0 or total <= 0:
             out.append("C")
             continue
         share = sum(w for w in values if w >= v and w > 0) / total
-        out.append("A" if share <= a + 1e-12 else "B" if share <= b + 1e-12 else "C")
+        # the top tie group is always A (crossing=lower, the default; issue 10, item 7)
+        out.append("A" if share <= a + 1e-12 or v == top else "B" if share <= b + 1e-12 else "C")
     return out
 
 
@@ -162,13 +164,16 @@ def test_abc_share_rule_and_monotonicity(values, ab, builtins):
                 assert rank[c1] <= rank[c2]
             if v1 == v2:
                 assert c1 == c2
-    # share rule: A holds at most a of the total, A and B at most b
+    # share rule: A holds at most a of the total, A and B at most b, unless A is the top tie group alone
+    # (which is A whatever its share); A is never empty when the total is positive
     total = sum(values)
     if total > 0:
+        top_group = [v for v in values if v == max(values)]
         a_sum = sum(v for v, c in zip(values, got) if c == "A")
         ab_sum = sum(v for v, c in zip(values, got) if c in "AB")
-        assert a_sum <= a * total + 1e-9
-        assert ab_sum <= b * total + 1e-9
+        assert "A" in got
+        assert a_sum <= max(a * total, sum(top_group)) + 1e-9
+        assert ab_sum <= max(b * total, a_sum) + 1e-9
 
 
 # ------------------------------------------------------------------------- ADC

@@ -42,8 +42,8 @@ def test_classify_to_pandas(registry):
 def test_classify_selects_classifiers_and_params(registry):
     out = engine.classify(TX, classifiers=["abc"], params={"abc": {"a": 0.5}}, registry=registry)
     assert "adc" not in out.columns and "rfm_code" not in out.columns
-    # a alone is .8 > .5: no A; a and b .95 <= .95 B
-    assert out["abc"].cast(pl.String).to_list() == ["B", "B", "C", "C"]
+    # a alone is .8 > .5, but the top customer is always A (issue 10, item 7); a and b .95 <= .95 B
+    assert out["abc"].cast(pl.String).to_list() == ["A", "B", "C", "C"]
     same = engine.classify(TX, classifiers=["abc"], params={"abc.a": 0.5}, registry=registry)
     assert same.equals(out)
     again = engine.classify(TX, classifiers=["abc"], params=["abc.a=0.5"], registry=registry)
@@ -80,7 +80,7 @@ def test_the_sample(registry):
 def test_classify_frame(registry):
     df = pl.DataFrame({"customer_id": [1, 2], "monetary": [90.0, 10.0]})
     out = engine.classify_frame(df, "abc", registry=registry)
-    assert out["abc"].cast(pl.String).to_list() == ["B", "C"]  # 90/100 > a; 1.0 > b
+    assert out["abc"].cast(pl.String).to_list() == ["A", "C"]  # 90/100 > a, but the top customer is A; 1.0 > b
 
 
 def test_split_params():

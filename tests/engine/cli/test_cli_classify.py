@@ -43,9 +43,9 @@ def test_classify_writes_one_row_per_customer(run_cli, data, tmp_path):
     assert code == 0, err
     df = pl.read_parquet(out)
     assert df["customer_id"].to_list() == ["c1", "c2", "c3"]
-    # c1: 2.50 + 7.50 - 7.50; c2: 3.00; c3: 75.00 -> c3 75/80.5 = .93 B (above a); c2 78/80.5 = .97 C; c1 C
+    # c1: 2.50 + 7.50 - 7.50; c2: 3.00; c3: 75.00 -> c3 75/80.5 = .93 above a, but the top customer is A; c2 78/80.5 = .97 C; c1 C
     assert df["monetary"].to_list() == [2.5, 3.0, 75.0]
-    assert df["abc"].cast(pl.String).to_list() == ["C", "C", "B"]
+    assert df["abc"].cast(pl.String).to_list() == ["C", "C", "A"]
     for col in ("recency_days", "frequency", "tenure_days", "avg_order_value", "returns", "adc", "rfm_r", "rfm_f",
                 "rfm_m", "rfm_code", "rfm_segment", "value_tier"):
         assert col in df.columns
@@ -63,11 +63,11 @@ def test_output_format_by_suffix(run_cli, data, tmp_path, suffix):
     assert code == 0, err
     text = out.read_text()
     if suffix == ".csv":
-        assert pl.read_csv(out)["abc"].to_list() == ["C", "C", "B"]
+        assert pl.read_csv(out)["abc"].to_list() == ["C", "C", "A"]
     elif suffix == ".json":
-        assert [r["abc"] for r in json.loads(text)] == ["C", "C", "B"]
+        assert [r["abc"] for r in json.loads(text)] == ["C", "C", "A"]
     else:
-        assert [json.loads(line)["abc"] for line in text.splitlines()] == ["C", "C", "B"]
+        assert [json.loads(line)["abc"] for line in text.splitlines()] == ["C", "C", "A"]
 
 
 def test_set_classifier_as_of_and_customers(run_cli, data, tmp_path):
@@ -82,8 +82,8 @@ def test_set_classifier_as_of_and_customers(run_cli, data, tmp_path):
     # before 2011-01-06: c1 net 10.00 (i1), c2 3.00; c3 has no usable row; c9 is a prospect
     rows = df.select("customer_id", "region", "monetary", pl.col("abc").cast(pl.String),
                      pl.col("adc").cast(pl.String)).rows()
-    # total 13: c1 10/13 = .77 > a = .5 -> B; c2 13/13 = 1 > .99 -> C
-    assert rows == [("c1", "north", 10.0, "B", "new"), ("c2", None, 3.0, "C", "new"),
+    # total 13: c1 10/13 = .77 > a = .5, but the top customer is A; c2 13/13 = 1 > .99 -> C
+    assert rows == [("c1", "north", 10.0, "A", "new"), ("c2", None, 3.0, "C", "new"),
                     ("c9", "east", 0.0, "C", "prospect")]
     assert "  not used: 2 rows where order_date is on or after as_of" in err  # the null-id row counts there
     assert "1 prospects from the customer table" in err
@@ -106,8 +106,8 @@ def test_describe_prints_class_sizes_and_revenue_shares(run_cli, data):
     lines = out.splitlines()
     block = lines[lines.index("abc"):]
     assert block[1].split() == ["class", "customers", "share", "revenue", "rev", "share"]
-    assert block[2].split() == ["A", "0", "0.0%", "0.00", "0.0%"]
-    assert block[3].split() == ["B", "1", "33.3%", "75.00", "93.2%"]
+    assert block[2].split() == ["A", "1", "33.3%", "75.00", "93.2%"]
+    assert block[3].split() == ["B", "0", "0.0%", "0.00", "0.0%"]
     assert block[4].split() == ["C", "2", "66.7%", "5.50", "6.8%"]
     assert "adc" in lines
     assert "customers: 3 (3 with transactions); net revenue 80.50" in out

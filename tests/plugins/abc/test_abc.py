@@ -37,8 +37,8 @@ def test_default_cut_offs(registry):
 def test_value_exactly_at_the_a_and_b_cut_offs_is_in_the_higher_class(registry):
     # 80/100 = 0.80 <= a; 95/100 = 0.95 <= b; 100/100 > b
     assert abc([80, 15, 5], registry) == ["A", "B", "C"]
-    # one cent above the cut-off: 80.01/100 > 0.80
-    assert abc([80.01, 14.99, 5], registry) == ["B", "B", "C"]
+    # one cent above the cut-off: (50 + 30.01)/100 > 0.80
+    assert abc([50, 30.01, 14.99, 5], registry) == ["A", "B", "B", "C"]
 
 
 def test_tie_group_straddling_a_cut_off_goes_to_the_lower_class(registry):
@@ -68,15 +68,16 @@ def test_non_positive_total_makes_everyone_c(registry):
     assert abc([-1, -2], registry) == ["C", "C"]
 
 
-def test_single_customer_is_one_tie_group_holding_everything(registry):
-    # share 1.0 is above b = 0.95: C (documented); with b = 1 the group fits B
-    assert abc([100], registry) == ["C"]
-    assert abc([100], registry, b=1.0) == ["B"]
+def test_single_customer_is_the_top_tie_group_so_a(registry):
+    # share 1.0 is above a and b, but the top tie group is always A (issue 10, item 7: it was C)
+    for crossing in ("lower", "upper"):
+        assert abc([100], registry, crossing=crossing) == ["A"]
+        assert abc([100], registry, b=1.0, crossing=crossing) == ["A"]
 
 
-def test_all_equal_values(registry):
-    assert abc([5, 5, 5, 5], registry) == ["C"] * 4
-    assert abc([5, 5, 5, 5], registry, b=1.0) == ["B"] * 4
+def test_all_equal_values_are_the_top_group(registry):
+    assert abc([5, 5, 5, 5], registry) == ["A"] * 4
+    assert abc([5, 5, 5, 5], registry, b=1.0, crossing="upper") == ["A"] * 4
 
 
 def test_other_cut_offs(registry):
@@ -96,15 +97,25 @@ def test_row_order_does_not_matter(registry):
     assert dict(zip(out["customer_id"].to_list(), out["abc"].cast(pl.String).to_list())) == base
 
 
-def reference_share(values, a, b):
-    """The documented rule, written plainly: classes per tie group, walking down from the top value."""
+def reference_share(values, a, b, crossing="lower"):
+    """The documented rule, written plainly: classes per tie group, walking down from the top value.
+
+    lower: a group is in a class when the share at its end is within the cut-off; upper: when the share
+    before it is below the cut-off. Either way the top group is A.
+    """
     total = sum(v for v in values if v is not None)
     labels = {}
     cum = 0.0
-    for v in sorted({v for v in values if v is not None and v > 0}, reverse=True):
+    for i, v in enumerate(sorted({v for v in values if v is not None and v > 0}, reverse=True)):
+        before = cum / total if total > 0 else float("inf")
         cum += v * sum(1 for x in values if x == v)
         share = cum / total if total > 0 else float("inf")
-        labels[v] = "A" if share <= a else "B" if share <= b else "C"
+        if total <= 0:
+            labels[v] = "C"
+        elif crossing == "lower":
+            labels[v] = "A" if share <= a or i == 0 else "B" if share <= b else "C"
+        else:
+            labels[v] = "A" if before < a or i == 0 else "B" if before < b else "C"
     return [labels.get(v, "C") if v is not None else "C" for v in values]
 
 
@@ -147,13 +158,15 @@ def test_rank_mode_ties(registry):
 def test_rank_mode_non_positive_is_c_even_inside_the_cut(registry):
     # 0 has rank share 2/2 = 1.0 <= b_rank = 1.0, but zero revenue is always C
     assert abc([10, 0], registry, mode="rank", a_rank=0.5, b_rank=1.0) == ["A", "C"]
-    assert abc([10, -3, None], registry, mode="rank", b_rank=1.0) == ["B", "C", "C"]
+    # 10 has rank share 1/3 > a_rank = 0.2, but it is the top group: A
+    assert abc([10, -3, None], registry, mode="rank", b_rank=1.0) == ["A", "C", "C"]
+    assert abc([10, 9, -3, None], registry, mode="rank", b_rank=1.0) == ["A", "B", "C", "C"]
 
 
 def test_rank_mode_single_customer_and_all_equal(registry):
-    assert abc([7], registry, mode="rank") == ["C"]
-    assert abc([7, 7, 7], registry, mode="rank") == ["C"] * 3
-    assert abc([7, 7, 7], registry, mode="rank", b_rank=1.0) == ["B"] * 3
+    assert abc([7], registry, mode="rank") == ["A"]
+    assert abc([7, 7, 7], registry, mode="rank") == ["A"] * 3
+    assert abc([7, 7, 7, 1], registry, mode="rank", crossing="upper") == ["A"] * 3 + ["C"]
 
 
 # ------------------------------------------------------------ metric, params
@@ -162,8 +175,8 @@ def test_metric_can_be_any_numeric_column(registry):
     out = classify_frame(df, "abc", {"abc.metric": "frequency"}, registry=registry)
     # frequency: 70/100 A, 90/100 B, 100/100 C
     assert out["abc"].cast(pl.String).to_list() == ["A", "B", "C"]
-    # by monetary (the default) customer 3 alone holds 97/100 > b: everyone C
-    assert classify_frame(df, "abc", registry=registry)["abc"].cast(pl.String).to_list() == ["C", "C", "C"]
+    # by monetary (the default) customer 3 alone holds 97/100 > b: A as the top group, the others C
+    assert classify_frame(df, "abc", registry=registry)["abc"].cast(pl.String).to_list() == ["C", "C", "A"]
 
 
 def test_metric_must_exist_and_be_numeric(registry):
@@ -204,3 +217,77 @@ def test_share_mode_matches_the_documented_rule_for_any_values(registry, values,
     expected = (["C"] * len(values) if math.isnan(total) or math.isinf(total)
                 else reference_share(values, a + 1e-12, b + 1e-12))
     assert abc(values, registry, a=a, b=b) == expected
+
+
+# ------------------------------------------------------- the crossing group (issue 10, item 7)
+def test_one_customer_above_a_is_a_not_b(registry):
+    # 90 of 100 from one customer: A was empty and the best customer B or C
+    assert abc([90, 5, 5], registry) == ["A", "C", "C"]
+    assert abc([90, 5, 5], registry, crossing="upper") == ["A", "B", "B"]
+    assert abc([85, 10, 5], registry) == ["A", "B", "C"]
+
+
+def test_upper_keeps_the_crossing_group_in_the_higher_class(registry):
+    # total 130: 50 (before 0) A; 30, 30 (before .38 < .8, end .85) A; 10 (before .85) B; 5, 5 (before .92 < .95) B
+    assert abc([50, 30, 30, 10, 5, 5], registry, crossing="upper") == ["A", "A", "A", "B", "B", "B"]
+    # a group ending exactly at a: the next group starts at a, not below it, so it is not A
+    assert abc([80, 15, 5], registry, crossing="upper") == ["A", "B", "C"]
+    # A passes b already: B is empty (documented)
+    assert abc([96, 3, 1], registry, crossing="upper") == ["A", "C", "C"]
+    # rank mode: 10 customers; before-share 0, .1 A (a_rank .2); .2 .. .4 B (b_rank .5); .5 on C
+    assert abc(list(range(10, 0, -1)), registry, mode="rank", crossing="upper") == ["A"] * 2 + ["B"] * 3 + ["C"] * 5
+    assert abc([5, 4, 4, 3, 2, 0, 0, 0, 0, 0], registry, mode="rank", crossing="upper")[:5] == ["A", "A", "A", "B",
+                                                                                               "B"]
+
+
+def test_crossing_is_a_checked_parameter(registry):
+    with pytest.raises(ParamError, match=r"'middle' is not one of lower, upper"):
+        classify_frame(frame([1.0]), "abc", {"abc": {"crossing": "middle"}}, registry=registry)
+
+
+def reference_rank(values, a, b, crossing="lower"):
+    """Rank mode by brute force: per customer, count the customers with a greater (or equal) value."""
+    n = len(values)
+    key = [v if v is not None else -math.inf for v in values]
+    top = max((v for v in values if v is not None and v > 0), default=None)
+    out = []
+    for v, k in zip(values, key):
+        if v is None or not v > 0:
+            out.append("C")
+            continue
+        end = sum(1 for x in key if x >= k) / n
+        before = sum(1 for x in key if x > k) / n
+        if crossing == "lower":
+            in_a, in_b = end <= a + 1e-12, end <= b + 1e-12
+        else:
+            in_a, in_b = before < a - 1e-12, before < b - 1e-12
+        out.append("A" if in_a or v == top else "B" if in_b else "C")
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(st.none(), st.integers(-5, 30).map(float), st.sampled_from([0.1, 0.2, 0.3, 1e9])),
+                       max_size=40),
+       cuts=st.tuples(st.floats(0.01, 0.99), st.floats(0.02, 1.0)).filter(lambda c: c[0] < c[1]),
+       crossing=st.sampled_from(["lower", "upper"]), mode=st.sampled_from(["share", "rank"]))
+def test_both_crossings_and_modes_match_brute_force(registry, values, cuts, crossing, mode):
+    a, b = cuts
+    if mode == "share":
+        # the reference compares exactly at the cut-off, the plugin within 1e-12 of it
+        slack = 1e-12 if crossing == "lower" else -1e-12
+        expected = reference_share(values, a + slack, b + slack, crossing)
+        got = abc(values, registry, a=a, b=b, crossing=crossing)
+    else:
+        expected = reference_rank(values, a, b, crossing)
+        got = abc(values, registry, mode="rank", a_rank=a, b_rank=b, crossing=crossing)
+    assert got == expected
+    total = sum(v for v in values if v is not None)
+    if (total > 0 if mode == "share" else any(v is not None and v > 0 for v in values)):
+        assert "A" in got  # A is never empty when there is revenue to rank
+        best = max(v for v in values if v is not None)
+        assert all(lab == "A" for v, lab in zip(values, got) if v == best)
+    if mode == "share" and crossing == "lower" and total > 0 and got.count("A") > sum(
+            1 for v in values if v == max(v for v in values if v is not None)):
+        a_sum = sum(v for v, lab in zip(values, got) if lab == "A")
+        assert a_sum / total <= a + 1e-9  # beyond the top group, A holds at most a

@@ -23,7 +23,9 @@ def test_the_fast_path_equals_the_expressions_with_ties_returns_and_both_modes()
     rng = np.random.default_rng(7)
     values = np.round(rng.choice([5.0, 10.0, 20.0, 80.0], 400) * rng.integers(-1, 4, 400), 0).tolist()
     moves = [{}, {"a": 0.3, "b": 0.31}, {"a": 0.99, "b": 1.0}, {"mode": "rank", "a_rank": 0.05, "b_rank": 0.9},
-             {"metric": "frequency"}]
+             {"metric": "frequency"}, {"crossing": "upper"}, {"crossing": "upper", "a": 0.3, "b": 0.31},
+             {"crossing": "upper", "mode": "rank", "a_rank": 0.05, "b_rank": 0.9}, {"crossing": "upper", "a": 0.01},
+             {"a": 0.01, "b": 0.02}]
     check_fast_path(ABC, table(values), moves, as_of=AS_OF)
     assert all(AbcFastPath(ABC, Table.of(table(values), AS_OF)).supports(ABC.resolve(m)) for m in moves)
 
@@ -51,3 +53,11 @@ def test_the_chart_key_follows_what_the_chart_shows():
     assert chart.name == "pareto" and chart.draw()[:4] == b"\x89PNG"
     assert fast.charts(ABC.resolve({"a": 0.81}))[0].key != chart.key  # the cut-off line moved
     assert fast.charts(ABC.resolve({"a_rank": 0.3}))[0].key == chart.key  # rank cut-offs are not drawn in share mode
+
+
+def test_the_fast_path_equals_the_expressions_when_one_customer_dominates():
+    # issue 10, item 7: one customer above a (A was empty); a single customer; all equal; a negative total
+    for values in ([900.0, 50.0, 30.0, 20.0], [100.0], [5.0, 5.0, 5.0], [10.0, -20.0, 3.0], [96.0, 3.0, 1.0]):
+        moves = [{}, {"crossing": "upper"}, {"mode": "rank"}, {"mode": "rank", "crossing": "upper"},
+                 {"a": 0.5, "b": 0.6, "crossing": "upper"}]
+        check_fast_path(ABC, table(values), moves, as_of=AS_OF)
