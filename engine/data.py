@@ -109,14 +109,16 @@ def _format_of(path: Path) -> str:
 
 
 def scan_file(
-    path: str | Path, *, sheet: str | None = None, all_strings: bool = True, text_columns: tuple[str, ...] = ()
+    path: str | Path, *, sheet: str | None = None, all_strings: bool = True, text_columns: tuple[str, ...] = (),
+    delimiter: str | None = None,
 ) -> pl.LazyFrame:
     """Scan a data file lazily (Excel is read eagerly) with clear errors for missing or empty files.
 
     CSV columns are read as text (``all_strings``) and parsed by the caller, so
     that a bad value is reported with its row instead of failing type inference.
     ``text_columns`` are read as text even when the other CSV columns are
-    inferred (ids such as ``007`` must not become the number 7).
+    inferred (ids such as ``007`` must not become the number 7). ``delimiter``
+    separates CSV fields; without it, see :func:`_separator`.
     """
     path = Path(path)
     try:
@@ -130,6 +132,9 @@ def scan_file(
     fmt = _format_of(path)
     if path.stat().st_size == 0 or (path.stat().st_size == 3 and path.read_bytes() == b"\xef\xbb\xbf"):
         raise DataError(f"{path}: the file is empty")
+    if delimiter is not None and fmt != "csv":
+        raise DataError(f"{path}: {option('delimiter')} {delimiter!r} applies to CSV files only", file=str(path),
+                        value=delimiter)
     if sheet is not None and fmt != "xlsx":
         raise DataError(f"{path}: {option('sheet')} {sheet!r} applies to Excel workbooks (.xlsx) only",
                         file=str(path), value=sheet)
@@ -141,7 +146,7 @@ def scan_file(
                             f"(in a spreadsheet: CSV UTF-8)")
     try:
         if fmt == "csv":
-            sep = _separator(path)
+            sep = _separator(path, delimiter)
             overrides = {c: pl.String for c in text_columns} if not all_strings else None
             return pl.scan_csv(path, separator=sep, infer_schema=not all_strings, try_parse_dates=not all_strings,
                                schema_overrides=overrides)
@@ -156,11 +161,51 @@ def scan_file(
         raise DataError(f"{path}: cannot read as {fmt}: {_first_line(exc)}") from None
 
 
-def _separator(path: Path) -> str:
-    return "\t" if path.suffix.lower() == ".tsv" else ","
+def _separator(path: Path, delimiter: str | None = None) -> str:
+    """The CSV delimiter: the one given, a tab for ``.tsv``, else the header's.
+
+    A header line without a comma but with semicolons (as spreadsheets in much of
+    Europe export CSV) is read with ``;``, one with tabs and no comma with a tab
+    (:func:`sniffed_delimiter`); otherwise a comma.
+    """
+    if delimiter is not None:
+        return delimiter
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    return sniffed_delimiter(path) or ","
 
 
-def explain_read_error(path: Path | None, fmt: str, exc: BaseException) -> str:
+def sniffed_delimiter(path: Path) -> str | None:
+    """``;`` or a tab when the header line has no comma but has that character; else None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            first = fh.readline(1 << 20)
+    except OSError:
+        return None
+    if "," in first:
+        return None
+    for candidate in (";", "\t"):
+        if candidate in first:
+            return candidate
+    return None
+
+
+def check_delimiter(value: str | None) -> str | None:
+    """A delimiter as given (``;``, ``|``, ``tab`` or ``\\t`` for a tab): one character.
+
+    >>> check_delimiter("tab"), check_delimiter(";")
+    ('\t', ';')
+    """
+    if value is None:
+        return None
+    text = {"tab": "\t", "\\t": "\t"}.get(value.lower() if isinstance(value, str) else value, value)
+    if not isinstance(text, str) or len(text) != 1 or text in "\r\n\"" or not text.isascii():
+        raise DataError(f"{option('delimiter')} {value!r}: give one character, e.g. ';' or tab (not a quote or a "
+                        f"line break)", value=value)
+    return text
+
+
+def explain_read_error(path: Path | None, fmt: str, exc: BaseException, delimiter: str | None = None) -> str:
     """Why ``path`` could not be read, naming the line (error path only: reads the file again in Python).
 
     Polars' own message names neither the line nor the value; this finds the
@@ -170,7 +215,7 @@ def explain_read_error(path: Path | None, fmt: str, exc: BaseException) -> str:
     found = None
     try:
         if path is not None and fmt == "csv":
-            found = _csv_problem(path, _separator(path))
+            found = _csv_problem(path, _separator(path, delimiter))
         elif path is not None and fmt == "ndjson":
             found = _ndjson_problem(path)
     except OSError:
@@ -241,13 +286,13 @@ def _ndjson_problem(path: Path) -> str | None:
     return None
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path, delimiter: str | None = None) -> list[str]:
     """The header fields of a CSV file as written (Polars renames duplicates)."""
     import csv
 
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         first = fh.readline().removeprefix("\ufeff")
-    return next(csv.reader([first], delimiter=_separator(path)), [])
+    return next(csv.reader([first], delimiter=_separator(path, delimiter)), [])
 
 
 def _read_excel(path: Path, sheet: str | None, *, all_strings: bool = False) -> pl.DataFrame:
@@ -266,12 +311,12 @@ def _read_excel(path: Path, sheet: str | None, *, all_strings: bool = False) -> 
     return pl.read_excel(path, sheet_name=sheet, engine="calamine", infer_schema_length=0 if all_strings else 100)
 
 
-def _schema(lf: pl.LazyFrame, path: Path, fmt: str = "") -> pl.Schema:
+def _schema(lf: pl.LazyFrame, path: Path, fmt: str = "", delimiter: str | None = None) -> pl.Schema:
     try:
         return lf.collect_schema()
     except Exception as exc:
         if fmt in ("csv", "ndjson"):
-            raise DataError(f"{path}: {explain_read_error(path, fmt, exc)}") from None
+            raise DataError(f"{path}: {explain_read_error(path, fmt, exc, delimiter)}") from None
         raise DataError(f"{path}: cannot read the header: {_first_line(exc)}") from None
 
 
@@ -307,6 +352,10 @@ class Transactions:
     date_order: str | None = None
     #: What the reader decided that the user should know (the date order and why), one line each.
     notes: list[str] = field(default_factory=list)
+    #: The CSV delimiter (None: the default for the file, see :func:`_separator`).
+    delimiter: str | None = None
+    #: Text amounts were read with a decimal comma.
+    decimal_comma: bool = False
 
     def describe(self) -> str:
         return str(self.path) if self.path else "(in-memory frame)"
@@ -327,7 +376,8 @@ class Transactions:
         try:
             return query.collect()
         except pl.exceptions.PolarsError as exc:
-            raise DataError(f"{self.describe()}: {explain_read_error(self.path, self.fmt, exc)}") from None
+            raise DataError(f"{self.describe()}: {explain_read_error(self.path, self.fmt, exc, self.delimiter)}"
+                            ) from None
 
     def tally_error(self, totals: Mapping[str, int]) -> DataError | None:
         """The error the counted flags add up to, if any (dates with and without a time zone)."""
@@ -357,6 +407,16 @@ class Transactions:
             return f" (give the format with {word} {fits})"
         return f" (give the format with {word}, e.g. '%d/%m/%Y')"
 
+    def _number_hint(self, value: Any) -> str:
+        """A decimal comma read without the option, or a decimal point read with it."""
+        parts = [p.strip() for p in str(value).split(" x ")] if isinstance(value, str) else []
+        word = option("decimal_comma")
+        if not self.decimal_comma and any(re.match(_DECIMAL_COMMA, p) and "," in p for p in parts):
+            return f" (a decimal comma? read the file with {word})"
+        if self.decimal_comma and any(re.match(r"^[+-]?\d*\.\d+$", p) for p in parts):
+            return f" (with {word}, decimals follow a comma: 1,5 and 1.234,5)"
+        return ""
+
     def locate(self, flag: str) -> DataError:
         """Build the error for the first row where ``flag`` is set (error path only: rescans)."""
         canonical = self.checks[flag]
@@ -366,7 +426,7 @@ class Transactions:
         index, value = self._first_row(flag, canonical)
         where = self._where(index)
         what = "a date" if canonical == "order_date" else "a finite number"
-        hint = self._date_hint(value) if canonical == "order_date" else ""
+        hint = self._date_hint(value) if canonical == "order_date" else self._number_hint(value)
         if flag == "_bad_amount" and self._is_finite_at(index):
             what = f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             hint = ""
@@ -418,7 +478,7 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
     columns = list(schema.names())
     hint = ""
     if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
-        hint = " (the file has a single column: is the delimiter not a comma?)"
+        hint = f" (the file has a single column: is the delimiter not a comma? give it with {option('delimiter')})"
     out: dict[str, str] = {}
     for canonical, source in mapping.items():
         if source not in columns:
@@ -624,10 +684,23 @@ def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, whe
     raise DataError(f"{where}: column {source!r} (order_date) has type {dtype}, expected dates")
 
 
-def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, canonical: str) -> pl.Expr:
-    """The column as Float64 (text parsed; what does not parse is null)."""
+#: A number written with a decimal comma, optionally with dots between groups of thousands: 12,50 or 1.234,5.
+_DECIMAL_COMMA = r"^[+-]?(?:\d+|\d{1,3}(?:\.\d{3})+)(?:,\d+)?$"
+
+
+def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, canonical: str,
+                 decimal_comma: bool = False) -> pl.Expr:
+    """The column as Float64 (text parsed; what does not parse is null).
+
+    With ``decimal_comma`` text is read as ``1.234,50`` (a comma before the
+    decimals, dots between thousands, nothing else): ``1.5`` does not parse then.
+    """
     if dtype.is_integer() or dtype.is_float() or isinstance(dtype, pl.Decimal):
         return col.cast(pl.Float64)
+    if dtype == pl.String and decimal_comma:
+        text = col.str.strip_chars()
+        plain = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+        return pl.when(text.str.contains(_DECIMAL_COMMA)).then(plain).cast(pl.Float64, strict=False)
     if dtype == pl.String:
         return col.str.strip_chars().cast(pl.Float64, strict=False)
     raise DataError(f"{where}: column {source!r} ({canonical}) has type {dtype}, expected numbers")
@@ -642,6 +715,8 @@ def read_transactions(
     keep: tuple[str, ...] = (),
     date_order: str | None = None,
     check_date_order: bool = True,
+    delimiter: str | None = None,
+    decimal_comma: bool = False,
 ) -> Transactions:
     """Scan ``data`` (a path, or a Polars / pandas frame) and map it onto the canonical columns.
 
@@ -654,6 +729,10 @@ def read_transactions(
     gives an order already decided, and ``check_date_order=False`` skips the
     decision (for checks that need the columns' types only).
 
+    ``delimiter`` separates CSV fields (default: a comma, or what the header
+    shows, see :func:`_separator`; a semicolon found that way is noted);
+    ``decimal_comma`` reads text amounts, quantities and prices as ``12,50``.
+
     Raises :class:`~engine.errors.DataError` for a missing file, an unknown
     format, an unreadable header, or a missing or mistyped column.
     """
@@ -661,18 +740,25 @@ def read_transactions(
     path: Path | None = None
     if isinstance(data, (str, Path)):
         path = Path(data)
-        lf = scan_file(path, sheet=sheet)
+        delimiter = check_delimiter(delimiter)
+        lf = scan_file(path, sheet=sheet, delimiter=delimiter)
         fmt = _format_of(path)
         where = str(path)
     else:
         lf, fmt, where = _frame_from_object(data), "frame", "(in-memory frame)"
-    schema = _schema(lf, path or Path(where), fmt)
+    notes: list[str] = []
+    if fmt == "csv" and delimiter is None and path is not None and path.suffix.lower() != ".tsv":
+        delimiter = sniffed_delimiter(path)
+        if delimiter is not None:
+            shown = "a tab" if delimiter == "\t" else repr(delimiter)
+            notes.append(f"{where}: read with {shown} as the delimiter (the header has no comma); "
+                         f"give {option('delimiter')} to choose another")
+    schema = _schema(lf, path or Path(where), fmt, delimiter)
     if len(schema) == 0:
         raise DataError(f"{where}: the file has no columns")
-    notes: list[str] = []
     cols = _resolve_columns(schema, mapping, where, notes)
     if fmt == "csv" and path is not None:
-        header = _csv_header(path)
+        header = _csv_header(path, delimiter)
         for canonical, source in cols.items():
             positions = [i + 1 for i, name in enumerate(header) if name == source]
             if len(positions) > 1:
@@ -717,18 +803,19 @@ def read_transactions(
 
     if "amount" in cols:
         amount = _number_expr(
-            value_of("amount"), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount"
+            value_of("amount"), schema[cols["amount"]], where=where, source=cols["amount"], canonical="amount",
+            decimal_comma=decimal_comma,
         )
         raw_amount = value_of("amount").cast(pl.String)
         text_amount = schema[cols["amount"]] == pl.String
     else:
         q = _number_expr(
             value_of("quantity"), schema[cols["quantity"]], where=where, source=cols["quantity"],
-            canonical="quantity",
+            canonical="quantity", decimal_comma=decimal_comma,
         )
         p = _number_expr(
             value_of("unit_price"), schema[cols["unit_price"]], where=where, source=cols["unit_price"],
-            canonical="unit_price",
+            canonical="unit_price", decimal_comma=decimal_comma,
         )
         amount = q * p
         raw_amount = pl.format("{} x {}", value_of("quantity"), value_of("unit_price"))
@@ -761,7 +848,8 @@ def read_transactions(
     )
     return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
                         date_format=date_format, raw=lf, sheet=sheet, tallies=tallies,
-                        date_order=date_order if text_date and date_format is None else None, notes=notes)
+                        date_order=date_order if text_date and date_format is None else None, notes=notes,
+                        delimiter=delimiter, decimal_comma=decimal_comma)
 
 
 def _float_id(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:

@@ -190,12 +190,14 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 CLI_WORDS: Mapping[str, str] = {
     "as_of": "--as-of", "mapping": "--map", "params": "--set", "sheet": "--sheet", "date_format": "--date-format",
     "customers_id": "--customers-id", "plugins_dir": "--plugins-dir", "modules": "--plugin",
-    "output_dir": "--output-dir", "allow_outside": "--allow-outside",
+    "output_dir": "--output-dir", "allow_outside": "--allow-outside", "delimiter": "--delimiter",
+    "decimal_comma": "--decimal-comma",
 }
 #: How a playbook names them (options a playbook does not have keep the outer words).
 PLAYBOOK_WORDS: Mapping[str, str] = {
     "as_of": "data.as_of", "mapping": "data.map", "sheet": "data.sheet", "date_format": "data.date_format",
-    "customers_id": "data.customers_id", "modules": "plugins",
+    "customers_id": "data.customers_id", "modules": "plugins", "delimiter": "data.delimiter",
+    "decimal_comma": "data.decimal_comma",
 }
 _WORDS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("tierbook_words", default=MappingProxyType({}))
 

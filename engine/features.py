@@ -64,6 +64,10 @@ REJECT_REASONS = {
 }
 
 
+#: An explicit as_of more than this many days after the last usable transaction gets a warning.
+IMPLAUSIBLE_GAP_DAYS = 365
+
+
 @dataclass
 class LoadReport:
     """What happened to every input row and customer."""
@@ -82,11 +86,14 @@ class LoadReport:
     net_revenue: float = 0.0
     #: What the reader decided from the data, e.g. which order text dates like 01/02/2011 were read in.
     notes: list[str] = field(default_factory=list)
+    #: What looks wrong but does not stop the run (an as_of long after the data).
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """Human-readable lines for the terminal."""
         out = [f"{self.source}: {self.rows:,} rows, {self.rows_used:,} used"]
         out += [f"  note: {note}" for note in self.notes]
+        out += [f"  warning: {warning}" for warning in self.warnings]
         for key, count in self.rejected.items():
             if count:
                 out.append(f"  not used: {count:,} rows where {REJECT_REASONS[key]}")
@@ -278,7 +285,7 @@ def compute_features(
     except pl.exceptions.PolarsError as exc:
         from .data import explain_read_error
 
-        raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc)}") from None
+        raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc, tx.delimiter)}") from None
 
     total = totals.row(0, named=True)
     for flag in tx.checks:
@@ -326,6 +333,13 @@ def compute_features(
         as_of = last_day + dt.timedelta(days=1)
         if last_day != grouped["last_order"].max():  # a later row without a customer id
             grouped = grouped.with_columns(_derived(pl.lit(as_of)))
+    else:
+        last_used = grouped["last_order"].max()
+        gap = (as_of - last_used).days if last_used is not None else 0
+        if gap > IMPLAUSIBLE_GAP_DAYS:
+            report.warnings.append(
+                f"as_of {as_of} is {gap:,} days after the last usable transaction ({last_used}): every customer's "
+                f"recency is at least {gap:,} days, so every customer looks lost; is as_of right?")
 
     feats = grouped.select(
         "customer_id", "frequency", "monetary", "first_order", "last_order", "returns", "returned_value",
@@ -430,7 +444,7 @@ def rejected_rows(tx: Transactions, as_of: dt.date | None) -> pl.LazyFrame:
     # customer id were written as "customer_id is empty".
     numbered = raw.with_row_index("_tierbook_row", offset=1)
     again = read_transactions(numbered, tx.mapping, date_format=tx.date_format, keep=("_tierbook_row",),
-                              date_order=tx.date_order)
+                              date_order=tx.date_order, decimal_comma=tx.decimal_comma)
     reasons = again.frame.select("_tierbook_row", reason.alias("reason")).filter(pl.col("reason").is_not_null())
     both = numbered.join(reasons, on="_tierbook_row", how="inner").sort("_tierbook_row")
     return both.select(pl.col("_tierbook_row").alias("row"), pl.exclude("_tierbook_row"))

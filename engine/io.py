@@ -21,7 +21,9 @@ from .errors import DataError
 
 __all__ = ["atomic_path", "atomic_write_frame", "atomic_write_text", "OUTPUT_FORMATS"]
 
-OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".ndjson": "ndjson"}
+OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".xlsx": "xlsx"}
+#: Rows an Excel sheet holds, the header included.
+XLSX_MAX_ROWS = 1_048_576
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -134,8 +136,11 @@ def flatten_nested(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` as Parquet, CSV, JSON or NDJSON (by suffix), atomically."""
+    """Write ``df`` as Parquet, CSV, JSON, NDJSON or Excel (by suffix), atomically."""
     fmt = output_format(path)
+    if fmt == "xlsx" and df.height >= XLSX_MAX_ROWS:
+        raise DataError(f"{path}: {df.height:,} rows do not fit an Excel sheet (at most {XLSX_MAX_ROWS - 1:,} "
+                        f"below the header); write .parquet or .csv")
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             df.write_parquet(tmp)
@@ -143,8 +148,42 @@ def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
             neutralise_formulas(flatten_nested(df)).write_csv(tmp)
         elif fmt == "json":
             df.write_json(tmp)
+        elif fmt == "xlsx":
+            write_xlsx(df, tmp, sheet=Path(path).stem)
         else:
             df.write_ndjson(tmp)
+
+
+def write_xlsx(df: pl.DataFrame, path: Path, *, sheet: str = "Sheet1") -> None:
+    """Write ``df`` as one Excel sheet with xlsxwriter: dates as dates, numbers as numbers, text as text.
+
+    Text is never turned into a formula, a link or a number (a cell ``=1+1``
+    stays the text ``=1+1``); labels are written as text; lists and structs as
+    JSON text; whole numbers beyond 2^53, which an Excel number (a double) would
+    round, as text.
+    """
+    import xlsxwriter
+
+    out = flatten_nested(df)
+    exact = 2**53
+    casts = []
+    for name, dtype in out.schema.items():
+        if isinstance(dtype, (pl.Enum, pl.Categorical)):
+            casts.append(pl.col(name).cast(pl.String))
+        elif dtype.is_integer() and out.height and (out[name].cast(pl.Float64).abs().max() or 0) > exact:
+            casts.append(pl.col(name).cast(pl.String))
+        elif dtype == pl.Binary:
+            raise DataError(f"{path}: column {name!r} holds bytes, which a spreadsheet cannot; write .parquet")
+    if casts:
+        out = out.with_columns(casts)
+    # Excel sheet names: at most 31 characters, none of []:*?/\
+    name = "".join("_" if c in "[]:*?/\\" else c for c in sheet)[:31] or "Sheet1"
+    book = xlsxwriter.Workbook(str(path), {"strings_to_formulas": False, "strings_to_urls": False,
+                                           "strings_to_numbers": False})
+    try:
+        out.write_excel(book, worksheet=name, autofit=False)
+    finally:
+        book.close()
 
 
 def atomic_write_text(text: str, path: Path) -> None:

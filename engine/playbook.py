@@ -38,7 +38,7 @@ from typing import Any
 
 import polars as pl
 
-from .data import CANONICAL, as_date, read_customers, read_transactions
+from .data import CANONICAL, as_date, check_delimiter, read_customers, read_transactions
 from .errors import (
     PLAYBOOK_WORDS,
     DataError,
@@ -52,6 +52,7 @@ from .errors import (
     suggest,
 )
 from .features import BUILTIN_FEATURES, to_units
+from .io import OUTPUT_FORMATS
 from .registry import Registry, get_registry
 from .run import Prepared, Selection, _amount, apply_classifiers, prepare, split_params, summarize
 from .yamlio import MarkedDict, MarkedList, load_marked
@@ -93,6 +94,9 @@ DATA_KEYS: dict[str, tuple[str, bool, str]] = {
     "as_of": ("date", False, "Reference date YYYY-MM-DD (default: the day after the last transaction)."),
     "date_format": ("str", False, "strftime format of text dates, e.g. %d/%m/%Y."),
     "sheet": ("str", False, "Excel sheet of the transactions."),
+    "delimiter": ("str", False, "CSV field delimiter of the transactions, e.g. ';' or tab (default: a comma, or "
+                                "';' or a tab when the header has no comma)."),
+    "decimal_comma": ("bool", False, "Read text amounts with a decimal comma: 12,50 and 1.234,50."),
 }
 ACTION_KEYS: dict[str, tuple[str, bool, str]] = {
     "name": ("str", True, "Unique rule name."),
@@ -186,11 +190,13 @@ def _kind_ok(kind: str, value: Any) -> bool:
         return isinstance(value, list)
     if kind == "date":
         return isinstance(value, (dt.date, str))
+    if kind == "bool":
+        return isinstance(value, bool)
     return True
 
 
 _KIND_NAMES = {"str": "non-empty text", "int": "a whole number", "mapping": "a mapping", "list": "a list",
-               "date": "a date YYYY-MM-DD", "any": "a value"}
+               "date": "a date YYYY-MM-DD", "any": "a value", "bool": "true or false"}
 
 
 def _short(value: Any) -> str:
@@ -284,6 +290,7 @@ class Playbook:
                 d["transactions"], mapping=d.get("map") or None,
                 customers=self.customer_table if self.customer_table is not None else None,
                 as_of=as_of, date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
+                delimiter=d.get("delimiter"), decimal_comma=d.get("decimal_comma", False),
             )
 
     def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
@@ -482,6 +489,13 @@ def _load_data(doc: MarkedDict, base: Path, problems: _Problems) -> dict[str, An
     for key in ("customers_id", "date_format", "sheet"):
         if isinstance(node.get(key), str):
             out[key] = node[key]
+    if isinstance(node.get("delimiter"), str):
+        try:
+            out["delimiter"] = check_delimiter(node["delimiter"])
+        except DataError as exc:
+            problems.add(node.value_line("delimiter"), str(exc))
+    if isinstance(node.get("decimal_comma"), bool):
+        out["decimal_comma"] = node["decimal_comma"]
     out["_lines"] = {k: node.value_line(k) for k in node}
     return out
 
@@ -653,9 +667,9 @@ def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, 
                                                    f"{exc.strerror}")
         if key != "summary":
             suffix = Path(out[key]).suffix.lower()
-            if suffix not in (".parquet", ".csv", ".json", ".ndjson"):
+            if suffix not in OUTPUT_FORMATS:
                 problems.add(key_lines.get(key, line), f"outputs.{key}: {out[key]!r} has no known suffix "
-                                   f"(.parquet, .csv, .json, .ndjson)")
+                                   f"({', '.join(OUTPUT_FORMATS)})")
     out["dir"] = directory
     return out
 
@@ -684,7 +698,8 @@ def _predicted_schema(doc, data, registry, selections, problems):
         return schema, table
     try:
         tx = read_transactions(data["transactions"], data.get("map") or None,
-                               date_format=data.get("date_format"), sheet=data.get("sheet"), check_date_order=False)
+                               date_format=data.get("date_format"), sheet=data.get("sheet"), check_date_order=False,
+                               delimiter=data.get("delimiter"), decimal_comma=data.get("decimal_comma", False))
         id_dtype = tx.frame.collect_schema()["customer_id"]
     except TierbookError as exc:
         problems.add(lines.get("map", lines.get("transactions", 1)), str(exc))
@@ -873,7 +888,7 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
     def props(keys: Mapping[str, tuple[str, bool, str]]) -> dict[str, Any]:
         kinds = {"str": {"type": "string", "minLength": 1}, "int": {"type": "integer"},
                  "mapping": {"type": "object"}, "list": {"type": "array"}, "date": {"type": "string",
-                 "format": "date"}, "any": {}}
+                 "format": "date"}, "any": {}, "bool": {"type": "boolean"}}
         return {k: {**kinds[kind], "description": desc} for k, (kind, _, desc) in keys.items()}
 
     def obj(keys, **extra) -> dict[str, Any]:

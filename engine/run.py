@@ -324,10 +324,13 @@ def prepare(
     sheet: str | None = None,
     registry: Registry | None = None,
     streaming: bool = True,
+    delimiter: str | None = None,
+    decimal_comma: bool = False,
 ) -> Prepared:
     """Read ``data`` once and compute the customer table (see :mod:`engine.features`)."""
     registry = registry or get_registry()
-    tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet)
+    tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
+                           decimal_comma=decimal_comma)
     table = None
     if customers is not None:
         reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)

@@ -43,6 +43,9 @@ Decisions recorded by the corpus:
 - **Dates with a time-zone offset** (`2024-01-02T23:30:00-05:00`) count on the calendar day as
   written (the offset is dropped, not converted to UTC); a column mixing times with and without
   an offset stops the run, naming one row of each.
+- **Semicolons** separate fields when the header has no comma but has semicolons (noted);
+  `--delimiter` chooses any one character. A **decimal comma** (`12,50`) needs `--decimal-comma`
+  (the message says so); with it, `1.5` is refused rather than read as 15.
 - **Day and month first** (`12/01/2010`, `01.02.2011`, `1-2-2011`): the order is never guessed.
   A first field above 12 anywhere in the column proves day-first, a second field above 12
   proves month-first (the report notes which and why); a column where no value tells, or

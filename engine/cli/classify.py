@@ -25,6 +25,11 @@ def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     p.add_argument("--as-of", metavar="YYYY-MM-DD", help="reference date (default: the day after the last transaction)")
     p.add_argument("--date-format", metavar="FORMAT", help="strftime format of text dates, e.g. %%d/%%m/%%Y")
     p.add_argument("--sheet", help="Excel sheet to read (required when the workbook has several)")
+    p.add_argument("--delimiter", metavar="CHAR",
+                   help="CSV field delimiter, e.g. ';' or tab (default: a comma, or ';' or a tab when the header "
+                        "has no comma)")
+    p.add_argument("--decimal-comma", action="store_true",
+                   help="read text amounts with a decimal comma: 12,50 and 1.234,50")
     p.add_argument("--classifier", "-c", action="append", metavar="NAME",
                    help="run only this classifier; repeatable (default: every installed one)")
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
@@ -95,7 +100,8 @@ def _prepare_and_classify(args: argparse.Namespace):
     run.select(registry, args.classifier, params, sources)
     with step(f"reading {args.data}"):
         prepared = run.prepare(args.data, mapping=args.map, customers=args.customers, customers_id=args.customers_id,
-                               as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry)
+                               as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry,
+                               delimiter=args.delimiter, decimal_comma=args.decimal_comma)
     with step("classifying"):
         classified = prepared.classify(args.classifier, params, skip_failing=skip)
     for message in prepared.skipped:
@@ -105,7 +111,8 @@ def _prepare_and_classify(args: argparse.Namespace):
         from ..features import rejected_rows
         from ..io import atomic_write_frame
 
-        tx = read_transactions(args.data, args.map, date_format=args.date_format, sheet=args.sheet)
+        tx = read_transactions(args.data, args.map, date_format=args.date_format, sheet=args.sheet,
+                               delimiter=args.delimiter, decimal_comma=args.decimal_comma)
         with step(f"writing rejects to {args.rejects}"):
             atomic_write_frame(tx.collect(rejected_rows(tx, as_of)), Path(args.rejects))
     return prepared, classified
