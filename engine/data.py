@@ -194,7 +194,7 @@ def check_delimiter(value: str | None) -> str | None:
     """A delimiter as given (``;``, ``|``, ``tab`` or ``\\t`` for a tab): one character.
 
     >>> check_delimiter("tab"), check_delimiter(";")
-    ('\t', ';')
+    ('\\t', ';')
     """
     if value is None:
         return None
@@ -350,6 +350,8 @@ class Transactions:
     #: ``"day-first"`` or ``"month-first"`` when text dates such as ``01/02/2011`` were read in the
     #: order the whole column proves (see :func:`_date_order`), else None.
     date_order: str | None = None
+    #: The formats those dates are parsed with (see :func:`_formats_like`).
+    date_formats: tuple[str, ...] = ()
     #: What the reader decided that the user should know (the date order and why), one line each.
     notes: list[str] = field(default_factory=list)
     #: The CSV delimiter (None: the default for the file, see :func:`_separator`).
@@ -547,10 +549,10 @@ def _text_dates(col: pl.Expr) -> pl.Expr:
 
 
 def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: str | None
-                ) -> tuple[str | None, str | None]:
+                ) -> tuple[str | None, str | None, tuple[str, ...]]:
     """Decide whether a text date column like ``01/02/2011`` is day-first or month-first, from every value.
 
-    Returns ``(order, note)``: ``(None, None)`` when the column's first date is
+    Returns ``(order, note, formats)``: ``(None, None, ())`` when the column's first date is
     not of that class (ISO dates and the like: nothing to decide, and only the
     first value is read). Otherwise the whole column is read once: a first
     field above 12 proves day-first, a second field above 12 proves
@@ -563,23 +565,23 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
     try:
         head = lf.select(text.alias("t")).filter(pl.col("t").str.len_bytes() > 0).head(1).collect()
     except pl.exceptions.PolarsError:
-        return None, None  # the read error is reported, with its line, by the feature pass
+        return None, None, ()  # the read error is reported, with its line, by the feature pass
     if head.height == 0 or not re.match(_DM_Y, head.item()):
-        return None, None
-    parts = text.str.extract_groups(_DM_Y)
-    d1 = parts.struct.field("1").cast(pl.Int32)
-    d2 = parts.struct.field("2").cast(pl.Int32)
-    short = parts.struct.field("3").str.len_bytes() == 2
-    row = pl.int_range(pl.len(), dtype=pl.Int64)
+        return None, None, ()
+    # One regex pass into three columns, then every question is a cheap aggregation over them.
+    fields = (lf.select(text.str.extract_groups(_DM_Y).alias("g"), text.alias("t"))
+              .with_row_index("r").unnest("g"))
+    d1, d2 = pl.col("1").cast(pl.Int32), pl.col("2").cast(pl.Int32)
+    short = pl.col("3").str.len_bytes() == 2
 
     def example(cond: pl.Expr, name: str) -> list[pl.Expr]:
-        return [text.filter(cond).first().alias(name), row.filter(cond).first().alias(name + "_row")]
+        return [pl.col("t").filter(cond).first().alias(name), pl.col("r").filter(cond).first().alias(name + "_row")]
 
     try:
-        found = lf.select(*example(d1 > 12, "day"), *example(d2 > 12, "month"), *example(d1 != d2, "either"),
-                          *example(short, "short")).collect(engine="streaming").row(0, named=True)
+        found = fields.select(*example(d1 > 12, "day"), *example(d2 > 12, "month"), *example(d1 != d2, "either"),
+                              *example(short, "short")).collect(engine="streaming").row(0, named=True)
     except pl.exceptions.PolarsError:
-        return None, None
+        return None, None, ()
     column = f"column {source!r} (order_date)"
 
     def at(name: str) -> str:
@@ -597,8 +599,8 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
         raise DataError(f"{where}: {column}: {at('short')} has a two-digit year; give the format with "
                         f"{option('date_format')} {formats}", file=where, column=source, value=value)
     if order is None:
-        if found["either"] is None:
-            return "day-first", None  # every day equals its month: both orders read the same dates
+        if found["either"] is None:  # every day equals its month: both orders read the same dates
+            return "day-first", None, _formats_like(head.item(), "day-first")
         value = found["either"]
         raise DataError(
             f"{where}: {column}: {at('either')} can be day-first or month-first and no date in the column tells "
@@ -609,7 +611,19 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
     proof = "day" if order == "day-first" else "month"
     note = (f"{where}: {column} read {order} ({_format_for(found[proof], order)}): {at(proof)} has "
             f"{'a first' if order == 'day-first' else 'a second'} field above 12")
-    return order, note
+    return order, note, _formats_like(head.item(), order)
+
+
+def _formats_like(first: str, order: str) -> tuple[str, ...]:
+    """The formats a column of ``01/02/2011``-like dates is parsed with, in ``order``.
+
+    The format of its first value, and the same date (its separator) without a time, with
+    ``%H:%M`` and with ``%H:%M:%S``: a column may mix days and times. An explicit format parses
+    about ten times as fast as Polars' inference, and each value is tried against four at most.
+    """
+    found = re.match(r"^\d{1,2}([./-])", first.strip())
+    date = _DATE_ORDERS[order].format(found.group(1) if found else "/") + "%Y"
+    return tuple(dict.fromkeys([_format_for(first, order), date, date + " %H:%M", date + " %H:%M:%S"]))
 
 
 def _format_for(value: str, order: str, *, year: str = "%Y") -> str:
@@ -645,29 +659,16 @@ def _formats_that_read(value: str) -> list[str]:
     return out
 
 
-def _as_iso(text: pl.Expr, order: str) -> pl.Expr:
-    """``01/02/2011 10:00`` as ``2011-02-01 10:00`` (day-first) or ``2011-01-02 10:00``; other text becomes null.
-
-    The rewritten text is then read like any ISO date (with or without a time, with an offset ...); a value
-    not of the column's class is null, so it is reported as a date that does not parse.
-    """
-    padded = text.str.replace(r"^(\d)([./-])", "0${1}${2}").str.replace(r"^(\d\d[./-])(\d)([./-])", "${1}0${2}${3}")
-    swap = "${3}-${2}-${1}" if order == "day-first" else "${3}-${1}-${2}"
-    iso = padded.str.replace(r"^(\d\d)[./-](\d\d)[./-](\d{4})", swap)
-    return pl.when(text.str.contains(_DM_Y) & ~text.str.contains(r"^\d{1,2}[./-]\d{1,2}[./-]\d{2}(?:$|\D)")
-                   ).then(iso)
-
-
 def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str,
-               order: str | None = None):
+               formats: tuple[str, ...] = ()):
     """Return (date expression, needs-parse-check).
 
     Text with a time-zone offset (``2024-01-02T23:30:00-05:00``) gives the
     calendar day as written (the offset is dropped, not converted); a column
     mixing times with and without an offset is an error (see
-    :meth:`Transactions.tally_error`). ``order`` (``day-first`` or
-    ``month-first``) reads ``01/02/2011``-like text in that order (see
-    :func:`_date_order`).
+    :meth:`Transactions.tally_error`). ``formats`` (tried in turn, the first
+    that reads a value wins) read ``01/02/2011``-like text in the order the
+    column proves (see :func:`_date_order`).
     """
     if dtype == pl.Date:
         return col, False
@@ -675,8 +676,9 @@ def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, whe
         return col.dt.date(), False
     if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
         text = _text_dates(col)
-        if date_format is None and order is not None:
-            text = _as_iso(text, order)
+        if date_format is None and formats:
+            parsed = pl.coalesce([text.str.to_datetime(format=f, strict=False, time_unit="us") for f in formats])
+            return parsed.dt.date(), True
         if date_format is None:
             text = text.str.replace(_TIME_TZ, "${1}")
         parsed = text.str.to_datetime(format=date_format, strict=False, time_unit="us")
@@ -713,7 +715,7 @@ def read_transactions(
     date_format: str | None = None,
     sheet: str | None = None,
     keep: tuple[str, ...] = (),
-    date_order: str | None = None,
+    date_order: tuple[str, tuple[str, ...]] | None = None,
     check_date_order: bool = True,
     delimiter: str | None = None,
     decimal_comma: bool = False,
@@ -726,7 +728,8 @@ def read_transactions(
     Text dates such as ``01/02/2011`` (day and month first, in an order the
     value cannot tell) are read in the order the whole column proves, which
     reads the date column once here (see :func:`_date_order`); ``date_order``
-    gives an order already decided, and ``check_date_order=False`` skips the
+    gives an order already decided (``(order, formats)``, as
+    :attr:`Transactions.date_order` and :attr:`Transactions.date_formats`), and ``check_date_order=False`` skips the
     decision (for checks that need the columns' types only).
 
     ``delimiter`` separates CSV fields (default: a comma, or what the header
@@ -783,18 +786,19 @@ def read_transactions(
     date_raw = value_of("order_date")
     date_type = schema[cols["order_date"]]
     text_date = date_type in (pl.String, pl.Categorical) or isinstance(date_type, pl.Enum)
+    order, formats = date_order or (None, ())
     if text_date and date_format is None and date_order is None and check_date_order:
-        date_order, note = _date_order(lf, cols["order_date"], where=where, fmt=fmt, sheet=sheet)
+        order, note, formats = _date_order(lf, cols["order_date"], where=where, fmt=fmt, sheet=sheet)
         notes += [note] if note else []
     date_expr, date_check = _date_expr(
-        date_raw, date_type, date_format=date_format, where=where, source=cols["order_date"], order=date_order
+        date_raw, date_type, date_format=date_format, where=where, source=cols["order_date"], formats=formats
     )
     exprs.append(date_expr.alias("order_date"))
     tallies: tuple[str, ...] = ()
     if date_check:
         exprs.append(date_raw.cast(pl.String).alias("_raw_order_date"))
         checks["_bad_date"] = "order_date"
-        if date_format is None:
+        if date_format is None and not formats:
             has_tz = date_raw.cast(pl.String).str.strip_chars().str.contains(_TIME_TZ)
             exprs.append(has_tz.fill_null(False).alias("_tz_aware"))
             exprs.append((~has_tz & date_raw.cast(pl.String).str.contains(r"\d:\d")).fill_null(False)
@@ -848,7 +852,8 @@ def read_transactions(
     )
     return Transactions(frame=frame, path=path, mapping=cols, fmt=fmt, has_order_id=has_order_id, checks=checks,
                         date_format=date_format, raw=lf, sheet=sheet, tallies=tallies,
-                        date_order=date_order if text_date and date_format is None else None, notes=notes,
+                        date_order=order if text_date and date_format is None else None,
+                        date_formats=formats if text_date and date_format is None else (), notes=notes,
                         delimiter=delimiter, decimal_comma=decimal_comma)
 
 

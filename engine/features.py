@@ -444,7 +444,8 @@ def rejected_rows(tx: Transactions, as_of: dt.date | None) -> pl.LazyFrame:
     # customer id were written as "customer_id is empty".
     numbered = raw.with_row_index("_tierbook_row", offset=1)
     again = read_transactions(numbered, tx.mapping, date_format=tx.date_format, keep=("_tierbook_row",),
-                              date_order=tx.date_order, decimal_comma=tx.decimal_comma)
+                              date_order=(tx.date_order, tx.date_formats) if tx.date_order else None,
+                              decimal_comma=tx.decimal_comma)
     reasons = again.frame.select("_tierbook_row", reason.alias("reason")).filter(pl.col("reason").is_not_null())
     both = numbered.join(reasons, on="_tierbook_row", how="inner").sort("_tierbook_row")
     return both.select(pl.col("_tierbook_row").alias("row"), pl.exclude("_tierbook_row"))
