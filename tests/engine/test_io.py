@@ -39,8 +39,8 @@ def test_each_format_round_trips(tmp_path, suffix):
 
 
 def test_unknown_suffix_and_bad_places(tmp_path):
-    with pytest.raises(DataError, match=r"out.xlsx: unknown output format '.xlsx'; use one of .parquet, .csv"):
-        atomic_write_frame(DF, tmp_path / "out.xlsx")
+    with pytest.raises(DataError, match=r"out.xls: unknown output format '.xls'; use one of .parquet, .csv"):
+        atomic_write_frame(DF, tmp_path / "out.xls")
     with pytest.raises(DataError, match=r"the directory .*missing does not exist"):
         atomic_write_frame(DF, tmp_path / "missing" / "out.csv")
     (tmp_path / "dir.csv").mkdir()

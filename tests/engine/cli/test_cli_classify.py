@@ -169,8 +169,8 @@ def test_bad_options_are_one_line(run_cli, data, tmp_path, args, expected):
 
 
 def test_bad_output_suffix_fails_before_reading(run_cli, tmp_path):
-    line = one_error_line(*run_cli("classify", tmp_path / "missing.csv", "-o", tmp_path / "out.xlsx"))
-    assert "unknown output format '.xlsx'" in line
+    line = one_error_line(*run_cli("classify", tmp_path / "missing.csv", "-o", tmp_path / "out.xls"))
+    assert "unknown output format '.xls'" in line
 
 
 def test_missing_file(run_cli, tmp_path):
