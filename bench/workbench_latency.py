@@ -14,6 +14,11 @@ labels
 chart
     redrawing the classifier's chart (ABC Pareto curve, RFM R x F heat map) to PNG.
 
+A second table measures a whole move as the widget makes it, on the
+abc-resource-allocation playbook's classifiers and rules: the numbers, the
+hits per rule (``WorkbenchModel.rules``: label columns, rules, capacity,
+actions) and the redraw of every chart whose content changed, in that order.
+
 It also reports the one-off set-up (the sorts and histograms cached per table)
 and, for comparison, the engine's full path for one change
 (``apply_classifiers`` + ``summarize``), which the workbench avoids.
@@ -114,6 +119,47 @@ def measure(n: int, name: str, repeat: int, seed: int, registry, engine_path: bo
     return out
 
 
+def measure_move(n: int, name: str, repeat: int, seed: int) -> dict:
+    """A whole move: numbers, rule hits, and the charts whose key changed (as Workbench.refresh does)."""
+    import engine
+
+    playbook = engine.load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml")
+    customers = customers_table(n, seed)
+    report = LoadReport(source="synthetic", customers=n, net_revenue=float(customers["monetary"].sum()))
+    model = WorkbenchModel(Prepared(customers, AS_OF, report, playbook.registry), playbook.selections,
+                           playbook=playbook)
+    keys = {}
+
+    def redraw() -> int:
+        drawn = 0
+        for clf in model.classifiers:
+            for chart in model.charts(clf):
+                if keys.get((clf, chart.name)) != chart.key:
+                    chart.draw()
+                    keys[(clf, chart.name)] = chart.key
+                    drawn += 1
+        return drawn
+
+    model.numbers()
+    model.rules()
+    redraw()
+    parts = {"numbers": [], "rules": [], "charts": [], "total": []}
+    for i in range(repeat):
+        change = CHANGES[name][i % len(CHANGES[name])]
+        t0 = time.perf_counter()
+        model.set_params(change)
+        model.numbers()
+        t1 = time.perf_counter()
+        model.rules()
+        t2 = time.perf_counter()
+        redraw()
+        t3 = time.perf_counter()
+        for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            parts[key].append(value)
+    return {"n": n, "classifier": name, **{k: statistics.median(v) for k, v in parts.items()},
+            "total_max": max(parts["total"])}
+
+
 def ms(x: float | None) -> str:
     return "–" if x is None else f"{1000 * x:,.1f}"
 
@@ -124,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-path comparison")
+    ap.add_argument("--no-moves", action="store_true", help="skip the whole-move table")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     args = ap.parse_args(argv)
     registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
@@ -141,6 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         table.append(f"| {r['n']:,} | {r['classifier']} | {ms(r['numbers'])} ({ms(r['numbers_max'])}) | "
                      f"{ms(r['labels'])} | {ms(r['chart'])} | {ms(r['setup'])} | {ms(r['engine'])} |")
+    if not args.no_moves:
+        table += ["", "Whole moves with the abc-resource-allocation playbook's rules (target: 100 ms at 1M customers):",
+                  "", "| customers | moved | numbers ms | rule hits ms | charts ms | whole move: median (max) ms |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: |"]
+        for size in args.sizes.split(","):
+            n = SIZES.get(size.lower()) or int(size)
+            for name in ("abc", "adc"):
+                r = measure_move(n, name, args.repeat, args.seed)
+                print(f"{n:>9,} {name} move: numbers {ms(r['numbers'])} ms, rules {ms(r['rules'])} ms, charts "
+                      f"{ms(r['charts'])} ms, whole {ms(r['total'])} ms (max {ms(r['total_max'])})", flush=True)
+                table.append(f"| {n:,} | {name} | {ms(r['numbers'])} | {ms(r['rules'])} | {ms(r['charts'])} | "
+                             f"{ms(r['total'])} ({ms(r['total_max'])}) |")
     text = "\n".join(table)
     print(text)
     if args.out:
