@@ -448,7 +448,10 @@ class _Parser:
         types = (left.type, right.type)
         a, b = left.expr, right.expr
         if types == (NUM, NUM):
-            expr = {"+": a + b, "-": a - b, "*": a * b, "/": pl.when(b != 0).then(a.cast(pl.Float64) / b)}[op]
+            # x / 0 is null: the divisor's zeros become null (not pl.when(b != 0).then(...): on an all-null
+            # divisor Polars gave that a length-1 result, and any operator on it failed with a ShapeError)
+            expr = {"+": a + b, "-": a - b, "*": a * b,
+                    "/": a.cast(pl.Float64) / b.cast(pl.Float64).replace(0.0, None)}[op]
             typ = NUM
         elif types == (DATE, DATE) and op == "-":
             expr, typ = (a - b).dt.total_days(), NUM

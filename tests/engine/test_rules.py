@@ -305,3 +305,16 @@ def test_in_on_an_enum_column_compares_its_codes_and_gives_the_same_answer():
     assert df.select(rule.expr).to_series().to_list() == [True, False, False, True]
     negated = compile_rule("adc NOT IN ('active', 'new')", df.schema, labels={"adc": labels})
     assert df.select(negated.expr).to_series().to_list() == [False, False, True, False]
+
+
+@pytest.mark.parametrize("text", ["monetary / frequency * 2 > 100", "0 <= ABS(monetary / frequency)",
+                                  "- (monetary / frequency) < 0", "monetary / frequency + 1 IS NULL"])
+def test_arithmetic_on_a_quotient_over_an_all_null_divisor(text):
+    """Found by the SQLite differential test: with ``pl.when(b != 0)`` as the division, an all-null divisor
+    gave a length-1 result and any operator on the quotient failed with a Polars ShapeError."""
+    df = pl.DataFrame({"customer_id": ["a", "b", "c"], "monetary": [10.0, None, 30.0],
+                       "frequency": [None, None, None]}, schema={"customer_id": pl.String, "monetary": pl.Float64,
+                                                                 "frequency": pl.Int64})
+    rule = compile_rule(text, df.schema, as_of=AS_OF)
+    expected = [True] * 3 if text.endswith("IS NULL") else [False] * 3
+    assert df.select("customer_id", rule.expr.alias("hit"))["hit"].to_list() == expected
