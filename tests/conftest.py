@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 import engine
 from engine.cli import main as cli_main
@@ -21,6 +23,17 @@ UCI_MAPPING = {
     "quantity": "Quantity",
     "unit_price": "UnitPrice",
 }
+
+
+# The key property tests (rules against SQLite, playbook semantics, features, classifiers) take
+# ``settings(settings.get_profile("key"))``: 300 examples in CI (CI=true), 60 while developing;
+# TIERBOOK_KEY_EXAMPLES overrides both (docs/testing.md has the timings).
+_KEY_EXAMPLES = int(os.environ.get("TIERBOOK_KEY_EXAMPLES") or (300 if os.environ.get("CI") else 60))
+# TIERBOOK_NO_SHRINK=1 (tools/mutate.py sets it) stops at the first failing example instead of shrinking it.
+settings.register_profile("key", max_examples=_KEY_EXAMPLES, deadline=None,
+                          phases=[p for p in Phase if p != Phase.shrink or not os.environ.get("TIERBOOK_NO_SHRINK")],
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
 
 Runs the hypothesis strategies and checks of tests/engine/test_fuzz.py in rounds
 of fresh random examples until the time is up. Only the documented validation
-error (TierbookError) may come out of either; a compiled rule must evaluate.
+error (TierbookError) may come out of either; a compiled rule must evaluate, and a
+valid generated rule must compile and match what SQLite returns for it.
 Prints one line per round and a summary; exits 1 on the first failure, with the
 minimal failing example hypothesis found. The result is recorded in
 docs/fuzzing.md.
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         rules = st.one_of(rules, st.integers(120, 700).map(lambda n: " AND ".join(["monetary > 1"] * n)))
     noise = st.one_of(fz.yaml_noise, st.builds(lambda base, n, at: base[:at] + n + base[at:],
                                                 st.just(fz._dump(fz.BASE)), fz.yaml_noise, st.integers(0, 300)))
-    slowest = {"rules": 0.0, "playbook structure": 0.0, "playbook text": 0.0, "data files": 0.0}
+    slowest = {"rules": 0.0, "valid rules vs SQLite": 0.0, "playbook structure": 0.0, "playbook text": 0.0, "data files": 0.0}
     counts = dict.fromkeys(slowest, 0)
 
     def timed(target, fn):
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     check_rule = timed("rules", fz.check_rule)
+    check_valid = timed("valid rules vs SQLite", lambda case: fz.check_valid_rule(*case))
     check_structure = timed("playbook structure", lambda data: fz.check_playbook(
         fz._dump(fz._mutate(fz.BASE, data)), workdir, registry))
     check_text = timed("playbook text", lambda text: fz.check_playbook(text, workdir, registry))
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = settings(max_examples=args.examples, deadline=None, database=None, print_blob=True,
                    suppress_health_check=list(HealthCheck))
     targets = [("rules", lambda: given(text=rules)(lambda text: check_rule(text))),
+               ("valid rules vs SQLite", lambda: given(case=fz.valid_rules)(lambda case: check_valid(case))),
                ("playbook structure", lambda: given(data=st.data())(lambda data: check_structure(data))),
                ("playbook text", lambda: given(text=noise)(lambda text: check_text(text))),
                ("data files", lambda: given(data=fz.csv_bytes,
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {rounds}: {time.monotonic() - start:.0f} s, examples " +
               ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
     total = sum(counts.values())
-    print(f"OK: {total:,} examples in {time.monotonic() - start:.0f} s, no failure other than TierbookError; "
+    print(f"OK: {total:,} examples in {time.monotonic() - start:.0f} s, no failure other than TierbookError, every valid rule as SQLite; "
           + "; ".join(f"{k}: {counts[k]:,} (slowest {slowest[k]:.2f} s)" for k in counts), flush=True)
     return 0
 

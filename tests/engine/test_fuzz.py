@@ -1,8 +1,11 @@
 """Fuzzing the playbook loader and the rule compiler (hypothesis).
 
 The only failure either may raise is the documented validation error,
-:class:`~engine.errors.TierbookError` (``PlaybookError``, ``RuleError`` ...). A
-rule that compiles must also evaluate on a customer table without error.
+:class:`~engine.errors.TierbookError` (``PlaybookError``, ``RuleError`` ...); a
+RuleError must point into the rule's text. A rule that compiles must also
+evaluate on a customer table without error, and a *valid* generated rule
+(tests/engine/rule_sql.py) must compile and match exactly the customers SQLite
+returns for the same WHERE clause: refusing rules is not a way to pass.
 
 In CI each fuzz test runs a bounded number of examples (about 20-30 s in all).
 A third target runs the whole ``tierbook classify`` on generated CSV bytes: it must
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -30,7 +34,10 @@ from hypothesis import strategies as st
 from engine.errors import TierbookError
 from engine.playbook import load_playbook
 from engine.registry import get_registry
-from engine.rules import FUNCTIONS, KEYWORDS, compile_rule
+from engine.rules import FUNCTIONS, KEYWORDS, MAX_LENGTH, RuleError, compile_rule
+
+sys.path.insert(0, str(Path(__file__).parent))  # tools/fuzz.py loads this file outside pytest
+import rule_sql  # noqa: E402
 
 CI = settings(max_examples=200, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -101,19 +108,43 @@ any_rule = st.one_of(rule_tokens, rule_glued, rule_text, rule_nested, rule_long_
 
 
 def check_rule(text: str) -> None:
-    """Compile ``text``; only a TierbookError may come out, and a compiled rule must evaluate."""
+    """Compile ``text``; only a RuleError pointing into the text may come out, and a compiled rule must
+    evaluate. (Whether a valid rule is accepted, and matches the right customers, is checked by
+    :func:`check_valid_rule`: a compiler that refused every rule passes this check, not that one.)"""
     try:
         compiled = compile_rule(text, SCHEMA, labels=LABELS, as_of=AS_OF)
-    except TierbookError:
+    except RuleError as exc:
+        message = str(exc)
+        assert message and "\n" not in message, (text, message)
+        if exc.position is None:  # only the whole-rule checks have no position
+            assert len(text) > MAX_LENGTH or "nested" in message, (text, message)
+        else:
+            assert 0 <= exc.position <= len(text), (text, exc.position)
         return
     hits = CUSTOMERS.select("customer_id", compiled.expr.alias("hit"))["hit"]  # as the engine evaluates rules
     assert hits.dtype == pl.Boolean and hits.len() == CUSTOMERS.height and hits.null_count() == 0, text
+
+
+def check_valid_rule(frame: pl.DataFrame, rule: tuple[str, str]) -> None:
+    """A valid generated rule must compile and match exactly what SQLite's WHERE returns (tests/engine/rule_sql.py)."""
+    tb, sql = rule
+    assert rule_sql.tierbook_matches(frame, tb) == rule_sql.sqlite_matches(rule_sql.sqlite_table(frame), sql), \
+        f"rule: {tb}\nSQL:  {sql}"
 
 
 @CI
 @given(text=any_rule)
 def test_fuzz_rule_compiler(text):
     check_rule(text)
+
+
+valid_rules = st.tuples(rule_sql.tables, rule_sql.rules.map(lambda e: (e.tb, e.sql)))
+
+
+@CI
+@given(case=valid_rules)
+def test_fuzz_valid_rules_compile_and_match_sqlite(case):
+    check_valid_rule(*case)
 
 
 @pytest.mark.parametrize("text", [
