@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine import classify_frame, prepare
@@ -25,6 +25,7 @@ from engine.registry import get_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+KEY = settings(settings.get_profile("key"))  # 300 examples in CI (tests/conftest.py)
 START = dt.date(2024, 1, 1)
 
 
@@ -57,7 +58,7 @@ def _frame(txs: list[tuple]) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- conservation
-@SETTINGS
+@KEY
 @given(txs=transactions, prospects=st.lists(st.integers(100, 110).map(lambda i: f"p{i}"), unique=True, max_size=4))
 def test_conservation(txs, prospects, builtins):
     """Customers out = distinct customers in (prospects included); net revenue out = in, to the cent."""
@@ -98,11 +99,16 @@ def _expected_features(txs: list[tuple], as_of: dt.date | None) -> dict[str, tup
             (as_of - max(t[2] for t in mine)).days, len(orders), cents, min(t[2] for t in mine),
             (as_of - min(t[2] for t in mine)).days, sum(1 for t in mine if t[3] < 0),
             -sum(t[3] for t in mine if t[3] < 0),
+            max(t[2] for t in mine),                                   # last_order: any line, returns too
+            None if not orders else round(cents / len(orders), 6),     # avg_order_value (cents): monetary / orders
         )
     return out
 
 
-@SETTINGS
+@KEY
+@example(txs=[("c0", "o1", START, -250), ("c0", None, START, 999)], cut=None)  # a return + a sale without an id
+@example(txs=[("c0", "o1", START, 999), ("c0", "o1", START + dt.timedelta(days=5), -250)], cut=None)
+@example(txs=[("c0", "o1", START, 0), ("c0", "o2", START, 1)], cut=None)      # a zero amount is no order
 @given(txs=st.lists(messy_rows, min_size=1, max_size=60), cut=st.one_of(st.none(), st.integers(10, 70)))
 def test_every_feature_matches_its_definition(txs, cut, builtins):
     """Zero amounts, sales without an order id, returns, rows without a customer, date or amount, an as_of."""
@@ -116,7 +122,9 @@ def test_every_feature_matches_its_definition(txs, cut, builtins):
     prepared = prepare(frame, as_of=as_of, registry=builtins)
     got = {
         row["customer_id"]: (row["recency_days"], row["frequency"], round(row["monetary"] * 100), row["first_order"],
-                             row["tenure_days"], row["returns"], round(row["returned_value"] * 100))
+                             row["tenure_days"], row["returns"], round(row["returned_value"] * 100),
+                             row["last_order"],
+                             None if row["avg_order_value"] is None else round(row["avg_order_value"] * 100, 6))
         for row in prepared.customers.iter_rows(named=True)
     }
     assert got == expected
@@ -148,7 +156,7 @@ def _expected_abc(values: list[int], a: float, b: float) -> list[str]:
     return out
 
 
-@SETTINGS
+@KEY
 @given(values=metric_values, ab=cuts)
 def test_abc_share_rule_and_monotonicity(values, ab, builtins):
     a, b = ab
@@ -204,7 +212,7 @@ def test_adc_boundaries(active, gap, new_days, offsets, builtins):
 
 
 # ------------------------------------------------------------------------- RFM
-@SETTINGS
+@KEY
 @given(txs=transactions, bins=st.integers(2, 10))
 def test_rfm_scores_in_range_and_ties_equal(txs, bins, builtins):
     prepared = prepare(_frame(txs), registry=builtins)
