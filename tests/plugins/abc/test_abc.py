@@ -12,7 +12,7 @@ import random
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import ParamError, classify_frame
@@ -206,7 +206,7 @@ def test_output_is_an_enum_best_to_worst(registry):
     assert out.schema["abc"] == pl.Enum(["A", "B", "C"])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(settings.get_profile("key"))  # 300 examples in CI (tests/conftest.py)
 @given(values=st.lists(st.one_of(st.none(), st.integers(-5, 30).map(float),
                                  st.floats(allow_nan=True, allow_infinity=True)), max_size=40),
        cuts=st.tuples(st.floats(0.01, 0.99), st.floats(0.02, 1.0)).filter(lambda c: c[0] < c[1]))

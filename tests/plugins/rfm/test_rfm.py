@@ -12,7 +12,7 @@ import random
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import ParamError, classify_frame
@@ -244,7 +244,7 @@ def reference_scores(values, bins):
 number = st.one_of(st.none(), st.integers(-3, 6).map(float), st.floats(allow_nan=True, allow_infinity=True))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(settings.get_profile("key"))  # 300 examples in CI (tests/conftest.py)
 @given(values=st.lists(number, max_size=40), bins=st.integers(2, 10))
 def test_monetary_scores_follow_the_rank_definition_for_any_values(registry, values, bins):
     # M is scored on monetary among customers with orders; a missing recency makes a prospect (no score).
@@ -259,7 +259,7 @@ def test_monetary_scores_follow_the_rank_definition_for_any_values(registry, val
     assert out["rfm_m"].to_list() == reference_scores(values, bins)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(settings.get_profile("key"))  # 300 examples in CI (tests/conftest.py)
 @given(recency=st.lists(st.one_of(st.none(), st.integers(0, 12)), max_size=40), bins=st.integers(2, 10))
 def test_recency_and_frequency_scores_follow_the_rank_definition(registry, recency, bins):
     freq = [None if r is None else (r * 7) % 5 for r in recency]
