@@ -2,6 +2,7 @@
 
     python bench/generate.py --rows 10m [--seed 20240601] [--out bench/data/tx_10m.parquet]
     python bench/generate.py --rows 200m [--chunk-rows 10000000]   # written in blocks, see below
+    python bench/generate.py --rows 1m --messy   # bench/data/tx_1m-messy.parquet, see "Messy data"
 
 One row is one order line. Columns:
 
@@ -35,6 +36,14 @@ How the data is shaped (all draws from one ``numpy.random.Generator`` seeded by
   sense (``frequency`` counts orders with a positive line).
 
 Rows are written sorted by date (as a transaction log would be), then order id.
+
+Messy data
+----------
+
+``--messy`` writes the same set with some values missing or odd (``make_messy``): 0.5% of customer
+ids, 2% of order ids, 0.3% of dates and 0.5% of amounts empty, 1% of amounts zero, the returns as
+above. The changes are drawn from a random stream of their own after the clean set is generated,
+so the clean files stay byte for byte what they were.
 
 Large sets are written in blocks
 --------------------------------
@@ -217,6 +226,28 @@ def generate_block(sizes: list[int], index: int, seed: int = DEFAULT_SEED) -> pl
     return df.with_columns(pl.col("customer_id") + cust_offset, pl.col("order_id") + order_offset)
 
 
+#: Shares of the rows the messy variant changes (each drawn independently, so a row may have several).
+MESSY = {"customer_id": 0.005, "order_id": 0.02, "order_date": 0.003, "amount": 0.005, "zero_amount": 0.01}
+
+
+def make_messy(df: pl.DataFrame, seed: int = DEFAULT_SEED) -> pl.DataFrame:
+    """The messy variant of a generated set: some customer ids, order ids, dates and amounts empty
+    (``MESSY``), some amounts zero; returns stay as generated. Its own random stream (derived from
+    ``seed`` and the word "messy"), applied after ``generate()``, so the clean sets are unchanged.
+    tierbook counts the rows without customer, date or amount as unusable and leaves them out; a
+    sale without an order id is one order of its customer; a zero amount is no order."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int.from_bytes(b"messy", "big")]))
+    n = df.height
+    masks = {k: pl.Series(rng.random(n) < share) for k, share in MESSY.items()}
+    return df.with_columns(
+        pl.when(masks["customer_id"]).then(None).otherwise(pl.col("customer_id")).alias("customer_id"),
+        pl.when(masks["order_id"]).then(None).otherwise(pl.col("order_id")).alias("order_id"),
+        pl.when(masks["order_date"]).then(None).otherwise(pl.col("order_date")).alias("order_date"),
+        pl.when(masks["amount"]).then(None).when(masks["zero_amount"]).then(0.0).otherwise(pl.col("amount"))
+        .alias("amount"),
+    )
+
+
 def write_one_piece(rows: int, seed: int, out: Path) -> pl.DataFrame:
     """The set in one piece (the only way before chunking; 1m, 10m and 50m): generated, written, renamed."""
     df = generate(rows, seed)
@@ -273,12 +304,28 @@ def main(argv=None) -> int:
                          f"(default: one piece up to {ONE_PIECE_MAX:,} rows, blocks of "
                          f"{DEFAULT_CHUNK_ROWS:,} above)")
     ap.add_argument("--describe", action="store_true", help="print the shape of the data (slower)")
+    ap.add_argument("--messy", action="store_true",
+                    help="the messy variant (empty ids, dates and amounts, zero amounts; see make_messy), "
+                         "default file bench/data/tx_<rows>-messy.parquet; one piece only")
     args = ap.parse_args(argv)
     rows = parse_rows(args.rows)
-    out = Path(args.out) if args.out else Path(__file__).parent / "data" / f"tx_{args.rows.lower()}.parquet"
+    name = f"tx_{args.rows.lower()}{'-messy' if args.messy else ''}.parquet"
+    out = Path(args.out) if args.out else Path(__file__).parent / "data" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     sizes = block_rows(rows, args.chunk_rows)
+    if args.messy:
+        if len(sizes) != 1:
+            ap.error("--messy writes one piece: at most 50M rows")
+        df = make_messy(generate(rows, args.seed), args.seed)
+        tmp = out.with_suffix(".parquet.tmp")
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        tmp.replace(out)
+        nulls = {c: df[c].null_count() for c in df.columns}
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f} s; empty values "
+              f"{nulls}, zero amounts {(df['amount'] == 0).sum():,}, returns {(df['amount'] < 0).sum():,}",
+              file=sys.stderr)
+        return 0
     if len(sizes) == 1:
         df = write_one_piece(rows, args.seed, out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {df.estimated_size() / 1e6:.0f} MB in memory) "

@@ -49,6 +49,20 @@ RESULTS_JSON = BENCH / "results.json"
 RESULTS_MD = BENCH / "RESULTS.md"
 
 SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000, "200m": 200_000_000}
+# Also accepted: any "<n>k" / "<n>m" (small sizes try the mechanics) and "<size>-messy", the messy variant of a
+# set (bench/generate.py --messy: empty customer ids, order ids, dates and amounts, zero amounts).
+
+
+def size_rows(size: str) -> int | None:
+    """Rows of a size name ("10m", "20k", "1m-messy"), None if it is not one."""
+    base = size.removesuffix("-messy")
+    if base in SIZES:
+        return SIZES[base]
+    try:
+        n = float(base[:-1])
+    except ValueError:
+        return None
+    return int(n * {"k": 1_000, "m": 1_000_000}[base[-1]]) if base[-1:] in ("k", "m") and n > 0 else None
 ALL_TOOLS = ["floor", "tierbook", "tierbook-classify", "polars-script", "duckdb", "pandas", "pymc-marketing"]
 # At 50M and 200M: tierbook run (the streaming engine, peak RSS against the input's in-memory size) and the floor.
 BIG_TOOLS = ["floor", "tierbook"]
@@ -73,7 +87,15 @@ def tool_command(tool: str, size: str) -> tuple[list[str], Path]:
                "pymc-marketing": (BL_PY, "baseline_pymc.py")}
     if tool == "tierbook":
         playbook = BENCH / "playbooks" / f"bench-{size}.yaml"
-        return [str(TB_BIN), "run", str(playbook)], BENCH / "playbooks" / "out" / f"bench-{size}" / "customers.parquet"
+        if not playbook.exists():  # a size without a committed playbook: the 1M one, pointed at this size's data
+            playbook = DATA / "playbooks" / f"bench-{size}.yaml"
+            playbook.parent.mkdir(parents=True, exist_ok=True)
+            text = (BENCH / "playbooks" / "bench-1m.yaml").read_text()
+            text = text.replace("name: bench-1m", f"name: bench-{size}").replace(
+                "transactions: ../data/tx_1m.parquet", f"transactions: {data}").replace(
+                "dir: out/bench-1m", f"dir: out/bench-{size}")
+            playbook.write_text(text)
+        return [str(TB_BIN), "run", str(playbook)], playbook.parent / "out" / f"bench-{size}" / "customers.parquet"
     if tool == "tierbook-classify":
         return [str(TB_BIN), "classify", str(data), "-o", str(out)], out
     py, script = scripts[tool]
@@ -120,12 +142,14 @@ def measure(cmd: list[str], log: Path) -> dict:
 def ensure_data(size: str) -> Path:
     path = DATA / f"tx_{size}.parquet"
     if not path.exists():
-        need = SIZES[size] * 60  # bytes, generous: the file is ~10 B/row, generation peaks higher in memory
+        need = size_rows(size) * 60  # bytes, generous: the file is ~10 B/row, generation peaks higher in memory
         free = shutil.disk_usage(DATA).free
         if free < need:
             sys.exit(f"not enough disk for {path} ({free / 1e9:.1f} GB free, want {need / 1e9:.1f} GB)")
         print(f"generating {path} ...", flush=True)
-        subprocess.run([str(TB_PY), str(BENCH / "generate.py"), "--rows", size], check=True)
+        base = size.removesuffix("-messy")
+        subprocess.run([str(TB_PY), str(BENCH / "generate.py"), "--rows", base, "--out", str(path),
+                        *(["--messy"] if size.endswith("-messy") else [])], check=True)
     return path
 
 
@@ -232,6 +256,89 @@ def check_agreement(tools: list[str], log: Path) -> dict[str, str]:
     return verdicts
 
 
+def reference(data: Path):
+    """The per-customer features by tierbook's documented definitions, in plain Polars over the file:
+    rows without customer, date or amount are not used; last date; orders = distinct order ids of the
+    lines with a positive amount (a sale without an order id is one order); net revenue."""
+    import polars as pl
+
+    amount = pl.col("amount")
+    return (pl.scan_parquet(data)
+            .filter(pl.col("customer_id").is_not_null() & pl.col("order_date").is_not_null() & amount.is_not_null())
+            .group_by("customer_id")
+            .agg(pl.col("order_date").max().alias("last_order_r"),
+                 pl.col("order_id").filter(amount > 0).n_unique().alias("frequency_r"),
+                 amount.sum().alias("monetary_r"))
+            .collect(engine="streaming"))
+
+
+def check_timed_outputs(size: str, tools: list[str]) -> dict[str, str]:
+    """Agreement on the data of a timed size, from the outputs the timed runs wrote (no extra run):
+    tierbook's customers against the definitions computed independently from the file (``reference``),
+    and every other tool against tierbook as in the 1M check. On messy data only tierbook is compared:
+    the baselines do not leave out unusable rows (they would group the rows without a customer id)."""
+    import polars as pl
+
+    data = DATA / f"tx_{size}.parquet"
+    verdicts: dict[str, str] = {}
+    ref_tool = "tierbook" if "tierbook" in tools else "tierbook-classify" if "tierbook-classify" in tools else None
+    if ref_tool is None:
+        return {"-": "not checked: no tierbook run in this block"}
+    tb = pl.read_parquet(tool_command(ref_tool, size)[1])  # no customer table here, so no prospects
+    j = tb.join(reference(data), on="customer_id", how="full", coalesce=True)
+    n = j.height
+    bad = {
+        "customers": j.filter(pl.col("monetary").is_null() | pl.col("monetary_r").is_null()).height,
+        "last date": j.filter(pl.col("last_order") != pl.col("last_order_r")).height,
+        "frequency": j.filter(pl.col("frequency") != pl.col("frequency_r")).height,
+        "monetary (|diff| > 0.005)": j.filter((pl.col("monetary") - pl.col("monetary_r")).abs() > 0.005).height,
+    }
+    problems = [f"{what}: {k:,} of {n:,} customers differ" for what, k in bad.items() if k]
+    verdicts[ref_tool] = ("DISAGREES with the definitions: " + "; ".join(problems) if problems else
+                          f"customers, last date, frequency and net revenue (within 0.005) as defined, for all "
+                          f"{n:,} customers (reference computed from the file)")
+    for tool in tools:
+        if tool == ref_tool:
+            continue
+        if size.endswith("-messy"):
+            verdicts[tool] = "not compared on messy data (no rule for unusable rows)"
+            continue
+        out = pl.read_parquet(tool_command(tool, size)[1])
+        if tool == "floor":  # last date, net revenue; its order count includes return-only credit notes
+            jj = tb.join(out, on="customer_id", how="full", coalesce=True, suffix="_b")
+            wrong = {
+                "customers": jj.filter(pl.col("frequency").is_null() | pl.col("orders").is_null()).height,
+                "last date": jj.filter(pl.col("last_order").ne_missing(pl.col("last_order_b"))).height,
+                "net revenue": jj.filter((pl.col("monetary") - pl.col("monetary_b")).abs().fill_null(1) > 0.005).height,
+                "orders < frequency": jj.filter(pl.col("orders") < pl.col("frequency")).height,
+            }
+            wrong = {k: v for k, v in wrong.items() if v}
+            verdicts[tool] = ("DISAGREES: " + ", ".join(f"{c} {k:,}" for c, k in wrong.items()) if wrong else
+                              f"last date and net revenue (within 0.005) equal, orders >= frequency, for all "
+                              f"{jj.height:,} customers")
+            continue
+        if tool == "pymc-marketing":  # its own recency/frequency conventions: the customers are compared
+            missing = len(set(tb["customer_id"]) ^ set(out["customer_id"]))
+            verdicts[tool] = (f"DISAGREES: {missing:,} customers on one side only" if missing else
+                              f"the same {tb.height:,} customers (its own RFM conventions, see the 1M check)")
+            continue
+        out = out.select("customer_id", pl.col("last_order").cast(pl.Date), "frequency", "monetary",
+                         *[pl.col(c).cast(pl.String) for c in LABELS])
+        jj = tb.select("customer_id", "last_order", "frequency", "monetary",
+                       *[pl.col(c).cast(pl.String) for c in LABELS]).join(out, on="customer_id", how="full",
+                                                                          coalesce=True, suffix="_b")
+        diffs = {c: jj.filter(pl.col(c).ne_missing(pl.col(f"{c}_b"))).height
+                 for c in ["last_order", "frequency", *LABELS]}
+        diffs["monetary"] = jj.filter((pl.col("monetary") - pl.col("monetary_b")).abs().fill_null(1) > 1e-6).height
+        wrong = {c: k for c, k in diffs.items() if k}
+        verdicts[tool] = ("DISAGREES: " + ", ".join(f"{c} {k:,}" for c, k in wrong.items()) if wrong else
+                          f"last date, frequency, monetary and {', '.join(LABELS)} identical for all "
+                          f"{jj.height:,} customers")
+    for tool, text in verdicts.items():
+        print(f"  check {size} {tool}: {text}", flush=True)
+    return verdicts
+
+
 # ---------------------------------------------------------------------- timing
 def input_profile(path: Path) -> dict:
     import polars as pl
@@ -278,13 +385,17 @@ def time_size(size: str, tools: list[str], repeat: int, log: Path) -> dict:
             print(f"  round {i + 1} {tool:<15} {r['wall_s']:7.2f} s  {r['rss_bytes'] / 2**20:7.0f} MiB"
                   f"  load {r['load1_before']:.1f}{status}", flush=True)
     profile = input_profile_from_schema(path) if size in SCHEMA_ESTIMATE_SIZES else input_profile(path)
-    return {"size": size, "input": profile, "repeat": repeat, "runs": runs,
-            "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
+    block = {"size": size, "input": profile, "repeat": repeat, "runs": runs,
+             "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
+    if all(r["exit"] == 0 for rs in runs.values() for r in rs):
+        block["checks"] = check_timed_outputs(size, tools)
+    return block
 
 
 def time_help(repeat: int, log: Path) -> dict:
     runs = [measure([str(TB_BIN), "--help"], log) for _ in range(repeat)]
-    return {"repeat": repeat, "runs": runs, "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
+    return {"repeat": repeat, "runs": runs, "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+            "machine": machine()}
 
 
 # --------------------------------------------------------------------- report
@@ -363,14 +474,34 @@ def write_report(results: dict) -> None:
              "of each tool as a separate process, median of the runs with [min-max]. Ratios are to the floor "
              "(a plain Polars lazy group_by) measured in the same, interleaved block; *paired* is the median of "
              "the per-round ratios (tool run right after the floor in the same round).", ""]
-    m = results.get("machine", {})
-    if m:
-        lines += ["## Machine", "",
-                  f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}; Python {m['python']}",
-                  f"- tierbook {m['tierbook_commit']} (uncommitted files in engine/ and plugins/ while measuring: "
-                  f"{m['engine_uncommitted_files']}), Polars {m['polars']}; baselines: pandas {m['pandas']}, "
-                  f"DuckDB {m['duckdb']}, pymc-marketing {m['pymc-marketing']}",
-                  "- Page cache warm (every file is read many times); no tool pinned to cores.", ""]
+    machines = []  # each figure names the machine and commit that measured it (## Machines)
+    for key, block in [*sorted(results.get("sizes", {}).items()), ("help", results.get("help"))]:
+        if block:
+            m = block.get("machine") or results.get("machine")
+            if m and m not in machines:
+                machines.append(m)
+    if machines:
+        lines += ["## Machines", "", "Each block below names the machine (M1, M2, ...) and the tierbook commit that "
+                  "measured it; a block re-measured alone gets its own label, the others keep theirs. Page cache "
+                  "warm (every file is read many times); no tool pinned to cores.", ""]
+        for i, m in enumerate(machines, 1):
+            lines.append(f"- **M{i}**: CPU {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}; "
+                         f"Python {m['python']}; Polars {m['polars']}; baselines: pandas {m['pandas']}, DuckDB "
+                         f"{m['duckdb']}, pymc-marketing {m['pymc-marketing']}")
+        lines.append("")
+
+    def label(block: dict) -> str:
+        m = block.get("machine")
+        inherited = m is None
+        m = m or results.get("machine")
+        if not m:
+            return "machine not recorded"
+        text = (f"machine M{machines.index(m) + 1}, tierbook {m['tierbook_commit']} (uncommitted files in engine/ "
+                f"and plugins/: {m['engine_uncommitted_files']})")
+        if inherited:
+            text += (" -- recorded once for the whole file before figures carried their own label, so possibly the "
+                     "machine and commit of a later partial run")
+        return text
     lines += ["## Noise", "",
               "Other engineers ran test suites on this 2-core machine while these numbers were taken. The "
               "1-minute load average before each run is recorded (column *load*: mean over the tool's runs); a "
@@ -379,17 +510,16 @@ def write_report(results: dict) -> None:
               "than absolute times. CPU time (user + system over all threads, median) is the least disturbed by "
               "the load, but it is not wall time: a tool that keeps both cores busy spends more CPU than it "
               "takes wall time.", ""]
-    for size in ["1m", "10m", "50m", "200m"]:
-        block = results.get("sizes", {}).get(size)
-        if not block:
-            continue
+    sizes = results.get("sizes", {})
+    for size in sorted(sizes, key=lambda k: (k.endswith("-messy"), size_rows(k) or 0)):
+        block = sizes[size]
         inp = block["input"]
         summ = summarise(block)
         estimate = inp.get("in_memory_estimate")
         lines += [f"## {inp['rows']:,} transactions ({size})", "",
                   f"Input: {inp['file_bytes'] / 1e6:,.0f} MB Parquet, {inp['in_memory_bytes'] / 1e6:,.0f} MB in "
                   f"memory as a Polars frame{f' (estimated as {estimate})' if estimate else ''}. "
-                  f"{block['repeat']} interleaved round(s), measured {block['measured_at']}.", "",
+                  f"{block['repeat']} interleaved round(s), measured {block['measured_at']} on {label(block)}.", "",
                   "| tool | rows | wall, median [min-max] | peak RSS, median [min-max] | wall / floor (paired) | "
                   "RSS / floor | CPU (user + sys) | CPU / floor | load |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -412,12 +542,16 @@ def write_report(results: dict) -> None:
             rss = summ["tierbook"]["rss"][0]
             lines += ["", f"tierbook's peak RSS is {rss / inp['in_memory_bytes']:.2f}x the input's in-memory size"
                       + (" (estimated from the schema, see above)." if estimate else ".")]
+        if block.get("checks"):
+            lines += ["", "Agreement on this block's data (the timed runs' outputs):", ""]
+            lines += [f"- **{tool}**: {text}" for tool, text in block["checks"].items()]
         lines.append("")
     help_ = results.get("help")
     if help_:
         w = stats([r["wall_s"] for r in help_["runs"]])
         lines += ["## Startup", "", f"`tierbook --help`: {fmt_s(w)} over {help_['repeat']} runs, peak RSS "
-                  f"{statistics.median(r['rss_bytes'] for r in help_['runs']) / 1e6:.0f} MB.", ""]
+                  f"{statistics.median(r['rss_bytes'] for r in help_['runs']) / 1e6:.0f} MB, measured "
+                  f"{help_['measured_at']} on {label(help_)}.", ""]
     lines += targets_section(results)
     lines += ["Where tierbook's time and memory go against the floor, what was changed for these numbers and what "
               "is left: [PROFILE.md](PROFILE.md).", ""]
@@ -430,7 +564,10 @@ def write_report(results: dict) -> None:
         lines += [notes.read_text().strip(), ""]
     checks = results.get("checks")
     if checks:
+        m = results.get("checks_machine") or results.get("machine")
         lines += ["## Agreement check (1M set, before timing)", ""]
+        if m:
+            lines += [f"Run at tierbook {m['tierbook_commit']}.", ""]
         lines += [f"- **{tool}**: {text}" for tool, text in checks.items()]
         lines.append("")
     RESULTS_MD.write_text("\n".join(lines) + "\n")
@@ -494,7 +631,13 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-check", action="store_true", help="do not run the agreement check (not for reporting)")
     ap.add_argument("--help-repeat", type=int, default=5, help="runs of `tierbook --help` (default 5; 0: skip)")
     ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json, run nothing")
+    ap.add_argument("--workdir", type=Path, help="data, outputs, results.json and RESULTS.md under this directory "
+                                                 "instead of bench/ (for trying the mechanics on small sizes)")
     args = ap.parse_args(argv)
+    global DATA, OUT, LOGS, RESULTS_JSON, RESULTS_MD
+    if args.workdir:
+        DATA, RESULTS_JSON, RESULTS_MD = args.workdir / "data", args.workdir / "results.json", args.workdir / "RESULTS.md"
+        OUT, LOGS = DATA / "out", DATA / "logs"
     if args.report_only:
         write_report(json.loads(RESULTS_JSON.read_text()))
         print(f"wrote {RESULTS_MD}")
@@ -502,8 +645,8 @@ def main(argv=None) -> int:
 
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     for s in sizes:
-        if s not in SIZES:
-            ap.error(f"unknown size {s!r}; sizes: {', '.join(SIZES)}")
+        if size_rows(s) is None:
+            ap.error(f"unknown size {s!r}; sizes: {', '.join(SIZES)}, <n>k, <n>m, each also as <size>-messy")
     tools = [t.strip() for t in args.tools.split(",")] if args.tools else list(ALL_TOOLS)
     for t in tools:
         if t not in ALL_TOOLS:
@@ -517,14 +660,15 @@ def main(argv=None) -> int:
     compile_bytecode()
 
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    results["machine"] = machine()
+    here = machine()  # labels only what this run measures; older blocks keep their own
     if not args.skip_check:
         results["checks"] = check_agreement(tools, log)
+        results["checks_machine"] = here
     results.setdefault("sizes", {})
     for size in sizes:
         these = [t for t in tools if size not in BIG_SIZES or t in BIG_TOOLS]
         repeat = args.big_repeat if size in BIG_SIZES else args.repeat
-        results["sizes"][size] = time_size(size, these, repeat, log)
+        results["sizes"][size] = {**time_size(size, these, repeat, log), "machine": here}
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
         write_report(results)
     if args.help_repeat:
