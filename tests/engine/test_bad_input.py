@@ -17,6 +17,8 @@ A case says which files to create, which command to run and what must happen::
     message: "tx.csv: column 'amount'"     # a substring of the one error line
     writes: [out/customers.csv]            # exit 0 only: the files it must write
     stderr: "not used: 1 rows"             # exit 0 only: a substring of stderr
+    values:                                # exit 0 only: columns of written files, row by row
+      out/customers.csv: {customer_id: [c1, c2], frequency: [2, 1], monetary: [17.5, 5.0]}
 
 Every failing case must print exactly one line, ``tierbook: error: ...``, with no
 traceback, and leave the working directory exactly as it was (no output, no
@@ -45,7 +47,7 @@ def load_case(path: Path) -> dict[str, Any]:
     case = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(case, dict), path
     unknown = set(case) - {"about", "files", "install", "env", "args", "exit", "message", "writes", "stderr",
-                           "stdout"}
+                           "stdout", "values"}
     assert not unknown, f"{path.name}: unknown keys {unknown}"
     assert path.stem.split("-")[0] in CATEGORIES, f"{path.name}: name must start with one of {CATEGORIES}"
     assert case.get("about") and case.get("args") and "exit" in case, path.name
@@ -149,6 +151,24 @@ def test_bad_input(path: Path, tmp_path, monkeypatch, capsys):
             assert case["stderr"] in err, err
         if case.get("stdout"):
             assert case["stdout"] in out, out
+        for name, columns in (case.get("values") or {}).items():
+            check_values(work / name, columns)
+
+
+def check_values(path: Path, columns: dict[str, list]) -> None:
+    """Each listed column of the written file holds exactly these values, in order (numbers compared as
+    numbers, everything else as the text the file holds; null as an empty value)."""
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
+    for column, expected in columns.items():
+        assert column in frame.columns, f"{path.name}: no column {column!r} (columns: {frame.columns})"
+        got = frame[column].to_list()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in expected):
+            got = [None if v in (None, "") else float(v) for v in got]
+            expected = [float(v) for v in expected]
+        else:
+            got = [None if v in (None, "") else str(v) for v in got]
+            expected = [None if v is None else str(v) for v in expected]
+        assert got == expected, f"{path.name}: column {column}: {got} != {expected}"
 
 
 def test_docs_table_is_current():
