@@ -636,7 +636,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     global DATA, OUT, LOGS, RESULTS_JSON, RESULTS_MD
     if args.workdir:
-        DATA, RESULTS_JSON, RESULTS_MD = args.workdir / "data", args.workdir / "results.json", args.workdir / "RESULTS.md"
+        DATA = args.workdir / "data"
+        RESULTS_JSON, RESULTS_MD = args.workdir / "results.json", args.workdir / "RESULTS.md"
         OUT, LOGS = DATA / "out", DATA / "logs"
     if args.report_only:
         write_report(json.loads(RESULTS_JSON.read_text()))

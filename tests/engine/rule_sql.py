@@ -170,8 +170,8 @@ def date(draw, depth: int, plain_ok: bool = False) -> E:
     ld, _ = draw(_paren(d, ADD))
     ln, _ = draw(_paren(n, MUL))
     if choice == 2:
-        return E(f"{ld} + {ln}", f"(CASE WHEN ({n.sql}) IS NULL THEN NULL ELSE date({d.sql}, ({n.sql}) || ' days') END)",
-                 ADD, ATOM)
+        return E(f"{ld} + {ln}",
+                 f"(CASE WHEN ({n.sql}) IS NULL THEN NULL ELSE date({d.sql}, ({n.sql}) || ' days') END)", ADD, ATOM)
     if choice == 3:
         return E(f"{ld} - {ln}",
                  f"(CASE WHEN ({n.sql}) IS NULL THEN NULL ELSE date({d.sql}, (-({n.sql})) || ' days') END)", ADD, ATOM)

@@ -135,7 +135,8 @@ def _expected(customers: list[dict], spec) -> tuple[list[tuple], list[tuple], di
                for i, c, _ in kept]
     cuts = [(c, meta[i][0], meta[i][1], str(rank)) for i, c, rank in cut]  # rule order, then rank
     counts = {"actions": len(actions), "cut_by_capacity": len(cuts), "unmatched": len(unmatched),
-              "hits": [len(candidates[i]) for i in range(n)] + ([len(unmatched)] if spec["fallback"] is not None else []),
+              "hits": [len(candidates[i]) for i in range(n)]
+              + ([len(unmatched)] if spec["fallback"] is not None else []),
               "matched": [len(m) for m in matched]}
     return actions, cuts, counts
 
