@@ -475,7 +475,7 @@ def write_report(results: dict) -> None:
              "(a plain Polars lazy group_by) measured in the same, interleaved block; *paired* is the median of "
              "the per-round ratios (tool run right after the floor in the same round).", ""]
     machines = []  # each figure names the machine and commit that measured it (## Machines)
-    for key, block in [*sorted(results.get("sizes", {}).items()), ("help", results.get("help"))]:
+    for _, block in [*sorted(results.get("sizes", {}).items()), ("help", results.get("help"))]:
         if block:
             m = block.get("machine") or results.get("machine")
             if m and m not in machines:

@@ -30,7 +30,7 @@ def test_rules_match_what_sqlite_returns(frame, rules):
 def _frame(rows: list[dict]):
     import polars as pl
 
-    return pl.DataFrame([{"customer_id": f"c{i}", **dict.fromkeys(rule_sql.SCHEMA), **r, "customer_id": f"c{i}"}
+    return pl.DataFrame([{**dict.fromkeys(rule_sql.SCHEMA), **r, "customer_id": f"c{i}"}
                          for i, r in enumerate(rows)], schema=rule_sql.SCHEMA)
 
 
