@@ -76,7 +76,7 @@ def _write(directory: Path, txs, spec) -> Path:
     rules = []
     for i, r in enumerate(spec["rules"]):
         rule = {"name": f"r{i}", "when": POOL[r["when"]][0], "action": f"act{i}", "channel": "phone",
-                "owner": f"team{i}", "params": {"n": i}}
+                "owner": f"team{i}", "params": {"z": i, "a": "x"}}  # written with sorted keys
         for key in ("priority", "due_days"):
             if key in r:
                 rule[key] = r[key]
@@ -123,7 +123,7 @@ def _expected(customers: list[dict], spec) -> tuple[list[tuple], list[tuple], di
         else:
             kept += [(i, c, k + 1) for k, c in enumerate(sorted(candidates[i]))]
     meta = [(f"r{i}", f"act{i}", "phone", f"team{i}", r.get("due_days", 7), r.get("priority", i + 1),
-             json.dumps({"n": i})) for i, r in enumerate(rules)]
+             '{"a": "x", "z": %d}' % i) for i, r in enumerate(rules)]
     unmatched = [c for c in ids if not any(c in m for m in matched)]
     if spec["fallback"] is not None:
         fb = spec["fallback"]
@@ -137,7 +137,10 @@ def _expected(customers: list[dict], spec) -> tuple[list[tuple], list[tuple], di
     counts = {"actions": len(actions), "cut_by_capacity": len(cuts), "unmatched": len(unmatched),
               "hits": [len(candidates[i]) for i in range(n)]
               + ([len(unmatched)] if spec["fallback"] is not None else []),
-              "matched": [len(m) for m in matched]}
+              "matched": [len(m) for m in matched],
+              "rule_cut": [sum(1 for c in cut if c[0] == i) for i in range(n)]
+              + ([0] if spec["fallback"] is not None else []),
+              "rule_actions": [sum(1 for k in kept if k[0] == i) for i in range(len(meta))]}
     return actions, cuts, counts
 
 
@@ -169,6 +172,8 @@ def check_run(directory: Path, txs, spec, registry) -> None:
     assert summary["unmatched"] == counts["unmatched"]
     assert [r["hits"] for r in summary["rules"]] == counts["hits"]
     assert [r["matched"] for r in summary["rules"]][:len(spec["rules"])] == counts["matched"]
+    assert [r["cut_by_capacity"] for r in summary["rules"]] == counts["rule_cut"]
+    assert [r["actions"] for r in summary["rules"]] == counts["rule_actions"]
     # a customer cut by capacity (hit policy first) is in cut.csv only: no later rule, no fallback
     if spec["hit_policy"] in (None, "first"):
         assert not {c[0] for c in cuts} & {a[0] for a in actions}
