@@ -265,8 +265,7 @@ def reference_rank(values, a, b, crossing="lower"):
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(settings.get_profile("key"))  # 300 examples in CI (tests/conftest.py)
 @given(values=st.lists(st.one_of(st.none(), st.integers(-5, 30).map(float), st.sampled_from([0.1, 0.2, 0.3, 1e9])),
                        max_size=40),
        cuts=st.tuples(st.floats(0.01, 0.99), st.floats(0.02, 1.0)).filter(lambda c: c[0] < c[1]),
