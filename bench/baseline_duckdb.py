@@ -32,8 +32,8 @@ COPY (
   as_of AS (SELECT max(order_date) + 1 AS d FROM tx),
   agg AS (
     SELECT customer_id,
-           min(order_date) AS first_order,
-           max(order_date) AS last_order,
+           min(order_date) FILTER (WHERE amount > 0) AS first_order,  -- purchases only
+           max(order_date) FILTER (WHERE amount > 0) AS last_order,
            count(DISTINCT order_id) FILTER (WHERE amount > 0) AS frequency,
            round(sum(amount), 2) AS monetary
     FROM tx GROUP BY customer_id

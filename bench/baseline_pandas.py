@@ -34,11 +34,10 @@ def main(data: str, out: str) -> None:
     tx["order_date"] = pd.to_datetime(tx["order_date"])
     as_of = tx["order_date"].max() + pd.Timedelta(days=1)
 
-    cust = tx.groupby("customer_id").agg(
-        first_order=("order_date", "min"),
-        last_order=("order_date", "max"),
-        monetary=("amount", "sum"),
-    )
+    cust = tx.groupby("customer_id").agg(monetary=("amount", "sum"))
+    bought = tx[tx["amount"] > 0].groupby("customer_id")["order_date"]  # purchases only
+    cust["first_order"] = bought.min().reindex(cust.index)
+    cust["last_order"] = bought.max().reindex(cust.index)
     cust["monetary"] = cust["monetary"].round(2)
     cust["frequency"] = (
         tx[tx["amount"] > 0].groupby("customer_id")["order_id"].nunique()

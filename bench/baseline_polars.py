@@ -33,14 +33,15 @@ def main(data: str, out: str) -> None:
         pl.scan_parquet(data)
         .group_by("customer_id")
         .agg(
-            pl.col("order_date").min().alias("first_order"),
-            pl.col("order_date").max().alias("last_order"),
+            pl.col("order_date").filter(amount > 0).min().alias("first_order"),  # purchases only
+            pl.col("order_date").filter(amount > 0).max().alias("last_order"),
+            pl.col("order_date").max().alias("last_activity"),
             pl.col("order_id").filter(amount > 0).n_unique().alias("frequency"),
             amount.sum().round(2).alias("monetary"),
         )
         .collect(engine="streaming")
     )
-    as_of = cust["last_order"].max() + dt.timedelta(days=1)
+    as_of = cust["last_activity"].max() + dt.timedelta(days=1)
     m = pl.col("monetary")
     pos = pl.when(m > 0).then(m).otherwise(0.0)
     cum = pos.sort(descending=True).cum_sum().gather(m.rank("max", descending=True).cast(pl.Int64) - 1)

@@ -182,7 +182,7 @@ def check_agreement(tools: list[str], log: Path) -> dict[str, str]:
             sys.exit(f"check: {tool} failed (exit {r['exit']}); see {log}")
         runs[tool] = out
     tb = pl.read_parquet(runs[ref]).select(
-        "customer_id", "last_order", "recency_days", "frequency", "monetary",
+        "customer_id", "last_order", "last_activity", "recency_days", "frequency", "monetary",
         *[pl.col(c).cast(pl.String) for c in LABELS])
     n = tb.height
     problems: list[str] = []
@@ -209,7 +209,8 @@ def check_agreement(tools: list[str], log: Path) -> dict[str, str]:
         if tool == "floor":
             j = joined(out, tool)
             if j is not None:
-                expect(tool, "last date", j.filter(pl.col("last_order") != pl.col("last_order_b")).height)
+                # the floor's last date is of any line, tierbook's last_order of a purchase: last_activity
+                expect(tool, "last date", j.filter(pl.col("last_activity") != pl.col("last_order_b")).height)
                 diff = (j["monetary"] - j["monetary_b"]).abs().max()
                 expect(tool, "net revenue (|diff| > 0.005)", j.filter((pl.col("monetary") - pl.col("monetary_b")).abs() > 0.005).height)
                 expect(tool, "orders < frequency", j.filter(pl.col("orders") < pl.col("frequency")).height)
@@ -223,15 +224,17 @@ def check_agreement(tools: list[str], log: Path) -> dict[str, str]:
                     .agg(pl.col("order_date").n_unique().alias("active_days")).collect())
             if j is not None:
                 j = j.join(days, on="customer_id")
-                expect(tool, "recency + 1 = recency_days",
-                       j.filter((pl.col("recency") + 1) != pl.col("recency_days")).height)
+                # its recency counts from the last line of any kind, a return included: tierbook's last_activity
+                as_of = pl.col("last_order") + pl.duration(days=pl.col("recency_days"))
+                seen = (as_of - pl.col("last_activity")).dt.total_days()
+                expect(tool, "recency + 1 = days since last_activity", j.filter((pl.col("recency") + 1) != seen).height)
                 rev = pl.col("monetary_value") * pl.col("frequency_b")
                 expect(tool, "monetary_value x frequency = monetary",
                        j.filter((rev - pl.col("monetary")).abs() > 0.005 + 1e-9 * pl.col("monetary").abs()).height)
                 expect(tool, "frequency = distinct days with a transaction",
                        j.filter(pl.col("frequency_b") != pl.col("active_days")).height)
                 same_f = j.filter(pl.col("frequency_b") == pl.col("frequency")).height
-                verdicts[tool] = (f"recency + 1 = recency_days and monetary_value x frequency = net revenue "
+                verdicts[tool] = (f"recency + 1 = days since last_activity and monetary_value x frequency = net revenue "
                                   f"(within 0.005) for all {n:,} customers; its frequency is distinct active days, "
                                   f"checked against an independent count; it equals tierbook's order count for "
                                   f"{same_f:,} ({same_f / n:.1%}); quartile segments are its own, not compared")

@@ -8,17 +8,26 @@ downstream reads the transactions again.
 Built-in features
 -----------------
 =================  ============================================================
-recency_days       days from the last transaction to ``as_of`` (1 = the day before)
+recency_days       days from the last purchase to ``as_of`` (1 = the day before);
+                   null without a purchase
 frequency          distinct orders containing at least one line with a positive
                    amount (a cancellation-only invoice is not an order)
 monetary           net revenue: the sum of all amounts, returns included
-first_order        day of the customer's first transaction (any line)
-last_order         day of the customer's last transaction (any line)
-tenure_days        days from the first transaction to ``as_of``
+first_order        day of the customer's first purchase (a line with a positive amount)
+last_order         day of the customer's last purchase (a line with a positive amount)
+last_activity      day of the customer's last transaction of any kind (a purchase,
+                   a return, a zero-amount line)
+tenure_days        days from the first purchase to ``as_of``; null without a purchase
 avg_order_value    monetary / frequency (null when frequency is 0)
 returns            number of lines with a negative amount (returned or cancelled lines)
 returned_value     sum of the negative amounts, as a positive number
 =================  ============================================================
+
+A return is not a purchase: a customer whose last line is a cancellation keeps
+the recency of their last purchase, and a customer with usable rows but no
+purchase (only returns or zero amounts) has ``frequency`` 0 and null
+``first_order``, ``last_order``, ``recency_days`` and ``tenure_days``; only
+``last_activity`` tells when they were last seen (issue 10, item 6).
 
 ``as_of`` is exclusive: transactions dated on or after it are not used (they
 are counted as unusable rows). It defaults to the day after the last
@@ -45,12 +54,13 @@ __all__ = ["BUILTIN_FEATURES", "FeatureResult", "LoadReport", "compute_features"
            "to_units"]
 
 BUILTIN_FEATURES: dict[str, str] = {
-    "recency_days": "days from the last transaction to as_of",
+    "recency_days": "days from the last purchase to as_of",
     "frequency": "distinct orders with at least one positive line",
     "monetary": "net revenue, returns included",
-    "first_order": "day of the first transaction",
-    "last_order": "day of the last transaction",
-    "tenure_days": "days from the first transaction to as_of",
+    "first_order": "day of the first purchase",
+    "last_order": "day of the last purchase",
+    "last_activity": "day of the last transaction of any kind (purchase, return, zero amount)",
+    "tenure_days": "days from the first purchase to as_of",
     "avg_order_value": "monetary / frequency",
     "returns": "lines with a negative amount",
     "returned_value": "sum of negative amounts, as a positive number",
@@ -197,8 +207,10 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
         summed.sum().alias("_units"),
         pl.when(u < 0).then(summed).sum().alias("_returned_units"),
         (u < 0).sum().cast(pl.Int64).alias("returns"),
-        date.min().alias("first_order"),
-        date.max().alias("last_order"),
+        # Purchases only: a return is not a purchase (issue 10). The last line of any kind is kept apart.
+        pl.when(u > 0).then(date).min().alias("first_order"),
+        pl.when(u > 0).then(date).max().alias("last_order"),
+        date.max().alias("last_activity"),
     ]
     for name, feat in plugin_features.items():
         if feat.agg is not None:
@@ -270,7 +282,7 @@ def compute_features(
     # where each step on the collected table would add its columns on top of it (bench/PROFILE.md).
     # What the exceptions change (a zero amount, a sale without an order id, a later row without a
     # customer id) is corrected afterwards, for the customers concerned.
-    day_after = pl.lit(as_of) if as_of is not None else pl.col("last_order").max() + pl.duration(days=1)
+    day_after = pl.lit(as_of) if as_of is not None else pl.col("last_activity").max() + pl.duration(days=1)
     by_customer = by_customer.with_columns(
         _frequency(),
         to_amount(pl.col("_units")).alias("monetary"),
@@ -326,12 +338,12 @@ def compute_features(
         ).with_columns(_average())
 
     if as_of is None:
-        last_day = max(d for d in (grouped["last_order"].max(), no_id["last_day"].max()) if d is not None)
+        last_day = max(d for d in (grouped["last_activity"].max(), no_id["last_day"].max()) if d is not None)
         if last_day >= dt.date.max:
             raise DataError(f"{tx.describe()}: the last date is {last_day}, the largest date there is, so the "
                             f"default as_of (the day after) does not exist; give {option('as_of')}")
         as_of = last_day + dt.timedelta(days=1)
-        if last_day != grouped["last_order"].max():  # a later row without a customer id
+        if last_day != grouped["last_activity"].max():  # a later row without a customer id
             grouped = grouped.with_columns(_derived(pl.lit(as_of)))
     else:
         last_used = grouped["last_order"].max()
@@ -342,7 +354,8 @@ def compute_features(
                 f"recency is at least {gap:,} days, so every customer looks lost; is as_of right?")
 
     feats = grouped.select(
-        "customer_id", "frequency", "monetary", "first_order", "last_order", "returns", "returned_value",
+        "customer_id", "frequency", "monetary", "first_order", "last_order", "last_activity", "returns",
+        "returned_value",
         "recency_days", "tenure_days", "avg_order_value",
         *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None],
     )
@@ -392,7 +405,7 @@ def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport
     report.customers_from_table = table.height
     feats, table = _align_ids(feats, table)
     joined = feats.join(table, on="customer_id", how="full", coalesce=True)
-    prospects = joined["frequency"].is_null() & joined["first_order"].is_null()
+    prospects = joined["frequency"].is_null() & joined["last_activity"].is_null()
     report.prospects = int(prospects.sum())
     return joined.with_columns(
         pl.col("frequency").fill_null(0),

@@ -66,6 +66,7 @@ FEATURE_DTYPES: dict[str, pl.DataType] = {
     "monetary": pl.Float64(),
     "first_order": pl.Date(),
     "last_order": pl.Date(),
+    "last_activity": pl.Date(),
     "tenure_days": pl.Int64(),
     "avg_order_value": pl.Float64(),
     "returns": pl.Int64(),

@@ -1,14 +1,24 @@
-"""Lifecycle stages: active, new, dormant, churned, prospect.
+"""Lifecycle stages: active, new, dormant, churned, no-purchase, prospect.
 
 Rules, checked in this order (the first that holds wins):
 
-=========  ================================================================
-prospect   no usable transaction (a customer-table row without orders)
-new        first transaction at most ``new_days`` (30) days before as_of
-active     recency_days <= ``active_days`` (90)
-dormant    recency_days <= ``churn_days`` (365)
-churned    recency_days > ``churn_days``
-=========  ================================================================
+===========  ==============================================================
+prospect     no usable transaction (a customer-table row without orders):
+             ``last_activity`` is null
+no-purchase  usable transactions, none of them a purchase (only returns or
+             zero amounts): ``recency_days`` is null, ``last_activity`` is not
+new          first purchase at most ``new_days`` (30) days before as_of
+active       recency_days <= ``active_days`` (90)
+dormant      recency_days <= ``churn_days`` (365)
+churned      recency_days > ``churn_days``
+===========  ==============================================================
+
+Recency and tenure count from purchases (lines with a positive amount), so a
+return does not make a customer active, and a customer who only returned goods
+is not a buyer. Nor are they a prospect, someone who has not dealt with the
+business at all: they get their own stage, ``no-purchase``, so that a rule meant
+for prospects (a trial offer) does not reach them and one for them (ask why they
+returned) can.
 
 Boundaries are inclusive: a customer whose last transaction was exactly 90 days
 before as_of is active, exactly 365 days dormant. ``active_days`` must be below
@@ -18,10 +28,11 @@ Examples
 --------
 >>> import datetime as dt, polars as pl
 >>> from engine import classify_frame
->>> df = pl.DataFrame({"customer_id": [1, 2, 3, 4], "recency_days": [90, 91, 366, 5],
-...                    "tenure_days": [400, 400, 500, 10]})
+>>> df = pl.DataFrame({"customer_id": [1, 2, 3, 4, 5, 6], "recency_days": [90, 91, 366, 5, None, None],
+...                    "tenure_days": [400, 400, 500, 10, None, None],
+...                    "last_activity": [dt.date(2011, 1, 1)] * 5 + [None]})
 >>> classify_frame(df, "adc")["adc"].to_list()
-['active', 'dormant', 'churned', 'new']
+['active', 'dormant', 'churned', 'new', 'no-purchase', 'prospect']
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ import polars as pl
 
 from engine import Classifier, Context, Output, ParamSpec, hookimpl
 
-LABELS = ("active", "new", "dormant", "churned", "prospect")
+LABELS = ("active", "new", "dormant", "churned", "no-purchase", "prospect")
 
 
 def _check(p: Mapping[str, Any]) -> None:
@@ -48,8 +59,10 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
         return pl.lit(label, pl.Enum(LABELS))
 
     label = (
-        pl.when(recency.is_null())
+        pl.when(pl.col("last_activity").is_null())
         .then(lit("prospect"))
+        .when(recency.is_null())
+        .then(lit("no-purchase"))
         .when(tenure <= p["new_days"])
         .then(lit("new"))
         .when(recency <= p["active_days"])
@@ -71,17 +84,17 @@ def _workbench(classifier: Classifier, table: Any) -> Any:
 
 ADC = Classifier(
     name="adc",
-    description="Lifecycle: active, new, dormant, churned, and prospects without orders",
+    description="Lifecycle: active, new, dormant, churned; no-purchase (only returns); prospects without orders",
     outputs=(Output("adc", "lifecycle stage", labels=LABELS),),
     params=(
-        ParamSpec("active_days", "int", 90, "A customer whose last order is at most this many days old is active.",
+        ParamSpec("active_days", "int", 90, "A customer whose last purchase is at most this many days old is active.",
                   min=1, max=3650, step=1),
-        ParamSpec("churn_days", "int", 365, "Beyond this many days since the last order a customer has churned.",
+        ParamSpec("churn_days", "int", 365, "Beyond this many days since the last purchase a customer has churned.",
                   min=2, max=7300, step=1),
-        ParamSpec("new_days", "int", 30, "A first order at most this many days old makes a new customer (0: off).",
+        ParamSpec("new_days", "int", 30, "A first purchase at most this many days old makes a new customer (0: off).",
                   min=0, max=3650, step=1),
     ),
-    requires=("recency_days", "tenure_days"),
+    requires=("recency_days", "tenure_days", "last_activity"),
     expressions=_expressions,
     check=_check,
     workbench=_workbench,

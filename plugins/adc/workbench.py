@@ -34,7 +34,9 @@ class AdcFastPath(FastPath):
         customers = self.table.customers
         rec = customers["recency_days"]
         ten = customers["tenure_days"]
-        self.prospects = np.flatnonzero(rec.is_null().to_numpy())
+        seen = customers["last_activity"].is_not_null()
+        self.prospects = np.flatnonzero((~seen).to_numpy())                     # no transaction at all
+        self.no_purchase = np.flatnonzero((rec.is_null() & seen).to_numpy())    # transactions, no purchase
         big = np.iinfo(np.int32).max  # days fit in 32 bits; half the memory traffic of 64
         self.rec = rec.fill_null(big).clip(None, big).cast(pl.Int32).to_numpy()
         self.ten = ten.fill_null(big).clip(None, big).cast(pl.Int32).to_numpy()  # a null tenure is never "new"
@@ -45,10 +47,11 @@ class AdcFastPath(FastPath):
         return set(params) == KNOWN
 
     def codes(self, p: Mapping[str, Any]) -> np.ndarray:
-        # active 0, new 1, dormant 2, churned 3, prospect 4; active_days < churn_days (checked)
+        # active 0, new 1, dormant 2, churned 3, no-purchase 4, prospect 5; active_days < churn_days (checked)
         codes = (self.rec > p["active_days"]).astype(np.uint8) * 2 + (self.rec > p["churn_days"])
         codes[self.ten <= p["new_days"]] = 1
-        codes[self.prospects] = 4
+        codes[self.no_purchase] = 4
+        codes[self.prospects] = 5
         return codes
 
     def _build(self) -> None:
@@ -57,6 +60,7 @@ class AdcFastPath(FastPath):
         weights = self.table.weights
         has = np.ones(self.table.n, dtype=bool)
         has[self.prospects] = False
+        has[self.no_purchase] = False
         rec, ten = self.rec[has], self.ten[has]
         self.ur = np.unique(rec)
         self.ut = np.unique(ten)  # a null tenure is the largest value: never "new"
@@ -92,8 +96,9 @@ class AdcFastPath(FastPath):
         active = by_rec["active_days"]
         dormant = (by_rec["churn_days"][0] - active[0], by_rec["churn_days"][1] - active[1])
         churned = (everyone[0] - new[0] - by_rec["churn_days"][0], everyone[1] - new[1] - by_rec["churn_days"][1])
+        no_purchase = (len(self.no_purchase), float(self.table.weights[self.no_purchase].sum()))
         prospects = (len(self.prospects), float(self.table.weights[self.prospects].sum()))
-        rows = (active, new, dormant, churned, prospects, (0, 0.0))
+        rows = (active, new, dormant, churned, no_purchase, prospects, (0, 0.0))
         return {"adc": (np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))}
 
     def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:

@@ -14,8 +14,9 @@ and ``n`` the number of customers with orders. Equal values therefore always
 get equal scores, and the result does not depend on row order. When many
 customers tie (most buy once), a score may be skipped; a single customer, or
 customers whose values are all equal, score 1. ``rfm_code`` joins the
-three scores, e.g. ``"545"``. Customers without orders (prospects) get no
-scores and no segment.
+three scores, e.g. ``"545"``. Customers without a purchase get no scores and no
+segment: prospects, and customers whose transactions are only returns or zero
+amounts (``recency_days`` is null for both, see :mod:`engine.features`).
 
 Segments
 --------
@@ -40,8 +41,12 @@ Value tiers
 ``value_tier`` is ``high-value`` when R >= ``hv_min_r`` (3), F >= ``hv_min_f``
 (4) and M >= ``hv_min_m`` (4): strong purchasing power, frequency and loyalty;
 ``potential`` when not high-value and R + F + M >= ``potential_min_total`` (9),
-or when the customer has not bought yet (a prospect, if
-``prospects_are_potential``); ``ordinary`` otherwise.
+or when the customer is a prospect (no transaction at all: ``last_activity`` is
+null; if ``prospects_are_potential``); ``ordinary`` otherwise. A customer whose
+transactions are only returns or zero amounts has not bought either, but is no
+prospect: no scores, and ``ordinary`` (issue 10; the lifecycle classifier calls
+them ``no-purchase``). Without a ``last_activity`` column (a hand-made customer
+table) every customer without a recency counts as a prospect.
 
 Examples
 --------
@@ -186,7 +191,9 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
     potential = (r + f + m) >= p["potential_min_total"]
     if p["prospects_are_potential"]:
-        potential = potential.fill_null(False) | has_orders.not_()
+        # A prospect has no transaction at all; one who only returned goods has no recency either.
+        prospect = pl.col("last_activity").is_null() if "last_activity" in ctx.schema else has_orders.not_()
+        potential = potential.fill_null(False) | prospect
     hv, pot, ordinary = (pl.lit(x, pl.Enum(list(TIERS))) for x in TIERS)
     tier = pl.when(high.fill_null(False)).then(hv).when(potential.fill_null(False)).then(pot).otherwise(ordinary)
     return {**{c: s.cast(pl.Int8) for c, s in scores.items()}, "rfm_code": code, "rfm_segment": segment,
@@ -213,7 +220,7 @@ RFM = Classifier(
         ParamSpec("potential_min_total", "int", 9, "potential needs R + F + M of at least this.",
                   min=3, max=30, step=1),
         ParamSpec("prospects_are_potential", "bool", True,
-                  "Customers who have not bought yet (prospects) are potential rather than ordinary."),
+                  "Prospects (customers without any transaction) are potential rather than ordinary."),
         ParamSpec("segments", "mapping", {}, "Segment grid override: {name: ['<R><FM>', ...]}; empty: the default.",
                   check=lambda g: check_grid(g) if g else None),
     ),

@@ -46,6 +46,10 @@ class RfmFastPath(FastPath):
         customers = self.table.customers
         self.has = customers["recency_days"].is_not_null().to_numpy()
         self.n_has = int(self.has.sum())
+        # Without a purchase: a prospect (cell 0), or a customer seen only through returns (cell 1, which no
+        # scored customer has: their R is at least 1); see the plugin's value tiers
+        seen = customers.get_column("last_activity", default=None)
+        self.seen_only = (~self.has & seen.is_not_null().to_numpy()) if seen is not None else None
         # "min" ranks among customers with orders, as the classifier ranks them (R: most recent best)
         ranks = customers.filter(pl.Series(self.has)).select(
             (-pl.col("recency_days")).rank("min").alias("r"), pl.col("frequency").rank("min").alias("f"),
@@ -68,6 +72,8 @@ class RfmFastPath(FastPath):
                 out[name] = s
             side = bins + 1
             cell = out["r"] * side * side + out["f"] * side + out["m"]
+            if self.seen_only is not None:
+                cell[self.seen_only] = 1
             hist = np.bincount(cell, minlength=side ** 3)
             hist_rev = np.bincount(cell, weights=self.table.weights, minlength=side ** 3)
             self._scores = {bins: Scores(out["r"], out["f"], out["m"], cell, hist, hist_rev)}
@@ -88,8 +94,9 @@ class RfmFastPath(FastPath):
         high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
         potential = (r + f + m) >= p["potential_min_total"]
         tier = np.where(high, 0, np.where(potential, 1, 2)).astype(np.uint32)
-        seg[0] = len(segments)                       # no orders: no segment
-        tier[0] = 1 if p["prospects_are_potential"] else 2
+        seg[0] = seg[1] = len(segments)             # no purchase: no segment
+        tier[0] = 1 if p["prospects_are_potential"] else 2   # prospects
+        tier[1] = 2                                  # seen only through returns: ordinary
         return segments, seg, tier
 
     def counts(self, params: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

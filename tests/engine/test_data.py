@@ -31,10 +31,11 @@ def features(data, **kw):
 def expected_tx_features():
     # c1: lines 2.50 + 7.50 - 7.50 = 2.50 net, orders i1 (C3 has only a negative line), returns 1 of 7.50
     # c2: 10 x 0.30 = 3.00; the row without a customer is not used but its date counts:
-    # as_of = 2011-01-09, the day after the last dated row, so recency c1 = 2, c2 = 4; tenure c1 = 6
+    # as_of = 2011-01-09, the day after the last dated row, so recency c1 = 6 (its last purchase; the
+    # return of 2011-01-07 is its last activity), c2 = 4; tenure c1 = 6
     return [
-        ("c1", 2, 1, 2.5, dt.date(2011, 1, 3), dt.date(2011, 1, 7), 6, 2.5, 1, 7.5),
-        ("c2", 4, 1, 3.0, dt.date(2011, 1, 5), dt.date(2011, 1, 5), 4, 3.0, 0, 0.0),
+        ("c1", 6, 1, 2.5, dt.date(2011, 1, 3), dt.date(2011, 1, 3), dt.date(2011, 1, 7), 6, 2.5, 1, 7.5),
+        ("c2", 4, 1, 3.0, dt.date(2011, 1, 5), dt.date(2011, 1, 5), dt.date(2011, 1, 5), 4, 3.0, 0, 0.0),
     ]
 
 
@@ -55,11 +56,11 @@ def write(df: pl.DataFrame, path):
 def test_every_format_gives_the_same_features(tmp_path, suffix, registry):
     path = write(TX, tmp_path / f"tx{suffix}")
     got = features(path, mapping=MAP, registry=registry)
-    assert got.select(got.columns[:10]).rows() == expected_tx_features()
+    assert got.select(got.columns[:11]).rows() == expected_tx_features()
 
 
 def test_frames_and_pandas_frames(registry):
-    assert features(TX, mapping=MAP, registry=registry).select(pl.nth(range(10))).rows() == expected_tx_features()
+    assert features(TX, mapping=MAP, registry=registry).select(pl.nth(range(11))).rows() == expected_tx_features()
     assert features(TX.lazy(), mapping=MAP, registry=registry)["monetary"].to_list() == [2.5, 3.0]
     got = features(TX.to_pandas(), mapping=MAP, registry=registry)
     assert got["monetary"].to_list() == [2.5, 3.0]

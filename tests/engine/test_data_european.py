@@ -136,7 +136,8 @@ def test_classify_writes_xlsx(tmp_path, run_cli):
     assert book.columns == pl.read_csv(csv_out).columns
     assert book["customer_id"].to_list() == ["=1+1", "c2"]  # text, not a formula (and no quote added)
     assert book["monetary"].to_list() == [10.5, 4.0]
-    assert book["last_order"].to_list() == [dt.date(2024, 1, 2), dt.date(2024, 1, 4)]
+    assert book["last_order"].to_list() == [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]   # a return is no purchase
+    assert book["last_activity"].to_list() == [dt.date(2024, 1, 2), dt.date(2024, 1, 4)]
     assert book["abc"].to_list() == ["A", "C"]
     import zipfile
 

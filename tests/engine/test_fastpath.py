@@ -35,10 +35,13 @@ def customers(n: int, seed: int) -> pl.DataFrame:
         "returns": rng.integers(0, 3, n), "returned_value": -rng.integers(0, 3, n) * 5.0,
         "first_order": [AS_OF - dt.timedelta(days=int(d) + 10) for d in rec],
         "last_order": [AS_OF - dt.timedelta(days=int(d)) for d in rec],
+        "last_activity": [AS_OF - dt.timedelta(days=max(int(d) - 3, 0)) for d in rec],
     })
-    prospect = pl.Series(rng.random(n) < 0.05)
-    return df.with_columns(pl.when(prospect).then(None).otherwise(pl.col(c)).alias(c)
-                           for c in ("recency_days", "tenure_days", "first_order", "last_order"))
+    no_purchase = pl.Series(rng.random(n) < 0.05)              # only returns: no purchase dates
+    prospect = no_purchase & pl.Series(rng.random(n) < 0.5)    # no transaction at all
+    df = df.with_columns(pl.when(no_purchase).then(None).otherwise(pl.col(c)).alias(c)
+                         for c in ("recency_days", "tenure_days", "first_order", "last_order"))
+    return df.with_columns(pl.when(prospect).then(None).otherwise(pl.col("last_activity")).alias("last_activity"))
 
 
 REGISTRY = get_registry(strict=False)

@@ -51,17 +51,19 @@ def by_id(df, *cols):
 def test_each_feature_by_hand():
     p = prepare(tx(ROWS))
     assert p.as_of == D(2011, 3, 31)  # the day after the last dated row
-    got = by_id(p.customers, "recency_days", "frequency", "monetary", "first_order", "last_order", "tenure_days",
-                "avg_order_value", "returns", "returned_value")
+    got = by_id(p.customers, "recency_days", "frequency", "monetary", "first_order", "last_order", "last_activity",
+                "tenure_days", "avg_order_value", "returns", "returned_value")
     assert got == {
-        # a: last 2011-02-10 -> 49 days to 2011-03-31; first 2011-01-01 -> 89 days; orders o1, o2;
+        # a: last purchase 2011-02-01 -> 58 days to 2011-03-31 (the return of 2011-02-10 is not a purchase,
+        #    it is the last activity); first 2011-01-01 -> 89 days; orders o1, o2;
         #    net 10 + 5 + 20 - 4 = 31; 31 / 2 = 15.5; one negative line of 4
-        "a": (49, 2, 31.0, D(2011, 1, 1), D(2011, 2, 10), 89, 15.5, 1, 4.0),
-        "b": (30, 1, 0.0, D(2011, 3, 1), D(2011, 3, 1), 30, 0.0, 1, 7.5),
-        # c has no order (no positive line): frequency 0, average undefined, still a customer
-        "c": (1, 0, -3.0, D(2011, 3, 30), D(2011, 3, 30), 1, None, 1, 3.0),
+        "a": (58, 2, 31.0, D(2011, 1, 1), D(2011, 2, 1), D(2011, 2, 10), 89, 15.5, 1, 4.0),
+        "b": (30, 1, 0.0, D(2011, 3, 1), D(2011, 3, 1), D(2011, 3, 1), 30, 0.0, 1, 7.5),
+        # c has no purchase (no positive line): frequency 0, no purchase dates, recency or tenure, average
+        # undefined; still a customer, last seen on the day of its return
+        "c": (None, 0, -3.0, None, None, D(2011, 3, 30), None, None, 1, 3.0),
     }
-    assert p.customers.columns[:10] == ["customer_id", *BUILTIN_FEATURES]
+    assert p.customers.columns[:11] == ["customer_id", *BUILTIN_FEATURES]
     assert p.report.net_revenue == 28.0
     assert (p.report.rows, p.report.rows_used, p.report.customers) == (7, 7, 3)
 
@@ -70,7 +72,7 @@ def test_explicit_as_of_excludes_rows_on_and_after_it():
     p = prepare(tx(ROWS), as_of="2011-03-01")
     # rows of 2011-03-01 and later are not used: b and c have no usable row left
     assert p.customers["customer_id"].to_list() == ["a"]
-    assert p.customers.row(0, named=True)["recency_days"] == 19  # 2011-02-10 -> 2011-03-01
+    assert p.customers.row(0, named=True)["recency_days"] == 28  # last purchase 2011-02-01 -> 2011-03-01
     assert p.report.rejected["after_as_of"] == 3
     assert p.report.customers_without_usable_rows == 2
     assert "  not used: 3 rows where order_date is on or after as_of" in p.report.lines()
@@ -80,7 +82,7 @@ def test_default_as_of_counts_rows_without_a_customer():
     rows = [*ROWS, (None, "o9", D(2011, 5, 1), 1.0)]
     p = prepare(tx(rows))
     assert p.as_of == D(2011, 5, 2)
-    assert by_id(p.customers, "recency_days")["a"] == (81,)  # 2011-02-10 -> 2011-05-02: 18 + 31 + 30 + 2
+    assert by_id(p.customers, "recency_days")["a"] == (90,)  # 2011-02-01 -> 2011-05-02: 27 + 31 + 30 + 2
 
 
 def test_unusable_rows_are_counted_per_reason():
@@ -201,8 +203,11 @@ def test_prospects_from_the_customer_table():
     customers = pl.DataFrame({"customer_id": ["a", "z"], "region": ["north", "south"]})
     p = prepare(tx(ROWS), customers=customers)
     got = by_id(p.customers, "region", "frequency", "monetary", "recency_days", "first_order")
-    assert got == {"a": ("north", 2, 31.0, 49, D(2011, 1, 1)), "b": (None, 1, 0.0, 30, D(2011, 3, 1)),
-                   "c": (None, 0, -3.0, 1, D(2011, 3, 30)), "z": ("south", 0, 0.0, None, None)}
+    assert got == {"a": ("north", 2, 31.0, 58, D(2011, 1, 1)), "b": (None, 1, 0.0, 30, D(2011, 3, 1)),
+                   "c": (None, 0, -3.0, None, None), "z": ("south", 0, 0.0, None, None)}
+    # c (only a return) and z (no transaction) both have no purchase; only c has been seen
+    assert by_id(p.customers, "last_activity") == {"a": (D(2011, 2, 10),), "b": (D(2011, 3, 1),),
+                                                   "c": (D(2011, 3, 30),), "z": (None,)}
     assert (p.report.customers, p.report.prospects, p.report.customers_from_table) == (4, 1, 2)
     assert "customers: 4 (3 with transactions, 1 prospects from the customer table); net revenue 28.00" \
         in p.report.lines()
@@ -267,7 +272,7 @@ def test_no_usable_transactions_is_an_error():
 def test_compute_features_directly():
     result = compute_features(read_transactions(tx(ROWS)), as_of=D(2011, 4, 1), streaming=False)
     assert result.as_of == D(2011, 4, 1)
-    assert by_id(result.customers, "recency_days") == {"a": (50,), "b": (31,), "c": (2,)}
+    assert by_id(result.customers, "recency_days") == {"a": (59,), "b": (31,), "c": (None,)}
 
 
 def test_customers_without_usable_rows_are_accounted_for():
@@ -293,3 +298,36 @@ def test_rejects_rows_line_up_on_a_parquet_file_of_many_row_groups(tmp_path):
         rejects = rejected_rows(read_transactions(path), None).collect()
         assert rejects["row"].to_list() == expected
         assert rejects["customer_id"].null_count() == len(expected)
+
+
+def test_a_return_is_not_a_purchase():
+    """Issue 10: recency, first and last order, tenure and the lifecycle come from purchases only."""
+    rows = [
+        ("buyer", "o1", D(2011, 1, 10), 30.0),
+        ("buyer", "c1", D(2011, 3, 28), -6.0),    # a late return: the last activity, not the last order
+        ("zero", "o2", D(2011, 1, 10), 12.0),
+        ("zero", "o3", D(2011, 3, 29), 0.0),      # a zero-amount line is no purchase either
+        ("early", "c2", D(2010, 12, 1), -5.0),    # returned before buying: the first order is the purchase
+        ("early", "o4", D(2011, 3, 1), 9.0),
+        ("returner", "c3", D(2011, 3, 30), -2.5),  # only returns: no purchase at all
+        ("returner", "c4", D(2011, 3, 2), -1.0),
+    ]
+    table = pl.DataFrame({"customer_id": ["prospect"]})
+    p = prepare(tx(rows), customers=table)
+    assert p.as_of == D(2011, 3, 31)  # the day after the last line of any kind
+    got = by_id(p.customers, "first_order", "last_order", "last_activity", "recency_days", "tenure_days",
+                "frequency")
+    assert got == {
+        "buyer": (D(2011, 1, 10), D(2011, 1, 10), D(2011, 3, 28), 80, 80, 1),
+        "zero": (D(2011, 1, 10), D(2011, 1, 10), D(2011, 3, 29), 80, 80, 1),
+        "early": (D(2011, 3, 1), D(2011, 3, 1), D(2011, 3, 1), 30, 30, 1),
+        "returner": (None, None, D(2011, 3, 30), None, None, 0),
+        "prospect": (None, None, None, None, None, 0),
+    }
+    labels = engine.classify(tx(rows), customers=table, classifiers=["adc"],
+                             registry=get_registry(allow=["adc"], strict=True))
+    assert by_id(labels.with_columns(pl.col("adc").cast(pl.String)), "adc") == {
+        "buyer": ("active",), "zero": ("active",), "early": ("new",), "returner": ("no-purchase",),
+        "prospect": ("prospect",)}
+    # nobody counted twice, nobody lost: 4 customers with transactions, one prospect
+    assert (p.report.customers, p.report.customers_with_transactions, p.report.prospects) == (5, 4, 1)

@@ -296,3 +296,18 @@ def test_an_output_may_not_replace_an_input(tmp_path, run_cli):
     assert f"{path}:8: outputs.customers: {tmp_path / 'tx.csv'} is data.transactions" in err
     assert f"{path}:9: outputs.actions: {path} is the playbook itself" in err
     assert (tmp_path / "tx.csv").read_bytes() == sample.read_bytes()
+
+
+def test_high_value_care_offers_trials_to_prospects_only(run_cli, tmp_path):
+    """Issue 10: the trial offer is for customers who never dealt with us, not for those who only returned goods."""
+    path = next(p for p in EXAMPLES if p.stem == "high-value-care")
+    code, _, err = run_cli("run", path, "--output-dir", tmp_path)
+    assert code == 0, err
+    customers = pl.read_parquet(tmp_path / "customers.parquet").with_columns(pl.col("customer_id").cast(pl.String))
+    actions = pl.read_csv(tmp_path / "actions.csv", infer_schema=False)
+    trials = set(actions.filter(pl.col("rule") == "convert-prospects")["customer_id"])
+    prospects = set(customers.filter(pl.col("last_activity").is_null())["customer_id"])
+    returners = set(customers.filter(pl.col("last_activity").is_not_null() & (pl.col("frequency") == 0))["customer_id"])
+    assert len(prospects) == 20 and len(returners) == 2   # the sample's customer table and its two returners
+    assert trials == prospects
+    assert not trials & returners

@@ -94,12 +94,13 @@ def _expected_features(txs: list[tuple], as_of: dt.date | None) -> dict[str, tup
     for cid in {t[0] for t in usable}:
         mine = [t for t in usable if t[0] == cid]
         orders = {t[1] for t in mine if t[3] > 0}  # a sale without an order id counts as one order (None)
+        bought = [t[2] for t in mine if t[3] > 0]  # purchases: a return or a zero amount is none
         cents = sum(t[3] for t in mine)
         out[cid] = (
-            (as_of - max(t[2] for t in mine)).days, len(orders), cents, min(t[2] for t in mine),
-            (as_of - min(t[2] for t in mine)).days, sum(1 for t in mine if t[3] < 0),
+            (as_of - max(bought)).days if bought else None, len(orders), cents, min(bought) if bought else None,
+            max(bought) if bought else None, max(t[2] for t in mine),   # last_order: purchases; last_activity: any
+            (as_of - min(bought)).days if bought else None, sum(1 for t in mine if t[3] < 0),
             -sum(t[3] for t in mine if t[3] < 0),
-            max(t[2] for t in mine),                                   # last_order: any line, returns too
             None if not orders else round(cents / len(orders), 6),     # avg_order_value (cents): monetary / orders
         )
     return out
@@ -122,8 +123,8 @@ def test_every_feature_matches_its_definition(txs, cut, builtins):
     prepared = prepare(frame, as_of=as_of, registry=builtins)
     got = {
         row["customer_id"]: (row["recency_days"], row["frequency"], round(row["monetary"] * 100), row["first_order"],
-                             row["tenure_days"], row["returns"], round(row["returned_value"] * 100),
-                             row["last_order"],
+                             row["last_order"], row["last_activity"], row["tenure_days"], row["returns"],
+                             round(row["returned_value"] * 100),
                              None if row["avg_order_value"] is None else round(row["avg_order_value"] * 100, 6))
         for row in prepared.customers.iter_rows(named=True)
     }
@@ -202,7 +203,8 @@ def test_adc_boundaries(active, gap, new_days, offsets, builtins):
         t = max(r, (new_days + delta) if near == "new" else r + free)
         recency.append(r)
         tenure.append(t)
-    df = pl.DataFrame({"customer_id": list(range(len(recency))), "recency_days": recency, "tenure_days": tenure})
+    df = pl.DataFrame({"customer_id": list(range(len(recency))), "recency_days": recency, "tenure_days": tenure,
+                       "last_activity": [START] * len(recency)})
     params = {"adc.active_days": active, "adc.churn_days": churn, "adc.new_days": new_days}
     got = classify_frame(df, "adc", params, registry=builtins)["adc"].cast(pl.String).to_list()
     for r, t, label in zip(recency, tenure, got):
@@ -221,8 +223,9 @@ def test_rfm_scores_in_range_and_ties_equal(txs, bins, builtins):
     out = prepared.classify(["rfm"], params)
     for col in ("rfm_r", "rfm_f", "rfm_m"):
         scores = out[col]
-        assert scores.null_count() == 0
-        assert scores.min() >= 1 and scores.max() <= bins
+        # customers without a purchase (only returns or zero amounts) get no score
+        assert scores.null_count() == out["recency_days"].null_count()
+        assert scores.drop_nulls().is_between(1, bins).all()
     # equal inputs score equally
     groups = out.group_by(["recency_days", "frequency", "monetary"]).agg(
         pl.col("rfm_r").n_unique(), pl.col("rfm_f").n_unique(), pl.col("rfm_m").n_unique())

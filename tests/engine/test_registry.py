@@ -147,7 +147,7 @@ def test_describe_registry(registry):
     assert abc["outputs"] == [{"column": "abc", "description": "A, B or C by cumulative contribution",
                                "labels": ["A", "B", "C"]}]
     assert [p["name"] for p in abc["params"]] == ["metric", "mode", "a", "b", "a_rank", "b_rank", "crossing"]
-    assert rows["adc"]["requires"] == ["recency_days", "tenure_days"]
+    assert rows["adc"]["requires"] == ["recency_days", "tenure_days", "last_activity"]
     assert [o["column"] for o in rows["rfm"]["outputs"]] == ["rfm_r", "rfm_f", "rfm_m", "rfm_code", "rfm_segment",
                                                               "value_tier"]
 

@@ -30,8 +30,8 @@ def test_classify_returns_a_polars_frame_with_features_and_labels(registry):
     assert out.schema["abc"] == pl.Enum(["A", "B", "C"])
     # as_of 2011-03-06; monetary 80, 15, 5, 0 of 100: a .8 A; b .95 B; c C; d (zero) C
     assert out["abc"].cast(pl.String).to_list() == ["A", "B", "C", "C"]
-    # a: recency 5, tenure 64 active; b: 33 active; c: 429 churned; d: first order 1 day ago, new
-    assert out["adc"].cast(pl.String).to_list() == ["active", "active", "churned", "new"]
+    # a: recency 5, tenure 64 active; b: 33 active; c: 429 churned; d: only a zero-amount line, no purchase
+    assert out["adc"].cast(pl.String).to_list() == ["active", "active", "churned", "no-purchase"]
 
 
 def test_classify_to_pandas(registry):
@@ -53,9 +53,9 @@ def test_classify_selects_classifiers_and_params(registry):
 def test_prepare_once_classify_many_times(registry):
     prepared = engine.prepare(TX, registry=registry)
     first = prepared.classify(["adc"], {"adc.active_days": 30})
-    assert first["adc"].cast(pl.String).to_list() == ["active", "dormant", "churned", "new"]
+    assert first["adc"].cast(pl.String).to_list() == ["active", "dormant", "churned", "no-purchase"]
     second = prepared.classify(["adc"])
-    assert second["adc"].cast(pl.String).to_list() == ["active", "active", "churned", "new"]
+    assert second["adc"].cast(pl.String).to_list() == ["active", "active", "churned", "no-purchase"]
     assert "adc" not in prepared.customers.columns  # the feature table is not changed
     assert [s.classifier.name for s in prepared.selections] == ["adc"]
 
@@ -124,7 +124,8 @@ def test_summarize_counts_customers_without_a_label(registry):
     prepared = engine.prepare(TX, customers=pl.DataFrame({"customer_id": ["z"]}), registry=registry)
     out = prepared.classify(["rfm"])
     seg = summarize(out, prepared.selections).filter(pl.col("column") == "rfm_segment")
-    assert seg.filter(pl.col("label") == "(none)")["customers"].to_list() == [1]  # the prospect
+    # the prospect z, and d, whose only line (a zero amount) is no purchase
+    assert seg.filter(pl.col("label") == "(none)")["customers"].to_list() == [2]
 
 
 def third_party():

@@ -44,7 +44,8 @@ def expected(uci_frame):
     return lines.group_by("CustomerID").agg(
         pl.col("line").sum().alias("revenue"),
         pl.col("InvoiceNo").filter(pl.col("line") > 0).n_unique().alias("orders"),
-        pl.col("InvoiceDate").max().dt.date().alias("last"),
+        pl.col("InvoiceDate").filter(pl.col("line") > 0).max().dt.date().alias("last"),   # last purchase
+        pl.col("InvoiceDate").max().dt.date().alias("last_seen"),                         # any line
     )
 
 
@@ -78,7 +79,38 @@ def test_features_match_plain_polars(uci_run, expected):
     assert (joined["monetary"] - joined["revenue"]).abs().max() < 1e-6
     assert joined["frequency"].to_list() == joined["orders"].to_list()
     recency = (pl.lit(dt.date(2011, 12, 10)) - pl.col("last")).dt.total_days()
-    assert joined.select((pl.col("recency_days") == recency).all()).item()
+    assert joined.select(pl.col("recency_days").eq_missing(recency).all()).item()
+    assert joined["last_order"].to_list() == joined["last"].to_list()
+    assert joined["last_activity"].to_list() == joined["last_seen"].to_list()
+
+
+def test_a_return_is_not_a_purchase(uci_run, expected):
+    """Issue 10: recency and the lifecycle come from purchases; a return is only the last activity."""
+    customers, _, _ = uci_run
+    # 444 customers were last seen after their last purchase (a return or a zero-amount line), 34 never bought
+    later = customers.filter(pl.col("last_activity") > pl.col("last_order"))
+    assert later.height == 444
+    no_purchase = customers.filter(pl.col("last_order").is_null())
+    assert no_purchase.height == 34
+    assert no_purchase.select((pl.col("frequency") == 0).all(), pl.col("recency_days").is_null().all(),
+                              pl.col("tenure_days").is_null().all(), pl.col("last_activity").is_not_null().all()
+                              ).row(0) == (True, True, True, True)
+    adc = customers.select("customer_id", pl.col("adc").cast(pl.String), "recency_days", "last_activity")
+    assert adc.filter(pl.col("adc") == "no-purchase")["customer_id"].sort().to_list() == \
+        no_purchase["customer_id"].sort().to_list()
+    assert adc.filter(pl.col("adc") == "prospect").height == 0   # no customer table: nobody is a prospect
+    # 25 buyers were "active" only through a return: seen within 90 days, last purchase longer ago
+    seen = (pl.lit(dt.date(2011, 12, 10)) - pl.col("last_activity")).dt.total_days()
+    through_return = adc.filter((seen <= 90) & (pl.col("recency_days") > 90))
+    assert through_return.height == 25
+    assert set(through_return["adc"]) == {"dormant", "churned"}
+    # customer 12785: one purchase 2010-12-10, a 6.24 return 2011-12-07
+    row = customers.filter(pl.col("customer_id") == 12785).row(0, named=True)
+    assert (row["last_order"], row["last_activity"], row["recency_days"], row["frequency"]) == (
+        dt.date(2010, 12, 10), dt.date(2011, 12, 7), 365, 1)
+    assert row["adc"] == "dormant"
+    assert customers["adc"].cast(pl.String).value_counts().sort("adc").rows() == [
+        ("active", 2637), ("churned", 74), ("dormant", 1375), ("new", 252), ("no-purchase", 34)]
 
 
 @pytest.mark.parametrize("classes, cut", [(("A",), 0.80), (("A", "B"), 0.95)])

@@ -146,7 +146,7 @@ def test_charts_and_samples(abc_pb, abc_prepared):
     wb = Workbench(engine.load_playbook(HV_PLAYBOOK), charts=True)
     images = {ident: img.value for ident, img in wb.chart_images.items()}
     # the classifiers' own charts, and class sizes for a classifier without one
-    assert set(images) == {("rfm", "rf-grid"), ("abc", "pareto")}
+    assert set(images) == {("rfm", "rf-grid"), ("abc", "pareto"), ("adc", "sizes-adc")}
     assert all(v[:4] == b"\x89PNG" for v in images.values())
     assert "tierbook-cut-table" in wb.rules_box.value  # vip-privileges has more takers than capacity
     wb.class_picker.value = ("value_tier", "high-value")
@@ -158,13 +158,15 @@ def test_charts_and_samples(abc_pb, abc_prepared):
 
 def test_charts_redraw_only_when_what_they_show_changed(abc_pb, abc_prepared):
     wb = Workbench(engine.load_playbook(HV_PLAYBOOK), charts=True)
-    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 1}
+    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 1, ("adc", "sizes-adc"): 1}
     wb.set({"rfm.hv_min_r": 4})  # value tiers move, the R x F grid and the Pareto curve do not
-    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 1}
+    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 1, ("adc", "sizes-adc"): 1}
     wb.set({"abc.a": 0.6})
-    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 2}
+    assert wb.draws == {("rfm", "rf-grid"): 1, ("abc", "pareto"): 2, ("adc", "sizes-adc"): 1}
     wb.set({"rfm.bins": 4, "rfm.hv_min_r": 3})
-    assert wb.draws == {("rfm", "rf-grid"): 2, ("abc", "pareto"): 2}
+    assert wb.draws == {("rfm", "rf-grid"): 2, ("abc", "pareto"): 2, ("adc", "sizes-adc"): 1}
+    wb.set({"adc.active_days": 60})  # lifecycle stages move: their class sizes are drawn again
+    assert wb.draws == {("rfm", "rf-grid"): 2, ("abc", "pareto"): 2, ("adc", "sizes-adc"): 2}
 
 
 def test_a_classifier_without_a_fast_path_gets_a_class_size_chart(sample_path):
@@ -271,11 +273,15 @@ def synthetic(n: int, seed: int) -> pl.DataFrame:
     freq = rng.geometric(0.5, n)
     monetary = np.round(rng.choice([5.0, 10.0, 20.0, 50.0], n) * freq + rng.integers(-3, 3, n) * (rng.random(n) < 0.3), 0)
     rec = rng.integers(1, 800, n)
-    prospect = rng.random(n) < 0.05
+    no_purchase = rng.random(n) < 0.05     # no recency nor tenure: a prospect or a customer who only returned
+    never_seen = no_purchase & (rng.random(n) < 0.5)   # no last_activity either: a prospect
+    seen = pl.Series(np.datetime64("2024-01-01") - (rec - rng.integers(0, 2, n)).astype("timedelta64[D]")).dt.date()
     df = pl.DataFrame({"customer_id": np.arange(n), "recency_days": rec, "frequency": freq, "monetary": monetary,
-                       "tenure_days": rec + rng.integers(0, 400, n)})
-    return df.with_columns(pl.when(pl.Series(prospect)).then(None).otherwise(pl.col(c)).alias(c)
-                           for c in ("recency_days", "tenure_days"))
+                       "tenure_days": rec + rng.integers(0, 400, n), "last_activity": seen})
+    return df.with_columns(
+        *(pl.when(pl.Series(no_purchase)).then(None).otherwise(pl.col(c)).alias(c)
+          for c in ("recency_days", "tenure_days")),
+        pl.when(pl.Series(never_seen)).then(None).otherwise(pl.col("last_activity")).alias("last_activity"))
 
 
 CHANGES = [

@@ -59,8 +59,8 @@ def test_notebook_runs(path, monkeypatch):
         assert len(tables) == 2 and all("…" not in t for t in tables)
         first = tables[0]
         assert re.search(r"│ abc\s+┆ A\s+┆ \d+\s+┆ \d+\.\d%\s+┆ [\d,]+\.\d\d\s+┆ \d+\.\d%", first), first
-        # three header lines, then every class of abc (3), adc (5) and value_tier (3)
-        assert sum(line.startswith("│ ") for line in first.splitlines()) == 3 + 3 + 5 + 3
+        # three header lines, then every class of abc (3), adc (6) and value_tier (3)
+        assert sum(line.startswith("│ ") for line in first.splitlines()) == 3 + 3 + 6 + 3
     if path.stem == "04-playbook-explorer":
         views = [o for o in outputs(book) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert len(views) == 2  # the rule picker and the customer picker

@@ -14,7 +14,7 @@ def test_the_command_flushes_its_output_and_exit_code_before_exiting(tmp_path):
     # The tierbook command exits without the interpreter's teardown (engine.cli.run): what it printed
     # and its exit code must still arrive, through pipes as under a scheduler.
     data = tmp_path / "tx.csv"
-    data.write_text("customer_id,order_id,order_date,amount\nc1,o1,2024-01-02,10.5\nc2,o2,2024-01-03,-1\n")
+    data.write_text("customer_id,order_id,order_date,amount\nc1,o1,2024-01-02,10.5\nc2,o2,2024-01-03,1\n")
     ok = tierbook("describe", str(data))
     assert ok.returncode == 0, ok.stderr
     assert "customers: 2" in ok.stdout and ok.stdout.rstrip().endswith("100.0%")  # the last line arrived

@@ -24,7 +24,7 @@ def test_plugins_lists_classifiers_labels_and_parameters(run_cli, monkeypatch):
     assert "  column abc: A, B, C" in lines
     assert any(line.startswith("  abc.a (float, default 0.8) [0.01..0.99]  ") for line in lines)
     assert any(line.startswith("  abc.mode (str, default share) {share, rank}  ") for line in lines)
-    assert "  column adc: active, new, dormant, churned, prospect" in lines
+    assert "  column adc: active, new, dormant, churned, no-purchase, prospect" in lines
     assert any(line.startswith("  adc.active_days (int, default 90) [1..3650]  ") for line in lines)
     assert any(line.startswith("  rfm.prospects_are_potential (bool, default true)  ") for line in lines)
     assert "  column value_tier: high-value, potential, ordinary" in lines

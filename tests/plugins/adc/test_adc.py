@@ -11,9 +11,13 @@ import engine
 from engine import ParamError, classify_frame
 
 
-def adc(recency, tenure, registry, **params):
-    df = pl.DataFrame({"customer_id": list(range(len(recency))), "recency_days": recency, "tenure_days": tenure},
-                      schema={"customer_id": pl.Int64, "recency_days": pl.Int64, "tenure_days": pl.Int64})
+def adc(recency, tenure, registry, seen=None, **params):
+    """``seen``: each customer's last_activity is set (default: when it has a recency, as the feature pass gives)."""
+    seen = [r is not None for r in recency] if seen is None else seen
+    df = pl.DataFrame({"customer_id": list(range(len(recency))), "recency_days": recency, "tenure_days": tenure,
+                       "last_activity": [dt.date(2011, 1, 1) if s else None for s in seen]},
+                      schema={"customer_id": pl.Int64, "recency_days": pl.Int64, "tenure_days": pl.Int64,
+                              "last_activity": pl.Date})
     out = classify_frame(df, "adc", {"adc": params}, registry=registry)
     return out["adc"].cast(pl.String).to_list()
 
@@ -39,6 +43,12 @@ def test_no_orders_is_prospect(registry):
     assert adc([None, 10], [None, 400], registry) == ["prospect", "active"]
 
 
+def test_transactions_without_a_purchase_are_no_purchase_not_prospect(registry):
+    # issue 10: a customer seen (last_activity) but without a purchase (no recency) only returned goods
+    assert adc([None, None, 10], [None, None, 400], registry, seen=[True, False, True]) == [
+        "no-purchase", "prospect", "active"]
+
+
 def test_new_days_zero_switches_new_off(registry):
     assert adc([1, 1], [1, 30], registry, new_days=0) == ["active", "active"]
 
@@ -62,9 +72,10 @@ def test_bad_types_and_bounds(registry):
 
 
 def test_labels_are_an_enum_in_documented_order(registry):
-    df = pl.DataFrame({"customer_id": [1], "recency_days": [1], "tenure_days": [100]})
+    df = pl.DataFrame({"customer_id": [1], "recency_days": [1], "tenure_days": [100],
+                       "last_activity": [dt.date(2011, 1, 1)]})
     out = classify_frame(df, "adc", registry=registry)
-    assert out.schema["adc"] == pl.Enum(["active", "new", "dormant", "churned", "prospect"])
+    assert out.schema["adc"] == pl.Enum(["active", "new", "dormant", "churned", "no-purchase", "prospect"])
 
 
 def test_boundaries_through_the_feature_pass(registry):

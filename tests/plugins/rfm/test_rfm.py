@@ -204,6 +204,20 @@ def test_prospects_get_no_scores_and_are_potential(registry):
     assert strings(out["value_tier"])[5] == "ordinary"
 
 
+def test_a_customer_who_only_returned_goods_is_no_prospect(registry):
+    # issue 10: with last_activity, only a customer never seen is a prospect; one seen only through returns
+    # (no recency: no purchase) gets no scores and is ordinary, whatever prospects_are_potential says
+    import datetime as dt
+
+    df = by_scores(r=[1, 2, 3], f=[1, 2, 3], m=[1, 2, 3]).with_columns(pl.lit(dt.date(2011, 1, 1)).alias("last_activity"))
+    extra = pl.DataFrame({"customer_id": [7, 8], "recency_days": [None, None], "frequency": [0, 0],
+                          "monetary": [-6.24, 0.0], "last_activity": [dt.date(2011, 1, 1), None]},
+                         schema=df.schema)
+    out = rfm(df.vstack(extra), registry)
+    assert out["rfm_code"].to_list()[3:] == [None, None]
+    assert strings(out["value_tier"])[3:] == ["ordinary", "potential"]
+
+
 @pytest.mark.parametrize(
     "params, message",
     [

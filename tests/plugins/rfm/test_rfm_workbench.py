@@ -30,6 +30,18 @@ def test_the_fast_path_equals_the_expressions():
     check_fast_path(RFM, table(600, 1), moves, as_of=AS_OF)
 
 
+def test_the_fast_path_tells_prospects_from_customers_who_only_returned():
+    # with last_activity a customer without recency is a prospect only when never seen (issue 10)
+    df = table(600, 2)
+    rng = np.random.default_rng(3)
+    seen = df["recency_days"].is_not_null() | pl.Series(rng.random(600) < 0.5)
+    df = df.with_columns(pl.when(seen).then(pl.lit(dt.date(2023, 12, 1))).alias("last_activity"))
+    assert (df["recency_days"].is_null() & df["last_activity"].is_not_null()).any()
+    moves = [{}, {"prospects_are_potential": False}, {"bins": 4, "hv_min_r": 2, "hv_min_f": 2, "hv_min_m": 2,
+                                                      "potential_min_total": 5}]
+    check_fast_path(RFM, df, moves, as_of=AS_OF)
+
+
 def test_a_parameter_it_does_not_know_is_declined():
     fast = RfmFastPath(RFM, Table.of(table(10, 2), AS_OF))
     assert fast.supports(RFM.resolve())
