@@ -7,27 +7,15 @@ downstream reads the transactions again.
 
 Built-in features
 -----------------
-=================  ============================================================
-recency_days       days from the last purchase to ``as_of`` (1 = the day before);
-                   null without a purchase
-frequency          distinct orders containing at least one line with a positive
-                   amount (a cancellation-only invoice is not an order)
-monetary           net revenue: the sum of all amounts, returns included
-first_order        day of the customer's first purchase (a line with a positive amount)
-last_order         day of the customer's last purchase (a line with a positive amount)
-last_activity      day of the customer's last transaction of any kind (a purchase,
-                   a return, a zero-amount line)
-tenure_days        days from the first purchase to ``as_of``; null without a purchase
-avg_order_value    monetary / frequency (null when frequency is 0)
-returns            number of lines with a negative amount (returned or cancelled lines)
-returned_value     sum of the negative amounts, as a positive number
-=================  ============================================================
-
-A return is not a purchase: a customer whose last line is a cancellation keeps
-the recency of their last purchase, and a customer with usable rows but no
-purchase (only returns or zero amounts) has ``frequency`` 0 and null
-``first_order``, ``last_order``, ``recency_days`` and ``tenure_days``; only
-``last_activity`` tells when they were last seen (issue 10, item 6).
+Each built-in feature is described once, in :data:`engine.feature_table.FEATURES`
+(name, dtype, meaning, how it is computed); this module translates that table
+into the Polars pass (:func:`_aggregations`, :class:`_PolarsOps`), and
+``docs/features.md`` lists it. A return is not a purchase: a customer whose
+last line is a cancellation keeps the recency of their last purchase, and a
+customer with usable rows but no purchase (only returns or zero amounts) has
+``frequency`` 0 and null ``first_order``, ``last_order``, ``recency_days`` and
+``tenure_days``; only ``last_activity`` tells when they were last seen
+(issue 10, item 6).
 
 ``as_of`` is exclusive: transactions dated on or after it are not used (they
 are counted as unusable rows). It defaults to the day after the last
@@ -49,22 +37,15 @@ import polars as pl
 from .classifier import Feature
 from .data import AMOUNT_SCALE, Transactions
 from .errors import DataError, option
+from .feature_table import FEATURES, Agg, Derived
 
-__all__ = ["BUILTIN_FEATURES", "FeatureResult", "LoadReport", "compute_features", "REJECT_REASONS", "to_amount",
-           "to_units"]
+__all__ = ["BUILTIN_FEATURES", "FeatureResult", "LoadReport", "compute_features", "complete_features",
+           "finish_aggregated", "REJECT_REASONS", "to_amount", "to_units"]
 
-BUILTIN_FEATURES: dict[str, str] = {
-    "recency_days": "days from the last purchase to as_of",
-    "frequency": "distinct orders with at least one positive line",
-    "monetary": "net revenue, returns included",
-    "first_order": "day of the first purchase",
-    "last_order": "day of the last purchase",
-    "last_activity": "day of the last transaction of any kind (purchase, return, zero amount)",
-    "tenure_days": "days from the first purchase to as_of",
-    "avg_order_value": "monetary / frequency",
-    "returns": "lines with a negative amount",
-    "returned_value": "sum of negative amounts, as a positive number",
-}
+#: name -> description of every built-in feature, in the customer table's column order.
+BUILTIN_FEATURES: dict[str, str] = {f.name: f.description for f in FEATURES}
+#: The feature whose total is the run's net revenue (reconciliation).
+NET_REVENUE = "monetary"
 
 REJECT_REASONS = {
     "null_customer": "customer_id is empty",
@@ -192,26 +173,11 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
     rows = rows.with_columns(to_amount(units).alias("amount"))
     if tx.has_order_id:
         rows = rows.with_columns(pl.col("order_key").alias("order_id"))
-    # frequency = distinct order keys over the positive lines. Written as
-    # ``when(u > 0).then(key).n_unique()`` (every other line becomes null), which
-    # the streaming group_by keeps as a per-group distinct count; a ``filter``
-    # inside the aggregation gathers every group's values instead (~1.6x the
-    # memory, slower). n_unique counts null as a value: see _frequency.
     # A line holds at most 1e18 units (data._MAX_AMOUNT), so an Int64 sum can wrap after ten lines. The
     # totals query adds up the absolute amounts (as floats): below _INT64_SAFE no sum can wrap; above it
     # compute_features runs the pass again with ``wide`` (Int128) sums, exact for any input that fits in
     # memory. Int128 always would cost about 25% more peak memory on the 10M set (measured, commit message).
-    summed = u.cast(pl.Int128) if wide else u
-    aggs = [
-        pl.when(u > 0).then(key).n_unique().alias("_freq_distinct"),
-        summed.sum().alias("_units"),
-        pl.when(u < 0).then(summed).sum().alias("_returned_units"),
-        (u < 0).sum().cast(pl.Int64).alias("returns"),
-        # Purchases only: a return is not a purchase (issue 10). The last line of any kind is kept apart.
-        pl.when(u > 0).then(date).min().alias("first_order"),
-        pl.when(u > 0).then(date).max().alias("last_order"),
-        date.max().alias("last_activity"),
-    ]
+    aggs = _aggregations(u, date, key, wide=wide)
     for name, feat in plugin_features.items():
         if feat.agg is not None:
             aggs.append(feat.agg.alias(name))
@@ -237,28 +203,101 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
     return customers, exceptional, totals
 
 
-def _frequency(zero: pl.Expr | bool = False, null_key: pl.Expr | bool = False) -> pl.Expr:
-    """Distinct order keys of the positive lines, from ``_freq_distinct``.
+_AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]
+_DERIVED = [f for f in FEATURES if isinstance(f.compute, Derived)]
+#: The count of return lines, which tells a distinct count of purchases that a non-purchase line was masked
+#: (see :func:`_distinct`).
+_RETURN_LINES = next(f.name for f in _AGGREGATED if f.compute.op == "count" and f.compute.rows == "returns")
 
-    ``_freq_distinct`` counts null as one value, whether it came from a masked
+
+def _aggregations(u: pl.Expr, date: pl.Expr, key: pl.Expr, *, wide: bool = False) -> list[pl.Expr]:
+    """The ``group_by`` aggregations of the table's :class:`Agg` features (hidden columns start with ``_``).
+
+    A restriction to purchases or returns is written ``when(cond).then(col)`` (every other line becomes
+    null), which the streaming group_by keeps as a per-group aggregate; a ``filter`` inside the
+    aggregation gathers every group's values instead (~1.6x the memory, slower). Sums are in exact
+    integer units, turned into amounts by :func:`_finish`.
+    """
+    rows = {"all": None, "purchases": u > 0, "returns": u < 0}
+    source = {"amount": u.cast(pl.Int128) if wide else u, "order_date": date, "order_key": key}
+    out = []
+    for f in _AGGREGATED:
+        a: Agg = f.compute
+        cond = rows[a.rows]
+        if a.op == "count":
+            out.append((pl.len() if cond is None else cond.sum()).cast(pl.Int64).alias(f.name))
+            continue
+        value = source[a.column] if cond is None else pl.when(cond).then(source[a.column])
+        if a.op == "n_unique":  # counts null as a value: corrected in _distinct
+            out.append(value.n_unique().alias(f"_{f.name}_distinct"))
+        elif a.op == "sum":
+            out.append(value.sum().alias(f"_{f.name}_units"))
+        else:
+            out.append(getattr(value, a.op)().alias(f.name))
+    return out
+
+
+def _distinct(name: str, zero: pl.Expr | bool = False, null_key: pl.Expr | bool = False) -> pl.Expr:
+    """Distinct order keys of the purchase lines, from ``_<name>_distinct``.
+
+    ``_<name>_distinct`` counts null as one value, whether it came from a masked
     line (a return, or a zero amount: ``zero``) or from a sale without an order
     key (``null_key``); only the latter is an order.
     """
-    masked_null = (pl.col("returns") > 0) | zero
+    masked_null = (pl.col(_RETURN_LINES) > 0) | zero
     if null_key is not False:
         masked_null = masked_null & ~null_key
-    return (pl.col("_freq_distinct") - masked_null.cast(pl.UInt32)).cast(pl.Int64).alias("frequency")
+    return (pl.col(f"_{name}_distinct") - masked_null.cast(pl.UInt32)).cast(pl.Int64).alias(name)
 
 
-def _derived(day_after: pl.Expr) -> list[pl.Expr]:
-    return [
-        (day_after - pl.col("last_order")).dt.total_days().alias("recency_days"),
-        (day_after - pl.col("first_order")).dt.total_days().alias("tenure_days"),
-    ]
+def _amounts() -> list[pl.Expr]:
+    """The summed features, from exact units (``_<name>_units``) to amounts."""
+    out = []
+    for f in _AGGREGATED:
+        if f.compute.op == "sum":
+            units = pl.col(f"_{f.name}_units").fill_null(0)
+            # negated in Int128: the negation of the smallest Int64 sum does not fit Int64
+            out.append(to_amount(pl.lit(0, pl.Int128) - units if f.compute.negate else units).alias(f.name))
+    return out
 
 
-def _average() -> pl.Expr:
-    return pl.when(pl.col("frequency") > 0).then(pl.col("monetary") / pl.col("frequency")).alias("avg_order_value")
+def _finish(zero: pl.Expr | bool = False, null_key: pl.Expr | bool = False) -> list[pl.Expr]:
+    """The aggregated features that need a last step: distinct counts corrected, units to amounts."""
+    return [*(_distinct(f.name, zero, null_key) for f in _AGGREGATED if f.compute.op == "n_unique"), *_amounts()]
+
+
+def _day_after(as_of: dt.date | None) -> pl.Expr:
+    """``as_of`` as an expression; without one, the day after the last activity (corrected later if a row
+    without a customer id is later still)."""
+    return pl.lit(as_of) if as_of is not None else pl.col("last_activity").max() + pl.duration(days=1)
+
+
+def finish_aggregated(grouped: pl.DataFrame, as_of: dt.date | None) -> pl.DataFrame:
+    """Features from another engine's aggregates (sums in units, exact distinct counts): amounts, derived."""
+    return grouped.with_columns(_amounts()).with_columns(_derived(_day_after(as_of)))
+
+
+class _PolarsOps:
+    """:class:`engine.feature_table.Ops` for Polars expressions."""
+
+    def __init__(self, day_after: pl.Expr):
+        self.day_after = day_after
+
+    def col(self, name: str) -> pl.Expr:
+        return pl.col(name)
+
+    def days_to_as_of(self, date: pl.Expr) -> pl.Expr:
+        return (self.day_after - date).dt.total_days()
+
+    def where(self, condition: pl.Expr, value: pl.Expr) -> pl.Expr:
+        return pl.when(condition).then(value)
+
+
+def _derived(day_after: pl.Expr, uses: set[str] | None = None) -> list[pl.Expr]:
+    """The table's :class:`Derived` features (only those reading ``uses``, when given)."""
+    ops = _PolarsOps(day_after)
+    return [f.compute.build(ops).alias(f.name) for f in _DERIVED
+            if uses is None or uses & set(f.compute.uses)]
 
 
 def compute_features(
@@ -282,13 +321,7 @@ def compute_features(
     # where each step on the collected table would add its columns on top of it (bench/PROFILE.md).
     # What the exceptions change (a zero amount, a sale without an order id, a later row without a
     # customer id) is corrected afterwards, for the customers concerned.
-    day_after = pl.lit(as_of) if as_of is not None else pl.col("last_activity").max() + pl.duration(days=1)
-    by_customer = by_customer.with_columns(
-        _frequency(),
-        to_amount(pl.col("_units")).alias("monetary"),
-        to_amount(pl.lit(0, pl.Int128) - pl.col("_returned_units").fill_null(0)).alias("returned_value"),
-        *_derived(day_after),
-    ).with_columns(_average())
+    by_customer = by_customer.with_columns(_finish()).with_columns(_derived(_day_after(as_of)))
     try:
         grouped, exceptions, totals = pl.collect_all([by_customer, exceptions_q, totals_q],
                                                      engine="streaming" if streaming else "auto")
@@ -324,23 +357,49 @@ def compute_features(
     # Customers with rows, none of them usable: not classified (or prospects, if in the customer table).
     unusable = (known.filter(pl.col("unusable") == pl.col("rows")).select("customer_id")
                 .join(grouped.select("customer_id"), on="customer_id", how="anti"))
-    report.customers_without_usable_rows = unusable.height
-    report.customers_with_transactions = grouped.height
-    if grouped.height == 0:
-        why = "; ".join(line.strip() for line in report.lines()[1:-1])
-        raise DataError(f"{tx.describe()}: no usable transactions ({why})")
     odd = known.filter(pl.col("zero") | pl.col("null_key"))
     if odd.height:  # customers with a zero amount or a sale without an order id: count their orders again
         zero_ids = odd.filter(pl.col("zero"))["customer_id"].implode()
         key_ids = odd.filter(pl.col("null_key"))["customer_id"].implode()
+        corrected = [f.name for f in _AGGREGATED if f.compute.op == "n_unique"]
         grouped = grouped.with_columns(
-            _frequency(pl.col("customer_id").is_in(zero_ids), pl.col("customer_id").is_in(key_ids))
-        ).with_columns(_average())
+            _distinct(name, pl.col("customer_id").is_in(zero_ids), pl.col("customer_id").is_in(key_ids))
+            for name in corrected
+        ).with_columns(_derived(_day_after(as_of), set(corrected)))
+    return complete_features(grouped, no_id["last_day"].max(), unusable, as_of=as_of, customers=customers,
+                             plugin_features=plugin_features, report=report, describe=tx.describe())
 
+
+def complete_features(
+    grouped: pl.DataFrame,
+    last_day_without_id: dt.date | None,
+    unusable: pl.DataFrame,
+    *,
+    as_of: dt.date | None,
+    customers: pl.DataFrame | None,
+    plugin_features: Mapping[str, Feature],
+    report: LoadReport,
+    describe: str,
+) -> FeatureResult:
+    """The customer table from the aggregated features, whichever engine aggregated them.
+
+    ``grouped`` has one row per customer with usable rows, every built-in
+    feature and ``_<net revenue feature>_units``, derived features computed
+    against the default ``as_of`` when none was given; ``last_day_without_id``
+    is the last date of a row with an amount but no customer id (it can move
+    the default ``as_of``); ``unusable`` the ids of customers none of whose rows
+    is usable. Fills in the report, joins the customer table (prospects), adds
+    plugins' derived features and sorts by customer.
+    """
+    report.customers_without_usable_rows = unusable.height
+    report.customers_with_transactions = grouped.height
+    if grouped.height == 0:
+        why = "; ".join(line.strip() for line in report.lines()[1:-1])
+        raise DataError(f"{describe}: no usable transactions ({why})")
     if as_of is None:
-        last_day = max(d for d in (grouped["last_activity"].max(), no_id["last_day"].max()) if d is not None)
+        last_day = max(d for d in (grouped["last_activity"].max(), last_day_without_id) if d is not None)
         if last_day >= dt.date.max:
-            raise DataError(f"{tx.describe()}: the last date is {last_day}, the largest date there is, so the "
+            raise DataError(f"{describe}: the last date is {last_day}, the largest date there is, so the "
                             f"default as_of (the day after) does not exist; give {option('as_of')}")
         as_of = last_day + dt.timedelta(days=1)
         if last_day != grouped["last_activity"].max():  # a later row without a customer id
@@ -353,13 +412,9 @@ def compute_features(
                 f"as_of {as_of} is {gap:,} days after the last usable transaction ({last_used}): every customer's "
                 f"recency is at least {gap:,} days, so every customer looks lost; is as_of right?")
 
-    feats = grouped.select(
-        "customer_id", "frequency", "monetary", "first_order", "last_order", "last_activity", "returns",
-        "returned_value",
-        "recency_days", "tenure_days", "avg_order_value",
-        *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None],
-    )
-    report.net_revenue = float(Decimal(int(grouped["_units"].sum() or 0)) / AMOUNT_SCALE)
+    feats = grouped.select("customer_id", *BUILTIN_FEATURES,
+                           *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None])
+    report.net_revenue = float(Decimal(int(grouped[f"_{NET_REVENUE}_units"].sum() or 0)) / AMOUNT_SCALE)
     del grouped  # its other columns are not needed any more
 
     if customers is not None:
@@ -407,12 +462,7 @@ def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport
     joined = feats.join(table, on="customer_id", how="full", coalesce=True)
     prospects = joined["frequency"].is_null() & joined["last_activity"].is_null()
     report.prospects = int(prospects.sum())
-    return joined.with_columns(
-        pl.col("frequency").fill_null(0),
-        pl.col("monetary").fill_null(0.0),
-        pl.col("returns").fill_null(0),
-        pl.col("returned_value").fill_null(0.0),
-    )
+    return joined.with_columns(pl.col(f.name).fill_null(f.empty) for f in FEATURES if f.empty is not None)
 
 
 def _align_ids(feats: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -51,6 +51,7 @@ from .errors import (
     speaking,
     suggest,
 )
+from .feature_table import FEATURES
 from .features import BUILTIN_FEATURES, to_units
 from .io import OUTPUT_FORMATS
 from .registry import Registry, get_registry
@@ -59,19 +60,8 @@ from .yamlio import MarkedDict, MarkedList, load_marked
 
 __all__ = ["Playbook", "Rule", "Result", "load_playbook", "playbook_schema", "FEATURE_DTYPES"]
 
-#: The dtypes of the built-in features (``customer_id`` takes the source's type).
-FEATURE_DTYPES: dict[str, pl.DataType] = {
-    "recency_days": pl.Int64(),
-    "frequency": pl.Int64(),
-    "monetary": pl.Float64(),
-    "first_order": pl.Date(),
-    "last_order": pl.Date(),
-    "last_activity": pl.Date(),
-    "tenure_days": pl.Int64(),
-    "avg_order_value": pl.Float64(),
-    "returns": pl.Int64(),
-    "returned_value": pl.Float64(),
-}
+#: The dtypes of the built-in features (``customer_id`` takes the source's type), from the one table.
+FEATURE_DTYPES: dict[str, pl.DataType] = {f.name: f.dtype for f in FEATURES}
 
 HIT_POLICIES = ("first", "all")
 

@@ -17,6 +17,7 @@ def add_commands(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..feature_table import FEATURES, Agg
     from ..registry import describe_plugins, describe_registry, get_registry
 
     registry = get_registry(modules=args.plugin, plugins_dir=args.plugins_dir)
@@ -24,11 +25,14 @@ def run(args: argparse.Namespace) -> int:
     plugins = describe_plugins(registry)
     if args.json:
         failures = [str(f) for f in registry.failures]
+        builtin = [{"name": f.name, "dtype": str(f.dtype), "description": f.description,
+                    "kind": "aggregation" if isinstance(f.compute, Agg) else "derived", "computed_as": f.how}
+                   for f in FEATURES]
         features = [{"name": name, "description": f.description, "kind": "aggregation" if f.agg is not None
                      else "derived", "plugin": registry.feature_owners[name].name}
                     for name, f in sorted(registry.features.items())]
-        print(json.dumps({"plugins": plugins, "classifiers": rows, "features": features, "failures": failures},
-                         indent=2, default=str))
+        print(json.dumps({"plugins": plugins, "classifiers": rows, "builtin_features": builtin, "features": features,
+                          "failures": failures}, indent=2, default=str))
         return 0
     for row in rows:
         origin = "built-in" if row["builtin"] else "third-party"
@@ -46,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
             default = json.dumps(prm["default"]) if not isinstance(prm["default"], str) else prm["default"]
             print(f"  {row['name']}.{prm['name']} ({prm['type']}, default {default}){bounds}  {prm['help']}")
         print()
+    print("built-in features (docs/features.md)")
+    width = max(len(f.name) for f in FEATURES)
+    for f in FEATURES:
+        print(f"  {f.name:<{width}}  {str(f.dtype):<7}  {f.description}; {f.how}")
+    print()
     if registry.features:
         print("features from plugins")
         for name, feature in sorted(registry.features.items()):

@@ -1,0 +1,39 @@
+"""Print docs/features.md, the table of built-in features (engine/feature_table.py).
+
+    python tools/features_table.py > docs/features.md
+
+tests/engine/test_feature_table.py checks that the file is current, so the docs
+never drift from the table the feature passes are built from.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.feature_table import markdown_table  # noqa: E402
+
+HEADER = """# Built-in features
+
+Generated from `engine/feature_table.py` by `python tools/features_table.py > docs/features.md`; a
+test fails when this file is not current. That table is the one definition of every built-in
+feature: the feature pass, the schema a playbook is validated against and `tierbook plugins` are
+all built from it.
+
+Every feature is computed per customer over the customer's *usable* rows (a customer id, a date and
+an amount, dated before `as_of`). A purchase is a line with a positive amount, a return a line with
+a negative one; amounts are summed exactly, in units of 0.0001. `as_of` defaults to the day after
+the last dated row with an amount. A customer of the customer table without any usable row (a
+prospect) has 0 for `frequency`, `monetary`, `returns` and `returned_value` and null for the rest.
+Plugins add features of their own (`register_features`, see docs/plugins.md).
+"""
+
+
+def render() -> str:
+    return HEADER + "\n" + markdown_table() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
