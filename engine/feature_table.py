@@ -4,8 +4,8 @@
 name, its dtype, what it means and how it is computed. The feature pass
 (:mod:`engine.features`), the playbook's predicted schema, ``tierbook plugins``
 and ``docs/features.md`` (``python tools/features_table.py``) are all built from
-it, so adding a feature is one row here plus, for a new kind of aggregation,
-its translation in each pass.
+it, and so is the Spark feature pass (:mod:`engine.spark`), so adding a feature
+is one row here plus, for a new kind of aggregation, its translation in each pass.
 
 A feature is either
 

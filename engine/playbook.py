@@ -76,6 +76,12 @@ TOP_KEYS: dict[str, tuple[str, bool, str]] = {
     "rules": ("list", False, "Rules that turn classes into actions, in order."),
     "fallback": ("mapping", False, "The action for customers no rule matched."),
     "outputs": ("mapping", False, "Where results are written."),
+    "engine": ("str", False, "Where the feature pass runs: polars (default) or spark (Parquet input)."),
+    "spark": ("mapping", False, "For engine: spark: master (URL, default local[*]) and config (key: value)."),
+}
+SPARK_KEYS: dict[str, tuple[str, bool, str]] = {
+    "master": ("str", False, "Spark master URL: local[N], spark://HOST:PORT, yarn, k8s://... (default local[*])."),
+    "config": ("mapping", False, "Spark configuration, e.g. spark.executor.memory: 4g."),
 }
 DATA_KEYS: dict[str, tuple[str, bool, str]] = {
     "transactions": ("str", True, "Transactions file (CSV, Parquet, NDJSON, xlsx), relative to the playbook."),
@@ -238,6 +244,9 @@ class Playbook:
     registry: Registry
     plugins: list[str] = field(default_factory=list)
     customer_table: pl.DataFrame | None = None
+    #: where the feature pass runs (``engine:``), and the ``spark:`` settings
+    engine: str = "polars"
+    spark: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ access
     @property
@@ -282,6 +291,7 @@ class Playbook:
                 customers=self.customer_table if self.customer_table is not None else None,
                 as_of=as_of, date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
                 delimiter=d.get("delimiter"), decimal_comma=d.get("decimal_comma", False),
+                engine=self.engine, spark=self.spark,
             )
 
     def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
@@ -413,7 +423,8 @@ def load_playbook(
     elif plugin_modules:
         registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins, plugins_dir=plugins_dir)
 
-    data = _load_data(doc, base, problems)
+    engine, spark = _load_engine(doc, problems)
+    data = _load_data(doc, base, problems, engine)
     selections, raw_params = _load_classifiers(doc, registry, params, problems)
     hit_policy = doc.get("hit_policy", "first")
     if "hit_policy" in doc and hit_policy not in HIT_POLICIES:
@@ -440,10 +451,31 @@ def load_playbook(
         path=path, name=doc["name"], description=doc.get("description", ""), data=data,
         classifier_params=raw_params, selections=selections, rules=rules, hit_policy=hit_policy,
         fallback=fallback, outputs=outputs, registry=registry, plugins=plugin_modules, customer_table=table,
+        engine=engine, spark=spark,
     )
 
 
-def _load_data(doc: MarkedDict, base: Path, problems: _Problems) -> dict[str, Any]:
+def _load_engine(doc: MarkedDict, problems: _Problems) -> tuple[str, dict[str, Any]]:
+    """``engine:`` and its ``spark:`` settings."""
+    from .run import ENGINES
+
+    engine = doc.get("engine", "polars")
+    if engine not in ENGINES:
+        problems.add(doc.value_line("engine"), f"engine: {engine!r} is not an engine{suggest(str(engine), ENGINES)} "
+                                               f"(engines: {', '.join(ENGINES)})")
+        engine = "polars"
+    node = doc.get("spark")
+    spark: dict[str, Any] = {}
+    if isinstance(node, MarkedDict):
+        if engine != "spark":
+            problems.add(doc.key_line("spark"), "spark: applies to engine: spark only")
+        if _check_keys(node, SPARK_KEYS, "spark", problems):
+            spark = {"master": str(node.get("master", "local[*]")),
+                     "config": {str(k): str(v) for k, v in (node.get("config") or {}).items()}}
+    return engine, spark
+
+
+def _load_data(doc: MarkedDict, base: Path, problems: _Problems, engine: str = "polars") -> dict[str, Any]:
     node = doc.get("data")
     if not isinstance(node, MarkedDict):
         return {}
@@ -453,6 +485,15 @@ def _load_data(doc: MarkedDict, base: Path, problems: _Problems) -> dict[str, An
         value = node.get(key)
         if isinstance(value, str) and value.strip():
             p = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+            if key == "transactions" and engine == "spark":  # Parquet: a file, a directory or a glob
+                from .spark import parquet_files
+
+                try:
+                    parquet_files(str(p))
+                except TierbookError as exc:
+                    problems.add(node.value_line(key), f"data.transactions: {exc}")
+                out[key] = p
+                continue
             try:
                 exists, is_dir = p.exists(), p.is_dir()
             except OSError as exc:  # e.g. a name longer than the file system allows
@@ -487,6 +528,9 @@ def _load_data(doc: MarkedDict, base: Path, problems: _Problems) -> dict[str, An
             problems.add(node.value_line("delimiter"), str(exc))
     if isinstance(node.get("decimal_comma"), bool):
         out["decimal_comma"] = node["decimal_comma"]
+    for key in ("date_format", "sheet", "delimiter", "decimal_comma"):
+        if engine == "spark" and key in node:
+            problems.add(node.key_line(key), f"data.{key}: does not apply to engine: spark (typed Parquet columns)")
     out["_lines"] = {k: node.value_line(k) for k in node}
     return out
 
@@ -688,7 +732,12 @@ def _predicted_schema(doc, data, registry, selections, problems):
     if "transactions" not in data:
         return schema, table
     try:
-        tx = read_transactions(data["transactions"], data.get("map") or None,
+        source = data["transactions"]
+        if doc.get("engine") == "spark":  # the columns of the Parquet files, without reading a row
+            from .spark import empty_frame
+
+            source = empty_frame(str(source))
+        tx = read_transactions(source, data.get("map") or None,
                                date_format=data.get("date_format"), sheet=data.get("sheet"), check_date_order=False,
                                delimiter=data.get("delimiter"), decimal_comma=data.get("decimal_comma", False))
         id_dtype = tx.frame.collect_schema()["customer_id"]
@@ -917,6 +966,8 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
         "rules": {"type": "array", "items": action, "description": TOP_KEYS["rules"][2]},
         "fallback": obj(FALLBACK_KEYS),
         "outputs": obj(OUTPUT_KEYS),
+        "engine": {"enum": ["polars", "spark"], "default": "polars", "description": TOP_KEYS["engine"][2]},
+        "spark": obj(SPARK_KEYS),
     })
     return top
 

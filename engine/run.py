@@ -17,9 +17,12 @@ import polars as pl
 
 from .classifier import Classifier, Context, Output
 from .data import AMOUNT_SCALE, as_date, read_customers, read_transactions
-from .errors import ParamError, PluginError, option, suggest
+from .errors import DataError, ParamError, PluginError, option, suggest
 from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features, to_units
 from .registry import Registry, get_registry, plugin_time_limit
+
+#: Where the feature pass runs: Polars in this process, or Apache Spark (engine.spark).
+ENGINES = ("polars", "spark")
 
 #: Engine for the classifiers' ``with_columns`` over the (in-memory) customer table. Polars' default is
 #: the streaming engine, which evaluates a subexpression shared by several columns (a rank, a sort) once
@@ -326,15 +329,36 @@ def prepare(
     streaming: bool = True,
     delimiter: str | None = None,
     decimal_comma: bool = False,
+    engine: str = "polars",
+    spark: Any = None,
 ) -> Prepared:
-    """Read ``data`` once and compute the customer table (see :mod:`engine.features`)."""
+    """Read ``data`` once and compute the customer table (see :mod:`engine.features`).
+
+    ``engine="spark"`` runs the feature pass on Apache Spark instead (``data``: Parquet paths, a
+    directory or a glob; ``spark``: ``{"master": ..., "config": {...}}``, see :mod:`engine.spark`).
+    """
     registry = registry or get_registry()
-    tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
-                           decimal_comma=decimal_comma)
+    if engine not in ENGINES:
+        raise DataError(f"engine {engine!r}: use one of {', '.join(ENGINES)}{suggest(str(engine), ENGINES)}")
+    if engine == "polars":
+        tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
+                               decimal_comma=decimal_comma)
+    elif date_format is not None or sheet is not None or delimiter is not None or decimal_comma:
+        raise DataError("the spark engine reads typed Parquet columns: a date format, a sheet, a delimiter or a "
+                        "decimal comma does not apply")
     table = None
     if customers is not None:
         reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
         table = read_customers(customers, customers_id, reserved=reserved)
+    if engine == "spark":
+        from .spark import SparkSettings, compute_features_spark
+
+        settings = spark if isinstance(spark, SparkSettings) else SparkSettings.from_mapping(spark)
+        result = compute_features_spark(
+            data, mapping, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features,
+            feature_owners={name: info.label() for name, info in registry.feature_owners.items()},
+            settings=settings)
+        return Prepared(result.customers, result.as_of, result.report, registry)
     result: FeatureResult = compute_features(
         tx, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features, streaming=streaming,
         feature_owners={name: info.label() for name, info in registry.feature_owners.items()},

@@ -69,3 +69,37 @@ def run_cli(capsys):
 @pytest.fixture
 def sample_path() -> Path:
     return engine.sample_path()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for every Spark test (local[2], two shuffle partitions).
+
+    Skipped with the reason when pyspark or a Java 17+ runtime is missing (CI installs both:
+    the test extra and .ci/system-deps).
+    """
+    from engine.errors import DataError
+    from engine.spark import SparkSettings, check_available, spark_session
+
+    settings = SparkSettings(master="local[2]", config={
+        "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2", "spark.driver.memory": "2g"})
+    try:
+        check_available(settings)
+    except DataError as exc:
+        pytest.skip(str(exc))
+    session = spark_session(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def bench_1m(tmp_path_factory) -> Path:
+    """The benchmark's 1M-row set (bench/generate.py, its default seed), written once per test session."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "bench" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    out = tmp_path_factory.mktemp("bench") / "tx_1m.parquet"
+    generate.write(1_000_000, out)
+    return out

@@ -19,8 +19,8 @@ HEADER = """# Built-in features
 
 Generated from `engine/feature_table.py` by `python tools/features_table.py > docs/features.md`; a
 test fails when this file is not current. That table is the one definition of every built-in
-feature: the feature pass, the schema a playbook is validated against and `tierbook plugins` are
-all built from it.
+feature: the Polars feature pass, the Spark feature pass (`engine: spark`), the schema a playbook
+is validated against and `tierbook plugins` are all built from it.
 
 Every feature is computed per customer over the customer's *usable* rows (a customer id, a date and
 an amount, dated before `as_of`). A purchase is a line with a positive amount, a return a line with

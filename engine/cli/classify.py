@@ -36,6 +36,12 @@ def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="set a classifier parameter as classifier.param=value ('tierbook plugins' lists them); repeatable")
     plugin_options(p)
     p.add_argument("--rejects", metavar="FILE", help="write the rows that could not be used, with the reason")
+    p.add_argument("--engine", choices=("polars", "spark"), default="polars",
+                   help="where the feature pass runs: polars (default, this process) or spark (Apache Spark; DATA "
+                        "is Parquet: a file, a directory or a glob; pip install 'tierbook[spark]')")
+    p.add_argument("--spark-master", metavar="URL", help="Spark master for --engine spark (default local[*])")
+    p.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="Spark configuration for --engine spark, e.g. spark.executor.memory=4g; repeatable")
     p.add_argument("--skip-failing-plugins", action="store_true",
                    help="skip a plugin or classifier that fails (named on stderr) instead of stopping")
 
@@ -96,12 +102,31 @@ def _prepare_and_classify(args: argparse.Namespace):
         from ..io import check_output
 
         check_output(Path(args.rejects))  # a bad suffix or directory fails before the data is read
+    spark = None
+    if args.engine == "spark":
+        from ..errors import DataError
+
+        if args.rejects:
+            raise DataError("--rejects is not available with --engine spark (the counts by reason are reported); "
+                            "run with the polars engine to write the rejected rows")
+        config = {}
+        for item in args.spark_conf:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise DataError(f"--spark-conf {item}: expected KEY=VALUE, e.g. spark.executor.memory=4g")
+            config[key.strip()] = value.strip()
+        spark = {"master": args.spark_master or "local[*]", "config": config}
+    elif args.spark_master or args.spark_conf:
+        from ..errors import DataError
+
+        raise DataError("--spark-master and --spark-conf apply to --engine spark only")
     # Validate names and parameters before reading any data.
     run.select(registry, args.classifier, params, sources)
     with step(f"reading {args.data}"):
         prepared = run.prepare(args.data, mapping=args.map, customers=args.customers, customers_id=args.customers_id,
                                as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry,
-                               delimiter=args.delimiter, decimal_comma=args.decimal_comma)
+                               delimiter=args.delimiter, decimal_comma=args.decimal_comma,
+                               engine=args.engine, spark=spark)
     with step("classifying"):
         classified = prepared.classify(args.classifier, params, skip_failing=skip)
     for message in prepared.skipped:

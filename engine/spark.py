@@ -1,0 +1,430 @@
+"""The feature pass on Apache Spark (``engine: spark`` in a playbook, ``--engine spark`` on the command line).
+
+Spark reads the transactions from Parquet (a file, a directory of files, a
+glob, a partitioned dataset), computes every built-in feature of
+:data:`engine.feature_table.FEATURES` and the bookkeeping of every row (why a
+row is not used, the default ``as_of``, the reconciliation figures) in one
+grouped aggregation, and hands one row per customer to the driver through
+Arrow. From there :mod:`engine.features` finishes the customer table exactly
+as for the Polars pass (the derived features, the customer table, the report),
+and the classifiers, rules and outputs run as always. See
+docs/decisions/0010-spark-feature-pass.md.
+
+Limits: the input is Parquet with typed columns (a date or timestamp
+``order_date``, numeric amounts; text is refused with a hint); features that
+plugins aggregate with Polars expressions cannot run on Spark (derived plugin
+features can); ``--rejects`` (the rejected rows themselves) is Polars-only, the
+counts by reason are reported by both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import glob
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .classifier import Feature
+from .data import _MAX_AMOUNT, AMOUNT_SCALE, _resolve_columns, parse_mapping
+from .errors import DataError
+from .feature_table import FEATURES, Agg
+
+__all__ = ["SparkSettings", "check_available", "compute_features_spark", "empty_frame", "parquet_files",
+           "spark_session"]
+
+INSTALL_PYSPARK = "pip install 'tierbook[spark]'"
+INSTALL_JAVA = "apt-get install openjdk-17-jre-headless (Debian/Ubuntu), or set JAVA_HOME to a Java 17+ runtime"
+#: Settings tierbook gives every session it starts (a playbook's ``spark.config`` may override them):
+#: timestamps become days in UTC, as Polars reads them; no web UI.
+DEFAULT_CONFIG = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false",
+                  "spark.ui.showConsoleProgress": "false"}
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """Where the Spark pass runs: the master URL and extra session configuration."""
+
+    master: str = "local[*]"
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, value: Mapping[str, Any] | None) -> SparkSettings:
+        value = dict(value or {})
+        config = {str(k): str(v) for k, v in dict(value.get("config") or {}).items()}
+        return cls(master=str(value.get("master") or "local[*]"), config=config)
+
+
+@functools.lru_cache(maxsize=4)
+def _java_version(java: str) -> int | None:
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not found:
+        return None
+    major = int(found.group(1))
+    return int(found.group(2) or 0) if major == 1 else major   # "1.8.0" is Java 8
+
+
+def check_available(settings: SparkSettings) -> None:
+    """Refuse at once, in one line, when pyspark, Java or the master is missing."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise DataError(f"the spark engine needs pyspark, which is not installed: {INSTALL_PYSPARK}") from None
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise DataError(f"the spark engine needs pyarrow, which is not installed: {INSTALL_PYSPARK}") from None
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java or not Path(java).exists():
+        where = f"JAVA_HOME={home} has no bin/java" if home else "no java on PATH and no JAVA_HOME"
+        raise DataError(f"the spark engine needs a Java runtime (17 or later) and found none ({where}): "
+                        f"{INSTALL_JAVA}")
+    version = _java_version(java)
+    if version is None or version < 17:
+        shown = "an unknown version" if version is None else f"Java {version}"
+        raise DataError(f"the spark engine needs Java 17 or later; {java} is {shown}: {INSTALL_JAVA}")
+    master = settings.master
+    if master.startswith("spark://"):
+        for host_port in master.removeprefix("spark://").split(","):
+            host, _, port = host_port.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as exc:
+                why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                raise DataError(f"spark master {master} cannot be reached ({host_port}: {why}); start it or give "
+                                f"another spark.master (local[2] runs Spark in this process)") from None
+    elif not (master.startswith("local") or master.startswith(("yarn", "k8s://", "mesos://"))):
+        raise DataError(f"spark master {master!r} is not a master URL: use local[N], spark://HOST:PORT, yarn or "
+                        f"k8s://...")
+
+
+def spark_session(settings: SparkSettings):
+    """The active SparkSession, or a new one for ``settings`` (tierbook's defaults under the given config)."""
+    check_available(settings)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(settings.master).appName("tierbook")
+    for key, value in {**DEFAULT_CONFIG, **settings.config}.items():
+        builder = builder.config(key, value)
+    try:
+        with _quiet_pandas_note():
+            session = builder.getOrCreate()
+    except Exception as exc:  # the JVM did not start, or the master refused the application
+        raise DataError(f"spark session for master {settings.master} could not start: {_first_line(exc)}") from None
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+@contextlib.contextmanager
+def _quiet_pandas_note():
+    """pyspark warns that it does not fully support pandas 3 when it checks for pandas; tierbook's Spark
+    path uses Arrow, not pandas, so the note only confuses."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def parquet_files(data: str | Path | Sequence[str | Path]) -> tuple[list[str], list[Path]]:
+    """The paths to give Spark, and the local Parquet files they hold (checked: each path matches files).
+
+    A directory is passed as it is (Spark discovers ``key=value`` partition
+    directories in it); a glob is expanded here, so a pattern matching nothing
+    is named. Remote paths (``s3a://`` ...) are passed to Spark unchecked.
+    """
+    items = [data] if isinstance(data, (str, Path)) else list(data)
+    if not items:
+        raise DataError("no transaction paths given")
+    paths, files = [], []
+    for item in items:
+        text = str(item)
+        if _is_remote(text):
+            paths.append(text)
+            continue
+        text = text.removeprefix("file://")
+        if glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise DataError(f"{text}: no file matches this pattern")
+            for match in matches:
+                paths.append(match)
+                files.extend(_files_in(Path(match), text))
+            continue
+        path = Path(text)
+        if not path.exists():
+            raise DataError(f"{text}: no such file or directory")
+        paths.append(text)
+        files.extend(_files_in(path, text))
+    return paths, files
+
+
+def _files_in(path: Path, shown: str) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*.parquet")
+                       if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
+        if not found:
+            raise DataError(f"{shown}: the directory holds no Parquet files (*.parquet)")
+        return found
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        raise DataError(f"{shown}: the spark engine reads Parquet (.parquet); convert the file, or use the polars "
+                        f"engine")
+    return [path]
+
+
+def empty_frame(data: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
+    """An empty frame with the columns of the first Parquet file (validation reads no row).
+
+    ``key=value`` directories between a given directory and that file are
+    partition columns (text here; Spark infers their type).
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"the spark engine needs pyarrow, which is not installed: {INSTALL_PYSPARK}") from None
+
+    paths, files = parquet_files(data)
+    if not files:  # remote paths: nothing to look at before Spark
+        return pl.LazyFrame()
+    try:
+        schema = pl.from_arrow(pq.read_schema(files[0]).empty_table()).schema
+    except Exception as exc:
+        raise DataError(f"{files[0]}: cannot read as Parquet: {_first_line(exc)}") from None
+    partitions = {}
+    for given in paths:
+        root = Path(given)
+        if root.is_dir() and root in files[0].parents:
+            partitions = {part.split("=", 1)[0]: pl.String() for part in files[0].relative_to(root).parts[:-1]
+                          if "=" in part}
+            break
+    return pl.LazyFrame(schema={**schema, **{k: v for k, v in partitions.items() if k not in schema}})
+
+
+def _zones(files: list[Path]) -> dict[str, str]:
+    """The time zone of each zoned timestamp column of the first file (Arrow metadata Spark does not keep)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not files:
+        return {}
+    schema = pq.read_schema(files[0])
+    return {name: schema.field(name).type.tz for name in schema.names
+            if pa.types.is_timestamp(schema.field(name).type) and schema.field(name).type.tz}
+
+
+def _check_same_columns(files: list[Path], where: str) -> None:
+    """Every file must have the first file's columns and types (partition columns are in the paths)."""
+    import pyarrow.parquet as pq
+
+    first = None
+    for path in files:
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
+        fields = {name: str(schema.field(name).type) for name in schema.names}
+        if first is None:
+            first = (path, fields)
+            continue
+        base_path, base = first
+        missing = [c for c in base if c not in fields]
+        extra = [c for c in fields if c not in base]
+        retyped = [f"{c} ({base[c]} / {fields[c]})" for c in base if c in fields and base[c] != fields[c]]
+        if missing or extra or retyped:
+            parts = ([f"without {', '.join(missing)}"] if missing else []) + (
+                [f"with {', '.join(extra)} as well"] if extra else []) + (
+                [f"with other types: {', '.join(retyped)}"] if retyped else [])
+            raise DataError(f"{where}: the Parquet files do not have the same columns: {path} differs from "
+                            f"{base_path} ({'; '.join(parts)}); give files of one schema")
+
+
+def _kind(dtype) -> str:
+    from pyspark.sql import types as T
+
+    if isinstance(dtype, T.DateType):
+        return "date"
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+        return "timestamp"
+    if isinstance(dtype, (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+                          T.DecimalType)):
+        return "number"
+    return dtype.simpleString()
+
+
+def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None):
+    """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks."""
+    from pyspark.sql import functions as F
+
+    names = df.schema.fieldNames()
+    cols = _resolve_columns(pl.Schema({n: pl.String() for n in names}), mapping, where)
+    kinds = {n: _kind(df.schema[n].dataType) for n in names}
+
+    date_src = cols["order_date"]
+    if kinds[date_src] == "date":
+        date = F.col(date_src)
+    elif kinds[date_src] == "timestamp":
+        # The day where the time was written, as Polars takes it: a zoned timestamp is shifted from UTC (the
+        # session's zone) to its own zone first; a timestamp without a zone is a wall-clock time already.
+        zone = (zones or {}).get(date_src)
+        date = F.to_date(F.from_utc_timestamp(F.col(date_src), zone) if zone else F.col(date_src))
+    else:
+        raise DataError(f"{where}: column {date_src!r} (order_date) has type {kinds[date_src]}; the spark engine "
+                        f"reads Parquet dates or timestamps: convert the column, or use the polars engine")
+
+    def number(canonical: str):
+        source = cols[canonical]
+        if kinds[source] != "number":
+            raise DataError(f"{where}: column {source!r} ({canonical}) has type {kinds[source]}, expected numbers "
+                            f"(the spark engine reads typed Parquet columns)")
+        return F.col(source).cast("double")
+
+    if "amount" in cols:
+        amount, raw = number("amount"), F.col(cols["amount"]).cast("string")
+    else:
+        amount = number("quantity") * number("unit_price")
+        raw = F.format_string("%s x %s", F.col(cols["quantity"]), F.col(cols["unit_price"]))
+    # NaN and the infinities compare above every number in Spark as in Polars: one flag for all three
+    bad = F.coalesce(F.abs(amount) > F.lit(_MAX_AMOUNT), F.lit(False))
+    # half to even, as Polars rounds; never cast a flagged amount (ANSI mode would stop on NaN)
+    units = F.when(~bad, F.bround(amount * F.lit(AMOUNT_SCALE), 0).cast("long"))
+    key = F.col(cols["order_id"]) if "order_id" in cols else date
+    frame = df.select(F.col(cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
+                      date.alias("order_date"), units.alias("amount_units"), bad.alias("_bad_amount"),
+                      raw.alias("_raw_amount"), amount.alias("_amount_f"))
+    return frame, cols
+
+
+def _aggregations(usable, u, date, key) -> list:
+    """The table's :class:`Agg` features as Spark aggregations (sums in units, ``_<name>_units``)."""
+    from pyspark.sql import functions as F
+
+    rows = {"all": usable, "purchases": usable & (u > 0), "returns": usable & (u < 0)}
+    source = {"amount": u, "order_date": date, "order_key": key}
+    out = []
+    for f in FEATURES:
+        if not isinstance(f.compute, Agg):
+            continue
+        a = f.compute
+        cond = rows[a.rows]
+        if a.op == "count":
+            out.append(F.count(F.when(cond, F.lit(1))).alias(f.name))
+        elif a.op == "n_unique":
+            # distinct keys, and a purchase without an order id counts as one order (as in Polars)
+            missing = F.max(F.when(cond & key.isNull(), F.lit(1)).otherwise(F.lit(0))).cast("long")
+            out.append((F.countDistinct(F.when(cond, source[a.column])) + missing).alias(f.name))
+        elif a.op == "sum":
+            out.append(F.sum(F.when(cond, source[a.column])).alias(f"_{f.name}_units"))
+        else:
+            out.append(getattr(F, a.op)(F.when(cond, source[a.column])).alias(f.name))
+    return out
+
+
+def compute_features_spark(
+    data: str | Path | Sequence[str | Path],
+    mapping: Mapping[str, str] | list[str] | None = None,
+    *,
+    as_of: dt.date | None = None,
+    customers: pl.DataFrame | None = None,
+    plugin_features: Mapping[str, Feature] | None = None,
+    feature_owners: Mapping[str, str] | None = None,
+    settings: SparkSettings | None = None,
+):
+    """The feature pass on Spark; the same :class:`~engine.features.FeatureResult` as the Polars pass."""
+    from .features import LoadReport, complete_features, finish_aggregated
+
+    settings = settings or SparkSettings()
+    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    for name, feat in (plugin_features or {}).items():
+        if feat.agg is not None:
+            owner = (feature_owners or {}).get(name, "(unknown)")
+            raise DataError(f"feature {name!r} of plugin {owner} aggregates transactions with a Polars expression, "
+                            f"which the spark engine cannot run; use the polars engine, or unload the plugin")
+    check_available(settings)   # pyspark, pyarrow, Java, the master: before anything else
+    paths, files = parquet_files(data)
+    _check_same_columns(files, where)
+    session = spark_session(settings)
+    from pyspark.sql import functions as F
+
+    try:
+        df = session.read.parquet(*paths)
+    except Exception as exc:
+        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+
+    c, date, u, key = F.col("customer_id"), F.col("order_date"), F.col("amount_units"), F.col("order_key")
+    priced = c.isNotNull() & date.isNotNull() & u.isNotNull()
+    usable = priced & (date < F.lit(as_of)) if as_of is not None else priced
+    book = [
+        F.count(F.lit(1)).alias("_rows"),
+        F.count(F.when(usable, F.lit(1))).alias("_usable"),
+        F.count(F.when(date.isNull(), F.lit(1))).alias("_null_date"),
+        F.count(F.when(date.isNotNull() & u.isNull() & ~F.col("_bad_amount"), F.lit(1))).alias("_null_amount"),
+        F.max(F.when(date.isNotNull() & u.isNotNull(), date)).alias("_last_day"),
+        F.max(F.col("_bad_amount").cast("int")).alias("_bad"),
+    ]
+    if as_of is not None:
+        book.append(F.count(F.when(date.isNotNull() & u.isNotNull() & (date >= F.lit(as_of)), F.lit(1)))
+                    .alias("_after_as_of"))
+    grouped = frame.groupBy("customer_id").agg(*_aggregations(usable, u, date, key), *book)
+    try:
+        with _quiet_pandas_note():
+            table = pl.from_arrow(grouped.toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: the spark feature pass failed: {_first_line(exc)}") from None
+
+    if table.height and table["_bad"].max():
+        raise _locate_bad_amount(frame, cols, where)
+    report = LoadReport(source=where)
+    report.rows = int(table["_rows"].sum()) if table.height else 0
+    if report.rows == 0:
+        raise DataError(f"{where}: no transactions (the data has no rows)")
+    no_id = table.filter(pl.col("customer_id").is_null())
+    known = table.filter(pl.col("customer_id").is_not_null())
+    report.rejected["null_customer"] = int(no_id["_rows"].sum())
+    report.rejected["null_date"] = int(known["_null_date"].sum())
+    report.rejected["null_amount"] = int(known["_null_amount"].sum())
+    if as_of is not None:
+        report.rejected["after_as_of"] = int(known["_after_as_of"].sum())
+    report.rows_used = report.rows - sum(report.rejected.values())
+    unusable = known.filter(pl.col("_usable") == 0).select("customer_id")
+    grouped_customers = finish_aggregated(known.filter(pl.col("_usable") > 0), as_of)
+    return complete_features(grouped_customers, no_id["_last_day"].max(), unusable, as_of=as_of,
+                             customers=customers, plugin_features=plugin_features or {}, report=report,
+                             describe=where)
+
+
+def _locate_bad_amount(frame, cols: Mapping[str, str], where: str) -> DataError:
+    """The error for the first flagged amount Spark finds (error path only: a second query)."""
+    from pyspark.sql import functions as F
+
+    row = frame.filter(F.col("_bad_amount")).select("_raw_amount", "_amount_f", F.input_file_name().alias("_file")) \
+        .limit(1).collect()[0]
+    source = cols.get("amount") or f"{cols['quantity']} x {cols['unit_price']}"
+    value = row["_raw_amount"]
+    what = (f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
+            if math.isfinite(row["_amount_f"]) else "a finite number")
+    return DataError(f"{where}: column {source!r} (amount), in {row['_file']}: {value!r} is not {what}")

@@ -1,0 +1,255 @@
+"""engine.spark: the feature pass on Spark equals the Polars pass, exactly; its bad input is one line, exit 2.
+
+Every test that starts Spark uses the session-scoped ``spark`` fixture (tests/conftest.py): one
+``local[2]`` session with two shuffle partitions for the whole run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from polars.testing import assert_frame_equal
+
+import engine
+from engine import DataError
+from engine.data import read_transactions
+from engine.registry import get_registry
+from engine.spark import SparkSettings, check_available, compute_features_spark, parquet_files
+
+from test_bad_input import _write_file  # tests/engine is on sys.path (pytest rootdir import mode)
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = sorted((ROOT / "tests" / "engine" / "bad_input" / "cases").glob("data-*.yaml"))
+UCI_MAPPING = {"customer_id": "CustomerID", "order_id": "InvoiceNo", "order_date": "InvoiceDate",
+               "quantity": "Quantity", "unit_price": "UnitPrice"}
+LOCAL = SparkSettings(master="local[2]")
+
+
+def both(data, mapping=None, *, as_of=None, customers=None, spark_data=None):
+    """The Polars and the Spark result for the same input (``spark_data``: another path to the same rows)."""
+    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    polars = engine.prepare(data, mapping=mapping, as_of=as_of, customers=customers, registry=registry)
+    spark = engine.prepare(spark_data or data, mapping=mapping, as_of=as_of, customers=customers,
+                           registry=registry, engine="spark", spark={"master": "local[2]"})
+    return polars, spark
+
+
+def assert_same(polars, spark):
+    assert_frame_equal(spark.customers, polars.customers, check_exact=True)
+    assert spark.as_of == polars.as_of
+    assert spark.report.to_dict() | {"source": ""} == polars.report.to_dict() | {"source": ""}
+    assert spark.classify().equals(polars.classify())
+
+
+@pytest.mark.parametrize("as_of", [None, "2011-06-01"])
+def test_uci_equals_polars(spark, uci_path, as_of):
+    polars, spark_ = both(uci_path, UCI_MAPPING, as_of=as_of)
+    if as_of is None:
+        assert polars.customers.height == 4372
+    assert_same(polars, spark_)
+
+
+def test_bench_1m_equals_polars(spark, bench_1m):
+    polars, spark_ = both(bench_1m)
+    assert polars.customers.height > 90_000
+    assert_same(polars, spark_)
+
+
+def test_partitioned_dataset_and_glob_equal_the_single_file(spark, uci_path, tmp_path):
+    frame = pl.read_parquet(uci_path).with_columns(pl.col("InvoiceDate").dt.month().alias("month"))
+    root = tmp_path / "by_month"
+    for (month,), part in frame.partition_by("month", as_dict=True).items():
+        out = root / f"month={month}"
+        out.mkdir(parents=True)
+        part.drop("month").write_parquet(out / "part-0.parquet")
+    polars, spark_dir = both(uci_path, UCI_MAPPING, spark_data=root)
+    assert_same(polars, spark_dir)
+    _, spark_glob = both(uci_path, UCI_MAPPING, spark_data=str(root / "month=*" / "*.parquet"))
+    assert_frame_equal(spark_glob.customers, polars.customers, check_exact=True)
+
+
+def _applicable(case: dict) -> bool:
+    args = case["args"]
+    return args[0] in ("classify", "describe") and not case.get("install") and not any(
+        a.startswith("--customers") or a in ("--plugin", "--plugins-dir", "--sheet") for a in args)
+
+
+def _option(args: list[str], name: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == name]
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_bad_input_case_gives_the_same_result(spark, path, tmp_path, monkeypatch):
+    """Each data case whose rows can be read becomes a typed Parquet file; both engines must agree on it.
+
+    Cases about the file itself (encodings, quoting, delimiters, a missing file) stop before any row is
+    read: they are the Polars reader's and do not apply to Spark's typed Parquet input.
+    """
+    case = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not _applicable(case):
+        pytest.skip("not a transactions-only classify/describe case")
+    monkeypatch.chdir(tmp_path)
+    for name, spec in (case.get("files") or {}).items():
+        _write_file(tmp_path / name, spec)
+    args = case["args"]
+    mapping = [m for m in _option(args, "--map")]
+    as_of = (_option(args, "--as-of") or [None])[0]
+    fmt = (_option(args, "--date-format") or [None])[0]
+    try:
+        tx = read_transactions(tmp_path / args[1], mapping, date_format=fmt)
+        rows = tx.frame.select("customer_id", "order_key", "order_date", pl.col("_amount_f").alias("amount"))
+        rows = rows.collect()
+    except (DataError, pl.exceptions.PolarsError):
+        pytest.skip("the case stops before any row is read (the file's format, not its values)")
+    if rows.schema["order_date"] != pl.Date:
+        pytest.skip("dates are not dates after reading")
+    typed = tmp_path / "typed.parquet"
+    rows.rename({"order_key": "order_id"}).write_parquet(typed)
+    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    try:
+        expected = engine.prepare(typed, as_of=as_of, registry=registry)
+    except DataError as exc:
+        with pytest.raises(DataError) as got:
+            engine.prepare(typed, as_of=as_of, registry=registry, engine="spark", spark={"master": "local[2]"})
+        # the same kind of error: its first words (the location may differ: a file, not a row)
+        assert str(got.value).split(":")[0] == str(exc).split(":")[0]
+        return
+    got = engine.prepare(typed, as_of=as_of, registry=registry, engine="spark", spark={"master": "local[2]"})
+    assert_same(expected, got)
+
+
+# ----------------------------------------------------------------------------- bad input of the spark engine
+def test_no_pyspark_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    with pytest.raises(DataError, match=r"^the spark engine needs pyspark, which is not installed: "
+                                        r"pip install 'tierbook\[spark\]'$"):
+        check_available(LOCAL)
+
+
+def test_no_java_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(DataError, match=r"needs a Java runtime \(17 or later\) and found none .*"
+                                        r"apt-get install openjdk-17-jre-headless"):
+        check_available(LOCAL)
+    monkeypatch.delenv("JAVA_HOME")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DataError, match="no java on PATH and no JAVA_HOME"):
+        check_available(LOCAL)
+
+
+def test_unreachable_master_is_one_line():
+    with pytest.raises(DataError, match=r"spark master spark://127.0.0.1:9 cannot be reached \(127.0.0.1:9: "):
+        check_available(SparkSettings(master="spark://127.0.0.1:9"))
+
+
+def test_paths_that_match_nothing(tmp_path):
+    with pytest.raises(DataError, match=r"/nothing-\*.parquet: no file matches this pattern$"):
+        parquet_files(str(tmp_path / "nothing-*.parquet"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: the directory holds no Parquet files"):
+        parquet_files(tmp_path / "empty")
+    with pytest.raises(DataError, match=r"missing.parquet: no such file or directory$"):
+        parquet_files(tmp_path / "missing.parquet")
+
+
+def test_columns_differing_between_partitions(tmp_path):
+    one = pl.DataFrame({"customer_id": [1], "order_date": [dt.date(2024, 1, 1)], "amount": [1.0]})
+    (tmp_path / "d=1").mkdir()
+    (tmp_path / "d=2").mkdir()
+    one.write_parquet(tmp_path / "d=1" / "a.parquet")
+    one.rename({"amount": "value"}).write_parquet(tmp_path / "d=2" / "b.parquet")
+    with pytest.raises(DataError, match=r"the Parquet files do not have the same columns: .*b.parquet differs from "
+                                        r".*a.parquet \(without amount; with value as well\)"):
+        compute_features_spark(tmp_path, settings=LOCAL)
+
+
+def tierbook(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def test_cli_spark_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
+    import os
+
+    one = pl.DataFrame({"customer_id": [1], "order_date": [dt.date(2024, 1, 1)], "amount": [1.0]})
+    one.write_parquet(tmp_path / "tx.parquet")
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "nojava"), "TIERBOOK_LOAD_PLUGINS": "abc,adc,rfm"}
+    runs = [
+        (["classify", "tx.parquet", "--engine", "spark", "-o", "out.parquet"], env, "needs a Java runtime"),
+        (["classify", "nothing/*.parquet", "--engine", "spark", "-o", "out.parquet"], None,
+         "no file matches this pattern"),
+        (["classify", "tx.parquet", "--engine", "spark", "--spark-master", "spark://127.0.0.1:9",
+          "-o", "out.parquet"], None, "cannot be reached"),
+    ]
+    for args, run_env, message in runs:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        got = tierbook(*args, cwd=tmp_path, env=run_env)
+        assert got.returncode == 2, shlex.join(args) + got.stderr
+        lines = got.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tierbook: error: ") and message in lines[0], got.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("zone", [None, "UTC", "Europe/Berlin", "America/New_York"])
+def test_timestamps_count_on_the_day_polars_counts(spark, tmp_path, zone):
+    # times close to midnight: the day depends on the zone the time is read in
+    times = [dt.datetime(2024, 1, 1, 23, 30), dt.datetime(2024, 1, 2, 0, 30), dt.datetime(2024, 1, 2, 4, 0),
+             dt.datetime(2024, 1, 2, 22, 0)]
+    df = pl.DataFrame({"customer_id": [1, 1, 2, 3], "order_date": times, "amount": [1.0, 2.0, 3.0, -1.0]})
+    if zone:
+        df = df.with_columns(pl.col("order_date").dt.replace_time_zone(zone))
+    path = tmp_path / "tx.parquet"
+    df.write_parquet(path)
+    polars, spark_ = both(path)
+    assert_same(polars, spark_)
+
+
+def test_parquet_bad_input_stops_both_engines(spark, tmp_path):
+    """The corpus's Parquet cases that stop the Polars engine stop the Spark engine too, in one line."""
+    for name in ("data-parquet-corrupt", "data-parquet-date-as-number"):
+        case = yaml.safe_load((ROOT / "tests" / "engine" / "bad_input" / "cases" / f"{name}.yaml").read_text())
+        work = tmp_path / name
+        for file, spec in case["files"].items():
+            _write_file(work / file, spec)
+        for engine_name in ("polars", "spark"):
+            with pytest.raises(DataError) as got:
+                engine.prepare(work / "tx.parquet", engine=engine_name, spark={"master": "local[2]"},
+                               registry=get_registry(allow=["abc"], strict=True))
+            assert "tx.parquet" in str(got.value) and "\n" not in str(got.value)
+
+
+def test_text_dates_are_refused_with_a_hint(spark, tmp_path):
+    pl.DataFrame({"customer_id": [1], "order_date": ["2024-01-02"], "amount": [1.0]}).write_parquet(
+        tmp_path / "tx.parquet")
+    with pytest.raises(DataError, match=r"column 'order_date' \(order_date\) has type string; the spark engine reads "
+                                        r"Parquet dates or timestamps: convert the column, or use the polars engine"):
+        engine.prepare(tmp_path / "tx.parquet", engine="spark", spark={"master": "local[2]"},
+                       registry=get_registry(allow=["abc"], strict=True))
+
+
+def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_path):
+    mapping = "\n".join(f"    {k}: {v}" for k, v in UCI_MAPPING.items())
+    body = (f"name: uci\ndata:\n  transactions: {uci_path}\n  map:\n{mapping}\nclassifiers:\n  abc: {{}}\n  adc: {{}}\n"
+            "  rfm: {}\nrules:\n  - name: keep\n    when: abc = 'A' AND adc = 'active'\n    action: call\n"
+            "    channel: phone\n    owner: sales\n    capacity: {max: 100, order_by: monetary desc}\n")
+    (tmp_path / "polars.yaml").write_text(body)
+    (tmp_path / "spark.yaml").write_text(body + "engine: spark\nspark:\n  master: local[2]\n"
+                                         "  config: {spark.sql.shuffle.partitions: 2}\n")
+    from engine.playbook import load_playbook
+
+    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    outs = {}
+    for name in ("polars", "spark"):
+        pb = load_playbook(tmp_path / f"{name}.yaml", registry=registry, output_dir=tmp_path / f"out-{name}")
+        assert pb.engine == name
+        pb.run()
+        outs[name] = tmp_path / f"out-{name}"
+    for file in ("customers.parquet", "actions.csv", "cut.csv"):
+        assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
