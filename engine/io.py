@@ -1,30 +1,58 @@
-"""Writing outputs atomically.
+"""Writing outputs atomically: one file, or a set of files that changes as one.
 
-Every file tierbook writes is first written to a temporary file in the same
-directory, flushed to disk, then renamed over the target with ``os.replace``.
-A reader (or a crash) sees either the complete previous file or the complete
-new one, never a partial one.
+A single file (``classify -o``, ``--rejects``, a saved playbook) is written to a
+temporary file in the target's directory, flushed to disk (``fsync``) and renamed
+over the target with ``os.replace``: a reader, or a crash, sees the complete
+previous file or the complete new one.
+
+A run's outputs (customers, actions, cut, summary) must change *together*: a
+summary describing one run beside an actions list of another is as wrong as a
+half-written file. :func:`write_output_set` therefore writes every file of the
+set into a fresh *generation* directory inside the output directory's state
+directory ``.tierbook/``, flushes each file and the directory to disk, writes a
+``manifest.json`` last, and then switches all files at once by replacing one
+symbolic link, ``.tierbook/current``, with ``os.replace``. The files a user sees
+(``out/actions.csv`` ...) are symbolic links into ``.tierbook/current/``, so that
+one rename changes all of them. A crash at any moment leaves either the old set
+or the new one; what a killed run leaves behind (its unfinished generation) is
+removed by the next write into the same directory. See
+``docs/decisions/0007-output-sets.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
 
-from .errors import DataError
+from .errors import DataError, TierbookError
 
-__all__ = ["atomic_path", "atomic_write_frame", "atomic_write_text", "OUTPUT_FORMATS"]
+__all__ = ["atomic_path", "atomic_write_frame", "write_frame", "atomic_write_text", "write_output_set", "leftovers",
+           "OUTPUT_FORMATS", "STATE_DIR", "MANIFEST"]
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".xlsx": "xlsx"}
 #: Rows an Excel sheet holds, the header included.
 XLSX_MAX_ROWS = 1_048_576
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+#: The state directory inside an output directory: generations, and ``current`` pointing at one.
+STATE_DIR = ".tierbook"
+CURRENT = "current"
+MANIFEST = "manifest.json"
+_GEN_PREFIX = "gen-"
+
+#: Called with every temporary path this module hands to a writer (tests check that no output
+#: is written anywhere else).
+_on_temporary: Callable[[Path], None] | None = None
 
 
 def _read_umask() -> int:
@@ -44,9 +72,36 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _issued(path: Path) -> Path:
+    if _on_temporary is not None:
+        _on_temporary(path)
+    return path
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mode_for(previous: Path) -> int:
+    """The mode of the file an output replaces, or the mode a plain open() would give it (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(previous.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success rename it over ``target``."""
+    """Yield a temporary path beside ``target``; on success flush it to disk and rename it over ``target``."""
     target = Path(target)
     if target.is_dir():
         raise DataError(f"{target}: is a directory, expected an output file")
@@ -57,23 +112,258 @@ def atomic_path(target: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         # mkstemp makes the file private (0600); an output gets the mode of the file it replaces, or the
-        # mode a plain open() would give it (0666 less the umask).
-        try:
-            mode = stat.S_IMODE(target.stat().st_mode)
-        except OSError:
-            mode = 0o666 & ~_UMASK
-        os.fchmod(fd, mode)
+        # mode a plain open() would give it.
+        os.fchmod(fd, _mode_for(target))
         os.close(fd)
         fd = -1
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        yield _issued(tmp_path)
+        _fsync_file(tmp_path)
         os.replace(tmp_path, target)
     finally:
         if fd >= 0:
             os.close(fd)
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# ------------------------------------------------------------------ output sets
+def _is_generation(name: str) -> bool:
+    return name.startswith(_GEN_PREFIX)
+
+
+def _current(state: Path) -> Path | None:
+    """The generation directory ``current`` points at, if any."""
+    link = state / CURRENT
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    gen = state / target
+    return gen if _is_generation(target) and "/" not in target and gen.is_dir() else None
+
+
+def _link_text(name: str) -> str:
+    return f"{STATE_DIR}/{CURRENT}/{name}"
+
+
+def _is_our_link(path: Path, name: str) -> bool:
+    try:
+        return os.readlink(path) == _link_text(name)
+    except OSError:
+        return False
+
+
+def _clean(directory: Path, state: Path, names: list[str]) -> None:
+    """Remove what killed or failed writes left: other generations, temporary links and files."""
+    link = state / CURRENT
+    if link.is_dir() and not link.is_symlink():  # the directory was copied following links (cp -L): a copy
+        shutil.rmtree(link)
+    keep = _current(state)
+    for entry in os.listdir(state):
+        path = state / entry
+        if entry == CURRENT or (keep is not None and entry == keep.name):
+            continue
+        if _is_generation(entry) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif entry.startswith(".") and entry.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    for entry in os.listdir(directory):
+        # temporary links of this module and temporary files of single-file writes, for these outputs only
+        if entry.endswith(".tmp") and any(entry.startswith(f".{name}.") for name in names):
+            with contextlib.suppress(OSError):
+                (directory / entry).unlink()
+
+
+def _new_generation(state: Path) -> Path:
+    gen = Path(tempfile.mkdtemp(prefix=_GEN_PREFIX, dir=state))
+    try:
+        os.chmod(gen, 0o777 & ~_UMASK)  # readable as a plain mkdir would make it, not mkdtemp's 0700
+    except BaseException:
+        os.rmdir(gen)
+        raise
+    return gen
+
+
+def _point_current(state: Path, gen: Path) -> None:
+    """Make ``current`` point at ``gen`` in one rename."""
+    _replace_by_link(gen.name, state / CURRENT)
+
+
+def _replace_by_link(text: str, target: Path) -> None:
+    """Make ``target`` a symbolic link to ``text`` in one rename (a new link, renamed over it)."""
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    os.symlink(text, tmp)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _adopt(directory: Path, state: Path, names: list[str]) -> None:
+    """Turn the visible outputs into links into ``current``, each showing the same content throughout.
+
+    A visible output that is a plain file (written by hand, or by an older tierbook) is first
+    linked into the current generation (created for it if there is none), so that replacing it
+    by a link changes nothing a reader sees; a name with no file yet gets a link that shows
+    nothing until the new generation is switched in.
+    """
+    foreign = [n for n in names if not _is_our_link(directory / n, n)]
+    if not foreign:
+        return
+    present = [n for n in foreign if (directory / n).is_file()]
+    current = _current(state)
+    if present and current is None:
+        current = _new_generation(state)
+        _fsync_dir(current)
+        _point_current(state, current)
+        _fsync_dir(state)
+    for name in present:
+        tmp = current / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            try:
+                os.link(directory / name, tmp, follow_symlinks=True)
+            except OSError:
+                shutil.copy2(directory / name, tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, current / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    if present:
+        _fsync_dir(current)
+    for name in foreign:
+        _replace_by_link(_link_text(name), directory / name)
+    _fsync_dir(directory)
+
+
+def _failure(exc: BaseException, directory: Path, name: str | None, *, single: bool = False) -> DataError:
+    where = directory / name if name else directory
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+    else:
+        lines = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    if single:
+        return DataError(f"{where}: cannot write it: {why}; the previous file is unchanged")
+    return DataError(f"{where}: cannot write the outputs: {why}; the previous outputs are unchanged")
+
+
+def write_output_set(
+    directory: Path,
+    writers: Mapping[str, Callable[[Path], None]],
+    *,
+    verify: Callable[[Path], None] | None = None,
+    manifest: Mapping[str, object] | None = None,
+) -> dict[str, Path]:
+    """Write a set of files into ``directory`` so that they change together or not at all.
+
+    ``writers`` maps each file name to a function that writes the file at the
+    path it is given. ``verify`` is called with the new generation's directory
+    once every file is written and flushed (it may read them back and raise to
+    keep the previous set). Any failure before the switch leaves the previous
+    set exactly as it was and raises a :class:`DataError`; afterwards the new
+    set is in place. Returns the visible path of each file.
+    """
+    directory = Path(directory)
+    names = list(writers)
+    state = directory / STATE_DIR
+    created = None  # the outermost directory this write created, removed again if it fails
+    for d in (directory, *directory.parents):
+        if d.is_dir():
+            break
+        created = d
+    if created is None and not state.is_dir():
+        created = state
+    lock = -1
+    gen = current = writing = None
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        lock = os.open(state, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time per output directory
+        with contextlib.suppress(OSError):  # what is left now is removed next time
+            _clean(directory, state, names)
+        current = _current(state)
+        gen = _new_generation(state)
+        for name in names:
+            writing = name
+            path = gen / name
+            writers[name](_issued(path))
+            previous = current / name if current is not None and (current / name).exists() else directory / name
+            os.chmod(path, _mode_for(previous))
+            _fsync_file(path)
+        writing = None
+        if verify is not None:
+            verify(gen)
+        if current is not None:  # files of this directory's other outputs stay in the set
+            for entry in os.listdir(current):
+                if entry not in writers and entry != MANIFEST and not entry.startswith("."):
+                    try:
+                        os.link(current / entry, gen / entry)
+                    except OSError:
+                        shutil.copy2(current / entry, gen / entry)
+        listing = {n: (gen / n).stat().st_size for n in sorted(os.listdir(gen))}
+        text = json.dumps({**(manifest or {}), "files": listing}, indent=2, default=str) + "\n"
+        with open(_issued(gen / MANIFEST), "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(gen)
+        _adopt(directory, state, names)
+        _point_current(state, gen)  # the switch: one rename
+    except BaseException as exc:
+        _undo(directory, state, names, gen, created)
+        if lock >= 0:
+            os.close(lock)
+        if isinstance(exc, TierbookError) or not isinstance(exc, Exception):
+            raise
+        raise _failure(exc, directory, writing) from None
+    try:  # the new set is in place: what follows is best effort, and repeated by the next write
+        _fsync_dir(state)
+        _fsync_dir(directory)
+        _clean(directory, state, names)
+    except OSError:
+        pass
+    finally:
+        os.close(lock)
+    return {name: directory / name for name in names}
+
+
+def leftovers(directory: Path) -> list[Path]:
+    """What killed or failed writes left in an output directory (the next write into it removes them).
+
+    Temporary files beside the outputs, generations other than the current one,
+    temporary links, and temporary files inside the current generation.
+    """
+    directory = Path(directory)
+    state = directory / STATE_DIR
+    out = [p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    if state.is_dir():
+        keep = _current(state)
+        out += [p for p in state.iterdir() if p.name != CURRENT and p != keep]
+        if keep is not None:
+            out += [p for p in keep.iterdir() if p.name.startswith(".")]
+    return sorted(out)
+
+
+def _undo(directory: Path, state: Path, names: list[str], gen: Path | None, created: Path | None) -> None:
+    """After a failure before the switch: remove the new generation, and whatever this write created."""
+    current = _current(state) if state.is_dir() else None
+    if gen is not None and current != gen:
+        shutil.rmtree(gen, ignore_errors=True)
+    if current is None:  # there was no set before: leave nothing behind
+        for name in names:
+            if _is_our_link(directory / name, name):
+                with contextlib.suppress(OSError):
+                    (directory / name).unlink()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif state.is_dir() and not os.listdir(state):
+            with contextlib.suppress(OSError):
+                state.rmdir()
 
 
 def output_format(path: Path) -> str:
@@ -135,23 +425,38 @@ def flatten_nested(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` as Parquet, CSV, JSON, NDJSON or Excel (by suffix), atomically."""
-    fmt = output_format(path)
+def write_frame(df: pl.DataFrame, path: Path, fmt: str | None = None, *, sheet: str | None = None) -> None:
+    """Write ``df`` as Parquet, CSV, JSON, NDJSON or Excel at ``path`` (a temporary path of this module).
+
+    ``sheet`` names an Excel sheet (default: the file's stem).
+    """
+    fmt = fmt or output_format(path)
     if fmt == "xlsx" and df.height >= XLSX_MAX_ROWS:
         raise DataError(f"{path}: {df.height:,} rows do not fit an Excel sheet (at most {XLSX_MAX_ROWS - 1:,} "
                         f"below the header); write .parquet or .csv")
-    with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            df.write_parquet(tmp)
-        elif fmt == "csv":
-            neutralise_formulas(flatten_nested(df)).write_csv(tmp)
-        elif fmt == "json":
-            df.write_json(tmp)
-        elif fmt == "xlsx":
-            write_xlsx(df, tmp, sheet=Path(path).stem)
-        else:
-            df.write_ndjson(tmp)
+    if fmt == "parquet":
+        df.write_parquet(path)
+    elif fmt == "csv":
+        neutralise_formulas(flatten_nested(df)).write_csv(path)
+    elif fmt == "json":
+        df.write_json(path)
+    elif fmt == "xlsx":
+        write_xlsx(df, path, sheet=sheet or Path(path).stem)
+    else:
+        df.write_ndjson(path)
+
+
+def atomic_write_frame(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` as Parquet, CSV, JSON, NDJSON or Excel (by suffix), atomically; a failure is one
+    :class:`DataError`."""
+    fmt = output_format(path)
+    try:
+        with atomic_path(path) as tmp:
+            write_frame(df, tmp, fmt, sheet=Path(path).stem)
+    except TierbookError:
+        raise
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise _failure(exc, Path(path), None, single=True) from None
 
 
 def write_xlsx(df: pl.DataFrame, path: Path, *, sheet: str = "Sheet1") -> None:

@@ -318,23 +318,24 @@ class Playbook:
         return result
 
     def write(self, result: Result) -> dict[str, Path]:
-        """Write every output atomically (each file is complete or untouched)."""
-        from .io import atomic_path, atomic_write_frame, atomic_write_text, output_format
+        """Write every output as one set: all of them change together, or (on any failure) none does.
+
+        See :func:`engine.io.write_output_set`: the files are written into a new
+        generation inside the output directory and switched in by one rename.
+        """
+        from .io import write_output_set
 
         paths = self.output_paths()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut}
-        for key, frame in frames.items():
-            if key not in paths:
-                continue
-            if output_format(paths[key]) == "parquet":
-                # Snappy: half zstd's time on the customer table (1M rows x 18 columns), ~1.4x its size.
-                with atomic_path(paths[key]) as tmp:
-                    frame.write_parquet(tmp, compression="snappy")
+        writers = {}
+        for key, path in paths.items():
+            if key == "summary":
+                text = json.dumps(result.summary, indent=2, default=str) + "\n"
+                writers[path.name] = lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")
             else:
-                atomic_write_frame(frame, paths[key])
-        if "summary" in paths:
-            atomic_write_text(json.dumps(result.summary, indent=2, default=str) + "\n", paths["summary"])
+                writers[path.name] = lambda tmp, frame=frames[key]: _write_frame(frame, tmp)
+        write_output_set(self.output_dir, writers,
+                         manifest={"playbook": str(self.path), "name": self.name, "as_of": str(result.as_of)})
         return paths
 
     # -------------------------------------------------------------------- save
@@ -376,6 +377,17 @@ class Playbook:
         if new_text != old_text:
             atomic_write_text(new_text, target)
         return diff
+
+
+def _write_frame(frame: pl.DataFrame, path: Path) -> None:
+    """One output frame in the format of its suffix (``path`` is a temporary file of the output set)."""
+    from .io import write_frame
+
+    if path.suffix.lower() == ".parquet":
+        # Snappy: half zstd's time on the customer table (1M rows x 18 columns), ~1.4x its size.
+        frame.write_parquet(path, compression="snappy")
+    else:
+        write_frame(frame, path)
 
 
 # ---------------------------------------------------------------------- loading

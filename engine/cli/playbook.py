@@ -85,14 +85,16 @@ def run_run(args: argparse.Namespace) -> int:
         prepared = pb.prepare(args.as_of)
     with step("classifying and applying rules"):
         result = pb.evaluate(prepared, skip_failing=skip)
+    paths = {}
+    if not args.dry_run:  # written before anything is printed: a run that fails says one line
+        with step("writing outputs"):
+            paths = pb.write(result)
     for line in prepared.report.lines():
         print(line, file=sys.stderr)
     print(format_result(pb, result))
     if args.dry_run:
         print("\n(dry run: nothing written)")
         return 0
-    with step("writing outputs"):
-        paths = pb.write(result)
     print()
     for key, path in paths.items():
         print(f"wrote {key}: {path}")

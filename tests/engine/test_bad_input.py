@@ -35,6 +35,8 @@ import polars as pl
 import pytest
 import yaml
 
+from engine.io import leftovers
+
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "bad_input"
 CASES = sorted((CORPUS / "cases").glob("*.yaml"))
@@ -146,7 +148,9 @@ def test_bad_input(path: Path, tmp_path, monkeypatch, capsys):
     else:
         for name in case.get("writes") or []:
             assert (work / name).is_file(), f"{name} was not written"
-        assert not [p for p in _tree(work) - before if Path(p).name.startswith(".")], "temporary files left"
+        assert not [p for p in _tree(work) - before if Path(p).name.endswith(".tmp")], "temporary files left"
+        for directory in {(work / p).parent.parent for p in _tree(work) - before if Path(p).name == "current"}:
+            assert leftovers(directory) == [], "temporary files left"
         if case.get("stderr"):
             assert case["stderr"] in err, err
         if case.get("stdout"):

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from engine.errors import ParamError, PlaybookError
+from engine.io import leftovers
 from engine.playbook import load_playbook, playbook_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,7 +271,9 @@ def test_outputs_are_replaced_not_partially_written(tmp_path):
     second = pb.with_params({"abc.a": 0.5}).run()
     after = (out / "actions.csv").read_bytes()
     assert before != after
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert leftovers(out) == []  # no temporary files left
+    assert {p.name for p in out.iterdir()} == {".tierbook", "customers.parquet", "actions.csv", "cut.csv",
+                                               "summary.json"}
     assert first.summary["actions"] != second.summary["actions"] or before != after
     shutil.rmtree(out)
 
