@@ -686,6 +686,16 @@ def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, 
                     problems.add(node.value_line(key), f"outputs.{key}: {name!r} must be a file name, "
                                                        f"without directories (set outputs.dir)")
                 out[key] = name
+    first: dict[str, str] = {}
+    for key in OUTPUT_DEFAULTS:  # two outputs under one name: the later would replace the earlier
+        folded = out[key].casefold()
+        if folded in first:
+            other = first[folded]
+            problems.add(key_lines.get(key, line), f"outputs.{key}: {out[key]!r} is also the file of outputs.{other}"
+                                                   f"{f' (line {key_lines[other]})' if other in key_lines else ''}; "
+                                                   f"each output needs its own file name")
+        else:
+            first[folded] = key
     name = doc.get("name") if isinstance(doc.get("name"), str) else path.stem
     if output_dir is not None:
         directory = Path(output_dir).resolve()

@@ -314,3 +314,20 @@ def test_high_value_care_offers_trials_to_prospects_only(run_cli, tmp_path):
     assert len(prospects) == 20 and len(returners) == 2   # the sample's customer table and its two returners
     assert trials == prospects
     assert not trials & returners
+
+
+def test_outputs_need_distinct_file_names(tmp_path, run_cli):
+    """customers, actions, cut and summary all 'all.csv': three outputs would be lost; validate names each."""
+    (tmp_path / "tx.csv").write_text("customer_id,order_id,order_date,amount\nc1,o1,2024-01-02,10\n")
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ndata:\n  transactions: tx.csv\nclassifiers: {abc: {}}\noutputs:\n"
+                    "  customers: all.csv\n  actions: all.csv\n  cut: ALL.csv\n  summary: all.csv\n")
+    code, out, err = run_cli("validate", path)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[1:] == [f"{path}:8: outputs.cut: 'ALL.csv' is also the file of outputs.customers (line 6); "
+                         "each output needs its own file name",
+                         f"{path}:9: outputs.summary: 'all.csv' is also the file of outputs.customers (line 6); "
+                         "each output needs its own file name"]
+    assert lines[0].endswith(f"{path}:7: outputs.actions: 'all.csv' is also the file of outputs.customers (line 6); "
+                             "each output needs its own file name")
