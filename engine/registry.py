@@ -60,6 +60,26 @@ class PluginTimeout(BaseException):
     """
 
 
+def describe_failure(exc: BaseException) -> str:
+    """``Type: message`` of an exception raised by plugin code, ``sys.exit`` included.
+
+    >>> describe_failure(SystemExit(3))
+    'SystemExit: the plugin called sys.exit(3)'
+    """
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def stops_tierbook(exc: BaseException) -> bool:
+    """Whether an exception from plugin code must end tierbook (Ctrl-C) rather than fail the plugin.
+
+    Plugin code may raise anything, ``SystemExit`` and other ``BaseException``
+    subclasses included; only a ``KeyboardInterrupt`` (the user's) goes through.
+    """
+    return isinstance(exc, KeyboardInterrupt)
+
+
 def plugin_timeout() -> float | None:
     """The limit in seconds from ``TIERBOOK_PLUGIN_TIMEOUT`` (default 60), or None when switched off."""
     text = os.environ.get("TIERBOOK_PLUGIN_TIMEOUT", "").strip()
@@ -211,8 +231,10 @@ def get_registry(
             except PluginError as exc:
                 fail(exc)
                 continue
-            except Exception as exc:  # a broken plugin must not take the others down
-                fail(PluginError(f"plugin {info.label()} failed to load: {type(exc).__name__}: {exc}"))
+            except BaseException as exc:  # a broken plugin (even one calling sys.exit) must not take the others down
+                if stops_tierbook(exc):
+                    raise
+                fail(PluginError(f"plugin {info.label()} failed to load: {describe_failure(exc)}"))
                 continue
             _register(registry, module, info, fail)
 
@@ -223,8 +245,10 @@ def get_registry(
         except PluginError as exc:
             fail(exc)
             continue
-        except Exception as exc:
-            fail(PluginError(f"plugin module {mod!r} failed to import: {type(exc).__name__}: {exc}"))
+        except BaseException as exc:
+            if stops_tierbook(exc):
+                raise
+            fail(PluginError(f"plugin module {mod!r} failed to import: {describe_failure(exc)}"))
             continue
         name = module.__name__
         package, version = _distribution_of(name)
@@ -342,9 +366,11 @@ def _collect(registry: Registry, fail) -> None:
             with plugin_time_limit(f"plugin {info.label()}: its registration hooks"):
                 pm.subset_hook_caller("register_classifiers", remove_plugins=others)(register=reg_classifier)
                 pm.subset_hook_caller("register_features", remove_plugins=others)(register=reg_feature)
-        except Exception as exc:
+        except BaseException as exc:
+            if stops_tierbook(exc):
+                raise
             if not isinstance(exc, PluginError):
-                exc = PluginError(f"plugin {info.label()} failed while registering: {type(exc).__name__}: {exc}")
+                exc = PluginError(f"plugin {info.label()} failed while registering: {describe_failure(exc)}")
             fail(exc)
             pm.unregister(name=name)
             del registry.plugins[name]

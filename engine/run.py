@@ -19,7 +19,7 @@ from .classifier import Classifier, Context, Output
 from .data import AMOUNT_SCALE, as_date, read_customers, read_transactions
 from .errors import DataError, ParamError, PluginError, option, suggest
 from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features, to_units
-from .registry import Registry, get_registry, plugin_time_limit
+from .registry import Registry, describe_failure, get_registry, plugin_time_limit, stops_tierbook
 
 #: Where the feature pass runs: Polars in this process, or Apache Spark (engine.spark).
 ENGINES = ("polars", "spark")
@@ -131,8 +131,10 @@ def _label_exprs(sel: Selection, ctx: Context, owner: str) -> list[pl.Expr]:
             exprs = clf.expressions(sel.params, ctx)
     except PluginError:
         raise
-    except Exception as exc:
-        raise PluginError(f"classifier {clf.name!r} of {owner} failed: {type(exc).__name__}: {exc}") from None
+    except BaseException as exc:  # sys.exit in a plugin included: it fails the classifier, named
+        if stops_tierbook(exc):
+            raise
+        raise PluginError(f"classifier {clf.name!r} of {owner} failed: {describe_failure(exc)}") from None
     if not isinstance(exprs, Mapping):
         raise PluginError(f"classifier {clf.name!r} of {owner}: expressions() returned a {type(exprs).__name__}, "
                           f"not a mapping of column to Polars expression")
@@ -257,7 +259,12 @@ def _diagnose(customers: pl.DataFrame, sel: Selection, ctx: Context, owner: str)
     """The contract a classifier broke on ``customers``, as a :class:`PluginError` (None if it works)."""
     clf = sel.classifier
     who = f"classifier {clf.name!r} of {owner}"
-    raw = clf.expressions(sel.params, ctx)
+    try:
+        raw = clf.expressions(sel.params, ctx)
+    except BaseException as exc:
+        if stops_tierbook(exc):
+            raise
+        return PluginError(f"{who} failed: {describe_failure(exc)}")
     n = customers.height
     # Output by output, each added to the table before the next (a later output may use an earlier one).
     work = customers
