@@ -836,8 +836,12 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
     # Capacity rules rank their customers by a column: it travels with the flags (no join back).
     key_cols = list(dict.fromkeys(r.order_by for r in pb.rules if r.capacity is not None))
     key_names = [f"_key{j}" for j in range(len(key_cols))]
+    overflows = [c.overflow.alias(f"_o{i}") for i, c in enumerate(compiled) if c.overflow is not None]
     flags = customers.select("customer_id", *[pl.col(c).alias(k) for c, k in zip(key_cols, key_names)],
-                             *[c.expr.alias(f"_m{i}") for i, c in enumerate(compiled)])
+                             *[c.expr.alias(f"_m{i}") for i, c in enumerate(compiled)], *overflows)
+    for i, (rule, c) in enumerate(zip(pb.rules, compiled)):  # arithmetic that overflows stops the run
+        if c.overflow is not None and flags[f"_o{i}"].any():
+            raise DataError(f"{pb.path}:{rule.when_line}: rule {rule.name!r}: {c.overflow_error(customers)}")
     n = len(pb.rules)
     matched_counts = [int(flags[f"_m{i}"].sum()) for i in range(n)]
 

@@ -138,6 +138,11 @@ class Node:
     value: Any = None              # literal value, column name, operator, function name
     labels: tuple[str, ...] | None = None   # for LABEL-typed columns
     columns: frozenset[str] = frozenset()
+    integer: bool = False          # a number known to be whole (Int64): its arithmetic is checked as such
+
+
+_ARITH: dict[str, Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 def _describe(node: Node, text: str) -> str:
@@ -171,6 +176,15 @@ class Function:
     build: Callable[[list[pl.Expr], dt.date], pl.Expr]
     help: str
 
+
+#: Functions whose number is whole (an Int64).
+_INTEGER_FUNCTIONS = frozenset({"YEAR", "MONTH", "DAY", "DAYS_SINCE", "DAYS_UNTIL_ANNIVERSARY", "LENGTH"})
+
+#: The range of whole numbers in rules (Int64) and of dates (days from 1970-01-01 of 0001-01-01 and
+#: 9999-12-31): arithmetic that leaves it is an overflow, never a wrap.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+DAY_MIN = (dt.date.min - dt.date(1970, 1, 1)).days
+DAY_MAX = (dt.date.max - dt.date(1970, 1, 1)).days
 
 FUNCTIONS: dict[str, Function] = {
     "YEAR": Function((DATE,), NUM, lambda a, _: a[0].dt.year().cast(pl.Int64), "the year of a date"),
@@ -213,6 +227,8 @@ class _Parser:
         self.labels = labels
         self.as_of = as_of
         self.depth = 0
+        #: (the text of an operation, true where it overflows) for every checked operation
+        self.overflows: list[tuple[str, pl.Expr]] = []
 
     # -- token helpers
     @property
@@ -428,6 +444,14 @@ class _Parser:
         return Node("between", BOOL, left.start, high.end, expr, [left, low, high], value=negate,
                     columns=left.columns | low.columns | high.columns)
 
+    def negate(self, tok: Token, inner: Node) -> Node:
+        text = self.text[tok.start:inner.end]
+        if inner.integer:
+            expr = self.checked_int(pl.lit(0, pl.Int128) - inner.expr.cast(pl.Int128), text)
+        else:
+            expr = -inner.expr
+        return Node("neg", NUM, tok.start, inner.end, expr, [inner], columns=inner.columns, integer=inner.integer)
+
     def additive(self) -> Node:
         left = self.multiplicative()
         while self.at_op("+", "-"):
@@ -447,24 +471,51 @@ class _Parser:
     def arith(self, op: str, left: Node, right: Node) -> Node:
         types = (left.type, right.type)
         a, b = left.expr, right.expr
+        integer = False
+        text = self.text[left.start:right.end]
         if types == (NUM, NUM):
-            # x / 0 is null: the divisor's zeros become null (not pl.when(b != 0).then(...): on an all-null
-            # divisor Polars gave that a length-1 result, and any operator on it failed with a ShapeError)
-            expr = {"+": a + b, "-": a - b, "*": a * b,
-                    "/": a.cast(pl.Float64) / b.cast(pl.Float64).replace(0.0, None)}[op]
+            if op == "/":
+                # x / 0 is null: the divisor's zeros become null (not pl.when(b != 0).then(...): on an all-null
+                # divisor Polars gave that a length-1 result, and any operator on it failed with a ShapeError)
+                expr = self.checked_float(a.cast(pl.Float64) / b.cast(pl.Float64).replace(0.0, None), [a, b], text)
+            elif left.integer and right.integer:
+                expr, integer = self.checked_int(_ARITH[op](a.cast(pl.Int128), b.cast(pl.Int128)), text), True
+            else:
+                expr = self.checked_float(_ARITH[op](a.cast(pl.Float64), b.cast(pl.Float64)), [a, b], text)
             typ = NUM
         elif types == (DATE, DATE) and op == "-":
-            expr, typ = (a - b).dt.total_days(), NUM
+            expr, typ, integer = (a - b).dt.total_days(), NUM, True
         elif types == (DATE, NUM) and op in "+-":
-            days = pl.duration(days=b)
-            expr, typ = (a + days if op == "+" else a - days), DATE
+            expr, typ = self.checked_date(a, right, op, text), DATE
         elif types == (NUM, DATE) and op == "+":
-            expr, typ = b + pl.duration(days=a), DATE
+            expr, typ = self.checked_date(b, left, op, text), DATE
         else:
             raise RuleError(f"cannot compute {_describe(left, self.text)} {op} {_describe(right, self.text)}",
                             left.start)
         return Node("arith", typ, left.start, right.end, expr, [left, right], value=op,
-                    columns=left.columns | right.columns)
+                    columns=left.columns | right.columns, integer=integer)
+
+    # Arithmetic never wraps: whole numbers are computed in Int128 and must fit an Int64; a float
+    # result must be finite when its operands are; a date must lie in 0001-01-01..9999-12-31. Where an
+    # operation overflows its value is null (so nothing that reads it matches) and the overflow is
+    # recorded: a run stops on it with a message naming the rule, the operation and a customer.
+    def checked_int(self, wide: pl.Expr, text: str) -> pl.Expr:
+        over = (wide < pl.lit(INT_MIN, pl.Int128)) | (wide > pl.lit(INT_MAX, pl.Int128))
+        self.overflows.append((f"{text} leaves the whole numbers of 64 bits ({INT_MIN:,}..{INT_MAX:,})", over))
+        return pl.when(~over).then(wide.cast(pl.Int64))
+
+    def checked_float(self, result: pl.Expr, operands: list[pl.Expr], text: str) -> pl.Expr:
+        over = result.is_infinite() & pl.all_horizontal([o.cast(pl.Float64).is_finite() for o in operands])
+        self.overflows.append((f"{text} is too large for a number (over about 1.8e308)", over))
+        return pl.when(~over).then(result)
+
+    def checked_date(self, date: pl.Expr, days: Node, op: str, text: str) -> pl.Expr:
+        n = days.expr.cast(pl.Int128) if days.integer else days.expr.cast(pl.Float64).cast(pl.Int128, strict=False)
+        base = date.to_physical().cast(pl.Int128)
+        day = base + n if op == "+" else base - n
+        over = (day < DAY_MIN) | (day > DAY_MAX) | (days.expr.is_not_null() & n.is_null())
+        self.overflows.append((f"{text} is not a date between {dt.date.min} and {dt.date.max}", over))
+        return pl.when(~over).then(day.cast(pl.Int32).cast(pl.Date))
 
     def unary(self) -> Node:
         if self.at_op("-", "+"):
@@ -477,15 +528,17 @@ class _Parser:
             if tok.value == "+":
                 return inner
             if inner.kind == "literal":
-                return Node("literal", NUM, tok.start, inner.end, pl.lit(-inner.value), value=-inner.value)
-            return Node("neg", NUM, tok.start, inner.end, -inner.expr, [inner], columns=inner.columns)
+                return Node("literal", NUM, tok.start, inner.end, pl.lit(-inner.value), value=-inner.value,
+                            integer=inner.integer)
+            return self.negate(tok, inner)
         return self.primary()
 
     def primary(self) -> Node:
         t = self.tok
         if t.kind == "NUMBER":
             self.advance()
-            return Node("literal", NUM, t.start, t.end, pl.lit(t.value), value=t.value)
+            return Node("literal", NUM, t.start, t.end, pl.lit(t.value), value=t.value,
+                        integer=isinstance(t.value, int))
         if t.kind == "STRING":
             self.advance()
             return Node("literal", TEXT, t.start, t.end, pl.lit(t.value, pl.String), value=t.value)
@@ -537,7 +590,8 @@ class _Parser:
             labels = tuple(self.labels.get(name) or dtype.categories.to_list())
         elif typ == DATE and isinstance(dtype, pl.Datetime):
             expr = expr.dt.date()
-        return Node("column", typ, t.start, t.end, expr, value=name, labels=labels, columns=frozenset({name}))
+        return Node("column", typ, t.start, t.end, expr, value=name, labels=labels, columns=frozenset({name}),
+                    integer=typ == NUM and dtype.is_integer())
 
     def function(self) -> Node:
         t = self.advance()
@@ -565,9 +619,13 @@ class _Parser:
                 arg.expr, arg.type = arg.expr.cast(pl.String), TEXT
             if arg.type != want:
                 raise RuleError(f"{name}() needs a {want}, not {_describe(arg, self.text)}", arg.start)
-        expr = fn.build([a.expr for a in args], self.as_of)
+        integer = name in _INTEGER_FUNCTIONS or (name == "ABS" and args[0].integer)
+        if name == "ABS" and integer:  # abs of the smallest Int64 does not fit
+            expr = self.checked_int(args[0].expr.cast(pl.Int128).abs(), self.text[t.start:end])
+        else:
+            expr = fn.build([a.expr for a in args], self.as_of)
         columns = frozenset().union(*(a.columns for a in args))
-        return Node("func", fn.result, t.start, end, expr, args, value=name, columns=columns)
+        return Node("func", fn.result, t.start, end, expr, args, value=name, columns=columns, integer=integer)
 
     def require(self, node: Node, typ: str, where: str) -> None:
         if node.type != typ:
@@ -598,6 +656,27 @@ class CompiledRule:
     expr: pl.Expr
     columns: frozenset[str]
     clauses: tuple[Clause, ...]
+    #: (what overflows, true where it does) for each checked arithmetic operation of the rule
+    overflows: tuple[tuple[str, pl.Expr], ...] = ()
+
+    @property
+    def overflow(self) -> pl.Expr | None:
+        """True for a customer where some arithmetic of the rule overflows (None: the rule has none)."""
+        if not self.overflows:
+            return None
+        return pl.any_horizontal([flag.fill_null(False) for _, flag in self.overflows])
+
+    def overflow_error(self, customers: pl.DataFrame) -> str | None:
+        """The first overflow of the rule on ``customers``: the operation, a customer and how many (None: none)."""
+        for what, flag in self.overflows:
+            hits = customers.filter(flag.fill_null(False))
+            if hits.height:
+                first = hits.row(0, named=True)
+                values = ", ".join(f"{c} = {_show(first[c])}" for c in sorted(self.columns) if c in first)
+                who = f"customer {_show(first['customer_id'])}" if "customer_id" in first else "a customer"
+                return (f"{what} for {who} ({values})"
+                        + (f" and {hits.height - 1:,} more" if hits.height > 1 else ""))
+        return None
 
     def explain(self, row: pl.DataFrame) -> list[tuple[Clause, bool | None, dict[str, Any]]]:
         """Evaluate every clause on a one-row frame: (clause, true/false/None=unknown, column values)."""
@@ -674,5 +753,5 @@ def compile_rule(text: str, schema: Mapping[str, pl.DataType], *, labels: Mappin
     parser = _Parser(text, schema, labels or {}, as_of or dt.date.today())
     node = parser.parse()
     return CompiledRule(text=text, expr=node.expr.fill_null(False), columns=node.columns,
-                        clauses=tuple(_clauses(node, text)))
+                        clauses=tuple(_clauses(node, text)), overflows=tuple(parser.overflows))
 

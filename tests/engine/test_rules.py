@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -318,3 +319,49 @@ def test_arithmetic_on_a_quotient_over_an_all_null_divisor(text):
     rule = compile_rule(text, df.schema, as_of=AS_OF)
     expected = [True] * 3 if text.endswith("IS NULL") else [False] * 3
     assert df.select("customer_id", rule.expr.alias("hit"))["hit"].to_list() == expected
+
+
+# ------------------------------------------------------------------ overflow
+OVERFLOW_TABLE = pl.DataFrame(
+    {"customer_id": ["lo", "hi", "mid"], "n": [-(2**63), 2**63 - 1, 3], "x": [-1e308, 1e308, 2.0],
+     "d": [dt.date(1, 1, 1), dt.date(9999, 12, 31), dt.date(2020, 1, 1)]})
+
+
+@pytest.mark.parametrize("rule, matches, overflows", [
+    ("n + 1 > 0", [False, False, True], ["hi"]),             # wraps to the smallest Int64 without the check
+    ("n - 1 < 0", [False, False, False], ["lo"]),
+    ("n * 2 > 0", [False, False, True], ["lo", "hi"]),
+    ("n * 9223372036854775807 > 0", [False, False, False], ["lo", "hi", "mid"]),
+    ("-n > 0", [False, False, False], ["lo"]),
+    ("ABS(n) > 0", [False, True, True], ["lo"]),
+    ("n - 1 + 1 = n", [False, True, True], ["lo"]),          # within the range at every step but the first
+    ("x * 10 > 0", [False, False, True], ["lo", "hi"]),
+    ("x / 0.1 > 0", [False, False, True], ["lo", "hi"]),
+    ("d + 1 > DATE '2000-01-01'", [False, False, True], ["hi"]),
+    ("d - 1 < DATE '2019-12-31'", [False, False, False], ["lo"]),
+    ("d + 9223372036854775807 > DATE '2000-01-01'", [False, False, False], ["lo", "hi", "mid"]),
+    ("n + 0 = n AND x * 1 = x AND d + 0 = d", [True, True, True], []),
+])
+def test_arithmetic_overflows_to_an_error_never_wraps(rule, matches, overflows):
+    compiled = compile_rule(rule, OVERFLOW_TABLE.schema, as_of=dt.date(2024, 1, 1))
+    assert OVERFLOW_TABLE.select(compiled.expr).to_series().to_list() == matches
+    flagged = OVERFLOW_TABLE.filter(compiled.overflow)["customer_id"].to_list() if compiled.overflow is not None \
+        else []
+    assert flagged == overflows
+    message = compiled.overflow_error(OVERFLOW_TABLE)
+    assert (message is None) == (not overflows)
+    if overflows:
+        assert f"for customer '{overflows[0]}'" in message
+
+
+def test_a_run_stops_on_rule_overflow(tmp_path, run_cli, monkeypatch):
+    """On the sample, frequency * 9223372036854775807 > 0 matched 172 of 250 customers through wrapping."""
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "p.yaml"
+    path.write_text((root / "playbooks" / "abc-resource-allocation.yaml").read_text()
+                    .replace("../engine/sample", f"{root}/engine/sample")
+                    .replace("when: abc = 'A'", "when: frequency * 9223372036854775807 > 0 AND abc = 'A'", 1))
+    code, out, err = run_cli("run", path, "--dry-run")
+    assert code == 2, out
+    assert "leaves the whole numbers of 64 bits" in err and len(err.strip().splitlines()) == 1
