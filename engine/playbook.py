@@ -119,6 +119,8 @@ OUTPUT_KEYS: dict[str, tuple[str, bool, str]] = {
 OUTPUT_DEFAULTS = {"customers": "customers.parquet", "actions": "actions.csv", "cut": "cut.csv",
                    "summary": "summary.json"}
 DEFAULT_DUE_DAYS = 7
+#: Longest parameters of one rule, as JSON text: they are repeated on each of its rows in actions.csv.
+MAX_PARAMS_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -606,6 +608,10 @@ def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Probl
     if priority < 1:
         problems.add(item.value_line("priority"), f"{what}: priority must be 1 or more, got {priority}")
     params = dict(item.get("params") or {})
+    params_text = json.dumps(params, sort_keys=True, default=str)
+    if len(params_text) > MAX_PARAMS_CHARS:  # written into every action row of the rule
+        problems.add(item.value_line("params"), f"{what}: params are {len(params_text):,} characters as JSON; at most "
+                                                f"{MAX_PARAMS_CHARS:,} (they are written into every action row)")
     capacity, order_by, descending = None, "monetary", True
     if "capacity" in item:
         cap = item["capacity"]

@@ -15,13 +15,17 @@ import yaml
 
 from .errors import PlaybookError, Problem
 
-__all__ = ["MarkedDict", "MarkedList", "load_marked", "MAX_NODES"]
+__all__ = ["MarkedDict", "MarkedList", "load_marked", "MAX_NODES", "MAX_CHARS"]
 
 #: The most values a playbook may hold once its aliases are expanded. Aliases
 #: are shared, not copied, when loading, but anything that walks the result
 #: (validation messages, JSON summaries) would expand them: a few lines of
 #: nested aliases ("billion laughs") would otherwise stand for billions of values.
 MAX_NODES = 100_000
+#: The most characters of text a playbook may hold once its aliases are expanded: one long value
+#: aliased many times (a 10 KB text aliased 1,000 times in a rule's params) would otherwise be
+#: written into every action row (a 13 KB playbook made a 2.48 GB actions.csv).
+MAX_CHARS = 1_000_000
 
 
 class MarkedDict(dict):
@@ -98,9 +102,13 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 _Loader.add_constructor(None, _refuse_tag)  # instead of rewording PyYAML's message after the fact
 
 
-def _expanded_size(root: yaml.Node, limit: int) -> int:
-    """How many nodes ``root`` stands for with every alias expanded (stops counting past ``limit``)."""
+def _expanded_size(root: yaml.Node, limit: int, chars_limit: int = MAX_CHARS) -> tuple[int, int]:
+    """How many nodes and characters of text ``root`` stands for with every alias expanded.
+
+    Counting stops past ``limit`` nodes or ``chars_limit`` characters.
+    """
     sizes: dict[int, int] = {}
+    chars: dict[int, int] = {}
     visiting: set[int] = set()  # a recursive alias counts once
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
@@ -113,14 +121,16 @@ def _expanded_size(root: yaml.Node, limit: int) -> int:
             children = [n for pair in node.value for n in pair]
         else:
             sizes[id(node)] = 1
+            chars[id(node)] = len(str(node.value))
             continue
         if children_done:
             sizes[id(node)] = min(limit + 1, 1 + sum(sizes.get(id(c), 1) for c in children))
+            chars[id(node)] = min(chars_limit + 1, sum(chars.get(id(c), 0) for c in children))
         elif id(node) not in visiting:
             visiting.add(id(node))
             stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in sizes and id(c) not in visiting)
-    return sizes.get(id(root), 1)
+    return sizes.get(id(root), 1), chars.get(id(root), 0)
 
 
 def _load(text: str) -> Any:
@@ -129,11 +139,16 @@ def _load(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node, MAX_NODES) > MAX_NODES:
+        nodes, chars = _expanded_size(node, MAX_NODES, MAX_CHARS)
+        if nodes > MAX_NODES:
             mark = node.start_mark
             raise yaml.constructor.ConstructorError(
                 None, None, f"the document stands for more than {MAX_NODES:,} values once its aliases (*name) are "
                             f"expanded; a playbook needs far fewer (an alias bomb?)", mark)
+        if chars > MAX_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the document stands for more than {MAX_CHARS:,} characters of text once its aliases "
+                            f"(*name) are expanded; a playbook needs far fewer (an alias bomb?)", node.start_mark)
         return loader.construct_document(node)
     finally:
         loader.dispose()
