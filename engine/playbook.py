@@ -102,8 +102,8 @@ ACTION_KEYS: dict[str, tuple[str, bool, str]] = {
     "action": ("str", True, "What to do."),
     "channel": ("str", True, "email, sms, phone, visit, ads, mail, ..."),
     "owner": ("str", True, "The team that does it."),
-    "due_days": ("int", False, "Days after as_of by which it is due (default 7)."),
-    "priority": ("int", False, "1 is the most urgent (default: the rule's position)."),
+    "due_days": ("int", False, "Days after as_of by which it is due (default 7, at most 36,500)."),
+    "priority": ("int", False, "1 is the most urgent (default: the rule's position; at most 1,000,000)."),
     "params": ("mapping", False, "Free-form parameters: offer code, template name ..."),
     "capacity": ("any", False, "At most this many customers: N, or {max: N, order_by: 'monetary desc'}."),
 }
@@ -119,6 +119,10 @@ OUTPUT_KEYS: dict[str, tuple[str, bool, str]] = {
 OUTPUT_DEFAULTS = {"customers": "customers.parquet", "actions": "actions.csv", "cut": "cut.csv",
                    "summary": "summary.json"}
 DEFAULT_DUE_DAYS = 7
+#: Bounds a run depends on, checked by validation: a due date must be a date (as_of + due_days), a
+#: priority fits the Int64 column of actions.csv with room to spare.
+MAX_DUE_DAYS = 36_500
+MAX_PRIORITY = 1_000_000
 #: Longest parameters of one rule, as JSON text: they are repeated on each of its rows in actions.csv.
 MAX_PARAMS_CHARS = 10_000
 
@@ -142,6 +146,7 @@ class Rule:
     line: int = 0
     when_line: int = 0
     description: str = ""
+    due_line: int = 0
 
 
 @dataclass
@@ -446,6 +451,9 @@ def load_playbook(
                                                    f"{suggest(str(hit_policy), HIT_POLICIES)}")
     rules = _load_rules(doc, problems)
     fallback = _load_fallback(doc, problems, len(rules))
+    if isinstance(data.get("as_of"), dt.date):
+        for line, message in _late_due_dates([*rules, *([fallback] if fallback else [])], data["as_of"]):
+            problems.add(line, message)
     outputs = _load_outputs(doc, base, path, output_dir, allow_outside, problems)
     _check_outputs_spare_inputs(doc, path, data, outputs, problems)
     problems.raise_if_any()
@@ -602,11 +610,13 @@ def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Probl
     if not _check_keys(item, keys, what, problems):
         return None
     due = item.get("due_days", DEFAULT_DUE_DAYS)
-    if due < 0:
-        problems.add(item.value_line("due_days"), f"{what}: due_days must be 0 or more, got {due}")
+    if not 0 <= due <= MAX_DUE_DAYS:
+        problems.add(item.value_line("due_days"), f"{what}: due_days must be between 0 and {MAX_DUE_DAYS:,} "
+                                                  f"(100 years), got {_short(due)}")
     priority = item.get("priority", index + 1)
-    if priority < 1:
-        problems.add(item.value_line("priority"), f"{what}: priority must be 1 or more, got {priority}")
+    if not 1 <= priority <= MAX_PRIORITY:
+        problems.add(item.value_line("priority"), f"{what}: priority must be between 1 and {MAX_PRIORITY:,}, "
+                                                  f"got {_short(priority)}")
     params = dict(item.get("params") or {})
     params_text = json.dumps(params, sort_keys=True, default=str)
     if len(params_text) > MAX_PARAMS_CHARS:  # written into every action row of the rule
@@ -644,6 +654,7 @@ def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Probl
         order_by=order_by, descending=descending, line=item.line,
         when_line=item.value_line("when") if "when" in item else item.line,
         description=item.get("description", ""),
+        due_line=item.value_line("due_days") if "due_days" in item else item.line,
     )
 
 
@@ -832,11 +843,21 @@ def _compile_rules(rules, fallback, schema, selections, as_of, doc, problems):
                                         f"{rule.order_by!r}{suggest(rule.order_by, schema)}")
 
 
+def _late_due_dates(rules: Sequence[Rule], as_of: dt.date) -> list[tuple[int, str]]:
+    """(line, message) for each rule whose due date, as_of + due_days, would be after the last date there is."""
+    room = (dt.date.max - as_of).days
+    return [(r.due_line, f"rule {r.name!r}: as_of {as_of} + due_days {r.due_days:,} is after {dt.date.max}, the last "
+                         f"date there is (with this as_of due_days may be at most {room:,})")
+            for r in rules if r.due_days > room]
+
+
 # -------------------------------------------------------------------- evaluate
 def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -> Result:
     from .rules import compile_rule
 
     as_of = prepared.as_of
+    for line, message in _late_due_dates([*pb.rules, *([pb.fallback] if pb.fallback else [])], as_of):
+        raise DataError(f"{pb.path}:{line}: {message}")
     labels = {o.column: o.labels for s in pb.selections for o in s.outputs if o.labels is not None}
     compiled = [compile_rule(r.when, customers.schema, labels=labels, as_of=as_of) for r in pb.rules]
     # Capacity rules rank their customers by a column: it travels with the flags (no join back).
@@ -968,8 +989,8 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
                 "required": [k for k, (_, req, _) in keys.items() if req]}
 
     action = obj(ACTION_KEYS)
-    action["properties"]["due_days"]["minimum"] = 0
-    action["properties"]["priority"]["minimum"] = 1
+    action["properties"]["due_days"].update(minimum=0, maximum=MAX_DUE_DAYS)
+    action["properties"]["priority"].update(minimum=1, maximum=MAX_PRIORITY)
     action["properties"]["capacity"] = {
         "description": ACTION_KEYS["capacity"][2],
         "oneOf": [{"type": "integer", "minimum": 1},

@@ -97,6 +97,20 @@ def _refuse_tag(loader: _Loader, node: yaml.Node):
         None, None, f"the tag {node.tag!r} is not allowed (playbooks are plain data)", node.start_mark)
 
 
+#: The most digits of a whole number in a playbook (Python refuses to read more than 4,300; no
+#: setting needs more than a few).
+MAX_DIGITS = 100
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    digits = sum(ch.isdigit() for ch in str(node.value))
+    if digits > MAX_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"a whole number of {digits:,} digits; at most {MAX_DIGITS} are accepted", node.start_mark)
+    return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 _Loader.add_constructor(None, _refuse_tag)  # instead of rewording PyYAML's message after the fact
