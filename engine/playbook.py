@@ -305,13 +305,16 @@ class Playbook:
         """Classify, apply the rules and build the summary (no I/O).
 
         With ``skip_failing`` a classifier that fails is skipped: its columns
-        stay empty (so no rule on them matches) and ``summary["skipped_plugins"]``
-        names it, with the plugins that failed to load.
+        stay empty, a rule that reads one is not evaluated (it matches no one;
+        ``summary["skipped_rules"]``), and ``summary["skipped_plugins"]`` names
+        the classifier, with the plugins that failed to load.
         """
         skipped = [str(f) for f in self.registry.failures] if skip_failing else None
+        failed: dict[str, str] = {}
         customers = apply_classifiers(prepared.customers, self.selections, as_of=prepared.as_of,
-                                      registry=self.registry, skipped=skipped)
-        result = _evaluate_rules(self, prepared, customers)
+                                      registry=self.registry, skipped=skipped, skipped_classifiers=failed)
+        empty = {o.column: name for s in self.selections if (name := s.classifier.name) in failed for o in s.outputs}
+        result = _evaluate_rules(self, prepared, customers, skipped_columns=empty)
         if skipped:
             result.summary["skipped_plugins"] = skipped
         return result
@@ -852,7 +855,16 @@ def _late_due_dates(rules: Sequence[Rule], as_of: dt.date) -> list[tuple[int, st
 
 
 # -------------------------------------------------------------------- evaluate
-def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -> Result:
+def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *,
+                    skipped_columns: Mapping[str, str] | None = None) -> Result:
+    """Apply the rules to the classified ``customers``.
+
+    ``skipped_columns`` maps the columns of classifiers skipped under
+    ``--skip-failing-plugins`` (left empty) to the classifier: a rule that reads
+    one is not evaluated (it matches no customer) and is listed in
+    ``summary["skipped_rules"]``, since its condition would be decided by the
+    missing values (``x IS NULL`` would match everyone).
+    """
     from .rules import compile_rule
 
     as_of = prepared.as_of
@@ -860,6 +872,13 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
         raise DataError(f"{pb.path}:{line}: {message}")
     labels = {o.column: o.labels for s in pb.selections for o in s.outputs if o.labels is not None}
     compiled = [compile_rule(r.when, customers.schema, labels=labels, as_of=as_of) for r in pb.rules]
+    skipped_rules = []
+    for i, (rule, c) in enumerate(zip(pb.rules, compiled)):
+        empty = sorted(c.columns & set(skipped_columns or ()))
+        if empty:
+            names = ", ".join(f"{col!r} of classifier {skipped_columns[col]!r}" for col in empty)
+            skipped_rules.append({"rule": rule.name, "reason": f"it reads {names}, which was skipped"})
+            compiled[i] = replace(c, expr=pl.lit(False), overflows=())
     # Capacity rules rank their customers by a column: it travels with the flags (no join back).
     key_cols = list(dict.fromkeys(r.order_by for r in pb.rules if r.capacity is not None))
     key_names = [f"_key{j}" for j in range(len(key_cols))]
@@ -967,6 +986,8 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame) -
         "cut_by_capacity": cut_out.height,
         "actions": actions.height,
     }
+    if skipped_rules:
+        summary["skipped_rules"] = skipped_rules
     if not summary["reconciliation"]["ok"]:  # pragma: no cover - an invariant, not a user error
         raise AssertionError(f"reconciliation failed: {summary['reconciliation']}")
     return Result(customers=customers, actions=actions, cut=cut_out, classes=classes, rule_summary=rule_summary,

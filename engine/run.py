@@ -188,6 +188,7 @@ def apply_classifiers(
     as_of: dt.date,
     registry: Registry | None = None,
     skipped: list[str] | None = None,
+    skipped_classifiers: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """Add every selected classifier's columns to ``customers`` (one ``with_columns``).
 
@@ -196,8 +197,10 @@ def apply_classifiers(
     named, with its plugin's package and version, in a :class:`PluginError`.
     With ``skipped`` (a list), a failing classifier is skipped instead: its
     columns are left empty (null, so no rule matches them), and its error is
-    appended to ``skipped``.
+    appended to ``skipped`` (and, given ``skipped_classifiers``, recorded
+    there under the classifier's name).
     """
+    record = skipped_classifiers if skipped_classifiers is not None else {}
     schema = customers.schema
     ctx = Context(as_of=as_of, schema=schema)
     owners = registry.owners if registry is not None else {}
@@ -225,6 +228,7 @@ def apply_classifiers(
                 raise
             failed.add(sel.classifier.name)
             skipped.append(str(exc))
+            record[sel.classifier.name] = str(exc)
             exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
     try:
         return _with_outputs(customers, exprs)
@@ -243,6 +247,7 @@ def apply_classifiers(
             raise error
         else:
             skipped.append(str(error))
+            record[sel.classifier.name] = str(error)
             exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
     try:
         return _with_outputs(customers, exprs)

@@ -73,6 +73,8 @@ def format_result(pb, result) -> str:
                  f"actions: {s['actions']:,}")
     for message in s.get("skipped_plugins", []):
         lines.append(f"skipped (--skip-failing-plugins): {message}")
+    for item in s.get("skipped_rules", []):
+        lines.append(f"skipped rule {item['rule']!r} (not evaluated): {item['reason']}")
     return "\n".join(lines)
 
 
@@ -91,6 +93,11 @@ def run_run(args: argparse.Namespace) -> int:
             paths = pb.write(result)
     for line in prepared.report.lines():
         print(line, file=sys.stderr)
+    for message in result.summary.get("skipped_plugins", []):
+        print(f"tierbook: skipped: {message}", file=sys.stderr)
+    for item in result.summary.get("skipped_rules", []):
+        print(f"tierbook: skipped rule {item['rule']!r} (not evaluated, no customer matched): {item['reason']}",
+              file=sys.stderr)
     print(format_result(pb, result))
     if args.dry_run:
         print("\n(dry run: nothing written)")

@@ -202,3 +202,21 @@ def test_skipped_plugin_is_named_in_the_summary(tmp_path, monkeypatch, capsys):
     customers = pl.read_parquet(tmp_path / "work" / "out" / "customers.parquet")
     assert customers["boom"].null_count() == customers.height  # left empty: no rule on it can match
     assert customers["abc"].null_count() == 0
+
+
+def test_a_rule_on_a_skipped_classifier_matches_no_one(tmp_path, monkeypatch, capsys):
+    """boom IS NULL would match every customer once boom's column is left empty: the rule is not evaluated."""
+    import json
+
+    case, code, out, err, _ = run_case(CORPUS / "cases" / "playbook-rule-on-skipped-classifier.yaml",
+                                       tmp_path / "work", monkeypatch, capsys)
+    assert code == 0, err
+    work = tmp_path / "work" / "out"
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["skipped_rules"] == [{"rule": "no-boom",
+                                         "reason": "it reads 'boom' of classifier 'boom', which was skipped"}]
+    hits = {r["rule"]: r["hits"] for r in summary["rules"]}
+    assert hits == {"no-boom": 0, "top": 1, "fallback": 1}
+    actions = pl.read_csv(work / "actions.csv")
+    assert sorted(actions["rule"].to_list()) == ["fallback", "top"]
+    assert summary["reconciliation"]["ok"]
