@@ -79,6 +79,10 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
     #: What looks wrong but does not stop the run (an as_of long after the data).
     warnings: list[str] = field(default_factory=list)
+    #: Counted apart from the customer table, for the reconciliation: the usable rows' amounts summed
+    #: by the scan itself (exact units), and the customer table's ids that have no usable row.
+    scanned_units: int = 0
+    table_only: int = 0
 
     def lines(self) -> list[str]:
         """Human-readable lines for the terminal."""
@@ -102,7 +106,7 @@ class LoadReport:
         return out
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("scanned_units", "table_only")}
 
 
 @dataclass
@@ -199,7 +203,9 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
         date.filter(date.is_not_null() & units.is_not_null()).max().alias("last_day"),
     )
     totals = frame.select(pl.len().alias("rows"), *[pl.col(f).any().alias(f) for f in [*tx.checks, *tx.tallies]],
-                          u.abs().cast(pl.Float64).sum().alias("_gross_units"))
+                          u.abs().cast(pl.Float64).sum().alias("_gross_units"),
+                          # the scan's own revenue, apart from the group_by: the reconciliation compares them
+                          units.filter(usable).cast(pl.Int128).sum().alias("usable_units"))
     return customers, exceptional, totals
 
 
@@ -346,6 +352,7 @@ def compute_features(
 
     report = LoadReport(source=tx.describe(), notes=list(tx.notes))
     report.rows = int(total["rows"])
+    report.scanned_units = int(total["usable_units"] or 0)
     if report.rows == 0:
         raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
     no_id = exceptions.filter(pl.col("customer_id").is_null())
@@ -459,6 +466,7 @@ def _feature_error(features: Mapping[str, Feature], owners: Mapping[str, str], e
 def _join_customers(feats: pl.DataFrame, table: pl.DataFrame, report: LoadReport) -> pl.DataFrame:
     report.customers_from_table = table.height
     feats, table = _align_ids(feats, table)
+    report.table_only = table.join(feats.select("customer_id"), on="customer_id", how="anti").height
     joined = feats.join(table, on="customer_id", how="full", coalesce=True)
     prospects = joined["frequency"].is_null() & joined["last_activity"].is_null()
     report.prospects = int(prospects.sum())

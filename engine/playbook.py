@@ -31,7 +31,7 @@ import datetime as dt
 import difflib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,8 @@ class Result:
     rule_summary: pl.DataFrame
     summary: dict[str, Any]
     as_of: dt.date
+    #: What the scan of the transactions counted (the input side of the reconciliation).
+    report: Any = None
 
 
 class _Problems:
@@ -339,11 +341,19 @@ class Playbook:
         frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut}
         writers = {}
         for key, path in paths.items():
-            if key == "summary":
-                text = json.dumps(result.summary, indent=2, default=str) + "\n"
-                writers[path.name] = lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")
-            else:
+            if key != "summary":
                 writers[path.name] = lambda tmp, frame=frames[key]: _write_frame(frame, tmp)
+        customers_name = paths["customers"].name
+
+        def write_summary(tmp: Path) -> None:
+            # The reconciliation again, now against the customers file as written (read back from disk).
+            written = _read_back(tmp.parent / customers_name)
+            rec = reconcile(result.report, written, f"the written {customers_name}")
+            check_reconciliation(rec)
+            summary = {**result.summary, "reconciliation": rec}
+            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+
+        writers[paths["summary"].name] = write_summary
         write_output_set(self.output_dir, writers,
                          manifest={"playbook": str(self.path), "name": self.name, "as_of": str(result.as_of)})
         return paths
@@ -387,6 +397,17 @@ class Playbook:
         if new_text != old_text:
             atomic_write_text(new_text, target)
         return diff
+
+
+def _read_back(path: Path) -> pl.DataFrame:
+    """``customer_id`` and ``monetary`` of a written customers file, as the file holds them."""
+    fmt = path.suffix.lower()
+    if fmt == ".parquet":
+        return pl.read_parquet(path, columns=["customer_id", "monetary"])
+    if fmt == ".csv":
+        return pl.read_csv(path, columns=["customer_id", "monetary"], schema_overrides={"customer_id": pl.String})
+    frame = pl.read_json(path) if fmt == ".json" else pl.read_ndjson(path)
+    return frame.select("customer_id", "monetary")
 
 
 def _write_frame(frame: pl.DataFrame, path: Path) -> None:
@@ -846,6 +867,40 @@ def _compile_rules(rules, fallback, schema, selections, as_of, doc, problems):
                                         f"{rule.order_by!r}{suggest(rule.order_by, schema)}")
 
 
+def reconcile(report, customers: pl.DataFrame, where: str) -> dict[str, Any]:
+    """Customers and revenue in (counted by the scan of the transactions) against out (``customers``).
+
+    The input side does not come from the customer table: customers are those
+    the feature ``group_by`` found plus the customer table's ids without a usable
+    row (an anti-join of the two, not the join that builds the table), revenue is
+    the usable rows' amounts summed by the scan itself. The output side is the
+    rows of ``customers`` (the table in memory, or the written file read back)
+    and their ``monetary``, in exact units. Either side going wrong makes them
+    differ.
+    """
+    units_out = int(customers.select(to_units(pl.col("monetary")).sum()).item() or 0)  # exact, any size
+    customers_in = report.customers_with_transactions + report.table_only
+    return {
+        "customers_in": customers_in,
+        "customers_out": customers.height,
+        "distinct_customers_out": customers["customer_id"].n_unique(),
+        "revenue_in": _amount(report.scanned_units),
+        "revenue_out": _amount(units_out),
+        "counted_from": f"the scan of the transactions / {where}",
+        "ok": customers_in == customers.height == customers["customer_id"].n_unique()
+        and report.scanned_units == units_out,
+    }
+
+
+def check_reconciliation(rec: Mapping[str, Any]) -> None:
+    """Stop when customers or revenue in and out differ (a bug, not a user error: nothing is written)."""
+    if not rec["ok"]:
+        raise DataError(f"reconciliation failed ({rec['counted_from']}): customers in {rec['customers_in']:,}, out "
+                        f"{rec['customers_out']:,} ({rec['distinct_customers_out']:,} distinct); revenue in "
+                        f"{rec['revenue_in']:,.4f}, out {rec['revenue_out']:,.4f}; nothing was written (please report "
+                        f"this as a bug)")
+
+
 def _late_due_dates(rules: Sequence[Rule], as_of: dt.date) -> list[tuple[int, str]]:
     """(line, message) for each rule whose due date, as_of + due_days, would be after the last date there is."""
     room = (dt.date.max - as_of).days
@@ -967,19 +1022,12 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *
 
     classes = summarize(customers, pb.selections)
     report = prepared.report
-    revenue_out = _amount(customers.select(to_units(pl.col("monetary")).sum()).item())  # exact, any size
     summary = {
         "playbook": pb.name,
         "as_of": str(as_of),
         "hit_policy": pb.hit_policy,
         "input": report.to_dict(),
-        "reconciliation": {
-            "customers_in": report.customers,
-            "customers_out": customers.height,
-            "revenue_in": round(report.net_revenue, 2),
-            "revenue_out": round(revenue_out, 2),
-            "ok": report.customers == customers.height and round(report.net_revenue, 2) == round(revenue_out, 2),
-        },
+        "reconciliation": reconcile(report, customers, "the customer table"),
         "classes": classes.to_dicts(),
         "rules": rule_summary.to_dicts(),
         "unmatched": unmatched.height,
@@ -988,10 +1036,9 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *
     }
     if skipped_rules:
         summary["skipped_rules"] = skipped_rules
-    if not summary["reconciliation"]["ok"]:  # pragma: no cover - an invariant, not a user error
-        raise AssertionError(f"reconciliation failed: {summary['reconciliation']}")
+    check_reconciliation(summary["reconciliation"])
     return Result(customers=customers, actions=actions, cut=cut_out, classes=classes, rule_summary=rule_summary,
-                  summary=summary, as_of=as_of)
+                  summary=summary, as_of=as_of, report=report)
 
 
 # ---------------------------------------------------------------------- schema

@@ -1,0 +1,69 @@
+"""The summary's reconciliation can fail: each side is counted on its own, and a corrupted side is caught.
+
+Input side: the scan of the transactions sums the usable rows' amounts itself (apart from the feature
+group_by) and counts the customer table's ids without a usable row by an anti-join. Output side: the
+customers file as written, read back from disk. A run whose sides differ stops, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import engine.features
+import engine.playbook
+from engine.errors import DataError
+from engine.playbook import load_playbook
+from engine.registry import get_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def playbook(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text((ROOT / "playbooks" / "abc-resource-allocation.yaml").read_text()
+                    .replace("../engine/sample", f"{ROOT}/engine/sample"))
+    return load_playbook(path, output_dir=tmp_path / "out",
+                         registry=get_registry(allow=["abc", "adc", "rfm"], strict=True))
+
+
+def test_a_run_reconciles_against_the_written_files(playbook):
+    playbook.run()
+    rec = json.loads((playbook.output_dir / "summary.json").read_text())["reconciliation"]
+    assert rec == {"customers_in": 250, "customers_out": 250, "distinct_customers_out": 250,
+                   "revenue_in": 381284.521, "revenue_out": 381284.521,
+                   "counted_from": "the scan of the transactions / the written customers.parquet", "ok": True}
+
+
+def test_a_written_file_that_lost_a_customer_fails_and_nothing_changes(playbook, monkeypatch):
+    playbook.run()
+    before = {p.name: p.read_bytes() for p in playbook.output_dir.iterdir() if p.is_file()}
+    real = engine.playbook._write_frame
+
+    def lossy(frame, path):  # the customers file loses its last row on the way to disk
+        real(frame.head(-1) if "monetary" in frame.columns else frame, path)
+
+    monkeypatch.setattr(engine.playbook, "_write_frame", lossy)
+    with pytest.raises(DataError, match=r"reconciliation failed \(the scan of the transactions / the written "
+                                        r"customers.parquet\): customers in 250, out 249"):
+        playbook.with_params({"abc.a": 0.6}).run()
+    assert {p.name: p.read_bytes() for p in playbook.output_dir.iterdir() if p.is_file()} == before
+
+
+def test_a_feature_pass_that_lost_revenue_fails(playbook, monkeypatch):
+    real = engine.features._queries
+
+    def lossy(*args, **kwargs):  # the group_by loses one customer; the scan's own total does not
+        customers, exceptions, totals = real(*args, **kwargs)
+        return customers.filter(pl.col("customer_id") != pl.col("customer_id").min()), exceptions, totals
+
+    monkeypatch.setattr(engine.features, "_queries", lossy)
+    with pytest.raises(DataError, match=r"reconciliation failed \(the scan of the transactions / the customer "
+                                        r"table\): customers in 249, out 249 \(249 distinct\); revenue in "
+                                        r"381,284.5210, out 38\d,\d{3}\.\d{4}"):
+        playbook.run()
+    assert not playbook.output_dir.exists()
