@@ -70,7 +70,8 @@ TOP_KEYS: dict[str, tuple[str, bool, str]] = {
     "name": ("str", True, "Short name of the playbook."),
     "description": ("str", False, "What the playbook is for."),
     "data": ("mapping", True, "Where the data is and how its columns map onto tierbook's."),
-    "plugins": ("list", False, "Extra plugin modules to load (import paths)."),
+    "plugins": ("list", False, "Plugin modules to load: modules of installed tierbook plugins, or modules "
+                               "allowed by TIERBOOK_PLUGIN_MODULES."),
     "classifiers": ("mapping", True, "Classifiers to run, each with its parameters."),
     "hit_policy": ("str", False, "first: each customer gets the first matching rule; all: every matching rule."),
     "rules": ("list", False, "Rules that turn classes into actions, in order."),
@@ -457,6 +458,8 @@ def load_playbook(
 
     # plugins and registry
     plugin_modules = [str(m) for m in doc.get("plugins") or []] if isinstance(doc.get("plugins"), list) else []
+    _check_plugin_modules(doc, plugin_modules, problems)
+    problems.raise_if_any()  # before anything is imported
     if registry is None:
         try:
             registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins, plugins_dir=plugins_dir)
@@ -519,6 +522,43 @@ def _load_engine(doc: MarkedDict, problems: _Problems) -> tuple[str, dict[str, A
             spark = {"master": str(node.get("master", "local[*]")),
                      "config": {str(k): str(v) for k, v in (node.get("config") or {}).items()}}
     return engine, spark
+
+
+#: Modules a playbook's ``plugins:`` may name besides installed tierbook plugins (comma-separated).
+PLUGIN_MODULES_ENV = "TIERBOOK_PLUGIN_MODULES"
+
+
+def allowed_plugin_modules() -> dict[str, str]:
+    """The modules a playbook may import, each with why: installed entry points of the ``tierbook``
+    group (read from package metadata, nothing imported) and the ``TIERBOOK_PLUGIN_MODULES`` allow-list."""
+    import importlib.metadata as md
+    import os
+
+    from .registry import ENTRY_POINT_GROUP
+
+    allowed = {ep.module: f"the entry point {ep.name!r}" for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
+    for name in os.environ.get(PLUGIN_MODULES_ENV, "").split(","):
+        if name.strip():
+            allowed.setdefault(name.strip(), PLUGIN_MODULES_ENV)
+    return allowed
+
+
+def _check_plugin_modules(doc: MarkedDict, modules: list[str], problems: _Problems) -> None:
+    """A playbook is data from someone else: it may only name modules that are known tierbook plugins.
+
+    ``plugins: [os]`` would otherwise import any installed module, running its code, while a playbook
+    is merely validated. The check reads package metadata and the environment; it imports nothing.
+    """
+    if not modules:
+        return
+    allowed = allowed_plugin_modules()
+    node = doc.get("plugins")
+    for i, name in enumerate(modules):
+        if name not in allowed:
+            line = node.item_line(i) if isinstance(node, MarkedList) else doc.value_line("plugins")
+            problems.add(line, f"plugins: {_short(name)} is not a tierbook plugin: a playbook may name only the "
+                               f"modules of installed tierbook plugins (entry points of the 'tierbook' group) or "
+                               f"modules listed in {PLUGIN_MODULES_ENV}; nothing was imported")
 
 
 def _load_data(doc: MarkedDict, base: Path, problems: _Problems, engine: str = "polars") -> dict[str, Any]:

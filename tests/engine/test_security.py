@@ -240,13 +240,36 @@ def test_installed_plugins_honour_the_allow_list(tmp_path, monkeypatch):
 
 
 def test_playbook_names_its_plugins(tmp_path, monkeypatch):
+    """A playbook may import only tierbook plugins: installed entry points, or modules the operator allowed."""
     sentinel = tmp_path / "imported"
     _write_plugin(tmp_path, "pb_plugin", sentinel)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
+    monkeypatch.delenv("TIERBOOK_PLUGIN_MODULES", raising=False)
     load_playbook(_playbook(tmp_path, HEAD))
     assert not sentinel.exists()
-    load_playbook(_playbook(tmp_path, HEAD + "plugins: [pb_plugin]\n", "with.yaml"))
+    with_plugin = _playbook(tmp_path, HEAD + "plugins: [pb_plugin]\n", "with.yaml")
+    with pytest.raises(PlaybookError, match="'pb_plugin' is not a tierbook plugin"):
+        load_playbook(with_plugin)
+    assert not sentinel.exists()  # refused before anything was imported
+    for name in ("os", "this", "engine.cli"):  # any importable module: refused all the same
+        with pytest.raises(PlaybookError, match=f"'{name}' is not a tierbook plugin"):
+            load_playbook(_playbook(tmp_path, HEAD + f"plugins: [{name}]\n", "other.yaml"))
+    monkeypatch.setenv("TIERBOOK_PLUGIN_MODULES", "pb_plugin")
+    load_playbook(with_plugin)
+    assert sentinel.exists()
+
+
+def test_playbook_may_name_an_installed_plugin_module(tmp_path, monkeypatch):
+    sentinel = tmp_path / "imported"
+    _write_plugin(tmp_path, "inst_plugin", sentinel)
+    site = tmp_path / "site"
+    _install(site, "tierbook_inst", "inst", "inst_plugin")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")  # not loaded by default here ...
+    monkeypatch.delenv("TIERBOOK_PLUGIN_MODULES", raising=False)
+    load_playbook(_playbook(tmp_path, HEAD + "plugins: [inst_plugin]\n", "with.yaml"))  # ... but it is a plugin
     assert sentinel.exists()
 
 
