@@ -375,13 +375,14 @@ def output_format(path: Path) -> str:
 
 
 def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
-    """Prefix text cells that a spreadsheet would run as a formula with ``'``.
+    """Prefix text cells, and header cells, that a spreadsheet would run as a formula with ``'``.
 
     >>> neutralise_formulas(pl.DataFrame({"x": ["=1+1", "ok", "-2"]}))["x"].to_list()
     ["'=1+1", 'ok', "'-2"]
     >>> neutralise_formulas(pl.DataFrame({"x": pl.Series(["ok", "=A1"], dtype=pl.Enum(["ok", "=A1"]))}))["x"].to_list()
     ['ok', "'=A1"]
     """
+    df = _neutralise_header(df)
     exprs = []
     for name, dtype in df.schema.items():
         if isinstance(dtype, pl.Enum) and not any(c.startswith(_FORMULA_START) for c in dtype.categories):
@@ -391,6 +392,24 @@ def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
             risky = pl.any_horizontal([col.str.starts_with(p) for p in _FORMULA_START])
             exprs.append(pl.when(risky).then(pl.lit("'") + col).otherwise(col).alias(name))
     return df.with_columns(exprs) if exprs else df
+
+
+def _neutralise_header(df: pl.DataFrame) -> pl.DataFrame:
+    """Column names (the CSV header's cells) that a spreadsheet would run as a formula, prefixed with ``'``.
+
+    >>> _neutralise_header(pl.DataFrame({"=cmd": [1], "ok": [2]})).columns
+    ["'=cmd", 'ok']
+    """
+    taken = set(df.columns)
+    renames = {}
+    for name in df.columns:
+        if name.startswith(_FORMULA_START):
+            new = "'" + name
+            while new in taken:  # a column already called that: another quote, never a clash
+                new = "'" + new
+            taken.add(new)
+            renames[name] = new
+    return df.rename(renames) if renames else df
 
 
 def check_output(path: Path) -> str:

@@ -56,6 +56,7 @@ from .features import BUILTIN_FEATURES, to_units
 from .io import OUTPUT_FORMATS
 from .registry import Registry, get_registry
 from .run import Prepared, Selection, _amount, apply_classifiers, prepare, split_params, summarize
+from .terminal import safe_lines
 from .yamlio import MarkedDict, MarkedList, load_marked
 
 __all__ = ["Playbook", "Rule", "Result", "load_playbook", "playbook_schema", "FEATURE_DTYPES"]
@@ -1167,7 +1168,7 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
         elif hit:
             status += " but an earlier rule took the customer (hit policy first)"
         lines.append(f"- {rule.name}: {status}")
-        lines.append(compiled.explain_text(row))
+        lines.extend(compiled.explain_lines(row))
     if pb.fallback is not None and pb.fallback.name in got["rule"].to_list():
         lines.append(f"- {pb.fallback.name} (fallback): {pb.fallback.action} via {pb.fallback.channel}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # values and names from the data, each line kept one line

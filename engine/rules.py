@@ -726,13 +726,17 @@ class CompiledRule:
 
     def explain_text(self, row: pl.DataFrame, indent: str = "    ") -> str:
         """Readable lines: each clause with its outcome and the customer's values it looked at."""
+        return "\n".join(self.explain_lines(row, indent))
+
+    def explain_lines(self, row: pl.DataFrame, indent: str = "    ") -> list[str]:
+        """The lines of :meth:`explain_text`, one per clause (a clause's text may hold line breaks)."""
         lines = []
         for clause, value, seen in self.explain(row):
             mark = {True: "true ", False: "FALSE", None: "null "}[value]
             shown = ", ".join(f"{k} = {_show(v)}" for k, v in seen.items())
             detail = f"   ({shown})" if shown and clause.kind == "condition" else ""
             lines.append(f"{indent}{'  ' * clause.depth}[{mark}] {clause.text}{detail}")
-        return "\n".join(lines)
+        return lines
 
 
 def _show(value: Any) -> str:

@@ -59,7 +59,9 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(version_text())
+        from .output import say_block
+
+        say_block(version_text())
         parser.exit(0)
 
 
@@ -96,20 +98,18 @@ def _optional_command_modules():
     return mods
 
 
-#: Every character Python's str.splitlines() breaks at, shown escaped instead.
-_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
-
-
 def one_line(exc: TierbookError) -> str:
-    """The message with line breaks from the data (a column name, a value) escaped.
+    """The message with line breaks and other control characters from the data escaped.
 
     Each error is one line; only a playbook's list of problems has one line per problem.
 
-    >>> one_line(TierbookError("columns: a, b\\nc"))
-    'columns: a, b\\\\nc'
+    >>> one_line(TierbookError("columns: a, b\\nc\\x1b[2J"))
+    'columns: a, b\\\\nc\\\\x1b[2J'
     """
+    from .output import safe
+
     problems = getattr(exc, "problems", None) or [str(exc)]
-    return "\n".join(p.translate(_LINE_BREAKS) for p in problems)
+    return "\n".join(safe(p) for p in problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,10 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TierbookError as exc:
         if traceback:
             raise
-        print(f"tierbook: error: {one_line(exc)}", file=sys.stderr)
+        from .output import say_block
+
+        say_block(f"tierbook: error: {one_line(exc)}", file=sys.stderr)  # one_line made each problem safe
         return exc.exit_code
     except KeyboardInterrupt:
-        print("tierbook: interrupted", file=sys.stderr)
+        from .output import say
+
+        say("tierbook: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

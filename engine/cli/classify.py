@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .output import say, say_block
+
 
 def plugin_options(p: argparse.ArgumentParser) -> None:
     """``--plugin MODULE`` and ``--plugins-dir DIR``: plugins beyond the installed ones."""
@@ -94,7 +96,7 @@ def _prepare_and_classify(args: argparse.Namespace):
     skip = getattr(args, "skip_failing_plugins", False)
     registry = get_registry(modules=args.plugin, plugins_dir=args.plugins_dir, strict=not skip)
     for failure in registry.failures:
-        print(f"tierbook: skipped: {failure}", file=sys.stderr)
+        say(f"tierbook: skipped: {failure}", file=sys.stderr)
     params = run.split_params(args.set)
     sources = {name: {k: f"--set {name}.{k}" for k in values} for name, values in params.items()}
     as_of = as_date(args.as_of)
@@ -130,7 +132,7 @@ def _prepare_and_classify(args: argparse.Namespace):
     with step("classifying"):
         classified = prepared.classify(args.classifier, params, skip_failing=skip)
     for message in prepared.skipped:
-        print(f"tierbook: skipped: {message}", file=sys.stderr)
+        say(f"tierbook: skipped: {message}", file=sys.stderr)
     if args.rejects:
         from ..data import read_transactions
         from ..features import rejected_rows
@@ -146,8 +148,8 @@ def _prepare_and_classify(args: argparse.Namespace):
 def _print_report(prepared, file=None) -> None:
     file = file or sys.stderr
     for line in prepared.report.lines():
-        print(line, file=file)
-    print(f"as_of: {prepared.as_of}", file=file)
+        say(line, file=file)
+    say(f"as_of: {prepared.as_of}", file=file)
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -157,7 +159,7 @@ def run_classify(args: argparse.Namespace) -> int:
     prepared, classified = _prepare_and_classify(args)
     atomic_write_frame(classified, Path(args.output))
     _print_report(prepared)
-    print(f"wrote {classified.height:,} customers to {args.output}", file=sys.stderr)
+    say(f"wrote {classified.height:,} customers to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -167,10 +169,10 @@ def run_describe(args: argparse.Namespace) -> int:
 
     prepared, classified = _prepare_and_classify(args)
     _print_report(prepared, file=sys.stdout)
-    print()
-    print(format_summary(summarize(classified, prepared.selections)))
+    say()
+    say_block(format_summary(summarize(classified, prepared.selections)))
     for message in [*map(str, prepared.registry.failures), *prepared.skipped]:
-        print(f"skipped (--skip-failing-plugins): {message}")
+        say(f"skipped (--skip-failing-plugins): {message}")
     return 0
 
 
@@ -194,5 +196,5 @@ def run_demo(args: argparse.Namespace) -> int:
 
     # Through the real parser, so the demo gets exactly the defaults and checks of `tierbook describe`.
     described = build_parser().parse_args(demo_argv(args))
-    print(f"tierbook demo: {sample_path().name} (a slice of UCI Online Retail, CC BY 4.0; see its README)\n")
+    say(f"tierbook demo: {sample_path().name} (a slice of UCI Online Retail, CC BY 4.0; see its README)", "")
     return described.func(described)

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from ..terminal import safe_lines
+from .output import say, say_block
+
 
 def _plugins_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins-dir", metavar="DIR",
@@ -62,7 +65,7 @@ def format_result(pb, result) -> str:
     lines = [f"playbook {pb.name} (as of {s['as_of']}, hit policy {s['hit_policy']})"]
     lines += [f"customers in {rec['customers_in']:,}, out {rec['customers_out']:,}; "
               f"revenue in {rec['revenue_in']:,.2f}, out {rec['revenue_out']:,.2f}", ""]
-    lines.append(format_summary(result.classes))
+    lines.extend(format_summary(result.classes).split("\n"))  # each of its lines already safe
     lines += ["", "rules"]
     width = max([len(r["rule"]) for r in s["rules"]] + [4])
     lines.append(f"  {'rule':<{width}}  {'matched':>8}  {'hits':>8}  {'cut':>6}  {'actions':>8}")
@@ -75,7 +78,7 @@ def format_result(pb, result) -> str:
         lines.append(f"skipped (--skip-failing-plugins): {message}")
     for item in s.get("skipped_rules", []):
         lines.append(f"skipped rule {item['rule']!r} (not evaluated): {item['reason']}")
-    return "\n".join(lines)
+    return safe_lines(lines)
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -92,25 +95,25 @@ def run_run(args: argparse.Namespace) -> int:
         with step("writing outputs"):
             paths = pb.write(result)
     for line in prepared.report.lines():
-        print(line, file=sys.stderr)
+        say(line, file=sys.stderr)
     for message in result.summary.get("skipped_plugins", []):
-        print(f"tierbook: skipped: {message}", file=sys.stderr)
+        say(f"tierbook: skipped: {message}", file=sys.stderr)
     for item in result.summary.get("skipped_rules", []):
-        print(f"tierbook: skipped rule {item['rule']!r} (not evaluated, no customer matched): {item['reason']}",
-              file=sys.stderr)
-    print(format_result(pb, result))
+        say(f"tierbook: skipped rule {item['rule']!r} (not evaluated, no customer matched): {item['reason']}",
+            file=sys.stderr)
+    say_block(format_result(pb, result))
     if args.dry_run:
-        print("\n(dry run: nothing written)")
+        say("", "(dry run: nothing written)")
         return 0
-    print()
+    say()
     for key, path in paths.items():
-        print(f"wrote {key}: {path}")
+        say(f"wrote {key}: {path}")
     return 0
 
 
 def run_validate(args: argparse.Namespace) -> int:
     pb = _load(args)
-    print(f"{args.playbook}: ok ({len(pb.selections)} classifiers, {len(pb.rules)} rules"
+    say(f"{args.playbook}: ok ({len(pb.selections)} classifiers, {len(pb.rules)} rules"
           f"{', fallback' if pb.fallback else ''}; outputs to {pb.output_dir})")
     return 0
 
@@ -121,7 +124,7 @@ def run_explain(args: argparse.Namespace) -> int:
     pb = _load(args)
     prepared = pb.prepare(args.as_of)
     result = pb.evaluate(prepared)
-    print(explain_customer(pb, prepared, result, args.customer_id))
+    say_block(explain_customer(pb, prepared, result, args.customer_id))
     return 0
 
 
@@ -129,5 +132,5 @@ def run_schema(args: argparse.Namespace) -> int:
     from ..playbook import playbook_schema
     from ..registry import get_registry
 
-    print(json.dumps(playbook_schema(get_registry(plugins_dir=args.plugins_dir)), indent=2))
+    say_block(json.dumps(playbook_schema(get_registry(plugins_dir=args.plugins_dir)), indent=2))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .output import say, say_block
+
 
 def add_commands(sub) -> None:
     from .classify import plugin_options
@@ -31,16 +33,16 @@ def run(args: argparse.Namespace) -> int:
         features = [{"name": name, "description": f.description, "kind": "aggregation" if f.agg is not None
                      else "derived", "plugin": registry.feature_owners[name].name}
                     for name, f in sorted(registry.features.items())]
-        print(json.dumps({"plugins": plugins, "classifiers": rows, "builtin_features": builtin, "features": features,
+        say_block(json.dumps({"plugins": plugins, "classifiers": rows, "builtin_features": builtin, "features": features,
                           "failures": failures}, indent=2, default=str))
         return 0
     for row in rows:
         origin = "built-in" if row["builtin"] else "third-party"
         version = f" {row['version']}" if row["version"] else ""
-        print(f"{row['name']}  ({row['package']}{version}, {origin})  {row['description']}")
+        say(f"{row['name']}  ({row['package']}{version}, {origin})  {row['description']}")
         for out in row["outputs"]:
             labels = f": {', '.join(out['labels'])}" if out["labels"] else ""
-            print(f"  column {out['column']}{labels}")
+            say(f"  column {out['column']}{labels}")
         for prm in row["params"]:
             bounds = ""
             if "min" in prm or "max" in prm:
@@ -48,23 +50,23 @@ def run(args: argparse.Namespace) -> int:
             if "choices" in prm:
                 bounds = f" {{{', '.join(prm['choices'])}}}"
             default = json.dumps(prm["default"]) if not isinstance(prm["default"], str) else prm["default"]
-            print(f"  {row['name']}.{prm['name']} ({prm['type']}, default {default}){bounds}  {prm['help']}")
-        print()
-    print("built-in features (docs/features.md)")
+            say(f"  {row['name']}.{prm['name']} ({prm['type']}, default {default}){bounds}  {prm['help']}")
+        say()
+    say("built-in features (docs/features.md)")
     width = max(len(f.name) for f in FEATURES)
     for f in FEATURES:
-        print(f"  {f.name:<{width}}  {str(f.dtype):<7}  {f.description}; {f.how}")
-    print()
+        say(f"  {f.name:<{width}}  {str(f.dtype):<7}  {f.description}; {f.how}")
+    say()
     if registry.features:
-        print("features from plugins")
+        say("features from plugins")
         for name, feature in sorted(registry.features.items()):
-            print(f"  {name}  ({registry.feature_owners[name].name})  {feature.description}")
-        print()
-    print("plugins")
+            say(f"  {name}  ({registry.feature_owners[name].name})  {feature.description}")
+        say()
+    say("plugins")
     for plugin in plugins:
-        print(f"  {_plugin_line(plugin)}")
+        say(f"  {_plugin_line(plugin)}")
     for failure in registry.failures:
-        print(f"not loaded: {failure}")
+        say(f"not loaded: {failure}")
     return 0
 
 

@@ -7,6 +7,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from .output import say
+
 
 @contextlib.contextmanager
 def step(text: str, *, enabled: bool | None = None) -> Iterator[None]:
@@ -14,9 +16,9 @@ def step(text: str, *, enabled: bool | None = None) -> Iterator[None]:
     show = sys.stderr.isatty() if enabled is None else enabled
     start = time.perf_counter()
     if show:
-        print(f"{text} ...", end="", file=sys.stderr, flush=True)
+        say(f"{text} ...", end="", file=sys.stderr, flush=True)
     try:
         yield
     finally:
         if show:
-            print(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+            say(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from ..terminal import safe_lines
+
 
 def format_summary(summary: pl.DataFrame) -> str:
     """Class sizes and revenue shares, one block per class column."""
@@ -18,5 +20,5 @@ def format_summary(summary: pl.DataFrame) -> str:
                 f"  {row['label']:<{width}}  {row['customers']:>9,}  {row['customer_share']:6.1%}  "
                 f"{row['revenue']:>15,.2f}  {share:>9}"
             )
-        blocks.append("\n".join(lines))
+        blocks.append(safe_lines(lines))  # a label's own line break or ESC stays escaped
     return "\n\n".join(blocks)
