@@ -163,7 +163,7 @@ def test_a_failure_at_any_point_leaves_the_old_set_exactly(runs, tmp_path, monke
         before = _tree(out)
         count = [0]
 
-        def disk_full(name, args, k=k):
+        def disk_full(name, args, k=k, count=count):
             count[0] += 1
             if count[0] == k:
                 raise OSError(errno.ENOSPC, "No space left on device")

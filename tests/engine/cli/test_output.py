@@ -61,13 +61,13 @@ def test_data_headers_and_values_never_reach_the_terminal_raw(hostile, run_cli):
     assert code == 2
     _clean(out + err)
     assert len(err.strip().splitlines()) == 1 and "\\x1b[2J" in err  # shown escaped, one line
-    (hostile / "pb.yaml").write_text(textwrap.dedent(f"""\
+    (hostile / "pb.yaml").write_text(textwrap.dedent("""\
         name: case
         data:
           transactions: tx.csv
           customers: customers.parquet
         classifiers:
-          abc: {{}}
+          abc: {}
         rules:
           - name: "r\\nforged: line \\e[2J"
             when: abc = 'A'
