@@ -298,11 +298,10 @@ def _load_plugins_dir(registry: Registry, directory: Path, fail) -> None:
             fail(exc)
             continue
         except BaseException as exc:  # a broken file, even one calling sys.exit, must not take the others down
-            if isinstance(exc, KeyboardInterrupt):
+            if stops_tierbook(exc):
                 raise
-            why = (f"SystemExit: the plugin called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
-                   else f"{type(exc).__name__}: {exc}")
-            fail(PluginError(f"plugin {info.label()} failed to load: {why}", plugin=name, file=str(path)))
+            fail(PluginError(f"plugin {info.label()} failed to load: {describe_failure(exc)}", plugin=name,
+                             file=str(path)))
             continue
         _register(registry, module, info, fail)
 
