@@ -408,6 +408,8 @@ def _read_back(path: Path) -> pl.DataFrame:
         return pl.read_parquet(path, columns=["customer_id", "monetary"])
     if fmt == ".csv":
         return pl.read_csv(path, columns=["customer_id", "monetary"], schema_overrides={"customer_id": pl.String})
+    if fmt == ".xlsx":
+        return pl.read_excel(path, columns=["customer_id", "monetary"])
     frame = pl.read_json(path) if fmt == ".json" else pl.read_ndjson(path)
     return frame.select("customer_id", "monetary")
 
