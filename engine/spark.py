@@ -385,6 +385,8 @@ def compute_features_spark(
         F.count(F.when(date.isNotNull() & u.isNull() & ~F.col("_bad_amount"), F.lit(1))).alias("_null_amount"),
         F.max(F.when(date.isNotNull() & u.isNotNull(), date)).alias("_last_day"),
         F.max(F.col("_bad_amount").cast("int")).alias("_bad"),
+        # the scan's own revenue, apart from the features' sums: the reconciliation compares them
+        F.sum(F.when(usable, u).cast("decimal(38,0)")).alias("_usable_units"),
     ]
     if as_of is not None:
         book.append(F.count(F.when(date.isNotNull() & u.isNotNull() & (date >= F.lit(as_of)), F.lit(1)))
@@ -402,6 +404,7 @@ def compute_features_spark(
     report.rows = int(table["_rows"].sum()) if table.height else 0
     if report.rows == 0:
         raise DataError(f"{where}: no transactions (the data has no rows)")
+    report.scanned_units = sum(int(v) for v in table["_usable_units"].drop_nulls())
     no_id = table.filter(pl.col("customer_id").is_null())
     known = table.filter(pl.col("customer_id").is_not_null())
     report.rejected["null_customer"] = int(no_id["_rows"].sum())
