@@ -57,7 +57,8 @@ def mark(name, start):
 
 import polars as pl
 import engine
-from engine.playbook import load_playbook, _evaluate_rules
+from engine.playbook import load_playbook
+from engine.playbook.evaluate import _evaluate_rules
 from engine.run import apply_classifiers
 from engine.features import compute_features, _queries
 from engine.data import read_transactions

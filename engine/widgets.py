@@ -247,7 +247,7 @@ class WorkbenchModel:
         """The playbook's result (hits per rule, cut by capacity, actions) for the current parameters."""
         if self.playbook is None:
             return None
-        from .playbook import _evaluate_rules
+        from .playbook.evaluate import _evaluate_rules
 
         t0 = time.perf_counter()
         customers = self.classified()

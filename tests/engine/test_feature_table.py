@@ -83,7 +83,7 @@ def test_predicted_schema_is_the_computed_one_for_every_feature(tmp_path, as_of,
     schema = prepared.customers.schema
     for f in FEATURES:
         assert schema[f.name] == FEATURE_DTYPES[f.name], f.name
-    # a playbook's rules are checked against FEATURE_DTYPES (engine.playbook._predicted_schema), before any data
+    # a playbook's rules are checked against FEATURE_DTYPES (engine.playbook.load._predicted_schema), before any data
     # is read: the prediction is the computed schema, feature for feature (checked above)
     # a prospect gets the table's empty values
     prospect = prepared.customers.filter(pl.col("customer_id") == table["customer_id"][0]).row(0, named=True)

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 import engine.features
-import engine.playbook
+import engine.playbook.write
 from engine.errors import DataError
 from engine.playbook import load_playbook
 from engine.registry import get_registry
@@ -42,12 +42,12 @@ def test_a_run_reconciles_against_the_written_files(playbook):
 def test_a_written_file_that_lost_a_customer_fails_and_nothing_changes(playbook, monkeypatch):
     playbook.run()
     before = {p.name: p.read_bytes() for p in playbook.output_dir.iterdir() if p.is_file()}
-    real = engine.playbook._write_frame
+    real = engine.playbook.write._write_frame
 
     def lossy(frame, path):  # the customers file loses its last row on the way to disk
         real(frame.head(-1) if "monetary" in frame.columns else frame, path)
 
-    monkeypatch.setattr(engine.playbook, "_write_frame", lossy)
+    monkeypatch.setattr(engine.playbook.write, "_write_frame", lossy)
     with pytest.raises(DataError, match=r"reconciliation failed \(the scan of the transactions / the written "
                                         r"customers.parquet\): customers in 250, out 249"):
         playbook.with_params({"abc.a": 0.6}).run()

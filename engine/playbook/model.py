@@ -1,0 +1,134 @@
+"""The validated playbook: its parameters (:meth:`Playbook.with_params`), and running it
+(prepare, evaluate, write, save).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..data import as_date
+from ..errors import PLAYBOOK_WORDS, ParamError, speaking, suggest
+from ..registry import Registry
+from ..run import Prepared, Selection, apply_classifiers, prepare, split_params
+from .evaluate import _evaluate_rules
+from .spec import OUTPUT_DEFAULTS, Result, Rule
+
+
+@dataclass
+class Playbook:
+    """A validated playbook. Build it with :func:`load_playbook`."""
+
+    path: Path
+    name: str
+    description: str
+    data: dict[str, Any]
+    classifier_params: dict[str, dict[str, Any]]     # as written (and as tuned by with_params)
+    selections: list[Selection]
+    rules: list[Rule]
+    hit_policy: str
+    fallback: Rule | None
+    outputs: dict[str, Any]
+    registry: Registry
+    plugins: list[str] = field(default_factory=list)
+    customer_table: pl.DataFrame | None = None
+    #: where the feature pass runs (``engine:``), and the ``spark:`` settings
+    engine: str = "polars"
+    spark: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def classifiers(self) -> dict[str, dict[str, Any]]:
+        """Resolved parameters (defaults filled in) of each classifier, in playbook order."""
+        return {s.classifier.name: dict(s.params) for s in self.selections}
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.outputs["dir"])
+
+    def output_paths(self) -> dict[str, Path]:
+        return {k: self.output_dir / self.outputs[k] for k in OUTPUT_DEFAULTS if self.outputs.get(k)}
+
+    def with_params(self, params: Any) -> Playbook:
+        """A copy with some parameters changed (validated): ``{"abc": {"a": 0.7}}`` or ``{"abc.a": 0.7}``."""
+        changes = split_params(params)
+        raw = {name: dict(values) for name, values in self.classifier_params.items()}
+        for name, values in changes.items():
+            if name not in raw:
+                raise ParamError(f"{self.path}: classifier {name!r} is not in this playbook"
+                                 f"{suggest(name, raw)} (classifiers: {', '.join(raw)})")
+            raw[name].update(values)
+        selections = []
+        for sel in self.selections:
+            name = sel.classifier.name
+            params_ = sel.classifier.resolve(raw[name], {k: f"{name}.{k}" for k in changes.get(name, {})})
+            selections.append(Selection(sel.classifier, params_))
+            # keep the validated (typed) values, e.g. "0.7" from the CLI becomes 0.7
+            for k in changes.get(name, {}):
+                raw[name][k] = params_[k]
+        return replace(self, classifier_params=raw, selections=selections)
+
+    # --------------------------------------------------------------------- run
+    def prepare(self, as_of: str | dt.date | None = None) -> Prepared:
+        """Read the transactions (once) and compute the customer table."""
+        d = self.data
+        as_of = as_date(as_of) if as_of is not None else d.get("as_of")
+        with speaking(PLAYBOOK_WORDS):  # a message about the data names the playbook's keys (data.map ...)
+            return prepare(
+                d["transactions"], mapping=d.get("map") or None,
+                customers=self.customer_table if self.customer_table is not None else None,
+                as_of=as_of, date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
+                delimiter=d.get("delimiter"), decimal_comma=d.get("decimal_comma", False),
+                engine=self.engine, spark=self.spark,
+            )
+
+    def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
+        """Classify, apply the rules and build the summary (no I/O).
+
+        With ``skip_failing`` a classifier that fails is skipped: its columns
+        stay empty, a rule that reads one is not evaluated (it matches no one;
+        ``summary["skipped_rules"]``), and ``summary["skipped_plugins"]`` names
+        the classifier, with the plugins that failed to load.
+        """
+        skipped = [str(f) for f in self.registry.failures] if skip_failing else None
+        failed: dict[str, str] = {}
+        customers = apply_classifiers(prepared.customers, self.selections, as_of=prepared.as_of,
+                                      registry=self.registry, skipped=skipped, skipped_classifiers=failed)
+        empty = {o.column: name for s in self.selections if (name := s.classifier.name) in failed for o in s.outputs}
+        result = _evaluate_rules(self, prepared, customers, skipped_columns=empty)
+        if skipped:
+            result.summary["skipped_plugins"] = skipped
+        return result
+
+    def run(self, *, as_of: str | dt.date | None = None, write: bool = True) -> Result:
+        """Prepare, evaluate and (unless ``write=False``) write the outputs atomically."""
+        prepared = self.prepare(as_of)
+        result = self.evaluate(prepared)
+        if write:
+            self.write(result)
+        return result
+
+    def write(self, result: Result) -> dict[str, Path]:
+        """Write every output as one set: all of them change together, or (on any failure) none does.
+
+        See :func:`engine.io.write_output_set`: the files are written into a new
+        generation inside the output directory and switched in by one rename.
+        """
+        from .write import write_outputs
+
+        return write_outputs(self, result)
+
+    # -------------------------------------------------------------------- save
+    def save(self, path: str | Path | None = None) -> str:
+        """Write the current parameters into the playbook file, keeping comments and key order.
+
+        Only parameter values that differ from the file are touched. Returns a
+        unified diff of the change ("" when nothing changed).
+        """
+        from .save import save_params
+
+        return save_params(self, path)

@@ -1,0 +1,71 @@
+"""The JSON Schema of playbooks (``tierbook schema``), from the same key tables as validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..data import CANONICAL
+from ..registry import Registry, get_registry
+from .spec import (
+    ACTION_KEYS,
+    DATA_KEYS,
+    FALLBACK_KEYS,
+    HIT_POLICIES,
+    MAX_DUE_DAYS,
+    MAX_PRIORITY,
+    OUTPUT_KEYS,
+    SPARK_KEYS,
+    TOP_KEYS,
+)
+
+
+def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """The JSON Schema of playbooks, installed classifiers' parameters included."""
+    registry = registry or get_registry()
+
+    def props(keys: Mapping[str, tuple[str, bool, str]]) -> dict[str, Any]:
+        kinds = {"str": {"type": "string", "minLength": 1}, "int": {"type": "integer"},
+                 "mapping": {"type": "object"}, "list": {"type": "array"}, "date": {"type": "string",
+                 "format": "date"}, "any": {}, "bool": {"type": "boolean"}}
+        return {k: {**kinds[kind], "description": desc} for k, (kind, _, desc) in keys.items()}
+
+    def obj(keys, **extra) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": False, "properties": {**props(keys), **extra},
+                "required": [k for k, (_, req, _) in keys.items() if req]}
+
+    action = obj(ACTION_KEYS)
+    action["properties"]["due_days"].update(minimum=0, maximum=MAX_DUE_DAYS)
+    action["properties"]["priority"].update(minimum=1, maximum=MAX_PRIORITY)
+    action["properties"]["capacity"] = {
+        "description": ACTION_KEYS["capacity"][2],
+        "oneOf": [{"type": "integer", "minimum": 1},
+                  {"type": "object", "additionalProperties": False, "required": ["max"],
+                   "properties": {"max": {"type": "integer", "minimum": 1},
+                                  "order_by": {"type": "string", "pattern": r"^\S+(\s+(asc|desc|ASC|DESC))?$"}}}],
+    }
+    classifiers = {
+        name: {"type": ["object", "null"], "additionalProperties": False, "description": c.description,
+               "properties": {p.name: p.json_schema() for p in c.params}}
+        for name, c in sorted(registry.classifiers.items())
+    }
+    data = obj(DATA_KEYS)
+    data["properties"]["map"] = {"type": "object", "description": DATA_KEYS["map"][2],
+                                 "propertyNames": {"enum": list(CANONICAL)},
+                                 "additionalProperties": {"type": "string"}}
+    top = obj(TOP_KEYS)
+    top["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    top["title"] = "tierbook playbook"
+    top["properties"].update({
+        "data": data,
+        "plugins": {"type": "array", "items": {"type": "string"}, "description": TOP_KEYS["plugins"][2]},
+        "classifiers": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                        "properties": classifiers, "description": TOP_KEYS["classifiers"][2]},
+        "hit_policy": {"enum": list(HIT_POLICIES), "default": "first", "description": TOP_KEYS["hit_policy"][2]},
+        "rules": {"type": "array", "items": action, "description": TOP_KEYS["rules"][2]},
+        "fallback": obj(FALLBACK_KEYS),
+        "outputs": obj(OUTPUT_KEYS),
+        "engine": {"enum": ["polars", "spark"], "default": "polars", "description": TOP_KEYS["engine"][2]},
+        "spark": obj(SPARK_KEYS),
+    })
+    return top

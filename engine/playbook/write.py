@@ -1,0 +1,69 @@
+"""Writing a run's outputs (customers, actions, cut, summary) as one set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from .evaluate import check_reconciliation, reconcile
+from .spec import Result
+
+if TYPE_CHECKING:  # for annotations only (the module is above this one)
+    from .model import Playbook
+
+
+def write_outputs(pb: Playbook, result: Result) -> dict[str, Path]:
+    """Write every output as one set: all of them change together, or (on any failure) none does.
+
+    See :func:`engine.io.write_output_set`: the files are written into a new
+    generation inside the output directory and switched in by one rename.
+    """
+    from ..io import write_output_set
+
+    paths = pb.output_paths()
+    frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut}
+    writers = {}
+    for key, path in paths.items():
+        if key != "summary":
+            writers[path.name] = lambda tmp, frame=frames[key]: _write_frame(frame, tmp)
+    customers_name = paths["customers"].name
+
+    def write_summary(tmp: Path) -> None:
+        # The reconciliation again, now against the customers file as written (read back from disk).
+        written = _read_back(tmp.parent / customers_name)
+        rec = reconcile(result.report, written, f"the written {customers_name}")
+        check_reconciliation(rec)
+        summary = {**result.summary, "reconciliation": rec}
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+
+    writers[paths["summary"].name] = write_summary
+    write_output_set(pb.output_dir, writers,
+                     manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)})
+    return paths
+
+
+def _read_back(path: Path) -> pl.DataFrame:
+    """``customer_id`` and ``monetary`` of a written customers file, as the file holds them."""
+    fmt = path.suffix.lower()
+    if fmt == ".parquet":
+        return pl.read_parquet(path, columns=["customer_id", "monetary"])
+    if fmt == ".csv":
+        return pl.read_csv(path, columns=["customer_id", "monetary"], schema_overrides={"customer_id": pl.String})
+    if fmt == ".xlsx":
+        return pl.read_excel(path, columns=["customer_id", "monetary"])
+    frame = pl.read_json(path) if fmt == ".json" else pl.read_ndjson(path)
+    return frame.select("customer_id", "monetary")
+
+
+def _write_frame(frame: pl.DataFrame, path: Path) -> None:
+    """One output frame in the format of its suffix (``path`` is a temporary file of the output set)."""
+    from ..io import write_frame
+
+    if path.suffix.lower() == ".parquet":
+        # Snappy: half zstd's time on the customer table (1M rows x 18 columns), ~1.4x its size.
+        frame.write_parquet(path, compression="snappy")
+    else:
+        write_frame(frame, path)
