@@ -58,7 +58,7 @@ def mark(name, start):
 import polars as pl
 import engine
 from engine.playbook import load_playbook
-from engine.playbook.evaluate import _evaluate_rules
+from engine.playbook.evaluate import _playbook_result
 from engine.run import apply_classifiers
 from engine.features import compute_features, _queries
 from engine.data import read_transactions
@@ -82,7 +82,7 @@ reset()
 t = time.perf_counter()
 customers = apply_classifiers(prepared.customers, pb.selections, as_of=prepared.as_of, registry=pb.registry)
 t = mark("classifiers (ABC, ADC, RFM)", t)
-result = _evaluate_rules(pb, prepared, customers)
+result = _playbook_result(pb, prepared, customers)
 t = mark("rules: match, capacity, actions, cut, summary", t)
 pb.write(result)
 t = mark("write outputs (customers.parquet, actions.csv, cut.csv, summary.json)", t)

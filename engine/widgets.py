@@ -244,14 +244,17 @@ class WorkbenchModel:
         return pb.with_params(changes) if changes else pb
 
     def rules(self) -> Any:
-        """The playbook's result (hits per rule, cut by capacity, actions) for the current parameters."""
+        """What the playbook's rules do for the current parameters: a :class:`~engine.playbook.RuleResult`
+        (matched, hits, cut by capacity and actions per rule position, the actions and cut customers)."""
         if self.playbook is None:
             return None
-        from .playbook.evaluate import _evaluate_rules
+        from .playbook import evaluate_rules, label_sets
 
         t0 = time.perf_counter()
         customers = self.classified()
-        result = _evaluate_rules(self.playbook_now(), self.prepared, customers)
+        pb = self.playbook_now()
+        result = evaluate_rules(customers, pb.rules, as_of=self.prepared.as_of, hit_policy=pb.hit_policy,
+                                fallback=pb.fallback, labels=label_sets(pb.selections), source=pb.path)
         self.timings["rules"] = time.perf_counter() - t0
         return result
 
@@ -360,7 +363,7 @@ def numbers_html(numbers: pl.DataFrame) -> str:
 
 
 def rules_html(result: Any) -> str:
-    """Hits per rule and customers cut by capacity."""
+    """Hits per rule and customers cut by capacity, from a :class:`~engine.playbook.RuleResult`."""
     if result is None:
         return ""
     a = html.escape
@@ -373,7 +376,7 @@ def rules_html(result: Any) -> str:
                         f'data-value="{r[k]}" style="text-align:right;padding-left:1em">{r[k]:,}</td>'
                         for k in ("matched", "hits", "cut_by_capacity", "actions"))
         rows.append(f'<tr data-rule="{a(r["rule"])}"><td style="text-align:left">{a(r["rule"])}</td>{cells}</tr>')
-    s = result.summary
+    s = {"actions": result.actions.height, "cut_by_capacity": result.cut.height, "unmatched": result.unmatched}
     rows.append(f'</table><div class="tierbook-rule-totals">actions <span class="tierbook-actions" '
                 f'data-value="{s["actions"]}">{s["actions"]:,}</span> · cut by capacity '
                 f'<span class="tierbook-cut" data-value="{s["cut_by_capacity"]}">{s["cut_by_capacity"]:,}</span>'

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS: dict[str, tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = {
     "rules": ("engine/rules.py", None,
               ("tests/engine/test_rules.py", "tests/engine/test_rules_sql.py")),
-    "playbook": ("engine/playbook/evaluate.py", ("_evaluate_rules",),
+    "playbook": ("engine/playbook/evaluate.py", ("evaluate_rules", "_playbook_result"),
                  ("tests/engine/test_playbook_semantics.py",
                   "tests/engine/test_playbook.py::test_capacity_keeps_the_highest_monetary_and_lists_the_rest",
                   "tests/engine/test_playbook.py::test_hit_policy_all_gives_every_matching_rule")),

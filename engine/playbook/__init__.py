@@ -27,14 +27,14 @@ reported at once as ``file:line: message``.
 The package's modules each do one job: :mod:`~engine.playbook.spec` (the keys a playbook may hold, the
 bounds, the :class:`Rule` and :class:`Result` records), :mod:`~engine.playbook.load` (loading and
 validation), :mod:`~engine.playbook.model` (the :class:`Playbook`), :mod:`~engine.playbook.evaluate`
-(rule evaluation and the reconciliation), :mod:`~engine.playbook.write` (the outputs as one set),
+(rule evaluation, :func:`evaluate_rules`, and the reconciliation), :mod:`~engine.playbook.write` (the outputs as one set),
 :mod:`~engine.playbook.save` (tuned parameters back into the file), :mod:`~engine.playbook.schema` (the
 JSON Schema) and :mod:`~engine.playbook.explain` (one customer explained).
 """
 
 from __future__ import annotations
 
-from .evaluate import check_reconciliation, reconcile
+from .evaluate import RuleResult, check_reconciliation, evaluate_rules, label_sets, reconcile
 from .explain import explain_customer
 from .load import PLUGIN_MODULES_ENV, allowed_plugin_modules, load_playbook
 from .model import Playbook
@@ -42,4 +42,5 @@ from .schema import playbook_schema
 from .spec import FEATURE_DTYPES, Result, Rule
 
 __all__ = ["Playbook", "Rule", "Result", "load_playbook", "playbook_schema", "FEATURE_DTYPES", "explain_customer",
-           "allowed_plugin_modules", "PLUGIN_MODULES_ENV", "reconcile", "check_reconciliation"]
+           "evaluate_rules", "RuleResult", "label_sets", "allowed_plugin_modules", "PLUGIN_MODULES_ENV", "reconcile",
+           "check_reconciliation"]

@@ -7,15 +7,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from ..errors import DataError
 from ..features import to_units
-from ..run import Prepared, _amount, summarize
-from .spec import Result, Rule
+from ..run import Prepared, Selection, _amount, summarize
+from .spec import HIT_POLICIES, Result, Rule
 
 if TYPE_CHECKING:  # for annotations only (the module is above this one)
     from .model import Playbook
@@ -63,44 +64,97 @@ def _late_due_dates(rules: Sequence[Rule], as_of: dt.date) -> list[tuple[int, st
             for r in rules if r.due_days > room]
 
 
-def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *,
-                    skipped_columns: Mapping[str, str] | None = None) -> Result:
-    """Apply the rules to the classified ``customers``.
+@dataclass(frozen=True, eq=False)  # frames inside: no field-wise ==
+class RuleResult:
+    """What a playbook's rules did to a classified customer table, keyed by rule position.
+
+    Position ``i`` is ``rules[i]``: the playbook's rules in their order, then the
+    fallback (at position ``fallback``) when there is one. Every per-rule field is
+    a tuple indexed by that position, never by a name, so what the rules are
+    called changes nothing here.
+
+    ``masks[i]`` is a Boolean Series in the customer table's row order (no nulls):
+    the customers whose condition holds; the fallback's mask holds the customers
+    no rule matched. ``matched[i]`` counts them, ``hits[i]`` counts the customers
+    the rule took under the hit policy (before capacity), ``cut_by_capacity[i]``
+    those its capacity left out, ``actions_per_rule[i]`` its actions.
+    ``rule_summary`` is the same counts as a frame (one row per position, the
+    rule's name in ``rule``), as in ``summary.json``.
+    """
+
+    rules: tuple[Rule, ...]
+    fallback: int | None
+    hit_policy: str
+    masks: tuple[pl.Series, ...]
+    matched: tuple[int, ...]
+    hits: tuple[int, ...]
+    cut_by_capacity: tuple[int, ...]
+    actions_per_rule: tuple[int, ...]
+    #: One row per action (customer, rule, action, channel, owner, due_date, priority, parameters).
+    actions: pl.DataFrame
+    #: The customers cut by capacity, with the rule and their rank by its order_by.
+    cut: pl.DataFrame
+    unmatched: int
+    rule_summary: pl.DataFrame
+    #: Rules not evaluated because they read a skipped classifier's column: {"rule": name, "reason": ...}.
+    skipped_rules: tuple[dict[str, str], ...] = ()
+
+
+def evaluate_rules(
+    customers: pl.DataFrame,
+    rules: Sequence[Rule],
+    *,
+    as_of: dt.date,
+    hit_policy: str = "first",
+    fallback: Rule | None = None,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    skipped_columns: Mapping[str, str] | None = None,
+    source: str | Path = "playbook",
+) -> RuleResult:
+    """Apply ``rules`` (then ``fallback``) to the classified ``customers``: a :class:`RuleResult`.
+
+    ``hit_policy`` is ``first`` (each customer gets the first rule that matches)
+    or ``all``; ``labels`` maps each label column to its labels (so that
+    ``abc = 'Z'`` is refused), ``as_of`` dates the due dates and the rules'
+    date arithmetic, ``source`` (the playbook's path) starts each error message.
 
     ``skipped_columns`` maps the columns of classifiers skipped under
     ``--skip-failing-plugins`` (left empty) to the classifier: a rule that reads
     one is not evaluated (it matches no customer) and is listed in
-    ``summary["skipped_rules"]``, since its condition would be decided by the
-    missing values (``x IS NULL`` would match everyone).
+    ``skipped_rules``, since its condition would be decided by the missing
+    values (``x IS NULL`` would match everyone).
     """
     from ..rules import compile_rule
 
-    as_of = prepared.as_of
-    for line, message in _late_due_dates([*pb.rules, *([pb.fallback] if pb.fallback else [])], as_of):
-        raise DataError(f"{pb.path}:{line}: {message}")
-    labels = {o.column: o.labels for s in pb.selections for o in s.outputs if o.labels is not None}
-    compiled = [compile_rule(r.when, customers.schema, labels=labels, as_of=as_of) for r in pb.rules]
+    if hit_policy not in HIT_POLICIES:
+        raise ValueError(f"hit_policy {hit_policy!r} is not one of {', '.join(HIT_POLICIES)}")
+    rules = list(rules)
+    for line, message in _late_due_dates([*rules, *([fallback] if fallback else [])], as_of):
+        raise DataError(f"{source}:{line}: {message}")
+    labels = dict(labels or {})
+    compiled = [compile_rule(r.when, customers.schema, labels=labels, as_of=as_of) for r in rules]
     skipped_rules = []
-    for i, (rule, c) in enumerate(zip(pb.rules, compiled)):
+    for i, (rule, c) in enumerate(zip(rules, compiled)):
         empty = sorted(c.columns & set(skipped_columns or ()))
         if empty:
             names = ", ".join(f"{col!r} of classifier {skipped_columns[col]!r}" for col in empty)
             skipped_rules.append({"rule": rule.name, "reason": f"it reads {names}, which was skipped"})
             compiled[i] = replace(c, expr=pl.lit(False), overflows=())
     # Capacity rules rank their customers by a column: it travels with the flags (no join back).
-    key_cols = list(dict.fromkeys(r.order_by for r in pb.rules if r.capacity is not None))
+    key_cols = list(dict.fromkeys(r.order_by for r in rules if r.capacity is not None))
     key_names = [f"_key{j}" for j in range(len(key_cols))]
     overflows = [c.overflow.alias(f"_o{i}") for i, c in enumerate(compiled) if c.overflow is not None]
     flags = customers.select("customer_id", *[pl.col(c).alias(k) for c, k in zip(key_cols, key_names)],
                              *[c.expr.alias(f"_m{i}") for i, c in enumerate(compiled)], *overflows)
-    for i, (rule, c) in enumerate(zip(pb.rules, compiled)):  # arithmetic that overflows stops the run
+    for i, (rule, c) in enumerate(zip(rules, compiled)):  # arithmetic that overflows stops the run
         if c.overflow is not None and flags[f"_o{i}"].any():
-            raise DataError(f"{pb.path}:{rule.when_line}: rule {rule.name!r}: {c.overflow_error(customers)}")
-    n = len(pb.rules)
+            raise DataError(f"{source}:{rule.when_line}: rule {rule.name!r}: {c.overflow_error(customers)}")
+    n = len(rules)
     matched_counts = [int(flags[f"_m{i}"].sum()) for i in range(n)]
+    masks = [flags[f"_m{i}"].fill_null(False).alias(rule.name) for i, rule in enumerate(rules)]
 
     # The (customer, rule) pairs of each rule, in customer order.
-    if pb.hit_policy == "first" and n:
+    if hit_policy == "first" and n:
         first = pl.coalesce([pl.when(pl.col(f"_m{i}")).then(pl.lit(i, pl.Int32)) for i in range(n)])
         pairs = flags.select("customer_id", first.alias("_rule"), *key_names).filter(pl.col("_rule").is_not_null())
         parts = [pairs.filter(pl.col("_rule") == i) for i in range(n)]
@@ -109,14 +163,15 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *
                  for i in range(n)]
     if n:
         matched_any = pl.any_horizontal([pl.col(f"_m{i}").fill_null(False) for i in range(n)])
-        unmatched = flags.filter(~matched_any).select("customer_id")
+        unmatched_mask = flags.select((~matched_any).alias("_u"))["_u"]
     else:
-        unmatched = customers.select("customer_id")
+        unmatched_mask = pl.repeat(True, customers.height, dtype=pl.Boolean, eager=True)
+    unmatched = flags.filter(unmatched_mask).select("customer_id")
     del flags
 
     # Each rule's actions (ranked) and cut customers; parts stay in rule order, each in rank order.
     kept_parts, cut_parts = [], []
-    for i, rule in enumerate(pb.rules):
+    for i, rule in enumerate(rules):
         part = parts[i]
         if rule.capacity is not None:
             keyed = part.select("customer_id", "_rule", pl.col(key_names[key_cols.index(rule.order_by)]).alias("_key"))
@@ -130,13 +185,19 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *
             cut_parts.append(None)
     id_dtype = customers.schema["customer_id"]
     empty = pl.DataFrame(schema={"customer_id": id_dtype, "_rule": pl.Int32, "_rank": pl.UInt32})
-    rules_all = list(pb.rules)
-    if pb.fallback is not None:
+    rules_all = list(rules)
+    hits = [p.height for p in parts]  # by position: a rule's hits are its own part, whatever its name
+    matched_all = list(matched_counts)
+    fb_index = None
+    if fallback is not None:
         fb_index = len(rules_all)
-        rules_all.append(pb.fallback)
+        rules_all.append(fallback)
         kept_parts.append(unmatched.sort("customer_id").with_row_index("_rank", offset=1)
                           .select("customer_id", pl.lit(fb_index, pl.Int32).alias("_rule"), "_rank"))
         cut_parts.append(None)
+        hits.append(unmatched.height)
+        matched_all.append(unmatched.height)
+        masks.append(unmatched_mask.alias(fallback.name))
 
     def enum(values: list[str]) -> pl.Series:
         # A closed set of the playbook's own text: an Enum holds each value once, where text columns would
@@ -163,16 +224,31 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *
     cut_out = (cut.join(meta.select("_rule", "rule", "action"), on="_rule", how="left", maintain_order="left")
                .select("customer_id", "rule", "action", pl.col("_rank").alias("rank")))
 
-    hits = [p.height for p in parts] + ([unmatched.height] if pb.fallback is not None else [])
-    if pb.fallback is not None:
-        hits = [unmatched.height if r.name == pb.fallback.name else h for r, h in zip(rules_all, hits)]
+    cut_counts = [0 if c is None else c.height for c in cut_parts]
+    kept_counts = [k.height for k in kept_parts]
     rule_summary = meta.select("rule").with_columns(
-        pl.Series("matched", matched_counts + ([unmatched.height] if pb.fallback else []), dtype=pl.Int64),
+        pl.Series("matched", matched_all, dtype=pl.Int64),
         pl.Series("hits", hits, dtype=pl.Int64),
-        pl.Series("cut_by_capacity", [0 if c is None else c.height for c in cut_parts], dtype=pl.Int64),
-        pl.Series("actions", [k.height for k in kept_parts], dtype=pl.Int64),
+        pl.Series("cut_by_capacity", cut_counts, dtype=pl.Int64),
+        pl.Series("actions", kept_counts, dtype=pl.Int64),
     )
+    return RuleResult(rules=tuple(rules_all), fallback=fb_index, hit_policy=hit_policy, masks=tuple(masks),
+                      matched=tuple(matched_all), hits=tuple(hits), cut_by_capacity=tuple(cut_counts),
+                      actions_per_rule=tuple(kept_counts), actions=actions, cut=cut_out, unmatched=unmatched.height,
+                      rule_summary=rule_summary, skipped_rules=tuple(skipped_rules))
 
+
+def label_sets(selections: Sequence[Selection]) -> dict[str, tuple[str, ...]]:
+    """Each label column of the selected classifiers with its labels (what :func:`evaluate_rules` checks against)."""
+    return {o.column: o.labels for s in selections for o in s.outputs if o.labels is not None}
+
+
+def _playbook_result(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *,
+                     skipped_columns: Mapping[str, str] | None = None) -> Result:
+    """Apply ``pb``'s rules to the classified ``customers`` and build the summary (see :func:`evaluate_rules`)."""
+    as_of = prepared.as_of
+    rr = evaluate_rules(customers, pb.rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
+                        labels=label_sets(pb.selections), skipped_columns=skipped_columns, source=pb.path)
     classes = summarize(customers, pb.selections)
     report = prepared.report
     summary = {
@@ -182,13 +258,13 @@ def _evaluate_rules(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *
         "input": report.to_dict(),
         "reconciliation": reconcile(report, customers, "the customer table"),
         "classes": classes.to_dicts(),
-        "rules": rule_summary.to_dicts(),
-        "unmatched": unmatched.height,
-        "cut_by_capacity": cut_out.height,
-        "actions": actions.height,
+        "rules": rr.rule_summary.to_dicts(),
+        "unmatched": rr.unmatched,
+        "cut_by_capacity": rr.cut.height,
+        "actions": rr.actions.height,
     }
-    if skipped_rules:
-        summary["skipped_rules"] = skipped_rules
+    if rr.skipped_rules:
+        summary["skipped_rules"] = list(rr.skipped_rules)
     check_reconciliation(summary["reconciliation"])
-    return Result(customers=customers, actions=actions, cut=cut_out, classes=classes, rule_summary=rule_summary,
-                  summary=summary, as_of=as_of, report=report)
+    return Result(customers=customers, actions=rr.actions, cut=rr.cut, classes=classes,
+                  rule_summary=rr.rule_summary, summary=summary, as_of=as_of, report=report)

@@ -177,6 +177,7 @@ def load_playbook(
                                                    f"{suggest(str(hit_policy), HIT_POLICIES)}")
     rules = _load_rules(doc, problems)
     fallback = _load_fallback(doc, problems, len(rules))
+    _check_fallback_name(doc, rules, fallback, problems)
     if isinstance(data.get("as_of"), dt.date):
         for line, message in _late_due_dates([*rules, *([fallback] if fallback else [])], data["as_of"]):
             problems.add(line, message)
@@ -452,6 +453,30 @@ def _load_fallback(doc: MarkedDict, problems: _Problems, n_rules: int) -> Rule |
     return _load_action(node, FALLBACK_KEYS, "fallback", n_rules, problems)
 
 
+def _check_fallback_name(doc: MarkedDict, rules: list[Rule], fallback: Rule | None, problems: _Problems) -> None:
+    """No rule may have the fallback's name (``fallback`` unless ``fallback: name:`` says otherwise).
+
+    The fallback is written as a rule of its own: actions.csv, cut.csv, summary.json and ``tierbook
+    explain`` name it, so a rule of the same name could not be told apart from it.
+    """
+    if fallback is None:
+        return
+    fb = doc["fallback"]
+    node = doc.get("rules")
+    for item in node if isinstance(node, MarkedList) else []:
+        if not isinstance(item, MarkedDict) or item.get("name") != fallback.name:
+            continue
+        if "name" in fb:
+            problems.add(fb.value_line("name"), f"fallback: name {fallback.name!r} is also the name of the rule on "
+                                                f"line {item.value_line('name')}; the outputs could not tell them "
+                                                f"apart: give the fallback another name")
+        else:
+            problems.add(item.value_line("name"), f"rule {fallback.name!r}: {fallback.name!r} is the name of the "
+                                                  f"fallback (line {doc.key_line('fallback')}); the outputs could not "
+                                                  f"tell them apart: rename the rule, or name the fallback (fallback: "
+                                                  f"name: ...)")
+
+
 def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, problems: _Problems) -> dict:
     node = doc.get("outputs")
     out: dict[str, Any] = dict(OUTPUT_DEFAULTS)
@@ -571,8 +596,27 @@ def _predicted_schema(doc, data, registry, selections, problems):
         for col, dtype in table.schema.items():
             if col != "customer_id":
                 schema[col] = dtype
+    # A classifier's column may not have a name the customer table already has (a feature, a column of
+    # data.customers, another classifier's column): the run would stop on it, so validation does.
+    node = doc.get("classifiers")
+    table_columns = set(table.columns) - {"customer_id"} if table is not None else set()
+    written: dict[str, str] = {}
     for sel in selections:
+        name = sel.classifier.name
         for out in sel.outputs:
+            if out.column in written:
+                other = written[out.column]
+            elif out.column in table_columns:
+                other = f"data.customers (line {lines.get('customers', 1)})"
+            elif out.column in schema:
+                other = "the customer table (a feature)"
+            else:
+                other = None
+            if other is not None:
+                problems.add(node.key_line(name) if isinstance(node, MarkedDict) else 1,
+                             f"classifiers.{name}: classifier {name!r} writes column {out.column!r}, which {other} "
+                             f"already has; rename that column")
+            written[out.column] = f"classifier {name!r}"
             schema[out.column] = out.polars_dtype
     return schema, table
 

@@ -15,7 +15,7 @@ from ..data import as_date
 from ..errors import PLAYBOOK_WORDS, ParamError, speaking, suggest
 from ..registry import Registry
 from ..run import Prepared, Selection, apply_classifiers, prepare, split_params
-from .evaluate import _evaluate_rules
+from .evaluate import _playbook_result
 from .spec import OUTPUT_DEFAULTS, Result, Rule
 
 
@@ -99,7 +99,7 @@ class Playbook:
         customers = apply_classifiers(prepared.customers, self.selections, as_of=prepared.as_of,
                                       registry=self.registry, skipped=skipped, skipped_classifiers=failed)
         empty = {o.column: name for s in self.selections if (name := s.classifier.name) in failed for o in s.outputs}
-        result = _evaluate_rules(self, prepared, customers, skipped_columns=empty)
+        result = _playbook_result(self, prepared, customers, skipped_columns=empty)
         if skipped:
             result.summary["skipped_plugins"] = skipped
         return result

@@ -331,3 +331,49 @@ def test_outputs_need_distinct_file_names(tmp_path, run_cli):
                          "each output needs its own file name"]
     assert lines[0].endswith(f"{path}:7: outputs.actions: 'all.csv' is also the file of outputs.customers (line 6); "
                              "each output needs its own file name")
+
+
+def test_hits_are_counted_by_rule_position_not_name(tmp_path):
+    # A rule that shares the fallback's name (validation refuses that; the evaluation must not care):
+    # its hits are its own customers, not the unmatched ones.
+    import dataclasses
+
+    pb = load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml", output_dir=tmp_path)
+    prepared = pb.prepare()
+    before = pb.evaluate(prepared).summary["rules"]
+    position = next(i for i, r in enumerate(pb.rules) if r.capacity is None)
+    renamed = [dataclasses.replace(r, name=pb.fallback.name) if i == position else r for i, r in enumerate(pb.rules)]
+    after = dataclasses.replace(pb, rules=renamed).evaluate(prepared).summary["rules"]
+    assert after[position]["rule"] == after[-1]["rule"] == pb.fallback.name
+    assert [{k: v for k, v in r.items() if k != "rule"} for r in after] == \
+        [{k: v for k, v in r.items() if k != "rule"} for r in before]
+    assert after[position]["hits"] != after[-1]["hits"]  # the case is a real one: the counts differ
+
+
+def test_evaluate_rules_keys_everything_by_position():
+    # Two rules and the fallback all named "x": masks and counts by position, checked against plain Polars.
+    from engine.playbook import Rule, evaluate_rules
+
+    customers = pl.DataFrame({"customer_id": ["c1", "c2", "c3", "c4", "c5"],
+                              "monetary": [500.0, 50.0, 300.0, None, 20.0], "frequency": [5, 1, 3, 2, 1]})
+    rules = [Rule(name="x", when="monetary > 100", action="a", channel="email", owner="o", due_days=1, priority=1,
+                  capacity=1),
+             Rule(name="x", when="frequency >= 2", action="b", channel="email", owner="o", due_days=1, priority=2)]
+    fallback = Rule(name="x", when=None, action="c", channel="email", owner="o", due_days=1, priority=3)
+    as_of = __import__("datetime").date(2024, 1, 1)
+    for policy in ("first", "all"):
+        rr = evaluate_rules(customers, rules, as_of=as_of, hit_policy=policy, fallback=fallback)
+        big = (customers["monetary"] > 100).fill_null(False)
+        frequent = customers["frequency"] >= 2
+        assert rr.rules == (*rules, fallback) and rr.fallback == 2
+        assert [m.to_list() for m in rr.masks] == [big.to_list(), frequent.to_list(), (~big & ~frequent).to_list()]
+        assert rr.matched == (2, 3, 2)
+        hits_1 = int((frequent & ~big).sum()) if policy == "first" else 3
+        assert rr.hits == (2, hits_1, 2)
+        assert rr.cut_by_capacity == (1, 0, 0)  # capacity 1 keeps c1 (monetary 500), cuts c3
+        assert rr.actions_per_rule == (1, hits_1, 2)
+        assert rr.cut["customer_id"].to_list() == ["c3"] and rr.unmatched == 2
+        assert rr.actions.height == sum(rr.actions_per_rule)
+        assert rr.rule_summary["hits"].to_list() == list(rr.hits)
+    with pytest.raises(ValueError, match="hit_policy 'any'"):
+        evaluate_rules(customers, rules, as_of=as_of, hit_policy="any")
