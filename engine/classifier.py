@@ -57,11 +57,14 @@ class Context:
     """What a classifier may know besides its parameters.
 
     ``schema`` is the customer table's schema (features, plugin features and
-    customer attributes); ``as_of`` the reference date of the run.
+    customer attributes); ``as_of`` the reference date of the run; ``fit`` what
+    the classifier's own :attr:`Classifier.fit` returned for this run (``None``
+    for a classifier without one).
     """
 
     as_of: dt.date
     schema: Mapping[str, pl.DataType]
+    fit: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,19 @@ class Classifier:
         without re-running the expressions over the whole table, and optional
         charts. Without it the workbench re-runs the expressions and draws a
         class-size bar chart. See :mod:`engine.fastpath`.
+    fit
+        Optional ``fit(customers, params, context) -> dict``, for a classifier
+        whose labels depend on a model estimated from the whole customer table
+        (CLV). It is called once per classification, before ``expressions``,
+        with the collected customer table; what it returns is handed to
+        ``expressions`` as ``context.fit`` and reported (``summary.json`` under
+        ``fits``), so it must be JSON-serialisable. It may raise a
+        :class:`~engine.errors.TierbookError` (e.g. ``DataError``: too few
+        customers to fit) to stop the run with that message.
+    by_default
+        ``False`` for a classifier that runs only when named (``--classifier``,
+        a playbook's ``classifiers:``), not when every classifier is selected:
+        one that fits a model, takes seconds, or needs data not every shop has.
     """
 
     name: str
@@ -108,6 +124,9 @@ class Classifier:
     expressions: Callable[[Mapping[str, Any], Context], Mapping[str, pl.Expr]]
     check: Callable[[Mapping[str, Any]], None] | None = field(default=None, compare=False)
     workbench: Callable[[Classifier, Any], Any] | None = field(default=None, compare=False)
+    fit: Callable[[pl.DataFrame, Mapping[str, Any], Context], Mapping[str, Any] | None] | None = field(
+        default=None, compare=False)
+    by_default: bool = True
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -156,22 +175,37 @@ class Classifier:
 class Feature:
     """A per-customer feature contributed by a plugin.
 
-    Exactly one of ``agg`` and ``derive`` is given:
+    Exactly one of ``agg``, ``table`` and ``derive`` is given:
 
     * ``agg``: an aggregation over the canonical transaction columns
       (``customer_id``, ``order_id``, ``order_date``, ``amount``), computed in
       the same single ``group_by`` pass as the built-in features;
+    * ``table``: ``table(rows) -> LazyFrame``, a query over the same usable
+      rows (canonical columns) returning at most one row per ``customer_id``
+      and a column called like the feature, for what one aggregation per
+      customer cannot say (e.g. a ``group_by`` per customer and day, then per
+      customer). It is collected together with the built-in features, from the
+      same single scan; features that give the same ``table`` function share one
+      query. Customers it has no row for get null;
     * ``derive``: an expression over the customer table after aggregation
-      (it may use the built-in features and ``as_of``-based columns).
+      (it may use the built-in features, ``as_of``-based columns and other
+      plugin features).
+
+    ``on_demand`` features are computed only when a selected classifier
+    requires them (or a derived feature that is computed uses them, or a
+    playbook's rule names them), so their cost is paid only by runs that use
+    them.
     """
 
     name: str
     description: str
     agg: pl.Expr | None = None
     derive: pl.Expr | None = None
+    table: Callable[[pl.LazyFrame], pl.LazyFrame] | None = field(default=None, compare=False)
+    on_demand: bool = False
 
     def __post_init__(self) -> None:
-        if (self.agg is None) == (self.derive is None):
-            raise ValueError(f"feature {self.name!r}: give exactly one of agg= and derive=")
+        if sum(x is not None for x in (self.agg, self.derive, self.table)) != 1:
+            raise ValueError(f"feature {self.name!r}: give exactly one of agg=, table= and derive=")
         if not self.name.isidentifier():
             raise ValueError(f"feature name {self.name!r} must be an identifier")

@@ -28,7 +28,7 @@ Customers from a customer table who have no usable transaction are kept, with
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -186,6 +186,12 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
         if feat.agg is not None:
             aggs.append(feat.agg.alias(name))
     customers = rows.group_by("customer_id").agg(aggs).sort("customer_id")
+    # Plugin features given as a query over the same rows: one query per distinct table function.
+    tables: dict[int, tuple[Callable, list[str]]] = {}
+    for name, feat in plugin_features.items():
+        if feat.table is not None:
+            tables.setdefault(id(feat.table), (feat.table, []))[1].append(name)
+    table_queries = [(fn(rows).select("customer_id", *names), names) for fn, names in tables.values()]
 
     zero, null_key = usable & (u == 0), usable & (u > 0) & key.is_null()
     # The cheapest condition that lets every such row through (it lets some others through too: the
@@ -206,7 +212,7 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
                           u.abs().cast(pl.Float64).sum().alias("_gross_units"),
                           # the scan's own revenue, apart from the group_by: the reconciliation compares them
                           units.filter(usable).cast(pl.Int128).sum().alias("usable_units"))
-    return customers, exceptional, totals
+    return customers, exceptional, totals, table_queries
 
 
 _AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]
@@ -322,15 +328,16 @@ def compute_features(
     unparseable value (naming its row), or a plugin feature that fails.
     """
     plugin_features = dict(plugin_features or {})
-    by_customer, exceptions_q, totals_q = _queries(tx, as_of, plugin_features, wide=wide)
+    by_customer, exceptions_q, totals_q, table_queries = _queries(tx, as_of, plugin_features, wide=wide)
     # The features are computed inside the streaming query: its workers reuse the group_by's memory,
     # where each step on the collected table would add its columns on top of it (bench/PROFILE.md).
     # What the exceptions change (a zero amount, a sale without an order id, a later row without a
     # customer id) is corrected afterwards, for the customers concerned.
     by_customer = by_customer.with_columns(_finish()).with_columns(_derived(_day_after(as_of)))
     try:
-        grouped, exceptions, totals = pl.collect_all([by_customer, exceptions_q, totals_q],
-                                                     engine="streaming" if streaming else "auto")
+        grouped, exceptions, totals, *tables = pl.collect_all(
+            [by_customer, exceptions_q, totals_q, *[q for q, _ in table_queries]],
+            engine="streaming" if streaming else "auto")
     except pl.exceptions.ColumnNotFoundError as exc:
         raise _feature_error(plugin_features, feature_owners or {}, exc) from None
     except pl.exceptions.PolarsError as exc:
@@ -374,7 +381,8 @@ def compute_features(
             for name in corrected
         ).with_columns(_derived(_day_after(as_of), set(corrected)))
     return complete_features(grouped, no_id["last_day"].max(), unusable, as_of=as_of, customers=customers,
-                             plugin_features=plugin_features, report=report, describe=tx.describe())
+                             plugin_features=plugin_features, report=report, describe=tx.describe(),
+                             tables=tables, feature_owners=feature_owners)
 
 
 def complete_features(
@@ -387,6 +395,8 @@ def complete_features(
     plugin_features: Mapping[str, Feature],
     report: LoadReport,
     describe: str,
+    tables: Sequence[pl.DataFrame] = (),
+    feature_owners: Mapping[str, str] | None = None,
 ) -> FeatureResult:
     """The customer table from the aggregated features, whichever engine aggregated them.
 
@@ -421,6 +431,12 @@ def complete_features(
 
     feats = grouped.select("customer_id", *BUILTIN_FEATURES,
                            *[pl.col(n) for n, f in plugin_features.items() if f.agg is not None])
+    for table in tables:
+        if table["customer_id"].is_duplicated().any():
+            names = [n for n in table.columns if n != "customer_id"]
+            raise DataError(f"plugin feature(s) {', '.join(names)}: the query returned more than one row for a "
+                            f"customer ({owners_of(names, feature_owners)})")
+        feats = feats.join(table, on="customer_id", how="left")
     report.net_revenue = float(Decimal(int(grouped[f"_{NET_REVENUE}_units"].sum() or 0)) / AMOUNT_SCALE)
     del grouped  # its other columns are not needed any more
 
@@ -445,15 +461,22 @@ def complete_features(
     return FeatureResult(customers=feats, as_of=as_of, report=report)
 
 
+def owners_of(names, owners: Mapping[str, str] | None) -> str:
+    return ", ".join(sorted({(owners or {}).get(n, "(unknown plugin)") for n in names}))
+
+
 def _feature_error(features: Mapping[str, Feature], owners: Mapping[str, str], exc: Exception) -> DataError:
     """Name the plugin feature that uses a column the transactions do not have."""
     canonical = {"customer_id": pl.String, "order_id": pl.String, "order_date": pl.Date, "amount": pl.Float64}
     empty = pl.LazyFrame(schema=canonical)
     for name, feat in features.items():
-        if feat.agg is None:
+        if feat.agg is None and feat.table is None:
             continue
         try:
-            empty.group_by("customer_id").agg(feat.agg.alias(name)).collect_schema()
+            if feat.table is not None:
+                feat.table(empty).select("customer_id", name).collect_schema()
+            else:
+                empty.group_by("customer_id").agg(feat.agg.alias(name)).collect_schema()
         except pl.exceptions.ColumnNotFoundError as err:
             missing = str(err).strip().splitlines()[0]
             return DataError(f"feature {name!r} of plugin {owners.get(name, '(unknown)')} uses a column the "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,7 @@ import polars as pl
 
 from .classifier import Classifier, Context, Output
 from .data import AMOUNT_SCALE, as_date, read_customers, read_transactions
-from .errors import DataError, ParamError, PluginError, option, suggest
+from .errors import DataError, ParamError, PluginError, TierbookError, option, suggest
 from .features import BUILTIN_FEATURES, FeatureResult, LoadReport, compute_features, to_units
 from .registry import Registry, describe_failure, get_registry, plugin_time_limit, stops_tierbook
 
@@ -93,7 +93,9 @@ def select(
 ) -> list[Selection]:
     """Resolve classifier names and their parameters; unknown names and params fail with a suggestion."""
     params = dict(params or {})
-    names = list(names) if names is not None else sorted(registry.classifiers)
+    # Every classifier that runs by default, and any other one given parameters.
+    names = list(names) if names is not None else sorted(
+        n for n, c in registry.classifiers.items() if c.by_default or n in params)
     for name in params:
         if name not in names:
             if name in registry.classifiers:
@@ -189,8 +191,12 @@ def apply_classifiers(
     registry: Registry | None = None,
     skipped: list[str] | None = None,
     skipped_classifiers: dict[str, str] | None = None,
+    fits: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
     """Add every selected classifier's columns to ``customers`` (one ``with_columns``).
+
+    A classifier with a ``fit`` is fitted first, on ``customers``; with ``fits``
+    (a dict), what each fit returned is stored there under the classifier's name.
 
     A classifier that breaks its contract (an exception, a column of the wrong
     length or type, a label outside its declared set, a missing feature) is
@@ -219,10 +225,12 @@ def apply_classifiers(
 
     exprs: list[pl.Expr] = []
     failed: set[str] = set()
+    contexts: dict[str, Context] = {}
     for sel in selections:
         try:
             _check_columns(sel, schema, owner_of(sel))
-            exprs.extend(_label_exprs(sel, ctx, owner_of(sel)))
+            contexts[sel.classifier.name] = _fit(sel, customers, ctx, owner_of(sel), fits)
+            exprs.extend(_label_exprs(sel, contexts[sel.classifier.name], owner_of(sel)))
         except PluginError as exc:
             if skipped is None:
                 raise
@@ -240,9 +248,10 @@ def apply_classifiers(
         if sel.classifier.name in failed:
             exprs.extend(pl.lit(None, o.polars_dtype).alias(o.column) for o in sel.outputs)
             continue
-        error = _diagnose(customers, sel, ctx, owner_of(sel))
+        own = contexts[sel.classifier.name]
+        error = _diagnose(customers, sel, own, owner_of(sel))
         if error is None:
-            exprs.extend(_label_exprs(sel, ctx, owner_of(sel)))
+            exprs.extend(_label_exprs(sel, own, owner_of(sel)))
         elif skipped is None:
             raise error
         else:
@@ -253,6 +262,28 @@ def apply_classifiers(
         return _with_outputs(customers, exprs)
     except pl.exceptions.PolarsError as exc:  # pragma: no cover - each classifier passed alone
         raise PluginError(f"the classifiers failed together but not one by one: {_first(exc)}") from None
+
+
+def _fit(sel: Selection, customers: pl.DataFrame, ctx: Context, owner: str,
+         fits: dict[str, Any] | None) -> Context:
+    """Run the classifier's ``fit`` (if any) and return the context its expressions get."""
+    clf = sel.classifier
+    if clf.fit is None:
+        return ctx
+    try:
+        with plugin_time_limit(f"classifier {clf.name!r} of {owner}: fit()"):
+            fitted = clf.fit(customers, sel.params, ctx)
+    except TierbookError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"classifier {clf.name!r} of {owner}: fit() failed: {type(exc).__name__}: {exc}") from None
+    if fitted is not None and not isinstance(fitted, Mapping):
+        raise PluginError(f"classifier {clf.name!r} of {owner}: fit() returned a {type(fitted).__name__}, "
+                          f"not a mapping")
+    fitted = dict(fitted or {})
+    if fits is not None:
+        fits[clf.name] = fitted
+    return replace(ctx, fit=fitted)
 
 
 def _first(exc: BaseException) -> str:
@@ -311,6 +342,8 @@ class Prepared:
     selections: list[Selection] = field(default_factory=list)
     #: Classifiers skipped by the last ``classify(skip_failing=True)``, one message each.
     skipped: list[str] = field(default_factory=list)
+    #: What the fitted classifiers of the last ``classify`` returned (parameters, standard errors), by name.
+    fits: dict[str, Any] = field(default_factory=dict)
 
     def select(self, classifiers: Sequence[str] | None = None, params: Any = None) -> list[Selection]:
         return select(self.registry, classifiers, split_params(params))
@@ -324,8 +357,9 @@ class Prepared:
         """
         self.selections = self.select(classifiers, params)
         self.skipped = []
+        self.fits = {}
         return apply_classifiers(self.customers, self.selections, as_of=self.as_of, registry=self.registry,
-                                 skipped=self.skipped if skip_failing else None)
+                                 skipped=self.skipped if skip_failing else None, fits=self.fits)
 
 
 def prepare(
@@ -343,15 +377,24 @@ def prepare(
     decimal_comma: bool = False,
     engine: str = "polars",
     spark: Any = None,
+    needs: Iterable[str] | None = None,
 ) -> Prepared:
     """Read ``data`` once and compute the customer table (see :mod:`engine.features`).
 
     ``engine="spark"`` runs the feature pass on Apache Spark instead (``data``: Parquet paths, a
     directory or a glob; ``spark``: ``{"master": ..., "config": {...}}``, see :mod:`engine.spark`).
+
+    Plugin features marked ``on_demand`` are computed when a name in ``needs``
+    (columns the caller will use: classifiers' ``requires``, rule columns) asks
+    for them; with ``needs=None``, when an installed classifier that runs by
+    default requires them.
     """
     registry = registry or get_registry()
     if engine not in ENGINES:
         raise DataError(f"engine {engine!r}: use one of {', '.join(ENGINES)}{suggest(str(engine), ENGINES)}")
+    if needs is None:
+        needs = [c for clf in registry.classifiers.values() if clf.by_default for c in clf.requires]
+    features = plugin_features_for(registry.features, needs)
     if engine == "polars":
         tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
                                decimal_comma=decimal_comma)
@@ -367,15 +410,41 @@ def prepare(
 
         settings = spark if isinstance(spark, SparkSettings) else SparkSettings.from_mapping(spark)
         result = compute_features_spark(
-            data, mapping, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features,
+            data, mapping, as_of=as_of_date(as_of), customers=table, plugin_features=features,
             feature_owners={name: info.label() for name, info in registry.feature_owners.items()},
             settings=settings)
         return Prepared(result.customers, result.as_of, result.report, registry)
     result: FeatureResult = compute_features(
-        tx, as_of=as_of_date(as_of), customers=table, plugin_features=registry.features, streaming=streaming,
+        tx, as_of=as_of_date(as_of), customers=table, plugin_features=features, streaming=streaming,
         feature_owners={name: info.label() for name, info in registry.feature_owners.items()},
     )
     return Prepared(result.customers, result.as_of, result.report, registry)
+
+
+def plugin_features_for(features: Mapping[str, Any], needs: Iterable[str]) -> dict[str, Any]:
+    """The plugin features to compute: every one not ``on_demand``, and the on-demand ones ``needs``
+    names, with what the derived features among them use (transitively).
+
+    >>> from engine import Feature
+    >>> feats = {"a": Feature("a", "x", agg=pl.len(), on_demand=True),
+    ...          "b": Feature("b", "x", derive=pl.col("a") + 1, on_demand=True),
+    ...          "c": Feature("c", "x", agg=pl.len())}
+    >>> sorted(plugin_features_for(feats, ["b"])), sorted(plugin_features_for(feats, []))
+    (['a', 'b', 'c'], ['c'])
+    """
+    wanted = {n for n, f in features.items() if not f.on_demand} | {n for n in needs if n in features}
+    todo = list(wanted)
+    while todo:
+        feat = features[todo.pop()]
+        if feat.derive is not None:
+            for col in feat.derive.meta.root_names():
+                if col in features and col not in wanted:
+                    wanted.add(col)
+                    todo.append(col)
+    # Features of one table function come from one query: all of them, or none.
+    tables = {id(features[n].table) for n in wanted if features[n].table is not None}
+    wanted |= {n for n, f in features.items() if f.table is not None and id(f.table) in tables}
+    return {n: f for n, f in features.items() if n in wanted}
 
 
 def as_of_date(value: Any) -> dt.date | None:

@@ -123,14 +123,15 @@ def _prepare_and_classify(args: argparse.Namespace):
 
         raise DataError("--spark-master and --spark-conf apply to --engine spark only")
     # Validate names and parameters before reading any data.
-    run.select(registry, args.classifier, params, sources)
+    selections = run.select(registry, args.classifier, params, sources)
     with step(f"reading {args.data}"):
         prepared = run.prepare(args.data, mapping=args.map, customers=args.customers, customers_id=args.customers_id,
                                as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry,
                                delimiter=args.delimiter, decimal_comma=args.decimal_comma,
-                               engine=args.engine, spark=spark)
+                               engine=args.engine, spark=spark,
+                               needs=[c for sel in selections for c in sel.classifier.requires])
     with step("classifying"):
-        classified = prepared.classify(args.classifier, params, skip_failing=skip)
+        classified = prepared.classify([sel.classifier.name for sel in selections], params, skip_failing=skip)
     for message in prepared.skipped:
         say(f"tierbook: skipped: {message}", file=sys.stderr)
     if args.rejects:

@@ -579,6 +579,8 @@ def _predicted_schema(doc, data, registry, selections, problems):
         try:
             if feat.agg is not None:
                 dtype = empty.group_by("customer_id").agg(feat.agg.alias(name)).collect_schema()[name]
+            elif feat.table is not None:
+                dtype = feat.table(empty).collect_schema()[name]
             else:
                 dtype = pl.LazyFrame(schema=schema).select(feat.derive.alias(name)).collect_schema()[name]
         except pl.exceptions.PolarsError as exc:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,15 @@ class Playbook:
                 as_of=as_of, date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
                 delimiter=d.get("delimiter"), decimal_comma=d.get("decimal_comma", False),
                 engine=self.engine, spark=self.spark,
+                needs=self._needs(),
             )
+
+    def _needs(self) -> list[str]:
+        """Columns this playbook uses: its classifiers' requirements and every word of its rules."""
+        words = [c for sel in self.selections for c in sel.classifier.requires]
+        for rule in [*self.rules, *([self.fallback] if self.fallback is not None else [])]:
+            words += re.findall(r"\w+", f"{getattr(rule, 'when', '') or ''} {getattr(rule, 'order_by', '') or ''}")
+        return words
 
     def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
         """Classify, apply the rules and build the summary (no I/O).
@@ -96,10 +105,14 @@ class Playbook:
         """
         skipped = [str(f) for f in self.registry.failures] if skip_failing else None
         failed: dict[str, str] = {}
+        fits: dict[str, Any] = {}
         customers = apply_classifiers(prepared.customers, self.selections, as_of=prepared.as_of,
-                                      registry=self.registry, skipped=skipped, skipped_classifiers=failed)
+                                      registry=self.registry, skipped=skipped, skipped_classifiers=failed,
+                                      fits=fits)
         empty = {o.column: name for s in self.selections if (name := s.classifier.name) in failed for o in s.outputs}
         result = _playbook_result(self, prepared, customers, skipped_columns=empty)
+        if fits:  # what fitted classifiers estimated (parameters, standard errors, fit diagnostics)
+            result.summary["fits"] = fits
         if skipped:
             result.summary["skipped_plugins"] = skipped
         return result

@@ -65,10 +65,12 @@ def test_outputs_may_depend_on_parameters():
     assert c.output_specs({"lo": 0, "hi": 2})[0].labels == ("L0", "L1")
 
 
-def test_feature_takes_exactly_one_of_agg_and_derive():
-    with pytest.raises(ValueError, match="exactly one of agg= and derive="):
+def test_feature_takes_exactly_one_of_agg_table_and_derive():
+    with pytest.raises(ValueError, match="exactly one of agg=, table= and derive="):
         Feature("f", "f")
-    with pytest.raises(ValueError, match="exactly one of agg= and derive="):
+    with pytest.raises(ValueError, match="exactly one of agg=, table= and derive="):
         Feature("f", "f", agg=pl.len(), derive=pl.lit(1))
+    with pytest.raises(ValueError, match="exactly one of agg=, table= and derive="):
+        Feature("f", "f", agg=pl.len(), table=lambda rows: rows)
     with pytest.raises(ValueError, match="must be an identifier"):
         Feature("my feature", "f", agg=pl.len())

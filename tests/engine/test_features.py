@@ -264,6 +264,64 @@ def test_plugin_feature_rows_exclude_unusable_rows():
     assert by_id(p.customers, "biggest_line", "orders_2011") == {"a": (20.0, 2)}
 
 
+def per_day(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """A query no single aggregation per customer can express: the largest daily total of each customer."""
+    daily = rows.group_by("customer_id", "order_date").agg(pl.col("amount").sum().alias("day_total"))
+    return daily.group_by("customer_id").agg(pl.col("day_total").max().alias("best_day"),
+                                             pl.len().alias("days"))
+
+
+def table_module(scans: list):
+    mod = types.ModuleType("tierbook_test_table_features")
+
+    def counted(rows):
+        scans.append(1)
+        return per_day(rows)
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("best_day", "largest daily total", table=counted, on_demand=True))
+        register(Feature("days", "days with a row", table=counted, on_demand=True))
+        register(Feature("best_share", "best day / net revenue", derive=pl.col("best_day") / pl.col("monetary"),
+                         on_demand=True))
+
+    mod.register_features = register_features
+    return mod
+
+
+def test_table_features_share_one_query_and_join_the_pass():
+    scans: list = []
+    registry = get_registry(entry_points=False, modules=[table_module(scans)], strict=True)
+    rows = [("a", "o1", D(2011, 1, 1), 10.0), ("a", "o2", D(2011, 1, 1), 5.0), ("a", "o3", D(2011, 1, 2), 12.0),
+            ("b", "o4", D(2011, 1, 3), 4.0), ("c", None, None, 1.0)]
+    p = engine.prepare(tx(rows), registry=registry, needs=["best_share"])
+    assert len(scans) == 1  # the two features of one table function: one query
+    # c's only row has no date: not usable, so c is not a customer; the table saw the usable rows only
+    assert by_id(p.customers, "best_day", "days", "best_share") == {"a": (15.0, 2, 15.0 / 27), "b": (4.0, 1, 1.0)}
+
+
+def test_on_demand_features_only_when_needed():
+    registry = get_registry(entry_points=False, modules=[table_module([])], strict=True)
+    p = engine.prepare(tx(ROWS), registry=registry)
+    assert not {"best_day", "days", "best_share"} & set(p.customers.columns)
+    p = engine.prepare(tx(ROWS), registry=registry, needs=["days"])
+    assert "days" in p.customers.columns and "best_share" not in p.customers.columns
+
+
+def test_a_table_feature_with_two_rows_for_a_customer_is_an_error():
+    mod = types.ModuleType("tierbook_test_bad_table")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("per_order", "not one row per customer",
+                         table=lambda rows: rows.select("customer_id", pl.col("amount").alias("per_order"))))
+
+    mod.register_features = register_features
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    with pytest.raises(DataError, match="per_order: the query returned more than one row for a customer"):
+        engine.prepare(tx(ROWS), registry=registry)
+
+
 def test_no_usable_transactions_is_an_error():
     with pytest.raises(DataError, match="no usable transactions .*4 rows where order_date is on or after as_of"):
         prepare(tx(ROWS[:4]), as_of="2010-01-01")

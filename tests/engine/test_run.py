@@ -198,3 +198,55 @@ def test_a_broken_later_output_is_named_after_the_earlier_ones_are_computed():
                             strict=True)
     with pytest.raises(PluginError, match=r"classifier 'chain' .*column 'tenfold' cannot be computed"):
         engine.classify(TX, registry=registry)
+
+
+def fitted(fit, by_default=True):
+    """A classifier whose label depends on a value fitted on the whole table (the mean monetary)."""
+    mod = type(engine)("tierbook_test_fitted")
+
+    @hookimpl
+    def register_classifiers(register):
+        register(Classifier(
+            name="above", description="above the fitted mean", requires=("monetary",), params=(),
+            outputs=(Output("above", "above the mean", labels=("above", "below")),),
+            expressions=lambda p, ctx: {"above": pl.when(pl.col("monetary") > ctx.fit["mean"])
+                                        .then(pl.lit("above")).otherwise(pl.lit("below"))},
+            fit=fit, by_default=by_default))
+
+    mod.register_classifiers = register_classifiers
+    return get_registry(entry_points=False, modules=[mod], strict=True)
+
+
+def test_a_classifier_fit_reaches_its_expressions_and_is_reported():
+    calls = []
+
+    def fit(customers, params, ctx):
+        calls.append(customers.height)
+        return {"mean": float(customers["monetary"].mean())}
+
+    frame = pl.DataFrame({"customer_id": [1, 2, 3], "monetary": [1.0, 2.0, 6.0]})
+    prepared = engine.run.Prepared(frame, dt.date(2024, 1, 1), None, fitted(fit))
+    out = prepared.classify(["above"])
+    assert out["above"].cast(pl.String).to_list() == ["below", "below", "above"]
+    assert prepared.fits == {"above": {"mean": 3.0}} and calls == [3]
+
+
+def test_a_failing_fit_is_named_and_a_user_error_passes_through():
+    frame = pl.DataFrame({"customer_id": [1], "monetary": [1.0]})
+
+    def broken(customers, params, ctx):
+        return 1 / 0
+
+    def refuses(customers, params, ctx):
+        raise engine.DataError("too few customers to fit")
+
+    with pytest.raises(PluginError, match=r"classifier 'above' .*fit\(\) failed: ZeroDivisionError"):
+        engine.run.Prepared(frame, dt.date(2024, 1, 1), None, fitted(broken)).classify(["above"])
+    with pytest.raises(engine.DataError, match="^too few customers to fit$"):
+        engine.run.Prepared(frame, dt.date(2024, 1, 1), None, fitted(refuses)).classify(["above"])
+
+
+def test_a_classifier_not_run_by_default_runs_when_named():
+    registry = fitted(lambda c, p, ctx: {"mean": 0.0}, by_default=False)
+    assert select(registry, None) == []
+    assert [s.classifier.name for s in select(registry, ["above"])] == ["above"]
