@@ -1,0 +1,242 @@
+"""plugins.clv: the BTYD summary from the one pass, BG/NBD and Gamma-Gamma fits, CLV, bad input.
+
+The CDNOW sample (tests/plugins/clv/data, real data shipped with lifetimes under the MIT licence; see
+its README) is run through tierbook's own pass; the fitted parameters must be the published ones to
+three significant digits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import engine
+from engine import DataError, ParamError
+from engine.registry import get_registry
+from plugins.clv import SUMMARY_COLUMNS, btyd_summary, models
+
+DATA = Path(__file__).parent / "data"
+CDNOW_AS_OF = "1997-10-01"  # calibration period 1997-01-01 .. 1997-09-30 (39 weeks), as published
+
+
+def sig3(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+def cdnow_transactions() -> pl.DataFrame:
+    """CDNOW_sample.txt: master id, sample id, date YYYYMMDD, CDs, dollar value (whitespace separated)."""
+    lines = pl.read_csv(DATA / "CDNOW_sample.txt", has_header=False, separator="\n", new_columns=["line"])
+    fields = pl.col("line").str.strip_chars().str.extract_all(r"\S+")
+    return lines.select(fields.list.get(1).cast(pl.Int64).alias("customer_id"),
+                        fields.list.get(2).str.to_date("%Y%m%d").alias("order_date"),
+                        fields.list.get(4).cast(pl.Float64).alias("amount"))
+
+
+@pytest.fixture(scope="module")
+def clv_registry():
+    return get_registry(allow=["abc", "adc", "rfm", "clv"], strict=True)
+
+
+@pytest.fixture(scope="module")
+def cdnow(clv_registry):
+    return engine.prepare(cdnow_transactions(), as_of=CDNOW_AS_OF, registry=clv_registry, needs=SUMMARY_COLUMNS)
+
+
+def test_cdnow_data_is_the_published_sample():
+    tx = cdnow_transactions()
+    assert tx.height == 6919 and tx["customer_id"].n_unique() == 2357
+    assert tx["order_date"].min() == dt.date(1997, 1, 1) and tx["order_date"].max() == dt.date(1998, 6, 30)
+
+
+def test_btyd_summary_from_the_pass_matches_the_shipped_summary(cdnow):
+    """tierbook's summary (weeks) against the one shipped with the data (rounded to 2 decimals)."""
+    ours = btyd_summary(cdnow.customers, "weeks")
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    both = ours.join(ref, left_on="customer_id", right_on="ID", how="full", coalesce=True)
+    assert both.height == 2357 and both["frequency"].null_count() == 0 and both["x"].null_count() == 0
+    assert (both["frequency"] == both["x"]).all()
+    assert (both["recency"] - both["t_x"]).abs().max() <= 0.005 + 1e-9  # the shipped values are rounded to 2 decimals
+    assert (both["T"] - both["T_right"]).abs().max() <= 0.005 + 1e-9  # the shipped values are rounded to 2 decimals
+    repeat = both.filter(pl.col("x") > 0)
+    assert (repeat["monetary_value"] - repeat["zbar"]).abs().max() <= 0.005 + 1e-9  # the shipped values are rounded to 2 decimals
+
+
+def test_cdnow_published_parameters(cdnow):
+    """Fader, Hardie and Lee (2005): r 0.243, alpha 4.414, a 0.793, b 2.426 (weeks);
+    Fader and Hardie (2013): p 6.25, q 3.74, gamma 15.44."""
+    cdnow.classify(["clv"], {"clv.time_unit": "weeks"})
+    fit = cdnow.fits["clv"]
+    bg, gg = fit["bgnbd"]["params"], fit["gamma_gamma"]["params"]
+    assert {k: sig3(v) for k, v in bg.items()} == {"r": 0.243, "alpha": 4.41, "a": 0.793, "b": 2.43}
+    assert {k: sig3(v) for k, v in gg.items()} == {"p": 6.25, "q": 3.74, "v": 15.4}
+    assert fit["customers_fitted"] == 2357 and fit["repeat_customers"] == 946
+    assert fit["observation_end"] == "1997-09-30"
+    # Standard errors: positive and finite, smaller than the parameters here (2,357 customers).
+    for part in ("bgnbd", "gamma_gamma"):
+        for name, se in fit[part]["standard_errors"].items():
+            assert 0 < se < fit[part]["params"][name]
+    # Days give the same r, a, b and alpha x 7 (the likelihood in a rescaled time).
+    cdnow.classify(["clv"])
+    days = cdnow.fits["clv"]["bgnbd"]["params"]
+    assert days["r"] == pytest.approx(bg["r"], rel=1e-4) and days["b"] == pytest.approx(bg["b"], rel=1e-4)
+    assert days["alpha"] == pytest.approx(bg["alpha"] * 7, rel=1e-4)
+
+
+def test_predictions_match_their_definitions(cdnow):
+    """P(alive), E[M] and CLV against the formulas, written out here independently for a few customers."""
+    out = cdnow.classify(["clv"], {"clv.time_unit": "weeks", "clv.discount_rate": 0.0, "clv.horizon_months": 3})
+    fit = cdnow.fits["clv"]
+    r, alpha, a, b = (fit["bgnbd"]["params"][k] for k in ("r", "alpha", "a", "b"))
+    p, q, v = (fit["gamma_gamma"]["params"][k] for k in ("p", "q", "v"))
+    rows = out.filter(pl.col("customer_id").is_in([1, 2, 3, 18])).sort("customer_id").to_dicts()
+    for row in rows:
+        x, tx, T, m = row["btyd_frequency"], row["btyd_recency"] / 7, row["btyd_T"] / 7, row["btyd_monetary_value"]
+        alive = 1.0 if x == 0 else 1 / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + tx)) ** (r + x))
+        assert row["clv_p_alive"] == pytest.approx(alive, rel=1e-12)
+        value = (q - 1) / (p * x + q - 1) * (v * p / (q - 1)) + p * x / (p * x + q - 1) * m
+        assert row["clv_expected_value"] == pytest.approx(value, rel=1e-12)
+        # With no discount the monthly steps telescope: CLV = E[M] * E[Y(3 months)].
+        assert row["clv"] == pytest.approx(value * row["clv_expected_purchases"], rel=1e-9)
+    # E[Y(t)] by its series: the hypergeometric function summed term by term for customer 1.
+    row = rows[0]
+    x, tx, T, t = row["btyd_frequency"], row["btyd_recency"] / 7, row["btyd_T"] / 7, 3 * 4.345
+    z = t / (alpha + T + t)
+    term, series = 1.0, 0.0
+    for j in range(400):
+        series += term
+        term *= (r + x + j) * (b + x + j) / ((a + b + x - 1 + j) * (j + 1)) * z
+    expected = ((a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * series)
+                / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + tx)) ** (r + x)))
+    assert row["clv_expected_purchases"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_discounting_and_tiers(cdnow):
+    plain = cdnow.classify(["clv"], {"clv.discount_rate": 0.0})
+    discounted = cdnow.classify(["clv"], {"clv.discount_rate": 0.05})
+    assert (discounted["clv"] < plain["clv"]).all() and (discounted["clv"] > 0).all()
+    tiers = discounted["clv_tier"].value_counts().sort("clv_tier")
+    counts = dict(zip(tiers["clv_tier"].cast(pl.String), tiers["count"]))
+    assert counts["high"] <= math.ceil(0.2 * 2357) + 50 and counts["high"] >= 400
+    top = discounted.sort("clv", descending=True)
+    assert top["clv_tier"][0] == "high" and top["clv_tier"][-1] == "low"
+    floats = discounted.select(pl.col(pl.Float64))
+    assert floats.select(pl.all().is_nan().any()).row(0) == (False,) * floats.width
+
+
+def tx(rows):
+    return pl.DataFrame(rows, schema={"customer_id": pl.Int64, "order_date": pl.Date, "amount": pl.Float64},
+                        orient="row")
+
+
+def test_summary_conventions_zero_amounts_returns_same_day(clv_registry):
+    d = dt.date
+    frame = tx([
+        (1, d(2024, 1, 1), 10.0), (1, d(2024, 1, 1), 5.0),     # two lines on the first day: one purchase day
+        (1, d(2024, 1, 5), 20.0), (1, d(2024, 1, 5), -8.0),    # a return on a purchase day: value stays 20
+        (1, d(2024, 1, 9), -3.0),                              # a return-only day: not a purchase day
+        (1, d(2024, 1, 20), 0.0),                              # a zero-amount line: a purchase of value 0
+        (2, d(2024, 1, 3), -4.0),                              # returns only: no purchase, no summary
+        (3, d(2024, 1, 10), 7.0),                              # one purchase day
+    ])
+    prep = engine.prepare(frame, as_of="2024-02-01", registry=clv_registry, needs=SUMMARY_COLUMNS)
+    c = {r["customer_id"]: r for r in prep.customers.to_dicts()}
+    assert (c[1]["btyd_frequency"], c[1]["btyd_recency"], c[1]["btyd_T"]) == (2, 19, 30)  # T to 2024-01-31
+    assert c[1]["btyd_monetary_value"] == pytest.approx(10.0)  # (20 + 0) / 2
+    assert c[2]["btyd_frequency"] is None and c[2]["btyd_monetary_value"] is None
+    assert (c[3]["btyd_frequency"], c[3]["btyd_recency"], c[3]["btyd_T"], c[3]["btyd_monetary_value"]) == (0, 0, 21, 0)
+    # as_of defaults to the day after the last row, so T ends on the last day, as lifetimes' default
+    prep = engine.prepare(frame, registry=clv_registry, needs=SUMMARY_COLUMNS)
+    assert prep.customers.filter(pl.col("customer_id") == 1)["btyd_T"].item() == 19
+
+
+def test_summary_only_when_needed(clv_registry):
+    frame = tx([(1, dt.date(2024, 1, 1), 10.0)])
+    prep = engine.prepare(frame, registry=clv_registry)  # clv does not run by default: no summary columns
+    assert not set(SUMMARY_COLUMNS) & set(prep.customers.columns)
+    assert "clv" not in [s.classifier.name for s in prep.select()]
+
+
+def shop(repeat_buyers: int, one_timers: int = 20) -> pl.DataFrame:
+    rng = np.random.default_rng(7)
+    rows = []
+    start = dt.date(2024, 1, 1)
+    for i in range(repeat_buyers):
+        for k in range(int(rng.integers(2, 6))):
+            rows.append((i, start + dt.timedelta(days=int(rng.integers(0, 300))), float(rng.integers(5, 50))))
+    for i in range(one_timers):
+        rows.append((10_000 + i, start + dt.timedelta(days=int(rng.integers(0, 300))), 12.0))
+    return tx(rows)
+
+
+@pytest.mark.parametrize("repeat, message", [
+    (0, "all 20 customers with a purchase bought on one day only"),
+    (3, "too few repeat buyers to fit"),
+])
+def test_too_few_repeat_buyers(clv_registry, repeat, message):
+    prep = engine.prepare(shop(repeat), registry=clv_registry, needs=SUMMARY_COLUMNS)
+    with pytest.raises(DataError, match=message):
+        prep.classify(["clv"])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("clv.horizon_months=0", "below the minimum 1 of 'horizon_months'"),
+    ("clv.discount_rate=-0.01", "below the minimum 0 of 'discount_rate'"),
+])
+def test_bad_parameters(clv_registry, setting, message):
+    with pytest.raises(ParamError, match=message):
+        engine.run.select(clv_registry, ["clv"], engine.run.split_params([setting]))
+
+
+def test_cli_exit_2_and_summary_json(tmp_path, run_cli):
+    path = tmp_path / "tx.csv"
+    shop(0).write_csv(path)
+    code, _, err = run_cli("classify", path, "--classifier", "clv", "-o", tmp_path / "out.parquet")
+    assert code == 2 and "bought on one day only" in err and not (tmp_path / "out.parquet").exists()
+    code, _, err = run_cli("classify", path, "--classifier", "clv", "--set", "clv.horizon_months=0",
+                           "-o", tmp_path / "out.parquet")
+    assert code == 2 and "horizon_months" in err
+
+    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
+    (tmp_path / "pb.yaml").write_text(
+        "name: cdnow\ndata: {transactions: cdnow.csv, as_of: 1997-10-01}\n"
+        "classifiers:\n  clv: {time_unit: weeks}\n"
+        "rules:\n  - {name: keep, when: \"clv_tier = 'high' AND clv_p_alive > 0.5\", action: call, channel: phone,"
+        " owner: crm, due_days: 3, priority: 1}\n"
+        "fallback: {action: none, channel: none, owner: crm}\n")
+    code, _, err = run_cli("run", tmp_path / "pb.yaml")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "cdnow" / "summary.json").read_text())
+    assert sig3(summary["fits"]["clv"]["bgnbd"]["params"]["r"]) == 0.243
+    assert summary["fits"]["clv"]["gamma_gamma"]["standard_errors"]["q"] > 0
+    customers = pl.read_parquet(tmp_path / "out" / "cdnow" / "customers.parquet")
+    assert customers.height == 2357 and customers["clv"].null_count() == 0
+    assert not customers["clv"].is_nan().any()
+
+
+def test_fit_is_on_distinct_histories():
+    """Weights: the fit on distinct (x, tx, T) with counts equals the fit on every customer (CDNOW)."""
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    x, tx, T = (ref[c].to_numpy() for c in ("x", "t_x", "T"))
+    every = models.fit_bgnbd(x, tx, T, np.ones(ref.height))
+    frame = ref.group_by("x", "t_x", "T").len()
+    distinct = models.fit_bgnbd(frame["x"].to_numpy(), frame["t_x"].to_numpy(), frame["T"].to_numpy(),
+                                frame["len"].to_numpy())
+    assert (every.distinct_inputs, distinct.distinct_inputs) == (2357, 1016)
+    for k in every.params:
+        assert distinct.params[k] == pytest.approx(every.params[k], rel=1e-6)
+    assert distinct.log_likelihood == pytest.approx(every.log_likelihood, rel=1e-9)
+
+
+def test_non_convergence_is_an_error():
+    """Histories no BG/NBD explains (everyone buys at the same steady pace, up to the last day) drive the
+    parameters off to infinity: a FitError, never parameters that are not finite."""
+    x = np.array([5.0, 6.0, 7.0])
+    T = np.array([50.0, 60.0, 70.0])
+    with pytest.raises(models.FitError):
+        models.fit_bgnbd(x, T, T, np.array([100.0, 100.0, 100.0]))
