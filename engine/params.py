@@ -125,9 +125,12 @@ class ParamSpec:
                 allowed = ", ".join(self.choices)
                 raise error(f"{value!r} is not one of {allowed} for {self.name!r}{suggest(value, self.choices)}")
             return value
-        # mapping
+        # mapping; from the command line in YAML's flow style: --set 'rfm.segment_codes={Top: ["44*"]}'
+        if isinstance(value, str):
+            value = _flow_mapping(value)
         if not isinstance(value, Mapping):
-            raise error(f"{original!r} is not a mapping for {self.name!r} (set it in a playbook)")
+            raise error(f"{original!r} is not a mapping for {self.name!r} (set it in a playbook, or as "
+                        f"{{key: value, ...}})")
         value = dict(value)
         if self.check is not None:
             try:
@@ -211,3 +214,22 @@ def resolve_params(
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _flow_mapping(text: str) -> Any:
+    """A mapping written as YAML flow text (``{a: [1, 2]}``), or ``text`` itself when it is not one.
+
+    >>> _flow_mapping('{Top: ["444", "44*"], Other: []}')
+    {'Top': ['444', '44*'], 'Other': []}
+    >>> _flow_mapping("x")
+    'x'
+    """
+    if not text.strip().startswith("{"):
+        return text
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, dict) else text

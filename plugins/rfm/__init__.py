@@ -36,6 +36,30 @@ the list of ``"<R><FM>"`` cells it covers (``{"Champions": ["55", "54"], ...}``)
 every one of the 25 cells must be covered exactly once. The order of the mapping
 is the segments' order, best first.
 
+Conventions of other tools
+--------------------------
+Three parameters switch to the conventions of pymc-marketing's ``rfm_segments``:
+
+* ``binning=qcut``: scores from quantile edges, as pandas ``qcut(q=bins, duplicates="drop")``: the
+  edges are the ``k / bins`` quantiles (linear interpolation) of the customers' values, repeated edges
+  dropped, each bin closed on the right (the lowest also holds the minimum); the score is the bin's
+  number, 1 for the lowest values (R: 1 for the *oldest* last order). When edges are dropped there
+  are fewer bins, so the highest score is lower (pymc-marketing relabels the same way). ``rank`` (the
+  default) is the min-rank rule above.
+* ``monetary=mean``: M from the mean per order (``monetary / frequency``) instead of the total.
+* ``segments_by=code``: segments by RFM code instead of the R x FM grid. ``segment_codes`` maps each
+  segment to its codes, ``*`` standing for any one score (``{"Top": ["44*", "344"], ...}``); the first
+  segment whose codes match wins, a customer no segment matches is in ``segment_other`` ("Other").
+  Empty ``segment_codes``: pymc-marketing's default segments (Premium Customer, Repeat Customer, Top
+  Spender, At Risk Customer, Inactive Customer; see :data:`PYMC_SEGMENTS`). Needs ``bins`` <= 9.
+
+With ``--set rfm.bins=4 --set rfm.binning=qcut --set rfm.monetary=mean --set rfm.segments_by=code``
+on transactions without an order id (one order per customer and day, as pymc-marketing counts
+purchase days) and without returns, ``rfm_code`` and ``rfm_segment`` are pymc-marketing's
+``rfm_score`` and ``segment``; recency differs by the one day of as_of's exclusive end, which moves no
+customer across a quantile edge. ``segment_codes`` can be given on the command line in YAML flow
+style: ``--set 'rfm.segment_codes={Best: ["44*"], Rest: ["***"]}'``.
+
 Value tiers
 -----------
 ``value_tier`` is ``high-value`` when R >= ``hv_min_r`` (3), F >= ``hv_min_f``
@@ -85,6 +109,14 @@ DEFAULT_GRID: dict[str, list[str]] = {
     "Hibernating": ["21", "22"],
     "Lost": ["11", "12"],
 }
+#: pymc-marketing's default ``segment_config`` of ``rfm_segments`` (its names and codes, quartile scores).
+PYMC_SEGMENTS: dict[str, list[str]] = {
+    "Premium Customer": ["334", "443", "444", "344", "434", "433", "343", "333"],
+    "Repeat Customer": ["244", "234", "232", "332", "143", "233", "243"],
+    "Top Spender": ["424", "414", "144", "314", "324", "124", "224", "423", "413", "133", "323", "313", "134"],
+    "At Risk Customer": ["422", "223", "212", "122", "222", "132", "322", "312", "412", "123", "214"],
+    "Inactive Customer": ["411", "111", "113", "114", "112", "211", "311"],
+}
 TIERS = ("high-value", "potential", "ordinary")
 CELLS = {f"{r}{fm}" for r in range(1, 6) for fm in range(1, 6)}
 
@@ -116,7 +148,62 @@ def check_grid(grid: Mapping[str, Any]) -> None:
         raise ValueError(f"cells not covered by any segment: {', '.join(missing)}")
 
 
+def check_codes(config: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``config`` maps segment names to lists of 3-character code patterns.
+
+    >>> check_codes({"Top": ["44*", "344"]})
+    >>> check_codes({"Top": ["4x4"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: segment 'Top': '4x4' is not an RFM code pattern (three scores 1-9, or * for any)
+    """
+    for name, codes in config.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"segment names must be non-empty text, got {name!r}")
+        if not isinstance(codes, (list, tuple)):
+            raise ValueError(f"segment {name!r}: expected a list of codes like ['444', '34*'], got {codes!r}")
+        for code in codes:
+            code = str(code)
+            if len(code) != 3 or any(ch not in "123456789*" for ch in code):
+                raise ValueError(f"segment {name!r}: {code!r} is not an RFM code pattern (three scores 1-9, "
+                                 f"or * for any)")
+
+
+def _codes(p: Mapping[str, Any]) -> dict[str, list[str]]:
+    return {str(k): [str(c) for c in v] for k, v in p["segment_codes"].items()} if p.get("segment_codes") \
+        else PYMC_SEGMENTS
+
+
+def _segment_labels(p: Mapping[str, Any]) -> tuple[str, ...]:
+    if p.get("segments_by", "grid") == "grid":
+        return tuple(_grid(p))
+    names = list(_codes(p))
+    return tuple(names + ([p["segment_other"]] if p["segment_other"] not in names else []))
+
+
+def _code_lookup(p: Mapping[str, Any]) -> dict[int, str]:
+    """Code (r*100 + f*10 + m) to segment, the first matching segment first, for scores 1..bins."""
+    bins = p["bins"]
+    lookup: dict[int, str] = {}
+    digits = [str(d) for d in range(1, bins + 1)]
+    for name, patterns in _codes(p).items():
+        for pattern in patterns:
+            options = [digits if ch == "*" else [ch] for ch in pattern]
+            for r in options[0]:
+                for f in options[1]:
+                    for m in options[2]:
+                        lookup.setdefault(int(r + f + m), name)
+    other = p["segment_other"]
+    for r in digits:
+        for f in digits:
+            for m in digits:
+                lookup.setdefault(int(r + f + m), other)
+    return lookup
+
+
 def _check(p: Mapping[str, Any]) -> None:
+    if p["segments_by"] == "code" and p["bins"] > 9:
+        raise ValueError(f"segments_by=code needs bins <= 9 (one digit a score), not {p['bins']}")
     for key in ("hv_min_r", "hv_min_f", "hv_min_m"):
         if p[key] > p["bins"]:
             raise ValueError(f"{key} ({p[key]}) is above bins ({p['bins']})")
@@ -134,7 +221,7 @@ def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
         Output("rfm_f", "frequency score, 1 to bins", dtype=pl.Int8),
         Output("rfm_m", "monetary score, 1 to bins", dtype=pl.Int8),
         Output("rfm_code", "the three scores, e.g. '545'", dtype=pl.String),
-        Output("rfm_segment", "named RFM segment", labels=tuple(_grid(p))),
+        Output("rfm_segment", "named RFM segment", labels=_segment_labels(p)),
         Output("value_tier", "high-value, potential or ordinary", labels=TIERS),
     )
 
@@ -161,6 +248,46 @@ def _score(value: pl.Expr, bins: int, n: pl.Expr) -> pl.Expr:
     return below + 1 + (value > value).cast(pl.Int32)
 
 
+def _numpy_quantile(value: pl.Expr, k: int, bins: int) -> pl.Expr:
+    """The ``k / bins`` quantile exactly as pandas ``qcut`` gets it, to the last bit.
+
+    pandas (3.x) takes ``numpy.linspace(0, 1, bins + 1)`` (``k * (1 / bins)``, the last exactly 1) to
+    numpy's linear quantile, which interpolates at ``(n - 1) * q`` with ``a + (b - a) * t``, or
+    ``b - (b - a) * (1 - t)`` when t >= 0.5.
+    An edge a rounding error below a value (17.999999999999993 for 18) moves that value up a bin, so
+    the same arithmetic is done here in the same order.
+    """
+    q = 1.0 if k == bins else k * (1.0 / bins)
+    # Nulls (prospects) sort last, past the n values; a null at the end keeps the gathers in bounds
+    # when there is no value at all.
+    ordered = value.cast(pl.Float64).sort(nulls_last=True).extend_constant(None, 1)
+    count = value.count().cast(pl.Int64)
+    pos = (count.cast(pl.Float64) - 1) * q
+    below = pos.floor()
+    t = pos - below
+    i = below.cast(pl.Int64).clip(lower_bound=0)
+    a = ordered.gather(i)
+    b = ordered.gather((i + 1).clip(upper_bound=(count - 1).clip(lower_bound=0)))
+    return pl.when(t >= 0.5).then(b - (b - a) * (1 - t)).otherwise(a + (b - a) * t)
+
+
+def _qcut_score(value: pl.Expr, bins: int, *, reverse: bool = False) -> pl.Expr:
+    """The bin number of pandas ``qcut(value, q=bins, duplicates="drop")``, 1 for the lowest bin.
+
+    The edges are the ``k / bins`` quantiles (linear interpolation, :func:`_numpy_quantile`), repeated
+    edges dropped; bins are
+    closed on the right, so a value equal to an interior edge is in the lower bin: the bin is one plus
+    the number of interior edges strictly below the value (a binary search). ``reverse`` numbers the
+    bins from the highest values down (R: a small recency is a high score). Null stays null.
+    """
+    edges = pl.concat([_numpy_quantile(value, k, bins) for k in range(bins + 1)]).unique().sort()
+    interior = edges.slice(1, (edges.len() - 2).clip(lower_bound=0))
+    position = interior.search_sorted(value, side="left").cast(pl.Int32) + 1
+    if reverse:
+        position = (edges.len() - 1).clip(lower_bound=1).cast(pl.Int32) + 1 - position
+    return pl.when(value.is_not_null()).then(position)
+
+
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     bins = p["bins"]
     recency = pl.col("recency_days")
@@ -169,8 +296,17 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     # mask (0, or null for a prospect) makes their F and M null.
     mask = (recency * 0).fill_nan(0)
     n = has_orders.sum()
-    scores = {"rfm_r": _score(-recency, bins, n), "rfm_f": _score(pl.col("frequency") + mask, bins, n),
-              "rfm_m": _score(pl.col("monetary") + mask, bins, n)}
+    frequency = pl.col("frequency")
+    monetary = pl.col("monetary")
+    if p["monetary"] == "mean":
+        monetary = pl.when(frequency > 0).then(monetary / frequency)
+    if p["binning"] == "qcut":
+        scores = {"rfm_r": _qcut_score(recency, bins, reverse=True),
+                  "rfm_f": _qcut_score(pl.when(has_orders).then(frequency), bins),
+                  "rfm_m": _qcut_score(pl.when(has_orders).then(monetary), bins)}
+    else:
+        scores = {"rfm_r": _score(-recency, bins, n), "rfm_f": _score(frequency + mask, bins, n),
+                  "rfm_m": _score(monetary + mask, bins, n)}
     # The other outputs read the score columns (computed first, once: engine.run.apply_classifiers).
     r, f, m = (pl.col(c).cast(pl.Int32) for c in scores)
     if bins < 10:  # one digit each: "545" from 545, without building three strings per customer
@@ -183,10 +319,15 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
 
     fm = (five(f) + five(m) + 1) // 2
     cell = five(r) * 10 + fm
-    lookup = {int(c): name for name, cells in _grid(p).items() for c in cells}
-    # Enums as the engine stores them, without 1M strings in between.
-    segment = cell.replace_strict(list(lookup), list(lookup.values()), default=None,
-                                  return_dtype=pl.Enum(list(_grid(p))))
+    labels = pl.Enum(list(_segment_labels(p)))
+    if p["segments_by"] == "code":
+        lookup = _code_lookup(p)
+        segment = (r * 100 + f * 10 + m).replace_strict(list(lookup), list(lookup.values()), default=None,
+                                                         return_dtype=labels)
+    else:
+        lookup = {int(c): name for name, cells in _grid(p).items() for c in cells}
+        # Enums as the engine stores them, without 1M strings in between.
+        segment = cell.replace_strict(list(lookup), list(lookup.values()), default=None, return_dtype=labels)
 
     high = (r >= p["hv_min_r"]) & (f >= p["hv_min_f"]) & (m >= p["hv_min_m"])
     potential = (r + f + m) >= p["potential_min_total"]
@@ -223,6 +364,16 @@ RFM = Classifier(
                   "Prospects (customers without any transaction) are potential rather than ordinary."),
         ParamSpec("segments", "mapping", {}, "Segment grid override: {name: ['<R><FM>', ...]}; empty: the default.",
                   check=lambda g: check_grid(g) if g else None),
+        ParamSpec("binning", "str", "rank", "Scores by min-rank (rank) or by quantile edges as pandas qcut (qcut).",
+                  choices=("rank", "qcut")),
+        ParamSpec("monetary", "str", "total", "M from net revenue (total) or from revenue per order (mean).",
+                  choices=("total", "mean")),
+        ParamSpec("segments_by", "str", "grid", "Segments from the R x FM grid (grid) or by RFM code (code).",
+                  choices=("grid", "code")),
+        ParamSpec("segment_codes", "mapping", {},
+                  "segments_by=code: {name: ['444', '34*', ...]}, first match wins; empty: pymc-marketing's.",
+                  check=check_codes),
+        ParamSpec("segment_other", "str", "Other", "segments_by=code: the segment of codes no segment lists."),
     ),
     requires=("recency_days", "frequency", "monetary"),
     expressions=_expressions,

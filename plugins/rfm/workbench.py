@@ -22,6 +22,10 @@ from . import TIERS, _grid
 #: The parameters this fast path implements; any other parameter set takes the generic path.
 KNOWN = frozenset({"bins", "hv_min_r", "hv_min_f", "hv_min_m", "potential_min_total", "prospects_are_potential",
                    "segments"})
+#: The conventions' switches, implemented here at these values only (min-rank scores, M from the total, the
+#: grid); segment_codes and segment_other matter only with segments_by=code.
+DEFAULT_CONVENTIONS = {"binning": "rank", "monetary": "total", "segments_by": "grid"}
+CONVENTIONS = frozenset({*DEFAULT_CONVENTIONS, "segment_codes", "segment_other"})
 
 
 @dataclass
@@ -59,7 +63,9 @@ class RfmFastPath(FastPath):
         self._series: dict[int, dict[str, pl.Series]] = {}
 
     def supports(self, params: Mapping[str, Any]) -> bool:
-        return set(params) == KNOWN
+        # The peers' conventions (qcut binning, M from the mean, segments by code) take the generic path.
+        switches = {k: params.get(k, v) for k, v in DEFAULT_CONVENTIONS.items()}
+        return KNOWN <= set(params) <= KNOWN | CONVENTIONS and switches == DEFAULT_CONVENTIONS
 
     def scores(self, bins: int) -> Scores:
         if bins not in self._scores:

@@ -52,7 +52,7 @@ def test_valid_values_are_coerced(spec, given, expected):
         (FLAG, 1, "--set: 1 is not a boolean for 'flag' (use true or false)"),
         (MODE, "rnak", "--set: 'rnak' is not one of share, rank for 'mode' (did you mean 'rank'?)"),
         (MODE, 3, "--set: 3 is not a string for 'mode'"),
-        (GRID, "x", "--set: 'x' is not a mapping for 'grid' (set it in a playbook)"),
+        (GRID, "x", "--set: 'x' is not a mapping for 'grid' (set it in a playbook, or as {key: value, ...})"),
         (GRID, {"x": 1}, "--set: bad value for 'grid': needs an even number of entries"),
     ],
 )

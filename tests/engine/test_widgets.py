@@ -293,6 +293,11 @@ CHANGES = [
     {"rfm": {"segments": {"Top": ["55", "54", "45", "44"],
                           "Rest": [f"{r}{f}" for r in range(1, 6) for f in range(1, 6)
                                    if f"{r}{f}" not in ("55", "54", "45", "44")]}}},
+    # the peers' conventions: the fast path declines them, the engine's expressions answer
+    {"rfm": {"segments": {}, "bins": 4, "potential_min_total": 9, "binning": "qcut", "monetary": "mean",
+             "segments_by": "code"}},
+    {"rfm": {"segments_by": "code", "segment_codes": {"Top": ["44*"]}, "segment_other": "Rest"}},
+    {"rfm": {"binning": "rank", "monetary": "total", "segments_by": "grid", "bins": 5}},
 ]
 
 
