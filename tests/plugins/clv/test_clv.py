@@ -240,3 +240,37 @@ def test_non_convergence_is_an_error():
     T = np.array([50.0, 60.0, 70.0])
     with pytest.raises(models.FitError):
         models.fit_bgnbd(x, T, T, np.array([100.0, 100.0, 100.0]))
+
+
+def test_holdout_table_on_cdnow(clv_registry):
+    """Fit on the 39 calibration weeks, compare with the 39 holdout weeks (to the end of June 1998)."""
+    from plugins.clv.holdout import holdout, holdout_chart
+
+    raw = cdnow_transactions()
+    result = holdout(raw, CDNOW_AS_OF, params={"time_unit": "weeks"}, registry=clv_registry)
+    assert result.holdout_end == dt.date(1998, 7, 1) and result.customers.height == 2357
+    # actual: purchase days in the holdout, counted here directly from the transactions
+    days = raw.filter(pl.col("order_date") >= dt.date(1997, 10, 1)).group_by("customer_id").agg(
+        pl.col("order_date").n_unique().alias("want"))
+    both = result.customers.join(days, on="customer_id", how="left").with_columns(pl.col("want").fill_null(0))
+    assert (both["actual_holdout"] == both["want"]).all() and both["want"].sum() == 1882
+    # predicted: E[Y(39 weeks)] of the calibration fit
+    bg = result.fit["bgnbd"]["params"]
+    one = result.customers.filter(pl.col("customer_id") == 1)
+    cust = cdnow_summary_row(1)
+    h = models.Histories([cust["x"]], [cust["t_x"]], [cust["T"]])
+    assert one["predicted_holdout"].item() == pytest.approx(models.expected_purchases(bg, 39.0, h)[0], rel=1e-2)
+    table = result.table
+    assert table["frequency_cal"].to_list() == ["0", "1", "2", "3", "4", "5", "6", "7+", "all"]
+    assert table.filter(pl.col("frequency_cal") != "all")["customers"].sum() == 2357
+    assert table.filter(pl.col("frequency_cal") == "all")["actual"].item() == pytest.approx(1882 / 2357)
+    # the model tracks the holdout: each frequency's mean within 35% (the largest gap is at frequency 1)
+    for row in table.iter_rows(named=True):
+        assert abs(row["predicted"] - row["actual"]) <= 0.35 * row["actual"], row
+    fig = holdout_chart(result)
+    assert len(fig.axes[0].lines) == 2
+
+
+def cdnow_summary_row(customer: int) -> dict:
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    return ref.filter(pl.col("ID") == customer).row(0, named=True)
