@@ -274,3 +274,17 @@ def test_holdout_table_on_cdnow(clv_registry):
 def cdnow_summary_row(customer: int) -> dict:
     ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
     return ref.filter(pl.col("ID") == customer).row(0, named=True)
+
+
+def test_predictions_equal_lifetimes_customer_by_customer(cdnow):
+    """Every CDNOW customer's P(alive), expected purchases (360 days), expected spend and CLV (12 months,
+    0.01 a month) against lifetimes 0.11.3's own output (tests/plugins/clv/data/README.md)."""
+    out = cdnow.classify(["clv"])  # days, lifetimes' defaults
+    ref = pl.read_csv(DATA / "lifetimes_cdnow_predictions.csv")
+    both = out.join(ref, on="customer_id", how="full", coalesce=True)
+    assert both.height == 2357
+    for ours, theirs in (("clv_p_alive", "p_alive"), ("clv_expected_purchases", "expected_purchases"),
+                         ("clv_expected_value", "expected_value"), ("clv", "clv")):
+        # the two optimisers stop a few 1e-7 apart; the file has ten decimals
+        worst = ((both[ours] - both[theirs]).abs() - 1e-4 * both[theirs].abs() - 1e-9).max()
+        assert worst <= 0, (ours, worst)
