@@ -165,13 +165,14 @@ def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str
         raise DataError(f"clv: only {repeat.height:,} of {buyers:,} customers bought on more than one day, fewer "
                         f"than min_repeat_customers ({p['min_repeat_customers']}); too few repeat buyers to fit "
                         f"BG/NBD and Gamma-Gamma")
-    # Sorted, so that the sums of the likelihood, and so the fit, are the same on every run.
-    tuples = s.group_by("frequency", "recency", "T").len().sort("frequency", "recency", "T")
+    # In the customer table's order (maintain_order), so that the sums of the likelihood, and so the fit,
+    # are the same on every run.
+    tuples = s.group_by("frequency", "recency", "T", maintain_order=True).len()
     paying = repeat.filter(pl.col("monetary_value") > 0)
     if paying.height < 2:
         raise DataError(f"clv: only {paying.height} repeat buyer(s) with a positive repeat spend; the Gamma-Gamma "
                         f"model of spend cannot be fitted")
-    spend = paying.group_by("frequency", "monetary_value").len().sort("frequency", "monetary_value")
+    spend = paying.group_by("frequency", "monetary_value", maintain_order=True).len()
     try:
         bg = models.fit_bgnbd(tuples["frequency"].to_numpy(), tuples["recency"].to_numpy(), tuples["T"].to_numpy(),
                               tuples["len"].to_numpy(), penalizer=p["penalizer"])
@@ -183,8 +184,9 @@ def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str
         raise DataError(f"clv: the Gamma-Gamma fit gives q = {gg.params['q']:.4g} <= 1, so the expected spend "
                         f"(p v / (q - 1)) is not finite; a penalizer (e.g. clv.penalizer=0.001) may help")
     # The predictions on the distinct histories: non-finite values stop the run here, never reach a column.
+    # E[Y(t)] grows with t, so finite at the horizon means finite at every month before it.
     h = models.Histories(tuples["frequency"].to_numpy(), tuples["recency"].to_numpy(), tuples["T"].to_numpy())
-    check = models.discounted_value(bg.params, p["horizon_months"], p["discount_rate"], p["time_unit"], h, 1.0)
+    check = models.expected_purchases(bg.params, p["horizon_months"] * models.MONTH[p["time_unit"]], h)
     alive = models.p_alive(bg.params, h.x, h.tx, h.T)
     if not (np.all(np.isfinite(check)) and np.all(np.isfinite(alive))):
         raise DataError(f"clv: the fitted BG/NBD ({_fmt(bg.params)}) gives non-finite predictions for some "

@@ -17,7 +17,7 @@ in log-parameters (central differences of the gradient), by the delta method, as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
@@ -44,6 +44,8 @@ class Fit:
     iterations: int
     customers: int
     distinct_inputs: int
+    #: the optimiser's inverse Hessian estimate (log-parameters): a warm start's curvature
+    hess_inv: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"params": self.params, "standard_errors": self.standard_errors,
@@ -51,8 +53,13 @@ class Fit:
                 "customers": self.customers, "distinct_inputs": self.distinct_inputs}
 
 
-def _minimize(objective, x0, names, what, penalizer) -> tuple[np.ndarray, float, int]:
-    result = minimize(objective, x0, jac=True, method="BFGS", options={"gtol": 1e-8, "maxiter": 1000})
+def _minimize(objective, x0, names, what, penalizer, hess_inv=None) -> tuple[np.ndarray, float, int, np.ndarray]:
+    options = {"gtol": 1e-8, "maxiter": 1000}
+    if hess_inv is not None:  # from the subsample's fit: the objective is a mean, its curvature alike
+        hess_inv = (hess_inv + hess_inv.T) / 2
+        if np.all(np.isfinite(hess_inv)) and np.all(np.linalg.eigvalsh(hess_inv) > 0):
+            options["hess_inv0"] = hess_inv
+    result = minimize(objective, x0, jac=True, method="BFGS", options=options)
     # BFGS may stop with a precision-loss status at an optimum it cannot improve on; accept it only
     # when the gradient is in fact (near) zero.
     grad = objective(result.x)[1]
@@ -65,7 +72,7 @@ def _minimize(objective, x0, names, what, penalizer) -> tuple[np.ndarray, float,
         values = ", ".join(f"{n} {v:.3g}" for n, v in zip(names, np.exp(result.x)))
         raise FitError(f"the {what} fit ran off to a degenerate optimum ({values}); the data does not identify "
                        f"the model; a penalizer (e.g. 0.001) keeps the parameters finite")
-    return result.x, float(result.fun), int(result.nit)
+    return result.x, float(result.fun), int(result.nit), result.hess_inv
 
 
 def _standard_errors(objective, x, names, total_weight) -> dict[str, float | None]:
@@ -90,22 +97,34 @@ def _standard_errors(objective, x, names, total_weight) -> dict[str, float | Non
 
 
 # ----------------------------------------------------------------------------- BG/NBD
-def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, penalizer: float = 0.0) -> Fit:
+def _subsample(n: int, size: int = 20_000) -> np.ndarray | None:
+    """A fixed pseudo-random subset of ``size`` of ``n`` inputs for a warm start (None when n is small)."""
+    if n <= 4 * size:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+
+
+def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, penalizer: float = 0.0,
+              _start: np.ndarray | None = None) -> Fit:
     """Fit BG/NBD to distinct (frequency ``x``, recency ``tx``, age ``T``) with ``w`` customers each.
 
     The objective is lifetimes': the mean negative log-likelihood per customer plus
     ``penalizer * (r^2 + (alpha*s)^2 + a^2 + b^2)``, optimised over log-parameters with alpha
-    rescaled by ``s = 10 / max(T)``.
+    rescaled by ``s = 10 / max(T)``. With many distinct inputs the optimiser starts from a fit on a
+    fixed subsample (the same optimum, fewer passes over all of them). The logarithms of
+    ``alpha + T`` and ``alpha + tx`` are taken once per distinct T and tx (the calendar bounds them)
+    and gathered.
     """
-    x, tx, T, w = (np.asarray(v, dtype=float) for v in (x, tx, T, w))
+    x, tx, T, w = (np.ascontiguousarray(v, dtype=float) for v in (x, tx, T, w))
     scale = 10.0 / T.max()
-    txs, Ts = tx * scale, T * scale
     W = w.sum()
     xs, inverse = np.unique(x, return_inverse=True)  # per distinct frequency: the gamma-function terms
     wx = np.bincount(inverse, weights=w)
     rep = x > 0
-    xr, txr, Tr, wr = x[rep], txs[rep], Ts[rep], w[rep]
-    T0, w0 = Ts[~rep], w[~rep]
+    xr, wr = x[rep], w[rep]
+    uT, iT = np.unique(T[rep] * scale, return_inverse=True)
+    utx, itx = np.unique(tx[rep] * scale, return_inverse=True)
+    T0, w0 = T[~rep] * scale, w[~rep]
 
     def objective(theta):
         r, alpha, a, b = np.exp(theta)
@@ -114,7 +133,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
         A2 = gammaln(a + b) + gammaln(b + xs) - gammaln(b) - gammaln(a + b + xs)
         ll = np.dot(wx, A1 + A2)
         d_r = np.dot(wx, digamma(r + xs) - digamma(r) + np.log(alpha))
-        d_alpha = np.dot(wx, r / alpha + 0 * xs)
+        d_alpha = r / alpha * W
         d_a = np.dot(wx, digamma(a + b) - digamma(a + b + xs))
         d_b = np.dot(wx, digamma(a + b) + digamma(b + xs) - digamma(b) - digamma(a + b + xs))
         # one purchase only: A3 = -r log(alpha + T)
@@ -122,32 +141,44 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
         ll -= r * np.dot(w0, L0)
         d_r -= np.dot(w0, L0)
         d_alpha -= r * np.dot(w0, 1 / (alpha + T0))
-        # repeat buyers: log(exp(A3) + exp(A4))
-        L, M = np.log(alpha + Tr), np.log(alpha + txr)
-        A3 = -(r + xr) * L
-        A4 = np.log(a) - np.log(b + xr - 1) - (r + xr) * M
-        mx = np.maximum(A3, A4)
-        ll += np.dot(wr, mx + np.log(np.exp(A3 - mx) + np.exp(A4 - mx)))
-        s4 = expit(A4 - A3)  # share of the second term
-        s3 = 1 - s4
-        d_r -= np.dot(wr, s3 * L + s4 * M)
-        d_alpha -= np.dot(wr, (r + xr) * (s3 / (alpha + Tr) + s4 / (alpha + txr)))
-        d_a += np.dot(wr, s4) / a
-        d_b -= np.dot(wr, s4 / (b + xr - 1))
+        # repeat buyers: log(exp(A3) + exp(A4)) = A3 + log1p(exp(A4 - A3))
+        L, M = np.log(alpha + uT)[iT], np.log(alpha + utx)[itx]
+        rx = r + xr
+        bx = np.log(b + xr - 1)
+        diff = np.log(a) - bx + rx * (L - M)  # A4 - A3
+        e = np.exp(-np.abs(diff))
+        ll += np.dot(wr, -rx * L + np.maximum(diff, 0) + np.log1p(e))
+        s4 = np.where(diff >= 0, 1 / (1 + e), e / (1 + e))  # share of the second term
+        ws4 = wr * s4
+        d_r -= np.dot(wr, L) - np.dot(ws4, L - M)
+        inv_T, inv_tx = (1 / (alpha + uT))[iT], (1 / (alpha + utx))[itx]
+        d_alpha -= np.dot(wr * rx, inv_T) - np.dot(ws4 * rx, inv_T - inv_tx)
+        d_a += ws4.sum() / a
+        d_b -= np.dot(ws4, 1 / (b + xr - 1))
         params = np.array([r, alpha, a, b])
         value = -ll / W + penalizer * np.sum(params ** 2)
         grad = -np.array([d_r, d_alpha, d_a, d_b]) / W + 2 * penalizer * params
         return value, grad * params  # d/d(log theta)
 
     names = ["r", "alpha", "a", "b"]
-    theta, fun, nit = _minimize(objective, np.full(4, 0.1), ["r", "alpha x 10/max(T)", "a", "b"], "BG/NBD",
-                                penalizer)
+    start = np.full(4, 0.1) if _start is None else _start
+    sub = _subsample(x.size) if _start is None else None
+    hess_inv = None
+    if sub is not None:
+        try:
+            warm = fit_bgnbd(x[sub], tx[sub], T[sub], w[sub], penalizer=penalizer, _start=start)
+            p = warm.params
+            start, hess_inv = np.log([p["r"], p["alpha"] * scale, p["a"], p["b"]]), warm.hess_inv
+        except FitError:  # the subsample says nothing: start from the default
+            pass
+    theta, fun, nit, h_inv = _minimize(objective, start, ["r", "alpha x 10/max(T)", "a", "b"], "BG/NBD",
+                                       penalizer, hess_inv)
     r, alpha, a, b = np.exp(theta)
-    ses = _standard_errors(objective, theta, names, W)
+    ses = _standard_errors(objective, theta, names, W) if _start is None else dict.fromkeys(names)
     if ses["alpha"] is not None:
         ses["alpha"] = float(ses["alpha"] / scale)
     return Fit({"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}, ses,
-               float(-(fun - penalizer * np.sum(np.exp(theta) ** 2)) * W), nit, int(W), int(x.size))
+               float(-(fun - penalizer * np.sum(np.exp(theta) ** 2)) * W), nit, int(W), int(x.size), h_inv)
 
 
 def p_alive(params: dict, x, tx, T):
@@ -212,12 +243,14 @@ def discounted_value(params: dict, months: int, monthly_rate: float, unit: str, 
 
 
 # ------------------------------------------------------------------------ Gamma-Gamma
-def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, w: np.ndarray, *, penalizer: float = 0.0) -> Fit:
+def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, w: np.ndarray, *, penalizer: float = 0.0,
+                    _start: np.ndarray | None = None) -> Fit:
     """Fit Gamma-Gamma to repeat buyers' (frequency ``x`` > 0, mean repeat spend ``m`` > 0), ``w`` each.
 
-    Objective as lifetimes': mean negative log-likelihood plus ``penalizer * (p^2 + q^2 + v^2)``.
+    Objective as lifetimes': mean negative log-likelihood plus ``penalizer * (p^2 + q^2 + v^2)``;
+    warm-started from a fixed subsample when there are many inputs, as :func:`fit_bgnbd`.
     """
-    x, m, w = (np.asarray(v, dtype=float) for v in (x, m, w))
+    x, m, w = (np.ascontiguousarray(v, dtype=float) for v in (x, m, w))
     W = w.sum()
     xs, inverse = np.unique(x, return_inverse=True)
     wx = np.bincount(inverse, weights=w)
@@ -240,11 +273,20 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, w: np.ndarray, *, penalizer: f
         return value, grad * params
 
     names = ["p", "q", "v"]
-    theta, fun, nit = _minimize(objective, np.full(3, 0.1), names, "Gamma-Gamma", penalizer)
-    ses = _standard_errors(objective, theta, names, W)
+    start = np.full(3, 0.1) if _start is None else _start
+    sub = _subsample(x.size) if _start is None else None
+    hess_inv = None
+    if sub is not None:
+        try:
+            warm = fit_gamma_gamma(x[sub], m[sub], w[sub], penalizer=penalizer, _start=start)
+            start, hess_inv = np.log([warm.params[k] for k in names]), warm.hess_inv
+        except FitError:
+            pass
+    theta, fun, nit, h_inv = _minimize(objective, start, names, "Gamma-Gamma", penalizer, hess_inv)
+    ses = _standard_errors(objective, theta, names, W) if _start is None else dict.fromkeys(names)
     p, q, v = (float(z) for z in np.exp(theta))
     return Fit({"p": p, "q": q, "v": v}, ses, float(-(fun - penalizer * (p * p + q * q + v * v)) * W),
-               nit, int(W), int(x.size))
+               nit, int(W), int(x.size), h_inv)
 
 
 def expected_average_value(params: dict, x, m):
