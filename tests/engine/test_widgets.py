@@ -293,11 +293,16 @@ CHANGES = [
     {"rfm": {"segments": {"Top": ["55", "54", "45", "44"],
                           "Rest": [f"{r}{f}" for r in range(1, 6) for f in range(1, 6)
                                    if f"{r}{f}" not in ("55", "54", "45", "44")]}}},
-    # the peers' conventions: the fast path declines them, the engine's expressions answer
-    {"rfm": {"segments": {}, "bins": 4, "potential_min_total": 9, "binning": "qcut", "monetary": "mean",
-             "segments_by": "code"}},
+    # the conventions' switches at their defaults: still the fast path
+    {"rfm": {"segments": {}, "binning": "rank", "monetary": "total", "segments_by": "grid", "bins": 5,
+             "potential_min_total": 9}},
+]
+#: The peers' conventions (plugins/rfm): the RFM fast path declines them, the generic path answers.
+PEER_CHANGES = [
+    {"rfm": {"bins": 4, "binning": "qcut", "monetary": "mean", "segments_by": "code"}},
     {"rfm": {"segments_by": "code", "segment_codes": {"Top": ["44*"]}, "segment_other": "Rest"}},
-    {"rfm": {"binning": "rank", "monetary": "total", "segments_by": "grid", "bins": 5}},
+    {"rfm": {"segments_by": "grid", "monetary": "mean"}},
+    {"rfm": {"monetary": "total", "binning": "rank", "bins": 5}},  # back to the defaults: the fast path again
 ]
 
 
@@ -318,6 +323,21 @@ def test_fast_evaluators_equal_the_engine(registry, n, seed, max_cells, monkeypa
         sels = model.selections()
         classified = apply_classifiers(customers, sels, as_of=prepared.as_of, registry=registry)
         # revenue from cumulative sums: equal up to float rounding
+        assert_frame_equal(model.numbers(), summarize(classified, sels), check_exact=False, rel_tol=1e-9,
+                           abs_tol=1e-6)
+        assert_frame_equal(model.classified(), classified)
+
+
+def test_the_rfm_fast_path_declines_the_peers_conventions(registry):
+    customers = synthetic(500, 6)
+    prepared = Prepared(customers, dt.date(2024, 1, 1), LoadReport("synthetic"), registry)
+    model = WorkbenchModel(prepared, select(registry, ["rfm"]))
+    for i, change in enumerate(PEER_CHANGES):
+        model.set_params(change)
+        fast = model.evaluator("rfm") is model.fast_paths["rfm"]
+        assert fast == (i == len(PEER_CHANGES) - 1), change
+        sels = model.selections()
+        classified = apply_classifiers(customers, sels, as_of=prepared.as_of, registry=registry)
         assert_frame_equal(model.numbers(), summarize(classified, sels), check_exact=False, rel_tol=1e-9,
                            abs_tol=1e-6)
         assert_frame_equal(model.classified(), classified)
