@@ -356,6 +356,12 @@ class Prepared:
         stay empty) and named in :attr:`skipped`, instead of stopping the run.
         """
         self.selections = self.select(classifiers, params)
+        missing = [c for sel in self.selections for c in sel.classifier.requires
+                   if c not in self.customers.columns and c in self.registry.features]
+        if missing:
+            raise PluginError(f"{', '.join(dict.fromkeys(missing))}: plugin features computed on demand, not in this "
+                              f"customer table; prepare it with needs={list(dict.fromkeys(missing))!r} "
+                              f"(engine.prepare(..., needs=...)) or call engine.classify")
         self.skipped = []
         self.fits = {}
         return apply_classifiers(self.customers, self.selections, as_of=self.as_of, registry=self.registry,
@@ -464,9 +470,14 @@ def classify(
     the other keywords are those of :func:`prepare` (``mapping``,
     ``customers``, ``as_of`` ...). ``params`` takes ``{"abc": {"a": 0.7}}``,
     ``{"abc.a": 0.7}`` or ``["abc.a=0.7"]``. pandas users call ``.to_pandas()``
-    on the result.
+    on the result. Plugin features computed on demand are computed when the
+    selected classifiers require them.
     """
-    return prepare(data, **kwargs).classify(classifiers, params)
+    registry = kwargs.pop("registry", None) or get_registry()
+    if "needs" not in kwargs:
+        kwargs["needs"] = [c for sel in select(registry, classifiers, split_params(params))
+                           for c in sel.classifier.requires]
+    return prepare(data, registry=registry, **kwargs).classify(classifiers, params)
 
 
 def classify_frame(

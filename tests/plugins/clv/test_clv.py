@@ -167,7 +167,7 @@ def shop(repeat_buyers: int, one_timers: int = 20) -> pl.DataFrame:
     rows = []
     start = dt.date(2024, 1, 1)
     for i in range(repeat_buyers):
-        for k in range(int(rng.integers(2, 6))):
+        for _ in range(int(rng.integers(2, 6))):
             rows.append((i, start + dt.timedelta(days=int(rng.integers(0, 300))), float(rng.integers(5, 50))))
     for i in range(one_timers):
         rows.append((10_000 + i, start + dt.timedelta(days=int(rng.integers(0, 300))), 12.0))
@@ -288,3 +288,11 @@ def test_predictions_equal_lifetimes_customer_by_customer(cdnow):
         # the two optimisers stop a few 1e-7 apart; the file has ten decimals
         worst = ((both[ours] - both[theirs]).abs() - 1e-4 * both[theirs].abs() - 1e-9).max()
         assert worst <= 0, (ours, worst)
+
+
+def test_engine_classify_computes_the_summary_a_named_classifier_needs(clv_registry):
+    out = engine.classify(cdnow_transactions(), as_of=CDNOW_AS_OF, classifiers=["clv"], registry=clv_registry)
+    assert out.height == 2357 and out["clv"].null_count() == 0
+    prep = engine.prepare(cdnow_transactions(), as_of=CDNOW_AS_OF, registry=clv_registry)
+    with pytest.raises(engine.PluginError, match=r"btyd_frequency.*computed on demand.*needs="):
+        prep.classify(["clv"])

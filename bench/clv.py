@@ -1,0 +1,135 @@
+"""CLV benchmark: tierbook's clv classifier against lifetimes and pymc-marketing on the same customers.
+
+    .venv/bin/python bench/clv.py [--size 10m] [--repeat 3] [--tools features,clv,lifetimes,pymc-clv]
+
+Each tool runs as a whole, separate process (interpreter start, imports, reading, computing, writing
+one row per customer), measured like bench/run.py (wall time and peak RSS of that process, wait4),
+in interleaved rounds:
+
+* ``features``: ``tierbook classify DATA --classifier adc``: the one-pass features and a trivial
+  classifier, the reference the CLV's cost is counted beyond;
+* ``clv``: ``tierbook classify DATA --classifier clv``: the features, the BTYD summary (its query in
+  the same scan), the BG/NBD and Gamma-Gamma fits and every customer's P(alive), expected purchases,
+  expected spend, CLV and tier;
+* ``lifetimes``: bench/baseline_lifetimes.py (lifetimes 0.11.3: the summary, both fits, the same four
+  predictions for every customer);
+* ``pymc-clv``: bench/baseline_pymc_clv.py (pymc-marketing: ``rfm_summary``, MAP fits, the same
+  predictions).
+
+Before the timings, the first round's outputs are compared customer by customer (tierbook's clv
+against lifetimes': P(alive), expected purchases, CLV). Writes bench/clv-results.json and
+bench/CLV.md. The baselines need bench/.venv-baselines (bench/run.py creates it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # noqa: E402  (bench/run.py: measure, machine, the paths)
+
+RESULTS_JSON = bench.BENCH / "clv-results.json"
+RESULTS_MD = bench.BENCH / "CLV.md"
+TOOLS = ["features", "clv", "lifetimes", "pymc-clv"]
+
+
+def command(tool: str, size: str) -> tuple[list[str], Path]:
+    data = bench.DATA / f"tx_{size}.parquet"
+    out = bench.OUT / f"clv-{tool}_{size}.parquet"
+    if tool == "features":
+        return [str(bench.TB_BIN), "classify", str(data), "--classifier", "adc", "-o", str(out)], out
+    if tool == "clv":
+        return [str(bench.TB_BIN), "classify", str(data), "--classifier", "clv", "-o", str(out)], out
+    script = {"lifetimes": "baseline_lifetimes.py", "pymc-clv": "baseline_pymc_clv.py"}[tool]
+    return [str(bench.BL_PY), str(bench.BENCH / script), str(data), str(out)], out
+
+
+def agreement(size: str) -> dict:
+    """Max relative differences between tierbook's and lifetimes' per-customer predictions."""
+    ours = pl.read_parquet(command("clv", size)[1])
+    theirs = pl.read_parquet(command("lifetimes", size)[1])
+    both = ours.join(theirs, on="customer_id", how="inner")
+    out = {"customers_tierbook": ours.height, "customers_lifetimes": theirs.height, "joined": both.height}
+    for a, b in (("clv_p_alive", "p_alive"), ("clv_expected_purchases", "expected_purchases"),
+                 ("clv_expected_value", "expected_value"), ("clv", "clv")):
+        rel = ((both[a] - both[b]).abs() / both[b].abs().clip(lower_bound=1e-9)).max()
+        out[a] = float(rel)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="10m")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tools", default=",".join(TOOLS))
+    args = ap.parse_args(argv)
+    tools = [t.strip() for t in args.tools.split(",")]
+    bench.OUT.mkdir(parents=True, exist_ok=True)
+    bench.LOGS.mkdir(parents=True, exist_ok=True)
+    bench.ensure_data(args.size)
+    if any(t in ("lifetimes", "pymc-clv") for t in tools):
+        bench.ensure_baselines_venv()
+    bench.compile_bytecode()
+    log = bench.LOGS / "clv.log"
+    runs: dict[str, list[dict]] = {t: [] for t in tools}
+    for round_ in range(args.repeat):
+        for tool in tools:
+            cmd, _ = command(tool, args.size)
+            r = bench.measure(cmd, log)
+            r["round"] = round_
+            runs[tool].append(r)
+            print(f"round {round_ + 1}: {tool}: {r['wall_s']:.2f} s, {r['rss_bytes'] / 1e6:.0f} MB, exit {r['exit']}, "
+                  f"load {r['load1_before']:.1f}", flush=True)
+            if r["exit"] != 0:
+                sys.exit(f"{tool} failed (exit {r['exit']}): see {log}")
+        if round_ == 0 and {"clv", "lifetimes"} <= set(tools):
+            check = agreement(args.size)
+            print(f"agreement with lifetimes: {check}", flush=True)
+    results = {"size": args.size, "runs": runs, "machine": bench.machine()}
+    if {"clv", "lifetimes"} <= set(tools):
+        results["agreement"] = check
+    RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results)
+    print(f"wrote {RESULTS_JSON} and {RESULTS_MD}")
+    return 0
+
+
+def write_report(results: dict) -> None:
+    runs = results["runs"]
+    med = {t: (statistics.median(r["wall_s"] for r in rs), statistics.median(r["rss_bytes"] for r in rs) / 1e6,
+               min(r["wall_s"] for r in rs), max(r["wall_s"] for r in rs)) for t, rs in runs.items()}
+    loads = [r["load1_before"] for rs in runs.values() for r in rs]
+    lines = [
+        "# CLV benchmark (bench/clv.py)", "",
+        f"`{results['size']}` set: {len(next(iter(runs.values())))} interleaved rounds, whole processes, median "
+        f"(min-max) wall time and median peak RSS. Load average before the runs: {min(loads):.1f} to "
+        f"{max(loads):.1f} on {os.cpu_count()} cores" + (" -- measured under load (other sessions running their "
+                                                         "tests), so the ratios mean more than the seconds." if
+                                                         max(loads) > 1.5 else "."), "",
+        "| tool | wall | peak RSS |", "| --- | ---: | ---: |",
+    ]
+    for tool, (wall, rss, lo, hi) in med.items():
+        lines.append(f"| {tool} | {wall:.2f} s ({lo:.2f}-{hi:.2f}) | {rss:,.0f} MB |")
+    lines.append("")
+    if "features" in med and "clv" in med:
+        lines.append(f"CLV beyond the features (clv - features): {med['clv'][0] - med['features'][0]:.2f} s "
+                     f"(target: at most 3 s).")
+    for base in ("lifetimes", "pymc-clv"):
+        if base in med and "clv" in med:
+            lines.append(f"tierbook clv vs {base}: {med[base][0] / med['clv'][0]:.1f}x faster (target 10x), "
+                         f"{med[base][1] / med['clv'][1]:.1f}x the memory")
+    if "agreement" in results:
+        lines += ["", f"Agreement with lifetimes, largest relative difference per customer: "
+                      f"{json.dumps(results['agreement'])}"]
+    RESULTS_MD.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
