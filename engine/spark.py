@@ -363,6 +363,10 @@ def compute_features_spark(
             owner = (feature_owners or {}).get(name, "(unknown)")
             raise DataError(f"feature {name!r} of plugin {owner} aggregates transactions with a Polars expression, "
                             f"which the spark engine cannot run; use the polars engine, or unload the plugin")
+        if feat.table is not None:
+            owner = (feature_owners or {}).get(name, "(unknown)")
+            raise DataError(f"feature {name!r} of plugin {owner} is a Polars query over the transaction rows "
+                            f"(Feature table=), which the spark engine cannot run; use the polars engine")
     check_available(settings)   # pyspark, pyarrow, Java, the master: before anything else
     paths, files = parquet_files(data)
     _check_same_columns(files, where)

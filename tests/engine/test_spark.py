@@ -253,3 +253,23 @@ def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_pat
         outs[name] = tmp_path / f"out-{name}"
     for file in ("customers.parquet", "actions.csv", "cut.csv"):
         assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+
+
+def test_a_table_feature_is_refused_on_spark_naming_it_and_its_plugin(tmp_path):
+    """The spark pass does not run ``Feature(table=...)`` queries (the clv plugin's BTYD summary): a
+    run that needs one stops with one line naming the feature and its plugin, before Spark starts."""
+    one = pl.DataFrame({"customer_id": [1, 1], "order_date": [dt.date(2024, 1, 1), dt.date(2024, 2, 1)],
+                        "amount": [1.0, 2.0]})
+    one.write_parquet(tmp_path / "tx.parquet")
+    registry = get_registry(allow=["clv"], strict=True)
+    with pytest.raises(DataError, match=r"feature 'btyd_purchase_days' of plugin clv\b.*Feature table=.*polars"):
+        engine.prepare(tmp_path / "tx.parquet", registry=registry, needs=["clv_p_alive", "btyd_frequency"],
+                       engine="spark", spark={"master": "local[2]"})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    got = tierbook("classify", "tx.parquet", "--engine", "spark", "--classifier", "clv", "-o", "out.parquet",
+                   cwd=tmp_path)
+    assert got.returncode == 2, got.stderr
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tierbook: error: feature 'btyd_purchase_days' of plugin clv"), \
+        got.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
