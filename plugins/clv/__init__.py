@@ -84,6 +84,7 @@ __all__ = ["CLV", "SUMMARY_COLUMNS", "btyd_summary", "register_classifiers", "re
 TIERS = ("high", "medium", "low")
 SUMMARY_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary_value")
 _UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+_AS_OF = (pl.col("first_order") + pl.duration(days=pl.col("tenure_days"))).max()
 
 
 def _per_day_then_customer(rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -111,9 +112,11 @@ def _features() -> list[Feature]:
         Feature("btyd_frequency", "repeat purchase days (lifetimes' frequency)", derive=frequency, on_demand=True),
         Feature("btyd_recency", "days from the first purchase day to the last (lifetimes' recency)",
                 derive=(pl.col("btyd_last_purchase") - first).dt.total_days(), on_demand=True),
-        # tenure_days counts from the first transaction to as_of; T ends on the last observed day.
+        # T ends on the last observed day, as_of - 1. as_of is first_order + tenure_days of any customer with
+        # a purchase line (amount > 0); a BTYD purchase day may be a zero amount only, whose customer has no
+        # first_order, so as_of is taken over the whole table rather than from the customer's own row.
         Feature("btyd_T", "days from the first purchase day to as_of - 1 (lifetimes' T)",
-                derive=pl.col("tenure_days") - 1 - (first - pl.col("first_order")).dt.total_days(), on_demand=True),
+                derive=(_AS_OF - first).dt.total_days() - 1, on_demand=True),
         Feature("btyd_monetary_value", "mean value of the repeat purchase days (lifetimes' monetary_value)",
                 derive=pl.when(frequency > 0).then(pl.col("btyd_repeat_value") / frequency)
                 .otherwise(pl.when(frequency == 0).then(0.0)), on_demand=True),

@@ -143,6 +143,7 @@ def test_summary_conventions_zero_amounts_returns_same_day(clv_registry):
         (1, d(2024, 1, 20), 0.0),                              # a zero-amount line: a purchase of value 0
         (2, d(2024, 1, 3), -4.0),                              # returns only: no purchase, no summary
         (3, d(2024, 1, 10), 7.0),                              # one purchase day
+        (4, d(2024, 1, 15), 0.0),                              # a zero amount only: a purchase day, no first_order
     ])
     prep = engine.prepare(frame, as_of="2024-02-01", registry=clv_registry, needs=SUMMARY_COLUMNS)
     c = {r["customer_id"]: r for r in prep.customers.to_dicts()}
@@ -150,6 +151,7 @@ def test_summary_conventions_zero_amounts_returns_same_day(clv_registry):
     assert c[1]["btyd_monetary_value"] == pytest.approx(10.0)  # (20 + 0) / 2
     assert c[2]["btyd_frequency"] is None and c[2]["btyd_monetary_value"] is None
     assert (c[3]["btyd_frequency"], c[3]["btyd_recency"], c[3]["btyd_T"], c[3]["btyd_monetary_value"]) == (0, 0, 21, 0)
+    assert (c[4]["btyd_frequency"], c[4]["btyd_recency"], c[4]["btyd_T"], c[4]["btyd_monetary_value"]) == (0, 0, 16, 0)
     # as_of defaults to the day after the last row, so T ends on the last day, as lifetimes' default
     prep = engine.prepare(frame, registry=clv_registry, needs=SUMMARY_COLUMNS)
     assert prep.customers.filter(pl.col("customer_id") == 1)["btyd_T"].item() == 19
