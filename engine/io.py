@@ -16,7 +16,7 @@ symbolic link, ``.tierbook/current``, with ``os.replace``. The files a user sees
 one rename changes all of them. A crash at any moment leaves either the old set
 or the new one; what a killed run leaves behind (its unfinished generation) is
 removed by the next write into the same directory. See
-``docs/decisions/0007-output-sets.md``.
+``docs/decisions/0011-output-sets.md``.
 """
 
 from __future__ import annotations

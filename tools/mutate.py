@@ -11,7 +11,7 @@ repository in a temporary directory, so the working tree is never touched and a 
 stopped at any time; results go to one JSON line per mutant (default
 test-artifacts/mutation/results.jsonl) and a re-run skips the mutants already there. ``--report``
 prints the score per module and every survivor. docs/testing.md has the scores and what the
-survivors mean; docs/decisions/0009-mutation-testing.md why this tool and not mutmut or cosmic-ray.
+survivors mean; docs/decisions/0012-mutation-testing.md why this tool and not mutmut or cosmic-ray.
 """
 
 from __future__ import annotations
