@@ -192,12 +192,16 @@ CLI_WORDS: Mapping[str, str] = {
     "customers_id": "--customers-id", "plugins_dir": "--plugins-dir", "modules": "--plugin",
     "output_dir": "--output-dir", "allow_outside": "--allow-outside", "delimiter": "--delimiter",
     "decimal_comma": "--decimal-comma",
+    "snapshots_as_of": "--snapshots", "every": "--every", "periods": "--periods", "end": "--end", "window": "--window",
+    "cohort": "--cohort",
 }
 #: How a playbook names them (options a playbook does not have keep the outer words).
 PLAYBOOK_WORDS: Mapping[str, str] = {
     "as_of": "data.as_of", "mapping": "data.map", "sheet": "data.sheet", "date_format": "data.date_format",
     "customers_id": "data.customers_id", "modules": "plugins", "delimiter": "data.delimiter",
     "decimal_comma": "data.decimal_comma",
+    "snapshots_as_of": "snapshots.as_of", "every": "snapshots.every", "periods": "snapshots.periods",
+    "end": "snapshots.end", "window": "snapshots.window", "cohort": "snapshots.cohort",
 }
 _WORDS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("tierbook_words", default=MappingProxyType({}))
 

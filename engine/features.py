@@ -149,49 +149,27 @@ def to_units(amounts: pl.Expr) -> pl.Expr:
 _INT64_SAFE = 2.0**62
 
 
-def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature], *, wide: bool = False):
-    """The three queries collected together over one scan of the transactions.
+def _scan(tx: Transactions, as_of: dt.date | None) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """The one scan of the transactions, as what every query of a feature pass starts from.
 
-    * ``customers``: the usable rows (a customer, a date, an amount, before
-      ``as_of``) grouped by customer, one aggregation per feature, sorted;
-    * ``exceptions``: the rows that are not usable, and the usable ones that
-      need a second look (a zero amount, a sale without an order id), grouped by
-      customer: few rows, they account for every row not used and make the
-      order count exact;
-    * ``totals``: the row count and the checks and tallies that stop a run.
-
-    Polars runs them as one plan with one scan whose rows feed all three
-    (``collect_all`` over a cached frame). Unusable rows are filtered out before
-    the ``group_by`` rather than masked inside it, and its bookkeeping is left to
-    the exceptions, because every aggregation of the ``group_by`` costs about as
-    much as a feature, in time and memory (bench/PROFILE.md).
+    Returns ``rows`` (the usable rows: a customer, a date, an amount, before
+    ``as_of``, with the canonical ``amount`` and ``order_id``), ``exceptional``
+    and ``totals`` (see :func:`_queries`); all three read one cached frame, so
+    collected together (``collect_all``) they scan the source once.
+    :mod:`engine.snapshots` builds its per-snapshot aggregations on the same
+    ``rows``.
     """
     date, units, customer = pl.col("order_date"), pl.col("amount_units"), pl.col("customer_id")
     priced = customer.is_not_null() & date.is_not_null() & units.is_not_null()
     usable = priced & (date < pl.lit(as_of)) if as_of is not None else priced
     u, key = units, pl.col("order_key")
 
-    frame = tx.frame.cache()  # one scan feeding the three queries
+    frame = tx.frame.cache()  # one scan feeding every query
     rows = frame.filter(usable)
     # Plugins aggregate over the canonical names.
     rows = rows.with_columns(to_amount(units).alias("amount"))
     if tx.has_order_id:
         rows = rows.with_columns(pl.col("order_key").alias("order_id"))
-    # A line holds at most 1e18 units (data._MAX_AMOUNT), so an Int64 sum can wrap after ten lines. The
-    # totals query adds up the absolute amounts (as floats): below _INT64_SAFE no sum can wrap; above it
-    # compute_features runs the pass again with ``wide`` (Int128) sums, exact for any input that fits in
-    # memory. Int128 always would cost about 25% more peak memory on the 10M set (measured, commit message).
-    aggs = _aggregations(u, date, key, wide=wide)
-    for name, feat in plugin_features.items():
-        if feat.agg is not None:
-            aggs.append(feat.agg.alias(name))
-    customers = rows.group_by("customer_id").agg(aggs).sort("customer_id")
-    # Plugin features given as a query over the same rows: one query per distinct table function.
-    tables: dict[int, tuple[Callable, list[str]]] = {}
-    for name, feat in plugin_features.items():
-        if feat.table is not None:
-            tables.setdefault(id(feat.table), (feat.table, []))[1].append(name)
-    table_queries = [(fn(rows).select("customer_id", *names), names) for fn, names in tables.values()]
 
     zero, null_key = usable & (u == 0), usable & (u > 0) & key.is_null()
     # The cheapest condition that lets every such row through (it lets some others through too: the
@@ -212,7 +190,49 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
                           u.abs().cast(pl.Float64).sum().alias("_gross_units"),
                           # the scan's own revenue, apart from the group_by: the reconciliation compares them
                           units.filter(usable).cast(pl.Int128).sum().alias("usable_units"))
+    return rows, exceptional, totals
+
+
+def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature], *, wide: bool = False):
+    """The three queries collected together over one scan of the transactions.
+
+    * ``customers``: the usable rows (a customer, a date, an amount, before
+      ``as_of``) grouped by customer, one aggregation per feature, sorted;
+    * ``exceptions``: the rows that are not usable, and the usable ones that
+      need a second look (a zero amount, a sale without an order id), grouped by
+      customer: few rows, they account for every row not used and make the
+      order count exact;
+    * ``totals``: the row count and the checks and tallies that stop a run.
+
+    Polars runs them as one plan with one scan whose rows feed all three
+    (``collect_all`` over a cached frame). Unusable rows are filtered out before
+    the ``group_by`` rather than masked inside it, and its bookkeeping is left to
+    the exceptions, because every aggregation of the ``group_by`` costs about as
+    much as a feature, in time and memory (bench/PROFILE.md).
+    """
+    date, u, key = pl.col("order_date"), pl.col("amount_units"), pl.col("order_key")
+    rows, exceptional, totals = _scan(tx, as_of)
+    # A line holds at most 1e18 units (data._MAX_AMOUNT), so an Int64 sum can wrap after ten lines. The
+    # totals query adds up the absolute amounts (as floats): below _INT64_SAFE no sum can wrap; above it
+    # compute_features runs the pass again with ``wide`` (Int128) sums, exact for any input that fits in
+    # memory. Int128 always would cost about 25% more peak memory on the 10M set (measured, commit message).
+    aggs = _aggregations(u, date, key, wide=wide)
+    for name, feat in plugin_features.items():
+        if feat.agg is not None:
+            aggs.append(feat.agg.alias(name))
+    customers = rows.group_by("customer_id").agg(aggs).sort("customer_id")
+    # Plugin features given as a query over the same rows: one query per distinct table function.
+    table_queries = plugin_table_queries(rows, plugin_features)
     return customers, exceptional, totals, table_queries
+
+
+def plugin_table_queries(rows: pl.LazyFrame, plugin_features: Mapping[str, Feature]):
+    """``(query, names)`` for the plugin features given as a ``table`` over ``rows``: one per distinct function."""
+    tables: dict[int, tuple[Callable, list[str]]] = {}
+    for name, feat in plugin_features.items():
+        if feat.table is not None:
+            tables.setdefault(id(feat.table), (feat.table, []))[1].append(name)
+    return [(fn(rows).select("customer_id", *names), names) for fn, names in tables.values()]
 
 
 _AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]
@@ -312,6 +332,30 @@ def _derived(day_after: pl.Expr, uses: set[str] | None = None) -> list[pl.Expr]:
             if uses is None or uses & set(f.compute.uses)]
 
 
+def read_report(tx: Transactions, exceptions: pl.DataFrame, total: Mapping, customer_ids: pl.DataFrame,
+                as_of: dt.date | None) -> tuple[LoadReport, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The :class:`LoadReport` from the ``exceptions`` and ``totals`` queries (``total``: its one row).
+
+    Returns it with the exceptions without a customer id (``no_id``), those with one (``known``), and the
+    ids of customers none of whose rows is usable (``unusable``; ``customer_ids``: those with usable rows).
+    """
+    report = LoadReport(source=tx.describe(), notes=list(tx.notes))
+    report.rows = int(total["rows"])
+    report.scanned_units = int(total["usable_units"] or 0)
+    if report.rows == 0:
+        raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
+    no_id = exceptions.filter(pl.col("customer_id").is_null())
+    known = exceptions.filter(pl.col("customer_id").is_not_null())
+    report.rejected["null_customer"] = int(no_id["rows"].sum())
+    for reason in ("null_date", "null_amount", *(["after_as_of"] if as_of is not None else [])):
+        report.rejected[reason] = int(known[reason].sum())
+    report.rows_used = report.rows - sum(report.rejected.values())
+    # Customers with rows, none of them usable: not classified (or prospects, if in the customer table).
+    unusable = (known.filter(pl.col("unusable") == pl.col("rows")).select("customer_id")
+                .join(customer_ids, on="customer_id", how="anti"))
+    return report, no_id, known, unusable
+
+
 def compute_features(
     tx: Transactions,
     *,
@@ -357,20 +401,7 @@ def compute_features(
     if tally_error is not None:
         raise tally_error
 
-    report = LoadReport(source=tx.describe(), notes=list(tx.notes))
-    report.rows = int(total["rows"])
-    report.scanned_units = int(total["usable_units"] or 0)
-    if report.rows == 0:
-        raise DataError(f"{tx.describe()}: no transactions (the file has a header but no rows)")
-    no_id = exceptions.filter(pl.col("customer_id").is_null())
-    known = exceptions.filter(pl.col("customer_id").is_not_null())
-    report.rejected["null_customer"] = int(no_id["rows"].sum())
-    for reason in ("null_date", "null_amount", *(["after_as_of"] if as_of is not None else [])):
-        report.rejected[reason] = int(known[reason].sum())
-    report.rows_used = report.rows - sum(report.rejected.values())
-    # Customers with rows, none of them usable: not classified (or prospects, if in the customer table).
-    unusable = (known.filter(pl.col("unusable") == pl.col("rows")).select("customer_id")
-                .join(grouped.select("customer_id"), on="customer_id", how="anti"))
+    report, no_id, known, unusable = read_report(tx, exceptions, total, grouped.select("customer_id"), as_of)
     odd = known.filter(pl.col("zero") | pl.col("null_key"))
     if odd.height:  # customers with a zero amount or a sale without an order id: count their orders again
         zero_ids = odd.filter(pl.col("zero"))["customer_id"].implode()

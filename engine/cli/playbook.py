@@ -21,6 +21,15 @@ def _playbook_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
                    help="override a classifier parameter of the playbook; repeatable")
     p.add_argument("--as-of", metavar="YYYY-MM-DD", help="override the playbook's as_of")
+    g = p.add_argument_group("snapshots (several as_of dates from one scan; docs/time.md)")
+    g.add_argument("--snapshots", metavar="DATE,DATE,...", help="snapshot dates (replaces the playbook's snapshots)")
+    g.add_argument("--every", metavar="PERIOD", help="a snapshot every day, week, month, quarter, year or 'N days'")
+    g.add_argument("--periods", type=int, metavar="N", help="how many snapshots, with --every")
+    g.add_argument("--end", metavar="YYYY-MM-DD", help="the last snapshot's as_of, with --every (default: --as-of, "
+                                                      "data.as_of or the day after the last transaction)")
+    g.add_argument("--window", action="append", default=[], metavar="CLASSIFIER=PERIOD",
+                   help="classify CLASSIFIER on the lines of PERIOD (e.g. '12 months') before each as_of; repeatable")
+    g.add_argument("--cohort", choices=("month", "quarter"), help="grain of the cohort table (default month)")
 
 
 def add_commands(sub) -> None:
@@ -51,10 +60,32 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_schema)
 
 
+def _snapshot_options(args) -> dict | None:
+    """``--snapshots``, ``--every``, ``--periods``, ``--end``, ``--window``, ``--cohort`` as ``snapshots:`` keys."""
+    from ..errors import ParamError
+
+    out: dict = {}
+    if getattr(args, "snapshots", None):
+        out["as_of"] = [d.strip() for d in args.snapshots.split(",") if d.strip()]
+    for key in ("every", "periods", "end", "cohort"):
+        if getattr(args, key, None) is not None:
+            out[key] = getattr(args, key)
+    windows = {}
+    for item in getattr(args, "window", None) or []:
+        name, eq, period = item.partition("=")
+        if not eq or not name.strip() or not period.strip():
+            raise ParamError(f"--window {item}: expected CLASSIFIER=PERIOD, e.g. NAME='12 months'", value=item)
+        windows[name.strip()] = period.strip()
+    if windows:
+        out["window"] = windows
+    return out or None
+
+
 def _load(args, **kwargs):
     from ..playbook import load_playbook
 
-    return load_playbook(args.playbook, params=args.set or None, plugins_dir=args.plugins_dir, **kwargs)
+    return load_playbook(args.playbook, params=args.set or None, plugins_dir=args.plugins_dir,
+                         snapshots=_snapshot_options(args), **kwargs)
 
 
 def format_result(pb, result) -> str:
@@ -86,10 +117,17 @@ def run_run(args: argparse.Namespace) -> int:
 
     skip = args.skip_failing_plugins
     pb = _load(args, output_dir=args.output_dir, allow_outside=args.allow_outside, skip_failing_plugins=skip)
-    with step(f"reading {pb.data['transactions']}"):
-        prepared = pb.prepare(args.as_of)
-    with step("classifying and applying rules"):
-        result = pb.evaluate(prepared, skip_failing=skip)
+    if pb.snapshots is not None:
+        with step(f"reading {pb.data['transactions']} and classifying every snapshot"):
+            snaps = pb.compute_snapshots(args.as_of, skip_failing=skip)
+        with step("applying rules"):
+            result = pb.evaluate_snapshots(snaps)
+        prepared = result
+    else:
+        with step(f"reading {pb.data['transactions']}"):
+            prepared = pb.prepare(args.as_of)
+        with step("classifying and applying rules"):
+            result = pb.evaluate(prepared, skip_failing=skip)
     paths = {}
     if not args.dry_run:  # written before anything is printed: a run that fails says one line
         with step("writing outputs"):
@@ -102,6 +140,9 @@ def run_run(args: argparse.Namespace) -> int:
         say(f"tierbook: skipped rule {item['rule']!r} (not evaluated, no customer matched): {item['reason']}",
             file=sys.stderr)
     say_block(format_result(pb, result))
+    if result.snapshots is not None:
+        say()
+        say_block(format_snapshots(result.snapshots))
     if args.dry_run:
         say("", "(dry run: nothing written)")
         return 0
@@ -109,6 +150,32 @@ def run_run(args: argparse.Namespace) -> int:
     for key, path in paths.items():
         say(f"wrote {key}: {path}")
     return 0
+
+
+def format_snapshots(snaps) -> str:
+    """Snapshots, the KPIs and the last migration per class, for the terminal."""
+    import polars as pl
+
+    lines = [f"snapshots: {', '.join(str(d) for d in snaps.as_of)}"
+             + (f" (every {snaps.spec.every})" if snaps.spec.every else "")]
+    for name, step in snaps.spec.windows.items():
+        lines.append(f"  {name} classified on the last {step} before each as_of")
+    if snaps.kpis.height:
+        lines += ["", "KPIs per period (definitions: kpis.csv, docs/time.md)",
+                  f"  {'period to':<10}  {'active':>8}  {'new':>7}  {'react.':>7}  {'retained':>8}  {'churned':>8}  "
+                  f"{'retention':>9}  {'revenue':>14}"]
+        for r in snaps.kpis.iter_rows(named=True):
+            rate = f"{r['retention_rate']:.1%}" if r["retention_rate"] is not None else "-"
+            lines.append(f"  {str(r['as_of']):<10}  {r['active']:>8,}  {r['new']:>7,}  {r['reactivated']:>7,}  "
+                         f"{r['retained']:>8,}  {r['churned']:>8,}  {rate:>9}  {r['revenue']:>14,.2f}")
+    if snaps.flows.height:
+        last = snaps.flows.filter(pl.col("to_as_of") == snaps.as_of[-1])
+        lines += ["", f"migration {snaps.as_of[-2]} -> {snaps.as_of[-1]} (all matrices: migration.csv)"]
+        for r in last.iter_rows(named=True):
+            lines.append(f"  {r['column']:<12} {r['label']:<20} from {r['customers_from']:>8,}  stayed "
+                         f"{r['stayed']:>8,}  up {r['moved_up']:>7,}  down {r['moved_down']:>7,}  left {r['left']:>6,}  "
+                         f"entered {r['entered']:>7,}  net {r['net_flow']:>+8,}")
+    return safe_lines(lines)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -122,8 +189,12 @@ def run_explain(args: argparse.Namespace) -> int:
     from ..playbook import explain_customer
 
     pb = _load(args)
-    prepared = pb.prepare(args.as_of)
-    result = pb.evaluate(prepared)
+    if pb.snapshots is not None:
+        result = pb.evaluate_snapshots(pb.compute_snapshots(args.as_of))
+        prepared = result
+    else:
+        prepared = pb.prepare(args.as_of)
+        result = pb.evaluate(prepared)
     say_block(explain_customer(pb, prepared, result, args.customer_id))
     return 0
 

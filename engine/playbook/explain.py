@@ -34,6 +34,8 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
     for col, value in row.row(0, named=True).items():
         if col != "customer_id":
             lines.append(f"  {col:<18} {value}")
+    if result.snapshots is not None and len(result.snapshots.customers) >= 2:
+        lines += ["", *moves(pb, result.snapshots, key)]
     labels = {o.column: o.labels for s in pb.selections for o in s.outputs if o.labels is not None}
     lines += ["", f"rules (hit policy: {pb.hit_policy}):"]
     got = result.actions.filter(pl.col("customer_id") == key)
@@ -53,3 +55,47 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
     if pb.fallback is not None and pb.fallback.name in got["rule"].to_list():
         lines.append(f"- {pb.fallback.name} (fallback): {pb.fallback.action} via {pb.fallback.channel}")
     return safe_lines(lines)  # values and names from the data, each line kept one line
+
+
+def moves(pb: Playbook, snaps, key) -> list[str]:
+    """What moved since the previous snapshot and why: each label before -> now, and the numbers its
+    classifier reads, before -> now, each with its share of all customers' total (``monetary 1,234.00
+    (4.1% of the total) -> 300.00 (0.9%)``)."""
+    before_t, now_t = snaps.customers[-2], snaps.customers[-1]
+    before = before_t.filter(pl.col("customer_id") == key)
+    now = now_t.filter(pl.col("customer_id") == key)
+    lines = [f"since the previous snapshot ({snaps.as_of[-2]} -> {snaps.as_of[-1]}):"]
+    if before.height == 0:
+        lines.append(f"  not a customer as of {snaps.as_of[-2]} (entered since)")
+    for sel in pb.selections:
+        outs = [o for o in sel.outputs if o.labels is not None]
+        if not outs:
+            continue
+        for o in outs:
+            old = before[o.column][0] if before.height else None
+            new = now[o.column][0]
+            if old is None or new is None:
+                what = "entered" if old is None and new is not None else "left" if new is None and old is not None \
+                    else "no label"
+            else:
+                labels = list(o.labels)
+                i, j = labels.index(old), labels.index(new)
+                what = "same" if i == j else "up" if j < i else "down"
+            lines.append(f"  {o.column}: {old if old is not None else '-'} -> {new if new is not None else '-'} "
+                         f"({what})")
+        window = snaps.spec.windows.get(sel.classifier.name)
+        # the columns its parameters name (what it ranks by: shown with their share of the total), then those
+        # it requires
+        ranked = [sel.params[p.name] for p in sel.classifier.params if p.feature]
+        for col in dict.fromkeys([*ranked, *sel.classifier.requires]):
+            if col not in now_t.columns or not now_t.schema[col].is_numeric():
+                continue
+            parts = []
+            for table, row in ((before_t, before), (now_t, now)):
+                value = row[col][0] if row.height else None
+                total = table[col].sum() if col in ranked else None
+                share = f" ({value / total:.1%} of the total)" if value is not None and total else ""
+                parts.append(f"{value:,.2f}{share}" if isinstance(value, float) else f"{value}{share}")
+            note = f" (its classes use the last {window} only)" if window else ""
+            lines.append(f"    {col}: {parts[0]} -> {parts[1]}{note}")
+    return lines

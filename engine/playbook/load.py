@@ -132,6 +132,7 @@ def load_playbook(
     check_data: bool = True,
     skip_failing_plugins: bool = False,
     plugins_dir: str | Path | None = None,
+    snapshots: Mapping[str, Any] | None = None,
 ) -> Playbook:
     """Load and validate a playbook; raise :class:`PlaybookError` listing every problem.
 
@@ -141,7 +142,9 @@ def load_playbook(
     the columns rules use. With ``skip_failing_plugins`` a plugin that fails to
     load is recorded in ``registry.failures`` instead of stopping.
     ``plugins_dir`` also loads the local plugins of that directory (see
-    :func:`~engine.registry.get_registry`).
+    :func:`~engine.registry.get_registry`). ``snapshots`` (keys as in the
+    playbook's ``snapshots:``, e.g. from ``--snapshots`` / ``--every``) replaces
+    the playbook's dates; its ``window`` and ``cohort`` are added to the playbook's.
     """
     path = Path(path)
     doc = load_marked(path)
@@ -176,6 +179,8 @@ def load_playbook(
         problems.add(doc.value_line("hit_policy"), f"hit_policy: {hit_policy!r} is not one of first, all"
                                                    f"{suggest(str(hit_policy), HIT_POLICIES)}")
     rules = _load_rules(doc, problems)
+    snaps = _load_snapshots(doc, data, selections, snapshots, problems)
+    _check_previous(rules, selections, snaps, problems)
     fallback = _load_fallback(doc, problems, len(rules))
     _check_fallback_name(doc, rules, fallback, problems)
     if isinstance(data.get("as_of"), dt.date):
@@ -193,6 +198,10 @@ def load_playbook(
         problems.raise_if_any()
         _check_requires(doc, registry, selections, schema, problems)
         problems.raise_if_any()
+        if snaps is not None and snaps["count"] >= 2:  # rules may read the previous snapshot's labels
+            from ..migration import previous_columns
+
+            schema.update({c: pl.Enum(list(labels)) for c, labels in previous_columns(selections).items()})
         _compile_rules(rules, fallback, schema, selections, data.get("as_of"), doc, problems)
         problems.raise_if_any()
 
@@ -200,8 +209,77 @@ def load_playbook(
         path=path, name=doc["name"], description=doc.get("description", ""), data=data,
         classifier_params=raw_params, selections=selections, rules=rules, hit_policy=hit_policy,
         fallback=fallback, outputs=outputs, registry=registry, plugins=plugin_modules, customer_table=table,
-        engine=engine, spark=spark,
+        engine=engine, spark=spark, snapshots=snaps,
     )
+
+
+def _load_snapshots(doc: MarkedDict, data: dict[str, Any], selections: list[Selection],
+                    override: Mapping[str, Any] | None, problems: _Problems) -> dict[str, Any] | None:
+    """``snapshots:`` (and the command line's override), checked: the keys :func:`engine.snapshots.snapshot_spec`
+    takes, with ``count`` (how many snapshots) and ``line``; None without snapshots."""
+    from ..snapshots import snapshot_spec
+
+    from .spec import SNAPSHOT_KEYS
+
+    node = doc.get("snapshots")
+    raw: dict[str, Any] = {}
+    line = doc.value_line("snapshots") if "snapshots" in doc else 1
+    if isinstance(node, MarkedDict):
+        if not _check_keys(node, SNAPSHOT_KEYS, "snapshots", problems):
+            return None
+        raw = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v) for k, v in node.items()}
+    words = PLAYBOOK_WORDS
+    if override:
+        override = dict(override)
+        if "as_of" in override or "every" in override or "periods" in override or "end" in override:
+            for k in ("as_of", "every", "periods", "end"):
+                raw.pop(k, None)
+            words = {}  # the dates come from the caller: messages name them as the caller does
+        raw["window"] = {**raw.get("window", {}), **override.pop("window", {})}
+        raw.update(override)
+        line = 1
+    raw = {k: v for k, v in raw.items() if v not in (None, {})}
+    if not raw:
+        return None
+    names = {s.classifier.name for s in selections}
+    for name in raw.get("window", {}):
+        if name not in names:
+            problems.add(line, f"snapshots.window: {name!r} is not a classifier of this playbook"
+                               f"{suggest(str(name), names)} (classifiers: {', '.join(sorted(names))})")
+            return None
+    try:
+        with speaking(words):
+            snapshot_spec(as_of=raw.get("as_of"), every=raw.get("every"), periods=raw.get("periods"),
+                          end=raw.get("end"), windows=raw.get("window"), cohort=raw.get("cohort"),
+                          default_end=data.get("as_of") or dt.date(2000, 1, 1))
+    except TierbookError as exc:
+        problems.add(line, str(exc))
+        return None
+    raw["count"] = len(raw["as_of"]) if raw.get("as_of") is not None else raw["periods"]
+    raw["line"] = line
+    raw["words"] = "playbook" if words else "caller"
+    return raw
+
+
+def _check_previous(rules: list[Rule], selections: list[Selection], snaps: dict[str, Any] | None,
+                    problems: _Problems) -> None:
+    """A rule reading ``<label>_prev`` or ``<label>_change`` needs a previous snapshot: two snapshots or more."""
+    import re
+
+    from ..migration import previous_columns
+
+    if snaps is not None and snaps["count"] >= 2:
+        return
+    columns = previous_columns(selections)
+    for rule in rules:
+        used = [w for w in dict.fromkeys(re.findall(r"[A-Za-z_]\w*", rule.when or "")) if w in columns]
+        if used:
+            if snaps is None:
+                why = "the playbook has no snapshots (add e.g. snapshots: {every: quarter, periods: 2})"
+            else:
+                given = f"as_of: {', '.join(str(d) for d in snaps['as_of'])}" if snaps.get("as_of") is not None else f"periods: {snaps['periods']}"
+                why = f"snapshots gives one snapshot ({given}); give two or more"
+            problems.add(rule.when_line, f"rule {rule.name!r}: {used[0]} reads the previous snapshot, but {why}")
 
 
 def _load_engine(doc: MarkedDict, problems: _Problems) -> tuple[str, dict[str, Any]]:

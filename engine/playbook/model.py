@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from ..data import as_date
-from ..errors import PLAYBOOK_WORDS, ParamError, speaking, suggest
+from ..errors import PLAYBOOK_WORDS, ParamError, option, speaking, suggest
 from ..registry import Registry
 from ..run import Prepared, Selection, apply_classifiers, prepare, split_params
 from .evaluate import _playbook_result
@@ -40,6 +40,8 @@ class Playbook:
     #: where the feature pass runs (``engine:``), and the ``spark:`` settings
     engine: str = "polars"
     spark: dict[str, Any] = field(default_factory=dict)
+    #: ``snapshots:`` as checked by load_playbook (keys of :func:`engine.snapshots.snapshot_spec`), or None
+    snapshots: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ access
     @property
@@ -95,6 +97,76 @@ class Playbook:
             words += re.findall(r"\w+", f"{getattr(rule, 'when', '') or ''} {getattr(rule, 'order_by', '') or ''}")
         return words
 
+    # --------------------------------------------------------------- snapshots
+    def snapshot_spec(self, as_of: str | dt.date | None = None):
+        """The :class:`engine.snapshots.SnapshotSpec` of ``snapshots:`` (None without it; None too when its
+        end is the day after the last transaction, found when the data is read)."""
+        from ..errors import DataError
+        from ..snapshots import snapshot_spec
+
+        s = self.snapshots
+        if s is None:
+            return None
+        if as_of is not None and s.get("as_of") is not None:
+            raise DataError(f"{self.path}: {option('as_of')} {as_of}: the snapshots' dates are given "
+                            f"(snapshots.as_of); {option('as_of')} sets only the end of every/periods")
+        end = as_date(as_of) if as_of is not None else self.data.get("as_of")
+        with speaking(PLAYBOOK_WORDS if s["words"] == "playbook" else {}):
+            return snapshot_spec(as_of=s.get("as_of"), every=s.get("every"), periods=s.get("periods"),
+                                 end=s.get("end"), windows=s.get("window"), cohort=s.get("cohort"), default_end=end)
+
+    def compute_snapshots(self, as_of: str | dt.date | None = None, *, skip_failing: bool = False):
+        """Every snapshot of ``snapshots:`` from one scan, classified, with migration and KPIs
+        (:class:`engine.snapshots.Snapshots`); see :func:`engine.snapshots.run_snapshots`."""
+        from ..data import read_customers, read_transactions
+        from ..errors import DataError
+        from ..features import BUILTIN_FEATURES
+        from ..snapshots import default_end, snapshot_spec, snapshots_of
+
+        if self.engine != "polars":
+            raise DataError(f"{self.path}: snapshots: not available with engine: {self.engine} (the Polars feature "
+                            f"pass computes every snapshot from one scan)")
+        d = self.data
+        spec = self.snapshot_spec(as_of)
+        s = self.snapshots
+        with speaking(PLAYBOOK_WORDS if s["words"] == "playbook" else {}):
+            tx = read_transactions(d["transactions"], d.get("map") or None, date_format=d.get("date_format"),
+                                   sheet=d.get("sheet"), delimiter=d.get("delimiter"),
+                                   decimal_comma=d.get("decimal_comma", False))
+            if spec is None:
+                spec = snapshot_spec(every=s.get("every"), periods=s.get("periods"), windows=s.get("window"),
+                                     cohort=s.get("cohort"), default_end=default_end(tx))
+            table = None
+            if self.customer_table is not None:
+                reserved = frozenset(BUILTIN_FEATURES) | frozenset(self.registry.features)
+                table = read_customers(self.customer_table, None, reserved=reserved)
+            skipped = [str(f) for f in self.registry.failures] if skip_failing else None
+            failed: dict[str, str] = {}
+            snaps = snapshots_of(tx, spec, self.selections, registry=self.registry, customers=table,
+                                 needs=self._needs(), skipped=skipped, skipped_classifiers=failed)
+        snaps.skipped = list(dict.fromkeys(skipped or []))
+        snaps.skipped_classifiers = failed
+        return snaps
+
+    def evaluate_snapshots(self, snaps) -> Result:
+        """Apply the rules to the last snapshot (with ``<label>_prev`` / ``<label>_change`` from the one before)
+        and build the summary, with ``snapshots``, ``migration`` and ``kpis`` (no I/O)."""
+        from ..snapshots import snapshot_summary
+
+        customers = snaps.last
+        prepared = Prepared(snaps.customers[-1], snaps.as_of[-1], snaps.report, self.registry)
+        failed = snaps.skipped_classifiers
+        empty = {o.column: name for s in self.selections if (name := s.classifier.name) in failed for o in s.outputs}
+        result = _playbook_result(self, prepared, customers, skipped_columns=empty)
+        fits = {str(d): f for d, f in zip(snaps.as_of, snaps.fits) if f}
+        if fits:
+            result.summary["fits"] = fits
+        if snaps.skipped:
+            result.summary["skipped_plugins"] = snaps.skipped
+        result.summary.update(snapshot_summary(snaps))
+        result.snapshots = snaps
+        return result
+
     def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
         """Classify, apply the rules and build the summary (no I/O).
 
@@ -119,8 +191,10 @@ class Playbook:
 
     def run(self, *, as_of: str | dt.date | None = None, write: bool = True) -> Result:
         """Prepare, evaluate and (unless ``write=False``) write the outputs atomically."""
-        prepared = self.prepare(as_of)
-        result = self.evaluate(prepared)
+        if self.snapshots is not None:
+            result = self.evaluate_snapshots(self.compute_snapshots(as_of))
+        else:
+            result = self.evaluate(self.prepare(as_of))
         if write:
             self.write(result)
         return result

@@ -34,7 +34,27 @@ TOP_KEYS: dict[str, tuple[str, bool, str]] = {
     "outputs": ("mapping", False, "Where results are written."),
     "engine": ("str", False, "Where the feature pass runs: polars (default) or spark (Parquet input)."),
     "spark": ("mapping", False, "For engine: spark: master (URL, default local[*]) and config (key: value)."),
+    "snapshots": ("mapping", False, "Several as_of dates from one scan: as_of (a list) or every/periods/end, "
+                                    "window per classifier, cohort grain; adds migration and KPIs (docs/time.md)."),
 }
+
+
+SNAPSHOT_KEYS: dict[str, tuple[str, bool, str]] = {
+    "as_of": ("list", False, "Snapshot dates YYYY-MM-DD (each exclusive, as data.as_of)."),
+    "every": ("any", False, "The step between snapshots: day, week, month, quarter, year, or 'N days' (weeks, "
+                            "months ...)."),
+    "periods": ("int", False, "How many snapshots, one every step, ending at end."),
+    "end": ("date", False, "The last snapshot's as_of (default: data.as_of, else the day after the last "
+                           "transaction)."),
+    "window": ("mapping", False, "Classifier -> lookback window ('12 months'): it classifies each snapshot on the "
+                                 "lines of that window only."),
+    "cohort": ("str", False, "Grain of the cohort table: month (default) or quarter."),
+}
+
+
+#: The files a run with snapshots adds to its output set (docs/time.md).
+SNAPSHOT_OUTPUTS = {"snapshots": "snapshots.parquet", "migration": "migration.csv", "flows": "flows.csv",
+                    "kpis": "kpis.csv", "cohorts": "cohorts.csv", "values": "values.csv"}
 
 
 SPARK_KEYS: dict[str, tuple[str, bool, str]] = {
@@ -140,3 +160,5 @@ class Result:
     as_of: dt.date
     #: What the scan of the transactions counted (the input side of the reconciliation).
     report: Any = None
+    #: With ``snapshots:``, the :class:`engine.snapshots.Snapshots` (every snapshot, migration, KPIs).
+    snapshots: Any = None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from .evaluate import check_reconciliation, reconcile
-from .spec import Result
+from .spec import SNAPSHOT_OUTPUTS, Result
 
 if TYPE_CHECKING:  # for annotations only (the module is above this one)
     from .model import Playbook
@@ -40,9 +40,31 @@ def write_outputs(pb: Playbook, result: Result) -> dict[str, Path]:
         tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
 
     writers[paths["summary"].name] = write_summary
+    if result.snapshots is not None:
+        for name, frame in snapshot_frames(result.snapshots).items():
+            writers[name] = lambda tmp, frame=frame: _write_frame(frame, tmp)
+            paths[Path(name).stem] = pb.output_dir / name
     write_output_set(pb.output_dir, writers,
                      manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)})
     return paths
+
+
+def snapshot_frames(snaps) -> dict[str, pl.DataFrame]:
+    """The files a run with snapshots adds (:data:`~engine.playbook.spec.SNAPSHOT_OUTPUTS`), by file name.
+
+    ``snapshots.parquet`` is long: one row per snapshot and customer (``as_of``,
+    ``customer_id``, ``monetary`` and every label column); ``kpis.csv`` has one
+    figure a row with its definition beside it.
+    """
+    from ..kpi import kpi_long
+    from ..migration import label_outputs
+
+    labels = [o.column for _, o in label_outputs(snaps.selections)]
+    long = pl.concat([t.select(pl.lit(d).alias("as_of"), "customer_id", "monetary", *labels)
+                      for d, t in zip(snaps.as_of, snaps.customers)])
+    frames = {"snapshots": long, "migration": snaps.migration, "flows": snaps.flows, "kpis": kpi_long(snaps.kpis),
+              "cohorts": snaps.cohorts, "values": snaps.values}
+    return {SNAPSHOT_OUTPUTS[k]: v for k, v in frames.items()}
 
 
 def _read_back(path: Path) -> pl.DataFrame:

@@ -1,0 +1,185 @@
+"""KPIs per period between snapshots, the cohort table, and historical value per customer by class.
+
+A *period* is the time between two consecutive snapshots: period ``i`` is
+``[as_of[i-1], as_of[i])`` (each ``as_of`` exclusive, as in a run), and the
+period before the first snapshot has the same length. A customer is *active* in
+a period when they have at least one purchase line (amount > 0) in it: a
+customer with only returns (or zero amounts) in a period is not a buyer of that
+period. Every definition is in :data:`KPI_DEFINITIONS`, written next to each
+figure in ``kpis.csv`` and ``summary.json`` (and in docs/time.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+from .classifier import Output
+from .features import NET_REVENUE, to_amount, to_units
+
+__all__ = ["KPI_DEFINITIONS", "COHORT_DEFINITIONS", "VALUE_DEFINITIONS", "kpi_table", "kpi_long", "cohort_table",
+           "value_by_class", "KPI_SCHEMA", "COHORT_SCHEMA", "VALUE_SCHEMA"]
+
+#: Each KPI's definition, as written next to it. P is the period, P-1 the period before it.
+KPI_DEFINITIONS: dict[str, str] = {
+    "customers": "customers in the snapshot at the end of P (every customer with a usable transaction before its "
+                 "as_of, and prospects)",
+    "active": "customers with at least one purchase (a line with amount > 0) in P; returns alone do not count",
+    "new": "active customers whose first purchase ever is in P",
+    "reactivated": "active customers whose first purchase is before P and who made no purchase in P-1",
+    "retained": "customers active in both P-1 and P",
+    "churned": "customers active in P-1 and not in P",
+    "active_previous": "customers active in P-1",
+    "retention_rate": "retained / active_previous (active in both P-1 and P over active in P-1)",
+    "churn_rate": "churned / active_previous (1 - retention_rate)",
+    "revenue": "net revenue of P: every line's amount in P, returns included",
+    "revenue_retention": "net revenue in P of the customers active in P-1, over their net revenue in P-1",
+}
+COHORT_DEFINITIONS: dict[str, str] = {
+    "cohort": "the month (or quarter) of the customer's first purchase, as its first day",
+    "cohort_size": "customers whose first purchase falls in the cohort (as of the last snapshot)",
+    "active": "customers of the cohort with a purchase in the period",
+    "active_share": "active / cohort_size",
+    "revenue": "net revenue of the cohort's customers in the period",
+}
+VALUE_DEFINITIONS: dict[str, str] = {
+    "customers": "customers with the label in the snapshot",
+    "revenue": "their net revenue (monetary: all history up to the snapshot's as_of)",
+    "value_per_customer": "revenue / customers: historical value per customer of the class",
+}
+
+KPI_SCHEMA = {"period": pl.Int32, "period_start": pl.Date, "as_of": pl.Date, "customers": pl.Int64,
+              "active": pl.Int64, "new": pl.Int64, "reactivated": pl.Int64, "retained": pl.Int64,
+              "churned": pl.Int64, "active_previous": pl.Int64, "retention_rate": pl.Float64,
+              "churn_rate": pl.Float64, "revenue": pl.Float64, "revenue_retention": pl.Float64}
+
+
+def _starts(dates: Sequence[dt.date], previous: dt.date | None) -> list[dt.date | None]:
+    """The start of each snapshot's period: the previous snapshot, and ``previous`` for the first."""
+    return [previous, *dates[:-1]]
+
+
+def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
+              previous: dt.date | None) -> pl.DataFrame:
+    """One row per period between two snapshots (period ``i`` ends at ``dates[i]``, ``i >= 1``).
+
+    ``activity`` has one row per customer and period with a line in it
+    (``customer_id``, ``period``, ``purchases``, ``revenue_units``), as
+    :class:`engine.snapshots.SnapshotFeatures` gives it; ``tables`` the
+    snapshots' customer tables (``first_order`` of the last one dates each
+    customer's first purchase). Columns and meanings: :data:`KPI_DEFINITIONS`.
+    """
+    first = tables[-1].select("customer_id", pl.col("first_order"))
+    buyers = activity.filter(pl.col("purchases") > 0).select("customer_id", "period")
+    starts = _starts(dates, previous)
+    units = dict(activity.group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
+    rows = []
+    for i in range(1, len(dates)):
+        now = buyers.filter(pl.col("period") == i).select("customer_id")
+        before = buyers.filter(pl.col("period") == i - 1).select("customer_id")
+        now_first = now.join(first, on="customer_id", how="left")
+        new = int((now_first["first_order"] >= starts[i]).sum())
+        retained = now.join(before, on="customer_id", how="semi").height
+        reactivated = now_first.join(before, on="customer_id", how="anti").filter(
+            pl.col("first_order") < starts[i]).height
+        churned = before.join(now, on="customer_id", how="anti").height
+        kept = activity.join(before, on="customer_id", how="semi")
+        kept_units = dict(kept.filter(pl.col("period").is_in([i - 1, i])).group_by("period")
+                          .agg(pl.col("revenue_units").sum()).iter_rows())
+        prev_units, now_units = int(kept_units.get(i - 1) or 0), int(kept_units.get(i) or 0)
+        rows.append({
+            "period": i, "period_start": starts[i], "as_of": dates[i], "customers": tables[i].height,
+            "active": now.height, "new": new, "reactivated": reactivated, "retained": retained, "churned": churned,
+            "active_previous": before.height,
+            "retention_rate": retained / before.height if before.height else None,
+            "churn_rate": churned / before.height if before.height else None,
+            "_revenue": int(units.get(i) or 0),
+            "revenue_retention": now_units / prev_units if prev_units > 0 else None,
+        })
+    if not rows:
+        return pl.DataFrame(schema=KPI_SCHEMA)
+    frame = pl.DataFrame(rows, schema_overrides={"_revenue": pl.Int128, "period_start": pl.Date})
+    return frame.with_columns(to_amount(pl.col("_revenue")).alias("revenue")).select(list(KPI_SCHEMA)).cast(KPI_SCHEMA)
+
+
+def kpi_long(kpis: pl.DataFrame) -> pl.DataFrame:
+    """The KPI table long, one figure a row with its definition beside it (``kpis.csv``)."""
+    names = [k for k in KPI_DEFINITIONS if k in kpis.columns]
+    long = kpis.unpivot(index=["period", "period_start", "as_of"], on=names, variable_name="kpi",
+                        value_name="value").with_columns(pl.col("value").cast(pl.Float64))
+    defs = pl.DataFrame({"kpi": list(KPI_DEFINITIONS), "definition": list(KPI_DEFINITIONS.values())})
+    order = pl.DataFrame({"kpi": names, "_k": list(range(len(names)))})
+    return (long.join(defs, on="kpi", how="left").join(order, on="kpi").sort("period", "_k").drop("_k"))
+
+
+COHORT_SCHEMA = {"cohort": pl.Date, "cohort_size": pl.Int64, "period": pl.Int32, "period_start": pl.Date,
+                 "as_of": pl.Date, "active": pl.Int64, "active_share": pl.Float64, "revenue": pl.Float64}
+
+
+def cohort_table(activity: pl.DataFrame, last: pl.DataFrame, dates: Sequence[dt.date], previous: dt.date | None,
+                 grain: str = "month") -> pl.DataFrame:
+    """Customers by month (``grain="quarter"``: quarter) of first purchase, per period: share active, revenue.
+
+    One row per (cohort, period) from the period the cohort's first month or
+    quarter began in or before: ``cohort_size`` customers first bought in the
+    cohort, ``active`` of them bought in the period (``active_share`` of the
+    cohort), ``revenue`` is their net revenue in it. Customers who never
+    bought (returns only, prospects) belong to no cohort. See
+    :data:`COHORT_DEFINITIONS`.
+    """
+    every = {"month": "1mo", "quarter": "1q"}[grain]
+    cohorts = (last.filter(pl.col("first_order").is_not_null())
+               .select("customer_id", pl.col("first_order").dt.truncate(every).alias("cohort")))
+    sizes = cohorts.group_by("cohort").agg(pl.len().cast(pl.Int64).alias("cohort_size"))
+    starts = _starts(dates, previous)
+    periods = pl.DataFrame({"period": list(range(len(dates))), "period_start": starts, "as_of": list(dates)},
+                           schema={"period": pl.Int32, "period_start": pl.Date, "as_of": pl.Date})
+    per = (activity.join(cohorts, on="customer_id", how="inner").group_by("cohort", "period")
+           .agg((pl.col("purchases") > 0).sum().cast(pl.Int64).alias("active"),
+                pl.col("revenue_units").sum().alias("_units")))
+    grid = sizes.join(periods, how="cross").filter(pl.col("cohort") < pl.col("as_of"))
+    out = (grid.join(per, on=["cohort", "period"], how="left")
+           .with_columns(pl.col("active").fill_null(0), pl.col("_units").fill_null(0))
+           .with_columns((pl.col("active") / pl.col("cohort_size")).alias("active_share"),
+                         to_amount(pl.col("_units")).alias("revenue")))
+    return out.select(list(COHORT_SCHEMA)).cast(COHORT_SCHEMA).sort("cohort", "period")
+
+
+VALUE_SCHEMA = {"as_of": pl.Date, "classifier": pl.String, "column": pl.String, "label": pl.String,
+                "rank": pl.Int64, "customers": pl.Int64, "revenue": pl.Float64, "value_per_customer": pl.Float64}
+
+
+def value_by_class(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
+                   outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
+    """Historical value per customer by class: per snapshot, label column and label (best first, then
+    ``(none)`` for customers without a label): customers, revenue, revenue per customer."""
+    frames = []
+    for table, as_of in zip(tables, dates):
+        for name, output in outputs:
+            dtype = table.schema[output.column]
+            labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
+            stats = (table.select(pl.col(output.column).to_physical().cast(pl.Int64).alias("rank"),
+                                  to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"))
+                     .group_by("rank").agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum()))
+            grid = pl.DataFrame({"rank": list(range(len(labels))), "label": labels},
+                                schema={"rank": pl.Int64, "label": pl.String})
+            found = grid.join(stats, on="rank", how="left")
+            none = stats.filter(pl.col("rank").is_null())
+            if none.height:
+                found = pl.concat([found, none.select(pl.col("rank"), pl.lit("(none)").alias("label"),
+                                                      "customers", "_u")])
+            frames.append(found.with_columns(
+                pl.col("customers").fill_null(0), pl.col("_u").fill_null(0),
+                pl.lit(as_of).alias("as_of"), pl.lit(name).alias("classifier"), pl.lit(output.column).alias("column"),
+            ).with_columns(to_amount(pl.col("_u")).alias("revenue")).with_columns(
+                (pl.col("revenue") / pl.col("customers")).fill_nan(None).alias("value_per_customer")
+            ).select(list(VALUE_SCHEMA)).cast(VALUE_SCHEMA))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=VALUE_SCHEMA)
+
+
+def definitions() -> dict[str, Any]:
+    """Every definition, for ``summary.json``."""
+    return {"kpis": KPI_DEFINITIONS, "cohorts": COHORT_DEFINITIONS, "values": VALUE_DEFINITIONS}

@@ -1,0 +1,218 @@
+"""Migration between two snapshots of any label column: matrices, flows per class, ``<label>_prev``.
+
+A label column is a classifier :class:`~engine.classifier.Output` with labels,
+ordered best first: moving to a label earlier in that order is *up*, later is
+*down*; the plugin defines the order, the core only reads it.
+
+Between the snapshots at ``t-1`` and ``t`` every customer of either snapshot is
+counted once: ``from`` is their label at ``t-1``, or ``entered`` when they had
+none (not yet a customer, or no label); ``to`` is their label at ``t``, or
+``left`` when they have none. The matrix therefore adds up to the customers of
+both snapshots together (``tests/engine/test_migration.py`` checks the
+accounting identities).
+
+Revenue is the customers' ``monetary`` (net revenue, all history up to each
+``as_of``), summed exactly in integer units: ``revenue_from`` at ``t-1``,
+``revenue_to`` at ``t``, and ``period_revenue`` their net revenue between the
+two (``revenue_to - revenue_from``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+from .classifier import Output
+from .features import NET_REVENUE, to_amount, to_units
+
+__all__ = ["ENTERED", "LEFT", "CHANGES", "label_outputs", "migration_table", "flows_table", "with_previous",
+           "PREV_SUFFIX", "CHANGE_SUFFIX", "previous_columns", "MIGRATION_SCHEMA", "FLOWS_SCHEMA"]
+
+ENTERED = "entered"
+LEFT = "left"
+PREV_SUFFIX = "_prev"
+CHANGE_SUFFIX = "_change"
+#: The values of ``<label>_change``: the direction of a customer's move since the previous snapshot.
+CHANGES = ("up", "same", "down", ENTERED, LEFT)
+
+
+def label_outputs(selections: Sequence[Any]) -> list[tuple[str, Output]]:
+    """``(classifier name, output)`` for every label column of the selected classifiers, in order."""
+    return [(s.classifier.name, o) for s in selections for o in s.outputs if o.labels is not None]
+
+
+def previous_columns(selections: Sequence[Any]) -> dict[str, tuple[str, ...]]:
+    """The columns a rule may read when there is a previous snapshot, with their labels:
+    ``<label>_prev`` (the label at the previous snapshot) and ``<label>_change`` (:data:`CHANGES`)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for _, o in label_outputs(selections):
+        out[o.column + PREV_SUFFIX] = tuple(o.labels)
+        out[o.column + CHANGE_SUFFIX] = CHANGES
+    return out
+
+
+def _pair(prev: pl.DataFrame, cur: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Every customer of either table: rank and label before and after, revenue units before and after."""
+    def side(table: pl.DataFrame, tag: str) -> pl.DataFrame:
+        return table.select("customer_id", pl.col(column).to_physical().cast(pl.Int64).alias(f"_rank_{tag}"),
+                            to_units(pl.col(NET_REVENUE)).alias(f"_u_{tag}"))
+    return side(prev, "from").join(side(cur, "to"), on="customer_id", how="full", coalesce=True)
+
+
+def _labels(table: pl.DataFrame, output: Output) -> list[str]:
+    dtype = table.schema[output.column]
+    return dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
+
+
+MIGRATION_SCHEMA = {"classifier": pl.String, "column": pl.String, "from_as_of": pl.Date, "to_as_of": pl.Date,
+                    "from": pl.String, "to": pl.String, "from_rank": pl.Int64, "to_rank": pl.Int64,
+                    "customers": pl.Int64, "row_share": pl.Float64, "revenue_from": pl.Float64,
+                    "revenue_to": pl.Float64, "period_revenue": pl.Float64}
+
+
+def _cells(prev: pl.DataFrame, cur: pl.DataFrame, output: Output) -> tuple[list[str], pl.DataFrame]:
+    """The labels and every cell of the matrix (zeros included): ranks (null: entered / left), customers and
+    revenue units (``_uf`` as of the earlier snapshot, ``_ut`` as of the later one)."""
+    labels = _labels(cur, output)
+    pair = _pair(prev, cur, output.column)
+    cells = pair.group_by("_rank_from", "_rank_to").agg(
+        pl.len().cast(pl.Int64).alias("customers"),
+        pl.col("_u_from").cast(pl.Int128).sum().alias("_uf"),
+        pl.col("_u_to").cast(pl.Int128).sum().alias("_ut"))
+    n = len(labels)
+    grid = pl.DataFrame({"_rank_from": [r for r in [*range(n), None] for _ in range(n + 1)],
+                         "_rank_to": [c for _ in range(n + 1) for c in [*range(n), None]]},
+                        schema={"_rank_from": pl.Int64, "_rank_to": pl.Int64})
+    full = grid.join(cells, on=["_rank_from", "_rank_to"], how="left", nulls_equal=True, maintain_order="left")
+    return labels, full.with_columns(pl.col("customers").fill_null(0), pl.col("_uf").fill_null(0),
+                                     pl.col("_ut").fill_null(0))
+
+
+def migration_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
+                    outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
+    """The transition matrix of each label column between consecutive snapshots, as a long table.
+
+    One row per (column, pair of snapshots, ``from``, ``to``), every cell
+    present (zeros included): ``from`` is a label or ``entered``, ``to`` a
+    label or ``left``; ``from_rank`` / ``to_rank`` the labels' positions (0 =
+    best; null for entered / left). ``customers`` counts them, ``row_share`` is
+    their share of the ``from`` row, ``revenue_from`` / ``revenue_to`` their
+    net revenue as of each snapshot, ``period_revenue`` the difference.
+
+    >>> import polars as pl, datetime as dt
+    >>> from engine import Output
+    >>> out = Output("tier", "t", labels=("hi", "lo"))
+    >>> e = pl.Enum(["hi", "lo"])
+    >>> t0 = pl.DataFrame({"customer_id": [1, 2], "tier": pl.Series(["hi", "lo"], dtype=e), "monetary": [9.0, 1.0]})
+    >>> t1 = pl.DataFrame({"customer_id": [1, 2, 3], "tier": pl.Series(["lo", "lo", "hi"], dtype=e),
+    ...                    "monetary": [9.0, 2.0, 5.0]})
+    >>> m = migration_table([t0, t1], [dt.date(2024, 1, 1), dt.date(2024, 4, 1)], [("x", out)])
+    >>> m.filter(pl.col("customers") > 0).select("from", "to", "customers").rows()
+    [('hi', 'lo', 1), ('lo', 'lo', 1), ('entered', 'hi', 1)]
+    """
+    frames = []
+    for i in range(1, len(tables)):
+        for name, output in outputs:
+            labels, full = _cells(tables[i - 1], tables[i], output)
+            n = len(labels)
+            names = pl.Series(labels, dtype=pl.String)
+            share = pl.col("customers") / pl.col("customers").sum().over("_rank_from")
+            frames.append(full.select(
+                pl.lit(name).alias("classifier"), pl.lit(output.column).alias("column"),
+                pl.lit(dates[i - 1]).alias("from_as_of"), pl.lit(dates[i]).alias("to_as_of"),
+                pl.when(pl.col("_rank_from").is_null()).then(pl.lit(ENTERED))
+                .otherwise(pl.col("_rank_from").replace_strict(range(n), names, default=None)).alias("from"),
+                pl.when(pl.col("_rank_to").is_null()).then(pl.lit(LEFT))
+                .otherwise(pl.col("_rank_to").replace_strict(range(n), names, default=None)).alias("to"),
+                pl.col("_rank_from").alias("from_rank"), pl.col("_rank_to").alias("to_rank"),
+                "customers", share.fill_nan(None).alias("row_share"),
+                to_amount(pl.col("_uf")).alias("revenue_from"), to_amount(pl.col("_ut")).alias("revenue_to"),
+                to_amount(pl.col("_ut") - pl.col("_uf")).alias("period_revenue"),
+            ).cast(MIGRATION_SCHEMA))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=MIGRATION_SCHEMA)
+
+
+FLOWS_SCHEMA = {"classifier": pl.String, "column": pl.String, "from_as_of": pl.Date, "to_as_of": pl.Date,
+                "label": pl.String, "rank": pl.Int64, "customers_from": pl.Int64, "customers_to": pl.Int64,
+                "stayed": pl.Int64, "moved_up": pl.Int64, "moved_down": pl.Int64, "left": pl.Int64,
+                "came_down": pl.Int64, "came_up": pl.Int64, "entered": pl.Int64, "net_flow": pl.Int64,
+                "revenue_moved_down": pl.Float64, "period_revenue_moved_down": pl.Float64}
+
+
+def _count(cond: pl.Expr, alias: str) -> pl.Expr:
+    """The customers of the matrix's cells where ``cond`` holds."""
+    return pl.col("customers").filter(cond.fill_null(False)).sum().alias(alias)
+
+
+def flows_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
+                outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
+    """Per label column, pair of consecutive snapshots and class: where its customers went and came from.
+
+    ``customers_from`` (in the class at ``t-1``) = ``stayed`` + ``moved_up`` +
+    ``moved_down`` + ``left``; ``customers_to`` (in it at ``t``) = ``stayed`` +
+    ``came_down`` (from a better class) + ``came_up`` (from a worse one) +
+    ``entered``; ``net_flow`` = ``customers_to - customers_from``.
+    ``revenue_moved_down`` is the net revenue, as of ``t-1``, of the customers
+    who moved down out of the class; ``period_revenue_moved_down`` what they
+    brought between the two snapshots. Computed from the matrix's cells.
+    """
+    frames = []
+    for i in range(1, len(tables)):
+        for name, output in outputs:
+            labels, full = _cells(tables[i - 1], tables[i], output)
+            f, t = pl.col("_rank_from"), pl.col("_rank_to")
+            rows = []
+            for r, label in enumerate(labels):
+                in_from, in_to = f == r, t == r
+                down = in_from & t.is_not_null() & (t > r)
+
+                stats = full.select(
+                    _count(in_from, "customers_from"), _count(in_to, "customers_to"),
+                    _count(in_from & in_to, "stayed"), _count(in_from & t.is_not_null() & (t < r), "moved_up"),
+                    _count(down, "moved_down"), _count(in_from & t.is_null(), "left"),
+                    _count(in_to & f.is_not_null() & (f < r), "came_down"),
+                    _count(in_to & f.is_not_null() & (f > r), "came_up"), _count(in_to & f.is_null(), "entered"),
+                    pl.col("_uf").filter(down.fill_null(False)).sum().alias("_ud"),
+                    (pl.col("_ut") - pl.col("_uf")).filter(down.fill_null(False)).sum().alias("_pd"),
+                ).row(0, named=True)
+                rows.append({"classifier": name, "column": output.column, "from_as_of": dates[i - 1],
+                             "to_as_of": dates[i], "label": label, "rank": r,
+                             **{k: int(v or 0) for k, v in stats.items() if not k.startswith("_")},
+                             "net_flow": int(stats["customers_to"] or 0) - int(stats["customers_from"] or 0),
+                             "_ud": int(stats["_ud"] or 0), "_pd": int(stats["_pd"] or 0)})
+            frame = pl.DataFrame(rows, schema_overrides={"_ud": pl.Int128, "_pd": pl.Int128})
+            frames.append(frame.with_columns(to_amount(pl.col("_ud")).alias("revenue_moved_down"),
+                                             to_amount(pl.col("_pd")).alias("period_revenue_moved_down"))
+                          .select(list(FLOWS_SCHEMA)).cast(FLOWS_SCHEMA))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=FLOWS_SCHEMA)
+
+
+def with_previous(current: pl.DataFrame, previous: pl.DataFrame, selections: Sequence[Any]) -> pl.DataFrame:
+    """``current`` with ``<label>_prev`` and ``<label>_change`` for every label column (rules read them).
+
+    ``<label>_prev`` is the customer's label in ``previous`` (null when they
+    were not in it, or had no label), with the same labels; ``<label>_change``
+    is ``up``, ``same`` or ``down`` (by the labels' order, best first),
+    ``entered`` (no label before, one now), ``left`` (a label before, none now)
+    or null (no label either time).
+    """
+    outputs = label_outputs(selections)
+    if not outputs:
+        return current
+    prev = previous.select("customer_id", *[pl.col(o.column).alias(o.column + PREV_SUFFIX) for _, o in outputs])
+    joined = current.join(prev, on="customer_id", how="left", maintain_order="left")
+    change = pl.Enum(list(CHANGES))
+    exprs = []
+    for _, o in outputs:
+        now, before = pl.col(o.column).to_physical(), pl.col(o.column + PREV_SUFFIX).to_physical()
+        exprs.append(
+            pl.when(now.is_null() & before.is_null()).then(pl.lit(None, change))
+            .when(before.is_null()).then(pl.lit(ENTERED, change))
+            .when(now.is_null()).then(pl.lit(LEFT, change))
+            .when(now < before).then(pl.lit("up", change))
+            .when(now > before).then(pl.lit("down", change))
+            .otherwise(pl.lit("same", change)).alias(o.column + CHANGE_SUFFIX))
+    return joined.with_columns(exprs)

@@ -1,0 +1,769 @@
+"""Several as_of dates from one scan: snapshots, their migration and the KPIs between them.
+
+A *snapshot* is the customer table as of one date, exactly what a run with that
+``as_of`` computes. :func:`run_snapshots` computes every snapshot's table from
+**one** scan of the transactions (docs/decisions/0013-snapshots-in-one-scan.md),
+classifies each with the same classifiers, and derives from them
+
+* the migration between consecutive snapshots of every label column
+  (:mod:`engine.migration`), and
+* the KPIs per period, the cohort table and the historical value per customer
+  by class (:mod:`engine.kpi`).
+
+The one scan
+------------
+Every snapshot date (and every lookback window's start, and the start of the
+period before the first snapshot) is a *boundary*. Each usable line is tagged
+with the interval between two boundaries it falls in (its *bucket*), and the
+lines are aggregated once by (customer, bucket), with the same aggregations the
+single-date pass uses (:data:`engine.feature_table.FEATURES`): a sum, a count,
+a minimum or a maximum over a snapshot's lines is the sum, minimum or maximum
+of its buckets'. The distinct count of orders is not additive (an order may
+have lines in two buckets), so purchase lines are also reduced to distinct
+(customer, order, bucket) triples, and an order counts in a snapshot when one
+of its buckets does. Plugin features (arbitrary aggregations) are computed per
+snapshot over the same cached rows, so they stay exact too; they are the only
+per-snapshot work over the lines.
+
+Lookback windows
+----------------
+``windows={"<classifier>": "12 months"}`` classifies that classifier, in each
+snapshot, on features computed from the lines of the window before ``as_of``
+only (``[as_of - window, as_of)``), e.g. a ranking by the last year's revenue.
+Every customer of the snapshot is still classified: one without a line in the
+window has the features of a customer without transactions (frequency 0,
+monetary 0, no dates), as a prospect from a customer table has.
+
+Example
+-------
+>>> import engine
+>>> from engine.sample import SAMPLE_MAPPING
+>>> snaps = run_snapshots(engine.sample_path(), every="quarter", periods=3, end="2011-12-01",
+...                       mapping=SAMPLE_MAPPING, classifiers=["abc"])
+>>> [str(d) for d in snaps.as_of], [t.height for t in snaps.customers]
+(['2011-06-01', '2011-09-01', '2011-12-01'], [157, 199, 249])
+>>> snaps.kpis.select("as_of", "active", "new", "retained", "churned").rows()[-1]
+(datetime.date(2011, 12, 1), 152, 51, 79, 41)
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from .classifier import Feature
+from .data import Transactions, as_date, read_customers, read_transactions
+from .errors import DataError, ParamError, option
+from .feature_table import FEATURES, Agg
+from .features import (
+    _INT64_SAFE,
+    BUILTIN_FEATURES,
+    FeatureResult,
+    LoadReport,
+    _amounts,
+    _derived,
+    _scan,
+    complete_features,
+    plugin_table_queries,
+    read_report,
+)
+from .kpi import COHORT_DEFINITIONS, KPI_DEFINITIONS, VALUE_DEFINITIONS, cohort_table, kpi_table, value_by_class
+from .migration import flows_table, label_outputs, migration_table, with_previous
+from .registry import Registry, get_registry
+from .run import Selection, apply_classifiers, plugin_features_for, select, split_params, summarize
+
+__all__ = ["Step", "SnapshotSpec", "Snapshots", "SnapshotFeatures", "parse_step", "snapshot_dates",
+           "snapshot_spec", "compute_snapshot_features", "run_snapshots", "EVERY"]
+
+#: How each snapshot key is named from Python (the keyword); the command line and playbooks name them
+#: through :data:`engine.errors.CLI_WORDS` / ``PLAYBOOK_WORDS`` (``--snapshots``, ``snapshots.as_of`` ...).
+_PYTHON_KEYS = {"snapshots_as_of": "as_of", "every": "every", "periods": "periods", "end": "end", "window": "windows",
+                "cohort": "cohort"}
+
+
+def key(name: str) -> str:
+    """The caller's name for a snapshot key (``snapshots_as_of``, ``every``, ``periods``, ``end``, ``window``,
+    ``cohort``): the keyword from Python, ``--snapshots`` on the command line, ``snapshots.as_of`` in a playbook."""
+    word = option(name)
+    return _PYTHON_KEYS.get(name, name) if word == name else word
+
+
+#: Named steps of ``every``.
+EVERY = {"day": (0, 1), "week": (0, 7), "month": (1, 0), "quarter": (3, 0), "year": (12, 0)}
+_UNITS = {"day": (0, 1), "week": (0, 7), "month": (1, 0), "quarter": (3, 0), "year": (12, 0)}
+
+
+@dataclass(frozen=True)
+class Step:
+    """A calendar step: ``months`` then ``days`` (``12 months``, ``90 days``, ``2 weeks``)."""
+
+    months: int = 0
+    days: int = 0
+    text: str = ""
+
+    def back(self, date: dt.date, times: int = 1) -> dt.date:
+        """``date`` moved back ``times`` steps (months keep the day, or the month's last day)."""
+        months = self.months * times
+        if months:
+            y, m = divmod(date.year * 12 + date.month - 1 - months, 12)
+            if y < 1:
+                raise DataError(f"{self.text}: reaches back before the year 1")
+            date = date.replace(year=y, month=m + 1, day=min(date.day, calendar.monthrange(y, m + 1)[1]))
+        return date - dt.timedelta(days=self.days * times)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_step(value: Any, where: str) -> Step:
+    """``"quarter"``, ``"12 months"``, ``"90 days"``, ``"2 weeks"``, ``"1 year"`` or a number of days.
+
+    >>> parse_step("12 months", "window").months, parse_step("quarter", "every").months
+    (12, 3)
+    >>> parse_step(30, "window").days
+    30
+    >>> parse_step("fortnight", "every")
+    Traceback (most recent call last):
+    ...
+    engine.errors.ParamError: every: 'fortnight' is not a period: give day, week, month, quarter or year, or 'N days' (weeks, months, quarters, years)
+    """
+    text = str(value).strip().lower()
+    if isinstance(value, int) and not isinstance(value, bool):
+        n, unit = value, "day"
+    elif text in EVERY:
+        n, unit = 1, text
+    else:
+        m = re.fullmatch(r"(\d+)\s*(day|week|month|quarter|year)s?", text)
+        if not m:
+            raise ParamError(f"{where}: {value!r} is not a period: give day, week, month, quarter or year, or "
+                             f"'N days' (weeks, months, quarters, years)", value=value)
+        n, unit = int(m.group(1)), m.group(2)
+    if n < 1 or n > 100_000:
+        raise ParamError(f"{where}: {value!r} must be at least one {unit} (and at most 100,000)", value=value)
+    months, days = _UNITS[unit]
+    return Step(months * n, days * n, f"{n} {unit}{'s' if n != 1 else ''}")
+
+
+def snapshot_dates(every: Step, periods: int, end: dt.date) -> list[dt.date]:
+    """``periods`` dates ending at ``end``, one ``every`` apart, oldest first.
+
+    >>> [str(d) for d in snapshot_dates(parse_step("quarter", "every"), 3, dt.date(2011, 12, 31))]
+    ['2011-06-30', '2011-09-30', '2011-12-31']
+    """
+    return [every.back(end, periods - 1 - i) for i in range(periods)]
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    """Which snapshots to compute.
+
+    ``as_of``: the snapshot dates, oldest first (each exclusive, as a run's
+    ``as_of``); ``every``: their step when they were given as a period and a
+    count; ``windows``: classifier name -> lookback :class:`Step`;
+    ``cohort``: ``month`` or ``quarter`` (the grain of the cohort table).
+    """
+
+    as_of: tuple[dt.date, ...]
+    every: Step | None = None
+    windows: Mapping[str, Step] = field(default_factory=dict)
+    cohort: str = "month"
+
+    @property
+    def previous(self) -> dt.date | None:
+        """The start of the period before the first snapshot (the first period's previous period)."""
+        if self.every is not None:
+            return self.every.back(self.as_of[0])
+        if len(self.as_of) >= 2:
+            return self.as_of[0] - (self.as_of[1] - self.as_of[0])
+        return None
+
+    def window_start(self, name: str, as_of: dt.date) -> dt.date | None:
+        step = self.windows.get(name)
+        return step.back(as_of) if step is not None else None
+
+
+COHORT_GRAINS = ("month", "quarter")
+
+
+def snapshot_spec(
+    *,
+    as_of: Iterable[Any] | None = None,
+    every: Any = None,
+    periods: int | None = None,
+    end: Any = None,
+    windows: Mapping[str, Any] | None = None,
+    cohort: str | None = None,
+    default_end: dt.date | None = None,
+) -> SnapshotSpec | None:
+    """Check and build a :class:`SnapshotSpec` from explicit dates or ``every`` / ``periods`` / ``end``.
+
+    ``end`` defaults to ``default_end``. Returns None when an end is still
+    needed (``every`` without one): :func:`run_snapshots` then takes the day
+    after the last transaction. Errors name the keys as the caller gives them
+    (see :func:`key`).
+    """
+    if as_of is not None and (every is not None or periods is not None or end is not None):
+        raise ParamError(f"{key('snapshots_as_of')}: give either snapshot dates or {key('every')} with "
+                         f"{key('periods')}, not both", value=None)
+    step = parse_step(every, key("every")) if every is not None else None
+    if as_of is not None:
+        if isinstance(as_of, (str, dt.date)):
+            as_of = [as_of]
+        dates = [as_date(value, where=key("snapshots_as_of")) for value in as_of]
+        if not dates:
+            raise ParamError(f"{key('snapshots_as_of')}: give at least one date", value=[])
+        if len(set(dates)) != len(dates):
+            dup = next(d for d in dates if dates.count(d) > 1)
+            raise ParamError(f"{key('snapshots_as_of')}: {dup} is given twice", value=str(dup))
+        dates.sort()
+    else:
+        if step is None:
+            raise ParamError(f"{key('snapshots_as_of')}: give snapshot dates, or {key('every')} (a period) with "
+                             f"{key('periods')}", value=None)
+        if periods is None:
+            raise ParamError(f"{key('every')} {step} needs {key('periods')} (how many snapshots)", value=None)
+        if not isinstance(periods, int) or isinstance(periods, bool) or not 1 <= periods <= 1000:
+            raise ParamError(f"{key('periods')}: {periods!r} must be a whole number from 1 to 1,000", value=periods)
+        end_date = as_date(end, where=key("end")) if end is not None else default_end
+        if end_date is None:
+            return None
+        dates = snapshot_dates(step, periods, end_date)
+    if cohort is not None and cohort not in COHORT_GRAINS:
+        raise ParamError(f"{key('cohort')}: {cohort!r} is not one of {', '.join(COHORT_GRAINS)}", value=cohort)
+    steps = {str(k): parse_step(v, f"{key('window')} {k}") for k, v in (windows or {}).items()}
+    return SnapshotSpec(tuple(dates), step, steps, cohort or "month")
+
+
+# --------------------------------------------------------------------------------------------- the scan
+@dataclass
+class SnapshotFeatures:
+    """What the one scan gives: one customer table per snapshot, and the per-period activity.
+
+    ``tables[i]`` is the customer table as of ``as_of[i]`` (a
+    :class:`~engine.features.FeatureResult`); ``windowed[(name, i)]`` the one
+    a windowed classifier ``name`` reads in snapshot ``i``; ``activity`` has one
+    row per customer and period with a line in it: ``customer_id``, ``period``
+    (the index of the snapshot that ends it: period ``i`` is ``[as_of[i-1],
+    as_of[i])``, period 0 starts at :attr:`SnapshotSpec.previous`),
+    ``purchases`` (purchase lines) and ``revenue`` (net amount).
+    """
+
+    spec: SnapshotSpec
+    tables: list[FeatureResult]
+    windowed: dict[tuple[str, int], pl.DataFrame]
+    activity: pl.DataFrame
+    report: LoadReport
+
+    @property
+    def as_of(self) -> tuple[dt.date, ...]:
+        return self.spec.as_of
+
+
+_AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]
+_COMBINE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+_ROWS = {"all": None, "purchases": pl.col("amount_units") > 0, "returns": pl.col("amount_units") < 0}
+
+
+def _bucket_aggregations(wide: bool) -> list[pl.Expr]:
+    """Per (customer, bucket): each additive built-in aggregation, named as the single-date pass names it."""
+    u, date = pl.col("amount_units"), pl.col("order_date")
+    source = {"amount": u.cast(pl.Int128) if wide else u, "order_date": date}
+    out = []
+    for f in _AGGREGATED:
+        a: Agg = f.compute
+        if a.op == "n_unique":
+            continue
+        cond = _ROWS[a.rows]
+        if a.op == "count":
+            out.append((pl.len() if cond is None else cond.sum()).cast(pl.Int64).alias(f.name))
+            continue
+        value = source[a.column] if cond is None else pl.when(cond).then(source[a.column])
+        name = f"_{f.name}_units" if a.op == "sum" else f.name
+        out.append(getattr(value, a.op)().alias(name))
+    # for the KPIs: purchase lines and net revenue (units) in the bucket
+    out.append((u > 0).sum().cast(pl.Int64).alias("_purchases"))
+    out.append(source["amount"].sum().alias("_net_units"))
+    return out
+
+
+def _combine(buckets: pl.DataFrame, lo: int, hi: int) -> pl.DataFrame:
+    """The aggregated features over buckets ``lo..hi`` (inclusive), one row per customer with a line there."""
+    part = buckets.filter(pl.col("_bucket").is_between(lo, hi))
+    aggs = []
+    for f in _AGGREGATED:
+        a: Agg = f.compute
+        if a.op == "n_unique":
+            continue
+        name = f"_{f.name}_units" if a.op == "sum" else f.name
+        expr = getattr(pl.col(name), _COMBINE[a.op])()
+        aggs.append((expr.cast(pl.Int64) if a.op == "count" else expr).alias(name))
+    return part.group_by("customer_id").agg(aggs)
+
+
+def _distinct_orders(orders: pl.DataFrame, first: pl.DataFrame, lo: int, hi: int, cumulative: bool) -> pl.DataFrame:
+    """Per customer, the number of distinct keys of each n_unique feature with a line in buckets ``lo..hi``."""
+    out = None
+    for f in _AGGREGATED:
+        if f.compute.op != "n_unique":
+            continue
+        if cumulative:  # a key counts from the first bucket it has a line in
+            counts = (first.filter(pl.col(f"_first_{f.name}") <= hi).group_by("customer_id")
+                      .agg(pl.len().cast(pl.Int64).alias(f.name)))
+        else:
+            keys = orders.filter(pl.col(f"_in_{f.name}") & pl.col("_bucket").is_between(lo, hi))
+            counts = (keys.select("customer_id", "_key").unique().group_by("customer_id")
+                      .agg(pl.len().cast(pl.Int64).alias(f.name)))
+        out = counts if out is None else out.join(counts, on="customer_id", how="full", coalesce=True)
+    return out
+
+
+def compute_snapshot_features(
+    tx: Transactions,
+    spec: SnapshotSpec,
+    *,
+    customers: pl.DataFrame | None = None,
+    plugin_features: Mapping[str, Feature] | None = None,
+    window_features: Mapping[str, Mapping[str, Feature]] | None = None,
+    streaming: bool = True,
+    feature_owners: Mapping[str, str] | None = None,
+    wide: bool = False,
+) -> SnapshotFeatures:
+    """Every snapshot's customer table (and each windowed classifier's) from one scan of ``tx``.
+
+    ``plugin_features`` are the plugin features of the snapshot tables,
+    ``window_features`` those of each windowed classifier's tables (by
+    classifier name). Each table equals what :func:`engine.features.compute_features`
+    gives for that ``as_of`` (for a window: for the lines of the window, with
+    every customer of the snapshot); ``tests/engine/test_snapshots.py`` checks
+    it on the bundled sample and on the full UCI file.
+
+    Raises :class:`~engine.errors.DataError` naming the key and value for a
+    snapshot outside the data's date range, a period without a buyer and a
+    window reaching back before the first transaction.
+    """
+    plugin_features = dict(plugin_features or {})
+    window_features = {k: dict(v) for k, v in (window_features or {}).items()}
+    dates = spec.as_of
+    last = dates[-1]
+    starts = {(name, i): spec.window_start(name, d) for name in spec.windows for i, d in enumerate(dates)}
+    boundaries = sorted({*dates, *starts.values(), *([spec.previous] if spec.previous else [])})
+    index = {d: j for j, d in enumerate(boundaries)}
+
+    rows, exceptions_q, totals_q = _scan(tx, last)
+    date = pl.col("order_date")
+    # bucket j holds the lines in [boundaries[j-1], boundaries[j]); bucket 0 those before the first boundary
+    bucket = pl.sum_horizontal([(date >= pl.lit(b)).cast(pl.Int32) for b in boundaries]).alias("_bucket")
+    tagged = rows.with_columns(bucket)
+    buckets_q = tagged.group_by("customer_id", "_bucket").agg(_bucket_aggregations(wide))
+    key_features = [f for f in _AGGREGATED if f.compute.op == "n_unique"]
+    orders_q = None
+    if key_features:
+        conds = {f.name: _ROWS[f.compute.rows] for f in key_features}
+        any_cond = pl.any_horizontal([c if c is not None else pl.lit(True) for c in conds.values()])
+        orders_q = (tagged.filter(any_cond).group_by("customer_id", pl.col("order_key").alias("_key"), "_bucket")
+                    .agg([(c if c is not None else pl.lit(True)).any().alias(f"_in_{n}") for n, c in conds.items()]))
+    span_q = rows.select(date.min().alias("first"), date.max().alias("last"))
+    # Plugin features are arbitrary aggregations: computed per table over that table's lines.
+    extra: list[tuple[str, int, str, pl.LazyFrame, list[str]]] = []  # (kind, i, window name, query, names)
+    per_table = [(None, i, d, None, plugin_features) for i, d in enumerate(dates)]
+    per_table += [(name, i, d, starts[(name, i)], window_features.get(name, plugin_features))
+                  for name in spec.windows for i, d in enumerate(dates)]
+    for name, i, d, start, feats in per_table:
+        lines = rows.filter(date < pl.lit(d))
+        if start is not None:
+            lines = lines.filter(date >= pl.lit(start))
+        aggs = [f.agg.alias(n) for n, f in feats.items() if f.agg is not None]
+        if aggs:
+            extra.append(("agg", i, name, lines.group_by("customer_id").agg(aggs), []))
+        for query, names in plugin_table_queries(lines, feats):
+            extra.append(("table", i, name, query, names))
+    queries = [buckets_q, exceptions_q, totals_q, span_q, *([orders_q] if orders_q is not None else []),
+               *[q for _, _, _, q, _ in extra]]
+    try:
+        collected = pl.collect_all(queries, engine="streaming" if streaming else "auto")
+    except pl.exceptions.ColumnNotFoundError as exc:
+        from .features import _feature_error
+
+        raise _feature_error({**plugin_features, **{k: v for f in window_features.values() for k, v in f.items()}},
+                             feature_owners or {}, exc) from None
+    except pl.exceptions.PolarsError as exc:
+        from .data import explain_read_error
+
+        raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc, tx.delimiter)}") from None
+    buckets, exceptions, totals, span = collected[:4]
+    orders = collected[4] if orders_q is not None else None
+    extra_frames = collected[4 + (orders_q is not None):]
+
+    total = totals.row(0, named=True)
+    for flag in tx.checks:
+        if total[flag]:
+            raise tx.locate(flag)
+    if not wide and (total["_gross_units"] or 0) >= _INT64_SAFE:  # an Int64 sum may have wrapped: sum again
+        del buckets, orders
+        return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
+                                         window_features=window_features, streaming=streaming,
+                                         feature_owners=feature_owners, wide=True)
+    tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
+    if tally_error is not None:
+        raise tally_error
+
+    ids = buckets.select("customer_id").unique()
+    report, no_id, known, unusable = read_report(tx, exceptions, total, ids, last)
+    first_day, last_day = span.row(0)
+    later = [d for d in (last_day, known["last_day"].max() if known.height else None, no_id["last_day"].max())
+             if d is not None]
+    _check_range(spec, first_day, max(later) if later else None, tx.describe())
+
+    first = None
+    if orders is not None:
+        first = orders.group_by("customer_id", "_key").agg(
+            [pl.col("_bucket").filter(pl.col(f"_in_{f.name}")).min().alias(f"_first_{f.name}") for f in key_features])
+
+    def aggregated(lo: int, hi: int, cumulative: bool, as_of: dt.date) -> pl.DataFrame:
+        grouped = _combine(buckets, lo, hi)
+        if orders is not None:
+            counts = _distinct_orders(orders, first, lo, hi, cumulative)
+            grouped = grouped.join(counts, on="customer_id", how="left")
+        grouped = grouped.with_columns(pl.col(f.name).fill_null(0) for f in key_features)
+        grouped = grouped.with_columns(_amounts()).with_columns(_derived(pl.lit(as_of)))
+        return grouped
+
+    def extras(name: str | None, i: int, grouped: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+        tables = []
+        for (kind, j, wname, _, _), frame in zip(extra, extra_frames):
+            if j != i or wname != name:
+                continue
+            if kind == "agg":
+                grouped = grouped.join(frame, on="customer_id", how="left")
+            else:
+                tables.append(frame)
+        return grouped, tables
+
+    owners = feature_owners or {}
+    results: list[FeatureResult] = []
+    for i, d in enumerate(dates):
+        grouped = aggregated(0, index[d], True, d)
+        grouped, tables = extras(None, i, grouped)
+        snap_report = LoadReport(source=report.source, notes=list(report.notes))
+        snap_report.rows, snap_report.rows_used, snap_report.rejected = report.rows, report.rows_used, report.rejected
+        result = complete_features(grouped, None, unusable if i == len(dates) - 1 else unusable.clear(), as_of=d,
+                                   customers=customers, plugin_features=plugin_features, report=snap_report,
+                                   describe=tx.describe(), tables=tables, feature_owners=owners)
+        results.append(result)
+    report = _last_report(report, results[-1].report)
+
+    windowed: dict[tuple[str, int], pl.DataFrame] = {}
+    for name in spec.windows:
+        feats = window_features.get(name, plugin_features)
+        for i, d in enumerate(dates):
+            start = starts[(name, i)]
+            grouped = aggregated(index[start] + 1, index[d], False, d)
+            grouped, tables = extras(name, i, grouped)
+            snap = results[i].customers
+            attributes = [c for c in snap.columns if c not in BUILTIN_FEATURES and c not in plugin_features]
+            everyone = snap.select(attributes)
+            win = complete_features(grouped, None, unusable.clear(), as_of=d, customers=everyone,
+                                    plugin_features=feats, report=LoadReport(source=report.source),
+                                    describe=tx.describe(), tables=tables, feature_owners=owners)
+            windowed[(name, i)] = win.customers
+
+    activity = _activity(buckets, boundaries, dates, spec.previous)
+    _check_periods(spec, activity)
+    return SnapshotFeatures(spec=spec, tables=results, windowed=windowed, activity=activity, report=report)
+
+
+def _last_report(scan: LoadReport, last: LoadReport) -> LoadReport:
+    """The run's report: the scan's row counts with the last snapshot's customers."""
+    for key in ("customers_with_transactions", "customers_without_usable_rows", "unusable_in_table",
+                "customers_from_table", "prospects", "customers", "net_revenue", "table_only", "warnings"):
+        setattr(scan, key, getattr(last, key))
+    return scan
+
+
+def _activity(buckets: pl.DataFrame, boundaries: list[dt.date], dates: Sequence[dt.date],
+              previous: dt.date | None) -> pl.DataFrame:
+    """Per customer and period (``[as_of[i-1], as_of[i])``, period 0 from ``previous``): purchases, revenue."""
+    edges = [previous, *dates] if previous is not None else [None, *dates]
+    index = {d: j for j, d in enumerate(boundaries)}
+    # bucket j -> the period it falls in (buckets before period 0's start, or between, belong to none)
+    period_of = {}
+    for i in range(len(dates)):
+        lo = index[edges[i]] + 1 if edges[i] is not None else None
+        hi = index[edges[i + 1]]
+        if lo is None:
+            continue
+        for j in range(lo, hi + 1):
+            period_of[j] = i
+    if not period_of:
+        return pl.DataFrame(schema={"customer_id": buckets.schema["customer_id"], "period": pl.Int32,
+                                    "purchases": pl.Int64, "revenue_units": pl.Int128})
+    mapping = pl.DataFrame({"_bucket": list(period_of), "period": list(period_of.values())},
+                           schema={"_bucket": pl.Int32, "period": pl.Int32})
+    return (buckets.join(mapping, on="_bucket", how="inner")
+            .group_by("customer_id", "period")
+            .agg(pl.col("_purchases").sum().cast(pl.Int64).alias("purchases"),
+                 pl.col("_net_units").cast(pl.Int128).sum().alias("revenue_units"))
+            .sort("period", "customer_id"))
+
+
+def _check_range(spec: SnapshotSpec, first: dt.date | None, last: dt.date | None, source: str) -> None:
+    """Every snapshot inside the data's dates; every window within the history."""
+    if first is None:
+        return  # no usable row: complete_features says so
+    last = last or first
+    starts = [spec.previous, *spec.as_of[:-1]]
+    for d, start in zip(spec.as_of, starts):
+        # outside: before any customer exists, or a period that begins after the last transaction (a snapshot
+        # may follow the data by up to one period: month-end snapshots of data that ends mid-month)
+        after = start > last if start is not None else d > last + dt.timedelta(days=1)
+        if d <= first or after:
+            why = (f"no customer exists before {first + dt.timedelta(days=1)}" if d <= first else
+                   f"its period begins on {start}, after the last transaction" if start is not None else
+                   f"it is after {last + dt.timedelta(days=1)}, the day after the last transaction")
+            raise DataError(f"{key('snapshots_as_of')}: {d} is outside the data's date range ({source}: transactions "
+                            f"from {first} to {last}; {why})", value=str(d))
+    for name, step in spec.windows.items():
+        start = step.back(spec.as_of[0])
+        if start < first:
+            raise DataError(f"{key('window')} {name}: {step} is longer than the history before the first snapshot (as of "
+                            f"{spec.as_of[0]} it reaches back to {start}, the first transaction is on {first}); "
+                            f"shorten the window or start the snapshots later", value=str(step))
+
+
+def _check_periods(spec: SnapshotSpec, activity: pl.DataFrame) -> None:
+    """Every period between two snapshots has a buyer (else its KPIs divide by nothing)."""
+    buyers = activity.filter(pl.col("purchases") > 0).group_by("period").len()
+    have = dict(buyers.iter_rows())
+    for i in range(1, len(spec.as_of)):
+        if not have.get(i):
+            raise DataError(f"{key('snapshots_as_of')}: {spec.as_of[i]}: the period from {spec.as_of[i - 1]} to {spec.as_of[i]} has no "
+                            f"customers (no purchase in it); choose snapshots that each follow some sales",
+                            value=str(spec.as_of[i]))
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class Snapshots:
+    """What :func:`run_snapshots` returns; every table is a Polars DataFrame.
+
+    Attributes
+    ----------
+    as_of
+        The snapshot dates, oldest first.
+    customers
+        One classified customer table per snapshot (``customers[i]`` as of
+        ``as_of[i]``): features and every selected classifier's columns, exactly
+        what a single run with that ``as_of`` gives (windowed classifiers: their
+        columns from the window's features).
+    migration
+        The migration matrices, long: one row per (label column, pair of
+        consecutive snapshots, from class, to class); see
+        :func:`engine.migration.migration_table`.
+    flows
+        Per label column, pair and class: stayed, moved up, moved down,
+        entered, left, net flow, revenue of the customers who moved down
+        (:func:`engine.migration.flows_table`).
+    kpis
+        One row per period between two snapshots: active, new, reactivated,
+        retained, churned, retention and churn rate, revenue retention
+        (:func:`engine.kpi.kpi_table`; definitions in :data:`engine.kpi.KPI_DEFINITIONS`).
+    cohorts
+        Customers by month (or quarter) of first purchase: per period, the share
+        of the cohort that bought and the cohort's revenue (:func:`engine.kpi.cohort_table`).
+    values
+        Historical value per customer by class, per snapshot and label column
+        (:func:`engine.kpi.value_by_class`).
+    selections
+        The classifiers with their parameters.
+    report
+        The scan's :class:`~engine.features.LoadReport` (customers of the last snapshot).
+    """
+
+    as_of: list[dt.date]
+    customers: list[pl.DataFrame]
+    migration: pl.DataFrame
+    flows: pl.DataFrame
+    kpis: pl.DataFrame
+    cohorts: pl.DataFrame
+    values: pl.DataFrame
+    selections: list[Selection]
+    report: LoadReport
+    spec: SnapshotSpec
+    activity: pl.DataFrame
+    fits: list[dict[str, Any]] = field(default_factory=list)
+    #: Under ``skip_failing``: the messages of classifiers skipped, and their names.
+    skipped: list[str] = field(default_factory=list)
+    skipped_classifiers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def last(self) -> pl.DataFrame:
+        """The last snapshot's table with ``<label>_prev`` and ``<label>_change`` (see
+        :func:`engine.migration.with_previous`): what a playbook's rules read."""
+        if len(self.customers) < 2:
+            return self.customers[-1]
+        return with_previous(self.customers[-1], self.customers[-2], self.selections)
+
+
+def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection], *, registry: Registry | None = None,
+                       skipped: list[str] | None = None, skipped_classifiers: dict[str, str] | None = None,
+                       ) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
+    """Classify every snapshot (windowed classifiers on their window's table); returns tables and fits."""
+    plain = [s for s in selections if s.classifier.name not in feats.spec.windows]
+    windowed = [s for s in selections if s.classifier.name in feats.spec.windows]
+    out, all_fits = [], []
+    for i, result in enumerate(feats.tables):
+        fits: dict[str, Any] = {}
+        table = apply_classifiers(result.customers, plain, as_of=result.as_of, registry=registry, skipped=skipped,
+                                  skipped_classifiers=skipped_classifiers, fits=fits)
+        for sel in windowed:
+            win = apply_classifiers(feats.windowed[(sel.classifier.name, i)], [sel], as_of=result.as_of,
+                                    registry=registry, skipped=skipped, skipped_classifiers=skipped_classifiers,
+                                    fits=fits)
+            cols = [o.column for o in sel.outputs]
+            table = table.join(win.select("customer_id", *cols), on="customer_id", how="left", maintain_order="left")
+        order = [c for c in result.customers.columns] + [o.column for s in selections for o in s.outputs]
+        out.append(table.select(order))
+        all_fits.append(fits)
+    return out, all_fits
+
+
+def derive_tables(feats: SnapshotFeatures, tables: Sequence[pl.DataFrame], selections: Sequence[Selection]) -> dict:
+    """Migration, flows, KPIs, cohorts and values from classified snapshot tables."""
+    dates = list(feats.as_of)
+    outputs = label_outputs(selections)
+    return {
+        "migration": migration_table(tables, dates, outputs),
+        "flows": flows_table(tables, dates, outputs),
+        "kpis": kpi_table(feats.activity, tables, dates, feats.spec.previous),
+        "cohorts": cohort_table(feats.activity, tables[-1], dates, feats.spec.previous, feats.spec.cohort),
+        "values": value_by_class(tables, dates, outputs),
+    }
+
+
+def window_plugin_features(registry: Registry, spec: SnapshotSpec, selections: Sequence[Selection],
+                           needs: Iterable[str]) -> tuple[dict[str, Feature], dict[str, dict[str, Feature]]]:
+    """The plugin features of the snapshot tables and of each windowed classifier's tables."""
+    by_name = {s.classifier.name: s for s in selections}
+    for name in spec.windows:
+        if name not in by_name:
+            raise ParamError(f"{key('window')}: {name!r} is not a selected classifier (selected: {', '.join(by_name)})",
+                             value=name)
+    plain = plugin_features_for(registry.features, needs)
+    windowed = {name: plugin_features_for(registry.features, by_name[name].classifier.requires)
+                for name in spec.windows}
+    return plain, windowed
+
+
+def run_snapshots(
+    data: Any,
+    *,
+    as_of: Iterable[Any] | None = None,
+    every: Any = None,
+    periods: int | None = None,
+    end: Any = None,
+    windows: Mapping[str, Any] | None = None,
+    cohort: str | None = None,
+    classifiers: Sequence[str] | None = None,
+    params: Any = None,
+    mapping: Any = None,
+    customers: Any = None,
+    customers_id: str | None = None,
+    date_format: str | None = None,
+    sheet: str | None = None,
+    delimiter: str | None = None,
+    decimal_comma: bool = False,
+    registry: Registry | None = None,
+    streaming: bool = True,
+    spec: SnapshotSpec | None = None,
+    needs: Iterable[str] = (),
+) -> Snapshots:
+    """Classify the customers of ``data`` at several dates from one scan; migration and KPIs between them.
+
+    Give the dates as ``as_of=[...]`` (any order; each exclusive, as a run's
+    ``as_of``) or as ``every="quarter"`` (``month``, ``year``, ``"30 days"``
+    ...) with ``periods=8`` snapshots ending at ``end`` (default: the day
+    after the last transaction, found by one read of the date column before
+    the scan). ``windows={"<classifier>": "12 months"}`` classifies that
+    classifier on the lines of the window before each ``as_of``; ``cohort``
+    is ``month`` (default) or ``quarter``. The other keywords are those of
+    :func:`engine.classify`.
+
+    Returns a :class:`Snapshots` (every table a Polars DataFrame).
+    """
+    registry = registry or get_registry()
+    sels = select(registry, classifiers, split_params(params))
+    tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
+                           decimal_comma=decimal_comma)
+    if spec is None:
+        spec = snapshot_spec(as_of=as_of, every=every, periods=periods, end=end, windows=windows, cohort=cohort)
+    if spec is None:  # every/periods without an end: the day after the last transaction
+        spec = snapshot_spec(every=every, periods=periods, windows=windows, cohort=cohort,
+                             default_end=default_end(tx))
+    table = None
+    if customers is not None:
+        reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
+        table = read_customers(customers, customers_id, reserved=reserved)
+    return snapshots_of(tx, spec, sels, registry=registry, customers=table, streaming=streaming,
+                        needs=[*needs, *(c for s in sels for c in s.classifier.requires)])
+
+
+def default_end(tx: Transactions) -> dt.date:
+    """The day after the last dated row with an amount (the default ``as_of`` of a run): one read of the dates."""
+    last = (tx.frame.filter(pl.col("order_date").is_not_null() & pl.col("amount_units").is_not_null())
+            .select(pl.col("order_date").max()).collect().item())
+    if last is None:
+        raise DataError(f"{tx.describe()}: no usable transactions (no row has a date and an amount)")
+    return last + dt.timedelta(days=1)
+
+
+def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Selection], *,
+                 registry: Registry, customers: pl.DataFrame | None = None, streaming: bool = True,
+                 needs: Iterable[str] = (), skipped: list[str] | None = None,
+                 skipped_classifiers: dict[str, str] | None = None) -> Snapshots:
+    """:func:`run_snapshots` on transactions already read (``tx``) and classifiers already selected."""
+    plain, windowed = window_plugin_features(registry, spec, selections, needs)
+    feats = compute_snapshot_features(
+        tx, spec, customers=customers, plugin_features=plain, window_features=windowed, streaming=streaming,
+        feature_owners={name: info.label() for name, info in registry.feature_owners.items()})
+    tables, fits = classify_snapshots(feats, selections, registry=registry, skipped=skipped,
+                                      skipped_classifiers=skipped_classifiers)
+    derived = derive_tables(feats, tables, selections)
+    return Snapshots(as_of=list(spec.as_of), customers=tables, selections=list(selections), report=feats.report,
+                     spec=spec, activity=feats.activity, fits=fits, **derived)
+
+
+def snapshot_summary(snaps: Snapshots) -> dict[str, Any]:
+    """The ``snapshots``, ``migration`` and ``kpis`` keys of ``summary.json`` (the tables in full are the
+    files ``snapshots.parquet``, ``migration.csv``, ``flows.csv``, ``kpis.csv``, ``cohorts.csv``, ``values.csv``)."""
+    spec = snaps.spec
+    tables = []
+    for d, table in zip(snaps.as_of, snaps.customers):
+        revenue = table.select(pl.col("monetary").sum()).item() if "monetary" in table.columns else None
+        tables.append({"as_of": str(d), "customers": table.height, "revenue": revenue,
+                       "classes": summarize(table, snaps.selections).to_dicts()})
+    return {
+        "snapshots": {"as_of": [str(d) for d in snaps.as_of], "every": str(spec.every) if spec.every else None,
+                      "windows": {k: str(v) for k, v in spec.windows.items()}, "cohort": spec.cohort,
+                      "period_before_first": str(spec.previous) if spec.previous else None, "tables": tables},
+        "migration": {
+            "definitions": {
+                "entered": "no label at the earlier snapshot (not yet a customer, or unlabelled)",
+                "left": "no label at the later snapshot",
+                "up / down": "to a label earlier / later in the classifier's order (best first)",
+                "revenue_from / revenue_to": "the customers' net revenue (monetary) as of each snapshot",
+                "period_revenue": "their net revenue between the two snapshots",
+                "revenue_moved_down": "net revenue, as of the earlier snapshot, of the customers who moved down",
+            },
+            "flows": snaps.flows.to_dicts(),
+            "matrix_file": "migration.csv",
+        },
+        "kpis": {"definitions": KPI_DEFINITIONS, "periods": snaps.kpis.to_dicts(),
+                 "cohort_definitions": COHORT_DEFINITIONS, "value_definitions": VALUE_DEFINITIONS,
+                 "value_by_class": snaps.values.to_dicts(), "cohorts_file": "cohorts.csv"},
+    }

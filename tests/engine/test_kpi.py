@@ -1,0 +1,97 @@
+"""KPIs per period, cohorts and value by class (engine/kpi.py), on transactions whose answers are known."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import engine
+from engine.kpi import KPI_DEFINITIONS, kpi_long
+from engine.sample import SAMPLE_MAPPING
+from engine.snapshots import run_snapshots
+
+D = dt.date
+
+# Periods of one month: P0 = January, P1 = February, P2 = March (snapshots on Feb 1, Mar 1, Apr 1).
+ROWS = """customer_id,order_id,order_date,amount
+a,o1,2024-01-05,100
+a,o2,2024-02-05,50
+a,o3,2024-03-05,30
+b,o4,2024-01-10,40
+b,o5,2024-03-10,60
+c,o6,2024-02-15,20
+c,o7,2024-03-20,-20
+d,o8,2024-03-25,10
+e,o9,2024-01-20,70
+e,o10,2024-02-20,-5
+"""
+
+
+@pytest.fixture
+def snaps(tmp_path, registry):
+    path = tmp_path / "tx.csv"
+    path.write_text(ROWS)
+    return run_snapshots(path, every="month", periods=3, end="2024-04-01", registry=registry,
+                         classifiers=["abc"])
+
+
+def test_kpis_per_period(snaps):
+    k = {r["as_of"]: r for r in snaps.kpis.iter_rows(named=True)}
+    feb, mar = k[D(2024, 3, 1)], k[D(2024, 4, 1)]
+    # February: a (again), c (new); e only returned (not a buyer), b silent
+    assert (feb["active"], feb["new"], feb["reactivated"], feb["retained"], feb["churned"]) == (2, 1, 0, 1, 2)
+    assert feb["active_previous"] == 3 and feb["retention_rate"] == pytest.approx(1 / 3)
+    assert feb["churn_rate"] == pytest.approx(2 / 3)
+    assert feb["revenue"] == 65.0  # 50 + 20 - 5
+    # revenue retention: a, b, e (active in January) brought 45 in February against 210 in January
+    assert feb["revenue_retention"] == pytest.approx(45 / 210)
+    # March: a retained; b back (reactivated); d new; c only returned (not a buyer: churned)
+    assert (mar["active"], mar["new"], mar["reactivated"], mar["retained"], mar["churned"]) == (3, 1, 1, 1, 1)
+    assert mar["revenue"] == 80.0
+    for r in (feb, mar):
+        assert r["active"] == r["new"] + r["reactivated"] + r["retained"]
+        assert r["active_previous"] == r["retained"] + r["churned"]
+
+
+def test_every_kpi_has_its_definition_beside_it(snaps):
+    long = kpi_long(snaps.kpis)
+    assert set(long["kpi"]) == set(KPI_DEFINITIONS)
+    assert long.filter(pl.col("definition").is_null()).height == 0
+    assert long.filter(pl.col("kpi") == "active", pl.col("as_of") == D(2024, 3, 1))["value"].item() == 2.0
+
+
+def test_cohorts(snaps):
+    c = {(r["cohort"], r["as_of"]): r for r in snaps.cohorts.iter_rows(named=True)}
+    jan = c[(D(2024, 1, 1), D(2024, 3, 1))]  # January's cohort (a, b, e) in February: only a bought
+    assert (jan["cohort_size"], jan["active"], jan["revenue"]) == (3, 1, 45.0)
+    assert jan["active_share"] == pytest.approx(1 / 3)
+    assert (D(2024, 3, 1), D(2024, 3, 1)) not in c  # March's cohort did not exist in February
+    assert c[(D(2024, 3, 1), D(2024, 4, 1))]["cohort_size"] == 1  # d
+
+
+def test_value_by_class(snaps):
+    v = snaps.values.filter(pl.col("as_of") == D(2024, 4, 1))
+    assert v["customers"].sum() == snaps.customers[-1].height
+    assert v["revenue"].sum() == pytest.approx(snaps.customers[-1]["monetary"].sum())
+    for r in v.iter_rows(named=True):
+        if r["customers"]:
+            assert r["value_per_customer"] == pytest.approx(r["revenue"] / r["customers"])
+
+
+def test_kpis_on_the_sample_add_up(registry):
+    snaps = run_snapshots(engine.sample_path(), every="quarter", periods=4, end="2011-12-01",
+                          mapping=SAMPLE_MAPPING, registry=registry)
+    for r in snaps.kpis.iter_rows(named=True):
+        assert r["active"] == r["new"] + r["reactivated"] + r["retained"]
+        assert r["active_previous"] == r["retained"] + r["churned"]
+    total = snaps.activity.filter(pl.col("period") >= 1)["revenue_units"].sum()
+    assert snaps.kpis["revenue"].sum() == pytest.approx(float(total) / 10_000)
+
+
+def test_docs_state_every_definition():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "time.md").read_text()
+    for name, definition in KPI_DEFINITIONS.items():
+        assert f"| `{name}` | {definition} |" in text, name

@@ -1,0 +1,90 @@
+"""Migration between snapshots: matrices, flows per class, ``<label>_prev`` (engine/migration.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+import engine
+from engine import Output
+from engine.migration import flows_table, label_outputs, migration_table, with_previous
+from engine.registry import get_registry
+from engine.sample import SAMPLE_MAPPING
+from engine.snapshots import run_snapshots
+
+from test_snapshots import QUARTERS, plugin_module
+
+D = dt.date
+METAL = Output("metal", "tier", labels=("gold", "silver", "bronze"))
+E = pl.Enum(["gold", "silver", "bronze"])
+
+
+def table(rows):
+    """(customer_id, metal or None, monetary) rows as a classified table."""
+    return pl.DataFrame({"customer_id": [r[0] for r in rows], "metal": pl.Series([r[1] for r in rows], dtype=E),
+                         "monetary": [r[2] for r in rows]})
+
+
+BEFORE = table([(1, "gold", 100.0), (2, "silver", 50.0), (3, "bronze", 10.0), (4, "gold", 80.0), (5, None, 0.0),
+                (6, "silver", 40.0)])
+AFTER = table([(1, "gold", 120.0), (2, "gold", 90.0), (3, "silver", 30.0), (4, "bronze", 81.0), (5, "bronze", 5.0),
+               (7, "silver", 20.0)])  # 6 is gone, 7 is new, 5 got a label
+DATES = [D(2024, 1, 1), D(2024, 4, 1)]
+
+
+def test_third_party_labels_define_up_and_down():
+    flows = flows_table([BEFORE, AFTER], DATES, [("metals", METAL)])
+    by = {r["label"]: r for r in flows.iter_rows(named=True)}
+    assert (by["gold"]["stayed"], by["gold"]["moved_down"], by["gold"]["moved_up"]) == (1, 1, 0)
+    assert (by["silver"]["moved_up"], by["silver"]["left"], by["silver"]["came_up"]) == (1, 1, 1)
+    assert (by["bronze"]["moved_up"], by["bronze"]["came_down"], by["bronze"]["entered"]) == (1, 1, 1)
+    assert by["gold"]["revenue_moved_down"] == 80.0  # customer 4, as of the earlier snapshot
+    assert by["gold"]["period_revenue_moved_down"] == 1.0
+    assert by["silver"]["entered"] == 1 and by["silver"]["net_flow"] == 0
+
+
+def test_the_matrix_accounts_for_every_customer():
+    m = migration_table([BEFORE, AFTER], DATES, [("metals", METAL)])
+    assert m.height == 16  # (3 labels + entered) x (3 labels + left), zeros included
+    cells = {(r["from"], r["to"]): r["customers"] for r in m.iter_rows(named=True)}
+    assert cells[("gold", "bronze")] == 1 and cells[("silver", "left")] == 1 and cells[("entered", "silver")] == 1
+    assert cells[("entered", "bronze")] == 1  # 5: no label before, one now
+    assert m["customers"].sum() == 7  # the customers of both snapshots together
+    assert m.filter(pl.col("from") == "gold")["row_share"].sum() == pytest.approx(1.0)
+    assert m["revenue_from"].sum() == BEFORE["monetary"].sum()
+    assert m["revenue_to"].sum() == AFTER["monetary"].sum()
+
+
+def test_previous_label_and_change_columns():
+    sel = [type("S", (), {"outputs": (METAL,), "classifier": type("C", (), {"name": "metals"})})()]
+    out = with_previous(AFTER, BEFORE, sel)
+    assert out["metal_prev"].dtype == E
+    assert out.select("customer_id", pl.col("metal_change").cast(pl.String)).rows() == [
+        (1, "same"), (2, "up"), (3, "up"), (4, "down"), (5, "entered"), (7, "entered")]
+
+
+@pytest.mark.parametrize("classifiers", [["abc", "adc", "rfm"], ["abc", "metal"]])
+def test_accounting_identities_on_real_snapshots(classifiers):
+    registry = get_registry(allow=["abc", "adc", "rfm"], modules=[plugin_module()], strict=True)
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry,
+                          classifiers=classifiers)
+    outputs = label_outputs(snaps.selections)
+    assert outputs and {o.column for _, o in outputs} >= {"abc"}
+    for i in range(1, len(snaps.as_of)):
+        before, after = snaps.customers[i - 1], snaps.customers[i]
+        union = pl.concat([before["customer_id"], after["customer_id"]]).n_unique()
+        for _, o in outputs:
+            m = snaps.migration.filter(pl.col("column") == o.column, pl.col("to_as_of") == snaps.as_of[i])
+            f = snaps.flows.filter(pl.col("column") == o.column, pl.col("to_as_of") == snaps.as_of[i])
+            assert m["customers"].sum() == union
+            for r in f.iter_rows(named=True):
+                assert r["customers_from"] == r["stayed"] + r["moved_up"] + r["moved_down"] + r["left"]
+                assert r["customers_to"] == r["stayed"] + r["came_down"] + r["came_up"] + r["entered"]
+                assert r["net_flow"] == r["customers_to"] - r["customers_from"]
+                assert r["customers_from"] == int((before[o.column].cast(pl.String) == r["label"]).sum())
+                assert r["customers_to"] == int((after[o.column].cast(pl.String) == r["label"]).sum())
+            # the ups of the classes are the downs seen from the other side
+            assert f["moved_up"].sum() == f["came_up"].sum() and f["moved_down"].sum() == f["came_down"].sum()
+            assert m["revenue_to"].sum() == pytest.approx(after["monetary"].sum())

@@ -1,0 +1,171 @@
+"""Snapshots from one scan: every snapshot's table equals a single run with that as_of (engine/snapshots.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import engine
+from engine import Classifier, Feature, Output, hookimpl
+from engine.errors import DataError, ParamError
+from engine.registry import get_registry
+from engine.sample import SAMPLE_MAPPING
+from engine.snapshots import parse_step, run_snapshots, snapshot_dates
+
+from conftest import UCI_MAPPING
+
+D = dt.date
+QUARTERS = [D(2011, 3, 1), D(2011, 6, 1), D(2011, 9, 1), D(2011, 12, 1)]
+
+
+def customers_csv() -> str:
+    return str(engine.sample_path().with_name("customers_sample.csv"))
+
+
+def test_every_snapshot_equals_a_single_run_on_the_sample(registry):
+    snaps = run_snapshots(engine.sample_path(), every="quarter", periods=4, end="2011-12-01",
+                          mapping=SAMPLE_MAPPING, customers=customers_csv(), registry=registry)
+    assert snaps.as_of == QUARTERS
+    for as_of, table in zip(snaps.as_of, snaps.customers):
+        single = engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, customers=customers_csv(),
+                                 as_of=as_of, registry=registry)
+        assert_frame_equal(table, single)  # features, prospects and every label column, exactly
+
+
+def test_every_snapshot_equals_a_single_run_on_uci(uci_path, registry):
+    dates = ["2011-01-15", "2011-04-01", "2011-08-20", "2011-12-10"]  # any order, any spacing
+    snaps = run_snapshots(uci_path, as_of=reversed(dates), mapping=UCI_MAPPING, registry=registry)
+    assert [str(d) for d in snaps.as_of] == dates
+    for as_of, table in zip(snaps.as_of, snaps.customers):
+        single = engine.classify(uci_path, mapping=UCI_MAPPING, as_of=as_of, registry=registry)
+        assert_frame_equal(table, single)
+    assert snaps.customers[-1].height == 4372
+
+
+def plugin_module():
+    """A third-party plugin: an aggregated, a table and a derived feature, and a classifier reading them."""
+    mod = types.ModuleType("tierbook_test_snapshot_plugin")
+
+    def per_day(rows: pl.LazyFrame) -> pl.LazyFrame:
+        daily = rows.group_by("customer_id", "order_date").agg(pl.col("amount").sum().alias("day_total"))
+        return daily.group_by("customer_id").agg(pl.col("day_total").max().alias("best_day"))
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("biggest_line", "largest line amount", agg=pl.col("amount").max()))
+        register(Feature("best_day", "largest daily total", table=per_day))
+        register(Feature("double_value", "twice the net revenue", derive=pl.col("monetary") * 2))
+
+    @hookimpl
+    def register_classifiers(register):
+        register(Classifier(
+            name="metal", description="by the best day", params=(), requires=("best_day", "biggest_line"),
+            outputs=(Output("metal", "tier", labels=("gold", "silver", "bronze")),),
+            expressions=lambda p, ctx: {"metal": pl.when(pl.col("best_day") > 1000).then(pl.lit("gold"))
+                                        .when(pl.col("biggest_line") > 100).then(pl.lit("silver"))
+                                        .otherwise(pl.lit("bronze"))}))
+
+    mod.register_features = register_features
+    mod.register_classifiers = register_classifiers
+    return mod
+
+
+def test_plugin_features_and_classifiers_stay_exact():
+    registry = get_registry(allow=["abc"], modules=[plugin_module()], strict=True)
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry,
+                          classifiers=["abc", "metal"])
+    for as_of, table in zip(snaps.as_of, snaps.customers):
+        single = engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, as_of=as_of, registry=registry,
+                                 classifiers=["abc", "metal"])
+        assert {"biggest_line", "best_day", "double_value", "metal"} <= set(table.columns)
+        assert_frame_equal(table, single)
+
+
+def test_a_window_classifies_on_the_lines_of_the_window_only(registry, tmp_path):
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS[2:], windows={"abc": "6 months"},
+                          mapping=SAMPLE_MAPPING, registry=registry, classifiers=["abc", "adc"])
+    raw = pl.read_csv(engine.sample_path(), infer_schema_length=0)
+    for as_of, table in zip(snaps.as_of, snaps.customers):
+        start = parse_step("6 months", "window").back(as_of)
+        assert start == D(as_of.year - (as_of.month <= 6), (as_of.month - 7) % 12 + 1, 1)
+        # the same as one run on the window's lines, with every customer of the snapshot (idle ones as prospects)
+        ids = table.select("customer_id")
+        ids.write_csv(tmp_path / "ids.csv")
+        kept = raw.filter(pl.col("InvoiceDate").str.slice(0, 10) >= str(start))
+        kept.write_csv(tmp_path / "window.csv")
+        single = engine.classify(tmp_path / "window.csv", mapping=SAMPLE_MAPPING, customers=tmp_path / "ids.csv",
+                                 as_of=as_of, registry=registry, classifiers=["abc"])
+        joined = ids.join(single.select("customer_id", "abc"), on="customer_id", how="left")
+        assert table["abc"].to_list() == joined["abc"].to_list()
+        # the other classifier reads all history, as a single run does
+        full = engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, as_of=as_of, registry=registry,
+                               classifiers=["abc", "adc"])
+        assert table["adc"].to_list() == full["adc"].to_list()
+        # the window changes something, else this test would prove nothing
+        assert table["abc"].to_list() != full["abc"].to_list()
+
+
+def test_snapshots_read_the_transactions_once(uci_path, monkeypatch, registry):
+    """Every collect whose plan reads the file is counted, with the scans in its optimised plan: one."""
+    reads = []
+    original, original_all = pl.LazyFrame.collect, pl.collect_all
+
+    def scans(plan: str) -> int:
+        return sum(1 for line in plan.splitlines() if "SCAN" in line and uci_path.name in line)
+
+    def counting_collect(self, *args, **kwargs):
+        if uci_path.name in self.explain(optimized=False):
+            reads.append(scans(self.explain()))
+        return original(self, *args, **kwargs)
+
+    def counting_collect_all(frames, *args, **kwargs):
+        frames = list(frames)
+        if any(uci_path.name in f.explain(optimized=False) for f in frames):
+            reads.append(scans(pl.explain_all(frames)))
+        return original_all(frames, *args, **kwargs)
+
+    monkeypatch.setattr(pl.LazyFrame, "collect", counting_collect)
+    monkeypatch.setattr(pl, "collect_all", counting_collect_all)
+    snaps = run_snapshots(uci_path, every="month", periods=8, end="2011-12-01", mapping=UCI_MAPPING,
+                          registry=registry)
+    assert reads == [1]
+    assert len(snaps.customers) == 8
+
+
+def test_snapshot_dates_step_back_by_calendar():
+    assert snapshot_dates(parse_step("month", "every"), 3, D(2011, 3, 31)) == [D(2011, 1, 31), D(2011, 2, 28),
+                                                                               D(2011, 3, 31)]
+    assert snapshot_dates(parse_step("2 weeks", "every"), 2, D(2011, 3, 15)) == [D(2011, 3, 1), D(2011, 3, 15)]
+    assert parse_step("1 year", "every").back(D(2012, 2, 29)) == D(2011, 2, 28)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"as_of": ["2010-11-01", "2011-06-01"]}, "as_of: 2010-11-01 is outside the data's date range"),
+    ({"as_of": ["2011-06-01", "2011-12-10", "2012-06-01"]}, "as_of: 2012-06-01 is outside the data's date range"),
+    ({"every": "quarter", "periods": 2, "end": "2011-09-01", "windows": {"abc": "12 months"}},
+     "windows abc: 12 months is longer than the history"),
+    ({"as_of": ["2011-06-01", "2011-06-01"]}, "as_of: 2011-06-01 is given twice"),
+    ({"every": "fortnight", "periods": 2}, "every: 'fortnight' is not a period"),
+    ({"every": "month", "periods": 0}, "periods: 0 must be a whole number"),
+    ({"every": "month", "periods": 2, "windows": {"rfm": "3 months"}}, "windows: 'rfm' is not a selected classifier"),
+])
+def test_bad_snapshots_name_the_key_and_value(registry, kwargs, message):
+    with pytest.raises((DataError, ParamError)) as info:
+        run_snapshots(engine.sample_path(), mapping=SAMPLE_MAPPING, registry=registry, classifiers=["abc", "adc"],
+                      **kwargs)
+    assert message in str(info.value)
+
+
+def test_a_period_without_a_buyer_is_refused(registry, tmp_path):
+    path = tmp_path / "tx.csv"
+    path.write_text("customer_id,order_id,order_date,amount\n"
+                    "a,o1,2024-01-05,10\nb,o2,2024-01-06,5\n"
+                    "a,o3,2024-02-10,-4\n"          # a return only in February: not a buyer
+                    "b,o4,2024-03-10,7\nc,o5,2024-03-31,1\n")
+    with pytest.raises(DataError) as info:
+        run_snapshots(path, as_of=["2024-02-01", "2024-03-01", "2024-04-01"], registry=registry)
+    assert "as_of: 2024-03-01: the period from 2024-02-01 to 2024-03-01 has no customers" in str(info.value)
