@@ -16,9 +16,10 @@ from engine.registry import get_registry
 from engine.sample import SAMPLE_MAPPING
 from engine.snapshots import parse_step, run_snapshots, snapshot_dates
 
-from conftest import UCI_MAPPING
 
 D = dt.date
+UCI_MAPPING = {"customer_id": "CustomerID", "order_id": "InvoiceNo", "order_date": "InvoiceDate",
+               "quantity": "Quantity", "unit_price": "UnitPrice"}
 QUARTERS = [D(2011, 3, 1), D(2011, 6, 1), D(2011, 9, 1), D(2011, 12, 1)]
 
 

@@ -1,0 +1,82 @@
+"""Eight quarterly snapshots with migration and KPIs against one snapshot's ``tierbook run`` (issue 11).
+
+    .venv/bin/python bench/snapshots.py [--size 10m] [--rounds 3] [--periods 8]
+
+Both are whole ``tierbook run`` processes on the same playbook (bench/playbooks/bench-10m.yaml: ABC,
+ADC, RFM, five rules, every output written) and the same generated data (bench/generate.py, seeded:
+10M lines, 1M customers, 2022-01-01 to 2024-12-31):
+
+* ``one``: ``tierbook run bench-10m.yaml`` (as of the day after the last transaction, 2025-01-01);
+* ``snapshots``: ``tierbook run bench-10m.yaml --every quarter --periods 8 --end 2025-01-01``: eight
+  snapshots from one scan, each classified, rules on the last with ``*_prev`` columns, migration of
+  every label column, KPIs, cohorts, values, and the six extra files in the same output set.
+
+Each is measured as a fresh process (wall time, and peak RSS from ``wait4`` through bench/run.py's
+launcher), the two interleaved round by round so that load from other processes hits both alike; the
+ratios compare medians of the same session. Writes bench/snapshots-results.json and prints a table
+for bench/SNAPSHOTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from run import DATA, LOGS, TB_BIN, ensure_data, measure  # noqa: E402
+
+RESULTS = BENCH / "snapshots-results.json"
+TARGETS = {"time": 2.0, "memory": 1.5}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="10m")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--periods", type=int, default=8)
+    args = ap.parse_args(argv)
+    ensure_data(args.size)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    playbook = BENCH / "playbooks" / f"bench-{args.size}.yaml"
+    out = DATA / "out" / "snapshots"
+    commands = {
+        "one": [str(TB_BIN), "run", str(playbook), "--output-dir", str(out / "one")],
+        "snapshots": [str(TB_BIN), "run", str(playbook), "--output-dir", str(out / "snapshots"),
+                      "--every", "quarter", "--periods", str(args.periods), "--end", "2025-01-01"],
+    }
+    log = LOGS / f"snapshots-{args.size}.log"
+    runs: dict[str, list[dict]] = {k: [] for k in commands}
+    for r in range(args.rounds):
+        for name, cmd in commands.items():
+            result = measure(cmd, log)
+            if result["exit"] != 0:
+                print(f"{name} failed (exit {result['exit']}); see {log}", file=sys.stderr)
+                return 1
+            runs[name].append(result)
+            print(f"round {r + 1} {name:<10} {result['wall_s']:7.2f} s  {result['rss_bytes'] / 2**30:5.2f} GiB  "
+                  f"(load {result['load1_before']:.1f})", flush=True)
+    med = {k: {"wall_s": statistics.median(x["wall_s"] for x in v),
+               "rss_gib": statistics.median(x["rss_bytes"] for x in v) / 2**30} for k, v in runs.items()}
+    ratio = {"time": med["snapshots"]["wall_s"] / med["one"]["wall_s"],
+             "memory": med["snapshots"]["rss_gib"] / med["one"]["rss_gib"]}
+    summary = {"size": args.size, "periods": args.periods, "rounds": args.rounds, "runs": runs, "median": med,
+               "ratio": ratio, "targets": TARGETS, "cpus": os.cpu_count(),
+               "load_after": os.getloadavg()}
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print()
+    print("| run | median wall (s) | median peak RSS (GiB) |\n| --- | --- | --- |")
+    for k in commands:
+        print(f"| {k} | {med[k]['wall_s']:.2f} | {med[k]['rss_gib']:.2f} |")
+    for k, target in TARGETS.items():
+        print(f"{k}: {ratio[k]:.2f}x (target at most {target}x: {'met' if ratio[k] <= target else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
