@@ -101,6 +101,15 @@ class Classifier:
         without re-running the expressions over the whole table, and optional
         charts. Without it the workbench re-runs the expressions and draws a
         class-size bar chart. See :mod:`engine.fastpath`.
+    report
+        Optional charts for ``tierbook report``,
+        ``report(classifier, table, params) -> Sequence[engine.report.Figure]``:
+        ``table`` is an :class:`engine.fastpath.Table` of the classified
+        customers (the classifier's columns included), ``params`` its resolved
+        parameters. Each :class:`~engine.report.Figure` is a plotly.js figure as
+        plain JSON values (no charting import needed). Without it the report
+        shows the class-size chart every class output gets. See
+        :mod:`engine.report`.
     fit
         Optional ``fit(customers, params, context) -> dict``, for a classifier
         whose labels depend on a model estimated from the whole customer table
@@ -127,6 +136,7 @@ class Classifier:
     fit: Callable[[pl.DataFrame, Mapping[str, Any], Context], Mapping[str, Any] | None] | None = field(
         default=None, compare=False)
     by_default: bool = True
+    report: Callable[[Classifier, Any, Mapping[str, Any]], Sequence[Any]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

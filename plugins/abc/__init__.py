@@ -135,6 +135,13 @@ def _workbench(classifier: Classifier, table: Any) -> Any:
     return AbcFastPath(classifier, table)
 
 
+def _report(classifier: Classifier, table: Any, params: Mapping[str, Any]) -> list:
+    """The report's charts (plugins/abc/report.py), imported only when a report is written."""
+    from .report import figures
+
+    return figures(classifier, table, params)
+
+
 ABC = Classifier(
     name="abc",
     description="ABC tiers by contribution: A brings most of the revenue, B the next, C the rest",
@@ -159,6 +166,7 @@ ABC = Classifier(
     expressions=_expressions,
     check=_check,
     workbench=_workbench,
+    report=_report,
 )
 
 

@@ -349,6 +349,13 @@ def _workbench(classifier: Classifier, table: Any) -> Any:
     return RfmFastPath(classifier, table)
 
 
+def _report(classifier: Classifier, table: Any, params: Mapping[str, Any]) -> list:
+    """The report's charts (plugins/rfm/report.py), imported only when a report is written."""
+    from .report import figures
+
+    return figures(classifier, table, params)
+
+
 RFM = Classifier(
     name="rfm",
     description="RFM scores 1..bins, named RFM segments, and value tiers high-value / potential / ordinary",
@@ -379,6 +386,7 @@ RFM = Classifier(
     expressions=_expressions,
     check=_check,
     workbench=_workbench,
+    report=_report,
 )
 
 

@@ -1,0 +1,43 @@
+"""``tierbook report``: a playbook run as one self-contained HTML file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .output import say
+
+
+def add_commands(sub) -> None:
+    from .playbook import _playbook_options
+
+    p = sub.add_parser("report", help="run a playbook and write its report: one HTML file that opens offline")
+    _playbook_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.html", help="the HTML file to write")
+    p.add_argument("--skip-failing-plugins", action="store_true",
+                   help="skip a plugin or classifier that fails (its columns stay empty; the report names it) "
+                        "instead of stopping")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..playbook import load_playbook
+    from ..report import check_report_target, write_report
+    from .progress import step
+
+    target = check_report_target(args.output)  # before the playbook's data is read
+    skip = args.skip_failing_plugins
+    pb = load_playbook(args.playbook, params=args.set or None, plugins_dir=args.plugins_dir,
+                       skip_failing_plugins=skip)
+    with step(f"reading {pb.data['transactions']}"):
+        prepared = pb.prepare(args.as_of)
+    with step("classifying and applying rules"):
+        result = pb.evaluate(prepared, skip_failing=skip)
+    with step("writing the report"):
+        path = write_report(pb, result, target)
+    for line in prepared.report.lines():
+        say(line, file=sys.stderr)
+    for message in result.summary.get("skipped_plugins", []):
+        say(f"tierbook: skipped: {message}", file=sys.stderr)
+    say(f"wrote report: {path}")
+    return 0
