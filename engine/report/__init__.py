@@ -298,23 +298,22 @@ def _rules(page: _Page, pb: Playbook, s: Mapping[str, Any]) -> None:
 
 
 STYLE = """
-:root { --ink: #1d2731; --muted: #5b6770; --line: #d9dee3; --bg: #fbfcfd; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       color: var(--ink); background: var(--bg); margin: 0; }
+       color: #1d2731; background: #fbfcfd; margin: 0; }
 header { background: #12324a; color: #fff; padding: 18px 28px; }
 header h1 { margin: 0 0 4px; font-size: 22px; }
 header p { margin: 0; opacity: .85; }
-nav { padding: 8px 28px; border-bottom: 1px solid var(--line); background: #fff; position: sticky; top: 0;
+nav { padding: 8px 28px; border-bottom: 1px solid #d9dee3; background: #fff; position: sticky; top: 0;
       z-index: 5; }
 nav a { margin-right: 18px; color: #12324a; text-decoration: none; }
 main { padding: 8px 28px 40px; max-width: 1400px; }
 section { margin-top: 22px; }
 h2 { font-size: 19px; border-bottom: 2px solid #12324a; padding-bottom: 4px; }
 h3 { font-size: 15px; margin: 14px 0 6px; }
-p.intro { color: var(--muted); max-width: 900px; }
+p.intro { color: #5b6770; max-width: 900px; }
 table { border-collapse: collapse; background: #fff; margin: 6px 0 12px; }
-th, td { border: 1px solid var(--line); padding: 3px 9px; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d9dee3; padding: 3px 9px; text-align: left; vertical-align: top; }
 thead th { background: #eef2f5; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; }
@@ -322,16 +321,16 @@ tr.fallback th, tr.fallback td { background: #f6f3ea; }
 code { font-size: 12.5px; }
 .pair { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
 .pair > table { flex: 0 0 auto; }
-figure.chart { margin: 6px 0 16px; background: #fff; border: 1px solid var(--line); padding: 6px 10px;
+figure.chart { margin: 6px 0 16px; background: #fff; border: 1px solid #d9dee3; padding: 6px 10px;
                flex: 1 1 520px; min-width: 420px; }
 figure.chart h3 { margin: 4px 0; }
-figcaption { color: var(--muted); font-size: 12.5px; max-width: 900px; }
+figcaption { color: #5b6770; font-size: 12.5px; max-width: 900px; }
 .plot { width: 100%; min-height: 200px; }
-.classifier { border-top: 1px dashed var(--line); padding-top: 6px; }
+.classifier { border-top: 1px dashed #d9dee3; padding-top: 6px; }
 p.verdict.ok { color: #1b6e3a; font-weight: 600; }
 p.verdict.failed { color: #b00020; font-weight: 700; }
 p.note { color: #7a5a00; }
-footer { color: var(--muted); font-size: 12px; padding: 12px 28px 24px; }
+footer { color: #5b6770; font-size: 12px; padding: 12px 28px 24px; }
 """
 
 # Draws every figure; marks each drawn one (data-rendered) and the page when all are (body data-rendered).
