@@ -12,7 +12,7 @@ classifier: the optional ``report`` field of :class:`~engine.classifier.Classifi
 ``report(classifier, table, params) -> Sequence[Figure]`` (``table`` an
 :class:`engine.fastpath.Table` of the classified customers, ``params`` the resolved parameters).
 A classifier without it gets the class-size chart every class output gets. See
-``docs/decisions/0013-report-charts-plotly.md``.
+``docs/decisions/0014-report-charts-plotly.md``.
 """
 
 from __future__ import annotations
