@@ -21,21 +21,26 @@ def add_commands(sub) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..playbook import load_playbook
     from ..report import check_report_target, write_report
+    from .playbook import _load
     from .progress import step
 
     target = check_report_target(args.output)  # before the playbook's data is read
     skip = args.skip_failing_plugins
-    pb = load_playbook(args.playbook, params=args.set or None, plugins_dir=args.plugins_dir,
-                       skip_failing_plugins=skip)
-    with step(f"reading {pb.data['transactions']}"):
-        prepared = pb.prepare(args.as_of)
-    with step("classifying and applying rules"):
-        result = pb.evaluate(prepared, skip_failing=skip)
+    pb = _load(args, skip_failing_plugins=skip)
+    if pb.snapshots is not None:  # as tierbook run does: every snapshot from one scan, the rules on the last
+        with step(f"reading {pb.data['transactions']} and classifying every snapshot"):
+            snaps = pb.compute_snapshots(args.as_of, skip_failing=skip)
+        with step("applying rules"):
+            result = pb.evaluate_snapshots(snaps)
+    else:
+        with step(f"reading {pb.data['transactions']}"):
+            prepared = pb.prepare(args.as_of)
+        with step("classifying and applying rules"):
+            result = pb.evaluate(prepared, skip_failing=skip)
     with step("writing the report"):
         path = write_report(pb, result, target)
-    for line in prepared.report.lines():
+    for line in result.report.lines():
         say(line, file=sys.stderr)
     for message in result.summary.get("skipped_plugins", []):
         say(f"tierbook: skipped: {message}", file=sys.stderr)

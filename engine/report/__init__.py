@@ -297,6 +297,96 @@ def _rules(page: _Page, pb: Playbook, s: Mapping[str, Any]) -> None:
     page.end()
 
 
+def _cell(value: Any, kind: str = "int") -> str:
+    if value is None:
+        return "<td class=num></td>"
+    text = {"int": _num, "money": _money, "pct": _pct}[kind](value)
+    return f"<td class=num data-value=\"{value!r}\">{text}</td>"
+
+
+def _snapshots(page: _Page, pb: Playbook, snaps: Any, s: Mapping[str, Any]) -> None:
+    from ..migration import label_outputs
+    from .timeline import (cohort_figure, flows_rows, kpi_count_figure, kpi_rate_figure, migration_figure,
+                           sankey_figure)
+
+    info = s["snapshots"]
+    page.section("snapshots", "Snapshots",
+                 f"{len(snaps.as_of)} snapshots from one scan of the transactions"
+                 + (f", one every {_e(info['every'])}" if info.get("every") else "")
+                 + ". Each is the customer table a run with that as_of gives; the rules and the tables above are "
+                   "the last snapshot's." + (" Lookback windows: " + ", ".join(
+                       f"{_e(k)} on the last {_e(v)}" for k, v in info["windows"].items()) + "."
+                                              if info.get("windows") else ""))
+    page.add('<table class="numbers snapshot-list"><thead><tr><th>as of</th><th>customers</th><th>net revenue</th>'
+             "</tr></thead><tbody>" + "".join(
+                 f'<tr data-as-of="{_e(t["as_of"])}"><th>{_e(t["as_of"])}</th>{_cell(t["customers"])}'
+                 f'{_cell(t["revenue"], "money")}</tr>' for t in info["tables"]) + "</tbody></table>")
+    page.end()
+
+    page.section("migration", "Migration between snapshots",
+                 "For every class output: where the customers of each class went between the last two snapshots "
+                 "(the table), the whole matrix for any pair (the heat map and its slider), and the flows across "
+                 "every snapshot (the Sankey diagram). Up and down follow the classifier's order of its labels, "
+                 "best first. " + "; ".join(f"<i>{_e(k)}</i>: {_e(v)}"
+                                            for k, v in s["migration"]["definitions"].items()) + ".")
+    for classifier, output in label_outputs(pb.selections):
+        column = output.column
+        rows = flows_rows(snaps.flows, column)
+        if not rows:
+            continue
+        page.add(f'<div class=classifier data-classifier="{_e(classifier)}" data-column="{_e(column)}">'
+                 f"<h3>{_e(classifier)}: {_e(column)}, {_e(rows[0]['from_as_of'])} → {_e(rows[0]['to_as_of'])}</h3>")
+        keys = ("customers_from", "stayed", "moved_up", "moved_down", "left", "entered", "customers_to",
+                "net_flow")
+        body = "".join(
+            f'<tr data-column="{_e(column)}" data-label="{_e(r["label"])}"><th>{_e(r["label"])}</th>'
+            + "".join(_cell(r[k]).replace("<td class=num", f'<td class=num data-field="{k}"', 1) for k in keys)
+            + _cell(r["revenue_moved_down"], "money").replace("<td class=num",
+                                                             '<td class=num data-field="revenue_moved_down"', 1)
+            + "</tr>" for r in rows)
+        page.add('<table class="numbers flows"><thead><tr><th>class</th><th>before</th><th>stayed</th><th>moved up'
+                 "</th><th>moved down</th><th>left</th><th>entered</th><th>now</th><th>net flow</th><th>revenue "
+                 f"of those who moved down</th></tr></thead><tbody>{body}</tbody></table>")
+        page.add("<div class=pair>")
+        page.figure(migration_figure(snaps.migration, classifier, column), "migration")
+        page.figure(sankey_figure(snaps.migration, classifier, column), "sankey")
+        page.add("</div></div>")
+    page.end()
+
+    kpis = snaps.kpis.sort("as_of")
+    page.section("kpis", "KPIs per period",
+                 "A period runs from one snapshot (inclusive) to the next (exclusive). A customer is active in a "
+                 "period with at least one purchase line in it; a customer with only returns is not a buyer.")
+    keys = [("active", "int"), ("new", "int"), ("reactivated", "int"), ("retained", "int"), ("churned", "int"),
+            ("retention_rate", "pct"), ("churn_rate", "pct"), ("revenue", "money"), ("revenue_retention", "pct")]
+    body = "".join(
+        f'<tr data-period="{r["period"]}"><th>{_e(r["period_start"])} – {_e(r["as_of"])}</th>'
+        + "".join(_cell(r[k], kind).replace("<td class=num", f'<td class=num data-field="{k}"', 1) for k, kind in keys)
+        + "</tr>" for r in kpis.to_dicts())
+    page.add('<table class="numbers kpis"><thead><tr><th>period</th>' + "".join(
+        f"<th>{_e(k.replace('_', ' '))}</th>" for k, _ in keys) + f"</tr></thead><tbody>{body}</tbody></table>")
+    page.add("<details open><summary>Definitions</summary><dl class=definitions>" + "".join(
+        f"<dt>{_e(k.replace('_', ' '))}</dt><dd>{_e(v)}</dd>" for k, v in s["kpis"]["definitions"].items())
+        + "</dl></details>")
+    if kpis.height:
+        page.add("<div class=pair>")
+        page.figure(kpi_count_figure(kpis), "kpis")
+        page.figure(kpi_rate_figure(kpis), "kpis")
+        page.add("</div>")
+    page.end()
+
+    page.section("cohorts", "Cohorts",
+                 "Customers by the " + _e(info.get("cohort") or "month") + " of their first purchase. "
+                 + "; ".join(f"<i>{_e(k.replace('_', ' '))}</i>: {_e(v)}"
+                             for k, v in s["kpis"]["cohort_definitions"].items()) + ".")
+    if snaps.cohorts.height:
+        page.add("<div class=pair>")
+        page.figure(cohort_figure(snaps.cohorts, value="active_share"), "cohorts")
+        page.figure(cohort_figure(snaps.cohorts, value="revenue"), "cohorts")
+        page.add("</div>")
+    page.end()
+
+
 STYLE = """
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
@@ -330,6 +420,9 @@ figcaption { color: #5b6770; font-size: 12.5px; max-width: 900px; }
 p.verdict.ok { color: #1b6e3a; font-weight: 600; }
 p.verdict.failed { color: #b00020; font-weight: 700; }
 p.note { color: #7a5a00; }
+dl.definitions { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; max-width: 1100px; }
+dl.definitions dt { font-weight: 600; }
+dl.definitions dd { margin: 0; color: #5b6770; }
 footer { color: #5b6770; font-size: 12px; padding: 12px 28px 24px; }
 """
 
@@ -386,6 +479,9 @@ def build_report(pb: Playbook, result: Result, *, sections: Sequence[Any] = ()) 
     _overview(page, pb, s)
     _classes(page, s, extra)
     _rules(page, pb, s)
+    snaps = getattr(result, "snapshots", None)
+    if snaps is not None and len(snaps.as_of) > 1:
+        _snapshots(page, pb, snaps, s)
     for draw in sections:
         draw(page)
     js = _plotly_js().replace("</script", "<\\/script")

@@ -1,11 +1,13 @@
 """``tierbook report`` in a real browser: the page opens offline, every chart is drawn, the numbers are the run's.
 
-Runs ``tierbook run`` and ``tierbook report`` on the same playbook (the bundled sample), opens the report in
+Runs ``tierbook run`` and ``tierbook report`` on the same playbook (the bundled sample, four quarterly snapshots,
+so the page has every kind of chart: bars, lines, heat maps, Sankey diagrams), opens the report in
 headless Chromium (Debian's package, driven by Playwright) from a ``file://`` URL with every request routed
 through the test: the page itself is the only request allowed, anything else is recorded and refused, and the
 test asserts there was nothing else (the context is offline too). Then every chart of the page must have been
 drawn by plotly.js (an SVG with marks in it: bars, lines, heat-map images, Sankey nodes), and the class sizes,
-revenue, rule counts and reconciliation the page shows must equal the run's summary.json.
+revenue, rule counts, reconciliation, flows between the last two snapshots and KPIs the page shows must equal the
+run's summary.json.
 
 A screenshot of the whole page is saved as test-artifacts/report.png.
 """
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 PLAYBOOK = ROOT / "playbooks" / "high-value-care.yaml"
 TIERBOOK = [sys.executable, "-m", "engine"]
+SNAPSHOTS = ["--every", "quarter", "--periods", "4"]
 
 # Marks a drawn plotly.js chart holds: bars and markers, lines, heat-map images, Sankey nodes and links.
 MARKS = "g.point path, path.js-line, .heatmaplayer image, .sankey-node rect, .sankey-link"
@@ -33,8 +36,8 @@ def test_report_opens_offline_draws_every_chart_and_shows_the_runs_numbers(tmp_p
 
     out = tmp_path / "out"
     report = tmp_path / "report.html"
-    for argv in (["run", str(PLAYBOOK), "--output-dir", str(out), "--allow-outside"],
-                 ["report", str(PLAYBOOK), "-o", str(report)]):
+    for argv in (["run", str(PLAYBOOK), *SNAPSHOTS, "--output-dir", str(out), "--allow-outside"],
+                 ["report", str(PLAYBOOK), *SNAPSHOTS, "-o", str(report)]):
         done = subprocess.run([*TIERBOOK, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -76,6 +79,11 @@ def test_report_opens_offline_draws_every_chart_and_shows_the_runs_numbers(tmp_p
             columns = list(dict.fromkeys(r["column"] for r in summary["classes"]))
             assert [n for n in names if n.startswith("classes/")] == [f"classes/classes-{c}" for c in columns]
             assert {"abc/pareto", "rfm/rf-grid", "rules/rules"} <= set(names), names
+            # over time: a heat map and a Sankey diagram per class output, the KPI trends, the cohort heat maps
+            assert [n for n in names if n.startswith("migration/")] == [f"migration/migration-{c}" for c in columns]
+            assert [n for n in names if n.startswith("sankey/")] == [f"sankey/sankey-{c}" for c in columns]
+            assert {"kpis/kpi-customers", "kpis/kpi-rates", "cohorts/cohorts-active_share",
+                    "cohorts/cohorts-revenue"} <= set(names), names
             assert page.get_attribute("body", "data-rendered") == str(len(charts))
             for c in charts:
                 assert c["rendered"] == "yes", c
@@ -103,6 +111,24 @@ def test_report_opens_offline_draws_every_chart_and_shows_the_runs_numbers(tmp_p
                 assert page.locator(f".reconciliation td[data-field='{key}']").inner_text() == f"{rec[key]:,.2f}"
             for key in ("unmatched", "cut_by_capacity", "actions"):
                 assert page.locator(f".totals [data-field='{key}']").inner_text() == f"{summary[key]:,}"
+            last = max(f["to_as_of"] for f in summary["migration"]["flows"])
+            flows = [f for f in summary["migration"]["flows"] if f["to_as_of"] == last]
+            assert len(flows) == sum(len([r for r in summary["classes"] if r["column"] == c and r["label"] != "(none)"])
+                                     for c in columns)
+            for f in flows:
+                row = f".flows tr[data-column='{f['column']}'][data-label=\"{f['label']}\"]"
+                for key in ("customers_from", "stayed", "moved_up", "moved_down", "left", "entered", "customers_to",
+                            "net_flow"):
+                    assert page.locator(f"{row} td[data-field='{key}']").inner_text() == f"{f[key]:,}", (f, key)
+                assert (page.locator(f"{row} td[data-field='revenue_moved_down']").inner_text()
+                        == f"{f['revenue_moved_down']:,.2f}")
+            assert len(summary["kpis"]["periods"]) == 3
+            for k in summary["kpis"]["periods"]:
+                row = f".kpis tr[data-period='{k['period']}']"
+                for key in ("active", "new", "reactivated", "retained", "churned"):
+                    assert page.locator(f"{row} td[data-field='{key}']").inner_text() == f"{k[key]:,}"
+                for key in ("retention_rate", "churn_rate", "revenue_retention"):
+                    assert page.locator(f"{row} td[data-field='{key}']").inner_text() == f"{100 * k[key]:.1f}%"
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         finally:
             browser.close()

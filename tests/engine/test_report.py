@@ -276,3 +276,75 @@ def test_a_class_column_without_revenue_shares_draws(tmp_path):
     page.feed(build_report(pb, result))
     assert json.loads(page.scripts["figures"])
     assert pl.DataFrame(result.summary["classes"]).height == 3
+
+
+# ------------------------------------------------------------------------------------------- over time
+@pytest.fixture(scope="module")
+def snapshot_run():
+    pb = load_playbook(PLAYBOOK, snapshots={"every": "quarter", "periods": 4, "words": "cli"})
+    result = pb.evaluate_snapshots(pb.compute_snapshots())
+    return pb, result
+
+
+def test_a_snapshot_run_has_migration_kpi_and_cohort_sections(snapshot_run):
+    pb, result = snapshot_run
+    snaps = result.snapshots
+    page = Page()
+    text = build_report(pb, result)
+    page.feed(text)
+    charts = [a["data-chart"] for t, a in page.tags if t == "figure"]
+    columns = list(dict.fromkeys(r["column"] for r in result.summary["classes"]))
+    assert [c for c in charts if c.startswith("migration/")] == [f"migration/migration-{c}" for c in columns]
+    assert [c for c in charts if c.startswith("sankey/")] == [f"sankey/sankey-{c}" for c in columns]
+    assert {"kpis/kpi-customers", "kpis/kpi-rates", "cohorts/cohorts-active_share", "cohorts/cohorts-revenue"} <= set(
+        charts)
+    sections = [a["id"] for t, a in page.tags if t == "section"]
+    assert sections == ["overview", "classes", "rules", "snapshots", "migration", "kpis", "cohorts"]
+    # the flows of the last pair, the KPIs: the summary's numbers
+    last = max(f["to_as_of"] for f in result.summary["migration"]["flows"])
+    for f in result.summary["migration"]["flows"]:
+        if f["to_as_of"] == last:
+            assert (f'data-field="moved_down" data-value="{f["moved_down"]}">{f["moved_down"]:,}</td>') in text
+    for k in result.summary["kpis"]["periods"]:
+        assert f'data-field="retained" data-value="{k["retained"]}">{k["retained"]:,}</td>' in text
+    assert len(snaps.as_of) == 4
+    for d in snaps.as_of:
+        assert f'data-as-of="{d}"' in text
+
+
+def test_a_single_snapshot_has_no_time_sections(sample_page):
+    _, page = sample_page
+    assert [a["id"] for t, a in page.tags if t == "section"] == ["overview", "classes", "rules"]
+
+
+def test_migration_heat_map_and_sankey_carry_every_customer(snapshot_run):
+    from engine.report.timeline import migration_figure, sankey_figure
+
+    pb, result = snapshot_run
+    snaps = result.snapshots
+    m = snaps.migration
+    for column in ("abc", "value_tier"):
+        fig = migration_figure(m, "x", column)
+        pairs = list(zip(snaps.as_of, snaps.as_of[1:]))
+        assert len(fig.data) == len(pairs) and [t["visible"] for t in fig.data] == [False] * (len(pairs) - 1) + [True]
+        for trace, (start, end) in zip(fig.data, pairs):
+            both = {*snaps.customers[pairs.index((start, end))]["customer_id"].to_list(),
+                    *snaps.customers[pairs.index((start, end)) + 1]["customer_id"].to_list()}
+            assert sum(map(sum, trace["z"])) == len(both)  # every customer of either snapshot, once
+            assert trace["y"][0] == "entered" and trace["x"][-1] == "left"
+        sankey = sankey_figure(m, "x", column).data[0]
+        assert sum(sankey["link"]["value"]) == int(m.filter(pl.col("column") == column)["customers"].sum())
+        assert all(v > 0 for v in sankey["link"]["value"])
+        assert len(sankey["node"]["label"]) == len(set(sankey["node"]["label"]))
+
+
+def test_the_cohort_heat_map_is_the_cohort_table(snapshot_run):
+    from engine.report.timeline import cohort_figure
+
+    _, result = snapshot_run
+    cohorts = result.snapshots.cohorts
+    fig = cohort_figure(cohorts)
+    z, xs, ys = fig.data[0]["z"], fig.data[0]["x"], fig.data[0]["y"]
+    for c, p, share in cohorts.select("cohort", "as_of", "active_share").iter_rows():
+        assert z[ys.index(c.isoformat())][xs.index(p.isoformat())] == share
+    assert sum(v is not None for row in z for v in row) == cohorts.height
