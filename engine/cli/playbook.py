@@ -99,12 +99,16 @@ def format_result(pb, result) -> str:
     lines.extend(format_summary(result.classes).split("\n"))  # each of its lines already safe
     lines += ["", "rules"]
     width = max([len(r["rule"]) for r in s["rules"]] + [4])
-    lines.append(f"  {'rule':<{width}}  {'matched':>8}  {'hits':>8}  {'cut':>6}  {'actions':>8}")
+    held = s.get("holdouts") or {}
+    groups = held.get("playbook") is not None or any(h["holdout"] is not None for h in held.get("rules", []))
+    extra = f"  {'control':>8}" if groups else ""
+    lines.append(f"  {'rule':<{width}}  {'matched':>8}  {'hits':>8}  {'cut':>6}  {'actions':>8}{extra}")
     for r in s["rules"]:
+        extra = f"  {r['control']:>8,}" if groups else ""
         lines.append(f"  {r['rule']:<{width}}  {r['matched']:>8,}  {r['hits']:>8,}  {r['cut_by_capacity']:>6,}  "
-                     f"{r['actions']:>8,}")
+                     f"{r['actions']:>8,}{extra}")
     lines.append(f"  unmatched customers: {s['unmatched']:,}; cut by capacity: {s['cut_by_capacity']:,}; "
-                 f"actions: {s['actions']:,}")
+                 f"actions: {s['actions']:,}" + (f"; held out (control, no action): {s['control']:,}" if groups else ""))
     for message in s.get("skipped_plugins", []):
         lines.append(f"skipped (--skip-failing-plugins): {message}")
     for item in s.get("skipped_rules", []):

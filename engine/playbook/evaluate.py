@@ -15,6 +15,7 @@ import polars as pl
 
 from ..errors import DataError
 from ..features import to_units
+from ..holdout import BUCKETS, Holdout, bucket_expr, check_ids, control_share
 from ..run import Prepared, Selection, _amount, summarize
 from .spec import HIT_POLICIES, Result, Rule
 
@@ -98,6 +99,11 @@ class RuleResult:
     rule_summary: pl.DataFrame
     #: Rules not evaluated because they read a skipped classifier's column: {"rule": name, "reason": ...}.
     skipped_rules: tuple[dict[str, str], ...] = ()
+    #: The customers held out of each rule's action (after capacity): customer_id, rule, group ("control"),
+    #: holdout ("playbook" or "rule": which one held them out) and bucket (under that holdout's salt).
+    control: pl.DataFrame | None = None
+    #: Customers held out, by position (``actions_per_rule[i]`` are the treatment group).
+    control_per_rule: tuple[int, ...] = ()
 
 
 def evaluate_rules(
@@ -110,6 +116,7 @@ def evaluate_rules(
     labels: Mapping[str, Sequence[str]] | None = None,
     skipped_columns: Mapping[str, str] | None = None,
     source: str | Path = "playbook",
+    holdout: Holdout | None = None,
 ) -> RuleResult:
     """Apply ``rules`` (then ``fallback``) to the classified ``customers``: a :class:`RuleResult`.
 
@@ -123,6 +130,12 @@ def evaluate_rules(
     one is not evaluated (it matches no customer) and is listed in
     ``skipped_rules``, since its condition would be decided by the missing
     values (``x IS NULL`` would match everyone).
+
+    Holdouts come last, after eligibility and capacity, so that the two groups
+    of a rule are alike: ``holdout`` (the playbook-wide control group) and each
+    rule's ``holdout`` move the customers their buckets pick from the rule's
+    actions into ``control`` (see :mod:`engine.holdout`); ``actions_per_rule``
+    then counts the treatment group, ``control_per_rule`` the control group.
     """
     from ..rules import compile_rule
 
@@ -199,6 +212,16 @@ def evaluate_rules(
         matched_all.append(unmatched.height)
         masks.append(unmatched_mask.alias(fallback.name))
 
+    control_parts: list[pl.DataFrame | None] = [None] * len(rules_all)
+    if holdout is not None or any(r.holdout is not None for r in rules_all):
+        try:  # an id type no holdout can hash, float ids that are not whole numbers
+            check_ids(customers["customer_id"])
+        except DataError as exc:
+            line = holdout.line if holdout is not None else next(r.holdout.line for r in rules_all if r.holdout)
+            raise DataError(f"{source}:{line}: holdout: {exc}") from None
+        for i, rule in enumerate(rules_all):
+            kept_parts[i], control_parts[i] = _hold_out(kept_parts[i], id_dtype, holdout, rule.holdout)
+
     def enum(values: list[str]) -> pl.Series:
         # A closed set of the playbook's own text: an Enum holds each value once, where text columns would
         # hold it once per action (and the CSV writer checks each value once for spreadsheet formulas).
@@ -224,18 +247,50 @@ def evaluate_rules(
     cut_out = (cut.join(meta.select("_rule", "rule", "action"), on="_rule", how="left", maintain_order="left")
                .select("customer_id", "rule", "action", pl.col("_rank").alias("rank")))
 
+    control_schema = {"customer_id": id_dtype, "_rule": pl.Int32, "_rank": pl.UInt32, "holdout": pl.String,
+                      "bucket": pl.UInt64}
+    control = pl.concat([pl.DataFrame(schema=control_schema),
+                         *[control_parts[i] for i in by_priority if control_parts[i] is not None]])
+    control_out = (control.join(meta.select("_rule", "rule"), on="_rule", how="left", maintain_order="left")
+                   .select("customer_id", "rule", pl.lit("control").alias("group"), "holdout", "bucket"))
+
     cut_counts = [0 if c is None else c.height for c in cut_parts]
     kept_counts = [k.height for k in kept_parts]
+    control_counts = [0 if c is None else c.height for c in control_parts]
     rule_summary = meta.select("rule").with_columns(
         pl.Series("matched", matched_all, dtype=pl.Int64),
         pl.Series("hits", hits, dtype=pl.Int64),
         pl.Series("cut_by_capacity", cut_counts, dtype=pl.Int64),
         pl.Series("actions", kept_counts, dtype=pl.Int64),
+        pl.Series("treatment", kept_counts, dtype=pl.Int64),
+        pl.Series("control", control_counts, dtype=pl.Int64),
     )
     return RuleResult(rules=tuple(rules_all), fallback=fb_index, hit_policy=hit_policy, masks=tuple(masks),
                       matched=tuple(matched_all), hits=tuple(hits), cut_by_capacity=tuple(cut_counts),
                       actions_per_rule=tuple(kept_counts), actions=actions, cut=cut_out, unmatched=unmatched.height,
-                      rule_summary=rule_summary, skipped_rules=tuple(skipped_rules))
+                      rule_summary=rule_summary, skipped_rules=tuple(skipped_rules), control=control_out,
+                      control_per_rule=tuple(control_counts))
+
+
+def _hold_out(part: pl.DataFrame, id_dtype: pl.DataType, playbook: Holdout | None,
+              rule: Holdout | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Split one rule's kept customers into treatment (still actions) and control (held out).
+
+    The playbook's control group is checked first: a customer in it is held out of
+    every rule, and their row names ``playbook``; otherwise the rule's own holdout
+    (``rule``). The bucket is that holdout's.
+    """
+    active = [(name, h) for name, h in (("playbook", playbook), ("rule", rule)) if h is not None and h.threshold > 0]
+    if not active or part.height == 0:
+        return part, None
+    ids = pl.col("customer_id")
+    held = part.with_columns(*[bucket_expr(ids, id_dtype, h.salt).alias(f"_b_{name}") for name, h in active])
+    which = pl.coalesce([pl.when(pl.col(f"_b_{name}") < h.threshold).then(pl.lit(name)) for name, h in active])
+    bucket = pl.coalesce([pl.when(pl.col(f"_b_{name}") < h.threshold).then(pl.col(f"_b_{name}"))
+                          for name, h in active])
+    held = held.select("customer_id", "_rule", "_rank", which.alias("holdout"), bucket.alias("bucket"))
+    in_control = pl.col("holdout").is_not_null()
+    return held.filter(~in_control).select(part.columns), held.filter(in_control)
 
 
 def label_sets(selections: Sequence[Selection]) -> dict[str, tuple[str, ...]]:
@@ -248,7 +303,8 @@ def _playbook_result(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, 
     """Apply ``pb``'s rules to the classified ``customers`` and build the summary (see :func:`evaluate_rules`)."""
     as_of = prepared.as_of
     rr = evaluate_rules(customers, pb.rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
-                        labels=label_sets(pb.selections), skipped_columns=skipped_columns, source=pb.path)
+                        labels=label_sets(pb.selections), skipped_columns=skipped_columns, source=pb.path,
+                        holdout=pb.holdout)
     classes = summarize(customers, pb.selections)
     report = prepared.report
     summary = {
@@ -265,6 +321,21 @@ def _playbook_result(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, 
     }
     if rr.skipped_rules:
         summary["skipped_rules"] = list(rr.skipped_rules)
+    summary["control"] = rr.control.height
+    summary["holdouts"] = holdout_summary(pb.holdout, rr.rules)
     check_reconciliation(summary["reconciliation"])
     return Result(customers=customers, actions=rr.actions, cut=rr.cut, classes=classes,
-                  rule_summary=rr.rule_summary, summary=summary, as_of=as_of, report=report)
+                  rule_summary=rr.rule_summary, summary=summary, as_of=as_of, report=report, control=rr.control)
+
+
+def holdout_summary(playbook: Holdout | None, rules: Sequence[Rule]) -> dict[str, Any]:
+    """``summary.json``'s ``holdouts``: how customers were dealt into buckets, the playbook's control group,
+    and each rule's holdout with the share of its customers expected in control (what ``tierbook measure``
+    checks the observed split against)."""
+    return {
+        "hash": "sha256(salt + NUL + id), first 8 bytes big-endian, mod 10000 (docs/holdouts.md)",
+        "buckets": BUCKETS,
+        "playbook": playbook.to_dict() if playbook is not None else None,
+        "rules": [{"rule": r.name, "holdout": r.holdout.to_dict() if r.holdout is not None else None,
+                   "expected_control_share": control_share(playbook, r.holdout)} for r in rules],
+    }

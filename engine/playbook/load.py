@@ -26,6 +26,7 @@ from ..errors import (
     suggest,
 )
 from ..features import BUILTIN_FEATURES
+from ..holdout import BUCKETS, Holdout
 from ..io import OUTPUT_FORMATS
 from ..registry import Registry, get_registry
 from ..run import Selection, split_params
@@ -39,6 +40,8 @@ from .spec import (
     FALLBACK_KEYS,
     FEATURE_DTYPES,
     HIT_POLICIES,
+    HOLDOUT_KEYS,
+    MAX_SALT_CHARS,
     MAX_DUE_DAYS,
     MAX_PARAMS_CHARS,
     MAX_PRIORITY,
@@ -182,6 +185,7 @@ def load_playbook(
     snaps = _load_snapshots(doc, data, selections, snapshots, problems)
     _check_previous(rules, selections, snaps, problems)
     fallback = _load_fallback(doc, problems, len(rules))
+    holdout = _load_holdout(doc, "holdout", problems)
     _check_fallback_name(doc, rules, fallback, problems)
     if isinstance(data.get("as_of"), dt.date):
         for line, message in _late_due_dates([*rules, *([fallback] if fallback else [])], data["as_of"]):
@@ -209,7 +213,7 @@ def load_playbook(
         path=path, name=doc["name"], description=doc.get("description", ""), data=data,
         classifier_params=raw_params, selections=selections, rules=rules, hit_policy=hit_policy,
         fallback=fallback, outputs=outputs, registry=registry, plugins=plugin_modules, customer_table=table,
-        engine=engine, spark=spark, snapshots=snaps,
+        engine=engine, spark=spark, snapshots=snaps, holdout=holdout,
     )
 
 
@@ -489,7 +493,9 @@ def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Probl
             if len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc")):
                 problems.add(line, f"{what}: capacity.order_by must be 'column [asc|desc]', got {order_text!r}")
             descending = len(parts) < 2 or parts[1].lower() == "desc"
+    holdout = _load_holdout(item, f"{what}: holdout", problems)
     return Rule(
+        holdout=holdout,
         name=str(item.get("name", "fallback")), when=item.get("when"), action=item["action"],
         channel=item["channel"], owner=item["owner"], due_days=due, priority=priority, params=params,
         capacity=capacity, capacity_line=item.value_line("capacity") if "capacity" in item else item.line,
@@ -498,6 +504,47 @@ def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Probl
         description=item.get("description", ""),
         due_line=item.value_line("due_days") if "due_days" in item else item.line,
     )
+
+
+def _load_holdout(parent: MarkedDict, what: str, problems: _Problems) -> Holdout | None:
+    """``holdout: {share: 0.1, salt: TEXT}`` of a rule, the fallback or the playbook (None when absent)."""
+    if "holdout" not in parent:
+        return None
+    node, line = parent["holdout"], parent.value_line("holdout")
+    example = "{share: 0.1, salt: 'win-back-2026-11'}"
+    if not isinstance(node, MarkedDict):  # _check_keys has said it must be a mapping
+        return None
+    ok = True
+    for key in node:
+        if key not in HOLDOUT_KEYS:
+            problems.add(node.value_line(key), f"{what}: unknown key {key!r}{suggest(str(key), HOLDOUT_KEYS)} "
+                                               f"(known: share, salt)")
+            ok = False
+    share = node.get("share")
+    if not ok:  # a misspelt key: the missing one is that one
+        return None
+    if "share" not in node:
+        problems.add(line, f"{what}: share is missing: the share of customers held out, 0 to 1, e.g. {example}")
+        ok = False
+    elif not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
+        problems.add(node.value_line("share"), f"{what}: share must be a number from 0 to 1 (0.1 holds out 10% "
+                                               f"of the customers), got {_short(share)}")
+        ok = False
+    elif abs(share * BUCKETS - round(share * BUCKETS)) > 1e-6:
+        problems.add(node.value_line("share"), f"{what}: share must be a multiple of 0.0001 (customers are dealt "
+                                               f"into {BUCKETS:,} buckets), got {share!r}")
+        ok = False
+    salt = node.get("salt")
+    if "salt" not in node or salt is None:
+        problems.add(node.value_line("salt") if "salt" in node else line,
+                     f"{what}: salt is missing: any text that names this holdout, e.g. {example}; the same salt "
+                     f"keeps the same customers held out run after run, a new one draws new customers")
+        ok = False
+    elif not isinstance(salt, str) or not salt or "\x00" in salt or len(salt) > MAX_SALT_CHARS:
+        problems.add(node.value_line("salt"), f"{what}: salt must be text of 1 to {MAX_SALT_CHARS} characters "
+                                              f"without NUL (quote a number: '2026'), got {_short(salt)}")
+        ok = False
+    return Holdout(share=float(share), salt=salt, line=line) if ok else None
 
 
 def _load_rules(doc: MarkedDict, problems: _Problems) -> list[Rule]:

@@ -14,6 +14,7 @@ import polars as pl
 
 from ..data import as_date
 from ..errors import PLAYBOOK_WORDS, ParamError, option, speaking, suggest
+from ..holdout import Holdout
 from ..registry import Registry
 from ..run import Prepared, Selection, apply_classifiers, prepare, split_params
 from .evaluate import _playbook_result
@@ -42,6 +43,8 @@ class Playbook:
     spark: dict[str, Any] = field(default_factory=dict)
     #: ``snapshots:`` as checked by load_playbook (keys of :func:`engine.snapshots.snapshot_spec`), or None
     snapshots: dict[str, Any] | None = None
+    #: the playbook-wide control group (``holdout:``): its customers get no action from any rule
+    holdout: Holdout | None = None
 
     # ------------------------------------------------------------------ access
     @property

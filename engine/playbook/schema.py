@@ -14,6 +14,7 @@ from .spec import (
     HIT_POLICIES,
     MAX_DUE_DAYS,
     MAX_PRIORITY,
+    MAX_SALT_CHARS,
     OUTPUT_KEYS,
     SPARK_KEYS,
     TOP_KEYS,
@@ -44,6 +45,15 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
                    "properties": {"max": {"type": "integer", "minimum": 1},
                                   "order_by": {"type": "string", "pattern": r"^\S+(\s+(asc|desc|ASC|DESC))?$"}}}],
     }
+    holdout = {"type": "object", "additionalProperties": False, "required": ["share", "salt"],
+               "properties": {"share": {"type": "number", "minimum": 0, "maximum": 1,
+                                        "description": "Share of the customers held out, a multiple of 0.0001 "
+                                                       "(10,000 buckets)."},
+                              "salt": {"type": "string", "minLength": 1, "maxLength": MAX_SALT_CHARS,
+                                       "pattern": "^[^\\u0000]+$",
+                                       "description": "Names the draw: the same salt holds out the same customers, "
+                                                      "a new one draws anew."}}}
+    action["properties"]["holdout"] = {**holdout, "description": ACTION_KEYS["holdout"][2]}
     classifiers = {
         name: {"type": ["object", "null"], "additionalProperties": False, "description": c.description,
                "properties": {p.name: p.json_schema() for p in c.params}}
@@ -67,5 +77,7 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
         "outputs": obj(OUTPUT_KEYS),
         "engine": {"enum": ["polars", "spark"], "default": "polars", "description": TOP_KEYS["engine"][2]},
         "spark": obj(SPARK_KEYS),
+        "holdout": {**holdout, "description": TOP_KEYS["holdout"][2]},
     })
+    top["properties"]["fallback"]["properties"]["holdout"] = {**holdout, "description": ACTION_KEYS["holdout"][2]}
     return top

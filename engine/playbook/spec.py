@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from ..feature_table import FEATURES
+from ..holdout import Holdout
 
 
 #: The dtypes of the built-in features (``customer_id`` takes the source's type), from the one table.
@@ -36,6 +37,8 @@ TOP_KEYS: dict[str, tuple[str, bool, str]] = {
     "spark": ("mapping", False, "For engine: spark: master (URL, default local[*]) and config (key: value)."),
     "snapshots": ("mapping", False, "Several as_of dates from one scan: as_of (a list) or every/periods/end, "
                                     "window per classifier, cohort grain; adds migration and KPIs (docs/time.md)."),
+    "holdout": ("mapping", False, "A playbook-wide control group: {share: 0.05, salt: TEXT}; its customers get no "
+                                  "action from any rule (see docs/holdouts.md)."),
 }
 
 
@@ -88,6 +91,8 @@ ACTION_KEYS: dict[str, tuple[str, bool, str]] = {
     "priority": ("int", False, "1 is the most urgent (default: the rule's position; at most 1,000,000)."),
     "params": ("mapping", False, "Free-form parameters: offer code, template name ..."),
     "capacity": ("any", False, "At most this many customers: N, or {max: N, order_by: 'monetary desc'}."),
+    "holdout": ("mapping", False, "Withhold the action from a share of the rule's customers (after capacity), "
+                                  "chosen by a stable hash: {share: 0.1, salt: TEXT} (see docs/holdouts.md)."),
 }
 
 
@@ -103,11 +108,12 @@ OUTPUT_KEYS: dict[str, tuple[str, bool, str]] = {
     "actions": ("str", False, "File name for the actions list (default actions.csv)."),
     "cut": ("str", False, "File name for customers cut by capacity (default cut.csv)."),
     "summary": ("str", False, "File name for the summary (default summary.json)."),
+    "control": ("str", False, "File name for the customers held out (default control.csv)."),
 }
 
 
 OUTPUT_DEFAULTS = {"customers": "customers.parquet", "actions": "actions.csv", "cut": "cut.csv",
-                   "summary": "summary.json"}
+                   "summary": "summary.json", "control": "control.csv"}
 
 
 DEFAULT_DUE_DAYS = 7
@@ -145,6 +151,13 @@ class Rule:
     when_line: int = 0
     description: str = ""
     due_line: int = 0
+    #: Customers held out of this rule's action (after eligibility and capacity), or None.
+    holdout: Holdout | None = None
+
+
+#: Keys of a holdout mapping, and the longest salt.
+HOLDOUT_KEYS = ("share", "salt")
+MAX_SALT_CHARS = 200
 
 
 @dataclass
@@ -162,3 +175,5 @@ class Result:
     report: Any = None
     #: With ``snapshots:``, the :class:`engine.snapshots.Snapshots` (every snapshot, migration, KPIs).
     snapshots: Any = None
+    #: The customers held out (customer_id, rule, group, holdout, bucket); empty without holdouts.
+    control: pl.DataFrame | None = None

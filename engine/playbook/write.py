@@ -24,7 +24,8 @@ def write_outputs(pb: Playbook, result: Result) -> dict[str, Path]:
     from ..io import write_output_set
 
     paths = pb.output_paths()
-    frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut}
+    control = result.control if result.control is not None else _no_control(result.actions)
+    frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut, "control": control}
     writers = {}
     for key, path in paths.items():
         if key != "summary":
@@ -65,6 +66,12 @@ def snapshot_frames(snaps) -> dict[str, pl.DataFrame]:
     frames = {"snapshots": long, "migration": snaps.migration, "flows": snaps.flows, "kpis": kpi_long(snaps.kpis),
               "cohorts": snaps.cohorts, "values": snaps.values}
     return {SNAPSHOT_OUTPUTS[k]: v for k, v in frames.items()}
+
+
+def _no_control(actions: pl.DataFrame) -> pl.DataFrame:
+    """control.csv's columns, no row (a result built without holdouts)."""
+    return pl.DataFrame(schema={"customer_id": actions.schema["customer_id"], "rule": pl.String, "group": pl.String,
+                                "holdout": pl.String, "bucket": pl.UInt64})
 
 
 def _read_back(path: Path) -> pl.DataFrame:

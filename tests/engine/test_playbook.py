@@ -273,6 +273,7 @@ def test_outputs_are_replaced_not_partially_written(tmp_path):
     assert before != after
     assert leftovers(out) == []  # no temporary files left
     assert {p.name for p in out.iterdir()} == {".tierbook", "customers.parquet", "actions.csv", "cut.csv",
+                                               "control.csv",
                                                "summary.json"}
     assert first.summary["actions"] != second.summary["actions"] or before != after
     shutil.rmtree(out)

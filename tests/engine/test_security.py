@@ -162,7 +162,8 @@ def test_run_writes_only_into_the_output_dir(tmp_path, run_cli):
     written = set(tmp_path.rglob("*")) - before
     assert written and all(p.is_relative_to(root / "out") for p in written)
     visible = {p.name for p in written if p.parent == root / "out"} | {p.name for p in written if p == root / "out"}
-    assert visible == {"out", ".tierbook", "customers.parquet", "actions.csv", "cut.csv", "summary.json"}
+    assert visible == {"out", ".tierbook", "customers.parquet", "actions.csv", "cut.csv", "summary.json",
+                       "control.csv"}
     # the files are links into the current generation, inside the output directory too
     assert all(p.resolve().is_relative_to(root / "out") for p in written)
     # and the owner, a formula, is neutralised in actions.csv

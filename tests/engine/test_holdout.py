@@ -1,0 +1,266 @@
+"""Holdout groups: the bucket hash pinned by fixed vectors, its properties, and what a run writes.
+
+The fixed vectors were computed with Python's hashlib alone (``sha256(salt + b"\\0" + id).digest()[:8]``,
+big-endian, mod 10,000), independently of engine.holdout: they pin the byte encoding documented in
+docs/holdouts.md across machines, thread counts and library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import DataError
+from engine.holdout import BUCKETS, Holdout, bucket_of, buckets, control_share, id_bytes
+from engine.playbook import load_playbook
+
+# (salt, customer id as the source holds it, bucket, first 16 hex digits of the SHA-256 digest)
+VECTORS = [
+    ("win-back-2026-11", 12347, 5875, "8ffcd00cee3574f3"),
+    ("win-back-2026-11", -5, 9812, "3f60392db826b864"),
+    ("win-back-2026-11", 0, 9334, "608bd1e8cc4f2346"),
+    ("win-back-2026-11", 2**64 - 1, 1985, "c47a343767453d11"),
+    ("global", "\u00e9l\u00e8ve-7", 732, "8a0544e341f555cc"),
+    ("global", "C 001", 2396, "d4bb3f0d206ea6bc"),
+    ("s\u00e4lt", 12347, 4310, "65757a07221427e6"),
+    ("x", 2**53, 539, "3915588d8a1d3abb"),
+]
+
+
+@pytest.mark.parametrize(("salt", "cid", "bucket", "head"), VECTORS)
+def test_fixed_vectors_by_the_reference(salt, cid, bucket, head):
+    message = salt.encode("utf-8") + b"\x00" + id_bytes(cid)
+    assert hashlib.sha256(message).hexdigest()[:16] == head
+    assert int(head, 16) % BUCKETS == bucket
+    assert bucket_of(cid, salt) == bucket
+
+
+@pytest.mark.parametrize("dtype", [pl.Int64, pl.Int32, pl.UInt64, pl.Float64, pl.String, pl.Categorical])
+def test_fixed_vectors_vectorised_for_every_id_type(dtype):
+    rows = [(s, c, b) for s, c, b, _ in VECTORS if _fits(c, dtype)]
+    assert rows
+    for salt in {s for s, _, _ in rows}:
+        ids = [c if dtype not in (pl.String, pl.Categorical) else str(c) for s, c, _ in rows if s == salt]
+        if dtype == pl.Float64:
+            ids = [float(c) for c in ids]
+        series = pl.Series("customer_id", ids, dtype=dtype)
+        want = [b for s, _, b in rows if s == salt]
+        assert buckets(series, salt).to_list() == want
+
+
+def _fits(cid, dtype) -> bool:
+    if dtype in (pl.String, pl.Categorical):
+        return True
+    if not isinstance(cid, int):
+        return False
+    if dtype == pl.Int32:
+        return -(2**31) <= cid < 2**31
+    if dtype == pl.Int64:
+        return -(2**63) <= cid < 2**63
+    if dtype == pl.UInt64:
+        return cid >= 0
+    return abs(cid) <= 2**53  # Float64: whole numbers up to 2^53
+
+
+def test_an_id_keeps_its_bucket_when_its_column_turns_from_float_to_integer_to_text():
+    salt = "s"
+    ints = pl.Series([1, 12347, -3, 10**15])
+    assert buckets(ints, salt).to_list() == buckets(ints.cast(pl.Float64), salt).to_list() \
+        == buckets(ints.cast(pl.String), salt).to_list()
+
+
+@pytest.mark.parametrize("bad", [1.5, float("nan"), float("inf"), 2.0**60])
+def test_float_ids_that_are_not_whole_numbers_are_refused(bad):
+    with pytest.raises(DataError, match="whole numbers or text"):
+        buckets(pl.Series([1.0, bad]), "s")
+    with pytest.raises(DataError, match="whole numbers or text"):
+        bucket_of(bad, "s")
+
+
+def test_an_id_type_that_cannot_be_hashed_is_refused():
+    with pytest.raises(DataError, match="customer_id is of type Date"):
+        buckets(pl.Series([0]).cast(pl.Date), "s")
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=30, unique=True),
+       salt=st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1,
+                    max_size=20))
+def test_vectorised_equals_the_reference_on_integers(ids, salt):
+    assert buckets(pl.Series(ids, dtype=pl.Int64), salt).to_list() == [bucket_of(i, salt) for i in ids]
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12), min_size=1,
+                    max_size=30),
+       salt=st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1,
+                    max_size=20))
+def test_vectorised_equals_the_reference_on_text(ids, salt):
+    assert buckets(pl.Series(ids, dtype=pl.String), salt).to_list() == [bucket_of(i, salt) for i in ids]
+
+
+IDS = pl.Series("customer_id", range(100_000, 120_000))
+
+
+@settings(max_examples=25, deadline=None)
+@given(low=st.integers(0, BUCKETS), high=st.integers(0, BUCKETS), salt=st.text(min_size=1, max_size=8).filter(
+    lambda s: "\x00" not in s))
+def test_raising_the_share_only_adds_customers(low, high, salt):
+    low, high = sorted((low, high))
+    b = buckets(IDS, salt)
+    small = set(IDS.filter(b < Holdout(low / BUCKETS, salt).threshold).to_list())
+    large = set(IDS.filter(b < Holdout(high / BUCKETS, salt).threshold).to_list())
+    assert small <= large
+
+
+@settings(max_examples=10, deadline=None)
+@given(a=st.text(min_size=1, max_size=8), b=st.text(min_size=1, max_size=8))
+def test_a_new_salt_reshuffles(a, b):
+    a, b = a.replace("\x00", "_"), b.replace("\x00", "_")
+    if a == b:
+        return
+    share = 0.2
+    in_a = buckets(IDS, a) < share * BUCKETS
+    in_b = buckets(IDS, b) < share * BUCKETS
+    n_a = int(in_a.sum())
+    both = int((in_a & in_b).sum())
+    # Independent draws: about share of salt a's control group is in salt b's too (20,000 ids: the
+    # binomial's standard deviation is about 0.006; 6 of them is 0.036), and each group is about share.
+    assert abs(n_a / IDS.len() - share) < 0.02
+    assert abs(both / n_a - share) < 0.04
+
+
+def test_buckets_are_the_same_with_one_thread(tmp_path):
+    """Polars' thread pool size changes nothing (a fresh process with POLARS_MAX_THREADS=1)."""
+    ids = pl.Series("customer_id", range(0, 200_000, 3))
+    here = buckets(ids, "threads")
+    script = textwrap.dedent("""
+        import sys, polars as pl
+        from engine.holdout import buckets
+        assert pl.thread_pool_size() == 1
+        buckets(pl.Series("customer_id", range(0, 200_000, 3)), "threads").to_frame().write_parquet(sys.argv[1])
+    """)
+    out = tmp_path / "b.parquet"
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, env={**os.environ, "POLARS_MAX_THREADS": "1"})
+    assert pl.read_parquet(out).to_series().equals(here)
+
+
+def test_control_share_of_independent_holdouts():
+    assert control_share(None, None) == 0
+    assert control_share(Holdout(0.1, "a"), None) == pytest.approx(0.1)
+    assert control_share(Holdout(0.1, "a"), Holdout(0.2, "b")) == pytest.approx(1 - 0.9 * 0.8)
+
+
+# ------------------------------------------------------------------------------------------ playbook runs
+
+def _tx(path: Path, n: int = 3000) -> Path:
+    rows = ["customer_id,order_id,order_date,amount"]
+    for c in range(n):
+        for k in range(1 + c % 3):
+            rows.append(f"{1000 + c},o{c}-{k},2024-0{1 + k}-{1 + c % 27:02d},{10 + (c * 7919) % 500}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+PLAYBOOK = """
+name: ho
+data: {transactions: tx.csv}
+classifiers: {abc: {}}
+hit_policy: HIT
+%PLAYBOOK_HOLDOUT%
+rules:
+  - name: big
+    when: abc = 'A'
+    action: call
+    channel: phone
+    owner: sales
+    capacity: {max: 150, order_by: monetary desc}
+    holdout: {share: 0.2, salt: big-1}
+  - name: rest
+    when: monetary > 0
+    action: mail
+    channel: email
+    owner: crm
+fallback: {action: none, channel: none, owner: crm}
+"""
+
+
+def _playbook(tmp_path: Path, *, hit: str = "first", playbook_holdout: str = "holdout: {share: 0.1, salt: g}") -> Path:
+    _tx(tmp_path / "tx.csv")
+    pb = tmp_path / "pb.yaml"
+    pb.write_text(PLAYBOOK.replace("HIT", hit).replace("%PLAYBOOK_HOLDOUT%", playbook_holdout))
+    return pb
+
+
+@pytest.mark.parametrize("hit", ["first", "all"])
+def test_a_run_splits_each_rule_after_capacity(tmp_path, hit):
+    pb = load_playbook(_playbook(tmp_path, hit=hit))
+    result = pb.run()
+    out = pb.output_dir
+    actions = pl.read_csv(out / "actions.csv", infer_schema=False)
+    control = pl.read_csv(out / "control.csv", infer_schema=False)
+    summary = json.loads((out / "summary.json").read_text())
+    customers = pl.read_parquet(out / "customers.parquet")
+    assert control.columns == ["customer_id", "rule", "group", "holdout", "bucket"]
+    assert set(control["group"]) == {"control"}
+    ids = customers["customer_id"]
+    global_control = set(ids.filter(buckets(ids, "g") < 1000).cast(pl.Int64).to_list())
+    for r in summary["rules"]:
+        name = r["rule"]
+        treated = set(actions.filter(pl.col("rule") == name)["customer_id"].cast(pl.Int64).to_list())
+        held = control.filter(pl.col("rule") == name)
+        held_ids = set(held["customer_id"].cast(pl.Int64).to_list())
+        assert r["treatment"] == r["actions"] == len(treated)
+        assert r["control"] == len(held_ids) == held.height
+        assert not treated & held_ids
+        assert r["hits"] == r["treatment"] + r["control"] + r["cut_by_capacity"]
+        assert not treated & global_control  # the playbook's control group gets no action from any rule
+        for row in held.iter_rows(named=True):  # each control row says which holdout and its bucket
+            salt = "g" if row["holdout"] == "playbook" else "big-1"
+            assert bucket_of(int(row["customer_id"]), salt) == int(row["bucket"])
+            assert int(row["bucket"]) < (1000 if salt == "g" else 2000)
+        if name != "big":
+            assert held_ids == (treated | held_ids) & global_control
+    big = next(r for r in summary["rules"] if r["rule"] == "big")
+    assert big["treatment"] + big["control"] == 150  # capacity first, then the holdout
+    assert 0 < big["control"] < 150
+    assert summary["control"] == control.height == result.control.height
+    assert summary["holdouts"]["playbook"] == {"share": 0.1, "salt": "g", "buckets": 1000}
+    assert [h["expected_control_share"] for h in summary["holdouts"]["rules"]] == \
+        [pytest.approx(0.28), pytest.approx(0.1), pytest.approx(0.1)]
+
+
+def test_the_same_salt_holds_out_the_same_customers_run_after_run(tmp_path):
+    pb = load_playbook(_playbook(tmp_path))
+    first = pb.run().control
+    assert first.height > 0
+    assert pb.run().control.equals(first)
+
+
+def test_without_holdouts_control_csv_has_its_columns_and_no_row(tmp_path):
+    pb = load_playbook(_playbook(tmp_path, playbook_holdout=""))
+    pb = pb.__class__(**{**pb.__dict__, "rules": [r.__class__(**{**r.__dict__, "holdout": None}) for r in pb.rules]})
+    result = pb.run()
+    control = pl.read_csv(pb.output_dir / "control.csv")
+    assert control.height == 0 and control.columns == ["customer_id", "rule", "group", "holdout", "bucket"]
+    assert all(r["control"] == 0 and r["treatment"] == r["actions"] for r in result.summary["rules"])
+    assert result.summary["holdouts"]["playbook"] is None
+
+
+def test_share_zero_holds_out_no_one_and_share_one_everyone(tmp_path):
+    for share, none_treated in ((0, False), (1, True)):
+        pb = load_playbook(_playbook(tmp_path, playbook_holdout=f"holdout: {{share: {share}, salt: g}}"))
+        summary = pb.run().summary
+        rest = next(r for r in summary["rules"] if r["rule"] == "rest")
+        assert (rest["treatment"] == 0) is none_treated
+        assert (rest["control"] == 0) is not none_treated
