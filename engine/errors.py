@@ -194,6 +194,7 @@ CLI_WORDS: Mapping[str, str] = {
     "decimal_comma": "--decimal-comma",
     "snapshots_as_of": "--snapshots", "every": "--every", "periods": "--periods", "end": "--end", "window": "--window",
     "cohort": "--cohort",
+    "period_start": "--from", "period_end": "--to", "count_new_customers": "--count-new-customers",
 }
 #: How a playbook names them (options a playbook does not have keep the outer words).
 PLAYBOOK_WORDS: Mapping[str, str] = {

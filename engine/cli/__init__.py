@@ -89,7 +89,7 @@ def _optional_command_modules():
     import importlib
 
     mods = []
-    for name in ("playbook", "report"):
+    for name in ("playbook", "report", "measure"):
         try:
             mods.append(importlib.import_module(f".{name}", __name__))
         except ModuleNotFoundError as exc:

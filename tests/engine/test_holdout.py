@@ -264,3 +264,19 @@ def test_share_zero_holds_out_no_one_and_share_one_everyone(tmp_path):
         rest = next(r for r in summary["rules"] if r["rule"] == "rest")
         assert (rest["treatment"] == 0) is none_treated
         assert (rest["control"] == 0) is not none_treated
+
+
+def test_a_customer_whose_bucket_is_the_threshold_is_not_held_out(tmp_path):
+    """``bucket < share * 10,000``: the share's own bucket is the first one not held out."""
+    ids = pl.Series([str(1000 + c) for c in range(3000)])
+    b = buckets(ids, "g")
+    edge = int(b[0])  # customer 1000's bucket becomes the threshold
+    pb = load_playbook(_playbook(tmp_path, playbook_holdout=f"holdout: {{share: {edge / BUCKETS}, salt: g}}"))
+    result = pb.run()
+    held = set(result.control["customer_id"].cast(pl.String).to_list())
+    cut = set(result.cut["customer_id"].cast(pl.String).to_list())  # no action, so nothing to hold out
+    want = set(ids.filter(b < edge).to_list()) - cut
+    assert "1000" not in held and "1000" not in cut
+    assert held >= want  # every customer below the threshold is held out of their rule ...
+    assert not (held - want - set(result.control.filter(pl.col("holdout") == "rule")["customer_id"]
+                                  .cast(pl.String).to_list()))  # ... and the playbook holds out no one else
