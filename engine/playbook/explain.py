@@ -40,12 +40,21 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
     lines += ["", f"rules (hit policy: {pb.hit_policy}):"]
     got = result.actions.filter(pl.col("customer_id") == key)
     cut = result.cut.filter(pl.col("customer_id") == key)
+    held = {r["rule"]: r for r in result.control.filter(pl.col("customer_id") == key).iter_rows(named=True)} \
+        if result.control is not None else {}
+
+    def held_out(name: str) -> str:
+        h = held[name]
+        whose = "the playbook's control group" if h["holdout"] == "playbook" else "the rule's holdout"
+        return f" but held out: {whose} (bucket {h['bucket']}), no action (control group)"
     for rule in pb.rules:
         compiled = compile_rule(rule.when, customers.schema, labels=labels, as_of=result.as_of)
         hit = bool(row.select(compiled.expr).item())
         status = "matched" if hit else "not matched"
         if hit and rule.name in got["rule"].to_list():
             status += f" -> {rule.action} via {rule.channel}, owner {rule.owner}"
+        elif hit and rule.name in held:
+            status += held_out(rule.name)
         elif hit and rule.name in cut["rule"].to_list():
             status += " but cut by capacity"
         elif hit:
@@ -54,6 +63,8 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
         lines.extend(compiled.explain_lines(row))
     if pb.fallback is not None and pb.fallback.name in got["rule"].to_list():
         lines.append(f"- {pb.fallback.name} (fallback): {pb.fallback.action} via {pb.fallback.channel}")
+    elif pb.fallback is not None and pb.fallback.name in held:
+        lines.append(f"- {pb.fallback.name} (fallback):{held_out(pb.fallback.name)}")
     return safe_lines(lines)  # values and names from the data, each line kept one line
 
 

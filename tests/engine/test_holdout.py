@@ -280,3 +280,16 @@ def test_a_customer_whose_bucket_is_the_threshold_is_not_held_out(tmp_path):
     assert held >= want  # every customer below the threshold is held out of their rule ...
     assert not (held - want - set(result.control.filter(pl.col("holdout") == "rule")["customer_id"]
                                   .cast(pl.String).to_list()))  # ... and the playbook holds out no one else
+
+
+def test_explain_says_a_customer_was_held_out(tmp_path):
+    from engine.playbook import explain_customer
+
+    pb = load_playbook(_playbook(tmp_path))
+    prepared = pb.prepare()
+    result = pb.evaluate(prepared)
+    for which, whose in (("playbook", "the playbook's control group"), ("rule", "the rule's holdout")):
+        row = result.control.filter(pl.col("holdout") == which).row(0, named=True)
+        text = explain_customer(pb, prepared, result, str(row["customer_id"]))
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"- {row['rule']}"))
+        assert f"held out: {whose} (bucket {row['bucket']}), no action (control group)" in line
