@@ -231,19 +231,19 @@ def measure(pb: Playbook, outcomes: str | Path, *, start: str | dt.date, end: st
     where = tx.describe()
     flags = [f for f in ("_bad_date", "_bad_amount") if f in tx.frame.collect_schema()]
     scan = tx.frame.select("customer_id", "order_date", "amount_units", *flags)
-    totals = scan.select(pl.len().alias("rows"), pl.col("order_date").min().alias("first"),
-                         pl.col("order_date").max().alias("last"),
-                         *[pl.col(f).sum().alias(f) for f in flags]).collect()
+    usable = pl.col("customer_id").is_not_null() & pl.col("order_date").is_not_null() \
+        & pl.col("amount_units").is_not_null()
+    totals_q = scan.select(pl.len().alias("rows"), (~usable).sum().alias("unusable"),
+                           pl.col("order_date").min().alias("first"), pl.col("order_date").max().alias("last"),
+                           *[pl.col(f).sum().alias(f) for f in flags])
+    per_q = (scan.filter(usable & pl.col("order_date").is_between(start, end))
+             .group_by("customer_id")
+             .agg(pl.col("amount_units").sum().alias("units"), (pl.col("amount_units") > 0).any().alias("bought")))
+    totals, per = pl.collect_all([totals_q, per_q])  # one scan of the outcomes for both
     for f in flags:
         if totals[f][0]:
             raise tx.locate(f)
     first, last = totals["first"][0], totals["last"][0]
-    in_period = pl.col("order_date").is_between(start, end) & pl.col("customer_id").is_not_null() \
-        & pl.col("amount_units").is_not_null()
-    per = (scan.filter(in_period)
-           .group_by("customer_id")
-           .agg(pl.col("amount_units").sum().alias("units"), (pl.col("amount_units") > 0).any().alias("bought"))
-           .collect())
     if per.height == 0:
         span = f"its dates run from {first} to {last}" if first is not None else "it has no dated row"
         raise DataError(f"{where}: no transaction from {start} to {end} ({span}); the outcomes must cover the "
@@ -280,6 +280,8 @@ def measure(pb: Playbook, outcomes: str | Path, *, start: str | dt.date, end: st
         "outcomes": where,
         "period": {"from": str(start), "to": str(end)},
         "customers_buying_in_period": per.height,
+        "outcome_rows": int(totals["rows"][0]),
+        "outcome_rows_unusable": int(totals["unusable"][0]),
         "new_customers": new.height,
         "confidence": 1 - ALPHA,
         "methods": {"conversion": "Newcombe hybrid score (Wilson), relative: Katz log",
@@ -359,6 +361,9 @@ def format_measurement(m: Mapping[str, Any]) -> str:
     lines = [f"playbook {m['playbook']} (run as of {m['as_of']}); outcomes {m['outcomes']} from "
              f"{m['period']['from']} to {m['period']['to']}; {m['customers_buying_in_period']:,} customers bought"
              + (f" ({m['new_customers']:,} of them not in the run, counted apart)" if m["new_customers"] else "")]
+    if m["outcome_rows_unusable"]:
+        lines.append(f"not used: {m['outcome_rows_unusable']:,} of the outcomes' {m['outcome_rows']:,} rows, where "
+                     f"customer_id, order_date or amount is empty")
     if not m["rules"]:
         lines.append("no rule has a holdout: nothing to measure")
     for r in m["rules"]:

@@ -208,3 +208,17 @@ def test_ids_match_across_types(measured_run):
     a = measure(pb, measured_run / "outcomes.csv", start="2024-02-01", end="2024-02-29")
     b = measure(pb, measured_run / "outcomes.parquet", start=dt.date(2024, 2, 1), end=dt.date(2024, 2, 29))
     assert a["rules"] == b["rules"]
+
+
+def test_unusable_outcome_rows_are_counted_not_dropped_silently(measured_run):
+    pb = load_playbook(measured_run / "pb.yaml")
+    outcomes = measured_run / "outcomes.csv"
+    clean = measure(pb, outcomes, start="2024-02-01", end="2024-02-29")
+    assert clean["outcome_rows_unusable"] == 0
+    messy = measured_run / "messy.csv"
+    messy.write_text(outcomes.read_text() + ",x1,2024-02-03,50\n3,x2,,50\n3,x3,2024-02-04,\n")
+    m = measure(pb, messy, start="2024-02-01", end="2024-02-29")
+    assert (m["outcome_rows"], m["outcome_rows_unusable"]) == (clean["outcome_rows"] + 3, 3)
+    assert m["rules"] == clean["rules"]
+    from engine.measure import format_measurement
+    assert "not used: 3 of the outcomes' " in format_measurement(m)
