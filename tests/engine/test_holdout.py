@@ -293,3 +293,21 @@ def test_explain_says_a_customer_was_held_out(tmp_path):
         text = explain_customer(pb, prepared, result, str(row["customer_id"]))
         line = next(ln for ln in text.splitlines() if ln.startswith(f"- {row['rule']}"))
         assert f"held out: {whose} (bucket {row['bucket']}), no action (control group)" in line
+
+
+def test_the_json_schema_knows_holdouts(tmp_path):
+    import jsonschema
+    import yaml
+
+    from engine.playbook import playbook_schema
+
+    schema = playbook_schema()
+    doc = yaml.safe_load(_playbook(tmp_path).read_text())
+    jsonschema.validate(doc, schema)  # playbook-wide, on a rule and (none here) on the fallback
+    doc["fallback"]["holdout"] = {"share": 0.25, "salt": "fb"}
+    jsonschema.validate(doc, schema)
+    for bad in ({"share": 1.5, "salt": "x"}, {"share": 0.1}, {"share": 0.1, "salt": ""},
+                {"share": 0.1, "salt": "x", "shares": 1}):
+        doc["rules"][0]["holdout"] = bad
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(doc, schema)
