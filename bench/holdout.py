@@ -82,20 +82,41 @@ def time_assignment(rounds: int, out_dir: Path) -> dict:
     vs = {name: v.__class__(**{**v.__dict__, "outputs": {**v.outputs, "dir": out_dir / name}})
           for name, v in vs.items()}
     times: dict[str, list[float]] = {name: [] for name in vs}
+    cpu: dict[str, list[float]] = {name: [] for name in vs}
     loads = []
     control = {}
     for _ in range(rounds + 1):  # the first round warms up (imports, the plugin's first call) and is dropped
         for name, v in vs.items():
             loads.append(_load())
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             result = v.evaluate(prepared)
             v.write(result)
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
             control[name] = result.summary["control"]
     times = {k: t[1:] for k, t in times.items()}
+    cpu = {k: t[1:] for k, t in cpu.items()}
     added = {name: [a - b for a, b in zip(times[name], times["none"])] for name in vs if name != "none"}
-    return {"customers": customers, "rounds": rounds, "seconds": times, "added": added, "control_rows": control,
-            "load1": [min(loads), max(loads)]}
+    added_cpu = {name: [a - b for a, b in zip(cpu[name], cpu["none"])] for name in vs if name != "none"}
+    return {"customers": customers, "rounds": rounds, "seconds": times, "added": added, "cpu_seconds": cpu,
+            "added_cpu": added_cpu, "control_rows": control, "load1": [min(loads), max(loads)],
+            "hash": time_hash(customers, rounds * 2)}
+
+
+def time_hash(n: int, repeat: int) -> dict:
+    """The assignment alone: the buckets of ``n`` integer ids under one salt (best and median of ``repeat``)."""
+    from engine.holdout import buckets
+
+    ids = pl.Series("customer_id", np.arange(10_000_000, 10_000_000 + n, dtype=np.int64))
+    buckets(ids.head(1000), "warm-up")
+    walls, cpus, loads = [], [], []
+    for i in range(repeat):
+        loads.append(_load())
+        c, t = time.process_time(), time.perf_counter()
+        buckets(ids, f"salt-{i}")
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return {"ids": n, "seconds": walls, "cpu_seconds": cpus, "load1": [min(loads), max(loads)]}
 
 
 def time_runs(rounds: int, out_dir: Path) -> dict:
@@ -207,6 +228,22 @@ def report(results: dict) -> str:
         lines.append(f"| {name} | {med(t)} | {added} | {a['control_rows'][name]:,} |")
     lines += [
         "",
+        "The same rounds in CPU time of this process (all threads; less sensitive to the other work on the "
+        "machine than wall time, though not immune: caches and memory bandwidth are shared):",
+        "",
+        "| variant | CPU time | added by the holdouts |",
+        "| --- | ---: | ---: |",
+        *[f"| {name} | {med(t)} | {'-' if name == 'none' else med(a['added_cpu'][name])} |"
+          for name, t in a["cpu_seconds"].items()],
+        "",
+        f"The assignment alone, the buckets of {a['hash']['ids']:,} integer ids under one salt "
+        f"(`engine.holdout.buckets`), {len(a['hash']['seconds'])} repeats, load average "
+        f"{a['hash']['load1'][0]}-{a['hash']['load1'][1]}: wall {med(a['hash']['seconds'])}, CPU "
+        f"{med(a['hash']['cpu_seconds'])}. A rule's customers under a rule holdout and the playbook's control "
+        f"group are hashed twice.",
+    ]
+    lines += [
+        "",
         f"Whole `tierbook run` processes (feature pass included), {r['rounds']} interleaved rounds, load average "
         f"{r['load1'][0]}-{r['load1'][1]}:",
         "",
@@ -232,19 +269,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-rounds", type=int, default=3)
     parser.add_argument("--measure-customers", type=int, default=10_000_000)
     parser.add_argument("--out", type=Path, default=BENCH / "HOLDOUT.md")
+    parser.add_argument("--only", choices=["assignment", "runs", "measure"], action="append",
+                        help="time only these parts (the others are kept from bench/holdout-results.json)")
     args = parser.parse_args(argv)
+    parts = args.only or ["assignment", "runs", "measure"]
+    previous = BENCH / "holdout-results.json"
     work = DATA / "holdout"
     work.mkdir(parents=True, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
     results = {"machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                           f"Polars {pl.__version__}"}
-    results["assignment"] = time_assignment(args.rounds, work / "assign")
-    print(json.dumps(results["assignment"], indent=1), flush=True)
-    results["runs"] = time_runs(args.run_rounds, work)
-    print(json.dumps(results["runs"], indent=1), flush=True)
-    results["measure"] = [time_measure(n, 3, work / f"measure-{n}") for n in (1_000_000, args.measure_customers)]
-    print(json.dumps(results["measure"], indent=1), flush=True)
+    if previous.exists():
+        results = {**json.loads(previous.read_text()), **results}
+    if "assignment" in parts:
+        results["assignment"] = time_assignment(args.rounds, work / "assign")
+        print(json.dumps(results["assignment"], indent=1), flush=True)
+    if "runs" in parts:
+        results["runs"] = time_runs(args.run_rounds, work)
+        print(json.dumps(results["runs"], indent=1), flush=True)
+    if "measure" in parts:
+        results["measure"] = [time_measure(n, 3, work / f"measure-{n}") for n in (1_000_000, args.measure_customers)]
+        print(json.dumps(results["measure"], indent=1), flush=True)
     (BENCH / "holdout-results.json").write_text(json.dumps(results, indent=1) + "\n")
     args.out.write_text(report(results))
     print(report(results))
