@@ -189,6 +189,18 @@ def _key(frame: pl.DataFrame) -> pl.Expr:
     return pl.col("customer_id").cast(pl.String)
 
 
+def _keyed(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """Each frame with ``customer_id`` replaced by a ``key`` all of them share: Int64 when every side's ids
+    are integers (the faster join), else the text a holdout hashes (:func:`_key`)."""
+    if all(f.schema["customer_id"].is_integer() for f in frames):
+        try:
+            return [f.with_columns(pl.col("customer_id").cast(pl.Int64, strict=True)).rename({"customer_id": "key"})
+                    for f in frames]
+        except pl.exceptions.InvalidOperationError:  # UInt64 ids beyond Int64: as text
+            pass
+    return [f.with_columns(_key(f).alias("customer_id")).rename({"customer_id": "key"}) for f in frames]
+
+
 def measure(pb: Playbook, outcomes: str | Path, *, start: str | dt.date, end: str | dt.date,
             count_new_customers: bool = False) -> dict[str, Any]:
     """Measure each rule's uplift from ``outcomes`` (transactions) between ``start`` and ``end`` (both included).
@@ -217,13 +229,10 @@ def measure(pb: Playbook, outcomes: str | Path, *, start: str | dt.date, end: st
                         f"see docs/holdouts.md)")
     customers = _read_ids(paths["customers"], "customers file", ["customer_id"], None)
     id_dtype = customers.schema["customer_id"]
-    customers = customers.select(_key(customers).alias("key"))
     actions = _read_ids(paths["actions"], "actions file", ["customer_id", "rule"], id_dtype)
     control = _read_ids(paths["control"], "control file", ["customer_id", "rule"], id_dtype)
-    arms = pl.concat([actions.select(_key(actions).alias("key"), pl.col("rule").cast(pl.String),
-                                     pl.lit("treatment").alias("group")),
-                      control.select(_key(control).alias("key"), pl.col("rule").cast(pl.String),
-                                     pl.lit("control").alias("group"))])
+    arms = pl.concat([actions.select("customer_id", pl.col("rule").cast(pl.String), pl.lit("treatment").alias("group")),
+                      control.select("customer_id", pl.col("rule").cast(pl.String), pl.lit("control").alias("group"))])
 
     d = pb.data
     tx = read_transactions(outcomes, d.get("map") or None, date_format=d.get("date_format"), sheet=d.get("sheet"),
@@ -248,11 +257,11 @@ def measure(pb: Playbook, outcomes: str | Path, *, start: str | dt.date, end: st
         span = f"its dates run from {first} to {last}" if first is not None else "it has no dated row"
         raise DataError(f"{where}: no transaction from {start} to {end} ({span}); the outcomes must cover the "
                         f"period measured")
-    per = per.select(_key(per).alias("key"), "units", "bought")
+    customers, arms, per = _keyed([customers, arms, per])
     new = per.join(customers, on="key", how="anti")
     if new.height and not count_new_customers:
         raise DataError(f"{where}: {new.height:,} of the {per.height:,} customers who bought from {start} to {end} "
-                        f"were not in the playbook's run (customer {new['key'][0]!r}, for one); check the file and "
+                        f"were not in the playbook's run (customer {str(new['key'][0])!r}, for one); check the file and "
                         f"its customer_id column, or give {option('count_new_customers')} to count them apart")
 
     joined = (arms.join(per, on="key", how="left")

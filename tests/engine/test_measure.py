@@ -222,3 +222,24 @@ def test_unusable_outcome_rows_are_counted_not_dropped_silently(measured_run):
     assert m["rules"] == clean["rules"]
     from engine.measure import format_measurement
     assert "not used: 3 of the outcomes' " in format_measurement(m)
+
+
+def test_integer_ids_join_as_integers_and_match_text(measured_run):
+    """A run over Parquet with integer ids: integer outcomes join on integers, text outcomes on text; same result."""
+    tx = pl.read_csv(measured_run / "tx.csv")
+    assert tx.schema["customer_id"] == pl.Int64
+    tx.write_parquet(measured_run / "tx.parquet")
+    (measured_run / "pb.yaml").write_text(PLAYBOOK.replace("tx.csv", "tx.parquet"))
+    pb = load_playbook(measured_run / "pb.yaml")
+    pb.run()
+    assert pl.read_parquet(pb.output_dir / "customers.parquet").schema["customer_id"] == pl.Int64
+    oc = pl.read_csv(measured_run / "outcomes.csv")
+    oc.write_parquet(measured_run / "int.parquet")
+    oc.with_columns(pl.col("customer_id").cast(pl.String)).write_parquet(measured_run / "text.parquet")
+    a = measure(pb, measured_run / "int.parquet", start="2024-02-01", end="2024-02-29")
+    b = measure(pb, measured_run / "text.parquet", start="2024-02-01", end="2024-02-29")
+    assert a["rules"] == b["rules"] and a["rules"][0]["treatment"]["buyers"] > 0
+    pl.concat([oc, pl.DataFrame({"customer_id": [999_999], "order_id": ["x"], "order_date": ["2024-02-03"],
+                                 "amount": [5]})]).write_parquet(measured_run / "stranger.parquet")
+    with pytest.raises(DataError, match=r"\(customer '999999', for one\)"):
+        measure(pb, measured_run / "stranger.parquet", start="2024-02-01", end="2024-02-29")
