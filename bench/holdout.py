@@ -50,6 +50,10 @@ from engine.measure import measure  # noqa: E402
 from engine.playbook import load_playbook  # noqa: E402
 
 
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -200,6 +204,9 @@ def time_measure(n: int, rounds: int, directory: Path) -> dict:
             "rules": len(m["rules"])}
 
 
+UNRECORDED = "(not recorded)"
+
+
 def med(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
 
@@ -216,6 +223,9 @@ def report(results: dict) -> str:
         f"rounds are the figures to read.",
         "",
         f"## Group assignment, {a['customers']:,} customers (bench-10m playbook, 10M transactions)",
+        "",
+        f"Commit {a.get('commit', UNRECORDED)}. The target (issue 17): at most 0.2 s added "
+        f"per 1M customers; what these figures say about it is in docs/holdouts.md (Performance).",
         "",
         f"Evaluate + write of the whole run, the feature pass excluded, {a['rounds']} interleaved rounds after "
         f"a warm-up round, load average {a['load1'][0]}-{a['load1'][1]}:",
@@ -244,7 +254,8 @@ def report(results: dict) -> str:
     ]
     lines += [
         "",
-        f"Whole `tierbook run` processes (feature pass included), {r['rounds']} interleaved rounds, load average "
+        f"Whole `tierbook run` processes (feature pass included), commit {r.get('commit', UNRECORDED)}, "
+        f"{r['rounds']} interleaved rounds, load average "
         f"{r['load1'][0]}-{r['load1'][1]}:",
         "",
         "| variant | wall |",
@@ -254,10 +265,10 @@ def report(results: dict) -> str:
         "",
         "## Measure",
         "",
-        "| customers | outcome rows | `measure` end to end | load average |",
-        "| ---: | ---: | ---: | --- |",
-        *[f"| {m['customers']:,} | {m['outcome_rows']:,} | {med(m['seconds'])} | {m['load1'][0]}-{m['load1'][1]} |"
-          for m in results["measure"]],
+        "| customers | outcome rows | `measure` end to end | load average | commit |",
+        "| ---: | ---: | ---: | --- | --- |",
+        *[f"| {m['customers']:,} | {m['outcome_rows']:,} | {med(m['seconds'])} | {m['load1'][0]}-{m['load1'][1]} | "
+          f"{m.get('commit', UNRECORDED)} |" for m in results["measure"]],
         "",
     ]
     return "\n".join(lines)
@@ -283,13 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     if previous.exists():
         results = {**json.loads(previous.read_text()), **results}
     if "assignment" in parts:
-        results["assignment"] = time_assignment(args.rounds, work / "assign")
+        results["assignment"] = {**time_assignment(args.rounds, work / "assign"), "commit": _commit()}
         print(json.dumps(results["assignment"], indent=1), flush=True)
     if "runs" in parts:
-        results["runs"] = time_runs(args.run_rounds, work)
+        results["runs"] = {**time_runs(args.run_rounds, work), "commit": _commit()}
         print(json.dumps(results["runs"], indent=1), flush=True)
     if "measure" in parts:
-        results["measure"] = [time_measure(n, 3, work / f"measure-{n}") for n in (1_000_000, args.measure_customers)]
+        results["measure"] = [{**time_measure(n, 3, work / f"measure-{n}"), "commit": _commit()}
+                              for n in (1_000_000, args.measure_customers)]
         print(json.dumps(results["measure"], indent=1), flush=True)
     (BENCH / "holdout-results.json").write_text(json.dumps(results, indent=1) + "\n")
     args.out.write_text(report(results))
