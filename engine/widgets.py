@@ -254,7 +254,8 @@ class WorkbenchModel:
         customers = self.classified()
         pb = self.playbook_now()
         result = evaluate_rules(customers, pb.rules, as_of=self.prepared.as_of, hit_policy=pb.hit_policy,
-                                fallback=pb.fallback, labels=label_sets(pb.selections), source=pb.path)
+                                fallback=pb.fallback, labels=label_sets(pb.selections), source=pb.path,
+                                holdout=pb.holdout)  # as a run holds out: actions per rule are what it sends
         self.timings["rules"] = time.perf_counter() - t0
         return result
 

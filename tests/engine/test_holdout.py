@@ -311,3 +311,17 @@ def test_the_json_schema_knows_holdouts(tmp_path):
         doc["rules"][0]["holdout"] = bad
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(doc, schema)
+
+
+def test_the_workbench_counts_actions_as_a_run_does(tmp_path):
+    """The workbench's rules (hits, actions per rule) hold out the same customers as ``tierbook run``."""
+    from engine.widgets import WorkbenchModel
+
+    pb = load_playbook(_playbook(tmp_path))
+    prepared = pb.prepare()
+    run = pb.evaluate(prepared)
+    model = WorkbenchModel.from_playbook(pb, prepared)
+    rr = model.rules()
+    assert [r["control"] for r in run.summary["rules"]] == list(rr.control_per_rule)
+    assert [r["actions"] for r in run.summary["rules"]] == list(rr.actions_per_rule)
+    assert sum(rr.control_per_rule) > 0
