@@ -23,7 +23,7 @@ raising the share only adds customers, and a new salt draws a new, independent b
 everyone. :func:`bucket_of` is the definition in plain Python (``hashlib``); the tests check
 the vectorised :func:`bucket_expr` against it and against fixed vectors. Polars' own ``hash``
 is not used: it is documented as not stable across Polars versions. Why SHA-256 and this
-encoding: ``docs/decisions/0013-holdout-hash.md``.
+encoding: ``docs/decisions/0015-holdout-hash.md``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ for those who bought nothing); then treatment minus control with 95% confidence 
   customer) that a two-sided test at 5% would find with 80% power with these group sizes.
 
 :func:`measure` returns all of it as one JSON-ready dict (documented in docs/holdouts.md), which the
-command prints as text or, with ``--json``, as JSON. Why these methods: docs/decisions/0014-uplift-statistics.md.
+command prints as text or, with ``--json``, as JSON. Why these methods: docs/decisions/0016-uplift-statistics.md.
 """
 
 from __future__ import annotations
