@@ -62,7 +62,7 @@ def wilson(x: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
     """Wilson's score interval for a proportion ``x / n``.
 
     >>> [round(v, 4) for v in wilson(56, 70)]
-    [0.6920, 0.8755]
+    [0.6918, 0.877]
     """
     if n <= 0:
         return (math.nan, math.nan)
