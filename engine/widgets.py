@@ -120,6 +120,9 @@ class WorkbenchModel:
         self.classifiers: dict[str, Classifier] = {s.classifier.name: s.classifier for s in selections}
         self.params: dict[str, dict[str, Any]] = {s.classifier.name: dict(s.params) for s in selections}
         self.timings: dict[str, float] = {}
+        #: The table shown before the last as_of move (None before any), and a model over it for its labels.
+        self.previous: Prepared | None = None
+        self._previous_model: WorkbenchModel | None = None
         self._load(prepared)
 
     @classmethod
@@ -180,8 +183,39 @@ class WorkbenchModel:
         self.params = new
 
     def set_as_of(self, prepared: Prepared) -> None:
-        """Swap in a customer table computed for another as_of (every cache is dropped)."""
+        """Swap in a customer table computed for another as_of (every cache is dropped).
+
+        The table shown until now becomes :attr:`previous`: :meth:`migration` compares the two.
+        """
+        if prepared.as_of != self.prepared.as_of:
+            self.previous = self.prepared
+            self._previous_model = None
         self._load(prepared)
+
+    def migration(self) -> pl.DataFrame | None:
+        """The migration between :attr:`previous` (the table before the last ``as_of`` move) and the table now,
+        both classified with the current parameters: :func:`engine.migration.migration_table`'s long matrix,
+        the earlier date first whichever way the date moved. None before any move.
+
+        The previous table is classified by a second model over it (its own fast paths, the same parameters),
+        so a moved slider costs the previous table what it costs the current one.
+        """
+        from .migration import label_outputs, migration_table
+
+        if self.previous is None:
+            return None
+        t0 = time.perf_counter()
+        if self._previous_model is None:
+            self._previous_model = WorkbenchModel(self.previous, self.selections(), accelerate=self.accelerate)
+        prev = self._previous_model
+        changed = {name: values for name, values in self.params.items() if prev.params.get(name) != values}
+        if changed:
+            prev.set_params(changed)
+        pairs = sorted([(self.previous.as_of, prev), (self.as_of, self)], key=lambda p: p[0])
+        out = migration_table([m.classified() for _, m in pairs], [d for d, _ in pairs],
+                              label_outputs(self.selections()))
+        self.timings["migration"] = time.perf_counter() - t0
+        return out
 
     def selections(self) -> list[Selection]:
         return [Selection(self.classifiers[n], dict(p)) for n, p in self.params.items()]
@@ -363,6 +397,46 @@ def numbers_html(numbers: pl.DataFrame) -> str:
     return "".join(parts)
 
 
+def migration_html(migration: pl.DataFrame | None) -> str:
+    """The migration since the previous ``as_of``: per label column a line (stayed, up, down, entered, left)
+    and the matrix of customers (rows: the class at the earlier date, columns: at the later one).
+
+    Every count carries ``data-column``, ``data-from``, ``data-to`` and ``data-value``.
+    """
+    if migration is None or not migration.height:
+        return ""
+    start, end = migration["from_as_of"][0], migration["to_as_of"][0]
+    parts = [f'<div class="tierbook-migration"><b>migration from {start} to {end}</b> '
+             '<small style="color:grey">(rows: class as of the earlier date; columns: as of the later one; '
+             'entered: not a customer then, left: no class now)</small>']
+    for column in migration["column"].unique(maintain_order=True).to_list():
+        m = migration.filter(pl.col("column") == column)
+        rows = m.select("from", "from_rank").unique().sort("from_rank", nulls_last=False)["from"].to_list()
+        cols = m.select("to", "to_rank").unique().sort("to_rank", nulls_last=True)["to"].to_list()
+        at = {(f, t): n for f, t, n in m.select("from", "to", "customers").iter_rows()}
+        f_rank, t_rank = pl.col("from_rank"), pl.col("to_rank")
+        both = f_rank.is_not_null() & t_rank.is_not_null()
+        tally = m.select(
+            pl.col("customers").filter(both & (f_rank == t_rank)).sum().alias("stayed"),
+            pl.col("customers").filter(both & (t_rank < f_rank)).sum().alias("up"),
+            pl.col("customers").filter(both & (t_rank > f_rank)).sum().alias("down"),
+            pl.col("customers").filter(f_rank.is_null() & t_rank.is_not_null()).sum().alias("entered"),
+            pl.col("customers").filter(f_rank.is_not_null() & t_rank.is_null()).sum().alias("left"),
+        ).row(0, named=True)
+        line = ", ".join(f'<span class="tierbook-move" data-column="{html.escape(column)}" data-move="{k}" '
+                         f'data-value="{v}">{v:,}</span> {k}' for k, v in tally.items())
+        head = "".join(f"<th>{html.escape(t)}</th>" for t in cols)
+        body = "".join(
+            f"<tr><th>{html.escape(f)}</th>" + "".join(
+                f'<td class="tierbook-migration-count" data-column="{html.escape(column)}" data-from="{html.escape(f)}" '
+                f'data-to="{html.escape(t)}" data-value="{at.get((f, t), 0)}" style="text-align:right">'
+                f"{at.get((f, t), 0):,}</td>" for t in cols) + "</tr>" for f in rows)
+        parts.append(f'<div><b>{html.escape(column)}</b>: {line}<table class="tierbook-migration-table">'
+                     f"<tr><th></th>{head}</tr>{body}</table></div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def rules_html(result: Any) -> str:
     """Hits per rule and customers cut by capacity, from a :class:`~engine.playbook.RuleResult`."""
     if result is None:
@@ -531,6 +605,8 @@ class Workbench:
         self.summary.add_class("tierbook-summary-box")
         self.rules_box = w.HTML()
         self.rules_box.add_class("tierbook-rules-box")
+        self.migration_box = w.HTML()  # after an as_of move: the migration from the table shown before
+        self.migration_box.add_class("tierbook-migration-box")
         self.chart_box = w.HBox(layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         self.chart_box.add_class("tierbook-charts")
         self.class_picker = w.Dropdown(description="sample of", layout=w.Layout(width="24em"))
@@ -567,7 +643,7 @@ class Workbench:
                       layout=w.Layout(min_width="32em", max_width="36em"))
         left.add_class("tierbook-controls")
         # The numbers sit beside the controls (they are what a move changes); charts and samples below.
-        numbers = w.VBox([self.summary, self.rules_box, self.timing],
+        numbers = w.VBox([self.summary, self.rules_box, self.migration_box, self.timing],
                          layout=w.Layout(margin="0 0 0 1.5em", flex="1 1 30em", min_width="24em"))
         numbers.add_class("tierbook-numbers-box")
         self.widget = w.VBox([w.HTML(title), w.HBox([left, numbers], layout=w.Layout(flex_flow="row wrap")),
@@ -674,6 +750,8 @@ class Workbench:
             self.last_result = m.rules()
             self.rules_box.value = rules_html(self.last_result)
         t_rules = time.perf_counter() - t1
+        if m.previous is not None:
+            self.migration_box.value = migration_html(m.migration())
         options = [(f"{c} = {lab}", (c, lab)) for c, lab in numbers.select("column", "label").iter_rows()]
         current = self.class_picker.value
         if list(self.class_picker.options) != options:

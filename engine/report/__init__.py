@@ -31,7 +31,7 @@ from .figures import LEGEND_ON_TOP, PALETTE, SEQUENTIAL, Figure, class_size_figu
 if TYPE_CHECKING:
     from ..playbook import Playbook, Result
 
-__all__ = ["Figure", "build_report", "write_report", "check_report_target", "classifier_figures", "REPORT_SUFFIXES",
+__all__ = ["Figure", "to_plotly", "BASE_LAYOUT", "build_report", "write_report", "check_report_target", "classifier_figures", "REPORT_SUFFIXES",
            "PALETTE",
            "SEQUENTIAL", "LEGEND_ON_TOP"]
 
@@ -426,13 +426,16 @@ dl.definitions dd { margin: 0; color: #5b6770; }
 footer { color: #5b6770; font-size: 12px; padding: 12px 28px 24px; }
 """
 
+#: The layout every figure starts from (its own layout keys win; margins are merged).
+BASE_LAYOUT = {"font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif",
+                        "size": 12}, "margin": {"l": 60, "r": 24, "t": 16, "b": 48}, "paper_bgcolor": "#fff",
+               "plot_bgcolor": "#fff", "colorway": list(PALETTE)}
+
 # Draws every figure; marks each drawn one (data-rendered) and the page when all are (body data-rendered).
 RENDER = """
 (function () {
   var figures = JSON.parse(document.getElementById("figures").textContent);
-  var base = {font: {family: "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif",
-              size: 12}, margin: {l: 60, r: 24, t: 16, b: 48}, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
-              colorway: %(palette)s};
+  var base = %(base)s;
   var config = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["sendDataToCloud"]};
   var done = 0, failed = [];
   function finish() {
@@ -456,6 +459,23 @@ RENDER = """
   });
 })();
 """
+
+
+def to_plotly(fig: Figure):
+    """The figure as a ``plotly.graph_objects.Figure``, as the report draws it, with its title (for notebooks).
+
+    >>> f = to_plotly(Figure("x", "Sizes", [{"type": "bar", "x": ["a"], "y": [1]}]))
+    >>> f.layout.title.text, f.data[0].type
+    ('Sizes', 'bar')
+    """
+    try:
+        import plotly.graph_objects as go
+    except ModuleNotFoundError:
+        raise DataError("the report's charts need the plotly package: pip install 'tierbook[report]'") from None
+    layout = {**BASE_LAYOUT, **dict(fig.layout), "title": {"text": fig.title, "x": 0.01}}
+    margin = {**BASE_LAYOUT["margin"], **dict(fig.layout).get("margin", {})}
+    layout["margin"] = {**margin, "t": max(margin.get("t", 0), 40) + (60 if "sliders" in layout else 0)}
+    return go.Figure(data=[dict(t) for t in fig.data], layout=layout)
 
 
 def _plotly_js() -> str:
@@ -504,7 +524,7 @@ def build_report(pb: Playbook, result: Result, *, sections: Sequence[Any] = ()) 
         f'<script type="application/json" id="summary">{_script_json(_clean(s))}</script>',
         f'<script type="application/json" id="figures">{_script_json(_clean(page.figures))}</script>',
         f"<script>{js}</script>",
-        "<script>", RENDER % {"palette": json.dumps(list(PALETTE))}, "</script>",
+        "<script>", RENDER % {"base": json.dumps(BASE_LAYOUT)}, "</script>",
         "</body></html>\n",
     ])
 

@@ -281,7 +281,7 @@ def test_a_class_column_without_revenue_shares_draws(tmp_path):
 # ------------------------------------------------------------------------------------------- over time
 @pytest.fixture(scope="module")
 def snapshot_run():
-    pb = load_playbook(PLAYBOOK, snapshots={"every": "quarter", "periods": 4, "words": "cli"})
+    pb = load_playbook(PLAYBOOK, snapshots={"every": "quarter", "periods": 4})
     result = pb.evaluate_snapshots(pb.compute_snapshots())
     return pb, result
 

@@ -404,3 +404,37 @@ def test_without_a_playbook_save_to_writes_into_the_path_given(sample_path, tmp_
     before = book.read_text()
     assert wb.save() is None and "basket not in the playbook&#x27;s classifiers" in wb.status.value
     assert book.read_text() == before
+
+
+# ------------------------------------------------------- the as_of move shows the migration
+def _shown_migration(wb: Workbench) -> dict[tuple[str, str, str], int]:
+    found = re.findall(r'data-column="([^"]*)" data-from="([^"]*)" data-to="([^"]*)" data-value="(\d+)"',
+                       wb.migration_box.value)
+    return {(c, f, t): int(v) for c, f, t, v in found}
+
+
+def test_moving_as_of_shows_the_migration_from_the_table_shown_before(abc_pb, abc_prepared):
+    wb = Workbench(abc_pb, prepared=abc_prepared, charts=False)
+    assert wb.model.migration() is None and wb.migration_box.value == ""
+    end = abc_prepared.as_of
+    day = end - dt.timedelta(days=91)
+    wb.as_of.value = day  # back a quarter: the migration from that date to the one shown before
+    # the same two dates as snapshots from one scan (engine.snapshots): the same matrices, cell for cell
+    expected = engine.load_playbook(ABC_PLAYBOOK, snapshots={"as_of": [day, end]}).compute_snapshots().migration
+    key = ["column", "from", "to"]
+    assert_frame_equal(wb.model.migration().sort(key), expected.sort(key))
+    shown = _shown_migration(wb)
+    assert shown == {(c, f, t): n for c, f, t, n in expected.select("column", "from", "to", "customers").iter_rows()}
+    assert f"migration from {day} to {end}" in wb.migration_box.value
+    moved = dict(re.findall(r'data-column="abc" data-move="(\w+)" data-value="(\d+)"', wb.migration_box.value))
+    abc = expected.filter(pl.col("column") == "abc")
+    down = abc.filter(pl.col("to_rank") > pl.col("from_rank"))["customers"].sum()
+    assert int(moved["down"]) == down and int(moved["stayed"]) == abc.filter(
+        pl.col("to_rank") == pl.col("from_rank"))["customers"].sum()
+    # a threshold move recomputes both tables' classes: the snapshot run with the same parameters
+    assert wb.set({"abc.a": 0.6})
+    tuned = engine.load_playbook(ABC_PLAYBOOK, snapshots={"as_of": [day, end]}).with_params({"abc.a": 0.6})
+    again = tuned.compute_snapshots().migration
+    assert _shown_migration(wb) == {(c, f, t): n for c, f, t, n in
+                                    again.select("column", "from", "to", "customers").iter_rows()}
+    assert _shown_migration(wb) != shown

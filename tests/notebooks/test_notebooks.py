@@ -26,9 +26,10 @@ def snapshot() -> dict[str, str]:
     return out
 
 
-def test_there_are_four_notebooks_with_outputs_cleared():
+def test_there_are_five_notebooks_with_outputs_cleared():
     assert [p.name for p in NOTEBOOKS] == ["01-quickstart.ipynb", "02-tune-thresholds.ipynb",
-                                           "03-write-a-classifier-plugin.ipynb", "04-playbook-explorer.ipynb"]
+                                           "03-write-a-classifier-plugin.ipynb", "04-playbook-explorer.ipynb",
+                                           "05-migration-and-kpis.ipynb"]
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         for cell in book.cells:
@@ -74,3 +75,13 @@ def test_notebook_runs(path, monkeypatch):
         text = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code"
                        for o in c.outputs if o.output_type == "stream")
         assert "-    hv_min_r: 3\n+    hv_min_r: 4\n" in text
+    if path.stem == "05-migration-and-kpis":
+        text = "".join(o.get("text", "") for o in outputs(book) if o.output_type == "stream")
+        assert re.search(r"Of the \d+ A customers as of 2011-09-10, \d+ are B or C as of 2011-12-10; \d+ stayed A\. "
+                         r"Those who slipped had brought [\d,]+\.\d\d up to 2011-09-10", text), text
+        plots = [o["data"]["application/vnd.plotly.v1+json"] for o in outputs(book)
+                 if "application/vnd.plotly.v1+json" in o.get("data", {})]
+        assert [p["data"][0]["type"] for p in plots] == ["heatmap", "sankey", "scatter", "scatter", "heatmap"]
+        # the workbench after its as_of moved back a quarter: the migration tables are in its state
+        shown = json.dumps(book.metadata.get("widgets", {}))
+        assert "migration from 2011-09-10 to 2011-12-10" in shown and "tierbook-migration-count" in shown
