@@ -73,29 +73,38 @@ def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Seq
     customer's first purchase). Columns and meanings: :data:`KPI_DEFINITIONS`.
     """
     first = tables[-1].select("customer_id", pl.col("first_order"))
-    buyers = activity.filter(pl.col("purchases") > 0).select("customer_id", "period")
     starts = _starts(dates, previous)
+    buyers = activity.filter(pl.col("purchases") > 0).select("customer_id", "period")
+    # each buyer of a period, marked in the next period too: "now" (bought in P), "before" (bought in P-1)
+    now = buyers.with_columns(pl.lit(True).alias("now"))
+    before = buyers.select("customer_id", (pl.col("period") + 1).alias("period"), pl.lit(True).alias("before"))
+    flags = (now.join(before, on=["customer_id", "period"], how="full", coalesce=True)
+             .with_columns(pl.col("now").fill_null(False), pl.col("before").fill_null(False))
+             .join(first, on="customer_id", how="left"))
+    start_of = pl.col("period").replace_strict(list(range(len(dates))), starts, default=None, return_dtype=pl.Date)
+    counts = flags.with_columns(start_of.alias("_start")).group_by("period").agg(
+        pl.col("now").sum().alias("active"),
+        (pl.col("now") & (pl.col("first_order") >= pl.col("_start"))).sum().alias("new"),
+        (pl.col("now") & ~pl.col("before") & (pl.col("first_order") < pl.col("_start"))).sum().alias("reactivated"),
+        (pl.col("now") & pl.col("before")).sum().alias("retained"),
+        (~pl.col("now") & pl.col("before")).sum().alias("churned"),
+        pl.col("before").sum().alias("active_previous"))
+    by_period = {r["period"]: r for r in counts.iter_rows(named=True)}
     units = dict(activity.group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
+    # revenue of P-1's buyers: in P (all their lines in P) and in P-1
+    kept = activity.join(before.select("customer_id", "period"), on=["customer_id", "period"], how="semi")
+    kept_now = dict(kept.group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
+    kept_before = dict(activity.join(buyers, on=["customer_id", "period"], how="semi")
+                       .group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
     rows = []
     for i in range(1, len(dates)):
-        now = buyers.filter(pl.col("period") == i).select("customer_id")
-        before = buyers.filter(pl.col("period") == i - 1).select("customer_id")
-        now_first = now.join(first, on="customer_id", how="left")
-        new = int((now_first["first_order"] >= starts[i]).sum())
-        retained = now.join(before, on="customer_id", how="semi").height
-        reactivated = now_first.join(before, on="customer_id", how="anti").filter(
-            pl.col("first_order") < starts[i]).height
-        churned = before.join(now, on="customer_id", how="anti").height
-        kept = activity.join(before, on="customer_id", how="semi")
-        kept_units = dict(kept.filter(pl.col("period").is_in([i - 1, i])).group_by("period")
-                          .agg(pl.col("revenue_units").sum()).iter_rows())
-        prev_units, now_units = int(kept_units.get(i - 1) or 0), int(kept_units.get(i) or 0)
+        c = by_period.get(i, {})
+        n = {k: int(c.get(k) or 0) for k in ("active", "new", "reactivated", "retained", "churned", "active_previous")}
+        prev_units, now_units = int(kept_before.get(i - 1) or 0), int(kept_now.get(i) or 0)
         rows.append({
-            "period": i, "period_start": starts[i], "as_of": dates[i], "customers": tables[i].height,
-            "active": now.height, "new": new, "reactivated": reactivated, "retained": retained, "churned": churned,
-            "active_previous": before.height,
-            "retention_rate": retained / before.height if before.height else None,
-            "churn_rate": churned / before.height if before.height else None,
+            "period": i, "period_start": starts[i], "as_of": dates[i], "customers": tables[i].height, **n,
+            "retention_rate": n["retained"] / n["active_previous"] if n["active_previous"] else None,
+            "churn_rate": n["churned"] / n["active_previous"] if n["active_previous"] else None,
             "_revenue": int(units.get(i) or 0),
             "revenue_retention": now_units / prev_units if prev_units > 0 else None,
         })

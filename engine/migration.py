@@ -20,7 +20,7 @@ two (``revenue_to - revenue_from``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -54,14 +54,6 @@ def previous_columns(selections: Sequence[Any]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _pair(prev: pl.DataFrame, cur: pl.DataFrame, column: str) -> pl.DataFrame:
-    """Every customer of either table: rank and label before and after, revenue units before and after."""
-    def side(table: pl.DataFrame, tag: str) -> pl.DataFrame:
-        return table.select("customer_id", pl.col(column).to_physical().cast(pl.Int64).alias(f"_rank_{tag}"),
-                            to_units(pl.col(NET_REVENUE)).alias(f"_u_{tag}"))
-    return side(prev, "from").join(side(cur, "to"), on="customer_id", how="full", coalesce=True)
-
-
 def _labels(table: pl.DataFrame, output: Output) -> list[str]:
     dtype = table.schema[output.column]
     return dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
@@ -73,26 +65,39 @@ MIGRATION_SCHEMA = {"classifier": pl.String, "column": pl.String, "from_as_of": 
                     "revenue_to": pl.Float64, "period_revenue": pl.Float64}
 
 
-def _cells(prev: pl.DataFrame, cur: pl.DataFrame, output: Output) -> tuple[list[str], pl.DataFrame]:
-    """The labels and every cell of the matrix (zeros included): ranks (null: entered / left), customers and
-    revenue units (``_uf`` as of the earlier snapshot, ``_ut`` as of the later one)."""
-    labels = _labels(cur, output)
-    pair = _pair(prev, cur, output.column)
-    cells = pair.group_by("_rank_from", "_rank_to").agg(
-        pl.len().cast(pl.Int64).alias("customers"),
-        pl.col("_u_from").cast(pl.Int128).sum().alias("_uf"),
-        pl.col("_u_to").cast(pl.Int128).sum().alias("_ut"))
-    n = len(labels)
-    grid = pl.DataFrame({"_rank_from": [r for r in [*range(n), None] for _ in range(n + 1)],
-                         "_rank_to": [c for _ in range(n + 1) for c in [*range(n), None]]},
-                        schema={"_rank_from": pl.Int64, "_rank_to": pl.Int64})
-    full = grid.join(cells, on=["_rank_from", "_rank_to"], how="left", nulls_equal=True, maintain_order="left")
-    return labels, full.with_columns(pl.col("customers").fill_null(0), pl.col("_uf").fill_null(0),
-                                     pl.col("_ut").fill_null(0))
+def migration_cells(tables: Sequence[pl.DataFrame],
+                    outputs: Sequence[tuple[str, Output]]) -> dict[tuple[int, str], tuple[list[str], pl.DataFrame]]:
+    """For each pair of consecutive snapshots ``(i-1, i)`` and label column: its labels and every cell of the
+    matrix (zeros included): ranks (null: entered / left), customers and revenue units (``_uf`` as of the
+    earlier snapshot, ``_ut`` as of the later one). One join of the two tables per pair serves every column."""
+    out = {}
+    columns = [o.column for _, o in outputs]
+
+    def side(table: pl.DataFrame, tag: str) -> pl.DataFrame:
+        return table.select("customer_id", to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias(f"_u_{tag}"),
+                            *[pl.col(c).to_physical().cast(pl.Int64).alias(f"_r_{tag}_{c}") for c in columns])
+
+    for i in range(1, len(tables)):
+        pair = side(tables[i - 1], "from").join(side(tables[i], "to"), on="customer_id", how="full", coalesce=True)
+        for _, output in outputs:
+            labels = _labels(tables[i], output)
+            c = output.column
+            cells = pair.group_by(pl.col(f"_r_from_{c}").alias("_rank_from"), pl.col(f"_r_to_{c}").alias("_rank_to")).agg(
+                pl.len().cast(pl.Int64).alias("customers"), pl.col("_u_from").sum().alias("_uf"),
+                pl.col("_u_to").sum().alias("_ut"))
+            n = len(labels)
+            grid = pl.DataFrame({"_rank_from": [r for r in [*range(n), None] for _ in range(n + 1)],
+                                 "_rank_to": [t for _ in range(n + 1) for t in [*range(n), None]]},
+                                schema={"_rank_from": pl.Int64, "_rank_to": pl.Int64})
+            full = grid.join(cells, on=["_rank_from", "_rank_to"], how="left", nulls_equal=True,
+                             maintain_order="left")
+            out[(i, c)] = (labels, full.with_columns(pl.col("customers").fill_null(0), pl.col("_uf").fill_null(0),
+                                                     pl.col("_ut").fill_null(0)))
+    return out
 
 
 def migration_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
-                    outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
+                    outputs: Sequence[tuple[str, Output]], *, cells: Mapping | None = None) -> pl.DataFrame:
     """The transition matrix of each label column between consecutive snapshots, as a long table.
 
     One row per (column, pair of snapshots, ``from``, ``to``), every cell
@@ -113,10 +118,11 @@ def migration_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
     >>> m.filter(pl.col("customers") > 0).select("from", "to", "customers").rows()
     [('hi', 'lo', 1), ('lo', 'lo', 1), ('entered', 'hi', 1)]
     """
+    cells = cells if cells is not None else migration_cells(tables, outputs)
     frames = []
     for i in range(1, len(tables)):
         for name, output in outputs:
-            labels, full = _cells(tables[i - 1], tables[i], output)
+            labels, full = cells[(i, output.column)]
             n = len(labels)
             names = pl.Series(labels, dtype=pl.String)
             share = pl.col("customers") / pl.col("customers").sum().over("_rank_from")
@@ -148,7 +154,7 @@ def _count(cond: pl.Expr, alias: str) -> pl.Expr:
 
 
 def flows_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
-                outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
+                outputs: Sequence[tuple[str, Output]], *, cells: Mapping | None = None) -> pl.DataFrame:
     """Per label column, pair of consecutive snapshots and class: where its customers went and came from.
 
     ``customers_from`` (in the class at ``t-1``) = ``stayed`` + ``moved_up`` +
@@ -159,10 +165,11 @@ def flows_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
     who moved down out of the class; ``period_revenue_moved_down`` what they
     brought between the two snapshots. Computed from the matrix's cells.
     """
+    cells = cells if cells is not None else migration_cells(tables, outputs)
     frames = []
     for i in range(1, len(tables)):
         for name, output in outputs:
-            labels, full = _cells(tables[i - 1], tables[i], output)
+            labels, full = cells[(i, output.column)]
             f, t = pl.col("_rank_from"), pl.col("_rank_to")
             rows = []
             for r, label in enumerate(labels):

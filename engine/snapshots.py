@@ -74,7 +74,7 @@ from .features import (
     read_report,
 )
 from .kpi import COHORT_DEFINITIONS, KPI_DEFINITIONS, VALUE_DEFINITIONS, cohort_table, kpi_table, value_by_class
-from .migration import flows_table, label_outputs, migration_table, with_previous
+from .migration import flows_table, label_outputs, migration_cells, migration_table, with_previous
 from .registry import Registry, get_registry
 from .run import Selection, apply_classifiers, plugin_features_for, select, split_params, summarize
 
@@ -243,26 +243,44 @@ def snapshot_spec(
 # --------------------------------------------------------------------------------------------- the scan
 @dataclass
 class SnapshotFeatures:
-    """What the one scan gives: one customer table per snapshot, and the per-period activity.
+    """What the one scan gives: each snapshot's customer table (built on demand), and the per-period activity.
 
-    ``tables[i]`` is the customer table as of ``as_of[i]`` (a
-    :class:`~engine.features.FeatureResult`); ``windowed[(name, i)]`` the one
-    a windowed classifier ``name`` reads in snapshot ``i``; ``activity`` has one
-    row per customer and period with a line in it: ``customer_id``, ``period``
-    (the index of the snapshot that ends it: period ``i`` is ``[as_of[i-1],
-    as_of[i])``, period 0 starts at :attr:`SnapshotSpec.previous`),
-    ``purchases`` (purchase lines) and ``revenue`` (net amount).
+    :meth:`table` ``(i)`` is the customer table as of ``as_of[i]`` (a
+    :class:`~engine.features.FeatureResult`, exactly a single run's);
+    :meth:`window_table` ``(name, i, snapshot)`` the one a windowed classifier
+    ``name`` reads in snapshot ``i``. Tables are built when asked for, from the
+    aggregated buckets (no transaction is read again), so a caller can keep
+    only what it needs of each. ``activity`` has one row per customer and
+    period with a line in it: ``customer_id``, ``period`` (the index of the
+    snapshot that ends it: period ``i`` is ``[as_of[i-1], as_of[i])``, period 0
+    starts at :attr:`SnapshotSpec.previous`), ``purchases`` (purchase lines) and
+    ``revenue_units`` (net amount in units of 1/10,000).
     """
 
     spec: SnapshotSpec
-    tables: list[FeatureResult]
-    windowed: dict[tuple[str, int], pl.DataFrame]
     activity: pl.DataFrame
     report: LoadReport
+    build: Any = field(repr=False, default=None)
+    build_window: Any = field(repr=False, default=None)
+    last: FeatureResult | None = field(repr=False, default=None)
 
     @property
     def as_of(self) -> tuple[dt.date, ...]:
         return self.spec.as_of
+
+    def table(self, i: int) -> FeatureResult:
+        """The customer table as of ``as_of[i]``."""
+        i = range(len(self.as_of))[i]
+        return self.last if i == len(self.as_of) - 1 and self.last is not None else self.build(i)
+
+    def window_table(self, name: str, i: int, snapshot: pl.DataFrame) -> pl.DataFrame:
+        """The table windowed classifier ``name`` reads in snapshot ``i`` (``snapshot``: that snapshot's table)."""
+        return self.build_window(name, i, snapshot)
+
+    @property
+    def tables(self) -> list[FeatureResult]:
+        """Every snapshot's table (all built at once: memory for all of them)."""
+        return [self.table(i) for i in range(len(self.as_of))]
 
 
 _AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]
@@ -366,8 +384,25 @@ def compute_snapshot_features(
     if key_features:
         conds = {f.name: _ROWS[f.compute.rows] for f in key_features}
         any_cond = pl.any_horizontal([c if c is not None else pl.lit(True) for c in conds.values()])
-        orders_q = (tagged.filter(any_cond).group_by("customer_id", pl.col("order_key").alias("_key"), "_bucket")
-                    .agg([(c if c is not None else pl.lit(True)).any().alias(f"_in_{n}") for n, c in conds.items()]))
+        if spec.windows:  # a window needs to know every bucket an order has a line in
+            orders_q = (tagged.filter(any_cond).group_by("customer_id", pl.col("order_key").alias("_key"), "_bucket")
+                        .agg([(c if c is not None else pl.lit(True)).any().alias(f"_in_{n}")
+                              for n, c in conds.items()]))
+        else:  # all history: an order counts from the first bucket it has a line in
+            orders_q = (tagged.filter(any_cond).group_by("customer_id", pl.col("order_key").alias("_key"))
+                        .agg([(pl.col("_bucket").filter(c) if c is not None else pl.col("_bucket")).min()
+                              .alias(f"_first_{n}") for n, c in conds.items()]))
+    if orders_q is not None and not spec.windows:
+        # the orders each bucket adds (an order counts from its first bucket), joined in the same plan: the
+        # orders themselves are not needed afterwards
+        for f in key_features:
+            new_q = (orders_q.filter(pl.col(f"_first_{f.name}").is_not_null())
+                     .group_by("customer_id", pl.col(f"_first_{f.name}").alias("_bucket"))
+                     .agg(pl.len().cast(pl.Int64).alias(f"_new_{f.name}")))
+            buckets_q = (buckets_q.join(new_q, on=["customer_id", "_bucket"], how="left")
+                         .with_columns(pl.col(f"_new_{f.name}").fill_null(0)))
+        orders_q = None
+    buckets_q = buckets_q.sort("customer_id", "_bucket")
     span_q = rows.select(date.min().alias("first"), date.max().alias("last"))
     # Plugin features are arbitrary aggregations: computed per table over that table's lines.
     extra: list[tuple[str, int, str, pl.LazyFrame, list[str]]] = []  # (kind, i, window name, query, names)
@@ -413,7 +448,8 @@ def compute_snapshot_features(
     if tally_error is not None:
         raise tally_error
 
-    ids = buckets.select("customer_id").unique()
+    ids = buckets.filter((pl.col("customer_id") != pl.col("customer_id").shift(-1)).fill_null(True)
+                         ).select("customer_id")  # sorted: each customer's last row
     report, no_id, known, unusable = read_report(tx, exceptions, total, ids, last)
     first_day, last_day = span.row(0)
     later = [d for d in (last_day, known["last_day"].max() if known.height else None, no_id["last_day"].max())
@@ -421,18 +457,21 @@ def compute_snapshot_features(
     _check_range(spec, first_day, max(later) if later else None, tx.describe())
 
     first = None
-    if orders is not None:
+    if orders is not None:  # with windows: the orders by bucket are kept for the windows' distinct counts
         first = orders.group_by("customer_id", "_key").agg(
             [pl.col("_bucket").filter(pl.col(f"_in_{f.name}")).min().alias(f"_first_{f.name}") for f in key_features])
+        # the orders each bucket adds (an order counts from its first bucket): additive like the sums
+        for f in key_features:
+            new = (first.filter(pl.col(f"_first_{f.name}").is_not_null())
+                   .group_by("customer_id", pl.col(f"_first_{f.name}").alias("_bucket"))
+                   .agg(pl.len().cast(pl.Int64).alias(f"_new_{f.name}")))
+            buckets = (buckets.join(new, on=["customer_id", "_bucket"], how="left", maintain_order="left")
+                       .with_columns(pl.col(f"_new_{f.name}").fill_null(0)))
+    cumulative = _cumulative(buckets, key_features)
 
-    def aggregated(lo: int, hi: int, cumulative: bool, as_of: dt.date) -> pl.DataFrame:
-        grouped = _combine(buckets, lo, hi)
-        if orders is not None:
-            counts = _distinct_orders(orders, first, lo, hi, cumulative)
-            grouped = grouped.join(counts, on="customer_id", how="left")
+    def finish(grouped: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
         grouped = grouped.with_columns(pl.col(f.name).fill_null(0) for f in key_features)
-        grouped = grouped.with_columns(_amounts()).with_columns(_derived(pl.lit(as_of)))
-        return grouped
+        return grouped.with_columns(_amounts()).with_columns(_derived(pl.lit(as_of)))
 
     def extras(name: str | None, i: int, grouped: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         tables = []
@@ -446,36 +485,84 @@ def compute_snapshot_features(
         return grouped, tables
 
     owners = feature_owners or {}
-    results: list[FeatureResult] = []
-    for i, d in enumerate(dates):
-        grouped = aggregated(0, index[d], True, d)
-        grouped, tables = extras(None, i, grouped)
+
+    def build(i: int) -> FeatureResult:
+        d = dates[i]
+        idx = index[d]
+        at = cumulative.filter((pl.col("_bucket") <= idx) & (pl.col("_next").is_null() | (pl.col("_next") > idx)))
+        grouped, tables = extras(None, i, finish(at.drop("_bucket", "_next"), d))
         snap_report = LoadReport(source=report.source, notes=list(report.notes))
         snap_report.rows, snap_report.rows_used, snap_report.rejected = report.rows, report.rows_used, report.rejected
-        result = complete_features(grouped, None, unusable if i == len(dates) - 1 else unusable.clear(), as_of=d,
-                                   customers=customers, plugin_features=plugin_features, report=snap_report,
-                                   describe=tx.describe(), tables=tables, feature_owners=owners)
-        results.append(result)
-    report = _last_report(report, results[-1].report)
+        return complete_features(grouped, None, unusable if i == len(dates) - 1 else unusable.clear(), as_of=d,
+                                 customers=customers, plugin_features=plugin_features, report=snap_report,
+                                 describe=tx.describe(), tables=tables, feature_owners=owners)
 
-    windowed: dict[tuple[str, int], pl.DataFrame] = {}
-    for name in spec.windows:
-        feats = window_features.get(name, plugin_features)
-        for i, d in enumerate(dates):
-            start = starts[(name, i)]
-            grouped = aggregated(index[start] + 1, index[d], False, d)
-            grouped, tables = extras(name, i, grouped)
-            snap = results[i].customers
-            attributes = [c for c in snap.columns if c not in BUILTIN_FEATURES and c not in plugin_features]
-            everyone = snap.select(attributes)
-            win = complete_features(grouped, None, unusable.clear(), as_of=d, customers=everyone,
-                                    plugin_features=feats, report=LoadReport(source=report.source),
-                                    describe=tx.describe(), tables=tables, feature_owners=owners)
-            windowed[(name, i)] = win.customers
+    def build_window(name: str, i: int, snap: pl.DataFrame) -> pl.DataFrame:
+        d, start = dates[i], starts[(name, i)]
+        lo, hi = index[start] + 1, index[d]
+        grouped = _combine(buckets, lo, hi)
+        if orders is not None:
+            grouped = grouped.join(_distinct_orders(orders, first, lo, hi, False), on="customer_id", how="left")
+        grouped, tables = extras(name, i, finish(grouped, d))
+        attributes = [c for c in snap.columns if c not in BUILTIN_FEATURES and c not in plugin_features]
+        win = complete_features(grouped, None, unusable.clear(), as_of=d, customers=snap.select(attributes),
+                                plugin_features=window_features.get(name, plugin_features),
+                                report=LoadReport(source=report.source), describe=tx.describe(), tables=tables,
+                                feature_owners=owners)
+        return win.customers
 
+    last_table = build(len(dates) - 1)
+    report = _last_report(report, last_table.report)
     activity = _activity(buckets, boundaries, dates, spec.previous)
     _check_periods(spec, activity)
-    return SnapshotFeatures(spec=spec, tables=results, windowed=windowed, activity=activity, report=report)
+    return SnapshotFeatures(spec=spec, activity=activity, report=report, build=build, build_window=build_window,
+                            last=last_table)
+
+
+def _cumulative(buckets: pl.DataFrame, key_features: Sequence[Any]) -> pl.DataFrame:
+    """Each customer's running totals over their buckets, oldest first: the row of a customer's last bucket
+    up to a snapshot's holds the aggregated features as of that snapshot (``_next``: their next bucket).
+
+    Segmented running sums and fills, written as whole-column operations (no per-group window): the rows
+    are sorted by customer, and a running sum less its value at the customer's first row is the customer's
+    own. A latest date (``max``) over buckets is the last one present; an earliest (``min``) the first one
+    present, since every date of a later bucket is later.
+    """
+    rows = buckets  # sorted by customer and bucket
+    start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
+    group = start.cum_sum().alias("_g")
+    rows = rows.with_columns(group)
+    g = pl.col("_g")
+
+    def running_sum(name: str) -> pl.Expr:
+        c = pl.col(name).fill_null(0)
+        total = c.cum_sum()
+        base = pl.when(start).then(total - c).forward_fill()
+        return (total - base).alias(name)
+
+    def carried(value: pl.Expr, name: str) -> pl.Expr:
+        """``value`` where present, else the customer's last present one (null before any)."""
+        source = pl.when(value.is_not_null()).then(g).forward_fill()
+        return pl.when(source == g).then(value.forward_fill()).alias(name)
+
+    exprs = []
+    for f in _AGGREGATED:
+        a: Agg = f.compute
+        if a.op == "n_unique":
+            exprs.append(running_sum(f"_new_{f.name}").alias(f.name))
+        elif a.op == "sum":
+            exprs.append(running_sum(f"_{f.name}_units"))
+        elif a.op == "count":
+            exprs.append(running_sum(f.name))
+        elif a.op == "max":
+            exprs.append(carried(pl.col(f.name), f.name))
+        else:  # min: the first present value, carried
+            seen = pl.col(f.name).is_not_null().cast(pl.Int64).cum_sum()
+            before = pl.when(start).then(seen - pl.col(f.name).is_not_null().cast(pl.Int64)).forward_fill()
+            first_here = pl.col(f.name).is_not_null() & ((seen - before) == 1)
+            exprs.append(carried(pl.when(first_here).then(pl.col(f.name)), f.name))
+    nxt = pl.when(g.shift(-1) == g).then(pl.col("_bucket").shift(-1)).alias("_next")
+    return rows.select("customer_id", "_bucket", nxt, *exprs)
 
 
 def _last_report(scan: LoadReport, last: LoadReport) -> LoadReport:
@@ -489,27 +576,27 @@ def _last_report(scan: LoadReport, last: LoadReport) -> LoadReport:
 def _activity(buckets: pl.DataFrame, boundaries: list[dt.date], dates: Sequence[dt.date],
               previous: dt.date | None) -> pl.DataFrame:
     """Per customer and period (``[as_of[i-1], as_of[i])``, period 0 from ``previous``): purchases, revenue."""
-    edges = [previous, *dates] if previous is not None else [None, *dates]
+    edges = [previous, *dates]
     index = {d: j for j, d in enumerate(boundaries)}
-    # bucket j -> the period it falls in (buckets before period 0's start, or between, belong to none)
-    period_of = {}
+    # bucket j -> the period it falls in (buckets before period 0's start belong to none)
+    period_of: dict[int, int] = {}
     for i in range(len(dates)):
-        lo = index[edges[i]] + 1 if edges[i] is not None else None
-        hi = index[edges[i + 1]]
-        if lo is None:
+        if edges[i] is None:
             continue
-        for j in range(lo, hi + 1):
+        for j in range(index[edges[i]] + 1, index[edges[i + 1]] + 1):
             period_of[j] = i
+    schema = {"customer_id": buckets.schema["customer_id"], "period": pl.Int32, "purchases": pl.Int64,
+              "revenue_units": pl.Int128}
     if not period_of:
-        return pl.DataFrame(schema={"customer_id": buckets.schema["customer_id"], "period": pl.Int32,
-                                    "purchases": pl.Int64, "revenue_units": pl.Int128})
-    mapping = pl.DataFrame({"_bucket": list(period_of), "period": list(period_of.values())},
-                           schema={"_bucket": pl.Int32, "period": pl.Int32})
-    return (buckets.join(mapping, on="_bucket", how="inner")
-            .group_by("customer_id", "period")
-            .agg(pl.col("_purchases").sum().cast(pl.Int64).alias("purchases"),
-                 pl.col("_net_units").cast(pl.Int128).sum().alias("revenue_units"))
-            .sort("period", "customer_id"))
+        return pl.DataFrame(schema=schema)
+    rows = (buckets.select("customer_id", pl.col("_bucket").replace_strict(list(period_of), list(period_of.values()),
+                                                                         default=None, return_dtype=pl.Int32)
+                           .alias("period"), pl.col("_purchases").alias("purchases"),
+                           pl.col("_net_units").cast(pl.Int128).alias("revenue_units"))
+            .filter(pl.col("period").is_not_null()))
+    if len(set(period_of.values())) < len(period_of):  # window starts split some periods into several buckets
+        rows = rows.group_by("customer_id", "period").agg(pl.col("purchases").sum(), pl.col("revenue_units").sum())
+    return rows.select(list(schema)).cast(schema)
 
 
 def _check_range(spec: SnapshotSpec, first: dt.date | None, last: dt.date | None, source: str) -> None:
@@ -610,25 +697,44 @@ class Snapshots:
         return with_previous(self.customers[-1], self.customers[-2], self.selections)
 
 
+#: Columns a slim snapshot keeps (with the label columns): what migration, KPIs and the outputs read.
+SLIM_COLUMNS = ("customer_id", "monetary", "first_order")
+
+
 def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection], *, registry: Registry | None = None,
                        skipped: list[str] | None = None, skipped_classifiers: dict[str, str] | None = None,
-                       ) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
-    """Classify every snapshot (windowed classifiers on their window's table); returns tables and fits."""
+                       keep: str = "all") -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
+    """Classify every snapshot (windowed classifiers on their window's table); returns tables and fits.
+
+    ``keep="all"`` keeps every snapshot's whole table; ``keep="slim"`` keeps the
+    last two whole and, of the earlier ones, :data:`SLIM_COLUMNS` and the label
+    columns (what migration, KPIs and the output files read), to hold less
+    memory on large runs.
+    """
+    if keep not in ("all", "slim"):
+        raise ParamError(f"keep: {keep!r} is not one of all, slim", value=keep)
     plain = [s for s in selections if s.classifier.name not in feats.spec.windows]
     windowed = [s for s in selections if s.classifier.name in feats.spec.windows]
+    labels = [o.column for s in selections for o in s.outputs if o.labels is not None]
+    n = len(feats.as_of)
     out, all_fits = [], []
-    for i, result in enumerate(feats.tables):
+    for i in range(n):
+        result = feats.table(i)
         fits: dict[str, Any] = {}
         table = apply_classifiers(result.customers, plain, as_of=result.as_of, registry=registry, skipped=skipped,
                                   skipped_classifiers=skipped_classifiers, fits=fits)
         for sel in windowed:
-            win = apply_classifiers(feats.windowed[(sel.classifier.name, i)], [sel], as_of=result.as_of,
-                                    registry=registry, skipped=skipped, skipped_classifiers=skipped_classifiers,
-                                    fits=fits)
+            win = apply_classifiers(feats.window_table(sel.classifier.name, i, result.customers), [sel],
+                                    as_of=result.as_of, registry=registry, skipped=skipped,
+                                    skipped_classifiers=skipped_classifiers, fits=fits)
             cols = [o.column for o in sel.outputs]
             table = table.join(win.select("customer_id", *cols), on="customer_id", how="left", maintain_order="left")
         order = [c for c in result.customers.columns] + [o.column for s in selections for o in s.outputs]
-        out.append(table.select(order))
+        table = table.select(order)
+        del result
+        if keep == "slim" and i < n - 2:
+            table = table.select(*[c for c in SLIM_COLUMNS if c in table.columns], *labels)
+        out.append(table)
         all_fits.append(fits)
     return out, all_fits
 
@@ -637,9 +743,10 @@ def derive_tables(feats: SnapshotFeatures, tables: Sequence[pl.DataFrame], selec
     """Migration, flows, KPIs, cohorts and values from classified snapshot tables."""
     dates = list(feats.as_of)
     outputs = label_outputs(selections)
+    cells = migration_cells(tables, outputs)
     return {
-        "migration": migration_table(tables, dates, outputs),
-        "flows": flows_table(tables, dates, outputs),
+        "migration": migration_table(tables, dates, outputs, cells=cells),
+        "flows": flows_table(tables, dates, outputs, cells=cells),
         "kpis": kpi_table(feats.activity, tables, dates, feats.spec.previous),
         "cohorts": cohort_table(feats.activity, tables[-1], dates, feats.spec.previous, feats.spec.cohort),
         "values": value_by_class(tables, dates, outputs),
@@ -682,6 +789,7 @@ def run_snapshots(
     streaming: bool = True,
     spec: SnapshotSpec | None = None,
     needs: Iterable[str] = (),
+    keep: str = "all",
 ) -> Snapshots:
     """Classify the customers of ``data`` at several dates from one scan; migration and KPIs between them.
 
@@ -691,8 +799,9 @@ def run_snapshots(
     after the last transaction, found by one read of the date column before
     the scan). ``windows={"<classifier>": "12 months"}`` classifies that
     classifier on the lines of the window before each ``as_of``; ``cohort``
-    is ``month`` (default) or ``quarter``. The other keywords are those of
-    :func:`engine.classify`.
+    is ``month`` (default) or ``quarter``. ``keep="slim"`` keeps the whole
+    table of the last two snapshots only (see :func:`classify_snapshots`). The
+    other keywords are those of :func:`engine.classify`.
 
     Returns a :class:`Snapshots` (every table a Polars DataFrame).
     """
@@ -710,7 +819,7 @@ def run_snapshots(
         reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
         table = read_customers(customers, customers_id, reserved=reserved)
     return snapshots_of(tx, spec, sels, registry=registry, customers=table, streaming=streaming,
-                        needs=[*needs, *(c for s in sels for c in s.classifier.requires)])
+                        needs=[*needs, *(c for s in sels for c in s.classifier.requires)], keep=keep)
 
 
 def default_end(tx: Transactions) -> dt.date:
@@ -725,14 +834,14 @@ def default_end(tx: Transactions) -> dt.date:
 def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Selection], *,
                  registry: Registry, customers: pl.DataFrame | None = None, streaming: bool = True,
                  needs: Iterable[str] = (), skipped: list[str] | None = None,
-                 skipped_classifiers: dict[str, str] | None = None) -> Snapshots:
+                 skipped_classifiers: dict[str, str] | None = None, keep: str = "all") -> Snapshots:
     """:func:`run_snapshots` on transactions already read (``tx``) and classifiers already selected."""
     plain, windowed = window_plugin_features(registry, spec, selections, needs)
     feats = compute_snapshot_features(
         tx, spec, customers=customers, plugin_features=plain, window_features=windowed, streaming=streaming,
         feature_owners={name: info.label() for name, info in registry.feature_owners.items()})
     tables, fits = classify_snapshots(feats, selections, registry=registry, skipped=skipped,
-                                      skipped_classifiers=skipped_classifiers)
+                                      skipped_classifiers=skipped_classifiers, keep=keep)
     derived = derive_tables(feats, tables, selections)
     return Snapshots(as_of=list(spec.as_of), customers=tables, selections=list(selections), report=feats.report,
                      spec=spec, activity=feats.activity, fits=fits, **derived)

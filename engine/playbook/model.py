@@ -146,7 +146,7 @@ class Playbook:
             skipped = [str(f) for f in self.registry.failures] if skip_failing else None
             failed: dict[str, str] = {}
             snaps = snapshots_of(tx, spec, self.selections, registry=self.registry, customers=table,
-                                 needs=self._needs(), skipped=skipped, skipped_classifiers=failed)
+                                 needs=self._needs(), skipped=skipped, skipped_classifiers=failed, keep="slim")
         snaps.skipped = list(dict.fromkeys(skipped or []))
         snaps.skipped_classifiers = failed
         return snaps

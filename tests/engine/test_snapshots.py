@@ -170,3 +170,15 @@ def test_a_period_without_a_buyer_is_refused(registry, tmp_path):
     with pytest.raises(DataError) as info:
         run_snapshots(path, as_of=["2024-02-01", "2024-03-01", "2024-04-01"], registry=registry)
     assert "as_of: 2024-03-01: the period from 2024-02-01 to 2024-03-01 has no customers" in str(info.value)
+
+
+def test_slim_snapshots_keep_what_migration_and_kpis_read(registry):
+    kwargs = dict(as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry)
+    whole = run_snapshots(engine.sample_path(), **kwargs)
+    slim = run_snapshots(engine.sample_path(), keep="slim", **kwargs)
+    assert slim.customers[0].columns == ["customer_id", "monetary", "first_order", "abc", "adc", "rfm_segment",
+                                         "value_tier"]
+    assert_frame_equal(slim.customers[-2], whole.customers[-2])
+    assert_frame_equal(slim.customers[-1], whole.customers[-1])
+    for name in ("migration", "flows", "kpis", "cohorts", "values"):
+        assert_frame_equal(getattr(slim, name), getattr(whole, name))
