@@ -67,45 +67,49 @@ def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Seq
     """One row per period between two snapshots (period ``i`` ends at ``dates[i]``, ``i >= 1``).
 
     ``activity`` has one row per customer and period with a line in it
-    (``customer_id``, ``period``, ``purchases``, ``revenue_units``), as
-    :class:`engine.snapshots.SnapshotFeatures` gives it; ``tables`` the
-    snapshots' customer tables (``first_order`` of the last one dates each
-    customer's first purchase). Columns and meanings: :data:`KPI_DEFINITIONS`.
+    (``customer_id``, ``period``, ``purchases``, ``revenue_units``; period -1
+    holds every line before period 0), as :class:`engine.snapshots.SnapshotFeatures`
+    gives it; ``tables`` the snapshots' customer tables (their sizes).
+    Columns and meanings: :data:`KPI_DEFINITIONS`.
     """
-    first = tables[-1].select("customer_id", pl.col("first_order"))
     starts = _starts(dates, previous)
-    buyers = activity.filter(pl.col("purchases") > 0).select("customer_id", "period")
-    # each buyer of a period, marked in the next period too: "now" (bought in P), "before" (bought in P-1)
-    now = buyers.with_columns(pl.lit(True).alias("now"))
-    before = buyers.select("customer_id", (pl.col("period") + 1).alias("period"), pl.lit(True).alias("before"))
-    flags = (now.join(before, on=["customer_id", "period"], how="full", coalesce=True)
-             .with_columns(pl.col("now").fill_null(False), pl.col("before").fill_null(False))
-             .join(first, on="customer_id", how="left"))
-    start_of = pl.col("period").replace_strict(list(range(len(dates))), starts, default=None, return_dtype=pl.Date)
-    counts = flags.with_columns(start_of.alias("_start")).group_by("period").agg(
-        pl.col("now").sum().alias("active"),
-        (pl.col("now") & (pl.col("first_order") >= pl.col("_start"))).sum().alias("new"),
-        (pl.col("now") & ~pl.col("before") & (pl.col("first_order") < pl.col("_start"))).sum().alias("reactivated"),
-        (pl.col("now") & pl.col("before")).sum().alias("retained"),
-        (~pl.col("now") & pl.col("before")).sum().alias("churned"),
-        pl.col("before").sum().alias("active_previous"))
-    by_period = {r["period"]: r for r in counts.iter_rows(named=True)}
-    units = dict(activity.group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
-    # revenue of P-1's buyers: in P (all their lines in P) and in P-1
-    kept = activity.join(before.select("customer_id", "period"), on=["customer_id", "period"], how="semi")
-    kept_now = dict(kept.group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
-    kept_before = dict(activity.join(buyers, on=["customer_id", "period"], how="semi")
-                       .group_by("period").agg(pl.col("revenue_units").sum()).iter_rows())
+    # One row per customer and period they have a line in, sorted: whether they bought in the period before
+    # and after is the neighbouring row's business (period -1 holds every line before period 0).
+    rows_ = activity.sort("customer_id", "period")
+    same_prev = (pl.col("customer_id") == pl.col("customer_id").shift(1)).fill_null(False)
+    same_next = (pl.col("customer_id") == pl.col("customer_id").shift(-1)).fill_null(False)
+    buys = pl.col("purchases") > 0
+    bought_before = same_prev & (pl.col("period").shift(1) == pl.col("period") - 1) & (pl.col("purchases").shift(1) > 0)
+    bought_after = same_next & (pl.col("period").shift(-1) == pl.col("period") + 1) & (pl.col("purchases").shift(-1) > 0)
+    earlier_buys = buys.cast(pl.Int64).cum_sum() - buys.cast(pl.Int64)
+    base = pl.when(~same_prev).then(earlier_buys).forward_fill()
+    first_buy = buys & (earlier_buys == base)  # no purchase in an earlier row of the customer: first ever
+    flagged = rows_.select("period", "revenue_units", buys.alias("buys"), bought_before.fill_null(False).alias("before"),
+                           bought_after.fill_null(False).alias("after"), first_buy.alias("first"))
+    by_period = flagged.group_by("period").agg(
+        pl.col("buys").sum().alias("active"),
+        (pl.col("buys") & pl.col("first")).sum().alias("new"),
+        (pl.col("buys") & pl.col("before")).sum().alias("retained"),
+        (pl.col("buys") & ~pl.col("after")).sum().alias("churned_next"),
+        pl.col("revenue_units").sum().alias("units"),
+        pl.col("revenue_units").filter(pl.col("before")).sum().alias("kept_now"),
+        pl.col("revenue_units").filter(pl.col("buys")).sum().alias("buyers_units"),
+    )
+    stats = {r["period"]: r for r in by_period.iter_rows(named=True)}
     rows = []
     for i in range(1, len(dates)):
-        c = by_period.get(i, {})
-        n = {k: int(c.get(k) or 0) for k in ("active", "new", "reactivated", "retained", "churned", "active_previous")}
-        prev_units, now_units = int(kept_before.get(i - 1) or 0), int(kept_now.get(i) or 0)
+        c, p = stats.get(i, {}), stats.get(i - 1, {})
+        active, new, retained = int(c.get("active") or 0), int(c.get("new") or 0), int(c.get("retained") or 0)
+        before = int(p.get("active") or 0)
+        churned = int(p.get("churned_next") or 0)
+        prev_units, now_units = int(p.get("buyers_units") or 0), int(c.get("kept_now") or 0)
         rows.append({
-            "period": i, "period_start": starts[i], "as_of": dates[i], "customers": tables[i].height, **n,
-            "retention_rate": n["retained"] / n["active_previous"] if n["active_previous"] else None,
-            "churn_rate": n["churned"] / n["active_previous"] if n["active_previous"] else None,
-            "_revenue": int(units.get(i) or 0),
+            "period": i, "period_start": starts[i], "as_of": dates[i], "customers": tables[i].height,
+            "active": active, "new": new, "reactivated": active - new - retained, "retained": retained,
+            "churned": churned, "active_previous": before,
+            "retention_rate": retained / before if before else None,
+            "churn_rate": churned / before if before else None,
+            "_revenue": int(c.get("units") or 0),
             "revenue_retention": now_units / prev_units if prev_units > 0 else None,
         })
     if not rows:

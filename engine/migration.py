@@ -65,6 +65,24 @@ MIGRATION_SCHEMA = {"classifier": pl.String, "column": pl.String, "from_as_of": 
                     "revenue_to": pl.Float64, "period_revenue": pl.Float64}
 
 
+def _aligned(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+    """The two sides side by side, one row per customer of either.
+
+    Snapshots of all history are sorted by customer and a later one holds every customer of an earlier one:
+    then each earlier row's place in the later table is found by a binary search (checked: every id must be
+    found there), far cheaper than a join. Otherwise a full join."""
+    ids_b, ids_a = before["customer_id"], after["customer_id"]
+    if ids_a.is_sorted() and ids_b.is_sorted() and ids_a.dtype == ids_b.dtype and ids_b.len() <= ids_a.len():
+        at = ids_a.search_sorted(ids_b, side="left")
+        inside = at < ids_a.len()
+        if bool(inside.all()) and ids_a.gather(at).equals(ids_b):
+            n = ids_a.len()
+            cols = [pl.Series(name, [], dtype=before.schema[name]).extend_constant(None, n).scatter(at, before[name])
+                    for name in before.columns if name != "customer_id"]
+            return after.with_columns(cols)
+    return before.join(after, on="customer_id", how="full", coalesce=True)
+
+
 def migration_cells(tables: Sequence[pl.DataFrame],
                     outputs: Sequence[tuple[str, Output]]) -> dict[tuple[int, str], tuple[list[str], pl.DataFrame]]:
     """For each pair of consecutive snapshots ``(i-1, i)`` and label column: its labels and every cell of the
@@ -78,14 +96,19 @@ def migration_cells(tables: Sequence[pl.DataFrame],
                             *[pl.col(c).to_physical().cast(pl.Int64).alias(f"_r_{tag}_{c}") for c in columns])
 
     for i in range(1, len(tables)):
-        pair = side(tables[i - 1], "from").join(side(tables[i], "to"), on="customer_id", how="full", coalesce=True)
+        pair = _aligned(side(tables[i - 1], "from"), side(tables[i], "to"))
         for _, output in outputs:
             labels = _labels(tables[i], output)
             c = output.column
-            cells = pair.group_by(pl.col(f"_r_from_{c}").alias("_rank_from"), pl.col(f"_r_to_{c}").alias("_rank_to")).agg(
-                pl.len().cast(pl.Int64).alias("customers"), pl.col("_u_from").sum().alias("_uf"),
-                pl.col("_u_to").sum().alias("_ut"))
             n = len(labels)
+            # the two ranks as one small integer (null: n): a group_by on one integer column is far cheaper
+            code = (pl.col(f"_r_from_{c}").fill_null(n) * (n + 1) + pl.col(f"_r_to_{c}").fill_null(n)).alias("_code")
+            counted = pair.group_by(code).agg(pl.len().cast(pl.Int64).alias("customers"),
+                                              pl.col("_u_from").sum().alias("_uf"), pl.col("_u_to").sum().alias("_ut"))
+            cells = counted.select(
+                pl.when(pl.col("_code") // (n + 1) < n).then(pl.col("_code") // (n + 1)).alias("_rank_from"),
+                pl.when(pl.col("_code") % (n + 1) < n).then(pl.col("_code") % (n + 1)).alias("_rank_to"),
+                "customers", "_uf", "_ut")
             grid = pl.DataFrame({"_rank_from": [r for r in [*range(n), None] for _ in range(n + 1)],
                                  "_rank_to": [t for _ in range(n + 1) for t in [*range(n), None]]},
                                 schema={"_rank_from": pl.Int64, "_rank_to": pl.Int64})

@@ -578,8 +578,8 @@ def _activity(buckets: pl.DataFrame, boundaries: list[dt.date], dates: Sequence[
     """Per customer and period (``[as_of[i-1], as_of[i])``, period 0 from ``previous``): purchases, revenue."""
     edges = [previous, *dates]
     index = {d: j for j, d in enumerate(boundaries)}
-    # bucket j -> the period it falls in (buckets before period 0's start belong to none)
-    period_of: dict[int, int] = {}
+    # bucket j -> the period it falls in; every bucket before period 0's start is period -1
+    period_of: dict[int, int] = {j: -1 for j in range(index[previous] + 1)} if previous is not None else {}
     for i in range(len(dates)):
         if edges[i] is None:
             continue
