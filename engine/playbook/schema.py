@@ -16,6 +16,7 @@ from .spec import (
     MAX_PRIORITY,
     MAX_SALT_CHARS,
     OUTPUT_KEYS,
+    SNAPSHOT_KEYS,
     SPARK_KEYS,
     TOP_KEYS,
 )
@@ -78,6 +79,15 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
         "engine": {"enum": ["polars", "spark"], "default": "polars", "description": TOP_KEYS["engine"][2]},
         "spark": obj(SPARK_KEYS),
         "holdout": {**holdout, "description": TOP_KEYS["holdout"][2]},
+        "snapshots": obj(SNAPSHOT_KEYS, as_of={"type": "array", "items": {"type": "string", "format": "date"},
+                                               "description": SNAPSHOT_KEYS["as_of"][2]},
+                         every={"type": ["string", "integer"], "description": SNAPSHOT_KEYS["every"][2]},
+                         periods={"type": "integer", "minimum": 1, "maximum": 1000,
+                                  "description": SNAPSHOT_KEYS["periods"][2]},
+                         window={"type": "object", "additionalProperties": {"type": ["string", "integer"]},
+                                 "description": SNAPSHOT_KEYS["window"][2]},
+                         cohort={"enum": ["month", "quarter"], "default": "month",
+                                 "description": SNAPSHOT_KEYS["cohort"][2]}),
     })
     top["properties"]["fallback"]["properties"]["holdout"] = {**holdout, "description": ACTION_KEYS["holdout"][2]}
     return top

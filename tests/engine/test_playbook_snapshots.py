@@ -112,3 +112,18 @@ def test_explain_says_what_moved_and_why(tmp_path, run_cli):
     assert "since the previous snapshot (2011-09-01 -> 2011-12-01):" in out
     assert "abc: A -> B (down)" in out
     assert "monetary: 869.13 (0.5% of the total) -> 1,058.67 (0.3% of the total)" in out
+
+
+def test_the_json_schema_knows_snapshots():
+    import jsonschema
+    import yaml
+
+    from engine.playbook import playbook_schema
+
+    schema = playbook_schema()
+    ok = yaml.safe_load(HEAD + "snapshots: {every: quarter, periods: 8, end: '2011-12-01', window: {abc: 12 months},"
+                               " cohort: quarter}\n")
+    jsonschema.validate(ok, schema)
+    jsonschema.validate(yaml.safe_load(HEAD + "snapshots: {as_of: ['2011-06-01', '2011-12-01']}\n"), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(yaml.safe_load(HEAD + "snapshots: {every: quarter, periods: 8, cohrt: month}\n"), schema)
