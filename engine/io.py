@@ -29,7 +29,7 @@ import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -258,6 +258,7 @@ def write_output_set(
     *,
     verify: Callable[[Path], None] | None = None,
     manifest: Mapping[str, object] | None = None,
+    retire: Iterable[str] = (),
 ) -> dict[str, Path]:
     """Write a set of files into ``directory`` so that they change together or not at all.
 
@@ -267,9 +268,16 @@ def write_output_set(
     keep the previous set). Any failure before the switch leaves the previous
     set exactly as it was and raises a :class:`DataError`; afterwards the new
     set is in place. Returns the visible path of each file.
+
+    ``retire`` names files this writer owns but does not produce this time (a
+    run without snapshots after one with them): they are not carried over from
+    the previous set, and their visible links go, so no file of an older run
+    sits beside the new set as if it belonged to it. Files of other writers
+    into the same directory are carried over unchanged.
     """
     directory = Path(directory)
     names = list(writers)
+    retired = {str(n) for n in retire} - set(names)
     state = directory / STATE_DIR
     created = None  # the outermost directory this write created, removed again if it fails
     for d in (directory, *directory.parents):
@@ -300,7 +308,7 @@ def write_output_set(
             verify(gen)
         if current is not None:  # files of this directory's other outputs stay in the set
             for entry in os.listdir(current):
-                if entry not in writers and entry != MANIFEST and not entry.startswith("."):
+                if entry not in writers and entry not in retired and entry != MANIFEST and not entry.startswith("."):
                     try:
                         os.link(current / entry, gen / entry)
                     except OSError:
@@ -323,6 +331,9 @@ def write_output_set(
         raise _failure(exc, directory, writing) from None
     try:  # the new set is in place: what follows is best effort, and repeated by the next write
         _fsync_dir(state)
+        for name in sorted(retired):  # links into the new set that it does not hold
+            if _is_our_link(directory / name, name) and not (gen / name).exists():
+                os.unlink(directory / name)
         _fsync_dir(directory)
         _clean(directory, state, names)
     except OSError:

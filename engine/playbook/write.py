@@ -45,7 +45,8 @@ def write_outputs(pb: Playbook, result: Result) -> dict[str, Path]:
         for name, frame in snapshot_frames(result.snapshots).items():
             writers[name] = lambda tmp, frame=frame: _write_frame(frame, tmp)
             paths[Path(name).stem] = pb.output_dir / name
-    write_output_set(pb.output_dir, writers,
+    retire = [name for name in SNAPSHOT_OUTPUTS.values() if name not in writers]  # an earlier run's snapshot files
+    write_output_set(pb.output_dir, writers, retire=retire,
                      manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)})
     return paths
 

@@ -127,3 +127,26 @@ def test_the_json_schema_knows_snapshots():
     jsonschema.validate(yaml.safe_load(HEAD + "snapshots: {as_of: ['2011-06-01', '2011-12-01']}\n"), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(yaml.safe_load(HEAD + "snapshots: {every: quarter, periods: 8, cohrt: month}\n"), schema)
+
+
+def test_a_run_without_snapshots_retires_the_snapshot_files(tmp_path):
+    """The snapshot files of an earlier run into the same directory do not stay beside a later plain run's set."""
+    from engine.io import leftovers
+
+    out = tmp_path / "out"
+    path = write(tmp_path, HEAD + "snapshots: {as_of: [2011-06-01, 2011-12-01]}\n")
+    load_playbook(path, output_dir=out).run()
+    assert (out / "migration.csv").exists()
+    other = tmp_path / "other.yaml"  # another playbook's outputs in the same directory stay
+    other.write_text(HEAD.replace("name: snaps", "name: other") + "outputs: {customers: other.parquet, actions: "
+                     "other-actions.csv, cut: other-cut.csv, summary: other-summary.json, control: other-control.csv}\n")
+    load_playbook(other, output_dir=out).run()
+    load_playbook(write(tmp_path, HEAD), output_dir=out).run()
+    names = {p.name for p in out.iterdir()}
+    for name in ("snapshots.parquet", "migration.csv", "flows.csv", "kpis.csv", "cohorts.csv", "values.csv"):
+        assert name not in names, name
+        assert not (out / ".tierbook" / "current" / name).exists(), name
+    assert {"customers.parquet", "summary.json", "other.parquet", "other-summary.json"} <= names
+    assert all((out / n).exists() for n in names)  # no dangling link
+    assert "snapshots" not in json.loads((out / "summary.json").read_text())
+    assert leftovers(out) == []
