@@ -205,7 +205,9 @@ def get_registry(
         allow = [n.strip() for n in os.environ["TIERBOOK_LOAD_PLUGINS"].split(",") if n.strip()]
     allowed = None if allow is None else set(allow)
 
-    def fail(err: PluginError) -> None:
+    def fail(err: PluginError, plugin: str | None = None) -> None:
+        if err.plugin is None:  # the plugin's name as a fact of the error, not only in its message
+            err.plugin = plugin
         if strict:
             raise err
         registry.failures.append(err)
@@ -223,32 +225,34 @@ def get_registry(
             )
             if ep.name in registry.plugins:
                 other = registry.plugins[ep.name]
-                fail(PluginError(f"plugin name {ep.name!r} is used by both {other.label()} and {info.label()}"))
+                fail(PluginError(f"plugin name {ep.name!r} is used by both {other.label()} and {info.label()}",
+                                 plugin=ep.name))
                 continue
             try:
                 with plugin_time_limit(f"plugin {info.label()}: importing it"):
                     module = ep.load()
             except PluginError as exc:
-                fail(exc)
+                fail(exc, ep.name)
                 continue
             except BaseException as exc:  # a broken plugin (even one calling sys.exit) must not take the others down
                 if stops_tierbook(exc):
                     raise
-                fail(PluginError(f"plugin {info.label()} failed to load: {describe_failure(exc)}"))
+                fail(PluginError(f"plugin {info.label()} failed to load: {describe_failure(exc)}", plugin=ep.name))
                 continue
             _register(registry, module, info, fail)
 
     for mod in modules:
+        label = mod if isinstance(mod, str) else getattr(mod, "__name__", repr(mod))
         try:
             with plugin_time_limit(f"plugin module {mod!r}: importing it"):
                 module = importlib.import_module(mod) if isinstance(mod, str) else mod
         except PluginError as exc:
-            fail(exc)
+            fail(exc, label)
             continue
         except BaseException as exc:
             if stops_tierbook(exc):
                 raise
-            fail(PluginError(f"plugin module {mod!r} failed to import: {describe_failure(exc)}"))
+            fail(PluginError(f"plugin module {mod!r} failed to import: {describe_failure(exc)}", plugin=label))
             continue
         name = module.__name__
         package, version = _distribution_of(name)
@@ -261,7 +265,9 @@ def get_registry(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        fail(PluginError(f"plugin {getattr(exc, 'plugin', '?')!r}: {exc}"))
+        bad = getattr(exc, "plugin", None)
+        name = pm.get_name(bad) if bad is not None else None
+        fail(PluginError(f"plugin {name or '?'!r}: {exc}", plugin=name))
 
     _collect(registry, fail)
     return registry
@@ -295,7 +301,7 @@ def _load_plugins_dir(registry: Registry, directory: Path, fail) -> None:
                     del sys.modules[info.module]
                     raise
         except PluginError as exc:
-            fail(exc)
+            fail(exc, name)
             continue
         except BaseException as exc:  # a broken file, even one calling sys.exit, must not take the others down
             if stops_tierbook(exc):
@@ -335,7 +341,7 @@ def _register(registry: Registry, module: Any, info: PluginInfo, fail) -> None:
     try:
         registry.pm.register(module, name=info.name)
     except (ValueError, pluggy.PluginValidationError) as exc:
-        fail(PluginError(f"plugin {info.label()} is invalid: {exc}"))
+        fail(PluginError(f"plugin {info.label()} is invalid: {exc}", plugin=info.name))
         return
     registry.plugins[info.name] = info
 
@@ -370,7 +376,7 @@ def _collect(registry: Registry, fail) -> None:
                 raise
             if not isinstance(exc, PluginError):
                 exc = PluginError(f"plugin {info.label()} failed while registering: {describe_failure(exc)}")
-            fail(exc)
+            fail(exc, name)
             pm.unregister(name=name)
             del registry.plugins[name]
             continue
@@ -378,17 +384,20 @@ def _collect(registry: Registry, fail) -> None:
         for c in got_classifiers:
             if c.name in registry.classifiers:
                 other = registry.owners[c.name]
-                fail(PluginError(f"classifier {c.name!r} is registered by both {other.label()} and {info.label()}"))
+                fail(PluginError(f"classifier {c.name!r} is registered by both {other.label()} and {info.label()}",
+                                 plugin=info.name, classifier=c.name))
                 continue
             registry.classifiers[c.name] = c
             registry.owners[c.name] = info
         for f in got_features:
             if f.name in BUILTIN_FEATURES:
-                fail(PluginError(f"plugin {info.label()} registers feature {f.name!r}, which is a built-in feature"))
+                fail(PluginError(f"plugin {info.label()} registers feature {f.name!r}, which is a built-in feature",
+                                 plugin=info.name, value=f.name))
                 continue
             if f.name in registry.features:
                 other = registry.feature_owners[f.name]
-                fail(PluginError(f"feature {f.name!r} is registered by both {other.label()} and {info.label()}"))
+                fail(PluginError(f"feature {f.name!r} is registered by both {other.label()} and {info.label()}",
+                                 plugin=info.name, value=f.name))
                 continue
             registry.features[f.name] = f
             registry.feature_owners[f.name] = info

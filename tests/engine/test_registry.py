@@ -219,3 +219,54 @@ def test_a_plugins_dir_file_calling_sys_exit_is_named_and_skipped(tmp_path):
     assert sorted(reg.plugins) == ["fine"]
     assert [str(f) for f in reg.failures] == [
         f"plugin quitter (file {tmp_path / 'quitter.py'}) failed to load: SystemExit: the plugin called sys.exit(3)"]
+
+
+def _install(site, dist: str, entry_points: dict[str, str]) -> None:
+    """A minimal installed distribution on ``site``: METADATA and entry_points.txt."""
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"  # the folder's name: NAME-VERSION
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[tierbook]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+
+
+def test_errors_from_loading_entry_points_carry_the_plugin(tmp_path, monkeypatch):
+    """Every PluginError of loading names its plugin as an attribute (``plugin=``), not only in the text."""
+    site = tmp_path / "site"
+    (tmp_path / "tb_raises_at_import.py").write_text("raise RuntimeError('no config')\n")
+    (tmp_path / "tb_refuses_itself.py").write_text("from engine import PluginError\nraise PluginError('needs a key')\n")
+    (tmp_path / "tb_slow_import.py").write_text("import time\ntime.sleep(5)\n")
+    (tmp_path / "tb_hook_raises.py").write_text(
+        "from engine import hookimpl\n\n@hookimpl\ndef register_classifiers(register):\n    raise ValueError('x')\n")
+    (tmp_path / "tb_unknown_hook.py").write_text(
+        "from engine import hookimpl\n\n@hookimpl\ndef register_clasifiers(register):\n    pass\n")
+    for twin in ("tb_twin_one", "tb_twin_two"):
+        (tmp_path / f"{twin}.py").write_text("")
+    _install(site, "tb-broken", {"crash": "tb_raises_at_import", "refuse": "tb_refuses_itself",
+                                 "slow": "tb_slow_import", "hooky": "tb_hook_raises", "typo": "tb_unknown_hook",
+                                 "dup": "tb_twin_one"})
+    _install(site, "tb-twin", {"dup": "tb_twin_two"})  # an entry-point name taken twice
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("TIERBOOK_PLUGIN_TIMEOUT", "0.3")
+    reg = get_registry(allow=["crash", "refuse", "slow", "hooky", "typo", "dup"])
+    got = sorted((e.plugin, str(e)) for e in reg.failures)
+    assert [plugin for plugin, _ in got] == ["crash", "dup", "hooky", "refuse", "slow", "typo"], got
+    assert all(isinstance(e, PluginError) for e in reg.failures)
+    by_plugin = {e.plugin: str(e) for e in reg.failures}
+    assert "did not return within 0.3 s" in by_plugin["slow"] and "needs a key" in by_plugin["refuse"]
+    assert "register_clasifiers" in by_plugin["typo"]
+    with pytest.raises(PluginError) as info:
+        get_registry(allow=["refuse"], strict=True)
+    assert info.value.plugin == "refuse"
+
+
+def test_errors_from_modules_and_collisions_carry_the_plugin():
+    reg = get_registry(entry_points=False, modules=["tb_no_such_plugin_module", module("boom", raises=KeyError(1))])
+    assert [e.plugin for e in reg.failures] == ["tb_no_such_plugin_module", "boom"]
+    reg = get_registry(allow=["abc"], modules=[module("copycat", classifiers=[classifier("abc", "abc2")])])
+    assert [(e.plugin, e.classifier) for e in reg.failures] == [("copycat", "abc")]
+    first = module("feat_one", features=[Feature("spend", "x", derive=pl.col("monetary"))])
+    second = module("feat_two", features=[Feature("spend", "y", derive=pl.col("monetary")),
+                                          Feature("monetary", "z", derive=pl.lit(1))])
+    reg = get_registry(entry_points=False, modules=[first, second])
+    assert sorted((e.plugin, e.value) for e in reg.failures) == [("feat_two", "monetary"), ("feat_two", "spend")]
