@@ -104,6 +104,11 @@ class RuleResult:
     control: pl.DataFrame | None = None
     #: Customers held out, by position (``actions_per_rule[i]`` are the treatment group).
     control_per_rule: tuple[int, ...] = ()
+    #: The rule position of each row of ``actions`` and of ``cut`` (Int32, in their row order).
+    action_positions: pl.Series | None = None
+    cut_positions: pl.Series | None = None
+    #: The rule position of each row of ``control``.
+    control_positions: pl.Series | None = None
 
 
 def evaluate_rules(
@@ -269,7 +274,8 @@ def evaluate_rules(
                       matched=tuple(matched_all), hits=tuple(hits), cut_by_capacity=tuple(cut_counts),
                       actions_per_rule=tuple(kept_counts), actions=actions, cut=cut_out, unmatched=unmatched.height,
                       rule_summary=rule_summary, skipped_rules=tuple(skipped_rules), control=control_out,
-                      control_per_rule=tuple(control_counts))
+                      control_per_rule=tuple(control_counts), action_positions=kept["_rule"],
+                      cut_positions=cut["_rule"], control_positions=control["_rule"])
 
 
 def _hold_out(part: pl.DataFrame, id_dtype: pl.DataType, playbook: Holdout | None,
@@ -325,7 +331,8 @@ def _playbook_result(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, 
     summary["holdouts"] = holdout_summary(pb.holdout, rr.rules)
     check_reconciliation(summary["reconciliation"])
     return Result(customers=customers, actions=rr.actions, cut=rr.cut, classes=classes,
-                  rule_summary=rr.rule_summary, summary=summary, as_of=as_of, report=report, control=rr.control)
+                  rule_summary=rr.rule_summary, summary=summary, as_of=as_of, report=report, control=rr.control,
+                  rule_result=rr)
 
 
 def holdout_summary(playbook: Holdout | None, rules: Sequence[Rule]) -> dict[str, Any]:

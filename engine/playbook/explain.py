@@ -38,33 +38,42 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
         lines += ["", *moves(pb, result.snapshots, key)]
     labels = {o.column: o.labels for s in pb.selections for o in s.outputs if o.labels is not None}
     lines += ["", f"rules (hit policy: {pb.hit_policy}):"]
-    got = result.actions.filter(pl.col("customer_id") == key)
-    cut = result.cut.filter(pl.col("customer_id") == key)
-    held = {r["rule"]: r for r in result.control.filter(pl.col("customer_id") == key).iter_rows(named=True)} \
-        if result.control is not None else {}
+    rr = result.rule_result
+    if rr is None:  # a Result built by hand: the rules again, keyed by position
+        from .evaluate import evaluate_rules
 
-    def held_out(name: str) -> str:
-        h = held[name]
+        rr = evaluate_rules(customers, pb.rules, as_of=result.as_of, hit_policy=pb.hit_policy,
+                            fallback=pb.fallback, labels=labels, source=pb.path, holdout=pb.holdout)
+    # What the customer got, by rule position (never by name: a name says nothing about which rule it is).
+    taken = set(rr.action_positions.filter(rr.actions["customer_id"] == key).to_list())
+    cut = set(rr.cut_positions.filter(rr.cut["customer_id"] == key).to_list())
+    held = {}  # position -> the holdout row of the customer
+    if rr.control is not None and rr.control_positions is not None:
+        mine = rr.control["customer_id"] == key
+        held = dict(zip(rr.control_positions.filter(mine).to_list(), rr.control.filter(mine).iter_rows(named=True)))
+
+    def held_out(i: int) -> str:
+        h = held[i]
         whose = "the playbook's control group" if h["holdout"] == "playbook" else "the rule's holdout"
         return f" but held out: {whose} (bucket {h['bucket']}), no action (control group)"
-    for rule in pb.rules:
+    for i, rule in enumerate(pb.rules):
         compiled = compile_rule(rule.when, customers.schema, labels=labels, as_of=result.as_of)
         hit = bool(row.select(compiled.expr).item())
         status = "matched" if hit else "not matched"
-        if hit and rule.name in got["rule"].to_list():
+        if i in taken:
             status += f" -> {rule.action} via {rule.channel}, owner {rule.owner}"
-        elif hit and rule.name in held:
-            status += held_out(rule.name)
-        elif hit and rule.name in cut["rule"].to_list():
+        elif i in held:
+            status += held_out(i)
+        elif i in cut:
             status += " but cut by capacity"
         elif hit:
             status += " but an earlier rule took the customer (hit policy first)"
         lines.append(f"- {rule.name}: {status}")
         lines.extend(compiled.explain_lines(row))
-    if pb.fallback is not None and pb.fallback.name in got["rule"].to_list():
+    if rr.fallback is not None and rr.fallback in taken:
         lines.append(f"- {pb.fallback.name} (fallback): {pb.fallback.action} via {pb.fallback.channel}")
-    elif pb.fallback is not None and pb.fallback.name in held:
-        lines.append(f"- {pb.fallback.name} (fallback):{held_out(pb.fallback.name)}")
+    elif rr.fallback is not None and rr.fallback in held:
+        lines.append(f"- {pb.fallback.name} (fallback):{held_out(rr.fallback)}")
     return safe_lines(lines)  # values and names from the data, each line kept one line
 
 

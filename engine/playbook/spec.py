@@ -177,3 +177,5 @@ class Result:
     snapshots: Any = None
     #: The customers held out (customer_id, rule, group, holdout, bucket); empty without holdouts.
     control: pl.DataFrame | None = None
+    #: The rules' result keyed by rule position (:class:`engine.playbook.evaluate.RuleResult`).
+    rule_result: Any = None

@@ -130,6 +130,43 @@ def test_explain_names_the_failing_clause(run_cli):
     assert "- key-accounts-at-risk: matched -> retention-visit" in out
 
 
+def test_explain_finds_what_a_customer_got_by_rule_position_not_name(tmp_path):
+    """Two rules whose names cannot be told apart (the Python API does not stop them): explain says which one
+    took the customer by its position, as the actions do, not by looking the name up."""
+    import dataclasses
+
+    from engine.playbook import explain_customer
+
+    pb = load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml")
+    first, second = (dataclasses.replace(r, name="call", when="frequency >= 1", capacity=None) for r in pb.rules[:2])
+    second = dataclasses.replace(second, action="second-action")
+    prepared = pb.prepare()
+    for policy in ("first", "all"):
+        twins = dataclasses.replace(pb, rules=[first, second], hit_policy=policy)
+        result = twins.evaluate(prepared)
+        customer = result.actions["customer_id"][0]
+        text = explain_customer(twins, prepared, result, str(customer))
+        got = [line for line in text.splitlines() if line.startswith("- call:")]
+        if policy == "first":
+            assert got == [f"- call: matched -> {first.action} via {first.channel}, owner {first.owner}",
+                           "- call: matched but an earlier rule took the customer (hit policy first)"], text
+        else:
+            assert got == [f"- call: matched -> {first.action} via {first.channel}, owner {first.owner}",
+                           f"- call: matched -> second-action via {second.channel}, owner {second.owner}"], text
+    # a capacity cut in the first rule, the customer taken by the second (hit policy all)
+    capped = dataclasses.replace(first, capacity=1)
+    twins = dataclasses.replace(pb, rules=[capped, second], hit_policy="all")
+    result = twins.evaluate(prepared)
+    customer = result.cut["customer_id"][0]
+    text = explain_customer(twins, prepared, result, str(customer))
+    assert [line for line in text.splitlines() if line.startswith("- call:")] == [
+        "- call: matched but cut by capacity",
+        f"- call: matched -> second-action via {second.channel}, owner {second.owner}"], text
+    # a Result built without the position-keyed rule result: explain evaluates the rules again
+    bare = dataclasses.replace(result, rule_result=None)
+    assert explain_customer(twins, prepared, bare, str(customer)) == text
+
+
 def test_explain_unknown_customer_is_a_clear_error(run_cli):
     code, out, err = run_cli("explain", ROOT / "playbooks" / "abc-resource-allocation.yaml", "99999999")
     assert code == 2
