@@ -19,6 +19,12 @@ abc-resource-allocation playbook's classifiers and rules: the numbers, the
 hits per rule (``WorkbenchModel.rules``: label columns, rules, capacity,
 actions) and the redraw of every chart whose content changed, in that order.
 
+A third table (``--beside``) times the tutorial classifier of docs/plugins.md
+(churn by inter-purchase time, with the page's own fast path, taken from the
+page) beside ABC in one workbench, in the same process: interleaved rounds, each
+moving ``churn.k`` and ``abc.a`` once in alternating order, with the load
+average before and after.
+
 It also reports the one-off set-up (the sorts and histograms cached per table)
 and, for comparison, the engine's full path for one change
 (``apply_classifiers`` + ``summarize``), which the workbench avoids.
@@ -77,6 +83,10 @@ def customers_table(n: int, seed: int) -> pl.DataFrame:
         "customer_id": np.arange(1, n + 1, dtype=np.int64),
         "recency_days": recency, "frequency": frequency, "monetary": monetary, "tenure_days": tenure,
     })
+    # The median gap between purchase days (the tutorial's feature): whole or half days, null for one purchase
+    # day (about half the customers) and for prospects; drawn so that recency / gap spreads over the slider's range.
+    gap = np.round(rng.lognormal(3.5, 1.0, n) * 2) / 2 + 1
+    df = df.with_columns(median_gap_days=pl.when(pl.Series((frequency > 1) & ~prospect)).then(pl.Series(gap)))
     return df.with_columns(
         pl.when(pl.Series(~prospect)).then(pl.col(c)).otherwise(None).alias(c)
         for c in ("recency_days", "tenure_days")
@@ -160,6 +170,72 @@ def measure_move(n: int, name: str, repeat: int, seed: int) -> dict:
             "total_max": max(parts["total"])}
 
 
+def tutorial_plugin(directory: Path):
+    """The churn plugin of docs/plugins.md with its fast path, written from the page into ``directory``."""
+    import importlib
+    import re
+
+    page = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    files = dict(re.findall(r"<!-- example: (\S+) -->\n```\w*\n(.*?)```", page, re.S))
+    added = dict(re.findall(r"<!-- add to: (\S+) -->\n```\w*\n(.*?)```", page, re.S))
+    code = files["tierbook_churn.py"].replace("        expressions=churn,\n",
+                                              "        expressions=churn,\n        workbench=fast_path,\n")
+    code = code.replace("\n@hookimpl\ndef register_classifiers",
+                        "\n" + added["tierbook_churn.py"] + "\n\n@hookimpl\ndef register_classifiers")
+    (directory / "tierbook_churn.py").write_text(code, encoding="utf-8")
+    (directory / "tierbook_churn_workbench.py").write_text(files["tierbook_churn_workbench.py"], encoding="utf-8")
+    sys.path.insert(0, str(directory))
+    return importlib.import_module("tierbook_churn")
+
+
+def measure_beside(n: int, rounds: int, seed: int, generic_rounds: int = 3) -> dict:
+    """churn.k and abc.a moved in turn in one workbench (numbers, then labels), interleaved, same process."""
+    import os
+    import tempfile
+
+    from engine.registry import get_registry
+
+    tmp = tempfile.TemporaryDirectory()  # kept until the process ends: the fast path is imported when used
+    churn = tutorial_plugin(Path(tmp.name))
+    registry = get_registry(allow=["abc"], modules=[churn], strict=True)
+    customers = customers_table(n, seed)
+    report = LoadReport(source="synthetic", customers=n, net_revenue=float(customers["monetary"].sum()))
+    prepared = Prepared(customers, AS_OF, report, registry)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    model = WorkbenchModel(prepared, select(registry, ["abc", "churn"]))
+    model.numbers()
+    setup = time.perf_counter() - t0
+    assert type(model.evaluator("churn")).__name__ == "ChurnFastPath"
+    moves = {"abc": [{"abc.a": a} for a in (0.6, 0.65, 0.7, 0.75, 0.85, 0.9)],
+             "churn": [{"churn.k": k} for k in (1.5, 2.0, 2.5, 3.0, 4.0, 6.0)]}
+    times: dict[str, dict[str, list[float]]] = {c: {"numbers": [], "labels": []} for c in moves}
+    for i in range(rounds):
+        for name in (("abc", "churn") if i % 2 == 0 else ("churn", "abc")):
+            change = moves[name][i % len(moves[name])]
+            t = time.perf_counter()
+            model.set_params(change)
+            model.numbers()
+            t1 = time.perf_counter()
+            model.columns(name)
+            t2 = time.perf_counter()
+            times[name]["numbers"].append(t1 - t)
+            times[name]["labels"].append(t2 - t1)
+    # The same slider without the fast path (the generic path: churn()'s expressions over the table).
+    slow = WorkbenchModel(prepared, select(registry, ["churn"]), accelerate=False)
+    generic = []
+    for i in range(generic_rounds):
+        t = time.perf_counter()
+        slow.set_params(moves["churn"][i % len(moves["churn"])])
+        slow.numbers()
+        generic.append(time.perf_counter() - t)
+    load_after = os.getloadavg()
+    med = {c: {k: statistics.median(v) for k, v in parts.items()} for c, parts in times.items()}
+    return {"n": n, "rounds": rounds, "setup": setup, "median": med,
+            "max": {c: max(parts["numbers"]) for c, parts in times.items()},
+            "generic": statistics.median(generic), "load": (load_before, load_after)}
+
+
 def ms(x: float | None) -> str:
     return "–" if x is None else f"{1000 * x:,.1f}"
 
@@ -172,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-path comparison")
     ap.add_argument("--no-moves", action="store_true", help="skip the whole-move table")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    ap.add_argument("--beside", action="store_true",
+                    help="only the docs/plugins.md churn classifier's slider beside ABC's (interleaved rounds)")
     args = ap.parse_args(argv)
+    if args.beside:
+        return main_beside(args)
     registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
     rows = []
     for size in args.sizes.split(","):
@@ -210,6 +290,32 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(args.out.read_text().split("<!-- results -->")[0] + "<!-- results -->\n\n"
                             + f"Measured with `python bench/workbench_latency.py` ({env}):\n\n" + text + "\n"
                             if args.out.exists() else text + "\n")
+    return 0
+
+
+def ms2(x: float) -> str:
+    return f"{1000 * x:,.2f}"
+
+
+def main_beside(args) -> int:
+    table = ["| customers | slider | numbers: median (max) ms | labels ms | without the fast path ms |",
+             "| ---: | --- | ---: | ---: | ---: |"]
+    for size in args.sizes.split(","):
+        n = SIZES.get(size.lower()) or int(size)
+        r = measure_beside(n, args.repeat, args.seed)
+        lb, la = r["load"]
+        print(f"{n:>9,}: load average before {lb[0]:.1f} {lb[1]:.1f} {lb[2]:.1f}, after {la[0]:.1f} {la[1]:.1f} "
+              f"{la[2]:.1f}; set-up of both {ms(r['setup'])} ms", flush=True)
+        for name, slider in (("abc", "abc.a"), ("churn", "churn.k")):
+            m = r["median"][name]
+            generic = ms(r["generic"]) if name == "churn" else "–"
+            print(f"  {slider}: numbers {ms2(m['numbers'])} ms (max {ms(r['max'][name])}), labels {ms(m['labels'])} ms"
+                  + (f", generic path {generic} ms" if name == "churn" else ""), flush=True)
+            table.append(f"| {n:,} | {slider} | {ms2(m['numbers'])} ({ms(r['max'][name])}) | {ms(m['labels'])} | "
+                         f"{generic} |")
+        ratio = r["median"]["churn"]["numbers"] / r["median"]["abc"]["numbers"]
+        print(f"  churn / abc numbers: {ratio:.2f}x over {r['rounds']} interleaved rounds", flush=True)
+    print("\n".join(table))
     return 0
 
 
