@@ -1,17 +1,25 @@
-"""Mutation testing: small deliberate bugs, one at a time, each run against the tests that guard its module.
+"""Mutation testing: small deliberate bugs, one at a time, each run against the tests that reach it.
 
-    nice -n 19 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--results FILE] [--list]
+    nice -n 15 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--results FILE] [--list] [--report]
 
 MODULE is a key of TARGETS (rules, playbook, features, io, abc, adc, rfm); default: all, in that order.
 Each mutant changes one token of the module's code (comparison, arithmetic, boolean and bitwise
 operators, ``and``/``or``, ``not``/``~`` removed, ``True``/``False``, whole numbers +1) and runs the
-module's test files with ``pytest -x`` and hypothesis shrinking off (TIERBOOK_NO_SHRINK=1); a
-failing run (or one taking 5x the unmutated run) kills it. The work happens in a copy of the
-repository in a temporary directory, so the working tree is never touched and a run can be
-stopped at any time; results go to one JSON line per mutant (default
-test-artifacts/mutation/results.jsonl) and a re-run skips the mutants already there. ``--report``
-prints the score per module and every survivor. docs/testing.md has the scores and what the
-survivors mean; docs/decisions/0012-mutation-testing.md why this tool and not mutmut or cosmic-ray.
+tests that guard the module with ``pytest -x`` and hypothesis shrinking off (TIERBOOK_NO_SHRINK=1);
+a failing run (or one taking 5x the unmutated run) kills it.
+
+Only the relevant tests run for each mutant. Before its mutants, the module's test files run once,
+unmutated, with a line tracer on the module's files (this file is also the pytest plugin that does
+it, ``-p mutate``): it records which test executes which line. A mutant then runs only the tests
+that executed its statement, fastest first; a mutant of a line that runs at import time (a
+constant, a decorator) or that no test executed in-process runs all of the module's tests.
+
+The work happens in a copy of the repository in a temporary directory, so the working tree is
+never touched and a run can be stopped at any time; results go to one JSON line per mutant
+(default test-artifacts/mutation/results.jsonl) and a re-run skips the mutants already there.
+``--report`` prints the score per module and every survivor. docs/testing.md has the scores and
+what the survivors mean; docs/decisions/0012-mutation-testing.md why this tool and not mutmut or
+cosmic-ray.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import ast
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -33,22 +42,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: module key -> (source file, functions to mutate or None for the whole file, test files and pytest options)
-TARGETS: dict[str, tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = {
-    "rules": ("engine/rules.py", None,
-              ("tests/engine/test_rules.py", "tests/engine/test_rules_sql.py")),
-    "playbook": ("engine/playbook/evaluate.py", ("evaluate_rules", "_playbook_result"),
-                 ("tests/engine/test_playbook_semantics.py",
-                  "tests/engine/test_playbook.py::test_capacity_keeps_the_highest_monetary_and_lists_the_rest",
-                  "tests/engine/test_playbook.py::test_hit_policy_all_gives_every_matching_rule")),
-    "features": ("engine/features.py", None,
+#: module key -> (the code mutated: (source file, functions to mutate or None for the whole file), ...),
+#: and the test files (and pytest options) that guard it.
+TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[str, ...]]] = {
+    "rules": ((("engine/rules.py", None),),
+              ("tests/engine/test_rules.py", "tests/engine/test_rules_sql.py", "tests/engine/test_fuzz.py")),
+    "playbook": ((("engine/playbook/evaluate.py", None),),
+                 ("tests/engine/test_playbook_semantics.py", "tests/engine/test_playbook.py",
+                  "tests/engine/test_reconciliation.py")),
+    "features": ((("engine/features.py", None),),
                  ("tests/engine/test_features.py", "tests/engine/test_properties.py", "-k",
                   "not identical_across and not threads_and_row_order")),
-    "io": ("engine/io.py", None, ("tests/engine/test_io.py", "tests/engine/test_crash_safety.py",
-                                  "tests/engine/test_security.py")),
-    "abc": ("plugins/abc/__init__.py", None, ("tests/plugins/abc",)),
-    "adc": ("plugins/adc/__init__.py", None, ("tests/plugins/adc",)),
-    "rfm": ("plugins/rfm/__init__.py", None, ("tests/plugins/rfm",)),
+    "io": ((("engine/io.py", None), ("engine/playbook/write.py", None)),
+           ("tests/engine/test_io.py", "tests/engine/test_io_faults.py", "tests/engine/test_crash_safety.py",
+            "tests/engine/test_security.py", "tests/engine/test_reconciliation.py")),
+    "abc": ((("plugins/abc/__init__.py", None),), ("tests/plugins/abc",)),
+    "adc": ((("plugins/adc/__init__.py", None),), ("tests/plugins/adc",)),
+    "rfm": ((("plugins/rfm/__init__.py", None),), ("tests/plugins/rfm",)),
 }
 
 OPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==", "+": "-", "-": "+", "*": "/",
@@ -59,6 +69,7 @@ NAMES = {"and": "or", "or": "and", "True": "False", "False": "True", "not": "", 
 @dataclass(frozen=True)
 class Mutant:
     module: str
+    path: str
     line: int
     col: int
     old: str
@@ -66,7 +77,7 @@ class Mutant:
 
     @property
     def key(self) -> str:
-        return f"{self.module}:{self.line}:{self.col}:{self.old}->{self.new}"
+        return f"{self.path}:{self.line}:{self.col}:{self.old}->{self.new}"
 
 
 def _code_lines(source: str, functions: tuple[str, ...] | None) -> tuple[set[int], list[tuple]]:
@@ -92,33 +103,54 @@ def _code_lines(source: str, functions: tuple[str, ...] | None) -> tuple[set[int
     return lines, spans
 
 
-def mutants(module: str) -> list[Mutant]:
-    path, functions, _ = TARGETS[module]
-    source = (ROOT / path).read_text()
-    allowed, annotations = _code_lines(source, functions)
-    out = []
-    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    for i, tok in enumerate(tokens):
-        line, col = tok.start
-        if line not in allowed or any(a <= tok.start < b for a, b in annotations):
+def statement_spans(source: str) -> dict[int, tuple[int, int]]:
+    """Each line -> the lines of the innermost statement holding it (a compound statement: its header).
+
+    A tracer reports the lines where bytecode starts; a mutated token on a continuation line of a
+    statement is reached whenever any line of that statement is.
+    """
+    spans: dict[int, tuple[int, int]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.stmt):
             continue
-        text = tok.string
-        if tok.type == tokenize.OP and text in OPS:
-            out.append(Mutant(module, line, col, text, OPS[text]))
-        elif tok.type == tokenize.OP and text == "~":
-            out.append(Mutant(module, line, col, "~", ""))
-        elif tok.type == tokenize.NAME and text in NAMES:
-            if text == "is" and i + 1 < len(tokens) and tokens[i + 1].string == "not":
-                out.append(Mutant(module, line, col, "is not", "is"))
+        end = node.end_lineno
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body:
+            end = max(node.lineno, body[0].lineno - 1)
+        for line in range(node.lineno, end + 1):
+            old = spans.get(line)
+            if old is None or old[1] - old[0] > end - node.lineno:
+                spans[line] = (node.lineno, end)
+    return spans
+
+
+def mutants(module: str) -> list[Mutant]:
+    out = []
+    for path, functions in TARGETS[module][0]:
+        source = (ROOT / path).read_text()
+        allowed, annotations = _code_lines(source, functions)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        for i, tok in enumerate(tokens):
+            line, col = tok.start
+            if line not in allowed or any(a <= tok.start < b for a, b in annotations):
                 continue
-            if text == "not" and i > 0 and tokens[i - 1].string == "is":
-                continue
-            if text == "not" and i + 1 < len(tokens) and tokens[i + 1].string == "in":
-                out.append(Mutant(module, line, col, "not in", "in"))
-                continue
-            out.append(Mutant(module, line, col, text, NAMES[text]))
-        elif tok.type == tokenize.NUMBER and text.isdigit():
-            out.append(Mutant(module, line, col, text, str(int(text) + 1)))
+            text = tok.string
+            if tok.type == tokenize.OP and text in OPS:
+                out.append(Mutant(module, path, line, col, text, OPS[text]))
+            elif tok.type == tokenize.OP and text == "~":
+                out.append(Mutant(module, path, line, col, "~", ""))
+            elif tok.type == tokenize.NAME and text in NAMES:
+                if text == "is" and i + 1 < len(tokens) and tokens[i + 1].string == "not":
+                    out.append(Mutant(module, path, line, col, "is not", "is"))
+                    continue
+                if text == "not" and i > 0 and tokens[i - 1].string == "is":
+                    continue
+                if text == "not" and i + 1 < len(tokens) and tokens[i + 1].string == "in":
+                    out.append(Mutant(module, path, line, col, "not in", "in"))
+                    continue
+                out.append(Mutant(module, path, line, col, text, NAMES[text]))
+            elif tok.type == tokenize.NUMBER and text.isdigit():
+                out.append(Mutant(module, path, line, col, text, str(int(text) + 1)))
     return out
 
 
@@ -140,18 +172,119 @@ def _copy_repo(dest: Path) -> None:
             shutil.copy2(src, target)
 
 
-def _run_tests(copy: Path, tests: tuple[str, ...], timeout: float | None) -> tuple[bool, float]:
-    """True if the tests pass. The copy comes first on sys.path (cwd), ahead of the editable install."""
+TRACE_ENV = "TIERBOOK_MUTATE_TRACE"    # JSON {"files": [absolute paths], "out": path}: record lines per test
+SELECT_ENV = "TIERBOOK_MUTATE_SELECT"  # a JSON file with the node ids to run, in that order
+
+
+def _env() -> dict[str, str]:
     env = {**os.environ, "TIERBOOK_NO_SHRINK": "1", "PYTHONDONTWRITEBYTECODE": "1",
            "TIERBOOK_LOAD_PLUGINS": os.environ.get("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")}
     env.pop("CI", None)
+    env.pop(TRACE_ENV, None)
+    env.pop(SELECT_ENV, None)
+    return env
+
+
+def _pytest(copy: Path, tests: tuple[str, ...], env: dict[str, str], timeout: float | None) -> tuple[bool, float]:
+    """True if the tests pass. The copy comes first on sys.path (cwd), ahead of the editable install;
+    its tools/ directory too, for ``-p mutate`` (this file as a pytest plugin)."""
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(copy / "tools"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     start = time.perf_counter()
     try:
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *tests],
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "mutate", *tests],
                            cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, time.perf_counter() - start
     return r.returncode == 0, time.perf_counter() - start
+
+
+#: Imported once by the driver, before any fork: each mutant's test run then starts without paying for
+#: them (never tierbook's own modules: those are imported by each run, from the mutated copy).
+WARM = ("numpy", "polars", "pandas", "pyarrow", "hypothesis", "pytest", "yaml", "ruamel.yaml", "pluggy", "scipy")
+
+
+def _warm() -> None:
+    import importlib
+
+    for name in WARM:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[bool, float]:
+    """As :func:`_pytest`, in a child forked from this (warm) process: True if the tests pass.
+
+    The child puts the copy first on ``sys.path`` and imports tierbook from it, so it tests the
+    mutant; nothing of tierbook is imported here. A child still running after ``timeout`` is killed
+    and counts as failing (a mutant that makes the tests loop).
+    """
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 3
+        try:
+            log = os.open(os.environ.get("TIERBOOK_MUTATE_LOG", os.devnull), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            os.dup2(log, 1)  # the tests' output, to TIERBOOK_MUTATE_LOG if set
+            os.dup2(log, 2)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(copy)
+            sys.path[:0] = [str(copy), str(copy / "tools")]
+            import pytest
+
+            # hypothesis is imported already (warm): its pytest plugin cannot be assertion-rewritten, harmless
+            code = int(pytest.main(["-q", "-x", "-p", "no:randomly", "-p", "mutate",
+                                    "-W", "ignore::pytest.PytestAssertRewriteWarning", *tests]))
+        except BaseException:  # the run could not start: it counts as failing; TIERBOOK_MUTATE_LOG shows why
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0, time.perf_counter() - start
+        if time.perf_counter() - start > timeout:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False, time.perf_counter() - start
+        time.sleep(0.02)
+
+
+@dataclass
+class Trace:
+    lines: dict[str, dict[str, set[int]]]  # node id -> path -> lines it executed
+    imported: dict[str, set[int]]          # path -> lines executed outside any test (import, collection)
+    seconds: dict[str, float]              # node id -> duration
+    overhead: float                        # the run's time outside the tests (start-up, collection)
+
+    def tests_for(self, m: Mutant, spans: dict[int, tuple[int, int]]) -> list[str] | None:
+        """The node ids that executed the mutant's statement, fastest first; None: run them all."""
+        lo, hi = spans.get(m.line, (m.line, m.line))
+        lines = set(range(lo, hi + 1))
+        if self.imported.get(m.path, set()) & lines:
+            return None
+        hit = [t for t, by_path in self.lines.items() if by_path.get(m.path, set()) & lines]
+        return sorted(hit, key=lambda t: self.seconds.get(t, 0.0)) or None
+
+
+def _trace(copy: Path, module: str) -> tuple[bool, Trace]:
+    """The module's tests, unmutated, with the line tracer on its files."""
+    files, tests = TARGETS[module]
+    out = copy / ".mutate-trace.json"
+    env = {**_env(), TRACE_ENV: json.dumps({"files": [str(copy / f) for f, _ in files], "out": str(out)})}
+    ok, seconds = _pytest(copy, tests, env, None)
+    if not ok:
+        return False, Trace({}, {}, {}, seconds)
+    raw = json.loads(out.read_text())
+    rel = {str(copy / f): f for f, _ in files}
+    lines = {t: {rel[p]: set(ls) for p, ls in by_path.items()} for t, by_path in raw["lines"].items()}
+    imported = {rel[p]: set(ls) for p, ls in raw["imported"].items()}
+    overhead = max(0.0, seconds - sum(raw["seconds"].values()))
+    return True, Trace(lines, imported, raw["seconds"], overhead)
 
 
 def _stop(signum, frame):  # a stopped run (kill PID) still removes its copy of the repository
@@ -166,38 +299,58 @@ def run(modules: list[str], results: Path, max_mutants: int | None) -> int:
             rec = json.loads(line)
             done[rec["key"]] = rec
     results.parent.mkdir(parents=True, exist_ok=True)
+    _warm()
     with tempfile.TemporaryDirectory(prefix="tierbook-mutants-") as tmp:
         copy = Path(tmp)
         _copy_repo(copy)
         for module in modules:
-            path, _, tests = TARGETS[module]
-            source = (copy / path).read_text()
-            ok, baseline = _run_tests(copy, tests, None)
+            files, tests = TARGETS[module]
+            # In a fixed random order: a run stopped part way (or --max N) has measured a uniform sample.
+            todo = [m for m in mutants(module) if m.key not in done]
+            random.Random(module).shuffle(todo)
+            todo = todo[:max_mutants]
+            if not todo:
+                continue
+            ok, trace = _trace(copy, module)
             if not ok:
                 print(f"{module}: the tests fail without any mutation; skipped", flush=True)
                 continue
-            todo = [m for m in mutants(module) if m.key not in done][:max_mutants]
-            print(f"{module}: {len(todo)} mutants to run (baseline {baseline:.1f} s)", flush=True)
+            baseline = trace.overhead + sum(trace.seconds.values())
+            print(f"{module}: {len(todo)} mutants to run (all tests: {baseline:.1f} s, {len(trace.seconds)} tests)",
+                  flush=True)
+            sources = {f: (copy / f).read_text() for f, _ in files}
+            spans = {f: statement_spans(src) for f, src in sources.items()}
+            select = copy / ".mutate-select.json"
             for m in todo:
-                (copy / path).write_text(apply(source, m))
+                chosen = trace.tests_for(m, spans[m.path])
+                env = _env()
+                if chosen is None:
+                    budget = baseline
+                else:
+                    select.write_text(json.dumps(chosen))
+                    env[SELECT_ENV] = str(select)
+                    budget = trace.overhead + sum(trace.seconds.get(t, 0.0) for t in chosen)
+                (copy / m.path).write_text(apply(sources[m.path], m))
                 try:
-                    passed, seconds = _run_tests(copy, tests, timeout=max(30.0, 5 * baseline))
+                    passed, seconds = _pytest_forked(copy, tests, env, timeout=max(60.0, 10 * budget))
                 finally:
-                    (copy / path).write_text(source)
-                rec = {**asdict(m), "key": m.key, "killed": not passed, "seconds": round(seconds, 1)}
+                    (copy / m.path).write_text(sources[m.path])
+                rec = {**asdict(m), "key": m.key, "killed": not passed, "seconds": round(seconds, 1),
+                       "tests": "all" if chosen is None else len(chosen)}
                 done[m.key] = rec
                 with results.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
-                print(f"  {'killed  ' if not passed else 'SURVIVED'} {path}:{m.line} {m.old!r} -> {m.new!r}"
-                      f" ({seconds:.1f} s)", flush=True)
+                print(f"  {'killed  ' if not passed else 'SURVIVED'} {m.path}:{m.line} {m.old!r} -> {m.new!r}"
+                      f" ({rec['tests']} tests, {seconds:.1f} s)", flush=True)
     return report(results)
 
 
 def report(results: Path) -> int:
     recs = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    by_key = {r["key"]: r for r in recs}  # the last result of a key counts
     for module in TARGETS:
-        current = {m.key for m in mutants(module)}  # results of code that has changed since do not count
-        mine = [r for r in recs if r["module"] == module and r["key"] in current]
+        current = [m.key for m in mutants(module)]  # results of code that has changed since do not count
+        mine = [by_key[k] for k in current if k in by_key]
         total = len(current)
         if not mine:
             print(f"{module}: not measured ({total} mutants)")
@@ -207,7 +360,7 @@ def report(results: Path) -> int:
               f"{len(mine)} of {total} mutants run")
         for r in mine:
             if not r["killed"]:
-                print(f"  survived: {TARGETS[module][0]}:{r['line']} {r['old']!r} -> {r['new']!r}")
+                print(f"  survived: {r['path']}:{r['line']} {r['old']!r} -> {r['new']!r}")
     return 0
 
 
@@ -231,6 +384,80 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         return report(args.results)
     return run(modules, args.results, args.max)
+
+
+# --- the pytest plugin (``-p mutate``, in the test runs this file starts) -----------------------------------
+
+_current: list[str | None] = [None]
+_seen: dict[str | None, dict[str, set[int]]] = {}
+_seconds: dict[str, float] = {}
+
+
+def pytest_configure(config) -> None:
+    spec = os.environ.get(TRACE_ENV)
+    if not spec:
+        return
+    import threading
+
+    files = frozenset(json.loads(spec)["files"])
+
+    def local(frame, event, arg):
+        if event == "line":
+            _seen.setdefault(_current[0], {}).setdefault(frame.f_code.co_filename, set()).add(frame.f_lineno)
+        return local
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename in files:
+            if event == "call":
+                _seen.setdefault(_current[0], {}).setdefault(frame.f_code.co_filename, set()).add(frame.f_lineno)
+            return local
+        return None
+
+    sys.settrace(tracer)
+    threading.settrace(tracer)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    select = os.environ.get(SELECT_ENV)
+    if not select:
+        return
+    order = {t: i for i, t in enumerate(json.loads(Path(select).read_text()))}
+    keep = sorted((it for it in items if it.nodeid in order), key=lambda it: order[it.nodeid])
+    dropped = [it for it in items if it.nodeid not in order]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+
+
+def _protocol_wrapper():
+    import pytest
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        if not os.environ.get(TRACE_ENV):
+            yield
+            return
+        _current[0] = item.nodeid
+        start = time.perf_counter()
+        yield
+        _seconds[item.nodeid] = time.perf_counter() - start
+        _current[0] = None
+
+    return pytest_runtest_protocol
+
+
+if "pytest" in sys.modules:  # loaded as a plugin: the hook wrapper needs pytest's marker
+    pytest_runtest_protocol = _protocol_wrapper()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    spec = os.environ.get(TRACE_ENV)
+    if not spec:
+        return
+    sys.settrace(None)
+    out = {"lines": {t: {p: sorted(ls) for p, ls in by_path.items()} for t, by_path in _seen.items() if t},
+           "imported": {p: sorted(ls) for p, ls in _seen.get(None, {}).items()}, "seconds": _seconds}
+    Path(json.loads(spec)["out"]).write_text(json.dumps(out))
 
 
 if __name__ == "__main__":
