@@ -452,6 +452,23 @@ def _load_classifiers(doc, registry, overrides, problems):
     return selections, raw
 
 
+def _non_text_key(value: Any) -> tuple[Any] | None:
+    """The first mapping key in ``value`` (nested mappings and lists included) that is not text, as ``(key,)``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return (k,)
+            found = _non_text_key(v)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for v in value:
+            found = _non_text_key(v)
+            if found is not None:
+                return found
+    return None
+
+
 def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Problems) -> Rule | None:
     if not _check_keys(item, keys, what, problems):
         return None
@@ -464,7 +481,13 @@ def _load_action(item: MarkedDict, keys, what: str, index: int, problems: _Probl
         problems.add(item.value_line("priority"), f"{what}: priority must be between 1 and {MAX_PRIORITY:,}, "
                                                   f"got {_short(priority)}")
     params = dict(item.get("params") or {})
-    params_text = json.dumps(params, sort_keys=True, default=str)
+    bad_key = _non_text_key(params)
+    params_text = ""
+    if bad_key is not None:  # JSON (the parameters column) has text keys only, and sorts them
+        problems.add(item.value_line("params"), f"{what}: params keys must be text, got {_short(bad_key[0])} "
+                                                f"({type(bad_key[0]).__name__}); quote it")
+    else:
+        params_text = json.dumps(params, sort_keys=True, default=str)
     if len(params_text) > MAX_PARAMS_CHARS:  # written into every action row of the rule
         problems.add(item.value_line("params"), f"{what}: params are {len(params_text):,} characters as JSON; at most "
                                                 f"{MAX_PARAMS_CHARS:,} (they are written into every action row)")
