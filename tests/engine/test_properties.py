@@ -59,6 +59,8 @@ def _frame(txs: list[tuple]) -> pl.DataFrame:
 
 # ---------------------------------------------------------------- conservation
 @KEY
+# issue 10 item 2: ten lines of 10^14 (the largest amount accepted) wrapped the Int64 sum of units
+@example(txs=[("c0", f"o{i}", START, 10**16) for i in range(10)], prospects=[])
 @given(txs=transactions, prospects=st.lists(st.integers(100, 110).map(lambda i: f"p{i}"), unique=True, max_size=4))
 def test_conservation(txs, prospects, builtins):
     """Customers out = distinct customers in (prospects included); net revenue out = in, to the cent."""
@@ -110,6 +112,11 @@ def _expected_features(txs: list[tuple], as_of: dt.date | None) -> dict[str, tup
 @example(txs=[("c0", "o1", START, -250), ("c0", None, START, 999)], cut=None)  # a return + a sale without an id
 @example(txs=[("c0", "o1", START, 999), ("c0", "o1", START + dt.timedelta(days=5), -250)], cut=None)
 @example(txs=[("c0", "o1", START, 0), ("c0", "o2", START, 1)], cut=None)      # a zero amount is no order
+# issue 10 items 6 and 9: a return is not a purchase (last order, recency from purchases; a customer with
+# only a return has none)
+@example(txs=[("c0", "o1", START, 999), ("c0", "o2", START + dt.timedelta(days=40), -250),
+              ("c1", "o3", START + dt.timedelta(days=50), -624), ("c2", "o4", START + dt.timedelta(days=55), 1)],
+         cut=None)
 @given(txs=st.lists(messy_rows, min_size=1, max_size=60), cut=st.one_of(st.none(), st.integers(10, 70)))
 def test_every_feature_matches_its_definition(txs, cut, builtins):
     """Zero amounts, sales without an order id, returns, rows without a customer, date or amount, an as_of."""
@@ -158,6 +165,7 @@ def _expected_abc(values: list[int], a: float, b: float) -> list[str]:
 
 
 @KEY
+@example(values=[100, 1, 1], ab=(0.5, 0.9))  # issue 10 item 7: one customer above a was never A
 @given(values=metric_values, ab=cuts)
 def test_abc_share_rule_and_monotonicity(values, ab, builtins):
     a, b = ab

@@ -12,7 +12,7 @@ import random
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine import ParamError, classify_frame
@@ -207,6 +207,8 @@ def test_output_is_an_enum_best_to_worst(registry):
 
 
 @settings(settings.get_profile("key"))  # 300 examples in CI (tests/conftest.py)
+@example(values=[100.0, 1.0, 1.0], cuts=(0.5, 0.9))  # issue 10 item 7: one customer above a was never A
+@example(values=[50.0, 50.0, 1.0], cuts=(0.3, 0.9))  # a top tie group above a is A, all of it
 @given(values=st.lists(st.one_of(st.none(), st.integers(-5, 30).map(float),
                                  st.floats(allow_nan=True, allow_infinity=True)), max_size=40),
        cuts=st.tuples(st.floats(0.01, 0.99), st.floats(0.02, 1.0)).filter(lambda c: c[0] < c[1]))
@@ -270,6 +272,8 @@ def reference_rank(values, a, b, crossing="lower"):
                        max_size=40),
        cuts=st.tuples(st.floats(0.01, 0.99), st.floats(0.02, 1.0)).filter(lambda c: c[0] < c[1]),
        crossing=st.sampled_from(["lower", "upper"]), mode=st.sampled_from(["share", "rank"]))
+@example(values=[100.0, 1.0, 1.0], cuts=(0.5, 0.9), crossing="lower", mode="share")  # issue 10 item 7
+@example(values=[100.0, 1.0, 1.0], cuts=(0.5, 0.9), crossing="upper", mode="share")
 def test_both_crossings_and_modes_match_brute_force(registry, values, cuts, crossing, mode):
     a, b = cuts
     if mode == "share":
