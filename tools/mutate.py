@@ -135,6 +135,8 @@ def mutants(module: str) -> list[Mutant]:
             if line not in allowed or any(a <= tok.start < b for a, b in annotations):
                 continue
             text = tok.string
+            if text in ("*", "/") and i + 1 < len(tokens) and tokens[i + 1].string in (",", ")"):
+                continue  # a bare * or / in a parameter list is a marker, not an operator
             if tok.type == tokenize.OP and text in OPS:
                 out.append(Mutant(module, path, line, col, text, OPS[text]))
             elif tok.type == tokenize.OP and text == "~":
@@ -291,13 +293,15 @@ def _stop(signum, frame):  # a stopped run (kill PID) still removes its copy of 
     raise KeyboardInterrupt
 
 
-def run(modules: list[str], results: Path, max_mutants: int | None) -> int:
+def run(modules: list[str], results: Path, max_mutants: int | None, survivors: bool = False) -> int:
     signal.signal(signal.SIGTERM, _stop)
     done = {}
     if results.exists():
         for line in results.read_text().splitlines():
             rec = json.loads(line)
             done[rec["key"]] = rec
+    if survivors:  # run the survivors again (after tests were added): only the killed ones count as done
+        done = {k: r for k, r in done.items() if r["killed"]}
     results.parent.mkdir(parents=True, exist_ok=True)
     _warm()
     with tempfile.TemporaryDirectory(prefix="tierbook-mutants-") as tmp:
@@ -371,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "test-artifacts" / "mutation" / "results.jsonl")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--report", action="store_true", help="print the scores of the results file and exit")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run only the survivors of earlier runs again (a new result replaces the old)")
     args = parser.parse_args(argv)
     modules = args.modules or list(TARGETS)
     unknown = [m for m in modules if m not in TARGETS]
@@ -383,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report:
         return report(args.results)
+    if args.survivors:
+        return run(modules, args.results, args.max, survivors=True)
     return run(modules, args.results, args.max)
 
 

@@ -389,3 +389,27 @@ def test_a_return_is_not_a_purchase():
         "prospect": ("prospect",)}
     # nobody counted twice, nobody lost: 4 customers with transactions, one prospect
     assert (p.report.customers, p.report.customers_with_transactions, p.report.prospects) == (5, 4, 1)
+
+
+def test_a_load_report_starts_from_nothing():
+    """What a report holds before the scan counts anything, and what summary.json's ``input`` shows of it."""
+    from engine.features import LoadReport
+
+    report = LoadReport(source="s")
+    assert report.to_dict() == {
+        "source": "s", "rows": 0, "rows_used": 0, "rejected": {}, "customers_with_transactions": 0,
+        "customers_without_usable_rows": 0, "unusable_in_table": 0, "customers_from_table": 0, "prospects": 0,
+        "customers": 0, "net_revenue": 0.0, "notes": [], "warnings": []}
+    assert (report.scanned_units, report.table_only) == (0, 0)  # kept for the reconciliation, not shown
+
+
+def test_as_of_warns_from_366_days_after_the_last_purchase():
+    from engine.registry import get_registry
+
+    registry = get_registry(allow=["abc"], strict=True)
+    day = dt.date(2024, 1, 1)
+    tx = pl.DataFrame({"customer_id": ["a", "a"], "order_date": [day - dt.timedelta(days=9), day],
+                       "amount": [5.0, 3.0]})
+    assert engine.prepare(tx, as_of=day + dt.timedelta(days=365), registry=registry).report.warnings == []
+    warnings = engine.prepare(tx, as_of=day + dt.timedelta(days=366), registry=registry).report.warnings
+    assert len(warnings) == 1 and "is 366 days after the last usable transaction (2024-01-01)" in warnings[0]

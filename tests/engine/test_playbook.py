@@ -415,3 +415,33 @@ def test_evaluate_rules_keys_everything_by_position():
         assert rr.rule_summary["hits"].to_list() == list(rr.hits)
     with pytest.raises(ValueError, match="hit_policy 'any'"):
         evaluate_rules(customers, rules, as_of=as_of, hit_policy="any")
+
+
+def test_evaluate_rules_at_its_edges():
+    """No rules (the fallback takes everyone), a rule on a skipped classifier's column (no one), and due dates up to
+    the last date there is."""
+    import dataclasses
+    import datetime as dt
+
+    from engine.errors import DataError
+    from engine.playbook import evaluate_rules
+
+    pb = load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml")
+    customers = pb.evaluate(pb.prepare()).customers
+    n = customers.height
+    rule = dataclasses.replace(pb.rules[0], when="frequency >= 1", capacity=None)
+    fallback = dataclasses.replace(rule, name="everyone-else", when="")
+    as_of = pb.prepare().as_of
+    rr = evaluate_rules(customers, [], as_of=as_of, fallback=fallback)
+    assert (rr.hits, rr.unmatched, rr.actions.height) == ((n,), n, n) and rr.masks[0].all()
+
+    on_skipped = dataclasses.replace(rule, when="abc IS NULL OR frequency >= 0")
+    rr = evaluate_rules(customers, [on_skipped], as_of=as_of, fallback=fallback, skipped_columns={"abc": "abc"})
+    assert (rr.matched[0], rr.hits[0], rr.unmatched) == (0, 0, n)
+    assert [r["rule"] for r in rr.skipped_rules] == [rule.name]
+
+    last = dt.date.max - dt.timedelta(days=10)
+    rr = evaluate_rules(customers, [dataclasses.replace(rule, due_days=10)], as_of=last)
+    assert rr.actions["due_date"].unique().to_list() == [dt.date.max]
+    with pytest.raises(DataError, match="is after 9999-12-31"):
+        evaluate_rules(customers, [dataclasses.replace(rule, due_days=11)], as_of=last)

@@ -378,3 +378,17 @@ def test_arithmetic_is_counted_so_work_is_bounded_by_the_rule():
                  "ABS(" * (MAX_ARITHMETIC + 1) + "frequency" + ")" * (MAX_ARITHMETIC + 1) + " > 0"):
         with pytest.raises(RuleError, match=f"more than {MAX_ARITHMETIC} arithmetic operations"):
             compile_rule(rule, schema)
+
+
+def test_the_nesting_and_arithmetic_limits_are_exact():
+    """The limits are where the messages say: 64 levels (a parenthesis takes two, NOT one), 32 operations."""
+    schema = {"frequency": pl.Int64}
+    compile_rule("(" * 31 + "frequency > 1" + ")" * 31, schema)
+    with pytest.raises(RuleError, match="nested more than 64 levels"):
+        compile_rule("(" * 32 + "frequency > 1" + ")" * 32, schema)
+    compile_rule("NOT " * 63 + "frequency > 1", schema)
+    with pytest.raises(RuleError, match="nested more than 64 levels"):
+        compile_rule("NOT " * 64 + "frequency > 1", schema)
+    compile_rule("frequency" + " + 1" * 32 + " > 0", schema)
+    with pytest.raises(RuleError, match="more than 32 arithmetic operations"):
+        compile_rule("frequency" + " + 1" * 33 + " > 0", schema)

@@ -100,3 +100,20 @@ def test_boundaries_through_the_feature_pass(registry):
                    "new30": "new", "old31": "active", "nobody": "prospect"}
     recency = dict(zip(out["customer_id"].to_list(), out["recency_days"].to_list()))
     assert (recency["on90"], recency["on91"], recency["on365"], recency["on366"]) == (90, 91, 365, 366)
+
+
+def test_parameter_bounds_and_steps_as_listed(registry):
+    """The bounds are enforced where `tierbook plugins` says they are; the workbench's sliders move in whole days."""
+    from engine.registry import describe_registry
+
+    adc = registry.classifier("adc")
+    listed = {p["name"]: (p["min"], p["max"], p["step"]) for c in describe_registry(registry) if c["name"] == "adc"
+              for p in c["params"]}
+    assert listed == {"active_days": (1, 3650, 1), "churn_days": (2, 7300, 1), "new_days": (0, 3650, 1)}
+    for name, (low, high, _) in listed.items():  # active_days stays below churn_days (check())
+        adc.resolve({name: high, **({"churn_days": 7300} if name == "active_days" else {})})
+        adc.resolve({name: low, **({"active_days": 1} if name == "churn_days" else {})})
+        with pytest.raises(ParamError, match="maximum"):
+            adc.resolve({name: high + 1, **({"churn_days": 7300} if name == "active_days" else {})})
+        with pytest.raises(ParamError, match="minimum"):
+            adc.resolve({name: low - 1})
