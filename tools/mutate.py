@@ -245,15 +245,21 @@ def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str], time
             traceback.print_exc()
         finally:
             os._exit(code)
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status) == 0, time.perf_counter() - start
-        if time.perf_counter() - start > timeout:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return False, time.perf_counter() - start
-        time.sleep(0.02)
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status) == 0, time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                break
+            time.sleep(0.02)
+    except BaseException:  # stopped: the child goes too
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False, time.perf_counter() - start
 
 
 @dataclass
