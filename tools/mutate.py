@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import io
 import json
 import os
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 import tokenize
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,10 +76,45 @@ class Mutant:
     col: int
     old: str
     new: str
+    #: What identifies the mutant across edits elsewhere in the file (see :func:`stable_keys`).
+    key: str = ""
 
-    @property
-    def key(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}:{self.old}->{self.new}"
+
+def stable_keys(source: str) -> Callable[[int, int, str, str], str]:
+    """A function (line, col, old, new) -> the mutant's key, stable while its own function is unchanged.
+
+    The key names the innermost function (or method) holding the line, a hash of that function's text
+    and the line's offset in it, so a result stays valid when other code of the file moves it, and is
+    measured again when the function itself changes. Outside any function: a hash of the line's text.
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    spans = []  # (start, end, qualified name)
+
+    def walk(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                start = min([child.lineno, *[d.lineno for d in child.decorator_list]])
+                if not isinstance(child, ast.ClassDef):
+                    spans.append((start, child.end_lineno, name))
+                walk(child, name + ".")
+            else:
+                walk(child, prefix)
+
+    walk(tree, "")
+
+    def key(line: int, col: int, old: str, new: str) -> str:
+        inside = [s for s in spans if s[0] <= line <= s[1]]
+        if inside:
+            start, end, name = max(inside, key=lambda s: s[0])  # the innermost
+            digest = hashlib.sha1("\n".join(lines[start - 1:end]).encode()).hexdigest()[:10]
+            return f"{name}@{digest}+{line - start}:{col}:{old}->{new}"
+        digest = hashlib.sha1(lines[line - 1].encode()).hexdigest()[:10]
+        same = lines[:line - 1].count(lines[line - 1])  # identical lines before it
+        return f"<module>@{digest}#{same}:{col}:{old}->{new}"
+
+    return key
 
 
 def _code_lines(source: str, functions: tuple[str, ...] | None) -> tuple[set[int], list[tuple]]:
@@ -124,11 +161,16 @@ def statement_spans(source: str) -> dict[int, tuple[int, int]]:
     return spans
 
 
-def mutants(module: str) -> list[Mutant]:
+def mutants(module: str, root: Path = ROOT) -> list[Mutant]:
     out = []
     for path, functions in TARGETS[module][0]:
-        source = (ROOT / path).read_text()
+        source = (root / path).read_text()
+        keyed = stable_keys(source)
         allowed, annotations = _code_lines(source, functions)
+
+        def add(line: int, col: int, old: str, new: str, path: str = path, keyed=keyed) -> None:
+            out.append(Mutant(module, path, line, col, old, new, f"{path}::{keyed(line, col, old, new)}"))
+
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
         for i, tok in enumerate(tokens):
             line, col = tok.start
@@ -138,21 +180,21 @@ def mutants(module: str) -> list[Mutant]:
             if text in ("*", "/") and i + 1 < len(tokens) and tokens[i + 1].string in (",", ")"):
                 continue  # a bare * or / in a parameter list is a marker, not an operator
             if tok.type == tokenize.OP and text in OPS:
-                out.append(Mutant(module, path, line, col, text, OPS[text]))
+                add(line, col, text, OPS[text])
             elif tok.type == tokenize.OP and text == "~":
-                out.append(Mutant(module, path, line, col, "~", ""))
+                add(line, col, "~", "")
             elif tok.type == tokenize.NAME and text in NAMES:
                 if text == "is" and i + 1 < len(tokens) and tokens[i + 1].string == "not":
-                    out.append(Mutant(module, path, line, col, "is not", "is"))
+                    add(line, col, "is not", "is")
                     continue
                 if text == "not" and i > 0 and tokens[i - 1].string == "is":
                     continue
                 if text == "not" and i + 1 < len(tokens) and tokens[i + 1].string == "in":
-                    out.append(Mutant(module, path, line, col, "not in", "in"))
+                    add(line, col, "not in", "in")
                     continue
-                out.append(Mutant(module, path, line, col, text, NAMES[text]))
+                add(line, col, text, NAMES[text])
             elif tok.type == tokenize.NUMBER and text.isdigit():
-                out.append(Mutant(module, path, line, col, text, str(int(text) + 1)))
+                add(line, col, text, str(int(text) + 1))
     return out
 
 
@@ -345,7 +387,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
                     passed, seconds = _pytest_forked(copy, tests, env, timeout=max(60.0, 10 * budget))
                 finally:
                     (copy / m.path).write_text(sources[m.path])
-                rec = {**asdict(m), "key": m.key, "killed": not passed, "seconds": round(seconds, 1),
+                rec = {**asdict(m), "killed": not passed, "seconds": round(seconds, 1),
                        "tests": "all" if chosen is None else len(chosen)}
                 done[m.key] = rec
                 with results.open("a") as f:
