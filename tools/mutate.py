@@ -312,13 +312,22 @@ class Trace:
     overhead: float                        # the run's time outside the tests (start-up, collection)
 
     def tests_for(self, m: Mutant, spans: dict[int, tuple[int, int]]) -> list[str] | None:
-        """The node ids that executed the mutant's statement, fastest first; None: run them all."""
+        """Every test, those that executed the mutant's statement first (each group fastest first); None: run
+        them all in their own order.
+
+        The tracer's attribution is only an order, never a filter: code whose result is cached across tests
+        (a query built once) runs in the first test that needs it only, yet the others depend on it. So a
+        mutant is killed early by the tests most likely to see it, and survives only all of them.
+        """
         lo, hi = spans.get(m.line, (m.line, m.line))
         lines = set(range(lo, hi + 1))
         if self.imported.get(m.path, set()) & lines:
             return None
-        hit = [t for t, by_path in self.lines.items() if by_path.get(m.path, set()) & lines]
-        return sorted(hit, key=lambda t: self.seconds.get(t, 0.0)) or None
+        hit = {t for t, by_path in self.lines.items() if by_path.get(m.path, set()) & lines}
+        if not hit:
+            return None
+        by_time = sorted(self.seconds, key=lambda t: self.seconds[t])
+        return [t for t in by_time if t in hit] + [t for t in by_time if t not in hit]
 
 
 def _trace(copy: Path, module: str) -> tuple[bool, Trace]:
@@ -348,8 +357,11 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
         for line in results.read_text().splitlines():
             rec = json.loads(line)
             done[rec["key"]] = rec
+    earlier = dict(done)
     if survivors:  # run the survivors again (after tests were added): only the killed ones count as done
         done = {k: r for k, r in done.items() if r["killed"]}
+    else:  # a survivor of a run that ran only some of the tests is no verdict yet
+        done = {k: r for k, r in done.items() if r["killed"] or _complete(r)}
     results.parent.mkdir(parents=True, exist_ok=True)
     _warm()
     with tempfile.TemporaryDirectory(prefix="tierbook-mutants-") as tmp:
@@ -360,6 +372,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
             # In a fixed random order: a run stopped part way (or --max N) has measured a uniform sample.
             todo = [m for m in mutants(module) if m.key not in done]
             random.Random(module).shuffle(todo)
+            todo.sort(key=lambda m: m.key not in earlier)  # survivors to run again first
             todo = todo[:max_mutants]
             if not todo:
                 continue
@@ -376,34 +389,37 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
             for m in todo:
                 chosen = trace.tests_for(m, spans[m.path])
                 env = _env()
-                if chosen is None:
-                    budget = baseline
-                else:
+                if chosen is not None:
                     select.write_text(json.dumps(chosen))
                     env[SELECT_ENV] = str(select)
-                    budget = trace.overhead + sum(trace.seconds.get(t, 0.0) for t in chosen)
                 (copy / m.path).write_text(apply(sources[m.path], m))
                 try:
-                    passed, seconds = _pytest_forked(copy, tests, env, timeout=max(60.0, 10 * budget))
+                    passed, seconds = _pytest_forked(copy, tests, env, timeout=max(60.0, 10 * baseline))
                 finally:
                     (copy / m.path).write_text(sources[m.path])
                 rec = {**asdict(m), "killed": not passed, "seconds": round(seconds, 1),
-                       "tests": "all" if chosen is None else len(chosen)}
+                       "order": "module" if chosen is None else "traced first"}
                 done[m.key] = rec
                 with results.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(f"  {'killed  ' if not passed else 'SURVIVED'} {m.path}:{m.line} {m.old!r} -> {m.new!r}"
-                      f" ({rec['tests']} tests, {seconds:.1f} s)", flush=True)
+                      f" ({rec['order']} order, {seconds:.1f} s)", flush=True)
     return report(results)
+
+
+def _complete(rec: dict) -> bool:
+    """Whether a survivor ran against every test of its module (earlier versions of this tool ran only the
+    tests that the tracer saw executing the mutant: ``tests`` was their number)."""
+    return "order" in rec or rec.get("tests") == "all"
 
 
 def report(results: Path) -> int:
     recs = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     by_key = {r["key"]: r for r in recs}  # the last result of a key counts
     for module in TARGETS:
-        current = [m.key for m in mutants(module)]  # results of code that has changed since do not count
-        mine = [by_key[k] for k in current if k in by_key]
-        total = len(current)
+        now = {m.key: m for m in mutants(module)}  # results of functions that have changed since do not count
+        mine = [by_key[k] for k in now if k in by_key and (by_key[k]["killed"] or _complete(by_key[k]))]
+        total = len(now)
         if not mine:
             print(f"{module}: not measured ({total} mutants)")
             continue
@@ -412,7 +428,8 @@ def report(results: Path) -> int:
               f"{len(mine)} of {total} mutants run")
         for r in mine:
             if not r["killed"]:
-                print(f"  survived: {r['path']}:{r['line']} {r['old']!r} -> {r['new']!r}")
+                m = now[r["key"]]  # where it is in the code today
+                print(f"  survived: {m.path}:{m.line} {m.old!r} -> {m.new!r}")
     return 0
 
 
