@@ -413,3 +413,20 @@ def test_as_of_warns_from_366_days_after_the_last_purchase():
     assert engine.prepare(tx, as_of=day + dt.timedelta(days=365), registry=registry).report.warnings == []
     warnings = engine.prepare(tx, as_of=day + dt.timedelta(days=366), registry=registry).report.warnings
     assert len(warnings) == 1 and "is 366 days after the last usable transaction (2024-01-01)" in warnings[0]
+
+
+def test_the_smallest_amount_is_a_purchase_and_every_reason_is_named():
+    """0.0001 (one unit of the exact sums) is a purchase; with no usable row at all, the error names every reason."""
+    from engine.registry import get_registry
+
+    registry = get_registry(allow=["abc"], strict=True)
+    day = dt.date(2024, 1, 1)
+    tiny = pl.DataFrame({"customer_id": ["a"], "order_date": [day], "amount": [0.0001]})
+    got = engine.prepare(tiny, registry=registry).customers
+    assert got.select("frequency", "monetary", "first_order", "last_order", "recency_days").row(0) == (
+        1, 0.0001, day, day, 1)
+    unusable = pl.DataFrame({"customer_id": [None, "a"], "order_date": [day, day], "amount": [5.0, None]})
+    with pytest.raises(DataError) as info:
+        engine.prepare(unusable, registry=registry)
+    assert ("no usable transactions (not used: 1 rows where customer_id is empty; not used: 1 rows where amount is "
+            "empty; 1 customers have no usable row and are not classified)") in str(info.value)

@@ -392,3 +392,13 @@ def test_the_nesting_and_arithmetic_limits_are_exact():
     compile_rule("frequency" + " + 1" * 32 + " > 0", schema)
     with pytest.raises(RuleError, match="more than 32 arithmetic operations"):
         compile_rule("frequency" + " + 1" * 33 + " > 0", schema)
+
+
+def test_explain_indents_each_nested_not_one_level():
+    rule = compile_rule("NOT NOT (frequency > 1 AND monetary > 5)", {"frequency": pl.Int64, "monetary": pl.Float64})
+    assert rule.explain_lines(pl.DataFrame({"frequency": [2], "monetary": [1.0]})) == [
+        "    [FALSE] NOT NOT (frequency > 1 AND monetary > 5)",
+        "      [true ] NOT (frequency > 1 AND monetary > 5)",
+        "        [FALSE] all of: (frequency > 1 AND monetary > 5)",
+        "          [true ] frequency > 1   (frequency = 2)",
+        "          [FALSE] monetary > 5   (monetary = 1)"]

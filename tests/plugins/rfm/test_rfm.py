@@ -291,3 +291,18 @@ def test_recency_and_frequency_scores_follow_the_rank_definition(registry, recen
     codes = [None if r is None else f"{r}{f}{m}" for r, f, m in
              zip(out["rfm_r"].to_list(), out["rfm_f"].to_list(), out["rfm_m"].to_list())]
     assert out["rfm_code"].to_list() == codes
+
+
+def test_value_tier_thresholds_are_bounded_as_listed(registry):
+    from engine import ParamError
+    from engine.registry import describe_registry
+
+    rfm = registry.classifier("rfm")
+    listed = {p["name"]: (p.get("min"), p.get("max")) for c in describe_registry(registry) if c["name"] == "rfm"
+              for p in c["params"]}
+    for name in ("hv_min_r", "hv_min_f", "hv_min_m"):
+        low, high = listed[name]
+        assert (low, high) == (1, 10)
+        rfm.resolve({"bins": 10, name: high})
+        with pytest.raises(ParamError, match="maximum"):
+            rfm.resolve({"bins": 10, name: high + 1})
