@@ -1,18 +1,21 @@
-"""Mutation testing: small deliberate bugs, one at a time, each run against the tests that reach it.
+"""Mutation testing: small deliberate bugs, one at a time, each run against the tests that guard its module.
 
-    nice -n 15 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--results FILE] [--list] [--report]
+    nice -n 15 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--only TEXT] [--survivors]
+    .venv/bin/python tools/mutate.py --report | --list
 
 MODULE is a key of TARGETS (rules, playbook, features, io, abc, adc, rfm); default: all, in that order.
 Each mutant changes one token of the module's code (comparison, arithmetic, boolean and bitwise
 operators, ``and``/``or``, ``not``/``~`` removed, ``True``/``False``, whole numbers +1) and runs the
 tests that guard the module with ``pytest -x`` and hypothesis shrinking off (TIERBOOK_NO_SHRINK=1);
-a failing run (or one taking 5x the unmutated run) kills it.
+a failing run (or one taking 10x the unmutated run) kills it.
 
-Only the relevant tests run for each mutant. Before its mutants, the module's test files run once,
+The tests that reach a mutant run first. Before its mutants, the module's test files run once,
 unmutated, with a line tracer on the module's files (this file is also the pytest plugin that does
-it, ``-p mutate``): it records which test executes which line. A mutant then runs only the tests
-that executed its statement, fastest first; a mutant of a line that runs at import time (a
-constant, a decorator) or that no test executed in-process runs all of the module's tests.
+it, ``-p mutate``): it records which test executes which line. A mutant then runs the tests that
+executed its statement first, fastest first, then all the others; a mutant of a line that runs at
+import time (a constant, a decorator) or that no test executed in-process runs them in file order.
+Each run is forked from this process, which has imported the heavy libraries (not tierbook) once.
+Mutants run in a fixed random order per module: a partial run (or ``--max N``) is a uniform sample.
 
 The work happens in a copy of the repository in a temporary directory, so the working tree is
 never touched and a run can be stopped at any time; results go to one JSON line per mutant
@@ -51,7 +54,7 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
               ("tests/engine/test_rules.py", "tests/engine/test_rules_sql.py", "tests/engine/test_fuzz.py")),
     "playbook": ((("engine/playbook/evaluate.py", None),),
                  ("tests/engine/test_playbook_semantics.py", "tests/engine/test_playbook.py",
-                  "tests/engine/test_reconciliation.py")),
+                  "tests/engine/test_reconciliation.py", "tests/engine/test_holdout.py")),
     "features": ((("engine/features.py", None),),
                  ("tests/engine/test_features.py", "tests/engine/test_properties.py", "-k",
                   "not identical_across and not threads_and_row_order")),
@@ -350,7 +353,8 @@ def _stop(signum, frame):  # a stopped run (kill PID) still removes its copy of 
     raise KeyboardInterrupt
 
 
-def run(modules: list[str], results: Path, max_mutants: int | None, survivors: bool = False) -> int:
+def run(modules: list[str], results: Path, max_mutants: int | None, survivors: bool = False,
+        only: str | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     done = {}
     if results.exists():
@@ -370,7 +374,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
         for module in modules:
             files, tests = TARGETS[module]
             # In a fixed random order: a run stopped part way (or --max N) has measured a uniform sample.
-            todo = [m for m in mutants(module) if m.key not in done]
+            todo = [m for m in mutants(module) if m.key not in done and (only is None or only in m.key)]
             random.Random(module).shuffle(todo)
             todo.sort(key=lambda m: m.key not in earlier)  # survivors to run again first
             todo = todo[:max_mutants]
@@ -440,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "test-artifacts" / "mutation" / "results.jsonl")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--report", action="store_true", help="print the scores of the results file and exit")
+    parser.add_argument("--only", help="only the mutants whose key contains this text (see --list)")
     parser.add_argument("--survivors", action="store_true",
                         help="run only the survivors of earlier runs again (a new result replaces the old)")
     args = parser.parse_args(argv)
@@ -454,9 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report:
         return report(args.results)
-    if args.survivors:
-        return run(modules, args.results, args.max, survivors=True)
-    return run(modules, args.results, args.max)
+    return run(modules, args.results, args.max, survivors=args.survivors, only=args.only)
 
 
 # --- the pytest plugin (``-p mutate``, in the test runs this file starts) -----------------------------------
