@@ -52,13 +52,23 @@ KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "BETWEEN", "TRUE",
 
 
 class RuleError(TierbookError):
-    """A rule's ``when`` cannot be compiled. ``position`` is the 0-based character offset."""
+    """A rule's ``when`` cannot be compiled. ``position`` is the 0-based character offset.
+
+    :func:`compile_rule` finds every problem of a rule in one pass: the error is the first one
+    (its message and position) and ``errors`` lists all of them, the first included, in the
+    order they were found.
+    """
 
     def __init__(self, message: str, position: int | None = None):
         where = f" (at column {position + 1})" if position is not None else ""
         super().__init__(f"{message}{where}")
         self.message = message  # without the position, which is an attribute
         self.position = position
+        self.errors: list[RuleError] = [self]
+
+
+class _Fatal(RuleError):
+    """A problem after which nothing more of the rule is read (nesting or arithmetic beyond the limits)."""
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -80,15 +90,38 @@ _TOKEN_RE = re.compile(r"""
 """, re.VERBOSE)
 
 
-def tokenize(text: str) -> list[Token]:
+#: Operators written the other way round, as new users type them, and the operator meant.
+_REVERSED = {"=>": ">=", "=<": "<="}
+
+
+def tokenize(text: str, errors: list[RuleError] | None = None) -> list[Token]:
     """Split rule text into tokens; an unknown character or an open quote is an error.
+
+    With an ``errors`` list, a problem the tokens can go on past (an unknown character, ``=>``
+    for ``>=``) is appended to it and tokenizing goes on; without one it is raised.
 
     >>> [t.value for t in tokenize("abc IN ('A','B') AND x >= 1.5")]
     ['abc', 'IN', '(', 'A', ',', 'B', ')', 'AND', 'x', '>=', 1.5, '']
+    >>> tokenize("monetary => 500")
+    Traceback (most recent call last):
+    ...
+    engine.rules.RuleError: '=>' is not an operator: did you mean '>='? (at column 10)
     """
+    def problem(error: RuleError) -> None:
+        if errors is None:
+            raise error
+        errors.append(error)
+
     tokens: list[Token] = []
     pos = 0
     while pos < len(text):
+        reversed_op = text[pos:pos + 2]
+        if reversed_op in _REVERSED:  # before the regex, which would read '=' then '>'
+            meant = _REVERSED[reversed_op]
+            problem(RuleError(f"{reversed_op!r} is not an operator: did you mean {meant!r}?", pos))
+            tokens.append(Token("OP", meant, pos, pos + 2))
+            pos += 2
+            continue
         m = _TOKEN_RE.match(text, pos)
         if m is None:
             ch = text[pos]
@@ -97,7 +130,12 @@ def tokenize(text: str) -> list[Token]:
             if ch == '"':
                 raise RuleError('unterminated quoted column name: a closing " is missing', pos)
             hint = " (use = and <>, AND, OR and NOT)" if ch in "!&|" else ""
-            raise RuleError(f"unexpected character {ch!r}{hint}", pos)
+            problem(RuleError(f"unexpected character {ch!r}{hint}", pos))
+            end = pos + (2 if text[pos:pos + 2] in ("&&", "||") else 1)
+            if ch in "!&|":  # read on as the word meant, so the rest of the rule is checked as written
+                tokens.append(Token("KEYWORD", {"!": "NOT", "&": "AND", "|": "OR"}[ch], pos, end))
+            pos = end
+            continue
         kind = m.lastgroup
         raw = m.group()
         start, pos = m.start(), m.end()
@@ -106,15 +144,17 @@ def tokenize(text: str) -> list[Token]:
         if kind == "number":
             value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
             if isinstance(value, int) and abs(value) > 2**63 - 1:  # Polars cannot hold it as a literal
-                raise RuleError(f"the number {raw} is too large for a whole number (at most {2**63 - 1}); "
-                                f"write it with a decimal point or exponent, e.g. {float(value):.3g}", start)
+                problem(RuleError(f"the number {raw} is too large for a whole number (at most {2**63 - 1}); "
+                                  f"write it with a decimal point or exponent, e.g. {float(value):.3g}", start))
+                value = float(value)
             tokens.append(Token("NUMBER", value, start, pos))
         elif kind == "string":
             tokens.append(Token("STRING", raw[1:-1].replace("''", "'"), start, pos))
         elif kind == "qident":
             name = raw[1:-1].replace('""', '"')
             if not name:
-                raise RuleError('empty quoted column name ""', start)
+                problem(RuleError('empty quoted column name ""', start))
+                name = '""'
             tokens.append(Token("QIDENT", name, start, pos))
         elif kind == "ident":
             if raw.upper() in KEYWORDS:
@@ -130,6 +170,9 @@ def tokenize(text: str) -> list[Token]:
 # ------------------------------------------------------------------- AST
 # Types of values in the language.
 NUM, TEXT, BOOL, DATE, LABEL, NULL = "number", "text", "condition", "date", "label", "null"
+#: The type of a part that has a problem already reported (an unknown column ...): it fits anywhere, so
+#: one mistake is reported once, not again by every operator around it.
+ERROR = "error"
 
 
 @dataclass
@@ -232,10 +275,17 @@ def _column_type(dtype: pl.DataType) -> str | None:
 
 # ------------------------------------------------------------------- parser
 class _Parser:
-    def __init__(self, text: str, schema: Mapping[str, pl.DataType], labels: Mapping[str, Sequence[str]],
-                 as_of: dt.date):
+    """Recursive descent over the tokens. Every problem it can read past is appended to ``errors`` and
+    parsing goes on (a broken part gets type ERROR); a syntax error is raised and caught at the next
+    AND or OR, from where the rest of the rule is read."""
+
+    def __init__(self, text: str, tokens: list[Token], errors: list[RuleError],
+                 schema: Mapping[str, pl.DataType], labels: Mapping[str, Sequence[str]], as_of: dt.date):
         self.text = text
-        self.tokens = tokenize(text)
+        self.tokens = tokens
+        self.errors = errors
+        #: the label column a comparison or IN list is about, while its right side is read
+        self.context: Node | None = None
         self.i = 0
         self.schema = schema
         self.labels = labels
@@ -273,7 +323,50 @@ class _Parser:
     def deeper(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise RuleError(f"the rule is nested more than {MAX_DEPTH} levels deep", self.tok.start)
+            raise _Fatal(f"the rule is nested more than {MAX_DEPTH} levels deep", self.tok.start)
+
+    def error(self, message: str, position: int) -> None:
+        """Report a problem and read on."""
+        self.errors.append(RuleError(message, position))
+
+    def since(self, mark: int) -> bool:
+        """True when a problem was reported after ``mark`` (``len(self.errors)`` before a part was read)."""
+        return len(self.errors) > mark
+
+    def broken(self, start: int, end: int, typ: str = ERROR) -> Node:
+        """A part whose problem is reported: no expression is built from it (it would not be used)."""
+        return Node("error", typ, start, end, pl.lit(None))
+
+    def skip_clause(self) -> None:
+        """After a syntax error: skip to the next AND or OR outside parentheses (or the end)."""
+        level, betweens = 0, 0
+        while self.tok.kind != "END":
+            if self.at_op("("):
+                level += 1
+            elif self.at_op(")"):
+                if level == 0:
+                    return
+                level -= 1
+            elif level == 0 and self.at_keyword("BETWEEN"):
+                betweens += 1
+            elif level == 0 and self.at_keyword("AND") and betweens:
+                betweens -= 1
+            elif level == 0 and self.at_keyword("AND", "OR"):
+                return
+            self.advance()
+
+    def recovering(self, read: Callable[[], Node]) -> Node:
+        """``read()``, or after a syntax error in it, the error reported and the clause skipped."""
+        start, depth = self.tok.start, self.depth
+        try:
+            return read()
+        except _Fatal:
+            raise
+        except RuleError as exc:
+            self.errors.append(exc)
+            self.depth = depth
+            self.skip_clause()
+            return self.broken(start, max(start, self.tok.start))
 
     # -- grammar
     def parse(self) -> Node:
@@ -284,7 +377,15 @@ class _Parser:
             hint = ""
             if self.tok.kind in ("IDENT", "STRING", "NUMBER", "QIDENT"):
                 hint = " (a missing AND or OR?)"
-            raise RuleError(f"unexpected {self._found()}{hint}", self.tok.start)
+            self.error(f"unexpected {self._found()}{hint}", self.tok.start)
+            while self.tok.kind != "END":  # the rest is read for its own problems
+                self.skip_clause()
+                if self.at_op(")"):
+                    self.advance()
+                elif self.tok.kind != "END":  # at AND or OR
+                    self.advance()
+                    self.recovering(self.or_)
+            return node
         self.require(node, BOOL, "the rule")
         return node
 
@@ -299,15 +400,17 @@ class _Parser:
 
     def _chain(self, word: str, operand: Callable[[], Node]) -> Node:
         """``a AND b AND c`` (or OR): one node whose children are the operands, flattened."""
-        parts = [operand()]
+        parts = [self.recovering(operand)]
         while self.at_keyword(word):
             self.advance()
             if len(parts) == 1:
                 self.require(parts[0], BOOL, f"the left side of {word}")
-            parts.append(operand())
+            parts.append(self.recovering(operand))
             self.require(parts[-1], BOOL, f"the right side of {word}")
         if len(parts) == 1:
             return parts[0]
+        if any(p.type == ERROR for p in parts):
+            return self.broken(parts[0].start, parts[-1].end, BOOL)
         op = word.lower()
         # a parenthesised chain of the same operator joins this one, so explanations list every clause
         kids = [kid for part in parts for kid in (part.children if part.kind == op else [part])]
@@ -321,6 +424,8 @@ class _Parser:
             inner = self.not_()
             self.depth -= 1
             self.require(inner, BOOL, "NOT")
+            if inner.type == ERROR or inner.kind == "error":
+                return self.broken(start, inner.end, BOOL)
             return Node("not", BOOL, start, inner.end, ~inner.expr, [inner], columns=inner.columns)
         return self.predicate()
 
@@ -328,7 +433,9 @@ class _Parser:
         left = self.additive()
         if self.at_op("=", "!=", "<>", "<", "<=", ">", ">="):
             op = self.advance().value
+            self.context = left if left.type == LABEL else None
             right = self.additive()
+            self.context = None
             return self.compare(op, left, right)
         negate = False
         if self.at_keyword("NOT") and self.tokens[self.i + 1].kind == "KEYWORD" \
@@ -349,22 +456,28 @@ class _Parser:
                 raise RuleError(f"expected NULL after IS{' NOT' if is_not else ''}, found {self._found()}",
                                 self.tok.start)
             end = self.advance().end
+            if left.kind == "error":
+                return self.broken(left.start, end, BOOL)
             expr = left.result.is_not_null() if is_not else left.result.is_null()
             return Node("isnull", BOOL, left.start, end, expr, [left], value=is_not, columns=left.columns)
         return left
 
     def compare(self, op: str, left: Node, right: Node) -> Node:
+        mark = len(self.errors)
         for side in (left, right):
             if side.type == NULL:
-                raise RuleError("a comparison with NULL is never true: write 'x IS NULL' or 'x IS NOT NULL'",
-                                side.start)
+                self.error("a comparison with NULL is never true: write 'x IS NULL' or 'x IS NOT NULL'", side.start)
+        if self.since(mark) or ERROR in (left.type, right.type) or "error" in (left.kind, right.kind):
+            return self.broken(left.start, right.end, BOOL)
         left, right = self.unify(left, right)
         if LABEL in (left.type, right.type) and op in ("<", "<=", ">", ">="):
             col = left if left.type == LABEL else right
-            raise RuleError(f"{self.text[col.start:col.end]} holds labels: compare it with =, <> or IN, "
-                            f"not {op} (labels: {', '.join(col.labels or ())})", col.start)
+            self.error(f"{self.text[col.start:col.end]} holds labels: compare it with =, <> or IN, "
+                       f"not {op} (labels: {', '.join(col.labels or ())})", col.start)
         if BOOL in (left.type, right.type) and op in ("<", "<=", ">", ">="):
-            raise RuleError(f"conditions can only be compared with = or <>, not {op}", left.start)
+            self.error(f"conditions can only be compared with = or <>, not {op}", left.start)
+        if self.since(mark):
+            return self.broken(left.start, right.end, BOOL)
         a, b = left.result, right.result
         expr = {"=": a == b, "!=": a != b, "<>": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
         return Node("compare", BOOL, left.start, right.end, expr, [left, right], value=op,
@@ -380,45 +493,55 @@ class _Parser:
                 b.value = self.parse_date(b.value, b.start)
                 b.expr = pl.lit(b.value, pl.Date)
                 b.type = DATE
+        if ERROR in (left.type, right.type):
+            return left, right
         if left.type == LABEL and right.type == LABEL and left.kind == "column" and right.kind == "column" \
                 and tuple(left.labels or ()) != tuple(right.labels or ()):
-            raise RuleError(f"{left.value} and {right.value} have different labels and cannot be compared",
-                            left.start)
-        if left.type != right.type and {left.type, right.type} != {TEXT, LABEL}:
-            raise RuleError(f"cannot compare {_describe(left, self.text)} with {_describe(right, self.text)}",
-                            left.start)
+            self.error(f"{left.value} and {right.value} have different labels and cannot be compared", left.start)
+        elif left.type != right.type and {left.type, right.type} != {TEXT, LABEL}:
+            self.error(f"cannot compare {_describe(left, self.text)} with {_describe(right, self.text)}",
+                       left.start)
         return left, right
 
     def check_label(self, column: Node, literal: Node) -> None:
         labels = column.labels or ()
         if literal.value not in labels:
             close = suggest(literal.value, labels)
-            raise RuleError(f"{literal.value!r} is not a label of {column.value} "
-                            f"(labels: {', '.join(labels)}){close}", literal.start)
+            self.error(f"{literal.value!r} is not a label of {column.value} "
+                       f"(labels: {', '.join(labels)}){close}", literal.start)
 
     def parse_date(self, value: str, pos: int) -> dt.date:
         try:
             return dt.date.fromisoformat(value)
         except ValueError:
-            raise RuleError(f"{value!r} is not a date (write YYYY-MM-DD, e.g. DATE '2011-12-09')", pos) from None
+            self.error(f"{value!r} is not a date (write YYYY-MM-DD, e.g. DATE '2011-12-09')", pos)
+            return dt.date(1970, 1, 1)  # a stand-in: the rule is refused
 
     def in_list(self, left: Node, negate: bool) -> Node:
         self.advance()  # IN
         self.expect_op("(", "after IN")
+        mark = len(self.errors)
         items: list[Node] = []
         while True:
+            self.context = left if left.type == LABEL else None
             item = self.unary()
-            if item.kind != "literal":
-                raise RuleError("IN takes a list of literal values such as ('A', 'B')", item.start)
-            if item.type == NULL:
-                raise RuleError("NULL in an IN list never matches: use 'x IS NULL'", item.start)
-            self.unify(left, item)
+            self.context = None
+            if item.kind == "error":
+                pass  # reported
+            elif item.kind != "literal":
+                self.error("IN takes a list of literal values such as ('A', 'B')", item.start)
+            elif item.type == NULL:
+                self.error("NULL in an IN list never matches: use 'x IS NULL'", item.start)
+            else:
+                self.unify(left, item)
             items.append(item)
             if self.at_op(","):
                 self.advance()
                 continue
             end = self.expect_op(")", "to close the IN list").end
             break
+        if self.since(mark) or left.type == ERROR or left.kind == "error":
+            return self.broken(left.start, end, BOOL)
         values = [it.value for it in items]
         enum = self.schema.get(left.value) if left.kind == "column" else None
         if left.type == LABEL and isinstance(enum, pl.Enum) and set(values) <= set(enum.categories.to_list()):
@@ -444,15 +567,25 @@ class _Parser:
         self.advance()  # BETWEEN
         low = self.additive()
         if not self.at_keyword("AND"):
-            raise RuleError(f"expected AND in BETWEEN ... AND ..., found {self._found()}", self.tok.start)
+            found = RuleError(f"expected AND in BETWEEN ... AND ..., found {self._found()}", self.tok.start)
+            if not self.at_keyword("OR"):
+                raise found
+            self.errors.append(found)  # BETWEEN 1 OR 2: the bounds are read on as meant
+            self.advance()
+            high = self.additive()
+            return self.broken(left.start, high.end, BOOL)
         self.advance()
         high = self.additive()
+        mark = len(self.errors)
         for bound in (low, high):
             if bound.type == NULL:
-                raise RuleError("BETWEEN needs two bounds, not NULL", bound.start)
-            self.unify(left, bound)
+                self.error("BETWEEN needs two bounds, not NULL", bound.start)
+            else:
+                self.unify(left, bound)
         if left.type in (LABEL, BOOL):
-            raise RuleError(f"BETWEEN needs numbers, dates or text, not {_describe(left, self.text)}", left.start)
+            self.error(f"BETWEEN needs numbers, dates or text, not {_describe(left, self.text)}", left.start)
+        if self.since(mark) or ERROR in (left.type, low.type, high.type):
+            return self.broken(left.start, high.end, BOOL)
         expr = (left.result >= low.result) & (left.result <= high.result)
         if negate:
             expr = ~expr
@@ -488,12 +621,14 @@ class _Parser:
     def count_operation(self, pos: int) -> None:
         self.operations += 1
         if self.operations > MAX_ARITHMETIC:
-            raise RuleError(f"the rule has more than {MAX_ARITHMETIC} arithmetic operations; compute such a value "
-                            f"as a feature or a customer table column instead", pos)
+            raise _Fatal(f"the rule has more than {MAX_ARITHMETIC} arithmetic operations; compute such a value "
+                         f"as a feature or a customer table column instead", pos)
 
     def arith(self, op: str, left: Node, right: Node) -> Node:
         self.count_operation(right.start)
         types = (left.type, right.type)
+        if ERROR in types:
+            return self.broken(left.start, right.end)
         a, b = left.expr, right.expr
         integer = False
         text = self.text[left.start:right.end]
@@ -517,8 +652,8 @@ class _Parser:
         elif types == (NUM, DATE) and op == "+":
             (expr, check), typ = self.checked_date(b, left, op, text), DATE
         else:
-            raise RuleError(f"cannot compute {_describe(left, self.text)} {op} {_describe(right, self.text)}",
-                            left.start)
+            self.error(f"cannot compute {_describe(left, self.text)} {op} {_describe(right, self.text)}", left.start)
+            return self.broken(left.start, right.end)
         return Node("arith", typ, left.start, right.end, expr, [left, right], value=op,
                     columns=left.columns | right.columns, integer=integer,
                     checks=left.checks + right.checks + ((check,) if check is not None else ()))
@@ -554,8 +689,11 @@ class _Parser:
             self.deeper()
             inner = self.unary()
             self.depth -= 1
+            if inner.type == ERROR:
+                return inner
             if inner.type != NUM:
-                raise RuleError(f"a sign needs a number, not {_describe(inner, self.text)}", inner.start)
+                self.error(f"a sign needs a number, not {_describe(inner, self.text)}", inner.start)
+                return self.broken(tok.start, inner.end)
             if tok.value == "+":
                 return inner
             if inner.kind == "literal":
@@ -610,11 +748,13 @@ class _Parser:
         if name not in self.schema:
             if name == "as_of":
                 return Node("literal", DATE, t.start, t.end, pl.lit(self.as_of, pl.Date), value=self.as_of)
-            raise RuleError(f"unknown column {name!r}{suggest(name, self.schema)}", t.start)
+            self.error(self.unknown_column(t), t.start)
+            return self.broken(t.start, t.end)
         dtype = self.schema[name]
         typ = _column_type(dtype)
         if typ is None:
-            raise RuleError(f"column {name!r} has type {dtype}, which rules cannot use", t.start)
+            self.error(f"column {name!r} has type {dtype}, which rules cannot use", t.start)
+            return self.broken(t.start, t.end)
         expr = pl.col(name)
         labels = None
         if typ == LABEL:
@@ -624,12 +764,37 @@ class _Parser:
         return Node("column", typ, t.start, t.end, expr, value=name, labels=labels, columns=frozenset({name}),
                     integer=typ == NUM and dtype.is_integer())
 
+    def unknown_column(self, t: Token) -> str:
+        """Why a name is no column: a label or text written without single quotes is said so."""
+        name = t.value
+        sets = {col: tuple(self.labels.get(col) or dtype.categories.to_list())
+                for col, dtype in self.schema.items() if isinstance(dtype, pl.Enum)}
+        sets.update({col: tuple(labels) for col, labels in self.labels.items() if col in self.schema})
+        if self.context is not None and self.context.kind == "column":  # the column being compared comes first
+            sets = {self.context.value: tuple(self.context.labels or ()), **sets}
+        owner = next(((col, label) for col, labels in sets.items() for label in labels if label == name), None) \
+            or next(((col, label) for col, labels in sets.items() for label in labels
+                     if label.casefold() == name.casefold()), None)
+        written = f'"{name}"' if t.kind == "QIDENT" else name
+        if owner is not None:
+            col, label = owner
+            quoted = "'" + label.replace("'", "''") + "'"
+            return (f"unknown column {written}: {quoted} is a label of {col}, and labels are written in single "
+                    f"quotes: {col} = {quoted}")
+        if t.kind == "QIDENT":
+            close = suggest(name, self.schema)
+            quoted = "'" + name.replace("'", "''") + "'"
+            return (f"unknown column {written}: double quotes name a column; text and labels are written in single "
+                    f"quotes: {quoted}{close}")
+        return f"unknown column {name!r}{suggest(name, self.schema)}"
+
     def function(self) -> Node:
         t = self.advance()
         name = t.value.upper()
         fn = FUNCTIONS.get(name)
+        mark = len(self.errors)
         if fn is None:
-            raise RuleError(f"unknown function {t.value}(){suggest(name, FUNCTIONS)}", t.start)
+            self.error(f"unknown function {t.value}(){suggest(name, FUNCTIONS)}", t.start)
         self.advance()  # (
         args: list[Node] = []
         if not self.at_op(")"):
@@ -640,16 +805,23 @@ class _Parser:
                     continue
                 break
         end = self.expect_op(")", f"to close {name}(").end
+        if fn is None:
+            return self.broken(t.start, end)
         if len(args) != len(fn.args):
-            raise RuleError(f"{name}() takes {len(fn.args)} argument(s), got {len(args)}", t.start)
+            self.error(f"{name}() takes {len(fn.args)} argument(s), got {len(args)}", t.start)
+            return self.broken(t.start, end, fn.result)
         for arg, want in zip(args, fn.args):
+            if arg.type == ERROR:
+                continue
             if arg.kind == "literal" and arg.type == TEXT and want == DATE:
                 arg.value = self.parse_date(arg.value, arg.start)
                 arg.expr, arg.type = pl.lit(arg.value, pl.Date), DATE
             if arg.type == LABEL and want == TEXT:
                 arg.expr, arg.type = arg.expr.cast(pl.String), TEXT
             if arg.type != want:
-                raise RuleError(f"{name}() needs a {want}, not {_describe(arg, self.text)}", arg.start)
+                self.error(f"{name}() needs a {want}, not {_describe(arg, self.text)}", arg.start)
+        if self.since(mark) or any(a.type == ERROR for a in args):
+            return self.broken(t.start, end, fn.result)
         integer = name in _INTEGER_FUNCTIONS or (name == "ABS" and args[0].integer)
         checks: tuple[pl.Expr, ...] = ()
         if name == "ABS" and integer:  # abs of the smallest Int64 does not fit: checked like arithmetic
@@ -663,12 +835,13 @@ class _Parser:
                     checks=checks)
 
     def require(self, node: Node, typ: str, where: str) -> None:
-        if node.type != typ:
+        if node.type not in (typ, ERROR):
             got = _describe(node, self.text)
             hint = ""
             if node.kind == "column" and node.type == LABEL:
                 hint = f" (compare it, e.g. {node.value} = '{(node.labels or ('A',))[0]}')"
-            raise RuleError(f"{where} must be a condition, not {got}{hint}", node.start)
+            self.error(f"{where} must be a condition, not {got}{hint}", node.start)
+            node.type = ERROR  # reported once: the operators around it do not report it again
 
 
 # ------------------------------------------------------------------ results
@@ -681,6 +854,11 @@ class Clause:
     columns: tuple[str, ...]
     depth: int
     kind: str   # "and", "or", "not" or "condition"
+    #: a comparison's operands as it compares them (after arithmetic and functions), and how to show them:
+    #: ``form`` is e.g. ``"{0} > {1}"``, filled with the operands' values for an explanation. Empty when
+    #: every operand is a column (as stored) or a literal: the column values shown are what was compared.
+    operands: tuple[pl.Expr, ...] = ()
+    form: str = ""
 
 
 @dataclass(frozen=True)
@@ -715,13 +893,25 @@ class CompiledRule:
 
     def explain(self, row: pl.DataFrame) -> list[tuple[Clause, bool | None, dict[str, Any]]]:
         """Evaluate every clause on a one-row frame: (clause, true/false/None=unknown, column values)."""
+        return [(clause, value, seen) for clause, value, seen, _ in self._evaluate(row)]
+
+    def compared(self, row: pl.DataFrame) -> list[str]:
+        """For each clause of a one-row frame, the values it compared, as text (``"312.45 > 500"``; ``""``
+        for a clause that compares nothing, such as ``all of:`` or a Boolean column)."""
+        return [shown for *_, shown in self._evaluate(row)]
+
+    def _evaluate(self, row: pl.DataFrame) -> list[tuple[Clause, bool | None, dict[str, Any], str]]:
         if row.height != 1:
             raise ValueError(f"explain needs exactly one row, got {row.height}")
-        values = row.select([c.expr.alias(f"_c{i}") for i, c in enumerate(self.clauses)]).row(0)
+        exprs = [c.expr.alias(f"_c{i}") for i, c in enumerate(self.clauses)]
+        exprs += [e.alias(f"_v{i}_{j}") for i, c in enumerate(self.clauses) for j, e in enumerate(c.operands)]
+        values = row.select(exprs).row(0, named=True)
         out = []
-        for clause, value in zip(self.clauses, values):
+        for i, clause in enumerate(self.clauses):
             seen = {col: row[col][0] for col in clause.columns}
-            out.append((clause, value, seen))
+            shown = clause.form.format(*(_show(values[f"_v{i}_{j}"]) for j in range(len(clause.operands)))) \
+                if clause.operands else ""
+            out.append((clause, values[f"_c{i}"], seen, shown))
         return out
 
     def explain_text(self, row: pl.DataFrame, indent: str = "    ") -> str:
@@ -731,21 +921,28 @@ class CompiledRule:
     def explain_lines(self, row: pl.DataFrame, indent: str = "    ") -> list[str]:
         """The lines of :meth:`explain_text`, one per clause (a clause's text may hold line breaks)."""
         lines = []
-        for clause, value, seen in self.explain(row):
+        for clause, value, seen, compared in self._evaluate(row):
             mark = {True: "true ", False: "FALSE", None: "null "}[value]
             shown = ", ".join(f"{k} = {_show(v)}" for k, v in seen.items())
+            if compared:
+                shown = f"{shown}; compared {compared}" if shown else f"compared {compared}"
             detail = f"   ({shown})" if shown and clause.kind == "condition" else ""
             lines.append(f"{indent}{'  ' * clause.depth}[{mark}] {clause.text}{detail}")
         return lines
 
 
 def _show(value: Any) -> str:
+    """A value exactly as compared: text quoted, a float with every digit it has (``repr``), never rounded.
+
+    >>> _show(1234567.891), _show(800.0), _show("A"), _show(None), _show(dt.date(2011, 12, 9))
+    ('1234567.891', '800.0', "'A'", 'null', '2011-12-09')
+    """
     if value is None:
         return "null"
     if isinstance(value, str):
         return repr(value)
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return repr(value)
     return str(value)
 
 
@@ -773,7 +970,26 @@ def _clauses(node: Node, text: str, depth: int = 0) -> list[Clause]:
     if node.kind == "not" and node.children[0].kind in ("and", "or", "not"):
         head = [Clause(src, node.expr, tuple(sorted(node.columns)), depth, "not")]
         return head + _clauses(node.children[0], text, depth + 1)
-    return [Clause(src, node.expr, tuple(sorted(node.columns)), depth, "condition")]
+    operands, form = _operands(node)
+    return [Clause(src, node.expr, tuple(sorted(node.columns)), depth, "condition", operands, form)]
+
+
+def _operands(node: Node) -> tuple[tuple[pl.Expr, ...], str]:
+    """What a condition compares (each operand's value as compared) and how to show it."""
+    kids = node.children
+    if all(k.kind == "literal" or (k.kind == "column" and k.expr.meta.is_column()) for k in kids):
+        return (), ""
+    negate = "NOT " if node.value is True else ""
+    if node.kind == "compare":
+        return (kids[0].result, kids[1].result), "{0} " + str(node.value) + " {1}"
+    if node.kind == "in":
+        items = ", ".join("{" + str(j) + "}" for j in range(1, len(kids)))
+        return tuple(k.result for k in kids), "{0} " + negate + "IN (" + items + ")"
+    if node.kind == "between":
+        return tuple(k.result for k in kids), "{0} " + negate + "BETWEEN {1} AND {2}"
+    if node.kind == "isnull":
+        return (kids[0].result,), "{0} IS " + ("NOT " if node.value else "") + "NULL"
+    return (), ""
 
 
 def compile_rule(text: str, schema: Mapping[str, pl.DataType], *, labels: Mapping[str, Sequence[str]] | None = None,
@@ -789,8 +1005,20 @@ def compile_rule(text: str, schema: Mapping[str, pl.DataType], *, labels: Mappin
         raise RuleError(f"a rule must be text, got {type(text).__name__} {text!r}")
     if len(text) > MAX_LENGTH:
         raise RuleError(f"the rule is {len(text):,} characters long; at most {MAX_LENGTH:,} are accepted")
-    parser = _Parser(text, schema, labels or {}, as_of or dt.date.today())
-    node = parser.parse()
+    errors: list[RuleError] = []
+    node = None
+    try:
+        tokens = tokenize(text, errors)
+        parser = _Parser(text, tokens, errors, schema, labels or {}, as_of or dt.date.today())
+        node = parser.parse()
+    except RuleError as exc:  # an error nothing more of the rule can be read after
+        errors.append(exc)
+    if errors:
+        # each problem once, in the order of the text (a problem with no position first)
+        unique = sorted({(e.message, e.position): e for e in errors}.values(), key=lambda e: e.position or 0)
+        first = unique[0]
+        first.errors = unique
+        raise first
     return CompiledRule(text=text, expr=node.expr.fill_null(False), columns=node.columns,
                         clauses=tuple(_clauses(node, text)), overflows=tuple(parser.overflows))
 

@@ -16,9 +16,7 @@ if TYPE_CHECKING:  # for annotations only (the module is above this one)
 
 
 def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_id: str) -> str:
-    """Text explaining one customer: features, labels, every rule and which clause failed."""
-    from ..rules import compile_rule
-
+    """Text explaining one customer: features, labels, every rule and which clause failed, and a verdict."""
     customers = result.customers
     dtype = customers.schema["customer_id"]
     try:
@@ -51,15 +49,33 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
     if rr.control is not None and rr.control_positions is not None:
         mine = rr.control["customer_id"] == key
         held = dict(zip(rr.control_positions.filter(mine).to_list(), rr.control.filter(mine).iter_rows(named=True)))
+    lines += rule_lines(pb, row, labels, result.as_of, taken, cut, held)
+    return safe_lines(lines)  # values and names from the data, each line kept one line
+
+
+def rule_lines(pb: Playbook, row: pl.DataFrame, labels, as_of, taken: set[int], cut: set[int],
+               held: dict[int, dict] | None = None) -> list[str]:
+    """Every rule's outcome for one customer (``row``), each clause with the values it compared, and a
+    last ``verdict:`` line: the action(s) the customer got, or why none. ``taken``, ``cut`` and ``held``
+    are rule positions (the playbook's rules, then the fallback): those that gave the customer an action,
+    whose capacity cut the customer, and whose holdout kept the customer as control (position -> its
+    row of control.csv)."""
+    from ..rules import compile_rule
+
+    held = held or {}
 
     def held_out(i: int) -> str:
         h = held[i]
         whose = "the playbook's control group" if h["holdout"] == "playbook" else "the rule's holdout"
         return f" but held out: {whose} (bucket {h['bucket']}), no action (control group)"
+
+    lines, matched = [], []
     for i, rule in enumerate(pb.rules):
-        compiled = compile_rule(rule.when, customers.schema, labels=labels, as_of=result.as_of)
+        compiled = compile_rule(rule.when, row.schema, labels=labels, as_of=as_of)
         hit = bool(row.select(compiled.expr).item())
         status = "matched" if hit else "not matched"
+        if hit:
+            matched.append(i)
         if i in taken:
             status += f" -> {rule.action} via {rule.channel}, owner {rule.owner}"
         elif i in held:
@@ -70,11 +86,26 @@ def explain_customer(pb: Playbook, prepared: Prepared, result: Result, customer_
             status += " but an earlier rule took the customer (hit policy first)"
         lines.append(f"- {rule.name}: {status}")
         lines.extend(compiled.explain_lines(row))
-    if rr.fallback is not None and rr.fallback in taken:
-        lines.append(f"- {pb.fallback.name} (fallback): {pb.fallback.action} via {pb.fallback.channel}")
-    elif rr.fallback is not None and rr.fallback in held:
-        lines.append(f"- {pb.fallback.name} (fallback):{held_out(rr.fallback)}")
-    return safe_lines(lines)  # values and names from the data, each line kept one line
+    fallback, fb = pb.fallback, len(pb.rules)
+    if fallback is not None and fb in taken:
+        lines.append(f"- {fallback.name} (fallback): {fallback.action} via {fallback.channel}")
+    elif fallback is not None and fb in held:
+        lines.append(f"- {fallback.name} (fallback):{held_out(fb)}")
+    everyone = [*pb.rules, *([fallback] if fallback else [])]
+    actions = [f"{r.action} (rule {r.name!r})" for i, r in enumerate(everyone) if i in taken]
+    kept = [everyone[i].name for i in sorted(held)]
+    if not matched and not kept:
+        verdict = (f"no rule matched, so the fallback {fallback.name!r} applies: {fallback.action}"
+                   if fallback is not None else "no rule matched and there is no fallback: no action")
+    elif actions:
+        verdict = "; ".join(actions)
+    elif kept:
+        verdict = f"held out of {', '.join(repr(k) for k in kept)} (control group): no action"
+    else:
+        verdict = (f"cut by the capacity of {', '.join(repr(everyone[c].name) for c in sorted(cut))}: no action"
+                   if cut else f"matched {', '.join(repr(pb.rules[m].name) for m in matched)} but no action")
+    lines.append(f"verdict: {verdict}")
+    return lines
 
 
 def moves(pb: Playbook, snaps, key) -> list[str]:

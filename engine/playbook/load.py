@@ -792,8 +792,9 @@ def _compile_rules(rules, fallback, schema, selections, as_of, doc, problems):
     for rule in rules:
         try:
             compile_rule(rule.when, schema, labels=labels, as_of=reference)
-        except RuleError as exc:
-            problems.add(rule.when_line, f"rule {rule.name!r}: {exc}")
+        except RuleError as exc:  # every problem of the rule, not only the first
+            for error in exc.errors:
+                problems.add(rule.when_line, f"rule {rule.name!r}: {error}")
         if rule.capacity is not None:
             if rule.order_by not in schema:
                 problems.add(rule.capacity_line, f"rule {rule.name!r}: capacity.order_by: unknown column "

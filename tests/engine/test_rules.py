@@ -172,7 +172,7 @@ def test_explain_names_the_failing_clause(customers):
     assert outcome == [("abc = 'A'", True), ("adc IN ('active', 'new')", False), ("monetary > 500", True)]
     text = rule.explain_text(row)
     assert "[FALSE] adc IN ('active', 'new')   (adc = 'dormant')" in text
-    assert "[true ] monetary > 500   (monetary = 800)" in text
+    assert "[true ] monetary > 500   (monetary = 800.0)" in text
 
 
 def test_explain_shows_unknown_for_nulls(customers):
@@ -401,4 +401,72 @@ def test_explain_indents_each_nested_not_one_level():
         "      [true ] NOT (frequency > 1 AND monetary > 5)",
         "        [FALSE] all of: (frequency > 1 AND monetary > 5)",
         "          [true ] frequency > 1   (frequency = 2)",
-        "          [FALSE] monetary > 5   (monetary = 1)"]
+        "          [FALSE] monetary > 5   (monetary = 1.0)"]
+
+
+# ------------------------------------------------- what new users type (issue 16 item 5)
+@pytest.mark.parametrize("text, message, column", [
+    ('adc = "churned"', "unknown column \"churned\": 'churned' is a label of adc, and labels are written in single "
+                        "quotes: adc = 'churned'", 7),
+    ("adc = new", "unknown column new: 'new' is a label of adc, and labels are written in single quotes: "
+                  "adc = 'new'", 7),
+    ("adc = Dormant", "'dormant' is a label of adc, and labels are written in single quotes: adc = 'dormant'", 7),
+    ("abc IN (A, 'B')", "'A' is a label of abc, and labels are written in single quotes: abc = 'A'", 9),
+    ('country = "France"', "unknown column \"France\": double quotes name a column; text and labels are written in "
+                           "single quotes: 'France'", 11),
+    ("monetary => 500", "'=>' is not an operator: did you mean '>='?", 10),
+    ("monetary =< 500", "'=<' is not an operator: did you mean '<='?", 10),
+])
+def test_what_new_users_type_is_explained(text, message, column):
+    exc = error(text)
+    assert exc.message == message or message in exc.message, exc.message
+    assert exc.position == column - 1
+
+
+def test_every_problem_of_a_rule_is_reported_in_one_pass():
+    exc = error("abc = 'D' AND adc = new AND monetray => 5 AND (frequency > 'x' OR vip) AND MONTHS(birthday) = 1")
+    found = [(e.message, e.position + 1) for e in exc.errors]
+    assert found == [  # in the order of the text
+        ("'D' is not a label of abc (labels: A, B, C)", 7),
+        ("unknown column new: 'new' is a label of adc, and labels are written in single quotes: adc = 'new'", 21),
+        ("unknown column 'monetray' (did you mean 'monetary'?)", 29),
+        ("'=>' is not an operator: did you mean '>='?", 38),
+        ("cannot compare frequency (a number column) with 'x' (text)", 48),
+        ("unknown function MONTHS() (did you mean 'MONTH'?)", 76),
+    ]
+    assert exc.errors[0] is exc  # the error itself is the first problem
+
+
+@pytest.mark.parametrize("text, problems", [
+    # after a syntax error the rest of the rule is still read, from the next AND or OR
+    ("abc = 'A' monetary > 5 AND adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
+    ("abc = 'A' ) AND adc = 'zz'", ["unexpected ')'", "'zz' is not a label of adc"]),
+    ("monetary BETWEEN 1 OR 2 AND abc = 'Q'", ["expected AND in BETWEEN", "'Q' is not a label of abc"]),
+    ("abc = 'A' && adc = 'zz'", ["unexpected character '&'", "'zz' is not a label of adc"]),
+    ("x BETWEEN 1 AND 2 AND y = 1", ["unknown column 'x'", "unknown column 'y'"]),
+    ("NOT monetary AND abc = 'Z'", ["NOT must be a condition", "'Z' is not a label of abc"]),
+    # one mistake is reported once, not again by the operators around it
+    ("monetray + 1 > 2 * frequency", ["unknown column 'monetray'"]),
+    ("-abc = 'A'", ["a sign needs a number"]),
+])
+def test_problems_after_the_first_are_found_without_follow_on_noise(text, problems):
+    found = [e.message for e in error(text).errors]
+    assert len(found) == len(problems), found
+    for got, want in zip(found, problems):
+        assert got.startswith(want), found
+
+
+def test_explain_prints_the_values_a_computed_clause_compared(customers):
+    rule = compile_rule("monetary / frequency > 100 AND DAYS_SINCE(last_order) <= 30 AND signed_up < '2011-01-01'",
+                        customers.schema, labels=LABELS, as_of=AS_OF)
+    text = rule.explain_text(customers.filter(pl.col("customer_id") == "c2"))
+    assert "[true ] monetary / frequency > 100   (frequency = 4, monetary = 800.0; compared 200.0 > 100)" in text
+    assert "[FALSE] DAYS_SINCE(last_order) <= 30   (last_order = 2011-05-24; compared 200 <= 30)" in text
+    assert "compared 2010-01-01 < 2011-01-01" in text  # a timestamp is compared as its day
+
+
+def test_explain_prints_values_exactly_never_rounded():
+    schema = {"monetary": pl.Float64()}
+    row = pl.DataFrame({"monetary": [1234567.891]}, schema=schema)
+    rule = compile_rule("monetary * 1 > 1234567.8905", schema, as_of=AS_OF)
+    assert "(monetary = 1234567.891; compared 1234567.891 > 1234567.8905)" in rule.explain_text(row)
