@@ -191,7 +191,7 @@ CLI_WORDS: Mapping[str, str] = {
     "as_of": "--as-of", "mapping": "--map", "params": "--set", "sheet": "--sheet", "date_format": "--date-format",
     "customers_id": "--customers-id", "plugins_dir": "--plugins-dir", "modules": "--plugin",
     "output_dir": "--output-dir", "allow_outside": "--allow-outside", "delimiter": "--delimiter",
-    "decimal_comma": "--decimal-comma",
+    "decimal_comma": "--decimal-comma", "force": "--force",
     "snapshots_as_of": "--snapshots", "every": "--every", "periods": "--periods", "end": "--end", "window": "--window",
     "cohort": "--cohort",
     "period_start": "--from", "period_end": "--to", "count_new_customers": "--count-new-customers",

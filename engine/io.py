@@ -259,11 +259,14 @@ def write_output_set(
     verify: Callable[[Path], None] | None = None,
     manifest: Mapping[str, object] | None = None,
     retire: Iterable[str] = (),
+    before: Callable[[], None] | None = None,
 ) -> dict[str, Path]:
     """Write a set of files into ``directory`` so that they change together or not at all.
 
     ``writers`` maps each file name to a function that writes the file at the
-    path it is given. ``verify`` is called with the new generation's directory
+    path it is given. ``before`` is called once this write holds the directory's
+    lock, before anything is written (it may raise to refuse the write: the
+    directory stays as it was). ``verify`` is called with the new generation's directory
     once every file is written and flushed (it may read them back and raise to
     keep the previous set). Any failure before the switch leaves the previous
     set exactly as it was and raises a :class:`DataError`; afterwards the new
@@ -294,6 +297,8 @@ def write_output_set(
         fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time per output directory
         with contextlib.suppress(OSError):  # what is left now is removed next time
             _clean(directory, state, names)
+        if before is not None:
+            before()
         current = _current(state)
         gen = _new_generation(state)
         for name in names:

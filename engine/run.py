@@ -344,6 +344,8 @@ class Prepared:
     skipped: list[str] = field(default_factory=list)
     #: What the fitted classifiers of the last ``classify`` returned (parameters, standard errors), by name.
     fits: dict[str, Any] = field(default_factory=dict)
+    #: How the table came about, for a run's manifest (a playbook fills it: where as_of came from, durations).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def select(self, classifiers: Sequence[str] | None = None, params: Any = None) -> list[Selection]:
         return select(self.registry, classifiers, split_params(params))

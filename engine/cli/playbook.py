@@ -42,6 +42,9 @@ def add_commands(sub) -> None:
     p.add_argument("--skip-failing-plugins", action="store_true",
                    help="skip a plugin or classifier that fails (its columns stay empty; the summary names it) "
                         "instead of stopping")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs another playbook wrote, or outputs changed since they were written (their "
+                        "summary's manifest no longer matches them); without it such a run writes nothing")
     p.set_defaults(func=run_run)
 
     p = sub.add_parser("validate", help="check a playbook without reading the transactions")
@@ -50,6 +53,13 @@ def add_commands(sub) -> None:
     _plugins_dir(p)
     p.set_defaults(func=run_validate)
 
+    p = sub.add_parser("test", help="check the playbook's expect: cases; explain each one that fails (exit 1)")
+    p.add_argument("playbook", help="the playbook YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
+                   help="override a classifier parameter of the playbook; repeatable")
+    _plugins_dir(p)
+    p.set_defaults(func=run_test)
+
     p = sub.add_parser("explain", help="show one customer's features, labels and every rule's verdict")
     _playbook_options(p)
     p.add_argument("customer_id", help="the customer to explain")
@@ -57,6 +67,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("schema", help="print the JSON Schema of playbooks (installed classifiers included)")
     _plugins_dir(p)
+    p.add_argument("--summary", action="store_true", help="print the JSON Schema of a run's summary.json instead")
     p.set_defaults(func=run_schema)
 
 
@@ -135,7 +146,7 @@ def run_run(args: argparse.Namespace) -> int:
     paths = {}
     if not args.dry_run:  # written before anything is printed: a run that fails says one line
         with step("writing outputs"):
-            paths = pb.write(result)
+            paths = pb.write(result, force=args.force)
     for line in prepared.report.lines():
         say(line, file=sys.stderr)
     for message in result.summary.get("skipped_plugins", []):
@@ -183,10 +194,47 @@ def format_snapshots(snaps) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from ..playbook.expect import run_cases
+
     pb = _load(args)
+    failed = [o for o in run_cases(pb) if not o.ok]
+    for outcome in failed:
+        say(f"{pb.path}:{outcome.case.line}: expect {outcome.case.name!r}: {outcome.failure}", file=sys.stderr)
+    if failed:
+        say(f"{args.playbook}: {len(failed)} of {len(pb.expectations)} expect: cases fail "
+            f"(tierbook test {args.playbook} explains each)", file=sys.stderr)
+        return 1
+    cases = f", {len(pb.expectations)} expect: cases hold" if pb.expectations else ""
     say(f"{args.playbook}: ok ({len(pb.selections)} classifiers, {len(pb.rules)} rules"
-          f"{', fallback' if pb.fallback else ''}; outputs to {pb.output_dir})")
+        f"{', fallback' if pb.fallback else ''}{cases}; outputs to {pb.output_dir})")
     return 0
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from ..playbook.evaluate import label_sets
+    from ..playbook.expect import run_cases
+    from ..playbook.explain import rule_lines
+
+    pb = _load(args)
+    if not pb.expectations:
+        say(f"{args.playbook}: no expect: cases to check")
+        return 0
+    outcomes = run_cases(pb)
+    labels = label_sets(pb.selections)
+    lines = []
+    for o in outcomes:
+        if o.ok:
+            lines.append(f"ok    {o.case.name}")
+            continue
+        lines.append(f"FAIL  {o.case.name} ({pb.path}:{o.case.line}): {o.failure}")
+        given = ", ".join(f"{k} = {v!r}" for k, v in o.case.customer.items()) or "nothing"
+        lines.append(f"      the case gives {given} (as of {o.as_of}); every other column is missing (null)")
+        lines += [f"      {line}" for line in rule_lines(pb, o.row, labels, o.as_of, list(o.rules), [])]
+    failed = sum(not o.ok for o in outcomes)
+    lines += ["", f"{len(outcomes) - failed} of {len(outcomes)} expect: cases hold"
+                  + (f", {failed} fail" if failed else "")]
+    say_block(safe_lines(lines))
+    return 1 if failed else 0
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -207,5 +255,10 @@ def run_schema(args: argparse.Namespace) -> int:
     from ..playbook import playbook_schema
     from ..registry import get_registry
 
+    if args.summary:
+        from ..playbook.schema import summary_schema
+
+        say_block(json.dumps(summary_schema(), indent=2))
+        return 0
     say_block(json.dumps(playbook_schema(get_registry(plugins_dir=args.plugins_dir)), indent=2))
     return 0

@@ -31,7 +31,8 @@ from ..io import OUTPUT_FORMATS
 from ..registry import Registry, get_registry
 from ..run import Selection, split_params
 from ..yamlio import MarkedDict, MarkedList, load_marked
-from .evaluate import _late_due_dates
+from .evaluate import _late_due_dates, label_sets
+from .expect import check_cases, parse_cases
 from .model import Playbook
 from .spec import (
     ACTION_KEYS,
@@ -186,6 +187,7 @@ def load_playbook(
     _check_previous(rules, selections, snaps, problems)
     fallback = _load_fallback(doc, problems, len(rules))
     holdout = _load_holdout(doc, "holdout", problems)
+    cases = parse_cases(doc.get("expect"), problems.add)
     _check_fallback_name(doc, rules, fallback, problems)
     if isinstance(data.get("as_of"), dt.date):
         for line, message in _late_due_dates([*rules, *([fallback] if fallback else [])], data["as_of"]):
@@ -207,13 +209,17 @@ def load_playbook(
 
             schema.update({c: pl.Enum(list(labels)) for c, labels in previous_columns(selections).items()})
         _compile_rules(rules, fallback, schema, selections, data.get("as_of"), doc, problems)
+        cases = check_cases(cases, schema, label_sets(selections), rules, fallback, hit_policy, problems.add)
         problems.raise_if_any()
 
+    overrides = {name: {k: raw_params[name][k] for k in values}
+                 for name, values in (split_params(params) if params else {}).items() if name in raw_params}
     return Playbook(
         path=path, name=doc["name"], description=doc.get("description", ""), data=data,
         classifier_params=raw_params, selections=selections, rules=rules, hit_policy=hit_policy,
         fallback=fallback, outputs=outputs, registry=registry, plugins=plugin_modules, customer_table=table,
-        engine=engine, spark=spark, snapshots=snaps, holdout=holdout,
+        engine=engine, spark=spark, snapshots=snaps, holdout=holdout, overrides=overrides, expectations=cases,
+        customer_schema=schema,
     )
 
 
@@ -768,6 +774,21 @@ def _predicted_schema(doc, data, registry, selections, problems):
                              f"already has; rename that column")
             written[out.column] = f"classifier {name!r}"
             schema[out.column] = out.polars_dtype
+    # The customers file gains the action each customer got: a column of that name would be shadowed.
+    from .write import ACTION_COLUMNS
+
+    for column in ACTION_COLUMNS:
+        if column in written:
+            node_line = node.key_line(written[column].split("'")[1]) if isinstance(node, MarkedDict) else 1
+            problems.add(node_line, f"{written[column]} writes column {column!r}, the name of the column the "
+                                    f"customers output gets for each customer's action; rename that column")
+        elif column in table_columns:
+            problems.add(lines.get("customers", 1), f"data.customers: column {column!r} is the name of the column "
+                                                    f"the customers output gets for each customer's action; "
+                                                    f"rename that column")
+        elif column in schema:
+            problems.add(1, f"feature {column!r} has the name of the column the customers output gets for each "
+                            f"customer's action; rename that feature")
     return schema, table
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ class Playbook:
     snapshots: dict[str, Any] | None = None
     #: the playbook-wide control group (``holdout:``): its customers get no action from any rule
     holdout: Holdout | None = None
+    #: parameters given over the playbook's own (``--set``, ``with_params``), by classifier
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the ``expect:`` cases, each a customer and the action it must get (see :mod:`~engine.playbook.expect`)
+    expectations: list[Any] = field(default_factory=list)
+    #: the customer table's columns and types as validation predicted them from the files' headers
+    customer_schema: dict[str, pl.DataType] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ access
     @property
@@ -76,15 +83,21 @@ class Playbook:
             # keep the validated (typed) values, e.g. "0.7" from the CLI becomes 0.7
             for k in changes.get(name, {}):
                 raw[name][k] = params_[k]
-        return replace(self, classifier_params=raw, selections=selections)
+        overrides = {name: dict(values) for name, values in self.overrides.items()}
+        for name, values in changes.items():
+            overrides.setdefault(name, {}).update({k: raw[name][k] for k in values})
+        return replace(self, classifier_params=raw, selections=selections, overrides=overrides)
 
     # --------------------------------------------------------------------- run
     def prepare(self, as_of: str | dt.date | None = None) -> Prepared:
         """Read the transactions (once) and compute the customer table."""
         d = self.data
+        source = "given" if as_of is not None else "data.as_of" if d.get("as_of") else \
+            "the day after the last transaction"
         as_of = as_date(as_of) if as_of is not None else d.get("as_of")
+        started = time.perf_counter()
         with speaking(PLAYBOOK_WORDS):  # a message about the data names the playbook's keys (data.map ...)
-            return prepare(
+            prepared = prepare(
                 d["transactions"], mapping=d.get("map") or None,
                 customers=self.customer_table if self.customer_table is not None else None,
                 as_of=as_of, date_format=d.get("date_format"), sheet=d.get("sheet"), registry=self.registry,
@@ -92,6 +105,9 @@ class Playbook:
                 engine=self.engine, spark=self.spark,
                 needs=self._needs(),
             )
+        prepared.provenance = {"as_of_from": source,
+                               "durations_s": {"read_and_features": round(time.perf_counter() - started, 3)}}
+        return prepared
 
     def _needs(self) -> list[str]:
         """Columns this playbook uses: its classifiers' requirements and every word of its rules."""
@@ -129,6 +145,7 @@ class Playbook:
         if self.engine != "polars":
             raise DataError(f"{self.path}: snapshots: not available with engine: {self.engine} (the Polars feature "
                             f"pass computes every snapshot from one scan)")
+        started = time.perf_counter()
         d = self.data
         spec = self.snapshot_spec(as_of)
         s = self.snapshots
@@ -149,6 +166,9 @@ class Playbook:
                                  needs=self._needs(), skipped=skipped, skipped_classifiers=failed, keep="slim")
         snaps.skipped = list(dict.fromkeys(skipped or []))
         snaps.skipped_classifiers = failed
+        # for the run's manifest (a plain attribute: how the snapshots came about, not what they are)
+        snaps.provenance = {"as_of_from": "snapshots", "durations_s": {
+            "read_features_and_classify": round(time.perf_counter() - started, 3)}}
         return snaps
 
     def evaluate_snapshots(self, snaps) -> Result:
@@ -156,6 +176,7 @@ class Playbook:
         and build the summary, with ``snapshots``, ``migration`` and ``kpis`` (no I/O)."""
         from ..snapshots import snapshot_summary
 
+        started = time.perf_counter()
         customers = snaps.last
         prepared = Prepared(snaps.customers[-1], snaps.as_of[-1], snaps.report, self.registry)
         failed = snaps.skipped_classifiers
@@ -168,6 +189,9 @@ class Playbook:
             result.summary["skipped_plugins"] = snaps.skipped
         result.summary.update(snapshot_summary(snaps))
         result.snapshots = snaps
+        provenance = getattr(snaps, "provenance", {})
+        result.provenance = {**provenance, "durations_s": {**provenance.get("durations_s", {}),
+                                                           "rules": round(time.perf_counter() - started, 3)}}
         return result
 
     def evaluate(self, prepared: Prepared, *, skip_failing: bool = False) -> Result:
@@ -178,6 +202,7 @@ class Playbook:
         ``summary["skipped_rules"]``), and ``summary["skipped_plugins"]`` names
         the classifier, with the plugins that failed to load.
         """
+        started = time.perf_counter()
         skipped = [str(f) for f in self.registry.failures] if skip_failing else None
         failed: dict[str, str] = {}
         fits: dict[str, Any] = {}
@@ -190,27 +215,34 @@ class Playbook:
             result.summary["fits"] = fits
         if skipped:
             result.summary["skipped_plugins"] = skipped
+        durations = {**prepared.provenance.get("durations_s", {}),
+                     "classify_and_rules": round(time.perf_counter() - started, 3)}
+        result.provenance = {**prepared.provenance, "durations_s": durations}
         return result
 
-    def run(self, *, as_of: str | dt.date | None = None, write: bool = True) -> Result:
-        """Prepare, evaluate and (unless ``write=False``) write the outputs atomically."""
+    def run(self, *, as_of: str | dt.date | None = None, write: bool = True, force: bool = False) -> Result:
+        """Prepare, evaluate and (unless ``write=False``) write the outputs atomically (``force``: see :meth:`write`)."""
         if self.snapshots is not None:
             result = self.evaluate_snapshots(self.compute_snapshots(as_of))
         else:
             result = self.evaluate(self.prepare(as_of))
         if write:
-            self.write(result)
+            self.write(result, force=force)
         return result
 
-    def write(self, result: Result) -> dict[str, Path]:
+    def write(self, result: Result, *, force: bool = False) -> dict[str, Path]:
         """Write every output as one set: all of them change together, or (on any failure) none does.
 
         See :func:`engine.io.write_output_set`: the files are written into a new
         generation inside the output directory and switched in by one rename.
+        Outputs another playbook wrote there, or outputs changed since they were
+        written (they no longer match the manifest in the summary beside them),
+        are not replaced (a :class:`~engine.errors.DataError`, nothing written)
+        unless ``force``.
         """
         from .write import write_outputs
 
-        return write_outputs(self, result)
+        return write_outputs(self, result, force=force)
 
     # -------------------------------------------------------------------- save
     def save(self, path: str | Path | None = None) -> str:

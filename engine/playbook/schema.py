@@ -91,3 +91,65 @@ def playbook_schema(registry: Registry | None = None) -> dict[str, Any]:
     })
     top["properties"]["fallback"]["properties"]["holdout"] = {**holdout, "description": ACTION_KEYS["holdout"][2]}
     return top
+
+
+def summary_schema() -> dict[str, Any]:
+    """The JSON Schema of a run's ``summary.json`` (``tierbook schema --summary``).
+
+    The keys listed are required and keep their names; a summary may hold more (``fits``, ``skipped_rules``
+    ... and keys later versions add), so scripts reading it stay valid.
+    """
+    count = {"type": "integer", "minimum": 0}
+    text = {"type": "string"}
+    nullable_text = {"type": ["string", "null"]}
+    source = {"type": "object", "required": ["path", "size", "mtime", "rows", "fingerprint"], "properties": {
+        "path": text, "size": count, "mtime": nullable_text, "rows": {"type": ["integer", "null"], "minimum": 0},
+        "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "files": count}}
+    output = {"type": "object", "required": ["size", "sha256"],
+              "properties": {"size": count, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}
+    manifest = {
+        "type": "object",
+        "description": "What ran, on what, with which parameters, how long (engine/playbook/manifest.py).",
+        "required": ["tierbook", "python", "polars", "plugins", "playbook", "data", "fingerprint_method", "as_of",
+                     "as_of_from", "parameters", "durations_s", "outputs"],
+        "properties": {
+            "tierbook": nullable_text, "python": text, "polars": text,
+            "plugins": {"type": "array", "items": {"type": "object", "required": ["name", "package", "version",
+                                                                                  "source", "classifiers"]}},
+            "playbook": {"type": "object", "required": ["path", "name", "sha256"],
+                         "properties": {"path": text, "name": text,
+                                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+            "data": {"type": "object", "required": ["transactions"],
+                     "properties": {"transactions": source, "customers": source}},
+            "fingerprint_method": text,
+            "as_of": {"type": "string", "format": "date"},
+            "as_of_from": {"enum": ["given", "data.as_of", "the day after the last transaction", "snapshots"]},
+            "parameters": {"type": "object", "required": ["classifiers", "overrides", "hit_policy", "engine", "data",
+                                                          "outputs"]},
+            "durations_s": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+            "outputs": {"type": "object", "additionalProperties": output},
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "tierbook run summary (summary.json)",
+        "type": "object",
+        "required": ["playbook", "as_of", "hit_policy", "input", "reconciliation", "classes", "rules", "unmatched",
+                     "cut_by_capacity", "actions", "manifest"],
+        "properties": {
+            "playbook": text,
+            "as_of": {"type": "string", "format": "date"},
+            "hit_policy": {"enum": list(HIT_POLICIES)},
+            "input": {"type": "object", "required": ["source", "rows", "rows_used", "rejected", "customers"]},
+            "reconciliation": {"type": "object", "required": ["customers_in", "customers_out", "revenue_in",
+                                                              "revenue_out", "ok"]},
+            "classes": {"type": "array"},
+            "rules": {"type": "array", "items": {"type": "object", "required": ["rule", "matched", "hits",
+                                                                                "cut_by_capacity", "actions"]}},
+            "unmatched": count,
+            "cut_by_capacity": count,
+            "actions": count,
+            "manifest": manifest,
+        },
+        "additionalProperties": True,
+    }

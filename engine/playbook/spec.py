@@ -39,6 +39,8 @@ TOP_KEYS: dict[str, tuple[str, bool, str]] = {
                                     "window per classifier, cohort grain; adds migration and KPIs (docs/time.md)."),
     "holdout": ("mapping", False, "A playbook-wide control group: {share: 0.05, salt: TEXT}; its customers get no "
                                   "action from any rule (see docs/holdouts.md)."),
+    "expect": ("list", False, "Cases that must hold: each a customer (column: value; unnamed columns are missing) "
+                              "and the action (or none) and/or rule it must get; checked by validate and test."),
 }
 
 
@@ -160,6 +162,24 @@ HOLDOUT_KEYS = ("share", "salt")
 MAX_SALT_CHARS = 200
 
 
+@dataclass(frozen=True)
+class Case:
+    """One ``expect:`` case: a customer (column -> value) and what it must get (see :mod:`~engine.playbook.expect`).
+
+    ``actions`` is None when the case names only a rule, ``()`` for no action at all.
+    """
+
+    name: str
+    customer: dict[str, Any]
+    actions: tuple[str, ...] | None
+    rule: str | None
+    as_of: dt.date | None
+    line: int
+    lines: dict[str, int] = field(default_factory=dict)
+    action_line: int = 0
+    rule_line: int = 0
+
+
 @dataclass
 class Result:
     """What a playbook run produced (nothing here has been written yet)."""
@@ -179,3 +199,5 @@ class Result:
     control: pl.DataFrame | None = None
     #: The rules' result keyed by rule position (:class:`engine.playbook.evaluate.RuleResult`).
     rule_result: Any = None
+    #: Where as_of came from and how long each step took (``durations_s``), for the run's manifest.
+    provenance: dict[str, Any] = field(default_factory=dict)

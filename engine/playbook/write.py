@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,39 +16,68 @@ if TYPE_CHECKING:  # for annotations only (the module is above this one)
     from .model import Playbook
 
 
-def write_outputs(pb: Playbook, result: Result) -> dict[str, Path]:
+#: The columns the customers file gains: the action each customer got and the rule that gave it (null: none).
+ACTION_COLUMNS = ("action", "action_rule")
+#: Under ``hit_policy: all`` a customer's actions (and rules), in the order of actions.csv, joined by this.
+JOIN = "; "
+
+
+def with_actions(customers: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    """``customers`` with the action each got and its rule (null for a customer without one: no rule and no
+    fallback, or cut by capacity). Several actions (``hit_policy: all``) are joined by ``"; "`` in the order of
+    actions.csv (priority, then rule); actions.csv keeps one row per action."""
+    per_customer = actions.group_by("customer_id", maintain_order=True).agg(
+        pl.col("action").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[0]),
+        pl.col("rule").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[1]))
+    return customers.join(per_customer, on="customer_id", how="left", maintain_order="left", nulls_equal=True)
+
+
+def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[str, Path]:
     """Write every output as one set: all of them change together, or (on any failure) none does.
 
     See :func:`engine.io.write_output_set`: the files are written into a new
-    generation inside the output directory and switched in by one rename.
+    generation inside the output directory and switched in by one rename. The
+    summary gets the run's ``manifest`` (:mod:`~engine.playbook.manifest`), with
+    the size and SHA-256 of each file written beside it. Unless ``force``, outputs
+    of another playbook, or outputs that no longer match their manifest, are not
+    replaced (:func:`~engine.playbook.manifest.check_replace`, under the
+    directory's lock).
     """
     from ..io import write_output_set
+    from .manifest import build_manifest, check_replace, output_hashes
 
     paths = pb.output_paths()
     control = result.control if result.control is not None else _no_control(result.actions)
-    frames = {"customers": result.customers, "actions": result.actions, "cut": result.cut, "control": control}
+    frames = {"customers": with_actions(result.customers, result.actions), "actions": result.actions,
+              "cut": result.cut, "control": control}
     writers = {}
+    started = time.perf_counter()
     for key, path in paths.items():
         if key != "summary":
             writers[path.name] = lambda tmp, frame=frames[key]: _write_frame(frame, tmp)
+    if result.snapshots is not None:
+        for name, frame in snapshot_frames(result.snapshots).items():
+            writers[name] = lambda tmp, frame=frame: _write_frame(frame, tmp)
+            paths[Path(name).stem] = pb.output_dir / name
     customers_name = paths["customers"].name
+    others = list(writers)  # every file before the summary, which is written last and lists them
+    manifest = build_manifest(pb, result)
 
     def write_summary(tmp: Path) -> None:
         # The reconciliation again, now against the customers file as written (read back from disk).
         written = _read_back(tmp.parent / customers_name)
         rec = reconcile(result.report, written, f"the written {customers_name}")
         check_reconciliation(rec)
-        summary = {**result.summary, "reconciliation": rec}
+        manifest["durations_s"]["write_outputs"] = round(time.perf_counter() - started, 3)
+        manifest["outputs"] = output_hashes(tmp.parent, others)
+        summary = {**result.summary, "reconciliation": rec, "manifest": manifest}
         tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
 
     writers[paths["summary"].name] = write_summary
-    if result.snapshots is not None:
-        for name, frame in snapshot_frames(result.snapshots).items():
-            writers[name] = lambda tmp, frame=frame: _write_frame(frame, tmp)
-            paths[Path(name).stem] = pb.output_dir / name
     retire = [name for name in SNAPSHOT_OUTPUTS.values() if name not in writers]  # an earlier run's snapshot files
     write_output_set(pb.output_dir, writers, retire=retire,
-                     manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)})
+                     manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)},
+                     before=lambda: check_replace(pb, paths["summary"].name, force))
     return paths
 
 
