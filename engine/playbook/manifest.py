@@ -3,7 +3,7 @@ that a run may replace the outputs already in its output directory.
 
 The data's content fingerprint is *sampled*: SHA-256 over the file's size, its first MiB and its last MiB.
 It costs the same for a 1 KB file as for a 50 GB one (two reads of 1 MiB), where a streaming hash would read
-the whole file a second time after the feature pass has read it (about 1-2 s a GB). It changes when the file
+the whole file a second time after the feature pass has read it. It changes when the file
 is replaced, appended to, truncated or edited in its first or last MiB, which is how transaction exports
 change; an edit in the middle that keeps the size is not seen by it, and the manifest's row count and
 modification time are beside it for that. A file of up to 2 MiB is hashed whole. The outputs themselves are
