@@ -5,6 +5,7 @@ problem reported at once as ``file:line: message``, before any transaction is re
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,6 +153,10 @@ def load_playbook(
     """
     path = Path(path)
     doc = load_marked(path)
+    try:  # the text this playbook was loaded from, for the run's manifest
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        digest = ""
     problems = _Problems(path)
     if doc is None:
         problems.add(1, "the playbook is empty; it needs at least name, data and classifiers")
@@ -219,7 +224,7 @@ def load_playbook(
         classifier_params=raw_params, selections=selections, rules=rules, hit_policy=hit_policy,
         fallback=fallback, outputs=outputs, registry=registry, plugins=plugin_modules, customer_table=table,
         engine=engine, spark=spark, snapshots=snaps, holdout=holdout, overrides=overrides, expectations=cases,
-        customer_schema=schema,
+        customer_schema=schema, sha256=digest,
     )
 
 

@@ -125,7 +125,7 @@ def build_manifest(pb: Any, result: Any) -> dict[str, Any]:
         "polars": pl.__version__,
         "plugins": plugin_versions(pb.registry),
         "playbook": {"path": str(Path(pb.path).resolve()), "name": pb.name,
-                     "sha256": sha256_file(Path(pb.path))},
+                     "sha256": getattr(pb, "sha256", "") or sha256_file(Path(pb.path))},
         "data": sources,
         "fingerprint_method": FINGERPRINT_METHOD,
         "as_of": str(result.as_of),

@@ -52,6 +52,8 @@ class Playbook:
     expectations: list[Any] = field(default_factory=list)
     #: the customer table's columns and types as validation predicted them from the files' headers
     customer_schema: dict[str, pl.DataType] = field(default_factory=dict)
+    #: SHA-256 of the playbook file as it was loaded
+    sha256: str = ""
 
     # ------------------------------------------------------------------ access
     @property

@@ -208,3 +208,13 @@ def test_a_customer_column_named_action_is_refused(tmp_path, run_cli):
     assert code == 2
     assert err.strip() == (f"tierbook: error: {path}:8: data.customers: column 'action' is the name of the column the "
                            f"customers output gets for each customer's action; rename that column")
+
+
+def test_the_manifest_hashes_the_playbook_as_it_was_loaded(tmp_path):
+    path = _copy(tmp_path)
+    loaded = path.read_bytes()
+    pb = load_playbook(path)
+    path.write_text(path.read_text() + "# edited after the run started\n")
+    pb.run()
+    m = json.loads((pb.output_dir / "summary.json").read_text())["manifest"]
+    assert m["playbook"]["sha256"] == hashlib.sha256(loaded).hexdigest()
