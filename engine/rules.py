@@ -748,8 +748,11 @@ class _Parser:
         if name not in self.schema:
             if name == "as_of":
                 return Node("literal", DATE, t.start, t.end, pl.lit(self.as_of, pl.Date), value=self.as_of)
-            self.error(self.unknown_column(t), t.start)
-            return self.broken(t.start, t.end)
+            message, end = self.unknown_column(t)
+            self.error(message, t.start)
+            while self.tok.kind != "END" and self.tok.start < end:  # the rest of a label such as high-value
+                self.advance()
+            return self.broken(t.start, end)
         dtype = self.schema[name]
         typ = _column_type(dtype)
         if typ is None:
@@ -764,29 +767,40 @@ class _Parser:
         return Node("column", typ, t.start, t.end, expr, value=name, labels=labels, columns=frozenset({name}),
                     integer=typ == NUM and dtype.is_integer())
 
-    def unknown_column(self, t: Token) -> str:
-        """Why a name is no column: a label or text written without single quotes is said so."""
+    def unknown_column(self, t: Token) -> tuple[str, int]:
+        """Why a name is no column (a label or text written without single quotes is said so), and where the
+        unquoted label ends (``high-value`` is three tokens): the end of the name otherwise."""
         name = t.value
         sets = {col: tuple(self.labels.get(col) or dtype.categories.to_list())
                 for col, dtype in self.schema.items() if isinstance(dtype, pl.Enum)}
         sets.update({col: tuple(labels) for col, labels in self.labels.items() if col in self.schema})
         if self.context is not None and self.context.kind == "column":  # the column being compared comes first
             sets = {self.context.value: tuple(self.context.labels or ()), **sets}
+        end = t.end
         owner = next(((col, label) for col, labels in sets.items() for label in labels if label == name), None) \
             or next(((col, label) for col, labels in sets.items() for label in labels
                      if label.casefold() == name.casefold()), None)
+        if owner is None and t.kind == "IDENT":  # a label of several words or with signs, written as it is
+            rest = self.text[t.start:]
+            found = sorted(((len(label), col, label) for col, labels in sets.items() for label in labels
+                            if len(label) > len(name) and rest.startswith(label)
+                            and (len(rest) == len(label) or not (rest[len(label)].isalnum() or rest[len(label)] == "_"))),
+                           reverse=True)
+            if found:
+                _, col, label = found[0]
+                owner, end, name = (col, label), t.start + len(label), label
         written = f'"{name}"' if t.kind == "QIDENT" else name
         if owner is not None:
             col, label = owner
             quoted = "'" + label.replace("'", "''") + "'"
             return (f"unknown column {written}: {quoted} is a label of {col}, and labels are written in single "
-                    f"quotes: {col} = {quoted}")
+                    f"quotes: {col} = {quoted}", end)
         if t.kind == "QIDENT":
             close = suggest(name, self.schema)
             quoted = "'" + name.replace("'", "''") + "'"
             return (f"unknown column {written}: double quotes name a column; text and labels are written in single "
-                    f"quotes: {quoted}{close}")
-        return f"unknown column {name!r}{suggest(name, self.schema)}"
+                    f"quotes: {quoted}{close}", end)
+        return f"unknown column {name!r}{suggest(name, self.schema)}", end
 
     def function(self) -> Node:
         t = self.advance()

@@ -415,10 +415,17 @@ def test_explain_indents_each_nested_not_one_level():
     ('country = "France"', "unknown column \"France\": double quotes name a column; text and labels are written in "
                            "single quotes: 'France'", 11),
     ("monetary => 500", "'=>' is not an operator: did you mean '>='?", 10),
+    ("tier = high-value AND abc = 'A'", "unknown column high-value: 'high-value' is a label of tier, and labels are "
+                                        "written in single quotes: tier = 'high-value'", 8),
+    ("tier IN (high-value, Loyal Customers)", "'Loyal Customers' is a label of tier", 22),
     ("monetary =< 500", "'=<' is not an operator: did you mean '<='?", 10),
 ])
 def test_what_new_users_type_is_explained(text, message, column):
-    exc = error(text)
+    schema = {**SCHEMA, "tier": pl.Enum(["high-value", "Loyal Customers", "ordinary"])}
+    with pytest.raises(RuleError) as info:
+        compile_rule(text, schema, labels=LABELS, as_of=AS_OF)
+    exc = info.value.errors[-1] if text.startswith("tier IN") else info.value
+    assert len(info.value.errors) == (2 if text.startswith("tier IN") else 1), info.value.errors
     assert exc.message == message or message in exc.message, exc.message
     assert exc.position == column - 1
 
