@@ -218,3 +218,19 @@ def test_the_manifest_hashes_the_playbook_as_it_was_loaded(tmp_path):
     pb.run()
     m = json.loads((pb.output_dir / "summary.json").read_text())["manifest"]
     assert m["playbook"]["sha256"] == hashlib.sha256(loaded).hexdigest()
+
+
+def test_a_snapshot_run_lists_every_file_of_its_set(tmp_path, run_cli):
+    jsonschema = pytest.importorskip("jsonschema")
+    path = _copy(tmp_path)
+    code, _, err = run_cli("run", path, "--every", "quarter", "--periods", "3", "--output-dir", tmp_path / "snap")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "snap" / "summary.json").read_text())
+    m = summary["manifest"]
+    on_disk = {p.name for p in (tmp_path / "snap").iterdir() if p.name not in (".tierbook", "summary.json")}
+    assert set(m["outputs"]) == on_disk and "migration.csv" in on_disk  # the summary is written last, lists all
+    assert m["as_of_from"] == "snapshots"
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
+    (tmp_path / "snap" / ".tierbook" / "current" / "kpis.csv").write_text("edited\n")
+    code, _, err = run_cli("run", path, "--every", "quarter", "--periods", "3", "--output-dir", tmp_path / "snap")
+    assert code == 2 and "kpis.csv: " in err and "changed after tierbook wrote it" in err
