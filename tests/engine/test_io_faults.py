@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -66,20 +67,33 @@ def runs(tmp_path_factory):
     pb = load_playbook(path, registry=get_registry(allow=["abc", "adc", "rfm"], strict=True))
     prepared = pb.prepare()
     old, new = pb.evaluate(prepared), pb.with_params({"abc.a": 0.6}).evaluate(prepared)
-    files = {}
+    files, raw = {}, {}
     for label, result in (("old", old), ("new", new)):
         _at(pb, base / label).write(result)
-        files[label] = {name: (base / label / name).read_bytes() for name in FILES}
+        raw[label] = {name: (base / label / name).read_bytes() for name in FILES}
+        files[label] = {name: _content(name, (base / label / name).read_bytes()) for name in FILES}
     assert all(files["old"][n] != files["new"][n] for n in ("actions.csv", "summary.json"))
-    return pb, old, new, files
+    return pb, old, new, files, raw["old"]
 
 
 def _at(pb, directory: Path):
     return dataclasses.replace(pb, outputs={**pb.outputs, "dir": directory})
 
 
+def _content(name: str, data: bytes) -> bytes:
+    """A file's bytes; for summary.json without what its manifest says about this particular write (how long it
+    took, into which directory), which differs between two writes of the same result."""
+    if name != "summary.json":
+        return data
+    summary = json.loads(data)
+    summary["manifest"].pop("durations_s")
+    summary["manifest"]["parameters"]["outputs"].pop("dir")
+    return json.dumps(summary, sort_keys=True).encode()
+
+
 def _visible(directory: Path) -> dict[str, bytes | None]:
-    return {name: (directory / name).read_bytes() if (directory / name).exists() else None for name in FILES}
+    return {name: _content(name, (directory / name).read_bytes()) if (directory / name).exists() else None
+            for name in FILES}
 
 
 def _tree(directory: Path) -> dict[str, object]:
@@ -95,13 +109,13 @@ def _tree(directory: Path) -> dict[str, object]:
 
 def _start(scenario: str, directory: Path, runs) -> dict[str, bytes | None]:
     """Set up the old state of ``directory``; return the files a reader sees in it."""
-    pb, old, _, files = runs
+    pb, old, _, files, _ = runs
     if scenario == "replace":      # the previous run's set, written by this writer
         _at(pb, directory).write(old)
     elif scenario == "migrate":    # plain files, as an earlier tierbook wrote them
         directory.mkdir(parents=True)
         for name in FILES:
-            (directory / name).write_bytes(files["old"][name])
+            (directory / name).write_bytes(runs[4][name])
     else:                          # first run: nothing there yet
         directory.mkdir(parents=True)
     return _visible(directory)
@@ -112,7 +126,7 @@ SCENARIOS = ("replace", "migrate", "first")
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_a_kill_at_any_point_leaves_the_old_or_the_new_set(runs, tmp_path, monkeypatch, scenario):
-    pb, _, new, files = runs
+    pb, _, new, files, _ = runs
     out = tmp_path / "out"
     before = _start(scenario, out, runs)
     snapshots: list[tuple[str, Path]] = []
@@ -153,7 +167,7 @@ def _count_calls(monkeypatch, pb, result, directory: Path) -> int:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_a_failure_at_any_point_leaves_the_old_set_exactly(runs, tmp_path, monkeypatch, scenario):
-    pb, _, new, files = runs
+    pb, _, new, files, _ = runs
     _start(scenario, tmp_path / "probe", runs)
     n = _count_calls(monkeypatch, pb, new, tmp_path / "probe")
     failed = committed = 0
@@ -191,7 +205,7 @@ def test_a_failure_at_any_point_leaves_the_old_set_exactly(runs, tmp_path, monke
 
 def test_fsync_comes_where_the_docs_say(runs, tmp_path, monkeypatch):
     """Each file and the generation directory are flushed before the switch; the state directory after it."""
-    pb, old, new, _ = runs
+    pb, old, new, _, _ = runs
     out = tmp_path / "out"
     _at(pb, out).write(old)
     log: list[tuple[str, str]] = []
