@@ -293,6 +293,8 @@ def test_explain_says_a_customer_was_held_out(tmp_path):
         text = explain_customer(pb, prepared, result, str(row["customer_id"]))
         line = next(ln for ln in text.splitlines() if ln.startswith(f"- {row['rule']}"))
         assert f"held out: {whose} (bucket {row['bucket']}), no action (control group)" in line
+        if not result.actions.filter(pl.col("customer_id") == row["customer_id"]).height:  # no other rule's action
+            assert text.splitlines()[-1] == f"verdict: held out of {row['rule']!r} (control group): no action"
 
 
 def test_the_json_schema_knows_holdouts(tmp_path):
