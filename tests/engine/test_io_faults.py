@@ -70,7 +70,8 @@ def runs(tmp_path_factory):
     files, raw = {}, {}
     for label, result in (("old", old), ("new", new)):
         _at(pb, base / label).write(result)
-        raw[label] = {name: (base / label / name).read_bytes() for name in FILES}
+        # every file of the set (control.csv too, which its summary's manifest lists)
+        raw[label] = {p.name: p.read_bytes() for p in (base / label).iterdir() if p.is_file()}
         files[label] = {name: _content(name, (base / label / name).read_bytes()) for name in FILES}
     assert all(files["old"][n] != files["new"][n] for n in ("actions.csv", "summary.json"))
     return pb, old, new, files, raw["old"]
@@ -114,8 +115,8 @@ def _start(scenario: str, directory: Path, runs) -> dict[str, bytes | None]:
         _at(pb, directory).write(old)
     elif scenario == "migrate":    # plain files, as an earlier tierbook wrote them
         directory.mkdir(parents=True)
-        for name in FILES:
-            (directory / name).write_bytes(runs[4][name])
+        for name, data in runs[4].items():
+            (directory / name).write_bytes(data)
     else:                          # first run: nothing there yet
         directory.mkdir(parents=True)
     return _visible(directory)
