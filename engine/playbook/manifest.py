@@ -151,7 +151,9 @@ def output_hashes(directory: Path, names: list[str]) -> dict[str, dict[str, Any]
 
 def check_replace(pb: Any, summary_name: str, force: bool) -> None:
     """Refuse (one line, exit 2) to replace outputs that another playbook wrote, or outputs that no longer match
-    the manifest of the summary beside them; ``force`` allows both. Nothing is checked where there is no summary
+    the manifest of the summary beside them (a listed file of another size or SHA-256; a listed file that is
+    gone is not refused, since a later run into the directory retires files it does not write, such as an
+    earlier run's snapshot files); ``force`` allows both. Nothing is checked where there is no summary
     yet, or a summary without a manifest (written before manifests were)."""
     if force:
         return
@@ -179,9 +181,8 @@ def check_replace(pb: Any, summary_name: str, force: bool) -> None:
                         f"(name {written_by.get('name')!r}), not {here}; {how}", file=str(summary_path))
     for name, expected in manifest["outputs"].items():
         path = directory / str(name)
-        if not path.exists():
-            raise DataError(f"{path}: listed in the manifest of {summary_path.name} but missing; {how}",
-                            file=str(path))
+        if not path.exists():  # not refused: a later run into the directory may have retired it (snapshot files)
+            continue
         size = path.stat().st_size
         if size != expected.get("size"):
             raise DataError(f"{path}: {size:,} bytes, but the manifest of {summary_path.name} says "
