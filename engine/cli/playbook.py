@@ -229,7 +229,7 @@ def run_test(args: argparse.Namespace) -> int:
         lines.append(f"FAIL  {o.case.name} ({pb.path}:{o.case.line}): {o.failure}")
         given = ", ".join(f"{k} = {v!r}" for k, v in o.case.customer.items()) or "nothing"
         lines.append(f"      the case gives {given} (as of {o.as_of}); every other column is missing (null)")
-        lines += [f"      {line}" for line in rule_lines(pb, o.row, labels, o.as_of, list(o.rules), [])]
+        lines += [f"      {line}" for line in rule_lines(pb, o.row, labels, o.as_of, set(o.positions), set())]
     failed = sum(not o.ok for o in outcomes)
     lines += ["", f"{len(outcomes) - failed} of {len(outcomes)} expect: cases hold"
                   + (f", {failed} fail" if failed else "")]

@@ -213,6 +213,8 @@ class Outcome:
     row: pl.DataFrame
     as_of: dt.date
     failure: str = ""
+    #: the positions of the rules that gave the actions (the playbook's rules, then the fallback)
+    positions: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -241,12 +243,13 @@ def run_cases(pb: Playbook, schema: Mapping[str, pl.DataType] | None = None) -> 
                                                                          if k != "customer_id"}})
         rr = evaluate_rules(frame, rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
                             labels=labels, source=pb.path)
-        actions = rr.actions.select("customer_id", pl.col("action").cast(pl.String), pl.col("rule").cast(pl.String))
+        actions = rr.actions.select("customer_id", pl.col("action").cast(pl.String), pl.col("rule").cast(pl.String),
+                                    rr.action_positions.alias("_position"))
         for cid, i in zip(ids, indices):
             got = actions.filter(pl.col("customer_id") == cid)
             case = pb.expectations[i]
             outcome = Outcome(case, tuple(got["action"]), tuple(got["rule"]),
-                              frame.filter(pl.col("customer_id") == cid), as_of)
+                              frame.filter(pl.col("customer_id") == cid), as_of, positions=tuple(got["_position"]))
             results[i] = replace(outcome, failure=_failure(outcome, pb.fallback))
     outcomes = [results[i] for i in range(len(pb.expectations))]
     return outcomes
