@@ -259,6 +259,7 @@ def write_output_set(
     verify: Callable[[Path], None] | None = None,
     manifest: Mapping[str, object] | None = None,
     retire: Iterable[str] = (),
+    owner: str | None = None,
     before: Callable[[], None] | None = None,
 ) -> dict[str, Path]:
     """Write a set of files into ``directory`` so that they change together or not at all.
@@ -272,11 +273,13 @@ def write_output_set(
     set exactly as it was and raises a :class:`DataError`; afterwards the new
     set is in place. Returns the visible path of each file.
 
-    ``retire`` names files this writer owns but does not produce this time (a
-    run without snapshots after one with them): they are not carried over from
-    the previous set, and their visible links go, so no file of an older run
-    sits beside the new set as if it belonged to it. Files of other writers
-    into the same directory are carried over unchanged.
+    ``owner`` names the writer (a playbook's path); the set's ``manifest.json``
+    records which writer wrote each file (``owners``). ``retire`` names files
+    this writer may have written before but does not produce this time (a run
+    without snapshots after one with them): those the previous set says this
+    same owner wrote are not carried over, and their visible links go, so no
+    file of an older run sits beside the new set as if it belonged to it. Files
+    of other writers into the same directory are carried over unchanged.
     """
     directory = Path(directory)
     names = list(writers)
@@ -311,15 +314,20 @@ def write_output_set(
         writing = None
         if verify is not None:
             verify(gen)
+        owners = {name: owner for name in names}
+        previous_owners = _owners(current) if current is not None else {}
+        retired = {n for n in retired if owner is not None and previous_owners.get(n) == owner}
         if current is not None:  # files of this directory's other outputs stay in the set
             for entry in os.listdir(current):
                 if entry not in writers and entry not in retired and entry != MANIFEST and not entry.startswith("."):
+                    owners[entry] = previous_owners.get(entry)
                     try:
                         os.link(current / entry, gen / entry)
                     except OSError:
                         shutil.copy2(current / entry, gen / entry)
         listing = {n: (gen / n).stat().st_size for n in sorted(os.listdir(gen))}
-        text = json.dumps({**(manifest or {}), "files": listing}, indent=2, default=str) + "\n"
+        known = {n: w for n, w in sorted(owners.items()) if w is not None}
+        text = json.dumps({**(manifest or {}), "files": listing, "owners": known}, indent=2, default=str) + "\n"
         with open(_issued(gen / MANIFEST), "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -346,6 +354,15 @@ def write_output_set(
     finally:
         os.close(lock)
     return {name: directory / name for name in names}
+
+
+def _owners(generation: Path) -> dict[str, str]:
+    """Which writer wrote each file of a generation, from its ``manifest.json`` (empty when unknown)."""
+    try:
+        owners = json.loads((generation / MANIFEST).read_text(encoding="utf-8")).get("owners", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in owners.items()} if isinstance(owners, dict) else {}
 
 
 def leftovers(directory: Path) -> list[Path]:

@@ -75,7 +75,7 @@ def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[
 
     writers[paths["summary"].name] = write_summary
     retire = [name for name in SNAPSHOT_OUTPUTS.values() if name not in writers]  # an earlier run's snapshot files
-    write_output_set(pb.output_dir, writers, retire=retire,
+    write_output_set(pb.output_dir, writers, retire=retire, owner=str(Path(pb.path).resolve()) if pb.path else None,
                      manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)},
                      before=lambda: check_replace(pb, paths["summary"].name, force))
     return paths

@@ -129,18 +129,23 @@ def test_the_json_schema_knows_snapshots():
         jsonschema.validate(yaml.safe_load(HEAD + "snapshots: {every: quarter, periods: 8, cohrt: month}\n"), schema)
 
 
-def test_a_run_without_snapshots_retires_the_snapshot_files(tmp_path):
-    """The snapshot files of an earlier run into the same directory do not stay beside a later plain run's set."""
+def test_a_run_without_snapshots_retires_its_own_snapshot_files(tmp_path):
+    """An earlier run's snapshot files do not stay beside the same playbook's later plain run; another
+    playbook's files in the same directory (its snapshot files included) stay."""
     from engine.io import leftovers
 
     out = tmp_path / "out"
-    path = write(tmp_path, HEAD + "snapshots: {as_of: [2011-06-01, 2011-12-01]}\n")
-    load_playbook(path, output_dir=out).run()
-    assert (out / "migration.csv").exists()
-    other = tmp_path / "other.yaml"  # another playbook's outputs in the same directory stay
-    other.write_text(HEAD.replace("name: snaps", "name: other") + "outputs: {customers: other.parquet, actions: "
-                     "other-actions.csv, cut: other-cut.csv, summary: other-summary.json, control: other-control.csv}\n")
+    other = tmp_path / "other.yaml"  # another playbook with snapshots, its outputs in the same directory
+    other.write_text(HEAD.replace("name: snaps", "name: other") + "snapshots: {as_of: [2011-06-01, 2011-12-01]}\n"
+                     "outputs: {customers: other.parquet, actions: other-actions.csv, cut: other-cut.csv, "
+                     "summary: other-summary.json, control: other-control.csv}\n")
     load_playbook(other, output_dir=out).run()
+    theirs = (out / "migration.csv").read_bytes()
+    load_playbook(write(tmp_path, HEAD), output_dir=out).run()
+    assert (out / "migration.csv").read_bytes() == theirs  # not this playbook's: kept
+    path = write(tmp_path, HEAD + "snapshots: {as_of: [2011-06-01, 2011-09-01, 2011-12-01]}\n")
+    load_playbook(path, output_dir=out).run(force=True)
+    assert (out / "migration.csv").read_bytes() != theirs
     load_playbook(write(tmp_path, HEAD), output_dir=out).run()
     names = {p.name for p in out.iterdir()}
     for name in ("snapshots.parquet", "migration.csv", "flows.csv", "kpis.csv", "cohorts.csv", "values.csv"):
