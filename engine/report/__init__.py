@@ -67,12 +67,13 @@ def check_report_target(path: str | Path) -> Path:
     return path
 
 
-def write_report(pb: Playbook, result: Result, path: str | Path) -> Path:
+def write_report(pb: Playbook, result: Result, path: str | Path, *,
+                 measurement: Mapping[str, Any] | None = None) -> Path:
     """Build the report of ``result`` and write it to ``path`` atomically (temporary file, fsync, rename)."""
     from ..io import atomic_write_text
 
     path = check_report_target(path)
-    page = build_report(pb, result)
+    page = build_report(pb, result, measurement=measurement)
     try:
         atomic_write_text(page, path)
     except OSError as exc:  # e.g. the disk filled up: the previous file (if any) is untouched
@@ -387,6 +388,54 @@ def _snapshots(page: _Page, pb: Playbook, snaps: Any, s: Mapping[str, Any]) -> N
     page.end()
 
 
+def _uplift(page: _Page, m: Mapping[str, Any]) -> None:
+    from .uplift import uplift_figure
+
+    period = m["period"]
+    conf = float(m.get("confidence") or 0.95)
+    page.section("uplift", "Uplift (holdout measurement)",
+                 f"What the customers of each rule bought from {_e(period.get('from'))} to {_e(period.get('to'))}, "
+                 f"those who got the action (treatment) against those held out (control), as measured by "
+                 f"tierbook measure on {_e(m.get('outcomes', 'the outcomes'))} after the run as of "
+                 f"{_e(m.get('as_of'))}. Intervals at {conf:.0%} confidence ("
+                 + "; ".join(f"{_e(k.replace('_', ' '))}: {_e(v)}" for k, v in (m.get("methods") or {}).items())
+                 + ").")
+    body = []
+    for r in m["rules"]:
+        t, c = r["treatment"], r["control"]
+        conv = r.get("conversion_uplift") or {}
+        rev = r.get("revenue_uplift") or {}
+        srm = r.get("srm") or {}
+
+        def iv(x: Mapping[str, Any], kind: str) -> str:
+            if not x:
+                return "<td></td>"
+            f = _pct if kind == "pct" else _money
+            return (f'<td class=num data-value="{x.get("estimate")!r}">{f(x.get("estimate"))} '
+                    f'[{f(x.get("low"))}, {f(x.get("high"))}]{" *" if x.get("significant") else ""}</td>')
+
+        body.append(
+            f'<tr data-rule="{_e(r["rule"])}"><th>{_e(r["rule"])}</th>'
+            f'<td class=num data-field="treatment" data-value="{t.get("customers")}">{_num(t.get("customers", 0))}</td>'
+            f'<td class=num data-field="control" data-value="{c.get("customers")}">{_num(c.get("customers", 0))}</td>'
+            f'<td class=num>{_pct(t.get("conversion"))}</td><td class=num>{_pct(c.get("conversion"))}</td>'
+            f'{iv(conv, "pct")}<td class=num>{_money(t.get("revenue_per_customer"))}</td>'
+            f'<td class=num>{_money(c.get("revenue_per_customer"))}</td>{iv(rev, "money")}'
+            f'<td>{"mismatch" if srm.get("mismatch") else "ok" if srm else ""}</td>'
+            f'<td>{_e(r.get("note", ""))}</td></tr>')
+    page.add('<table class="numbers uplift"><thead><tr><th>rule</th><th>treatment</th><th>control</th>'
+             "<th>conversion (treatment)</th><th>conversion (control)</th><th>conversion uplift [interval]</th>"
+             "<th>revenue per customer (treatment)</th><th>(control)</th><th>revenue uplift [interval]</th>"
+             "<th>sample ratio</th><th>note</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+             "<p class=intro>* the interval excludes zero. A sample-ratio mismatch means the groups were not "
+             "split as the holdout asked: do not trust that rule's uplift.</p>")
+    page.add("<div class=pair>")
+    page.figure(uplift_figure(m["rules"], "conversion_uplift", percent=True, confidence=conf), "uplift")
+    page.figure(uplift_figure(m["rules"], "revenue_uplift", percent=False, confidence=conf), "uplift")
+    page.add("</div>")
+    page.end()
+
+
 STYLE = """
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
@@ -488,8 +537,12 @@ def _plotly_js() -> str:
     return get_plotlyjs()
 
 
-def build_report(pb: Playbook, result: Result, *, sections: Sequence[Any] = ()) -> str:
+def build_report(pb: Playbook, result: Result, *, measurement: Mapping[str, Any] | None = None,
+                 sections: Sequence[Any] = ()) -> str:
     """The report of one playbook run as one HTML document (a string; nothing is read from the network).
+
+    ``measurement``: what ``tierbook measure --json`` printed for this playbook
+    (:func:`engine.report.uplift.read_measurement`), drawn as the uplift section.
 
     ``sections`` are extra callables ``section(page)`` drawn after the rules (time-series sections).
     """
@@ -502,6 +555,8 @@ def build_report(pb: Playbook, result: Result, *, sections: Sequence[Any] = ()) 
     snaps = getattr(result, "snapshots", None)
     if snaps is not None and len(snaps.as_of) > 1:
         _snapshots(page, pb, snaps, s)
+    if measurement is not None:
+        _uplift(page, measurement)
     for draw in sections:
         draw(page)
     js = _plotly_js().replace("</script", "<\\/script")

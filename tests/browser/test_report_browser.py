@@ -28,7 +28,7 @@ TIERBOOK = [sys.executable, "-m", "engine"]
 SNAPSHOTS = ["--every", "quarter", "--periods", "4"]
 
 # Marks a drawn plotly.js chart holds: bars and markers, lines, heat-map images, Sankey nodes and links.
-MARKS = "g.point path, path.js-line, .heatmaplayer image, .sankey-node rect, .sankey-link"
+MARKS = "g.point path, path.point, path.js-line, .heatmaplayer image, .sankey-node rect, .sankey-link"
 
 
 def test_report_opens_offline_draws_every_chart_and_shows_the_runs_numbers(tmp_path):
@@ -61,7 +61,9 @@ def test_report_opens_offline_draws_every_chart_and_shows_the_runs_numbers(tmp_p
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            # plotly.js warns on the console about a figure it draws wrongly (an invalid colour, an attribute)
+            page.on("console", lambda m: errors.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
             page.goto(url)
             page.wait_for_selector("body[data-rendered]", timeout=60_000)
 
@@ -130,5 +132,51 @@ def test_report_opens_offline_draws_every_chart_and_shows_the_runs_numbers(tmp_p
                 for key in ("retention_rate", "churn_rate", "revenue_retention"):
                     assert page.locator(f"{row} td[data-field='{key}']").inner_text() == f"{100 * k[key]:.1f}%"
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_the_uplift_section_draws_offline(tmp_path):
+    """A real holdout measurement (examples/holdout_uplift.py, `tierbook measure --json`) in the report."""
+    import importlib.util
+
+    from playwright.sync_api import sync_playwright
+
+    spec = importlib.util.spec_from_file_location("holdout_uplift", ROOT / "examples" / "holdout_uplift.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.run(tmp_path, customers=4_000, seed=17)
+    playbook = tmp_path / "playbook.yaml"
+    done = subprocess.run([*TIERBOOK, "measure", str(playbook), "--outcomes", str(tmp_path / "outcomes.csv"),
+                           "--from", "2026-01-01", "--to", "2026-01-31", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "m.json").write_text(done.stdout)
+    report = tmp_path / "report.html"
+    done = subprocess.run([*TIERBOOK, "report", str(playbook), "-o", str(report), "--measurement",
+                           str(tmp_path / "m.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    url = report.resolve().as_uri()
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
+            context.route("**/*", lambda r: (requests.append(r.request.url),
+                                             r.continue_() if r.request.url == url else r.abort()))
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
+            page.goto(url)
+            page.wait_for_selector("body[data-rendered]", timeout=60_000)
+            assert requests == [url] and errors == []
+            marks = page.eval_on_selector_all(
+                "figure.chart[data-chart^='uplift/'] .plot",
+                "els => els.map(p => [p.dataset.rendered, p.querySelectorAll('path.point').length,"
+                "                     p.querySelectorAll('g.errorbar').length])")
+            # one dot and one error bar per rule (win-back, newsletter) in each chart
+            assert marks == [["yes", 2, 2], ["yes", 2, 2]], marks
+            page.locator("#uplift").screenshot(path=str(ARTIFACTS / "report-uplift.png"))
         finally:
             browser.close()
