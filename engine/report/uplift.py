@@ -24,17 +24,17 @@ def read_measurement(path: str | Path, playbook: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{path}: no such measurement file (write one with tierbook measure ... --json)") from None
+        raise DataError(f"{path}: no such measurement file (tierbook measure writes one as JSON)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read the measurement: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not JSON ({exc.msg}, column {exc.colno}); expected what "
-                        f"tierbook measure --json prints") from None
+        raise DataError(f"{path}:{exc.lineno}: not JSON ({exc.msg}, column {exc.colno}); expected the JSON "
+                        f"measurement of tierbook measure") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list) or "period" not in data:
-        raise DataError(f"{path}: not a measurement (no 'rules' list and 'period'); expected what "
-                        f"tierbook measure --json prints")
+        raise DataError(f"{path}: not a measurement (no 'rules' list and 'period'); expected the JSON "
+                        f"measurement of tierbook measure")
     if data.get("playbook") != playbook:
         raise DataError(f"{path}: a measurement of playbook {data.get('playbook')!r}, not of {playbook!r}",
                         value=data.get("playbook"))
