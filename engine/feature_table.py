@@ -100,6 +100,11 @@ class BuiltinFeature:
 
     ``empty`` is its value for a customer without any usable transaction (a
     prospect from the customer table): 0 for counts and sums, null otherwise.
+    ``low`` is the smallest value the computation can give (None: no bound),
+    which ``tierbook check`` uses to prove a condition can never be true
+    (``recency_days < 1``); every built-in feature is finite (never NaN or
+    infinite: amounts are summed as exact units).
+    ``tests/engine/test_feature_table.py`` checks the bounds on generated data.
     """
 
     name: str
@@ -107,6 +112,7 @@ class BuiltinFeature:
     description: str
     compute: Agg | Derived
     empty: int | float | None = None
+    low: int | float | None = None
 
     @property
     def how(self) -> str:
@@ -118,10 +124,10 @@ FEATURES: tuple[BuiltinFeature, ...] = (
     BuiltinFeature("recency_days", pl.Int64(), "days from the last purchase to as_of (1 = the day before); null "
                    "without a purchase",
                    Derived(lambda o: o.days_to_as_of(o.col("last_order")), ("last_order",),
-                           "as_of - last_order, in days")),
+                           "as_of - last_order, in days"), low=1),
     BuiltinFeature("frequency", pl.Int64(), "orders: distinct order ids with at least one purchase line (a "
                    "cancellation-only invoice is not an order; without order ids, one order per day)",
-                   Agg("n_unique", "order_key", "purchases"), empty=0),
+                   Agg("n_unique", "order_key", "purchases"), empty=0, low=0),
     BuiltinFeature("monetary", pl.Float64(), "net revenue: the sum of all amounts, returns included",
                    Agg("sum", "amount"), empty=0.0),
     BuiltinFeature("first_order", pl.Date(), "day of the first purchase", Agg("min", "order_date", "purchases")),
@@ -130,14 +136,14 @@ FEATURES: tuple[BuiltinFeature, ...] = (
                    "a zero amount)", Agg("max", "order_date")),
     BuiltinFeature("tenure_days", pl.Int64(), "days from the first purchase to as_of; null without a purchase",
                    Derived(lambda o: o.days_to_as_of(o.col("first_order")), ("first_order",),
-                           "as_of - first_order, in days")),
+                           "as_of - first_order, in days"), low=1),
     BuiltinFeature("avg_order_value", pl.Float64(), "average order value; null without an order",
                    Derived(lambda o: o.where(o.col("frequency") > 0, o.col("monetary") / o.col("frequency")),
                            ("frequency", "monetary"), "monetary / frequency when frequency > 0")),
     BuiltinFeature("returns", pl.Int64(), "returned or cancelled lines", Agg("count", "amount", "returns"),
-                   empty=0),
+                   empty=0, low=0),
     BuiltinFeature("returned_value", pl.Float64(), "value of the returned lines, as a positive number",
-                   Agg("sum", "amount", "returns", negate=True), empty=0.0),
+                   Agg("sum", "amount", "returns", negate=True), empty=0.0, low=0.0),
 )
 
 

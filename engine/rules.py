@@ -885,6 +885,9 @@ class CompiledRule:
     clauses: tuple[Clause, ...]
     #: (what overflows, true where it does) for each checked arithmetic operation of the rule
     overflows: tuple[tuple[str, pl.Expr], ...] = ()
+    #: The parsed condition (literals coerced to the labels and dates they are compared with), for the
+    #: static analysis of ``tierbook check`` (:mod:`engine.playbook.check`).
+    tree: Node | None = field(default=None, compare=False, repr=False)
 
     @property
     def overflow(self) -> pl.Expr | None:
@@ -1034,5 +1037,5 @@ def compile_rule(text: str, schema: Mapping[str, pl.DataType], *, labels: Mappin
         first.errors = unique
         raise first
     return CompiledRule(text=text, expr=node.expr.fill_null(False), columns=node.columns,
-                        clauses=tuple(_clauses(node, text)), overflows=tuple(parser.overflows))
+                        clauses=tuple(_clauses(node, text)), overflows=tuple(parser.overflows), tree=node)
 

@@ -65,6 +65,14 @@ def add_commands(sub) -> None:
     p.add_argument("customer_id", help="the customer to explain")
     p.set_defaults(func=run_explain)
 
+    p = sub.add_parser("check", help="what a playbook's rules can do (dead, shadowed, overlapping rules) and did on "
+                                     "the data")
+    _playbook_options(p)
+    p.add_argument("--static", action="store_true", help="the static analysis only: read no transactions")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/check-and-diff.md)")
+    p.add_argument("--strict", action="store_true", help="exit with code 1 when a rule is dead or shadowed")
+    p.set_defaults(func=run_check)
+
     p = sub.add_parser("schema", help="print the JSON Schema of playbooks (installed classifiers included)")
     _plugins_dir(p)
     p.add_argument("--summary", action="store_true", help="print the JSON Schema of a run's summary.json instead")
@@ -248,6 +256,31 @@ def run_explain(args: argparse.Namespace) -> int:
         prepared = pb.prepare(args.as_of)
         result = pb.evaluate(prepared)
     say_block(explain_customer(pb, prepared, result, args.customer_id))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..playbook.check import check_on_data, check_report, format_check, static_check
+    from .progress import step
+
+    pb = _load(args)
+    report = static_check(pb)
+    data = None
+    if not args.static:
+        with step(f"reading {pb.data['transactions']}"):
+            prepared = pb.prepare(args.as_of)
+        with step("classifying and applying rules"):
+            from ..run import apply_classifiers
+
+            customers = apply_classifiers(prepared.customers, pb.selections, as_of=prepared.as_of,
+                                          registry=pb.registry)
+            data = check_on_data(pb, customers, prepared.as_of)
+    if args.json:
+        say_block(json.dumps(check_report(pb, report, data), indent=2))
+    else:
+        say_block(safe_lines(format_check(pb, report, data)))
+    if args.strict and (report.count("dead") or report.count("shadowed")):
+        return 1
     return 0
 
 

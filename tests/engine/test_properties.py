@@ -137,6 +137,14 @@ def test_every_feature_matches_its_definition(txs, cut, builtins):
         for row in prepared.customers.iter_rows(named=True)
     }
     assert got == expected
+    from engine.feature_table import FEATURES
+
+    for f in FEATURES:  # the bounds tierbook check proves conditions dead with (BuiltinFeature.low)
+        values = prepared.customers[f.name].drop_nulls()
+        if f.low is not None and values.len():
+            assert values.min() >= f.low, f.name
+        if f.dtype == pl.Float64:
+            assert values.is_finite().all(), f.name
     report = prepared.report
     assert report.rows == len(txs)
     assert report.rows_used == sum(1 for t in txs if t[0] is not None and t[2] is not None and t[3] is not None
