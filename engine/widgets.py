@@ -53,7 +53,8 @@ from .fastpath import Chart, FastPath, Table, figure, png
 from .params import ParamSpec
 from .run import Prepared, Selection, apply_classifiers
 
-__all__ = ["WorkbenchModel", "Workbench", "GenericPath", "numbers_html", "rules_html", "class_sizes_png"]
+__all__ = ["WorkbenchModel", "Workbench", "GenericPath", "numbers_html", "rules_html", "changes_html",
+           "class_sizes_png"]
 
 NONE_LABEL = "(none)"
 _NUMBERS_SCHEMA = {"classifier": pl.String, "column": pl.String, "label": pl.String, "customers": pl.Int64,
@@ -148,12 +149,7 @@ class WorkbenchModel:
 
     def evaluator(self, name: str) -> FastPath:
         """The evaluator for ``name``'s current parameters: its fast path if it supports them, else the generic one."""
-        fast = self.fast_paths.get(name)
-        if fast is not None and fast.supports(self.params[name]):
-            return fast
-        if name not in self._generic:
-            self._generic[name] = GenericPath(self.classifiers[name], self.table)
-        return self._generic[name]
+        return self.evaluator_for(name, self.params[name])
 
     # -------------------------------------------------------------- parameters
     @property
@@ -276,6 +272,38 @@ class WorkbenchModel:
                 if start.get(key) != value:
                     changes.setdefault(name, {})[key] = value
         return pb.with_params(changes) if changes else pb
+
+    def classified_with(self, params: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
+        """The customer table with every label column for ``params`` (each classifier's full parameters)."""
+        cols = []
+        for name, values in params.items():
+            got = self.evaluator_for(name, values).columns(values)
+            cols += [got[o.column].alias(o.column) for o in self.classifiers[name].output_specs(values)]
+        return self.prepared.customers.with_columns(cols)
+
+    def evaluator_for(self, name: str, params: Mapping[str, Any]) -> FastPath:
+        """The evaluator for ``name`` with ``params``: its fast path if it supports them, else the generic one."""
+        fast = self.fast_paths.get(name)
+        if fast is not None and fast.supports(params):
+            return fast
+        if name not in self._generic:
+            self._generic[name] = GenericPath(self.classifiers[name], self.table)
+        return self._generic[name]
+
+    def action_changes(self, saved: Mapping[str, Mapping[str, Any]]) -> Any:
+        """Who gets a different action now than under the ``saved`` parameters, and why: a
+        :class:`~engine.playbook.diff.PlaybookDiff` (None without a playbook)."""
+        if self.playbook is None:
+            return None
+        from .playbook.diff import diff_customers
+
+        pb = self.playbook
+        changes = {name: {k: v for k, v in values.items() if pb.classifiers.get(name, {}).get(k) != v}
+                   for name, values in saved.items()}
+        changes = {name: values for name, values in changes.items() if values}
+        old = pb.with_params(changes) if changes else pb
+        return diff_customers(old, self.playbook_now(), self.classified_with(saved), self.classified(),
+                              self.prepared.as_of)
 
     def rules(self) -> Any:
         """What the playbook's rules do for the current parameters: a :class:`~engine.playbook.RuleResult`
@@ -464,6 +492,28 @@ def rules_html(result: Any) -> str:
     return "".join(rows)
 
 
+def changes_html(d: Any, top: int = 8) -> str:
+    """The customers whose action a saved change moves: count, old -> new action table, main reasons."""
+    n = d.changes.height
+    head = (f'<div class="tierbook-changes-count" data-value="{n}"><b>customers who change action: {n:,}</b> '
+            f'of {d.customers:,}</div>')
+    if n == 0:
+        return head
+    rows = "".join(
+        f'<tr class="tierbook-transition"><td>{html.escape(r["old_action"])}</td><td>&rarr;</td>'
+        f'<td>{html.escape(r["new_action"])}</td><td class="tierbook-transition-count" '
+        f'data-value="{r["customers"]}" style="text-align:right">{r["customers"]:,}</td>'
+        f'<td style="text-align:right">{r["revenue"]:,.2f}</td></tr>'
+        for r in d.transitions.head(top).iter_rows(named=True))
+    more = d.transitions.height - top
+    reasons = (d.changes.group_by("reason").agg(pl.len().alias("n")).sort(["n", "reason"], descending=[True, False]))
+    why = "".join(f"<li>{r['n']:,}: {html.escape(r['reason'])}</li>" for r in reasons.head(top).iter_rows(named=True))
+    return (head + '<table class="tierbook-transitions" style="font-size:85%"><tr><th>old action</th><th></th>'
+            f'<th>new action</th><th>customers</th><th>revenue</th></tr>{rows}</table>'
+            + (f"<div>... and {more:,} more</div>" if more > 0 else "")
+            + f'<ul class="tierbook-change-reasons" style="font-size:85%">{why}</ul>')
+
+
 def frame_html(df: pl.DataFrame, css: str = "tierbook-sample") -> str:
     a = html.escape
     head = "".join(f"<th>{a(c)}</th>" for c in df.columns)
@@ -573,6 +623,7 @@ class Workbench:
         self.last_result = None
         self._syncing = False
         self._saved_params = self._snapshot()
+        self.last_changes = None  # the action diff of the last save (engine.playbook.diff.PlaybookDiff)
         #: Chart images by (classifier, chart name), the key each one was drawn for, and how often each was drawn.
         self.chart_images: dict[tuple[str, str], Any] = {}
         self._chart_keys: dict[tuple[str, str], Any] = {}
@@ -633,13 +684,17 @@ class Workbench:
         self.save_button.on_click(lambda _: self.save())
         self.diff_box = w.HTML()
         self.diff_box.add_class("tierbook-diff")
+        #: beside the YAML diff: the customers whose action the saved change moves (tierbook diff's table)
+        self.changes_box = w.HTML()
+        self.changes_box.add_class("tierbook-action-diff")
         self.timing = w.HTML()
         self.timing.add_class("tierbook-timing")
         title = ""
         if m.playbook is not None:
             title = (f"<h3 style='margin:0'>{html.escape(m.playbook.name)}</h3>"
                      f"<div>{html.escape(m.playbook.description)}</div>")
-        left = w.VBox([*groups, self.as_of, w.HBox(save_row), self.unsaved, self.status, self.diff_box],
+        left = w.VBox([*groups, self.as_of, w.HBox(save_row), self.unsaved, self.status, self.diff_box,
+                       self.changes_box],
                       layout=w.Layout(min_width="32em", max_width="36em"))
         left.add_class("tierbook-controls")
         # The numbers sit beside the controls (they are what a move changes); charts and samples below.
@@ -717,6 +772,7 @@ class Workbench:
         self._sync_controls()
         self.status.value = ""
         self.diff_box.value = ""  # a diff describes the last save, not the parameters now
+        self.changes_box.value = ""
         self._update_save_state()
         self.refresh()
         return True
@@ -824,11 +880,14 @@ class Workbench:
             self.status.value = (f'<span class="tierbook-error">not saved: {html.escape(", ".join(stale))} '
                                  'show a value that is not in force; fix it first</span>')
             return None
+        before = self._saved_params
         try:
             diff = self.model.save(target if self.model.playbook is None or self.save_path is not None else None)
         except TierbookError as exc:
             self.status.value = f'<span class="tierbook-error">not saved: {html.escape(str(exc))}</span>'
             return None
+        self.last_changes = self.model.action_changes(before) if diff else None
+        self.changes_box.value = changes_html(self.last_changes) if self.last_changes is not None else ""
         self._saved_params = self._snapshot()
         if diff:
             self.status.value = f'<span class="tierbook-saved">saved to {html.escape(str(target))}</span>'

@@ -73,6 +73,18 @@ def add_commands(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit with code 1 when a rule is dead or shadowed")
     p.set_defaults(func=run_check)
 
+    p = sub.add_parser("diff", help="who gets a different action under a changed playbook, and why")
+    p.add_argument("old", help="the playbook as it is")
+    p.add_argument("new", nargs="?", help="the changed playbook (default: OLD with the --set changes)")
+    _plugins_dir(p)
+    p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
+                   help="change a classifier parameter of the new side; repeatable")
+    p.add_argument("--as-of", metavar="YYYY-MM-DD", help="override the playbooks' as_of")
+    p.add_argument("--csv", metavar="FILE", help="write the customers whose action changes, with the reason "
+                                                 "(CSV, or Parquet/JSON/NDJSON/xlsx by the suffix), atomically")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/check-and-diff.md)")
+    p.set_defaults(func=run_diff)
+
     p = sub.add_parser("schema", help="print the JSON Schema of playbooks (installed classifiers included)")
     _plugins_dir(p)
     p.add_argument("--summary", action="store_true", help="print the JSON Schema of a run's summary.json instead")
@@ -281,6 +293,37 @@ def run_check(args: argparse.Namespace) -> int:
         say_block(safe_lines(format_check(pb, report, data)))
     if args.strict and (report.count("dead") or report.count("shadowed")):
         return 1
+    return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import TierbookError
+    from ..io import atomic_write_frame, check_output
+    from ..playbook import load_playbook
+    from ..playbook.diff import comparable, diff_json, diff_playbooks, format_diff
+    from .progress import step
+
+    if args.new is None and not args.set:
+        raise TierbookError("diff: give a second playbook (NEW), or --set changes to compare OLD with")
+    if args.csv:
+        check_output(Path(args.csv))  # a bad suffix or directory fails before the data is read
+    old = load_playbook(args.old, plugins_dir=args.plugins_dir)
+    new = load_playbook(args.new or args.old, params=args.set or None, plugins_dir=args.plugins_dir)
+    comparable(old, new)
+    with step(f"reading {old.data['transactions']}"):
+        prepared = old.prepare(args.as_of)
+    with step("classifying and applying both playbooks' rules"):
+        d = diff_playbooks(old, new, prepared=prepared)
+    if args.csv:
+        atomic_write_frame(d.changes, Path(args.csv))
+    if args.json:
+        say_block(json.dumps(diff_json(d), indent=2))
+    else:
+        say_block(safe_lines(format_diff(d)))
+        if args.csv:
+            say(f"wrote {d.changes.height:,} customers: {args.csv}")
     return 0
 
 

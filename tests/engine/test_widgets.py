@@ -438,3 +438,29 @@ def test_moving_as_of_shows_the_migration_from_the_table_shown_before(abc_pb, ab
     assert _shown_migration(wb) == {(c, f, t): n for c, f, t, n in
                                     again.select("column", "from", "to", "customers").iter_rows()}
     assert _shown_migration(wb) != shown
+def test_save_shows_the_customers_who_change_action_beside_the_yaml_diff(abc_pb, abc_prepared, tmp_path):
+    from engine.playbook.diff import diff_playbooks
+
+    target = tmp_path / "abc.yaml"
+    shutil.copy(ABC_PLAYBOOK, target)
+    wb = Workbench(abc_pb, prepared=abc_prepared, save_path=target, charts=False)
+    wb.controls["abc.a"].value = 0.7
+    wb.save()
+    assert "+    a: 0.7" in wb.diff_box.value  # the YAML diff, and beside it the customers it moves
+    # the same customers as tierbook diff finds between the parameters before and after the save
+    assert yaml.safe_load(target.read_text())["classifiers"]["abc"]["a"] == 0.7
+    expected = diff_playbooks(abc_pb, abc_pb.with_params({"abc.a": 0.7}), prepared=abc_prepared)
+    assert expected.changes.height > 0
+    assert f'data-value="{expected.changes.height}"' in wb.changes_box.value
+    assert "customers who change action" in wb.changes_box.value
+    shown = {int(v) for v in re.findall(r'class="tierbook-transition-count" data-value="(\d+)"', wb.changes_box.value)}
+    assert shown == set(expected.transitions["customers"].to_list())
+    assert "abc: A -&gt; B (abc.a 0.8 -&gt; 0.7)" in wb.changes_box.value
+    # a second save compares with what the first one wrote, not with the playbook as loaded
+    wb.controls["abc.a"].value = 0.6
+    assert wb.changes_box.value == ""
+    wb.save()
+    second = diff_playbooks(abc_pb.with_params({"abc.a": 0.7}), abc_pb.with_params({"abc.a": 0.6}),
+                            prepared=abc_prepared)
+    assert f'data-value="{second.changes.height}"' in wb.changes_box.value
+    assert "(abc.a 0.7 -&gt; 0.6)" in wb.changes_box.value
