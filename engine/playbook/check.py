@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ..feature_table import FEATURES
-from .sets import INF, Box, FinSet, NumSet, ValueSet
+from .sets import INF, Box, FinSet, NumSet, ValueSet, elementary
 from .spec import Rule
 
 if TYPE_CHECKING:
@@ -57,8 +57,10 @@ STATUSES = ("ok", "dead", "shadowed", "unknown")
 #: Most boxes one approximation keeps: past it, *over* becomes "everything" and *under* keeps its first
 #: ones (both stay true); the rule is then reported ``unknown`` rather than decided slowly.
 MAX_BOXES = 64
-#: Most pieces a subtraction (is this rule covered by the earlier ones?) may split into.
-MAX_PIECES = 4096
+#: Most pieces a subtraction (is this rule covered by the earlier ones?) may split into, and most box
+#: subtractions spent on one rule: past either, the rule is ``unknown``.
+MAX_PIECES = 512
+MAX_WORK = 20000
 #: Numbers beyond this size are not modelled: a comparison of a whole-number column with such a
 #: literal may go through floating point, which rounds them.
 _EXACT = 2.0**52
@@ -370,8 +372,12 @@ def _show(value: Any) -> str:
 
 
 def _example(box: Box, schema: Mapping[str, pl.DataType]) -> dict[str, Any]:
+    return _example_point(box.example(), schema)
+
+
+def _example_point(point: Mapping[str, Any], schema: Mapping[str, pl.DataType]) -> dict[str, Any]:
     out = {}
-    for col, value in box.example().items():
+    for col, value in sorted(point.items()):
         dtype = schema.get(col)
         if value is not None and dtype is not None and (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
             value = _EPOCH + dt.timedelta(days=int(value))
@@ -379,18 +385,110 @@ def _example(box: Box, schema: Mapping[str, pl.DataType]) -> dict[str, Any]:
     return out
 
 
-def _covered(pieces: list[Box], cover: list[Box], domain: Mapping[str, ValueSet]) -> list[Box] | None:
-    """What of ``pieces`` lies outside every box of ``cover`` (None: too many pieces to tell)."""
-    for c in cover:
-        nxt: list[Box] = []
-        for p in pieces:
-            nxt.extend(p.minus(c, domain))
-            if len(nxt) > MAX_PIECES:
-                return None
-        pieces = nxt
-        if not pieces:
-            break
-    return pieces
+class _OutOfWork(Exception):
+    pass
+
+
+def _uncovered(box: Box, cover: list[Box], domain: Mapping[str, ValueSet], budget: list[int]) -> dict | None:
+    """A customer of ``box`` outside every box of ``cover`` (column -> value; unnamed columns null), or None
+    when ``cover`` holds all of ``box``. Raises :class:`_OutOfWork` when ``budget`` runs out.
+
+    Exact: one column at a time, the box's values of that column are cut into pieces on which every cover
+    box either holds all values or none; each piece is decided on the remaining columns with the cover boxes
+    that hold it (a sub-problem met again with the same cover boxes is answered from memory).
+    """
+    cover = [c for c in cover if c.meets(box)]
+    # columns cut into few pieces first: they split the problem the least and prune the most
+    columns = sorted({col for c in cover for col in c.sets},
+                     key=lambda col: (len({c.sets[col] for c in cover if col in c.sets}),
+                                      -sum(col in c.sets for c in cover), col))
+    memo: dict[tuple[int, frozenset[int]], dict | None] = {}
+    sets = [c.sets for c in cover]
+    order = {col: k for k, col in enumerate(columns)}
+    last = [max((order[col] for col in c), default=-1) for c in sets]  # a box's last column in the order
+    complements: dict[int, ValueSet] = {}
+
+    def complement(t: ValueSet) -> ValueSet:
+        got = complements.get(id(t))
+        if got is None:
+            got = complements[id(t)] = t.complement()
+        return got
+
+    def solve(depth: int, active: frozenset[int], path: dict) -> dict | None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _OutOfWork
+        if not active:
+            point = {col: s.pick() for col, s in box.sets.items()}
+            point.update(path)
+            return point
+        if any(last[i] < depth for i in active):
+            return None  # a cover box that constrains no remaining column holds everything left
+        key = (depth, active)
+        if key in memo:
+            found = memo[key]
+            return None if found is None else {**found, **path}
+        col = columns[depth]
+        within = box.sets.get(col, domain[col])
+        groups: dict[ValueSet, set[int]] = {}
+        free = set()
+        for i in active:
+            t = sets[i].get(col)
+            if t is None:
+                free.add(i)
+            else:
+                groups.setdefault(t, set()).add(i)
+        cuts = list(groups)
+        if isinstance(within, NumSet):
+            pieces = elementary(within, cuts)
+        else:
+            pieces = [within]
+            for t in cuts:
+                nxt = []
+                for piece in pieces:
+                    inside, outside = piece & t, piece & complement(t)
+                    nxt += [x for x in (inside, outside) if not x.empty()]
+                pieces = nxt
+        if len(pieces) > MAX_PIECES:
+            raise _OutOfWork
+        found = None
+        tried: set[frozenset[int]] = set()
+        for piece in pieces:
+            value = piece.pick()  # every cut set holds all of the piece or none of it: one value decides
+            keep = frozenset(free.union(*(ids for t, ids in groups.items() if t.contains(value))))
+            if keep in tried:
+                continue
+            tried.add(keep)
+            found = solve(depth + 1, keep, {**path, col: value})
+            if found is not None:
+                break
+        memo[key] = None if found is None else {k: v for k, v in found.items() if k not in path}
+        return found
+
+    return solve(0, frozenset(range(len(cover))), {})
+
+
+def _point_outside(box: Box, avoid: list[Box], domain: Mapping[str, ValueSet], tries: int = 64) -> dict | None:
+    """A customer of ``box`` in none of the ``avoid`` boxes, found by moving one value at a time (None: not
+    found; that proves nothing). Columns the point does not name are null."""
+    point = {col: s.pick() for col, s in box.sets.items()}
+    for step in range(tries):
+        hit = next((o for o in avoid if o.contains(point)), None)
+        if hit is None:
+            return point
+        cols = list(hit.sets)
+        moved = False
+        for k in range(len(cols)):  # a different column first on each step, so two boxes cannot trap it
+            col = cols[(step + k) % len(cols)]
+            within = box.sets.get(col, domain[col])
+            rest = within & hit.sets[col].complement()
+            if not rest.empty():
+                point[col] = rest.pick()
+                moved = True
+                break
+        if not moved:
+            return None  # the box lies inside ``hit``: no customer of it escapes
+    return None
 
 
 def analyse_rules(rules: Sequence[Rule], schema: Mapping[str, pl.DataType], *,
@@ -418,37 +516,60 @@ def analyse_rules(rules: Sequence[Rule], schema: Mapping[str, pl.DataType], *,
         approx.append(an.approx(compiled.tree, rule.when))
         _mentions(compiled.tree, mentioned)
         read |= compiled.columns
-    verdicts = []
+    verdicts: list[RuleVerdict] = []
     for j, rule in enumerate(rules):
         a = approx[j]
         over = [b for b in a.t_over if not b.empty()]
+        under = [b for b in a.t_under if not b.empty()]
         if not over:
             verdicts.append(RuleVerdict(j, rule.name, rule.when_line, "dead",
                                         "no values of its columns make the condition true"))
             continue
-        earlier = range(j) if hit_policy == "first" else range(0)
-        # shadowed: everything it may match lies in what earlier rules surely match
-        cover = [b for i in earlier if verdicts[i].status != "dead" for b in approx[i].t_under
-                 if any(b.meets(o) for o in over)]
-        rest = _covered(list(over), cover, domain) if cover else over
-        if rest == []:
-            by = [rules[i].name for i in earlier if any(b.meets(o) for b in approx[i].t_under for o in over)]
-            verdicts.append(RuleVerdict(j, rule.name, rule.when_line, "shadowed",
-                                        f"every customer it matches is taken earlier by {_names(by)}",
-                                        shadowed_by=tuple(by)))
-            continue
-        # ok: something it surely matches that no earlier rule may match
-        under = [b for b in a.t_under if not b.empty()]
-        block = [b for i in earlier if verdicts[i].status != "dead" for b in approx[i].t_over
-                 if any(b.meets(u) for u in under)]
-        free = _covered(list(under), block, domain) if (under and block) else under
-        if free:
+        earlier = [i for i in range(j) if verdicts[i].status != "dead"] if hit_policy == "first" else []
+        budget = [MAX_WORK]
+        # ok: a customer it surely matches that no earlier rule may match (a point first: cheap when there is one)
+        block = [b for i in earlier for b in approx[i].t_over]
+        example = None
+        for u in under:
+            point = _point_outside(u, [b for b in block if b.meets(u)], domain)
+            if point is not None:
+                example = point
+                break
+        if example is not None:
             verdicts.append(RuleVerdict(j, rule.name, rule.when_line, "ok",
                                         "values exist for which it takes the customer",
-                                        example=_example(free[0], schema)))
+                                        example=_example_point(example, schema)))
+            continue
+        # shadowed: everything it may match lies in what earlier rules surely match
+        cover_rules = [i for i in earlier if any(b.meets(o) for b in approx[i].t_under for o in over)]
+        cover = [b for i in cover_rules for b in approx[i].t_under]
+        try:
+            escapes = any(_point_outside(o, [b for b in cover if b.meets(o)], domain) is not None for o in over) \
+                or any(_uncovered(o, cover, domain, budget) is not None for o in over)
+        except _OutOfWork:
+            escapes = None
+        if escapes is False:
+            verdicts.append(RuleVerdict(j, rule.name, rule.when_line, "shadowed",
+                                        f"every customer it matches is taken earlier by "
+                                        f"{_names([rules[i].name for i in cover_rules])}",
+                                        shadowed_by=tuple(rules[i].name for i in cover_rules)))
+            continue
+        free = None
+        try:
+            for u in under:
+                free = _uncovered(u, block, domain, budget)
+                if free is not None:
+                    break
+        except _OutOfWork:
+            free = None
+            escapes = None
+        if free is not None:
+            verdicts.append(RuleVerdict(j, rule.name, rule.when_line, "ok",
+                                        "values exist for which it takes the customer",
+                                        example=_example_point(free, schema)))
             continue
         undecided = [x.undecided for x in (a, *(approx[i] for i in earlier)) if x.undecided]
-        if free is None or rest is None:
+        if escapes is None:
             reason = "too many cases to decide"
         elif undecided:
             reason = f"cannot decide {undecided[0]}"

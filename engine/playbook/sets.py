@@ -69,9 +69,32 @@ class NumSet:
 
     @staticmethod
     def make(ivs: Iterable[Interval], nan: bool = False, null: bool = False, whole: bool = False) -> NumSet:
-        out = [(_whole(iv) if whole else iv) for iv in ivs]
-        out = sorted((iv for iv in out if not _iv_empty(iv)), key=lambda iv: (iv[0], not iv[1]))
+        out = [iv for iv in ((_whole(iv) if whole else iv) for iv in ivs) if not _iv_empty(iv)]
+        if len(out) > 1:
+            out.sort(key=lambda iv: (iv[0], not iv[1]))
         return NumSet(tuple(out), nan, null, whole)
+
+    def intersects(self, other: NumSet) -> bool:
+        """Whether the two sets share a value (without building their intersection)."""
+        if (self.null and other.null) or (self.nan and other.nan):
+            return True
+        whole = self.whole or other.whole
+        for a in self.ivs:
+            for b in other.ivs:
+                iv = _iv_and(a, b)
+                if not _iv_empty(_whole(iv) if whole else iv):
+                    return True
+        return False
+
+    def contains(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        if isinstance(value, float) and math.isnan(value):
+            return self.nan
+        for lo, lo_in, hi, hi_in in self.ivs:
+            if (lo < value or (lo_in and lo == value)) and (value < hi or (hi_in and hi == value)):
+                return True
+        return False
 
     def __and__(self, other: NumSet) -> NumSet:
         ivs = [_iv_and(a, b) for a in self.ivs for b in other.ivs]
@@ -111,6 +134,25 @@ class NumSet:
         return None
 
 
+def elementary(within: NumSet, cuts: Iterable[NumSet]) -> list[NumSet]:
+    """``within`` cut at every end of the intervals of ``cuts``: pieces on each of which every set of ``cuts``
+    holds all values or none (points, the open stretches between them, NaN, null)."""
+    ends = sorted({v for t in cuts for iv in t.ivs for v in (iv[0], iv[2])} | {-INF, INF})
+    whole = within.whole
+    raw = []
+    for k, v in enumerate(ends):
+        raw.append(NumSet.make([(v, True, v, True)], whole=whole))
+        if k + 1 < len(ends):
+            raw.append(NumSet.make([(v, False, ends[k + 1], False)], whole=whole))
+    raw += [NumSet((), True, False, whole), NumSet((), False, True, whole)]
+    out = []
+    for piece in raw:
+        got = piece & within
+        if not got.empty():
+            out.append(got)
+    return out
+
+
 @dataclass(frozen=True)
 class FinSet:
     """A finite set of values (``co=False``) or every value but those (``co=True``), and null."""
@@ -143,6 +185,21 @@ class FinSet:
 
     def complement(self) -> FinSet:
         return FinSet.make(self.values, not self.co, not self.null, self.universe, self.order)
+
+    def intersects(self, other: FinSet) -> bool:
+        if self.null and other.null:
+            return True
+        if self.co and other.co:
+            return True  # text: infinitely many values outside two finite sets (label sets are never co)
+        if self.co or other.co:
+            fin, co = (other, self) if self.co else (self, other)
+            return bool(fin.values - co.values)
+        return not self.values.isdisjoint(other.values)
+
+    def contains(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        return (value in self.values) != self.co
 
     def without_null(self) -> FinSet:
         return FinSet(self.values, self.co, False, self.universe, self.order)
@@ -189,9 +246,13 @@ class Box:
         small, big = (self, other) if len(self.sets) <= len(other.sets) else (other, self)
         for col, s in small.sets.items():
             t = big.sets.get(col)
-            if t is not None and (s & t).empty():
+            if t is not None and not s.intersects(t):
                 return False
         return True
+
+    def contains(self, point: Mapping[str, Any]) -> bool:
+        """Whether the customer ``point`` (column -> value; a column it does not name is null) is in the box."""
+        return all(s.contains(point.get(col)) for col, s in self.sets.items())
 
     def minus(self, other: Box, domain: Mapping[str, ValueSet]) -> list[Box]:
         """``self`` without ``other``, as disjoint boxes (``self`` itself when they do not meet).

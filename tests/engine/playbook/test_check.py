@@ -379,3 +379,79 @@ def test_the_builtin_playbooks_check_clean(run_cli):
     for path in sorted((ROOT / "playbooks").glob("*.yaml")):
         code, out, err = run_cli("check", path, "--strict", "--static")
         assert code == 0, (path, out, err)
+
+
+# -------------------------------------------------- exact on decidable rules: a grid of every case
+_SMALL = {"customer_id": pl.String, "x": pl.Int64, "lab": pl.Enum(list(LABELS)), "b": pl.Boolean}
+# x's literals are 0..4, so -1..5 and null meet every case a condition over x can tell apart
+GRID = pl.DataFrame([{"customer_id": f"g{i}", "x": x, "lab": lab, "b": b} for i, (x, lab, b) in enumerate(
+    (x, lab, b) for x in [*range(-1, 6), None] for lab in [*LABELS, None] for b in (True, False, None))],
+    schema=_SMALL)
+
+
+@st.composite
+def small_atoms(draw) -> str:
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return f"x {draw(_OPS)} {draw(st.integers(0, 4))}"
+    if kind == 1:
+        lo = draw(st.integers(0, 4))
+        return f"x {'NOT ' if draw(st.booleans()) else ''}BETWEEN {lo} AND {draw(st.integers(0, 4))}"
+    if kind == 2:
+        items = draw(st.lists(_LAB, min_size=1, max_size=3))
+        return f"lab {'NOT ' if draw(st.booleans()) else ''}IN ({', '.join(repr(i) for i in items)})"
+    if kind == 3:
+        return f"lab {draw(st.sampled_from(['=', '<>']))} '{draw(_LAB)}'"
+    if kind == 4:
+        return draw(st.sampled_from(["b", "NOT b", "b = FALSE", "x IS NULL", "lab IS NOT NULL", "b IS NULL"]))
+    return f"x IN ({draw(st.integers(0, 4))}, {draw(st.integers(0, 4))})"
+
+
+small_conditions = st.recursive(small_atoms(), lambda inner: st.one_of(
+    st.tuples(inner, inner).map(lambda p: f"({p[0]} AND {p[1]})"),
+    st.tuples(inner, inner).map(lambda p: f"({p[0]} OR {p[1]})"),
+    inner.map(lambda c: f"NOT ({c})")), max_leaves=5)
+
+
+@KEY
+@given(whens=st.lists(small_conditions, min_size=1, max_size=8), hit_policy=st.sampled_from(["first", "all"]))
+def test_decidable_rules_get_exact_verdicts(whens, hit_policy):
+    """Every rule of comparisons with literals is decided (never unknown), and exactly: dead when no customer
+    of the grid matches, shadowed when none gets it, ok otherwise."""
+    rules = rules_of(*whens)
+    report = analyse_rules(rules, _SMALL, labels={"lab": LABELS}, hit_policy=hit_policy, as_of=AS_OF)
+    rr = evaluate_rules(GRID, rules, as_of=AS_OF, hit_policy=hit_policy, labels={"lab": LABELS})
+    for v in report.rules:
+        expected = "dead" if rr.matched[v.position] == 0 else "shadowed" if rr.hits[v.position] == 0 else "ok"
+        assert v.status == expected, (v, whens)
+
+
+@KEY
+@given(target=small_conditions, covers=st.lists(small_conditions, min_size=1, max_size=6))
+def test_the_cover_search_is_exact(target, covers):
+    """engine.playbook.check._uncovered against every customer of the grid: it finds a customer of the target
+    outside the covers exactly when the grid has one, and the customer it finds is one."""
+    from engine.playbook.check import _Analyser, _uncovered, column_domains
+    from engine.rules import compile_rule
+
+    domain = column_domains(_SMALL, {"lab": LABELS})
+    an = _Analyser(domain)
+
+    def boxes(text):
+        return [b for b in an.approx(compile_rule(text, _SMALL, labels={"lab": LABELS}, as_of=AS_OF).tree,
+                                     text).t_under if not b.empty()]
+
+    cover = [b for c in covers for b in boxes(c)]
+    inside = GRID.select(compile_rule(target, _SMALL, labels={"lab": LABELS}, as_of=AS_OF).expr.alias("t"))["t"]
+    covered = pl.Series([False] * GRID.height)
+    for c in covers:
+        covered = covered | GRID.select(compile_rule(c, _SMALL, labels={"lab": LABELS}, as_of=AS_OF).expr
+                                        .alias("c"))["c"]
+    expected_free = bool((inside & ~covered).any())
+    found = [p for b in boxes(target) if (p := _uncovered(b, cover, domain, [10**6])) is not None]
+    assert bool(found) == expected_free, (target, covers)
+    for point in found:  # a customer of the target that no cover matches
+        row = pl.DataFrame([{"customer_id": "p", **{c: point.get(c) for c in ("x", "lab", "b")}}], schema=_SMALL)
+        assert row.select(compile_rule(target, _SMALL, labels={"lab": LABELS}, as_of=AS_OF).expr).item()
+        for c in covers:
+            assert not row.select(compile_rule(c, _SMALL, labels={"lab": LABELS}, as_of=AS_OF).expr).item()
