@@ -279,14 +279,21 @@ def run_check(args: argparse.Namespace) -> int:
     report = static_check(pb)
     data = None
     if not args.static:
-        with step(f"reading {pb.data['transactions']}"):
-            prepared = pb.prepare(args.as_of)
-        with step("classifying and applying rules"):
+        if pb.snapshots is not None:  # the rules read the last snapshot (and the one before it)
+            with step(f"reading {pb.data['transactions']} (snapshots)"):
+                snaps = pb.compute_snapshots(args.as_of)
+            customers, as_of = snaps.last, snaps.as_of[-1]
+        else:
             from ..run import apply_classifiers
 
-            customers = apply_classifiers(prepared.customers, pb.selections, as_of=prepared.as_of,
-                                          registry=pb.registry)
-            data = check_on_data(pb, customers, prepared.as_of)
+            with step(f"reading {pb.data['transactions']}"):
+                prepared = pb.prepare(args.as_of)
+            with step("classifying"):
+                customers = apply_classifiers(prepared.customers, pb.selections, as_of=prepared.as_of,
+                                              registry=pb.registry)
+            as_of = prepared.as_of
+        with step("applying rules"):
+            data = check_on_data(pb, customers, as_of)
     if args.json:
         say_block(json.dumps(check_report(pb, report, data), indent=2))
     else:
@@ -312,10 +319,8 @@ def run_diff(args: argparse.Namespace) -> int:
     old = load_playbook(args.old, plugins_dir=args.plugins_dir)
     new = load_playbook(args.new or args.old, params=args.set or None, plugins_dir=args.plugins_dir)
     comparable(old, new)
-    with step(f"reading {old.data['transactions']}"):
-        prepared = old.prepare(args.as_of)
-    with step("classifying and applying both playbooks' rules"):
-        d = diff_playbooks(old, new, prepared=prepared)
+    with step(f"reading {old.data['transactions']}, classifying and applying both playbooks' rules"):
+        d = diff_playbooks(old, new, as_of=args.as_of)
     if args.csv:
         atomic_write_frame(d.changes, Path(args.csv))
     if args.json:

@@ -59,6 +59,9 @@ def comparable(old: Playbook, new: Playbook) -> None:
         if a != b:
             raise DiffError(f"{new.path}: reads different data than {old.path} (data.{key}: {_short(a)} there, "
                             f"{_short(b)} here), so their customers cannot be compared")
+    if old.snapshots != new.snapshots:
+        raise DiffError(f"{new.path}: snapshots: differ from {old.path}'s ({_short(new.snapshots)} here, "
+                        f"{_short(old.snapshots)} there): the playbooks' rules read different snapshots")
     if old.engine != new.engine:
         raise DiffError(f"{new.path}: engine is {new.engine}, but {old.path} has {old.engine}; diff runs both "
                         f"on the same feature pass")
@@ -116,15 +119,21 @@ def diff_playbooks(old: Playbook, new: Playbook, *, as_of: str | dt.date | None 
     from ..run import apply_classifiers
 
     comparable(old, new)
+    params = _param_changes(old, new)
+    same_classes = not params and [s.classifier for s in old.selections] == [s.classifier for s in new.selections]
+    if old.snapshots is not None:  # rules read the last snapshot (and the one before): each side classifies its own
+        snaps = old.compute_snapshots(as_of)
+        classified_old = snaps.last
+        classified_new = classified_old if same_classes else new.compute_snapshots(as_of).last
+        return diff_customers(old, new, classified_old, classified_new, snaps.as_of[-1], params=params)
     if prepared is None:
         prepared = old.prepare(as_of)
     base = prepared.customers
     classified_old = apply_classifiers(base, old.selections, as_of=prepared.as_of, registry=old.registry)
-    params = _param_changes(old, new)
-    if params or [s.classifier for s in old.selections] != [s.classifier for s in new.selections]:
-        classified_new = apply_classifiers(base, new.selections, as_of=prepared.as_of, registry=new.registry)
-    else:
+    if same_classes:
         classified_new = classified_old
+    else:
+        classified_new = apply_classifiers(base, new.selections, as_of=prepared.as_of, registry=new.registry)
     return diff_customers(old, new, classified_old, classified_new, prepared.as_of, params=params)
 
 

@@ -187,3 +187,43 @@ def test_reasons_show_the_customers_values(tmp_path):
     for row in d.changes.iter_rows(named=True):
         m = re.fullmatch(r"frequency = (\d+)", row["values"])
         assert m and int(m.group(1)) <= 2
+
+
+def test_check_and_diff_of_a_playbook_with_snapshots(tmp_path, sample_path, run_cli):
+    """Rules over the previous snapshot's labels: check counts on the last snapshot as run does, and diff
+    compares two playbooks' actions on it."""
+    text = f"""name: snaps
+data:
+  transactions: {sample_path}
+  map: {{customer_id: CustomerID, order_id: InvoiceNo, order_date: InvoiceDate, quantity: Quantity,
+         unit_price: UnitPrice}}
+classifiers:
+  abc: {{}}
+  adc: {{}}
+snapshots: {{every: quarter, periods: 3, end: 2011-12-01}}
+rules:
+  - {{name: slipping, when: "abc_prev = 'A' AND abc IN ('B', 'C')", action: call, channel: phone, owner: ka}}
+  - {{name: never, when: "abc_prev = 'A' AND abc_prev = 'C'", action: none, channel: none, owner: none}}
+  - {{name: cooling, when: "adc_change = 'down'", action: mail, channel: email, owner: crm}}
+fallback: {{action: none, channel: none, owner: none}}
+"""
+    old = tmp_path / "old.yaml"
+    old.write_text(text)
+    code, out, err = run_cli("check", old, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["dead"] == ["never"]
+    summary = load_playbook(old, output_dir=tmp_path / "out").run(write=False).summary
+    assert [(r["rule"], r["matched"], r["hits"]) for r in doc["data"]["rules"]] == [
+        (r["rule"], r["matched"], r["hits"]) for r in summary["rules"] if r["rule"] != "fallback"]
+    new = tmp_path / "new.yaml"
+    new.write_text(text.replace("abc IN ('B', 'C')", "abc = 'C'"))
+    d = diff_playbooks(load_playbook(old), load_playbook(new))
+    assert set(d.changes["customer_id"].to_list()) == set(independent_changes(load_playbook(old),
+                                                                              load_playbook(new)))
+    assert d.changes.height and set(d.changes["reason"].to_list()) == {
+        "rule 'slipping': abc = 'C' is not true (its condition was: abc_prev = 'A' AND abc IN ('B', 'C'))"}
+    other = tmp_path / "other.yaml"
+    other.write_text(text.replace("periods: 3", "periods: 2"))
+    code, _, err = run_cli("diff", old, other)
+    assert code == 2 and "snapshots" in err
