@@ -147,11 +147,13 @@ def report(results: dict) -> str:
               f"Load average (1 min) at the end: {s['load1']:.1f}.", ""]
     if c:
         lines += [f"## check and diff at 1M customers ({c['size']} rows), against `tierbook run`", "",
-                  "| command | median wall s | ratio to run | peak RSS MB | runs (s) |", "| --- | --- | --- | --- | --- |"]
+                  "| command | median wall s | ratio to run | median CPU s (user + sys) | CPU ratio | peak RSS MB | "
+                  "runs (wall s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        cpu = {k: statistics.median(r["user_s"] + r["sys_s"] for r in v) for k, v in c["runs"].items()}
         for k in c["runs"]:
             walls = ", ".join(f"{r['wall_s']:.2f}" for r in c["runs"][k])
-            lines.append(f"| `tierbook {k}` | {c['median_s'][k]:.2f} | {c['ratio_to_run'][k]:.2f} | "
-                         f"{c['peak_rss_mb'][k]:,.0f} | {walls} |")
+            lines.append(f"| `tierbook {k}` | {c['median_s'][k]:.2f} | {c['ratio_to_run'][k]:.2f} | {cpu[k]:.1f} | "
+                         f"{cpu[k] / cpu['run']:.2f} | {c['peak_rss_mb'][k]:,.0f} | {walls} |")
         loads = c["load1"]
         lines += ["", f"Target: check and diff at most 1.5x a run. The diff changed {c['changed_customers']:,} "
                   f"customers' actions (`abc.a` 0.8 -> 0.7). Load average (1 min) before the runs: "
@@ -169,7 +171,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rules", type=int, default=200)
     ap.add_argument("--static-only", action="store_true")
     ap.add_argument("--out", type=Path, help="write the Markdown report here (and the JSON beside it)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the JSON beside --out")
     args = ap.parse_args(argv)
+    if args.report_only:
+        args.out.write_text(report(json.loads(args.out.with_suffix(".json").read_text())))
+        return 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     results = {"when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
