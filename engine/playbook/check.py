@@ -663,7 +663,7 @@ def check_on_data(pb: Playbook, customers: pl.DataFrame, as_of: dt.date) -> dict
     from .evaluate import evaluate_rules, label_sets
 
     rr = evaluate_rules(customers, pb.rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
-                        labels=label_sets(pb.selections), source=pb.path)
+                        labels=label_sets(pb.selections), source=pb.path, holdout=pb.holdout)
     n = len(pb.rules)
     earlier = taken_earlier(rr.masks[:n]) if pb.hit_policy == "first" else [None] * n
     rules = []
@@ -672,7 +672,8 @@ def check_on_data(pb: Playbook, customers: pl.DataFrame, as_of: dt.date) -> dict
             "position": i, "rule": rule.name, "matched": rr.matched[i], "hits": rr.hits[i],
             "taken_earlier": None if earlier[i] is None else
             {pb.rules[k].name: c for k, c in sorted(earlier[i].items())},
-            "cut_by_capacity": rr.cut_by_capacity[i], "actions": rr.actions_per_rule[i]})
+            "cut_by_capacity": rr.cut_by_capacity[i], "actions": rr.actions_per_rule[i],
+            "control": rr.control_per_rule[i] if rr.control_per_rule else 0})
     total = customers.height
     fallback = None
     if rr.fallback is not None:

@@ -2,12 +2,14 @@
 
 Two playbooks (or one and a copy with changed parameters) are run over the same data, read once:
 the customer table is computed once, each side classifies it with its own parameters and applies its
-own rules with :func:`~engine.playbook.evaluate_rules`. A customer's *action* is what the run's
-``actions.csv`` gives them (the actions of every rule that took them, in the actions' order, joined with
-`` + ``), ``(cut by 'rule')`` when a rule matched them but its capacity left them out, or ``(none)``.
+own rules with :func:`~engine.playbook.evaluate_rules` (holdouts included). A customer's *action* is what
+the run's ``actions.csv`` gives them (the actions of every rule that took them, in the actions' order, joined
+with `` + ``), ``(cut by 'rule')`` when a rule matched them but its capacity left them out, ``(control group of
+'rule')`` when a holdout held them out of its action, or ``(none)``.
 
 For every customer whose action changes, the reason is the first of these that holds:
 
+0. a holdout now holds them out of a rule's action (its control group), or no longer does;
 1. a class they are in changed (a classifier's parameters differ): ``abc: 'A' -> 'B' (abc.a 0.8 -> 0.7)``;
 2. the rule that took them before does not now: it was removed, its condition is now false (the first
    clause of the new condition that is not true, with the customer's values), or its capacity cuts them;
@@ -144,17 +146,23 @@ def _state(rr: RuleResult, hit_policy: str) -> pl.DataFrame:
         actions = actions.group_by("customer_id", maintain_order=True).agg(
             pl.col("action").str.join(" + "), pl.col("rule").str.join(" + "))
     cut = rr.cut.select("customer_id", pl.col("rule").cast(pl.String).alias("cut_by"))
+    control = (rr.control if rr.control is not None else pl.DataFrame(schema={"customer_id": actions.schema[
+        "customer_id"], "rule": pl.String})).select("customer_id", pl.col("rule").cast(pl.String).alias("control"))
     if hit_policy != "first":
         cut = cut.group_by("customer_id", maintain_order=True).agg(pl.col("cut_by").str.join(" + "))
-    return actions.join(cut, on="customer_id", how="full", coalesce=True)
+        control = control.group_by("customer_id", maintain_order=True).agg(pl.col("control").str.join(" + "))
+    return (actions.join(cut, on="customer_id", how="full", coalesce=True)
+            .join(control, on="customer_id", how="full", coalesce=True))
 
 
 def _action(state: pl.DataFrame, side: str) -> pl.Expr:
-    return (pl.when(pl.col(f"action_{side}").is_not_null() & pl.col(f"cut_by_{side}").is_not_null())
-            .then(pl.col(f"action_{side}") + pl.lit(" (and cut by '") + pl.col(f"cut_by_{side}") + pl.lit("')"))
-            .when(pl.col(f"action_{side}").is_not_null()).then(pl.col(f"action_{side}"))
-            .when(pl.col(f"cut_by_{side}").is_not_null()).then(pl.lit("(cut by '") + pl.col(f"cut_by_{side}")
-                                                                 + pl.lit("')"))
+    action, cut, control = pl.col(f"action_{side}"), pl.col(f"cut_by_{side}"), pl.col(f"control_{side}")
+    why = pl.concat_str([pl.lit("cut by '") + cut + pl.lit("'"), pl.lit("control group of '") + control + pl.lit("'")],
+                        separator="; ", ignore_nulls=True)
+    why = pl.when(cut.is_not_null() | control.is_not_null()).then(why)
+    return (pl.when(action.is_not_null() & why.is_not_null()).then(action + pl.lit(" (and ") + why + pl.lit(")"))
+            .when(action.is_not_null()).then(action)
+            .when(why.is_not_null()).then(pl.lit("(") + why + pl.lit(")"))
             .otherwise(pl.lit(NONE)))
 
 
@@ -163,11 +171,13 @@ def diff_customers(old: Playbook, new: Playbook, classified_old: pl.DataFrame, c
     """Compare the two playbooks' actions on their classified customer tables (the same customers)."""
     params = dict(params if params is not None else _param_changes(old, new))
     rr_old = evaluate_rules(classified_old, old.rules, as_of=as_of, hit_policy=old.hit_policy, fallback=old.fallback,
-                            labels=label_sets(old.selections), source=old.path)
+                            labels=label_sets(old.selections), source=old.path, holdout=old.holdout)
     rr_new = evaluate_rules(classified_new, new.rules, as_of=as_of, hit_policy=new.hit_policy, fallback=new.fallback,
-                            labels=label_sets(new.selections), source=new.path)
-    s_old = _state(rr_old, old.hit_policy).rename({"action": "action_old", "rule": "rule_old", "cut_by": "cut_by_old"})
-    s_new = _state(rr_new, new.hit_policy).rename({"action": "action_new", "rule": "rule_new", "cut_by": "cut_by_new"})
+                            labels=label_sets(new.selections), source=new.path, holdout=new.holdout)
+    s_old = _state(rr_old, old.hit_policy).rename({"action": "action_old", "rule": "rule_old", "cut_by": "cut_by_old",
+                                                   "control": "control_old"})
+    s_new = _state(rr_new, new.hit_policy).rename({"action": "action_new", "rule": "rule_new", "cut_by": "cut_by_new",
+                                                   "control": "control_new"})
     label_cols = [c for c in label_sets(new.selections) if c in label_sets(old.selections)]
     table = classified_old.select("customer_id", "monetary", *[pl.col(c).cast(pl.String).alias(f"{c}_old")
                                                                for c in label_cols])
@@ -225,8 +235,8 @@ def _literal(text: str) -> str:
 
 def _reasons(old: Playbook, new: Playbook, changed: pl.DataFrame, classified_old: pl.DataFrame,
              classified_new: pl.DataFrame, as_of: dt.date, params: Mapping[str, tuple[Any, Any]]) -> pl.DataFrame:
-    changed = changed.with_columns(pl.coalesce("rule_old", "cut_by_old").alias("old_rule"),
-                                   pl.coalesce("rule_new", "cut_by_new").alias("new_rule"))
+    changed = changed.with_columns(pl.coalesce("rule_old", "cut_by_old", "control_old").alias("old_rule"),
+                                   pl.coalesce("rule_new", "cut_by_new", "control_new").alias("new_rule"))
     if changed.height == 0:
         return changed.with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("values"))
     old_rules = {r.name: r for r in [*old.rules, *([old.fallback] if old.fallback else [])]}
@@ -264,13 +274,15 @@ def _reasons(old: Playbook, new: Playbook, changed: pl.DataFrame, classified_old
     # 2./3. per pair of (old rule, new rule): why the old one lost the customer or the new one took them
     first_old, first_new = _first_names(changed["old_rule"]), _first_names(changed["new_rule"])
     cut_old, cut_new = _first_names(changed["cut_by_old"]), _first_names(changed["cut_by_new"])
-    groups = pl.DataFrame({"a": first_old, "b": first_new, "ca": cut_old, "cb": cut_new}).with_row_index("_i")
+    held_old, held_new = _first_names(changed["control_old"]), _first_names(changed["control_new"])
+    groups = pl.DataFrame({"a": first_old, "b": first_new, "ca": cut_old, "cb": cut_new, "ha": held_old,
+                           "hb": held_new}).with_row_index("_i")
     reason = pl.Series("r", [None] * changed.height, dtype=pl.String)
     values = pl.Series("v", [None] * changed.height, dtype=pl.String)
-    for (a, b, ca, cb), part in groups.group_by(["a", "b", "ca", "cb"], maintain_order=True):
+    for (a, b, ca, cb, ha, hb), part in groups.group_by(["a", "b", "ca", "cb", "ha", "hb"], maintain_order=True):
         index = part["_i"]
         got = _pair_reason(a, b, ca, cb, old_rules, new_rules, rows_old[index], rows_new[index], labels_old,
-                           labels_new, as_of, old, new)
+                           labels_new, as_of, old, new, held=(ha, hb))
         reason = reason.scatter(index, got["r"])
         values = values.scatter(index, got["v"])
     reason_parts.append((reason, values))
@@ -293,7 +305,7 @@ def _value(v: Any) -> str:
 
 
 def _pair_reason(a, b, ca, cb, old_rules, new_rules, sub_old, sub_new, labels_old, labels_new, as_of,
-                 old, new) -> pl.DataFrame:
+                 old, new, held=(None, None)) -> pl.DataFrame:
     """The reasons of one group of changed customers: ``a``/``b`` the rule that took them before/now (or None),
     ``ca``/``cb`` the rule whose capacity cut them before/now; the first reason that holds for each (``r``),
     and the customer's values it rests on (``v``)."""
@@ -307,8 +319,13 @@ def _pair_reason(a, b, ca, cb, old_rules, new_rules, sub_old, sub_new, labels_ol
         got = rows.select(text.alias("t"), values.alias("v"))
         candidates.append((pl.lit(prefix) + pl.lit(got["t"]) + pl.lit(suffix), pl.lit(got["v"])))
 
-    before = a or ca   # the rule that took (or cut) the customer before
-    after = b or cb    # ... and now
+    ha, hb = held  # the rule whose control group held the customer out, before and now
+    if hb is not None and hb != ha:
+        const(f"held out of {hb!r}'s action (its control group{_holdout_text(old, new, hb)})")
+    elif ha is not None and hb != ha:
+        const(f"no longer held out of {ha!r}'s action (its control group{_holdout_text(old, new, ha)})")
+    before = a or ca or ha   # the rule that took (or cut, or held out) the customer before
+    after = b or cb or hb    # ... and now
     old_fallback = old.fallback.name if old.fallback is not None else None
     new_fallback = new.fallback.name if new.fallback is not None else None
     if before is not None and before != old_fallback:
@@ -342,6 +359,28 @@ def _pair_reason(a, b, ca, cb, old_rules, new_rules, sub_old, sub_new, labels_ol
         chosen = chosen.when(text.is_not_null()).then(values)
     return sub_old.select(pl.first()).with_columns(
         pl.coalesce([t for t, _ in candidates]).alias("r"), chosen.alias("v")).select("r", "v")
+
+
+def _holdout_text(old, new, name: str) -> str:
+    """The holdouts that differ (playbook-wide, or the rule's), as ``: holdout share 0.05 -> 0.1``."""
+    def of(pb):
+        rule = next((r for r in pb.rules if r.name == name), None)
+        return getattr(pb, "holdout", None), getattr(rule, "holdout", None) if rule is not None else None
+
+    def key(h):
+        return None if h is None else (h.share, h.salt)
+
+    (pa, ra), (pb_, rb) = of(old), of(new)
+    parts = []
+    if key(pa) != key(pb_):
+        parts.append(f"holdout {_share(pa)} -> {_share(pb_)}")
+    if key(ra) != key(rb):
+        parts.append(f"the rule's holdout {_share(ra)} -> {_share(rb)}")
+    return (": " + "; ".join(parts)) if parts else ""
+
+
+def _share(h) -> str:
+    return "none" if h is None else f"share {getattr(h, 'share', h)}"
 
 
 def _capacity_text(name: str, old_rules, new_rules) -> str:

@@ -36,14 +36,19 @@ def actions_of(pb) -> dict:
     out: dict = {}
     for cid, action in result.actions.select("customer_id", pl.col("action").cast(pl.String)).iter_rows():
         out[cid] = action if cid not in out else f"{out[cid]} + {action}"
-    cut = {}
+    cut, held = {}, {}
     for cid, rule in result.cut.select("customer_id", pl.col("rule").cast(pl.String)).iter_rows():
         cut[cid] = rule if cid not in cut else f"{cut[cid]} + {rule}"
+    control = result.control if result.control is not None else pl.DataFrame(schema={"customer_id": pl.String,
+                                                                                      "rule": pl.String})
+    for cid, rule in control.select("customer_id", pl.col("rule").cast(pl.String)).iter_rows():
+        held[cid] = rule if cid not in held else f"{held[cid]} + {rule}"
     ids = result.customers["customer_id"].to_list()
     shown = {}
     for cid in ids:
-        a, c = out.get(cid), cut.get(cid)
-        shown[cid] = (f"{a} (and cut by '{c}')" if a and c else a) if a else (f"(cut by '{c}')" if c else "(none)")
+        a, c, h = out.get(cid), cut.get(cid), held.get(cid)
+        why = "; ".join([*([f"cut by '{c}'"] if c else []), *([f"control group of '{h}'"] if h else [])])
+        shown[cid] = (f"{a} (and {why})" if why else a) if a else (f"({why})" if why else "(none)")
     return shown
 
 
@@ -65,6 +70,14 @@ EDITS = {
     "action": ("abc-resource-allocation.yaml", [("action: key-account-review", "action: senior-review")],
                "rule 'key-accounts': action 'key-account-review' -> 'senior-review'"),
     "all-policy": ("high-value-care.yaml", [("recency_days > 60", "recency_days > 30")], "now matches"),
+    "holdout": ("lifecycle-winback.yaml", [("    params: {offer: COMEBACK10, template: we-miss-you}\n",
+                                            "    params: {offer: COMEBACK10, template: we-miss-you}\n"
+                                            "    holdout: {share: 0.3, salt: diff-test}\n")],
+                "held out of 'reactivate-dormant''s action (its control group: the rule's holdout none -> "
+                "share 0.3)"),
+    "playbook-holdout": ("abc-resource-allocation.yaml", [("hit_policy: first", "hit_policy: first\n"
+                                                           "holdout: {share: 0.1, salt: diff-test}")],
+                         "(its control group: holdout none -> share 0.1)"),
 }
 
 
