@@ -438,6 +438,8 @@ def test_moving_as_of_shows_the_migration_from_the_table_shown_before(abc_pb, ab
     assert _shown_migration(wb) == {(c, f, t): n for c, f, t, n in
                                     again.select("column", "from", "to", "customers").iter_rows()}
     assert _shown_migration(wb) != shown
+
+
 def test_save_shows_the_customers_who_change_action_beside_the_yaml_diff(abc_pb, abc_prepared, tmp_path):
     from engine.playbook.diff import diff_playbooks
 
