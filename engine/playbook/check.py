@@ -741,7 +741,7 @@ def format_check(pb: Playbook, report: StaticReport, data: dict[str, Any] | None
         for o in report.overlaps[:_SHOWN]:
             lines.append(f"  {o.first!r} and {o.second!r}" + (f" (e.g. {_conditions(o.example)})" if o.example else ""))
         if len(report.overlaps) > _SHOWN:
-            lines.append(f"  ... and {len(report.overlaps) - _SHOWN:,} more (--json lists every pair)")
+            lines.append(f"  ... and {len(report.overlaps) - _SHOWN:,} more (the JSON output lists every pair)")
     if report.undecided_pairs:
         lines.append(f"pairs whose overlap could not be decided: {report.undecided_pairs}")
     for col, labs in report.unmentioned_labels.items():
