@@ -103,3 +103,33 @@ def bench_1m(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "tx_1m.parquet"
     generate.write(1_000_000, out)
     return out
+
+
+@pytest.fixture
+def count_scans(monkeypatch):
+    """``count_scans(path)`` -> a list that gets, for every collect whose plan reads ``path``, the number of
+    scans of it in the optimised plan (``LazyFrame.collect`` and ``polars.collect_all`` both counted)."""
+
+    def install(path: Path) -> list[int]:
+        reads: list[int] = []
+        original, original_all = pl.LazyFrame.collect, pl.collect_all
+
+        def scans(plan: str) -> int:
+            return sum(1 for line in plan.splitlines() if "SCAN" in line and path.name in line)
+
+        def counting_collect(self, *args, **kwargs):
+            if path.name in self.explain(optimized=False):
+                reads.append(scans(self.explain()))
+            return original(self, *args, **kwargs)
+
+        def counting_collect_all(frames, *args, **kwargs):
+            frames = list(frames)
+            if any(path.name in f.explain(optimized=False) for f in frames):
+                reads.append(scans(pl.explain_all(frames)))
+            return original_all(frames, *args, **kwargs)
+
+        monkeypatch.setattr(pl.LazyFrame, "collect", counting_collect)
+        monkeypatch.setattr(pl, "collect_all", counting_collect_all)
+        return reads
+
+    return install

@@ -260,7 +260,7 @@ def test_all_problems_are_reported_together(tmp_path):
     assert [p.line for p in info.value.problems] == [6, 7, 8]  # structured: no parsing of the text
 
 
-def test_run_reads_the_transactions_once(uci_path, tmp_path, monkeypatch):
+def test_run_reads_the_transactions_once(uci_path, tmp_path, count_scans):
     """How we know: every collect whose plan reads the file is counted, and the scans of the file in each
     plan (the optimised one, where queries collected together share their scan); there is exactly one."""
     pb_path = tmp_path / "uci.yaml"
@@ -272,25 +272,7 @@ def test_run_reads_the_transactions_once(uci_path, tmp_path, monkeypatch):
         "  - {name: a, when: \"abc = 'A'\", action: call, channel: phone, owner: ka, capacity: 50}\n"
         "  - {name: d, when: \"adc = 'dormant'\", action: mail, channel: email, owner: crm}\n"
     )
-    reads = []
-    original, original_all = pl.LazyFrame.collect, pl.collect_all
-
-    def scans(plan: str) -> int:
-        return sum(1 for line in plan.splitlines() if "SCAN" in line and uci_path.name in line)
-
-    def counting_collect(self, *args, **kwargs):
-        if uci_path.name in self.explain(optimized=False):
-            reads.append(scans(self.explain()))
-        return original(self, *args, **kwargs)
-
-    def counting_collect_all(frames, *args, **kwargs):
-        frames = list(frames)
-        if any(uci_path.name in f.explain(optimized=False) for f in frames):
-            reads.append(scans(pl.explain_all(frames)))
-        return original_all(frames, *args, **kwargs)
-
-    monkeypatch.setattr(pl.LazyFrame, "collect", counting_collect)
-    monkeypatch.setattr(pl, "collect_all", counting_collect_all)
+    reads = count_scans(uci_path)
     result = load_playbook(pb_path, output_dir=tmp_path / "out").run()
     assert reads == [1]  # one collect, one scan in its plan
     assert result.summary["reconciliation"]["customers_out"] == 4372

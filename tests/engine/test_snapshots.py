@@ -110,27 +110,9 @@ def test_a_window_classifies_on_the_lines_of_the_window_only(registry, tmp_path)
         assert table["abc"].to_list() != full["abc"].to_list()
 
 
-def test_snapshots_read_the_transactions_once(uci_path, monkeypatch, registry):
+def test_snapshots_read_the_transactions_once(uci_path, count_scans, registry):
     """Every collect whose plan reads the file is counted, with the scans in its optimised plan: one."""
-    reads = []
-    original, original_all = pl.LazyFrame.collect, pl.collect_all
-
-    def scans(plan: str) -> int:
-        return sum(1 for line in plan.splitlines() if "SCAN" in line and uci_path.name in line)
-
-    def counting_collect(self, *args, **kwargs):
-        if uci_path.name in self.explain(optimized=False):
-            reads.append(scans(self.explain()))
-        return original(self, *args, **kwargs)
-
-    def counting_collect_all(frames, *args, **kwargs):
-        frames = list(frames)
-        if any(uci_path.name in f.explain(optimized=False) for f in frames):
-            reads.append(scans(pl.explain_all(frames)))
-        return original_all(frames, *args, **kwargs)
-
-    monkeypatch.setattr(pl.LazyFrame, "collect", counting_collect)
-    monkeypatch.setattr(pl, "collect_all", counting_collect_all)
+    reads = count_scans(uci_path)
     snaps = run_snapshots(uci_path, every="month", periods=8, end="2011-12-01", mapping=UCI_MAPPING,
                           registry=registry)
     assert reads == [1]
