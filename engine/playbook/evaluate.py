@@ -15,7 +15,7 @@ import polars as pl
 
 from ..errors import DataError
 from ..features import to_units
-from ..holdout import BUCKETS, Holdout, bucket_expr, check_ids, control_share
+from ..holdout import BUCKETS, Holdout, buckets, check_ids, control_share
 from ..run import Prepared, Selection, _amount, summarize
 from .spec import HIT_POLICIES, Result, Rule
 
@@ -284,19 +284,23 @@ def _hold_out(part: pl.DataFrame, id_dtype: pl.DataType, playbook: Holdout | Non
 
     The playbook's control group is checked first: a customer in it is held out of
     every rule, and their row names ``playbook``; otherwise the rule's own holdout
-    (``rule``). The bucket is that holdout's.
+    (``rule``). The bucket is that holdout's. A customer the playbook holds out is not
+    hashed again under the rule's salt: their group is decided.
     """
     active = [(name, h) for name, h in (("playbook", playbook), ("rule", rule)) if h is not None and h.threshold > 0]
     if not active or part.height == 0:
         return part, None
-    ids = pl.col("customer_id")
-    held = part.with_columns(*[bucket_expr(ids, id_dtype, h.salt).alias(f"_b_{name}") for name, h in active])
-    which = pl.coalesce([pl.when(pl.col(f"_b_{name}") < h.threshold).then(pl.lit(name)) for name, h in active])
-    bucket = pl.coalesce([pl.when(pl.col(f"_b_{name}") < h.threshold).then(pl.col(f"_b_{name}"))
-                          for name, h in active])
-    held = held.select("customer_id", "_rule", "_rank", which.alias("holdout"), bucket.alias("bucket"))
-    in_control = pl.col("holdout").is_not_null()
-    return held.filter(~in_control).select(part.columns), held.filter(in_control)
+    rest, held = part, []
+    for name, h in active:
+        if rest.height == 0:
+            break
+        bucket = buckets(rest["customer_id"], h.salt, checked=True)
+        out = bucket < h.threshold
+        held.append(rest.filter(out).with_columns(pl.lit(name).alias("holdout"), bucket.filter(out)))
+        rest = rest.filter(~out)
+    # In the rule's own order (its rank), whichever holdout took each customer.
+    control = pl.concat(held).sort("_rank") if len(held) > 1 else held[0]
+    return rest, control.select("customer_id", "_rule", "_rank", "holdout", "bucket")
 
 
 def label_sets(selections: Sequence[Selection]) -> dict[str, tuple[str, ...]]:

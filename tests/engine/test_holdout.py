@@ -141,14 +141,15 @@ def test_a_new_salt_reshuffles(a, b):
 
 
 def test_buckets_are_the_same_with_one_thread(tmp_path):
-    """Polars' thread pool size changes nothing (a fresh process with POLARS_MAX_THREADS=1)."""
-    ids = pl.Series("customer_id", range(0, 200_000, 3))
+    """Polars' thread pool size changes nothing (a fresh process with POLARS_MAX_THREADS=1): 300,000 ids are
+    hashed in morsels on two threads here (when Polars has two or more) and on one there."""
+    ids = pl.Series("customer_id", range(0, 900_000, 3))
     here = buckets(ids, "threads")
     script = textwrap.dedent("""
         import sys, polars as pl
         from engine.holdout import buckets
         assert pl.thread_pool_size() == 1
-        buckets(pl.Series("customer_id", range(0, 200_000, 3)), "threads").to_frame().write_parquet(sys.argv[1])
+        buckets(pl.Series("customer_id", range(0, 900_000, 3)), "threads").to_frame().write_parquet(sys.argv[1])
     """)
     out = tmp_path / "b.parquet"
     subprocess.run([sys.executable, "-c", script, str(out)], check=True, env={**os.environ, "POLARS_MAX_THREADS": "1"})
