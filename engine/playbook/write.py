@@ -22,14 +22,23 @@ ACTION_COLUMNS = ("action", "action_rule")
 JOIN = "; "
 
 
-def with_actions(customers: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+def with_actions(customers: pl.DataFrame, actions: pl.DataFrame, *, one_per_customer: bool = False) -> pl.DataFrame:
     """``customers`` with the action each got and its rule (null for a customer without one: no rule and no
     fallback, or cut by capacity). Several actions (``hit_policy: all``) are joined by ``"; "`` in the order of
-    actions.csv (priority, then rule); actions.csv keeps one row per action."""
-    per_customer = actions.group_by("customer_id", maintain_order=True).agg(
-        pl.col("action").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[0]),
-        pl.col("rule").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[1]))
-    return customers.join(per_customer, on="customer_id", how="left", maintain_order="left", nulls_equal=True)
+    actions.csv (priority, then rule); actions.csv keeps one row per action.
+
+    ``one_per_customer`` (``hit_policy: first``: a customer has at most one action) joins the actions as they
+    are: the same columns, without grouping a million customers to join one text each (about 1.5 s of CPU
+    at 1M customers, against 0.2 s)."""
+    if one_per_customer:
+        per_customer = actions.select("customer_id", pl.col("action").cast(pl.String).alias(ACTION_COLUMNS[0]),
+                                      pl.col("rule").cast(pl.String).alias(ACTION_COLUMNS[1]))
+    else:
+        per_customer = actions.group_by("customer_id", maintain_order=True).agg(
+            pl.col("action").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[0]),
+            pl.col("rule").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[1]))
+    return customers.join(per_customer, on="customer_id", how="left", maintain_order="left", nulls_equal=True,
+                          validate="1:1" if one_per_customer else "m:m")
 
 
 def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[str, Path]:
@@ -48,7 +57,8 @@ def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[
 
     paths = pb.output_paths()
     control = result.control if result.control is not None else _no_control(result.actions)
-    frames = {"customers": with_actions(result.customers, result.actions), "actions": result.actions,
+    customers = with_actions(result.customers, result.actions, one_per_customer=pb.hit_policy == "first")
+    frames = {"customers": customers, "actions": result.actions,
               "cut": result.cut, "control": control}
     writers = {}
     started = time.perf_counter()

@@ -232,3 +232,22 @@ def test_a_snapshot_run_lists_every_file_of_its_set(tmp_path, run_cli):
     (tmp_path / "snap" / ".tierbook" / "current" / "kpis.csv").write_text("edited\n")
     code, _, err = run_cli("run", path, "--every", "quarter", "--periods", "3", "--output-dir", tmp_path / "snap")
     assert code == 2 and "kpis.csv: " in err and "changed after tierbook wrote it" in err
+
+
+def test_one_action_per_customer_joins_the_same_columns_as_grouping():
+    """hit_policy first joins each customer's one action without grouping: the same table as the grouped way,
+    nulls for customers without an action, and a second action for one customer refused (not silently kept)."""
+    from engine.playbook.write import with_actions
+
+    names = ["call", "mail"]
+    customers = pl.DataFrame({"customer_id": [5, 3, 9, None, 7], "monetary": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    actions = pl.DataFrame({"customer_id": [9, 5, None],
+                            "action": pl.Series(["mail", "call", "call"], dtype=pl.Enum(names)),
+                            "rule": pl.Series(["r2", "r1", "r1"], dtype=pl.Enum(["r1", "r2"]))})
+    grouped = with_actions(customers, actions)
+    single = with_actions(customers, actions, one_per_customer=True)
+    assert single.equals(grouped)
+    assert single.schema["action"] == pl.String and single.schema["action_rule"] == pl.String
+    assert single["action"].to_list() == ["call", None, "mail", "call", None]
+    with pytest.raises(pl.exceptions.ComputeError):
+        with_actions(customers, pl.concat([actions, actions.head(1)]), one_per_customer=True)
