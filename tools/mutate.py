@@ -55,8 +55,9 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
     "playbook": ((("engine/playbook/evaluate.py", None),),
                  ("tests/engine/test_playbook_semantics.py", "tests/engine/test_playbook.py",
                   "tests/engine/test_reconciliation.py", "tests/engine/test_holdout.py")),
-    "features": ((("engine/features.py", None),),
-                 ("tests/engine/test_features.py", "tests/engine/test_properties.py", "-k",
+    "features": ((("engine/features.py", None), ("engine/feature_table.py", None)),
+                 ("tests/engine/test_features.py", "tests/engine/test_feature_table.py", "tests/engine/test_properties.py",
+                  "-k",
                   "not identical_across and not threads_and_row_order")),
     "io": ((("engine/io.py", None), ("engine/playbook/write.py", None)),
            ("tests/engine/test_io.py", "tests/engine/test_io_faults.py", "tests/engine/test_crash_safety.py",
@@ -65,6 +66,11 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
     "adc": ((("plugins/adc/__init__.py", None),), ("tests/plugins/adc",)),
     "rfm": ((("plugins/rfm/__init__.py", None),), ("tests/plugins/rfm",)),
 }
+
+#: A mutant's test run is stopped (and the mutant counts as killed: it made the tests loop) after
+#: TIMEOUT_FACTOR times the unmutated run of all the module's tests, and never before MIN_TIMEOUT seconds.
+TIMEOUT_FACTOR = 10
+MIN_TIMEOUT = 60.0
 
 OPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==", "+": "-", "-": "+", "*": "/",
        "/": "*", "//": "/", "&": "|", "|": "&", "%": "*"}
@@ -232,10 +238,18 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _paths(copy: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the copy, and its tools/ directory (for ``-p mutate``), first on ``PYTHONPATH``: a test that
+    starts Python in a subprocess (``python -m engine run``, ``tierbook``, ``python -c``) from another directory
+    imports tierbook from the mutated copy too, not from the editable install (the unmutated working tree)."""
+    return {**env, "PYTHONPATH": os.pathsep.join([str(copy), str(copy / "tools"),
+                                                  env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
 def _pytest(copy: Path, tests: tuple[str, ...], env: dict[str, str], timeout: float | None) -> tuple[bool, float]:
     """True if the tests pass. The copy comes first on sys.path (cwd), ahead of the editable install;
     its tools/ directory too, for ``-p mutate`` (this file as a pytest plugin)."""
-    env = {**env, "PYTHONPATH": os.pathsep.join([str(copy / "tools"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = _paths(copy, env)
     start = time.perf_counter()
     try:
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "mutate", *tests],
@@ -276,7 +290,7 @@ def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str], time
             os.dup2(log, 1)  # the tests' output, to TIERBOOK_MUTATE_LOG if set
             os.dup2(log, 2)
             os.environ.clear()
-            os.environ.update(env)
+            os.environ.update(_paths(copy, env))
             os.chdir(copy)
             sys.path[:0] = [str(copy), str(copy / "tools")]
             import pytest
@@ -398,7 +412,8 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
                     env[SELECT_ENV] = str(select)
                 (copy / m.path).write_text(apply(sources[m.path], m))
                 try:
-                    passed, seconds = _pytest_forked(copy, tests, env, timeout=max(60.0, 10 * baseline))
+                    passed, seconds = _pytest_forked(copy, tests, env,
+                                                     timeout=max(MIN_TIMEOUT, TIMEOUT_FACTOR * baseline))
                 finally:
                     (copy / m.path).write_text(sources[m.path])
                 rec = {**asdict(m), "killed": not passed, "seconds": round(seconds, 1),

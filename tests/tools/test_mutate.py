@@ -1,0 +1,104 @@
+"""tools/mutate.py on a tiny module: which mutants its tests kill, which survive, and how.
+
+The tool runs in a subprocess inside a small git repository of its own (a copy of tools/mutate.py, a module and
+its tests), so its ``ROOT`` is that repository; its targets are set to the tiny module. The module's tests
+check ``grade`` only from a Python started in a subprocess in another directory (that Python must import the
+mutated copy, not the original), ``count`` in-process (one mutant makes it loop: the timeout kills it), and
+``double`` so weakly that its mutant survives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MODULE = """\
+def grade(x):
+    if x >= 10:
+        return "big"
+    return "small"
+
+
+def double(x):
+    return x + x
+
+
+def count(n):
+    i = 0
+    while i < n:
+        i = i + 1
+    return i
+"""
+
+TESTS = """\
+import subprocess
+import sys
+
+from tiny import count, double
+
+
+def test_grade_in_a_subprocess(tmp_path):
+    code = "import tiny; assert tiny.grade(10) == 'big' and tiny.grade(9) == 'small'"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_count():
+    assert count(0) == 0 and count(3) == 3
+
+
+def test_double_of_zero():
+    assert double(0) == 0
+"""
+
+DRIVER = """\
+import sys
+sys.path.insert(0, "tools")
+import mutate
+mutate.TARGETS = {"tiny": ((("tiny.py", None),), ("tests/test_tiny.py",))}
+mutate.MIN_TIMEOUT = 8.0
+mutate.TIMEOUT_FACTOR = 1
+mutate.WARM = ("pytest",)
+sys.exit(mutate.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the tool copies the files git tracks")
+def test_mutate_kills_what_the_tests_see_and_reports_the_survivors(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "tools").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    shutil.copy(ROOT / "tools" / "mutate.py", repo / "tools" / "mutate.py")
+    (repo / "tiny.py").write_text(MODULE)
+    (repo / "tests" / "test_tiny.py").write_text(TESTS)
+    (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    results = tmp_path / "results.jsonl"
+    done = subprocess.run([sys.executable, "-c", DRIVER, "tiny", "--results", str(results)], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = {(r["line"], r["old"], r["new"]): r for r in map(json.loads, results.read_text().splitlines())}
+    verdicts = {k: r["killed"] for k, r in got.items()}
+    assert verdicts == {
+        (2, ">=", ">"): True, (2, "10", "11"): True,       # seen only by the subprocess: it imported the mutant
+        (8, "+", "-"): False,                              # double(0) is 0 either way
+        (12, "0", "1"): True, (13, "<", "<="): True, (14, "1", "2"): True,
+        (14, "+", "-"): True,                              # i = i - 1 never ends: stopped by the timeout
+    }
+    assert got[(14, "+", "-")]["seconds"] >= 8.0
+    assert "tiny: 6/7 killed (85.7%), 7 of 7 mutants run" in done.stdout
+    assert "survived: tiny.py:8 '+' -> '-'" in done.stdout
+    assert (repo / "tiny.py").read_text() == MODULE  # the mutants were made in a copy
+
+    again = subprocess.run([sys.executable, "-c", DRIVER, "tiny", "--results", str(results)], cwd=repo,
+                           capture_output=True, text=True, timeout=300)  # every result is there: nothing runs
+    assert again.returncode == 0 and "mutants to run" not in again.stdout
+    assert results.read_text().count("\n") == 7
