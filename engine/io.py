@@ -527,7 +527,8 @@ def write_xlsx(df: pl.DataFrame, path: Path, *, sheet: str = "Sheet1") -> None:
     for name, dtype in out.schema.items():
         if isinstance(dtype, (pl.Enum, pl.Categorical)):
             casts.append(pl.col(name).cast(pl.String))
-        elif dtype.is_integer() and out.height and (out[name].cast(pl.Float64).abs().max() or 0) > exact:
+        elif dtype.is_integer() and not -exact <= (out[name].min() or 0) <= (out[name].max() or 0) <= exact:
+            # compared as integers: cast to a double first, 2^53 + 1 would round to 2^53 and pass for exact
             casts.append(pl.col(name).cast(pl.String))
         elif dtype == pl.Binary:
             raise DataError(f"{path}: column {name!r} holds bytes, which a spreadsheet cannot; write .parquet")

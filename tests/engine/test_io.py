@@ -105,3 +105,43 @@ def test_enum_columns_are_neutralised_through_their_categories():
     assert neutralise_formulas(pl.DataFrame({"x": risky}))["x"].to_list() == ["ok", "'=A1", "ok"]
     safe = pl.DataFrame({"x": pl.Series(["a", "b"], dtype=pl.Enum(["a", "b", "c"]))})
     assert neutralise_formulas(safe).equals(safe)  # untouched, still the Enum
+
+
+def _xlsx_cells(path) -> tuple[dict[str, tuple[str, str]], str]:
+    """Each cell of the first sheet as (kind, text): ``s`` text, ``n`` number, ``f`` formula; and the sheet's XML."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    with zipfile.ZipFile(path) as z:
+        sheet = z.read("xl/worksheets/sheet1.xml").decode()
+        shared = ([si.findtext("m:t", namespaces=ns) for si in ET.fromstring(z.read("xl/sharedStrings.xml"))]
+                  if "xl/sharedStrings.xml" in z.namelist() else [])
+    cells = {}
+    for c in ET.fromstring(sheet).iter(f"{{{ns['m']}}}c"):
+        if c.find("m:f", ns) is not None:
+            cells[c.get("r")] = ("f", c.findtext("m:f", namespaces=ns))
+        elif c.get("t") == "s":
+            cells[c.get("r")] = ("s", shared[int(c.findtext("m:v", namespaces=ns))])
+        else:
+            cells[c.get("r")] = ("n", c.findtext("m:v", namespaces=ns))
+    return cells, sheet
+
+
+def test_xlsx_keeps_text_as_text_and_numbers_exact(tmp_path):
+    """engine.io.write_xlsx: text never becomes a number, a formula or a link; whole numbers beyond 2^53 (which
+    a double would round) are written as text, numbers up to 2^53 as numbers."""
+    path = tmp_path / "out.xlsx"
+    df = pl.DataFrame({"id": ["007", "=1+1", "https://example.com"], "big": [2**53 + 1, 5, 6],
+                       "edge": [2**53, 1, 2], "n": [1, 2, 3], "low": [-(2**53) - 1, 0, 1], "low_edge": [-(2**53), 0, 1],
+                       "none": pl.Series([None, None, None], dtype=pl.Int64)})
+    atomic_write_frame(df, path)
+    cells, sheet = _xlsx_cells(path)
+    assert [cells[f"A{r}"] for r in (2, 3, 4)] == [("s", "007"), ("s", "=1+1"), ("s", "https://example.com")]
+    assert [cells[f"B{r}"] for r in (2, 3, 4)] == [("s", str(2**53 + 1)), ("s", "5"), ("s", "6")]
+    assert [cells[f"C{r}"] for r in (2, 3, 4)] == [("n", str(2**53)), ("n", "1"), ("n", "2")]
+    assert [cells[f"D{r}"] for r in (2, 3, 4)] == [("n", "1"), ("n", "2"), ("n", "3")]
+    assert [cells[f"E{r}"] for r in (2, 3, 4)] == [("s", str(-(2**53) - 1)), ("s", "0"), ("s", "1")]
+    assert [cells[f"F{r}"] for r in (2, 3, 4)] == [("n", str(-(2**53))), ("n", "0"), ("n", "1")]
+    assert all(cells.get(f"G{r}", ("n", None))[1] is None for r in (2, 3, 4))  # null: an empty cell
+    assert "hyperlink" not in sheet
