@@ -328,3 +328,81 @@ def test_the_workbench_counts_actions_as_a_run_does(tmp_path):
     assert [r["control"] for r in run.summary["rules"]] == list(rr.control_per_rule)
     assert [r["actions"] for r in run.summary["rules"]] == list(rr.actions_per_rule)
     assert sum(rr.control_per_rule) > 0
+
+
+# ------------------------------------------------------------------------------------------ evaluate_rules directly
+
+AS_OF = __import__("datetime").date(2025, 1, 1)
+
+
+def _rules_with(holdout: Holdout | None, when: str = "monetary > 0"):
+    from engine.playbook import Rule
+
+    return [Rule(name="r", when=when, action="mail", channel="email", owner="crm", due_days=7, priority=1,
+                 holdout=holdout)]
+
+
+def _customers(ids) -> pl.DataFrame:
+    return pl.DataFrame({"customer_id": ids, "monetary": [10.0] * len(ids)})
+
+
+def test_a_rule_holdout_alone_and_a_playbook_holdout_alone_each_hold_out_their_buckets():
+    from engine.playbook import evaluate_rules
+
+    ids = [str(i) for i in range(400)]
+    customers = _customers(ids)
+    b = {i: bucket_of(i, "s") for i in ids}
+    want = {i for i in ids if b[i] < 5000}
+    assert 0 < len(want) < len(ids)
+    for playbook, rule, which in ((None, Holdout(0.5, "s"), "rule"), (Holdout(0.5, "s"), None, "playbook")):
+        rr = evaluate_rules(customers, _rules_with(rule), as_of=AS_OF, holdout=playbook)
+        assert set(rr.control["customer_id"]) == want and set(rr.control["holdout"]) == {which}
+        assert set(rr.actions["customer_id"]) == set(ids) - want
+        assert rr.control_per_rule == (len(want),) and rr.actions_per_rule == (len(ids) - len(want),)
+
+
+def test_ids_no_holdout_can_hash_are_refused_only_when_there_is_a_holdout():
+    """docs/holdouts.md: a holdout needs whole-number or text ids; a run without one takes any id."""
+    from engine.errors import DataError
+    from engine.playbook import evaluate_rules
+
+    customers = _customers([1.5, 2.0, 3.25])
+    rr = evaluate_rules(customers, _rules_with(None), as_of=AS_OF)
+    assert rr.actions["customer_id"].to_list() == [1.5, 2.0, 3.25] and rr.control.height == 0
+    with pytest.raises(DataError, match=r"playbook:0: holdout: customer_id 1.5: a holdout needs whole numbers"):
+        evaluate_rules(customers, _rules_with(Holdout(0.1, "s")), as_of=AS_OF)
+
+
+def test_the_smallest_share_holds_out_bucket_zero():
+    """share 0.0001 is one bucket of 10,000: the customers in bucket 0, and no one else."""
+    from engine.playbook import evaluate_rules
+
+    ids = [str(i) for i in range(30_000)]
+    zero = {i for i, b in zip(ids, buckets(pl.Series(ids), "s").to_list()) if b == 0}
+    assert zero
+    rr = evaluate_rules(_customers(ids), _rules_with(Holdout(0.0001, "s")), as_of=AS_OF)
+    assert set(rr.control["customer_id"]) == zero and rr.control_per_rule == (len(zero),)
+    assert rr.control["bucket"].to_list() == [0] * len(zero)
+
+
+def test_a_rule_with_a_single_customer_holds_them_out_too():
+    from engine.playbook import evaluate_rules
+
+    rr = evaluate_rules(_customers(["only"]), _rules_with(Holdout(1.0, "s")), as_of=AS_OF)
+    assert rr.control["customer_id"].to_list() == ["only"] and rr.actions.height == 0
+    assert rr.control_per_rule == (1,) and rr.actions_per_rule == (0,)
+
+
+def test_a_control_row_gives_the_bucket_of_the_holdout_that_held_the_customer_out():
+    """A customer whose playbook bucket is the playbook's threshold is not in its control group (``bucket <
+    threshold``); the rule's holdout (share 1) holds them out, and the row gives the rule salt's bucket."""
+    from engine.playbook import evaluate_rules
+
+    ids = [str(i) for i in range(50)]
+    edge = next(i for i in ids if 0 < bucket_of(i, "pb") < BUCKETS)
+    playbook = Holdout(bucket_of(edge, "pb") / BUCKETS, "pb")
+    rr = evaluate_rules(_customers(ids), _rules_with(Holdout(1.0, "rule-salt")), as_of=AS_OF, holdout=playbook)
+    row = rr.control.filter(pl.col("customer_id") == edge).row(0, named=True)
+    assert row["holdout"] == "rule" and row["bucket"] == bucket_of(edge, "rule-salt") != bucket_of(edge, "pb")
+    for r in rr.control.iter_rows(named=True):
+        assert r["bucket"] == bucket_of(r["customer_id"], "pb" if r["holdout"] == "playbook" else "rule-salt")

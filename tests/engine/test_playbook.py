@@ -427,3 +427,20 @@ def test_evaluate_rules_at_its_edges():
     assert rr.actions["due_date"].unique().to_list() == [dt.date.max]
     with pytest.raises(DataError, match="is after 9999-12-31"):
         evaluate_rules(customers, [dataclasses.replace(rule, due_days=11)], as_of=last)
+
+
+def test_label_sets_are_the_label_columns_with_their_labels(tmp_path):
+    """What evaluate_rules checks labels against: every label column of the selected classifiers with its labels,
+    best first; no numeric output (RFM's scores have no labels)."""
+    from engine.playbook import label_sets
+    from plugins.abc import LABELS
+    from plugins.rfm import TIERS
+
+    path = tmp_path / "p.yaml"
+    (tmp_path / "tx.csv").write_text("customer_id,order_date,amount\na,2024-03-01,10\n")
+    path.write_text("name: l\ndata: {transactions: tx.csv}\nclassifiers: {abc: {}, rfm: {}}\n")
+    pb = load_playbook(path)
+    sets = label_sets(pb.selections)
+    assert set(sets) == {"abc", "rfm_segment", "value_tier"}
+    assert sets["abc"] == LABELS and sets["value_tier"] == TIERS
+    assert len(sets["rfm_segment"]) > 1 and all(isinstance(s, str) for s in sets["rfm_segment"])

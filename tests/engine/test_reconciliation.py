@@ -67,3 +67,16 @@ def test_a_feature_pass_that_lost_revenue_fails(playbook, monkeypatch):
                                         r"381,284.5210, out 38\d,\d{3}\.\d{4}"):
         playbook.run()
     assert not playbook.output_dir.exists()
+
+
+def test_a_run_whose_revenue_nets_to_zero_reconciles(tmp_path):
+    """One customer's purchase and another's return of the same amount: revenue in and out are both 0."""
+    (tmp_path / "tx.csv").write_text("customer_id,order_id,order_date,amount\n"
+                                     "a,o1,2024-03-01,10.00\nb,o2,2024-03-02,-10.00\n")
+    path = tmp_path / "p.yaml"
+    path.write_text("name: zero\ndata: {transactions: tx.csv}\nclassifiers: {abc: {}}\n")
+    pb = load_playbook(path, output_dir=tmp_path / "out", registry=get_registry(allow=["abc"], strict=True))
+    pb.run()
+    rec = json.loads((pb.output_dir / "summary.json").read_text())["reconciliation"]
+    assert (rec["customers_in"], rec["customers_out"], rec["revenue_in"], rec["revenue_out"], rec["ok"]) == \
+        (2, 2, 0.0, 0.0, True)
