@@ -192,6 +192,7 @@ def test_metric_must_exist_and_be_numeric(registry):
     [
         ({"a": 0.9, "b": 0.9}, r"a \(0.9\) must be below b \(0.9\)"),
         ({"a_rank": 0.6, "b_rank": 0.5}, r"a_rank \(0.6\) must be below b_rank \(0.5\)"),
+        ({"a_rank": 0.5, "b_rank": 0.5}, r"a_rank \(0.5\) must be below b_rank \(0.5\)"),
         ({"mode": "ranks"}, r"'ranks' is not one of share, rank.*did you mean 'rank'"),
         ({"a": 1.2}, r"above the maximum"),
     ],
@@ -274,6 +275,10 @@ def reference_rank(values, a, b, crossing="lower"):
        crossing=st.sampled_from(["lower", "upper"]), mode=st.sampled_from(["share", "rank"]))
 @example(values=[100.0, 1.0, 1.0], cuts=(0.5, 0.9), crossing="lower", mode="share")  # issue 10 item 7
 @example(values=[100.0, 1.0, 1.0], cuts=(0.5, 0.9), crossing="upper", mode="share")
+# every share before a group below a: everyone is A (no position past the cut-off to search to)
+@example(values=[10.0, 5.0], cuts=(0.8, 0.95), crossing="upper", mode="share")
+# b = 1.0, its maximum: every positive customer is A or B, the last ones included
+@example(values=[10.0, 5.0, 1.0], cuts=(0.5, 1.0), crossing="lower", mode="share")
 def test_both_crossings_and_modes_match_brute_force(registry, values, cuts, crossing, mode):
     a, b = cuts
     if mode == "share":
