@@ -1,6 +1,6 @@
 """Mutation testing: small deliberate bugs, one at a time, each run against the tests that guard its module.
 
-    nice -n 15 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--only TEXT] [--survivors]
+    nice -n 19 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--only TEXT] [--survivors]
     .venv/bin/python tools/mutate.py --report | --list
 
 MODULE is a key of TARGETS (rules, playbook, features, io, abc, adc, rfm); default: all, in that order.
