@@ -48,23 +48,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: module key -> (the code mutated: (source file, functions to mutate or None for the whole file), ...),
-#: and the test files (and pytest options) that guard it.
+#: and the test files (and pytest options) that guard it: the mutated file itself too, for its doctests.
 TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[str, ...]]] = {
     "rules": ((("engine/rules.py", None),),
-              ("tests/engine/test_rules.py", "tests/engine/test_rules_sql.py", "tests/engine/test_fuzz.py")),
+              ("engine/rules.py", "tests/engine/test_rules.py", "tests/engine/test_rules_sql.py",
+               "tests/engine/test_fuzz.py")),
     "playbook": ((("engine/playbook/evaluate.py", None),),
                  ("tests/engine/test_playbook_semantics.py", "tests/engine/test_playbook.py",
                   "tests/engine/test_reconciliation.py", "tests/engine/test_holdout.py")),
     "features": ((("engine/features.py", None), ("engine/feature_table.py", None)),
-                 ("tests/engine/test_features.py", "tests/engine/test_feature_table.py", "tests/engine/test_properties.py",
-                  "-k",
+                 ("engine/features.py", "tests/engine/test_features.py", "tests/engine/test_feature_table.py",
+                  "tests/engine/test_properties.py", "-k",
                   "not identical_across and not threads_and_row_order")),
     "io": ((("engine/io.py", None), ("engine/playbook/write.py", None)),
-           ("tests/engine/test_io.py", "tests/engine/test_io_faults.py", "tests/engine/test_crash_safety.py",
-            "tests/engine/test_security.py", "tests/engine/test_reconciliation.py")),
-    "abc": ((("plugins/abc/__init__.py", None),), ("tests/plugins/abc",)),
-    "adc": ((("plugins/adc/__init__.py", None),), ("tests/plugins/adc",)),
-    "rfm": ((("plugins/rfm/__init__.py", None),), ("tests/plugins/rfm",)),
+           ("engine/io.py", "tests/engine/test_io.py", "tests/engine/test_io_faults.py",
+            "tests/engine/test_crash_safety.py", "tests/engine/test_security.py", "tests/engine/test_reconciliation.py")),
+    "abc": ((("plugins/abc/__init__.py", None),), ("plugins/abc/__init__.py", "tests/plugins/abc")),
+    "adc": ((("plugins/adc/__init__.py", None),), ("plugins/adc/__init__.py", "tests/plugins/adc")),
+    "rfm": ((("plugins/rfm/__init__.py", None),), ("plugins/rfm/__init__.py", "tests/plugins/rfm")),
 }
 
 #: A mutant's test run is stopped (and the mutant counts as killed: it made the tests loop) after
