@@ -55,6 +55,14 @@ REJECT_REASONS = {
 }
 
 
+#: How a feature pass counts a customer's orders (``LoadReport.orders_counted``, summary.json's
+#: ``input.orders_counted``).
+ORDER_PATHS = {
+    "boundaries": "order boundaries",
+    "hashing": "hashing",
+}
+
+
 #: An explicit as_of more than this many days after the last usable transaction gets a warning.
 IMPLAUSIBLE_GAP_DAYS = 365
 
@@ -83,6 +91,14 @@ class LoadReport:
     #: by the scan itself (exact units), and the customer table's ids that have no usable row.
     scanned_units: int = 0
     table_only: int = 0
+    #: How the orders (``frequency``) were counted: ``"boundaries"`` (the input is written order by order, which
+    #: the pass itself proved) or ``"hashing"`` (distinct order ids per customer); see :data:`ORDER_PATHS`.
+    orders_counted: str = "hashing"
+    #: Why that path: what the pass found about the input's order (one line).
+    orders_check: str = ""
+    #: With ``"boundaries"``: the customers whose orders were counted again by hashing, because some of their
+    #: lines are not written order by order (see :func:`_order_flags`).
+    orders_recounted: int = 0
 
     def lines(self) -> list[str]:
         """Human-readable lines for the terminal."""
@@ -103,6 +119,8 @@ class LoadReport:
             + (f", {self.prospects:,} prospects from the customer table" if self.customers_from_table else "")
             + f"); net revenue {self.net_revenue:,.2f}"
         )
+        if self.orders_check:
+            out.append(f"  orders counted by {ORDER_PATHS[self.orders_counted]}: {self.orders_check}")
         return out
 
     def to_dict(self) -> dict:
@@ -193,7 +211,134 @@ def _scan(tx: Transactions, as_of: dt.date | None) -> tuple[pl.LazyFrame, pl.Laz
     return rows, exceptional, totals
 
 
-def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature], *, wide: bool = False):
+#: How many rows of the input :func:`_looks_ordered` reads before the pass to choose the path to try.
+PROBE_ROWS = 10_000
+#: The share of the orders in those rows that may be in doubt (out of place) for the boundary pass to be tried.
+PROBE_DOUBT = 0.01
+
+
+def _comparable(col: pl.Expr, dtype: pl.DataType) -> tuple[pl.Expr, object] | None:
+    """``col`` as values ordered by ``<`` with equality meaning the same id, and a value no larger than any of
+    them (for a missing one); None if its dtype has no order here.
+
+    Categorical ids compare by their codes: one column has one mapping, so equal codes are equal ids and the
+    codes' order is a total order (any total order will do, see :func:`_order_flags`). Float ids have no NaN
+    and no -0.0 here (:func:`engine.data._float_id`). The low value only keeps a missing key from hiding the
+    keys before it; were it larger than a key, that key's run would only be counted again, never wrongly.
+    """
+    if isinstance(dtype, (pl.Categorical, pl.Enum)):
+        return col.to_physical(), pl.lit(0, pl.UInt32)
+    if dtype.is_integer():
+        return col, pl.lit(_lowest_int(dtype), dtype)
+    if dtype.is_float():
+        return col, pl.lit(float("-inf"), dtype)
+    if isinstance(dtype, pl.String):
+        return col, pl.lit("", pl.String)
+    if isinstance(dtype, pl.Boolean):
+        return col, pl.lit(False)
+    if isinstance(dtype, (pl.Date, pl.Datetime)):
+        return col, pl.lit(dt.date.min).cast(dtype)
+    return None
+
+
+def _lowest_int(dtype: pl.DataType) -> int:
+    """The smallest value of an integer dtype.
+
+    >>> _lowest_int(pl.Int64()), _lowest_int(pl.UInt8()), _lowest_int(pl.Int8())
+    (-9223372036854775808, 0, -128)
+    """
+    if dtype.is_unsigned_integer():
+        return 0
+    return -(2 ** (8 * {pl.Int8: 1, pl.Int16: 2, pl.Int32: 4, pl.Int64: 8}.get(type(dtype), 16) - 1))
+
+
+#: A run start in doubt adds this to ``_run`` besides 1: per customer, ``_run`` sums to run starts + this x
+#: starts in doubt (while a customer has fewer than 2**32 lines, which :func:`_compute` checks).
+_DOUBT = 2**32
+
+
+def _order_flags(rows: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame | None:
+    """``rows`` (usable rows, in the input's order) with ``_run``, or None if the ids have no order here.
+
+    The *counted* lines are the purchase lines (amount > 0) with an order key, in the input's order. A counted
+    line *starts a run* when its (order key, customer) differs from the previous counted line's (lines of
+    other kinds in between are not looked at). A run start is *fresh* when its order key is larger than the
+    order key of every counted line before it: no counted line before had that key, so this (key, customer)
+    pair is new. Every other run start is *in doubt*. ``_run`` is 1 for a fresh run start, ``1 + _DOUBT`` for one in doubt,
+    0 for every other line.
+
+    So for a customer none of whose run starts is in doubt, the run starts are exactly the distinct order keys
+    of their purchase lines (each run start is a pair never counted before; every other counted line has the
+    pair of the counted line before it, and so of a run start; a second run start of a pair would be in doubt):
+    what ``frequency`` counts (a sale without an order key is added as one order afterwards, as in the
+    hashing path). The customers with a run start in doubt are counted again by hashing (:func:`_recount`).
+    On input written order by order with order ids that grow (as shops number their invoices) no run start
+    is in doubt; an order out of place puts only its own customer in doubt.
+    """
+    key_low = _comparable(pl.col("order_key"), schema["order_key"])
+    cust_low = _comparable(pl.col("customer_id"), schema["customer_id"])
+    if key_low is None or cust_low is None:
+        return None
+    (key, low), (cust, _) = key_low, cust_low
+    counted = (pl.col("amount_units") > 0) & pl.col("order_key").is_not_null()
+    prev_key = pl.when(counted).then(key).forward_fill().shift(1)
+    prev_cust = pl.when(counted).then(cust).forward_fill().shift(1)
+    start = counted & (prev_key.is_null() | (key != prev_key) | (cust != prev_cust)).fill_null(True)
+    doubt = (start & (key <= pl.when(counted).then(key).otherwise(low).cum_max().shift(1))).fill_null(False)
+    return rows.with_columns((start.cast(pl.Int64) + doubt.cast(pl.Int64) * _DOUBT).alias("_run"))
+
+
+def _ordered_path_possible(tx: Transactions) -> str | None:
+    """Why the boundary count cannot be used on ``tx`` at all (None: it can be tried)."""
+    n_unique = [f.compute for f in _AGGREGATED if f.compute.op == "n_unique"]
+    if any((a.column, a.rows) != ("order_key", "purchases") for a in n_unique):
+        return "a built-in feature counts distinct values other than the order keys of purchases"
+    schema = tx.frame.collect_schema()
+    if _comparable(pl.col("order_key"), schema["order_key"]) is None:
+        return f"order ids of type {schema['order_key']} have no order to check"
+    if _comparable(pl.col("customer_id"), schema["customer_id"]) is None:
+        return f"customer ids of type {schema['customer_id']} have no order to check"
+    return None
+
+
+def _looks_ordered(tx: Transactions, as_of: dt.date | None, rows: int = PROBE_ROWS) -> bool:
+    """Whether the first ``rows`` rows of the input look written order by order (at most :data:`PROBE_DOUBT`
+    of their run starts in doubt, see :func:`_order_flags`).
+
+    Only a choice of which pass to try: the boundary pass checks every line itself. A failed read here is
+    left to the pass, which reports it properly.
+    """
+    date, units, customer = pl.col("order_date"), pl.col("amount_units"), pl.col("customer_id")
+    usable = customer.is_not_null() & date.is_not_null() & units.is_not_null()
+    if as_of is not None:
+        usable = usable & (date < pl.lit(as_of))
+    head = tx.frame.head(rows)
+    flagged = _order_flags(head.filter(usable), head.collect_schema())
+    if flagged is None:
+        return False
+    try:
+        starts, doubtful = flagged.select((pl.col("_run") > 0).sum().alias("starts"),
+                                          (pl.col("_run") > 1).sum().alias("doubtful")).collect(engine="streaming").row(0)
+    except pl.exceptions.PolarsError:
+        return False
+    return doubtful <= PROBE_DOUBT * starts
+
+
+def _recount(tx: Transactions, as_of: dt.date | None, ids: pl.Series, streaming: bool) -> pl.DataFrame:
+    """``customer_id`` and the exact order count (``frequency``) of the customers ``ids``, by hashing their order
+    keys: the distinct order keys of their purchase lines, a missing one counting as one order."""
+    date, units, customer = pl.col("order_date"), pl.col("amount_units"), pl.col("customer_id")
+    usable = customer.is_not_null() & date.is_not_null() & units.is_not_null() & (units > 0)
+    if as_of is not None:
+        usable = usable & (date < pl.lit(as_of))
+    name = next(f.name for f in _AGGREGATED if f.compute.op == "n_unique")
+    return (tx.frame.filter(usable & customer.is_in(ids.implode()))
+            .group_by("customer_id").agg(pl.col("order_key").n_unique().cast(pl.Int64).alias(name))
+            .collect(engine="streaming" if streaming else "auto"))
+
+
+def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature], *, wide: bool = False,
+             ordered: bool = False):
     """The three queries collected together over one scan of the transactions.
 
     * ``customers``: the usable rows (a customer, a date, an amount, before
@@ -203,6 +348,9 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
       customer: few rows, they account for every row not used and make the
       order count exact;
     * ``totals``: the row count and the checks and tallies that stop a run.
+
+    With ``ordered``, ``customers`` counts orders from run starts instead of hashing order keys, and
+    ``_in_doubt`` tells the customers with a run start in doubt (see :func:`_order_flags`).
 
     Polars runs them as one plan with one scan whose rows feed all three
     (``collect_all`` over a cached frame). Unusable rows are filtered out before
@@ -216,11 +364,16 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
     # totals query adds up the absolute amounts (as floats): below _INT64_SAFE no sum can wrap; above it
     # compute_features runs the pass again with ``wide`` (Int128) sums, exact for any input that fits in
     # memory. Int128 always would cost about 25% more peak memory on the 10M set (measured, commit message).
-    aggs = _aggregations(u, date, key, wide=wide)
+    aggs = _aggregations(u, date, key, wide=wide, ordered=ordered)
     for name, feat in plugin_features.items():
         if feat.agg is not None:
             aggs.append(feat.agg.alias(name))
-    customers = rows.group_by("customer_id").agg(aggs).sort("customer_id")
+    grouped_rows = rows
+    if ordered:
+        grouped_rows = _order_flags(rows, tx.frame.collect_schema())
+        if grouped_rows is None:
+            raise ValueError("the ordered path was asked for on ids without an order")
+    customers = grouped_rows.group_by("customer_id").agg(aggs).sort("customer_id")
     # Plugin features given as a query over the same rows: one query per distinct table function.
     table_queries = plugin_table_queries(rows, plugin_features)
     return customers, exceptional, totals, table_queries
@@ -237,18 +390,21 @@ def plugin_table_queries(rows: pl.LazyFrame, plugin_features: Mapping[str, Featu
 
 _AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]
 _DERIVED = [f for f in FEATURES if isinstance(f.compute, Derived)]
+_N_UNIQUE = [f for f in _AGGREGATED if f.compute.op == "n_unique"]
 #: The count of return lines, which tells a distinct count of purchases that a non-purchase line was masked
 #: (see :func:`_distinct`).
 _RETURN_LINES = next(f.name for f in _AGGREGATED if f.compute.op == "count" and f.compute.rows == "returns")
 
 
-def _aggregations(u: pl.Expr, date: pl.Expr, key: pl.Expr, *, wide: bool = False) -> list[pl.Expr]:
+def _aggregations(u: pl.Expr, date: pl.Expr, key: pl.Expr, *, wide: bool = False,
+                  ordered: bool = False) -> list[pl.Expr]:
     """The ``group_by`` aggregations of the table's :class:`Agg` features (hidden columns start with ``_``).
 
     A restriction to purchases or returns is written ``when(cond).then(col)`` (every other line becomes
     null), which the streaming group_by keeps as a per-group aggregate; a ``filter`` inside the
     aggregation gathers every group's values instead (~1.6x the memory, slower). Sums are in exact
-    integer units, turned into amounts by :func:`_finish`.
+    integer units, turned into amounts by :func:`_finish`. With ``ordered``, the distinct order keys of
+    purchases are the customer's run starts (``_run``, see :func:`_order_flags`), summed, not hashed.
     """
     rows = {"all": None, "purchases": u > 0, "returns": u < 0}
     source = {"amount": u.cast(pl.Int128) if wide else u, "order_date": date, "order_key": key}
@@ -260,7 +416,9 @@ def _aggregations(u: pl.Expr, date: pl.Expr, key: pl.Expr, *, wide: bool = False
             out.append((pl.len() if cond is None else cond.sum()).cast(pl.Int64).alias(f.name))
             continue
         value = source[a.column] if cond is None else pl.when(cond).then(source[a.column])
-        if a.op == "n_unique":  # counts null as a value: corrected in _distinct
+        if a.op == "n_unique" and ordered:  # a sale without an order key is added afterwards
+            out.append(pl.col("_run").sum().alias(f"_{f.name}_runs"))
+        elif a.op == "n_unique":  # counts null as a value: corrected in _distinct
             out.append(value.n_unique().alias(f"_{f.name}_distinct"))
         elif a.op == "sum":
             out.append(value.sum().alias(f"_{f.name}_units"))
@@ -293,8 +451,12 @@ def _amounts() -> list[pl.Expr]:
     return out
 
 
-def _finish(zero: pl.Expr | bool = False, null_key: pl.Expr | bool = False) -> list[pl.Expr]:
+def _finish(zero: pl.Expr | bool = False, null_key: pl.Expr | bool = False, *, ordered: bool = False) -> list[pl.Expr]:
     """The aggregated features that need a last step: distinct counts corrected, units to amounts."""
+    if ordered:  # the run starts and those in doubt, apart; no correction for masked lines
+        runs = [pl.col(f"_{f.name}_runs") for f in _N_UNIQUE]
+        return [*(r.mod(_DOUBT).alias(f.name) for f, r in zip(_N_UNIQUE, runs)),
+                pl.any_horizontal([r >= _DOUBT for r in runs]).alias("_in_doubt"), *_amounts()]
     return [*(_distinct(f.name, zero, null_key) for f in _AGGREGATED if f.compute.op == "n_unique"), *_amounts()]
 
 
@@ -365,23 +527,50 @@ def compute_features(
     streaming: bool = True,
     feature_owners: Mapping[str, str] | None = None,
     wide: bool = False,
+    orders: str = "auto",
 ) -> FeatureResult:
     """Run the single pass and return one row per customer with every feature.
+
+    ``orders`` says how a customer's orders are counted: ``"auto"`` tries the boundary count when the input's
+    first rows are written order by order, ``"boundaries"`` tries it whatever they look like, ``"hashing"``
+    counts distinct order keys. A boundary pass proves its own counts (:func:`_order_flags`); when it finds a
+    line out of order the same run counts again by hashing, so no count is ever a guess. The report says
+    which path gave the numbers and why (``orders_counted``, ``orders_check``).
 
     Raises :class:`~engine.errors.DataError` for an empty input, an
     unparseable value (naming its row), or a plugin feature that fails.
     """
+    if orders not in ("auto", "boundaries", "hashing"):
+        raise ValueError(f"orders must be auto, boundaries or hashing, not {orders!r}")
+    why_not = None if orders == "boundaries" else "hashing asked for"
+    if orders != "hashing":
+        why_not = _ordered_path_possible(tx)
+        if why_not is None and orders == "auto" and not _looks_ordered(tx, as_of):
+            why_not = f"the first {PROBE_ROWS:,} rows are not written order by order"
+    if why_not is None:
+        return _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
+                        feature_owners=feature_owners, wide=wide, ordered=True)
+    result = _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
+                      feature_owners=feature_owners, wide=wide, ordered=False)
+    result.report.orders_check = why_not
+    return result
+
+
+def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, feature_owners, wide,
+             ordered: bool) -> FeatureResult:
+    """One pass (see :func:`compute_features`); with ``ordered``, orders counted from run starts, and the
+    customers with a run start in doubt counted again by hashing (:func:`_recount`)."""
     plugin_features = dict(plugin_features or {})
-    by_customer, exceptions_q, totals_q, table_queries = _queries(tx, as_of, plugin_features, wide=wide)
+    by_customer, exceptions_q, totals_q, table_queries = _queries(tx, as_of, plugin_features, wide=wide,
+                                                                  ordered=ordered)
     # The features are computed inside the streaming query: its workers reuse the group_by's memory,
     # where each step on the collected table would add its columns on top of it (bench/PROFILE.md).
     # What the exceptions change (a zero amount, a sale without an order id, a later row without a
     # customer id) is corrected afterwards, for the customers concerned.
-    by_customer = by_customer.with_columns(_finish()).with_columns(_derived(_day_after(as_of)))
+    by_customer = by_customer.with_columns(_finish(ordered=ordered)).with_columns(_derived(_day_after(as_of)))
+    queries = [by_customer, exceptions_q, totals_q, *[q for q, _ in table_queries]]
     try:
-        grouped, exceptions, totals, *tables = pl.collect_all(
-            [by_customer, exceptions_q, totals_q, *[q for q, _ in table_queries]],
-            engine="streaming" if streaming else "auto")
+        grouped, exceptions, totals, *tables = pl.collect_all(queries, engine="streaming" if streaming else "auto")
     except pl.exceptions.ColumnNotFoundError as exc:
         raise _feature_error(plugin_features, feature_owners or {}, exc) from None
     except pl.exceptions.PolarsError as exc:
@@ -393,27 +582,49 @@ def compute_features(
     for flag in tx.checks:
         if total[flag]:
             raise tx.locate(flag)
+    if ordered and total["rows"] >= _DOUBT:  # a customer's run starts could reach _DOUBT: count by hashing
+        del grouped, exceptions
+        return _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
+                        feature_owners=feature_owners, wide=wide, ordered=False)
     if not wide and (total["_gross_units"] or 0) >= _INT64_SAFE:  # an Int64 sum may have wrapped: sum again
         del grouped, exceptions
-        return compute_features(tx, as_of=as_of, customers=customers, plugin_features=plugin_features,
-                                streaming=streaming, feature_owners=feature_owners, wide=True)
+        return _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
+                        feature_owners=feature_owners, wide=True, ordered=ordered)
     tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
     if tally_error is not None:
         raise tally_error
 
     report, no_id, known, unusable = read_report(tx, exceptions, total, grouped.select("customer_id"), as_of)
-    odd = known.filter(pl.col("zero") | pl.col("null_key"))
-    if odd.height:  # customers with a zero amount or a sale without an order id: count their orders again
-        zero_ids = odd.filter(pl.col("zero"))["customer_id"].implode()
-        key_ids = odd.filter(pl.col("null_key"))["customer_id"].implode()
-        corrected = [f.name for f in _AGGREGATED if f.compute.op == "n_unique"]
-        grouped = grouped.with_columns(
-            _distinct(name, pl.col("customer_id").is_in(zero_ids), pl.col("customer_id").is_in(key_ids))
-            for name in corrected
-        ).with_columns(_derived(_day_after(as_of), set(corrected)))
-    return complete_features(grouped, no_id["last_day"].max(), unusable, as_of=as_of, customers=customers,
-                             plugin_features=plugin_features, report=report, describe=tx.describe(),
-                             tables=tables, feature_owners=feature_owners)
+    corrected = [f.name for f in _AGGREGATED if f.compute.op == "n_unique"]
+    if ordered:
+        key_ids = known.filter(pl.col("null_key"))["customer_id"].implode()
+        if key_ids.list.len().item():  # a sale without an order id is one more order of its customer
+            grouped = grouped.with_columns(
+                (pl.col(name) + pl.col("customer_id").is_in(key_ids).cast(pl.Int64)).alias(name) for name in corrected)
+        doubtful = grouped.filter(pl.col("_in_doubt"))["customer_id"]
+        if doubtful.len():  # customers whose lines are not all written order by order: count them exactly
+            recount = _recount(tx, as_of, doubtful, streaming)
+            grouped = grouped.update(recount, on="customer_id", how="left")
+        grouped = grouped.with_columns(_derived(_day_after(as_of), set(corrected)))
+    else:
+        odd = known.filter(pl.col("zero") | pl.col("null_key"))
+        if odd.height:  # customers with a zero amount or a sale without an order id: count their orders again
+            zero_ids = odd.filter(pl.col("zero"))["customer_id"].implode()
+            key_ids = odd.filter(pl.col("null_key"))["customer_id"].implode()
+            grouped = grouped.with_columns(
+                _distinct(name, pl.col("customer_id").is_in(zero_ids), pl.col("customer_id").is_in(key_ids))
+                for name in corrected
+            ).with_columns(_derived(_day_after(as_of), set(corrected)))
+    result = complete_features(grouped, no_id["last_day"].max(), unusable, as_of=as_of, customers=customers,
+                               plugin_features=plugin_features, report=report, describe=tx.describe(),
+                               tables=tables, feature_owners=feature_owners)
+    if ordered:
+        result.report.orders_counted = "boundaries"
+        result.report.orders_recounted = doubtful.len()
+        result.report.orders_check = (
+            "input written order by order (checked on every purchase line)" if not doubtful.len()
+            else f"{doubtful.len():,} customer(s) with orders out of place counted again by hashing")
+    return result
 
 
 def complete_features(

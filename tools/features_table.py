@@ -28,6 +28,21 @@ a negative one; amounts are summed exactly, in units of 0.0001. `as_of` defaults
 the last dated row with an amount. A customer of the customer table without any usable row (a
 prospect) has 0 for `frequency`, `monetary`, `returns` and `returned_value` and null for the rest.
 Plugins add features of their own (`register_features`, see docs/plugins.md).
+
+**How `frequency` is counted.** Counting distinct order ids per customer means hashing every
+(customer, order id) pair. Transaction logs are almost always written order by order with order ids
+that grow (as shops number their invoices); on such input the Polars pass counts a customer's orders as
+the places where the (order id, customer) of the purchase lines changes, and proves in the same pass
+that this is exact: a change is *fresh* when its order id is larger than every order id of the purchase
+lines before it; a customer any of whose changes is not fresh (an order split in two places, an order id
+shared by two customers, ids out of sequence) is counted again by hashing, reading only that customer's
+purchase lines. Before the pass, the first 10,000 rows decide which way to try: when more than 1% of
+their changes are not fresh (a shuffled file, ids not in sequence), the pass hashes from the start. The
+numbers are the same either way (property tests compare both on inputs broken every way). The run says
+which way counted: `orders counted by order boundaries: ...` or `orders counted by hashing: ...` on
+stderr, and `input.orders_counted` (`boundaries` or `hashing`), `input.orders_check` (why) and
+`input.orders_recounted` (customers counted again) in `summary.json`. The Spark pass and snapshots
+always hash. Decision record: docs/decisions/0017-ordered-input-order-count.md.
 """
 
 

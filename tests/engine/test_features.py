@@ -399,7 +399,9 @@ def test_a_load_report_starts_from_nothing():
     assert report.to_dict() == {
         "source": "s", "rows": 0, "rows_used": 0, "rejected": {}, "customers_with_transactions": 0,
         "customers_without_usable_rows": 0, "unusable_in_table": 0, "customers_from_table": 0, "prospects": 0,
-        "customers": 0, "net_revenue": 0.0, "notes": [], "warnings": []}
+        "customers": 0, "net_revenue": 0.0, "notes": [], "warnings": [],
+        # how orders were counted (issue 14): hashing unless a pass proves the boundary count
+        "orders_counted": "hashing", "orders_check": "", "orders_recounted": 0}
     assert (report.scanned_units, report.table_only) == (0, 0)  # kept for the reconciliation, not shown
 
 

@@ -274,7 +274,12 @@ def test_run_reads_the_transactions_once(uci_path, tmp_path, count_scans):
     )
     reads = count_scans(uci_path)
     result = load_playbook(pb_path, output_dir=tmp_path / "out").run()
-    assert reads == [1]  # one collect, one scan in its plan
+    # The feature pass: one collect, one scan in its plan. Before it, the look at the first 10,000 rows that
+    # chooses how orders are counted; after it, the orders of the one customer whose lines the pass found out of
+    # place (invoice 568391 after 568392) are counted again, reading only that customer's purchase lines.
+    assert reads == [1, 1, 1]
+    assert result.summary["input"]["orders_counted"] == "boundaries"
+    assert result.summary["input"]["orders_recounted"] == 1
     assert result.summary["reconciliation"]["customers_out"] == 4372
     assert (tmp_path / "out" / "actions.csv").exists()
 
