@@ -3,6 +3,7 @@
     python bench/generate.py --rows 10m [--seed 20240601] [--out bench/data/tx_10m.parquet]
     python bench/generate.py --rows 200m [--chunk-rows 10000000]   # written in blocks, see below
     python bench/generate.py --rows 1m --messy   # bench/data/tx_1m-messy.parquet, see "Messy data"
+    python bench/generate.py --rows 10m --variant numbered   # bench/data/tx_10m-numbered.parquet, see VARIANTS
 
 One row is one order line. Columns:
 
@@ -248,6 +249,39 @@ def make_messy(df: pl.DataFrame, seed: int = DEFAULT_SEED) -> pl.DataFrame:
     )
 
 
+#: Variants of a written set, made from its file (``derive``): the same rows, in another order or numbering.
+VARIANTS = {
+    "numbered": "order ids numbered as the orders come in the file (as a shop numbers its invoices): each order "
+                "keeps its lines, its customer and its place, only its id changes",
+    "shuffled": "the rows in a random order (seeded): no order's lines sit together any more",
+}
+
+
+def derive(base: Path, variant: str, out: Path, seed: int = DEFAULT_SEED) -> pl.DataFrame:
+    """The ``variant`` (see :data:`VARIANTS`) of the set in ``base``, written to ``out`` (atomically).
+
+    ``numbered``: the generator writes orders by day, then by a scrambled order id, so ids do not grow
+    through the file; this variant numbers them 100,000,001, 100,000,002, ... in the order they first
+    appear. Each order's lines are together in the generated file, so this is the rank of the order's
+    run; the function checks that there are as many runs as order ids (no order split) before writing.
+    """
+    df = pl.read_parquet(base)
+    if variant == "numbered":
+        runs = pl.col("order_id").rle_id()
+        df = df.with_columns((runs.cast(pl.Int64) + 100_000_001).alias("order_id"))
+        original = pl.read_parquet(base, columns=["order_id"])["order_id"]
+        if df["order_id"].n_unique() != original.n_unique():
+            raise SystemExit(f"{base}: an order's lines are not together, so its ids cannot be renumbered by run")
+    elif variant == "shuffled":
+        df = df.sample(fraction=1.0, shuffle=True, seed=seed)
+    else:
+        raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    tmp = out.with_suffix(".parquet.tmp")
+    df.write_parquet(tmp, compression="zstd", statistics=True)
+    tmp.replace(out)
+    return df
+
+
 def write_one_piece(rows: int, seed: int, out: Path) -> pl.DataFrame:
     """The set in one piece (the only way before chunking; 1m, 10m and 50m): generated, written, renamed."""
     df = generate(rows, seed)
@@ -307,8 +341,23 @@ def main(argv=None) -> int:
     ap.add_argument("--messy", action="store_true",
                     help="the messy variant (empty ids, dates and amounts, zero amounts; see make_messy), "
                          "default file bench/data/tx_<rows>-messy.parquet; one piece only")
+    ap.add_argument("--variant", choices=sorted(VARIANTS),
+                    help="write a variant of the set --rows names (made first if missing): "
+                         + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items())
+                         + "; default file bench/data/tx_<rows>-<variant>.parquet")
+    ap.add_argument("--base", help="with --variant: the set to make it from (default bench/data/tx_<rows>.parquet)")
     args = ap.parse_args(argv)
     rows = parse_rows(args.rows)
+    if args.variant:
+        base = Path(args.base) if args.base else Path(__file__).parent / "data" / f"tx_{args.rows.lower()}.parquet"
+        if not base.exists():
+            main(["--rows", args.rows, "--seed", str(args.seed), "--out", str(base)])
+        out = Path(args.out) if args.out else base.with_name(f"tx_{args.rows.lower()}-{args.variant}.parquet")
+        t = time.perf_counter()
+        derive(base, args.variant, out, args.seed)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.0f} MB, {args.variant}) in {time.perf_counter() - t:.1f} s",
+              file=sys.stderr)
+        return 0
     name = f"tx_{args.rows.lower()}{'-messy' if args.messy else ''}.parquet"
     out = Path(args.out) if args.out else Path(__file__).parent / "data" / name
     out.parent.mkdir(parents=True, exist_ok=True)

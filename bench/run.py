@@ -49,13 +49,28 @@ RESULTS_JSON = BENCH / "results.json"
 RESULTS_MD = BENCH / "RESULTS.md"
 
 SIZES = {"1m": 1_000_000, "10m": 10_000_000, "50m": 50_000_000, "200m": 200_000_000}
-# Also accepted: any "<n>k" / "<n>m" (small sizes try the mechanics) and "<size>-messy", the messy variant of a
-# set (bench/generate.py --messy: empty customer ids, order ids, dates and amounts, zero amounts).
+# Also accepted: any "<n>k" / "<n>m" (small sizes try the mechanics), "<size>-messy", the messy variant of a
+# set (bench/generate.py --messy: empty customer ids, order ids, dates and amounts, zero amounts), and
+# "<size>-numbered" / "<size>-shuffled", the set with its order ids numbered as they come in the file / its rows
+# shuffled (bench/generate.py --variant; issue 14: the ordered-input path and the fallback).
+SUFFIXES = ("-messy", "-numbered", "-shuffled")
+
+
+def base_size(size: str) -> str:
+    """The size a variant is made from ("10m-shuffled" -> "10m")."""
+    for suffix in SUFFIXES:
+        size = size.removesuffix(suffix)
+    return size
+
+
+def variant(size: str) -> str | None:
+    """"numbered" or "shuffled" for those variants, else None."""
+    return next((v for v in ("numbered", "shuffled") if size.endswith(f"-{v}")), None)
 
 
 def size_rows(size: str) -> int | None:
-    """Rows of a size name ("10m", "20k", "1m-messy"), None if it is not one."""
-    base = size.removesuffix("-messy")
+    """Rows of a size name ("10m", "20k", "1m-messy", "10m-shuffled"), None if it is not one."""
+    base = base_size(size)
     if base in SIZES:
         return SIZES[base]
     try:
@@ -87,7 +102,17 @@ def tool_command(tool: str, size: str) -> tuple[list[str], Path]:
                "pymc-marketing": (BL_PY, "baseline_pymc.py")}
     if tool == "tierbook":
         playbook = BENCH / "playbooks" / f"bench-{size}.yaml"
-        if not playbook.exists():  # a size without a committed playbook: the 1M one, pointed at this size's data
+        base = base_size(size)
+        if variant(size) and (BENCH / "playbooks" / f"bench-{base}.yaml").exists():
+            # a variant: its set's own playbook, pointed at the variant's data (the same rules and outputs)
+            playbook = DATA / "playbooks" / f"bench-{size}.yaml"
+            playbook.parent.mkdir(parents=True, exist_ok=True)
+            text = (BENCH / "playbooks" / f"bench-{base}.yaml").read_text()
+            text = text.replace(f"name: bench-{base}", f"name: bench-{size}").replace(
+                f"transactions: ../data/tx_{base}.parquet", f"transactions: {data}").replace(
+                f"dir: out/bench-{base}", f"dir: out/bench-{size}")
+            playbook.write_text(text)
+        elif not playbook.exists():  # a size without a committed playbook: the 1M one, pointed at this size's data
             playbook = DATA / "playbooks" / f"bench-{size}.yaml"
             playbook.parent.mkdir(parents=True, exist_ok=True)
             text = (BENCH / "playbooks" / "bench-1m.yaml").read_text()
@@ -124,9 +149,11 @@ with open(os.environ["BENCH_RESULT"], "w") as fh:
 
 
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd`` as a fresh process: its wall time and peak RSS (ru_maxrss of that process via wait4)."""
+    """Run ``cmd`` as a fresh process: its wall time and peak RSS (ru_maxrss of that process via wait4), and,
+    for tierbook, how it counted orders (the ``orders counted by ...`` line it printed)."""
     load = os.getloadavg()[0]
     result = LOGS / f".result-{os.getpid()}.json"
+    start = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n".encode())
         fh.flush()
@@ -135,6 +162,12 @@ def measure(cmd: list[str], log: Path) -> dict:
     r = json.loads(result.read_text())
     result.unlink()
     r["load1_before"] = load
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        said = [line.strip() for line in fh.read().decode(errors="replace").splitlines()
+                if line.strip().startswith("orders counted by ")]
+    if said:
+        r["orders"] = said[-1].removeprefix("orders counted by ")
     return r
 
 
@@ -146,8 +179,14 @@ def ensure_data(size: str) -> Path:
         free = shutil.disk_usage(DATA).free
         if free < need:
             sys.exit(f"not enough disk for {path} ({free / 1e9:.1f} GB free, want {need / 1e9:.1f} GB)")
+        base = base_size(size)
+        if variant(size):  # made from the set itself, which is generated first when missing
+            source = ensure_data(base)
+            print(f"writing {path} ({variant(size)}) ...", flush=True)
+            subprocess.run([str(TB_PY), str(BENCH / "generate.py"), "--rows", base, "--variant", variant(size),
+                            "--base", str(source), "--out", str(path)], check=True)
+            return path
         print(f"generating {path} ...", flush=True)
-        base = size.removesuffix("-messy")
         subprocess.run([str(TB_PY), str(BENCH / "generate.py"), "--rows", base, "--out", str(path),
                         *(["--messy"] if size.endswith("-messy") else [])], check=True)
     return path
@@ -389,7 +428,8 @@ def time_size(size: str, tools: list[str], repeat: int, log: Path) -> dict:
             runs[tool].append(r)
             status = "" if r["exit"] == 0 else f"  FAILED (exit {r['exit']}, see {log})"
             print(f"  round {i + 1} {tool:<15} {r['wall_s']:7.2f} s  {r['rss_bytes'] / 2**20:7.0f} MiB"
-                  f"  load {r['load1_before']:.1f}{status}", flush=True)
+                  f"  load {r['load1_before']:.1f}{status}"
+                  + (f"  orders by {r['orders'].split(':')[0]}" if r.get("orders") else ""), flush=True)
     profile = input_profile_from_schema(path) if size in SCHEMA_ESTIMATE_SIZES else input_profile(path)
     block = {"size": size, "input": profile, "repeat": repeat, "runs": runs,
              "measured_at": dt.datetime.now().isoformat(timespec="seconds")}
@@ -517,7 +557,7 @@ def write_report(results: dict) -> None:
               "the load, but it is not wall time: a tool that keeps both cores busy spends more CPU than it "
               "takes wall time.", ""]
     sizes = results.get("sizes", {})
-    for size in sorted(sizes, key=lambda k: (k.endswith("-messy"), size_rows(k) or 0)):
+    for size in sorted(sizes, key=lambda k: (k.endswith("-messy"), size_rows(k) or 0, k)):
         block = sizes[size]
         inp = block["input"]
         summ = summarise(block)
@@ -548,6 +588,11 @@ def write_report(results: dict) -> None:
             rss = summ["tierbook"]["rss"][0]
             lines += ["", f"tierbook's peak RSS is {rss / inp['in_memory_bytes']:.2f}x the input's in-memory size"
                       + (" (estimated from the schema, see above)." if estimate else ".")]
+        paths = {tool: sorted({r["orders"] for r in runs if r.get("orders")})
+                 for tool, runs in block["runs"].items()}
+        if any(paths.values()):
+            lines += ["", "How tierbook counted orders (what each run printed; issue 14):", ""]
+            lines += [f"- **{tool}**: " + "; ".join(f"by {p}" for p in said) for tool, said in paths.items() if said]
         if block.get("checks"):
             lines += ["", "Agreement on this block's data (the timed runs' outputs):", ""]
             lines += [f"- **{tool}**: {text}" for tool, text in block["checks"].items()]
@@ -598,6 +643,7 @@ def targets_section(results: dict) -> list[str]:
                     rows.append((f"10M: {label}", f"{sp:.1f}x", sp >= TARGETS[key]))
                     rows.append((f"10M: less memory than {tool}", f"{tb['rss'][0] / 1e6:,.0f} MB vs "
                                  f"{o['rss'][0] / 1e6:,.0f} MB", tb["rss"][0] < o["rss"][0]))
+    rows += ordered_input_targets(results)
     s50 = results.get("sizes", {}).get("50m")
     if s50:
         tb = summarise(s50).get("tierbook")
@@ -612,6 +658,42 @@ def targets_section(results: dict) -> list[str]:
     out = ["## Targets", "", "| target | measured | met |", "| --- | ---: | :---: |"]
     out += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in rows]
     return out + [""]
+
+
+#: Issue 14's targets, per set: (set, tool, wall / floor, RSS / floor).
+ORDERED_TARGETS = [
+    ("10m-numbered", "tierbook-classify", 1.0, 1.1),
+    ("10m-numbered", "tierbook", 1.2, 1.2),
+    ("10m-shuffled", "tierbook", 1.4, 1.3),
+]
+
+
+def ordered_input_targets(results: dict) -> list[tuple[str, str, bool]]:
+    """Issue 14's targets where their sets were measured: ordered input (order ids numbered as they come),
+    shuffled input, and 50M ordered under 2 GB; each names the way the runs counted orders."""
+    rows = []
+    sizes = results.get("sizes", {})
+    for size, tool, wall_max, rss_max in ORDERED_TARGETS:
+        if size not in sizes:
+            continue
+        block = sizes[size]
+        s = summarise(block)
+        t, fl = s.get(tool), s.get("floor")
+        if not t or not fl or t.get("failed") or fl.get("failed"):
+            continue
+        w, r = t["wall"][0] / fl["wall"][0], t["rss"][0] / fl["rss"][0]
+        how = "; ".join(sorted({x["orders"].split(":")[0] for x in block["runs"][tool] if x.get("orders")}))
+        name = f"{size}: {'tierbook classify' if tool == 'tierbook-classify' else 'tierbook run'}"
+        rows.append((f"{name} wall <= {wall_max}x floor", f"{w:.2f}x (paired {t.get('paired_wall_ratio', 0):.2f}x; "
+                     f"orders by {how or '?'})", w <= wall_max))
+        rows.append((f"{name} peak RSS <= {rss_max}x floor", f"{r:.2f}x", r <= rss_max))
+    big = sizes.get("50m-numbered")
+    if big:
+        tb = summarise(big).get("tierbook")
+        if tb and not tb.get("failed"):
+            rows.append(("50m-numbered: tierbook run peak RSS < 2 GB", f"{tb['rss'][0] / 1e9:.2f} GB",
+                         tb["rss"][0] < 2e9))
+    return rows
 
 
 # ------------------------------------------------------------------------ main
@@ -653,7 +735,8 @@ def main(argv=None) -> int:
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     for s in sizes:
         if size_rows(s) is None:
-            ap.error(f"unknown size {s!r}; sizes: {', '.join(SIZES)}, <n>k, <n>m, each also as <size>-messy")
+            ap.error(f"unknown size {s!r}; sizes: {', '.join(SIZES)}, <n>k, <n>m, each also as <size>-messy, "
+                     f"<size>-numbered or <size>-shuffled")
     tools = [t.strip() for t in args.tools.split(",")] if args.tools else list(ALL_TOOLS)
     for t in tools:
         if t not in ALL_TOOLS:
@@ -673,8 +756,9 @@ def main(argv=None) -> int:
         results["checks_machine"] = here
     results.setdefault("sizes", {})
     for size in sizes:
-        these = [t for t in tools if size not in BIG_SIZES or t in BIG_TOOLS]
-        repeat = args.big_repeat if size in BIG_SIZES else args.repeat
+        big = base_size(size) in BIG_SIZES
+        these = [t for t in tools if not big or t in BIG_TOOLS]
+        repeat = args.big_repeat if big else args.repeat
         results["sizes"][size] = {**time_size(size, these, repeat, log), "machine": here}
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
         write_report(results)

@@ -36,6 +36,8 @@ def test_messy_variant_leaves_the_clean_set_alone_and_has_every_kind_of_mess():
 
 def test_sizes():
     assert run.size_rows("10m") == 10_000_000 and run.size_rows("1m-messy") == 1_000_000
+    assert run.size_rows("10m-shuffled") == run.size_rows("10m-numbered") == 10_000_000
+    assert run.base_size("50m-numbered") == "50m" and run.variant("1m-shuffled") == "shuffled"
     assert run.size_rows("20k") == 20_000 and run.size_rows("nope") is None and run.size_rows("0k") is None
 
 
@@ -43,9 +45,41 @@ def test_sizes():
 def measured(tmp_path_factory):
     """Two small blocks, clean and messy, each timed once with the floor and tierbook run."""
     work = tmp_path_factory.mktemp("bench")
-    assert run.main(["--workdir", str(work), "--sizes", "5k,5k-messy", "--tools", "floor,tierbook",
-                     "--repeat", "1", "--help-repeat", "0", "--skip-check"]) == 0
+    assert run.main(["--workdir", str(work), "--sizes", "5k,5k-messy,5k-numbered,5k-shuffled", "--tools",
+                     "floor,tierbook", "--repeat", "1", "--help-repeat", "0", "--skip-check"]) == 0
     return work
+
+
+def test_variants_are_the_same_rows_renumbered_or_shuffled(tmp_path):
+    base = tmp_path / "tx.parquet"
+    gen.write(20_000, base, seed=7)
+    original = pl.read_parquet(base)
+    numbered = gen.derive(base, "numbered", tmp_path / "n.parquet")
+    shuffled = gen.derive(base, "shuffled", tmp_path / "s.parquet")
+    # numbered: every line where it was, with its customer, date and amount; orders keep their lines
+    assert numbered.drop("order_id").equals(original.drop("order_id"))
+    pairs = pl.DataFrame({"old": original["order_id"], "new": numbered["order_id"]}).unique()
+    assert pairs.height == original["order_id"].n_unique() == pairs["new"].n_unique()
+    assert numbered["order_id"].is_sorted() and not original["order_id"].is_sorted()
+    # shuffled: the same rows in another order
+    assert shuffled.sort(shuffled.columns).equals(original.sort(original.columns))
+    assert not shuffled.equals(original)
+    assert pl.read_parquet(tmp_path / "n.parquet").equals(numbered)
+
+
+def test_each_block_says_how_tierbook_counted_orders(measured):
+    """The ordered variant is counted from boundaries, bench's own set (ids scrambled within each day) and its
+    shuffled copy by hashing; the report says so per block; every variant passes the agreement check."""
+    results = json.loads((measured / "results.json").read_text())
+    said = {size: {r.get("orders", "").split(":")[0] for r in block["runs"]["tierbook"]}
+            for size, block in results["sizes"].items()}
+    assert said["5k-numbered"] == {"order boundaries"}
+    assert said["5k"] == said["5k-shuffled"] == {"hashing"}
+    for size in ("5k-numbered", "5k-shuffled"):
+        assert results["sizes"][size]["checks"]["tierbook"].startswith("customers, last date, frequency")
+        assert results["sizes"][size]["checks"]["floor"].startswith("last date and net revenue")
+    text = (measured / "RESULTS.md").read_text()
+    assert "How tierbook counted orders" in text and "by order boundaries: input written order by order" in text
 
 
 def test_every_timed_size_is_checked_on_its_own_data(measured):
