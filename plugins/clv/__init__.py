@@ -74,8 +74,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from threadpoolctl import threadpool_limits
+
 from engine import Classifier, Context, Feature, Output, ParamSpec, hookimpl
 from engine.errors import DataError
+from engine.features import to_amount, to_units
 
 from . import models
 
@@ -87,16 +90,43 @@ _UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 _AS_OF = (pl.col("first_order") + pl.duration(days=pl.col("tenure_days"))).max()
 
 
+_INTEGER_IDS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _purchase_days(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per customer and purchase day (a day with a line of amount >= 0): the day's value.
+
+    Integer customer ids within +-2^31 and the day number are packed into one Int64 key (id * 2^32 + day
+    + 2^31, exact and reversible), which groups about twice as fast as the pair of columns; the other
+    customers (text ids, larger integers) are grouped by the pair. A customer is wholly in one part.
+    """
+    purchases = rows.filter(pl.col("amount") >= 0)
+    # in exact units (Int128), as the built-in sums: the same value whatever the order of the rows
+    value = to_units(pl.col("amount")).sum().alias("_day_value")
+    id_type = rows.collect_schema()["customer_id"]
+    if id_type not in _INTEGER_IDS:
+        return purchases.group_by("customer_id", "order_date").agg(value)
+    cid = pl.col("customer_id")
+    packs = cid.is_between(-(1 << 31), (1 << 31) - 1)
+    key = cid.cast(pl.Int64, strict=False) * (1 << 32) + pl.col("order_date").cast(pl.Int32).cast(pl.Int64) + (1 << 31)
+    k = pl.col("_key")
+    packed = purchases.filter(packs).group_by(key.alias("_key")).agg(value).select(
+        (k // (1 << 32)).cast(id_type).alias("customer_id"),
+        (k % (1 << 32) - (1 << 31)).cast(pl.Int32).cast(pl.Date).alias("order_date"),
+        "_day_value")
+    rest = purchases.filter(~packs).group_by("customer_id", "order_date").agg(value)
+    return pl.concat([packed, rest])
+
+
 def _per_day_then_customer(rows: pl.LazyFrame) -> pl.LazyFrame:
     """Purchase days per customer: positive lines summed per customer and day, then per customer."""
     day, value = pl.col("order_date"), pl.col("_day_value")
-    days = rows.filter(pl.col("amount") >= 0).group_by("customer_id", "order_date").agg(
-        pl.col("amount").sum().alias("_day_value"))
-    return days.group_by("customer_id").agg(
+    return _purchase_days(rows).group_by("customer_id").agg(
         pl.len().cast(pl.Int64).alias("btyd_purchase_days"),
         day.min().alias("btyd_first_purchase"),
         day.max().alias("btyd_last_purchase"),
-        (value.sum() - value.get(day.arg_min())).alias("btyd_repeat_value"),
+        # the first day's value: sort_by().first() is about twice as fast as get(arg_min()) here
+        to_amount(value.sum() - value.sort_by(day).first()).alias("btyd_repeat_value"),
     )
 
 
@@ -154,12 +184,32 @@ def _check(p: Mapping[str, Any]) -> None:
 
 def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     """Fit BG/NBD and Gamma-Gamma on the customer table; raise DataError when the data cannot be fitted."""
-    s = btyd_summary(customers, p["time_unit"])
+    with threadpool_limits(1, user_api="blas"):
+        return _fit(customers, p, ctx)
+
+
+def _distinct_histories(s: pl.DataFrame, scale: float) -> tuple[np.ndarray, ...]:
+    """Distinct (frequency, recency, T) of the customers with a purchase (``s``: integer days) and how many
+    customers have each, in the order of the packed key (the same on every run, whatever the row order)."""
+    x, tx, T = (s[c].to_numpy().astype(np.int64) for c in SUMMARY_COLUMNS[:3])
+    span = int(T.max()) + 1
+    if (int(x.max()) + 1) * span * span < 1 << 62:  # one Int64 key: a sort, no hashing of three columns
+        keys, counts = np.unique((x * span + T) * span + tx, return_counts=True)
+        x, T, tx = keys // (span * span), keys // span % span, keys % span
+    else:
+        t = s.group_by(*SUMMARY_COLUMNS[:3]).len().sort(*SUMMARY_COLUMNS[:3])
+        x, tx, T, counts = (t[c].to_numpy() for c in (*SUMMARY_COLUMNS[:3], "len"))
+    return x.astype(float), tx / scale, T / scale, counts.astype(float)
+
+
+def _fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    scale = _UNIT_DAYS[p["time_unit"]]
+    s = customers.select(*SUMMARY_COLUMNS).filter(pl.col("btyd_frequency").is_not_null())
     buyers = s.height
     if buyers == 0:
         raise DataError("clv: no customer has a purchase (a line with an amount >= 0) before as_of; "
                         "there is nothing to fit")
-    repeat = s.filter(pl.col("frequency") > 0)
+    repeat = s.filter(pl.col("btyd_frequency") > 0)
     if repeat.height == 0:
         raise DataError(f"clv: all {buyers:,} customers with a purchase bought on one day only; BG/NBD and "
                         f"Gamma-Gamma need repeat purchases (a longer period of data, or an earlier as_of for a "
@@ -168,33 +218,34 @@ def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str
         raise DataError(f"clv: only {repeat.height:,} of {buyers:,} customers bought on more than one day, fewer "
                         f"than min_repeat_customers ({p['min_repeat_customers']}); too few repeat buyers to fit "
                         f"BG/NBD and Gamma-Gamma")
-    # In the customer table's order (maintain_order), so that the sums of the likelihood, and so the fit,
-    # are the same on every run.
-    tuples = s.group_by("frequency", "recency", "T", maintain_order=True).len()
-    paying = repeat.filter(pl.col("monetary_value") > 0)
+    x, tx, T, w = _distinct_histories(s, scale)
+    # Gamma-Gamma on the repeat buyers with a positive spend, one by one, in the customer table's order:
+    # their (frequency, mean spend) are nearly all distinct, finding the distinct ones would cost more than
+    # it saves.
+    paying = repeat.filter(pl.col("btyd_monetary_value") > 0)
     if paying.height < 2:
         raise DataError(f"clv: only {paying.height} repeat buyer(s) with a positive repeat spend; the Gamma-Gamma "
                         f"model of spend cannot be fitted")
-    spend = paying.group_by("frequency", "monetary_value", maintain_order=True).len()
     try:
-        bg = models.fit_bgnbd(tuples["frequency"].to_numpy(), tuples["recency"].to_numpy(), tuples["T"].to_numpy(),
-                              tuples["len"].to_numpy(), penalizer=p["penalizer"])
-        gg = models.fit_gamma_gamma(spend["frequency"].to_numpy(), spend["monetary_value"].to_numpy(),
-                                    spend["len"].to_numpy(), penalizer=p["penalizer"])
+        bg = models.fit_bgnbd(x, tx, T, w, penalizer=p["penalizer"])
+        gg = models.fit_gamma_gamma(paying["btyd_frequency"].to_numpy().astype(float),
+                                    paying["btyd_monetary_value"].to_numpy(), np.ones(paying.height),
+                                    penalizer=p["penalizer"])
     except models.FitError as exc:
         raise DataError(f"clv: {exc}") from None
     if gg.params["q"] <= 1:
         raise DataError(f"clv: the Gamma-Gamma fit gives q = {gg.params['q']:.4g} <= 1, so the expected spend "
                         f"(p v / (q - 1)) is not finite; a penalizer (e.g. clv.penalizer=0.001) may help")
     # The predictions on the distinct histories: non-finite values stop the run here, never reach a column.
-    # E[Y(t)] grows with t, so finite at the horizon means finite at every month before it.
-    h = models.Histories(tuples["frequency"].to_numpy(), tuples["recency"].to_numpy(), tuples["T"].to_numpy())
-    check = models.expected_purchases(bg.params, p["horizon_months"] * models.MONTH[p["time_unit"]], h)
-    alive = models.p_alive(bg.params, h.x, h.tx, h.T)
+    # E[Y(t)] = P(alive) G(x, T, t) with P(alive) in [0, 1], and G grows with t: G finite at the horizon on
+    # every distinct (x, T) pair means finite predictions at every month before it.
+    h = models.Histories(x, tx, T, T_key=np.rint(T * scale))
+    check = models.growth(bg.params, p["horizon_months"] * models.MONTH[p["time_unit"]], h)
+    alive = models.p_alive(bg.params, x, tx, T)
     if not (np.all(np.isfinite(check)) and np.all(np.isfinite(alive))):
         raise DataError(f"clv: the fitted BG/NBD ({_fmt(bg.params)}) gives non-finite predictions for some "
                         f"customers; a penalizer (e.g. clv.penalizer=0.001) may help")
-    corr = repeat.select(pl.corr("frequency", "monetary_value")).item()
+    corr = repeat.select(pl.corr("btyd_frequency", "btyd_monetary_value")).item()
     return {
         "time_unit": p["time_unit"],
         "observation_end": str(ctx.as_of - dt.timedelta(days=1)),
@@ -240,22 +291,25 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     weight = pp * x / (pp * x + q - 1)
     value = (1 - weight) * (v * pp / (q - 1)) + weight * m
 
-    # The purchases need the hypergeometric function: computed in NumPy/SciPy over the distinct (x, T).
+    # The purchases need the hypergeometric function: E[Y(t)] = P(alive) * G(x, T, t), G computed in
+    # NumPy/SciPy once per distinct (x, T) pair (T keyed by its whole days) and gathered back.
     def predictions(which: str):
         def run(batch: pl.Series) -> pl.Series:
             frame = batch.struct.unnest()
             keep = frame["x"].is_not_null().to_numpy()
             out = np.full(frame.height, np.nan)
-            h = models.Histories(frame["x"].to_numpy()[keep], frame["tx"].to_numpy()[keep],
-                                 frame["T"].to_numpy()[keep])
+            days = frame["T_days"].to_numpy()[keep]
+            h = models.Histories(frame["x"].to_numpy()[keep], np.zeros(days.size), days / scale, T_key=days)
+            alive = frame["alive"].to_numpy()[keep]
             if which == "purchases":
-                out[keep] = models.expected_purchases(bg, months * models.MONTH[unit], h)
+                out[keep] = alive * models.growth(bg, months * models.MONTH[unit], h)[h.inverse]
             else:
-                out[keep] = models.discounted_value(bg, months, rate, unit, h, frame["value"].to_numpy()[keep])
+                factors = models.discount_factors(bg, months, rate, unit, h)
+                out[keep] = frame["value"].to_numpy()[keep] * alive * factors[h.inverse]
             return pl.Series(out).fill_nan(None)
         return run
 
-    history = [x.alias("x"), tx.alias("tx"), T.alias("T")]
+    history = [x.alias("x"), pl.col("btyd_T").alias("T_days"), pl.col("clv_p_alive").alias("alive")]
     inputs = pl.struct(*history, pl.col("clv_expected_value").alias("value"))
     clv = pl.col("clv")
     rank = clv.rank("min", descending=True)

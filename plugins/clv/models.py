@@ -8,11 +8,18 @@ repeat purchases, gamma(p, nu) per customer with nu ~ gamma(q, gamma)). The form
 lifetimes' ``BetaGeoFitter`` and ``GammaGammaFitter`` (the same log-likelihoods, the same penalty), so
 the same data gives the same parameters.
 
-Both fits run on *distinct* inputs with counts as weights, and the terms that depend only on the
-frequency are computed once per distinct frequency: the work grows with the number of distinct
-(frequency, recency, T) tuples, which is bounded by the calendar, not with the number of customers.
-The gradients are analytic; the standard errors come from the Hessian of the negative log-likelihood
-in log-parameters (central differences of the gradient), by the delta method, as lifetimes does.
+The fits take inputs with counts as weights: BG/NBD is fitted on the *distinct* (frequency, recency,
+T) tuples, and the terms that depend only on the frequency are computed once per distinct frequency,
+so its work grows with the number of distinct tuples, which the calendar bounds, not with the number
+of customers. (Gamma-Gamma's (frequency, mean spend) pairs are nearly all distinct: the plugin fits it
+on the repeat buyers one by one.) The gradients and Hessians are analytic. With many inputs a fit
+starts on a fixed subsample (BFGS) and finishes on all inputs by Newton's method, a few passes over
+them; the standard errors come from the analytic Hessian of the negative log-likelihood in
+log-parameters at the optimum, by the delta method, as lifetimes does (it differentiates numerically).
+
+The predictions factor as ``E[Y(t)] = P(alive) G(x, T, t)``: everything that needs the hypergeometric
+function (each month of the CLV's discounted sum included) is computed once per distinct (x, T) pair
+and gathered back to the customers (:class:`Histories`).
 """
 
 from __future__ import annotations
@@ -20,11 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import digamma, expit, gammaln, hyp2f1
+from scipy.optimize import OptimizeResult, minimize
+from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 
 __all__ = ["Fit", "FitError", "Histories", "fit_bgnbd", "fit_gamma_gamma", "p_alive", "expected_purchases",
-           "expected_average_value", "discounted_value", "MONTH"]
+           "expected_average_value", "discounted_value", "discount_factors", "growth", "MONTH"]
 
 #: Periods per month in lifetimes' ``customer_lifetime_value`` (its ``factor``): 30 days, 4.345 weeks.
 MONTH = {"days": 30.0, "weeks": 4.345}
@@ -53,16 +60,28 @@ class Fit:
                 "customers": self.customers, "distinct_inputs": self.distinct_inputs}
 
 
-def _minimize(objective, x0, names, what, penalizer, hess_inv=None) -> tuple[np.ndarray, float, int, np.ndarray]:
-    options = {"gtol": 1e-8, "maxiter": 1000}
-    if hess_inv is not None:  # from the subsample's fit: the objective is a mean, its curvature alike
-        hess_inv = (hess_inv + hess_inv.T) / 2
-        if np.all(np.isfinite(hess_inv)) and np.all(np.linalg.eigvalsh(hess_inv) > 0):
-            options["hess_inv0"] = hess_inv
-    result = minimize(objective, x0, jac=True, method="BFGS", options=options)
+def _minimize(evaluate, x0, names, what, penalizer, hess_inv=None, *,
+              newton: bool = False) -> tuple[np.ndarray, float, int, np.ndarray | None]:
+    """Minimise ``evaluate(theta) -> (value, gradient[, Hessian])`` over log-parameters.
+
+    BFGS from a cold start (robust far from the optimum); with ``newton``, a trust-region Newton method
+    on the analytic Hessian (scipy's ``trust-exact``): from a warm start near the optimum it converges in
+    a few evaluations, each a pass over the inputs, where BFGS needs tens.
+    """
+    objective = lambda theta: evaluate(theta)[:2]  # noqa: E731
+    if newton:
+        result = _newton(evaluate, x0)
+        grad = result.jac
+    else:
+        options = {"gtol": 1e-8, "maxiter": 1000}
+        if hess_inv is not None:  # from the subsample's fit: the objective is a mean, its curvature alike
+            hess_inv = (hess_inv + hess_inv.T) / 2
+            if np.all(np.isfinite(hess_inv)) and np.all(np.linalg.eigvalsh(hess_inv) > 0):
+                options["hess_inv0"] = hess_inv
+        result = minimize(objective, x0, jac=True, method="BFGS", options=options)
+        grad = objective(result.x)[1]
     # BFGS may stop with a precision-loss status at an optimum it cannot improve on; accept it only
     # when the gradient is in fact (near) zero.
-    grad = objective(result.x)[1]
     if not np.all(np.isfinite(result.x)) or not (result.success or np.max(np.abs(grad)) < 1e-5):
         raise FitError(f"the {what} fit did not converge ({result.message}; after {result.nit} iterations, "
                        f"penalizer {penalizer}); a larger penalizer (e.g. 0.001) may help")
@@ -72,20 +91,77 @@ def _minimize(objective, x0, names, what, penalizer, hess_inv=None) -> tuple[np.
         values = ", ".join(f"{n} {v:.3g}" for n, v in zip(names, np.exp(result.x)))
         raise FitError(f"the {what} fit ran off to a degenerate optimum ({values}); the data does not identify "
                        f"the model; a penalizer (e.g. 0.001) keeps the parameters finite")
-    return result.x, float(result.fun), int(result.nit), result.hess_inv
+    return result.x, float(result.fun), int(result.nit), getattr(result, "hess_inv", None)
 
 
-def _standard_errors(objective, x, names, total_weight) -> dict[str, float | None]:
-    """Delta-method standard errors from the Hessian of the total negative log-likelihood in log-parameters."""
-    k = len(x)
-    h = np.empty((k, k))
-    for i in range(k):
-        step = 1e-5 * max(1.0, abs(x[i]))
-        up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
-        h[:, i] = (objective(up)[1] - objective(down)[1]) / (2 * step)
-    h = (h + h.T) / 2 * total_weight  # the objective is a mean over the customers
+def _newton(evaluate, x0, gtol: float = 1e-11, maxiter: int = 50) -> OptimizeResult:
+    """Newton's method with a backtracking line search, from a start near the optimum.
+
+    Each step solves ``H step = -g`` with the analytic Hessian and halves the step until the objective
+    decreases enough (Armijo); the Hessian is evaluated with every trial point, so an accepted step (the
+    rule near the optimum) costs one pass over the inputs. Not a success (the caller falls back to
+    BFGS) when the Hessian is not positive definite or no step decreases the objective.
+    """
+    theta = np.asarray(x0, dtype=float)
+    value, grad, hess = evaluate(theta, True)
+    for it in range(maxiter):
+        if np.max(np.abs(grad)) < gtol:
+            return OptimizeResult(x=theta, fun=value, jac=grad, hess=hess, nit=it, success=True, message="converged")
+        try:
+            step = -np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            break
+        slope = float(np.dot(grad, step))
+        if not np.isfinite(slope) or slope >= 0:  # not a descent direction: H is not positive definite
+            break
+        t = 1.0
+        while t > 1e-6:
+            trial = evaluate(theta + t * step, True)
+            if np.isfinite(trial[0]) and trial[0] <= value + 1e-4 * t * slope:
+                break
+            t /= 2
+        else:
+            break
+        theta = theta + t * step
+        value, grad, hess = trial
+    return OptimizeResult(x=theta, fun=value, jac=grad, hess=hess, nit=maxiter, success=False,
+                          message="Newton's method did not converge")
+
+
+def _remember_last(evaluate):
+    """``evaluate`` that gives back its last result when called again at the same point (the standard
+    errors' Hessian at the optimum, which Newton's method evaluated last)."""
+    last: dict = {}
+
+    def remembered(theta, hessian=False):
+        key = np.asarray(theta, dtype=float).tobytes()
+        if last.get("key") != key or (hessian and not last["hessian"]):
+            last.update(key=key, hessian=hessian, out=evaluate(theta, hessian))
+        return last["out"] if hessian else last["out"][:2]
+
+    return remembered
+
+
+def _to_log_parameters(params, ll, grad, hess, total_weight, penalizer, hessian):
+    """The mean negative log-likelihood plus the penalty, its gradient and Hessian, in log-parameters.
+
+    ``ll``, ``grad`` and ``hess`` are the total log-likelihood's, in the parameters (``hess``: upper
+    triangle filled); the chain rule: ``d/dlog p = p d/dp``, ``d2/dlog p_i dlog p_j = p_i p_j d2/dp_i dp_j
+    + [i = j] p_i d/dp_i``.
+    """
+    value = -ll / total_weight + penalizer * np.sum(params ** 2)
+    g = -grad / total_weight + 2 * penalizer * params
+    if not hessian:
+        return value, g * params
+    h = np.triu(hess) + np.triu(hess, 1).T
+    h = -h / total_weight + 2 * penalizer * np.eye(params.size)
+    return value, g * params, np.outer(params, params) * h + np.diag(g * params)
+
+
+def _standard_errors(hess, x, names, total_weight) -> dict[str, float | None]:
+    """Delta-method standard errors from ``hess``, the analytic Hessian of the mean objective in
+    log-parameters at the optimum ``x`` (times the total weight: the total negative log-likelihood's)."""
+    h = hess * total_weight
     try:
         cov = np.linalg.inv(h)
     except np.linalg.LinAlgError:
@@ -111,9 +187,10 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     The objective is lifetimes': the mean negative log-likelihood per customer plus
     ``penalizer * (r^2 + (alpha*s)^2 + a^2 + b^2)``, optimised over log-parameters with alpha
     rescaled by ``s = 10 / max(T)``. With many distinct inputs the optimiser starts from a fit on a
-    fixed subsample (the same optimum, fewer passes over all of them). The logarithms of
-    ``alpha + T`` and ``alpha + tx`` are taken once per distinct T and tx (the calendar bounds them)
-    and gathered.
+    fixed subsample (BFGS) and finishes on all of them by Newton's method on the analytic Hessian (the
+    same optimum, a few passes over the inputs). The logarithms of ``alpha + T`` and ``alpha + tx`` are
+    taken once per distinct T and tx (the calendar bounds them) and gathered; the gamma-function terms
+    once per distinct frequency.
     """
     x, tx, T, w = (np.ascontiguousarray(v, dtype=float) for v in (x, tx, T, w))
     scale = 10.0 / T.max()
@@ -122,59 +199,88 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     wx = np.bincount(inverse, weights=w)
     rep = x > 0
     xr, wr = x[rep], w[rep]
+    ixr = inverse[rep]
     uT, iT = np.unique(T[rep] * scale, return_inverse=True)
     utx, itx = np.unique(tx[rep] * scale, return_inverse=True)
     T0, w0 = T[~rep] * scale, w[~rep]
+    ones = np.ones(xr.size)
 
-    def objective(theta):
-        r, alpha, a, b = np.exp(theta)
-        # terms of each distinct frequency
+    @_remember_last
+    def evaluate(theta, hessian=False):
+        params = np.exp(theta)
+        r, alpha, a, b = params
+        g, h = np.zeros(4), np.zeros((4, 4))
+        # terms of each distinct frequency: A1 = lnG(r+x) - lnG(r) + r ln(alpha), A2 = lnB(a, b+x) / B(a, b)
         A1 = gammaln(r + xs) - gammaln(r) + r * np.log(alpha)
         A2 = gammaln(a + b) + gammaln(b + xs) - gammaln(b) - gammaln(a + b + xs)
         ll = np.dot(wx, A1 + A2)
-        d_r = np.dot(wx, digamma(r + xs) - digamma(r) + np.log(alpha))
-        d_alpha = r / alpha * W
-        d_a = np.dot(wx, digamma(a + b) - digamma(a + b + xs))
-        d_b = np.dot(wx, digamma(a + b) + digamma(b + xs) - digamma(b) - digamma(a + b + xs))
+        g[0] = np.dot(wx, digamma(r + xs) - digamma(r) + np.log(alpha))
+        g[1] = r / alpha * W
+        g[2] = np.dot(wx, digamma(a + b) - digamma(a + b + xs))
+        g[3] = np.dot(wx, digamma(a + b) + digamma(b + xs) - digamma(b) - digamma(a + b + xs))
+        if hessian:
+            h[0, 0] = np.dot(wx, polygamma(1, r + xs) - polygamma(1, r))
+            h[0, 1] = W / alpha
+            h[1, 1] = -W * r / alpha ** 2
+            h[2, 2] = h[2, 3] = np.dot(wx, polygamma(1, a + b) - polygamma(1, a + b + xs))
+            h[3, 3] = np.dot(wx, polygamma(1, a + b) + polygamma(1, b + xs) - polygamma(1, b)
+                             - polygamma(1, a + b + xs))
         # one purchase only: A3 = -r log(alpha + T)
-        L0 = np.log(alpha + T0)
+        L0, i0 = np.log(alpha + T0), 1 / (alpha + T0)
         ll -= r * np.dot(w0, L0)
-        d_r -= np.dot(w0, L0)
-        d_alpha -= r * np.dot(w0, 1 / (alpha + T0))
-        # repeat buyers: log(exp(A3) + exp(A4)) = A3 + log1p(exp(A4 - A3))
+        g[0] -= np.dot(w0, L0)
+        g[1] -= r * np.dot(w0, i0)
+        if hessian:
+            h[0, 1] -= np.dot(w0, i0)
+            h[1, 1] += r * np.dot(w0, i0 * i0)
+        # repeat buyers: log(exp(A3) + exp(A4)) = A3 + softplus(d), d = A4 - A3, with
+        # A3 = -(r+x) log(alpha+T), A4 = log a - log(b+x-1) - (r+x) log(alpha+tx)
         L, M = np.log(alpha + uT)[iT], np.log(alpha + utx)[itx]
-        rx = r + xr
-        bx = np.log(b + xr - 1)
-        diff = np.log(a) - bx + rx * (L - M)  # A4 - A3
-        e = np.exp(-np.abs(diff))
-        ll += np.dot(wr, -rx * L + np.maximum(diff, 0) + np.log1p(e))
-        s4 = np.where(diff >= 0, 1 / (1 + e), e / (1 + e))  # share of the second term
-        ws4 = wr * s4
-        d_r -= np.dot(wr, L) - np.dot(ws4, L - M)
         inv_T, inv_tx = (1 / (alpha + uT))[iT], (1 / (alpha + utx))[itx]
-        d_alpha -= np.dot(wr * rx, inv_T) - np.dot(ws4 * rx, inv_T - inv_tx)
-        d_a += ws4.sum() / a
-        d_b -= np.dot(ws4, 1 / (b + xr - 1))
-        params = np.array([r, alpha, a, b])
-        value = -ll / W + penalizer * np.sum(params ** 2)
-        grad = -np.array([d_r, d_alpha, d_a, d_b]) / W + 2 * penalizer * params
-        return value, grad * params  # d/d(log theta)
+        rx = r + xr
+        B = (1 / (b + xs - 1))[ixr]  # the first is inf for x = 0, never gathered here
+        D = L - M
+        d = np.log(a) + np.log(B) + rx * D
+        e = np.exp(-np.abs(d))
+        s = np.where(d >= 0, 1 / (1 + e), e / (1 + e))  # sigmoid(d): the share of the second term
+        ll += np.dot(wr, -rx * L + np.maximum(d, 0) + np.log1p(e))
+        ws = wr * s
+        E = rx * (inv_T - inv_tx)  # d(d)/d(alpha)
+        wrx = wr * rx
+        g[0] += np.dot(ws, D) - np.dot(wr, L)
+        g[1] += np.dot(ws, E) - np.dot(wrx, inv_T)
+        g[2] += ws.sum() / a
+        g[3] -= np.dot(ws, B)
+        if hessian:
+            # second derivatives of A3 and of d (weighted by s), then s (1 - s) grad(d) grad(d)'
+            h[0, 1] += np.dot(ws, inv_T - inv_tx) - np.dot(wr, inv_T)
+            inv_T2, inv_tx2 = inv_T * inv_T, inv_tx * inv_tx
+            h[1, 1] += np.dot(wrx, inv_T2) - np.dot(ws * rx, inv_T2 - inv_tx2)
+            h[2, 2] -= ws.sum() / a ** 2
+            h[3, 3] += np.dot(ws, B * B)
+            grad_d = np.stack([D, E, ones / a, -B])
+            h += (grad_d * (ws * (1 - s))) @ grad_d.T
+        return _to_log_parameters(params, ll, g, h, W, penalizer, hessian)
 
     names = ["r", "alpha", "a", "b"]
     start = np.full(4, 0.1) if _start is None else _start
     sub = _subsample(x.size) if _start is None else None
-    hess_inv = None
+    theta = None
     if sub is not None:
         try:
             warm = fit_bgnbd(x[sub], tx[sub], T[sub], w[sub], penalizer=penalizer, _start=start)
             p = warm.params
-            start, hess_inv = np.log([p["r"], p["alpha"] * scale, p["a"], p["b"]]), warm.hess_inv
-        except FitError:  # the subsample says nothing: start from the default
-            pass
-    theta, fun, nit, h_inv = _minimize(objective, start, ["r", "alpha x 10/max(T)", "a", "b"], "BG/NBD",
-                                       penalizer, hess_inv)
+            start = np.log([p["r"], p["alpha"] * scale, p["a"], p["b"]])
+            theta, fun, nit, h_inv = _minimize(evaluate, start, ["r", "alpha x 10/max(T)", "a", "b"],
+                                               "BG/NBD", penalizer, newton=True)
+        except FitError:  # the subsample says nothing, or Newton fails from there: BFGS
+            theta = None
+    if theta is None:
+        theta, fun, nit, h_inv = _minimize(evaluate, start, ["r", "alpha x 10/max(T)", "a", "b"], "BG/NBD",
+                                           penalizer)
     r, alpha, a, b = np.exp(theta)
-    ses = _standard_errors(objective, theta, names, W) if _start is None else dict.fromkeys(names)
+    ses = (_standard_errors(evaluate(theta, True)[2], theta, names, W) if _start is None
+           else dict.fromkeys(names))
     if ses["alpha"] is not None:
         ses["alpha"] = float(ses["alpha"] / scale)
     return Fit({"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}, ses,
@@ -190,18 +296,39 @@ def p_alive(params: dict, x, tx, T):
 
 
 class Histories:
-    """Customers' (frequency ``x``, recency ``tx``, age ``T``), with the distinct (x, T) pairs found once:
-    the hypergeometric term of the predictions depends on those only, so it is computed per pair."""
+    """Customers' (frequency ``x``, recency ``tx``, age ``T``), with the distinct (x, T) pairs found once.
 
-    def __init__(self, x, tx, T):
+    The predictions factor as ``E[Y(t)] = P(alive) * G(x, T, t)``: the hypergeometric term, and so
+    everything that depends on the horizon, is computed per distinct (x, T) pair (a few tens of
+    thousands at 1M customers; the calendar bounds T) and gathered back by :attr:`inverse`. ``T_key``
+    (integers, e.g. T in days when T is in weeks) identifies T's values exactly; without it T is
+    keyed to 1e-6.
+    """
+
+    def __init__(self, x, tx, T, T_key=None):
         self.x, self.tx, self.T = (np.asarray(v, dtype=float) for v in (x, tx, T))
-        if self.x.size:
-            key = np.rint(self.x) * (np.rint(self.T.max() * 1e6) + 1) + np.rint(self.T * 1e6)
-            _, first, self.inverse = np.unique(key, return_index=True, return_inverse=True)
-            self.ux, self.uT = self.x[first], self.T[first]
+        self.inverse = np.zeros(0, dtype=np.intp)
+        self.ux = self.uT = np.zeros(0)
+        if not self.x.size:
+            return
+        kT = np.rint(self.T * 1e6).astype(np.int64) if T_key is None else np.asarray(T_key, dtype=np.int64)
+        kx = np.rint(self.x).astype(np.int64)
+        kT = kT - kT.min()
+        span = int(kT.max()) + 1
+        key = kx * span + kT
+        size = (int(kx.max()) + 1) * span
+        if size <= 1 << 22:  # a dense table of every possible key: no sort
+            present = np.zeros(size, dtype=bool)
+            present[key] = True
+            uniq = np.flatnonzero(present)
+            lookup = np.empty(size, dtype=np.intp)
+            lookup[uniq] = np.arange(uniq.size)
+            self.inverse = lookup[key]
+            first = np.empty(uniq.size, dtype=np.intp)
+            first[self.inverse[::-1]] = np.arange(key.size)[::-1]  # any customer of the pair will do
         else:
-            self.inverse = np.zeros(0, dtype=np.intp)
-            self.ux = self.uT = np.zeros(0)
+            _, first, self.inverse = np.unique(key, return_index=True, return_inverse=True)
+        self.ux, self.uT = self.x[first], self.T[first]
 
 
 def _log_hyp(params: dict, h: Histories, t: float):
@@ -214,32 +341,50 @@ def _log_hyp(params: dict, h: Histories, t: float):
         bad = ~np.isfinite(out)
         if bad.any():  # Euler's transformation, as lifetimes falls back to
             out[bad] = (np.log(hyp2f1(_c - _a, _c - _b, _c, z)) + (_c - _a - _b) * np.log1p(-z))[bad]
-    return out[h.inverse]
+    return out
 
 
-def expected_purchases(params: dict, t: float, h: Histories):
-    """E[Y(t) | x, tx, T]: expected purchases in the next ``t`` periods (lifetimes' ``predict``)."""
+def growth(params: dict, t: float, h: Histories):
+    """G(x, T, t) per distinct (x, T) pair: ``E[Y(t) | x, tx, T] = P(alive | x, tx, T) * G(x, T, t)``.
+
+    ``G = (a + b + x - 1) / (a - 1) * (1 - 2F1(r+x, b+x; a+b+x-1; t/(alpha+T+t)) ((alpha+T)/(alpha+T+t))^(r+x))``
+    (Fader, Hardie and Lee 2005, eq. 10, whose denominator is 1 / P(alive)); 0 for t = 0.
+    """
     r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
-    x, tx, T = h.x, h.tx, h.T
     if t <= 0:
-        return np.zeros_like(x)
-    first = (a + b + x - 1) / (a - 1)
-    second = 1 - np.exp(_log_hyp(params, h, t) + (r + x) * np.log((alpha + T) / (alpha + t + T)))
-    denominator = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * ((alpha + T) / (alpha + tx)) ** (r + x)
-    return first * second / denominator
+        return np.zeros_like(h.ux)
+    x, T = h.ux, h.uT
+    return (a + b + x - 1) / (a - 1) * -np.expm1(_log_hyp(params, h, t) + (r + x) * np.log((alpha + T) / (alpha + T + t)))
 
 
-def discounted_value(params: dict, months: int, monthly_rate: float, unit: str, h: Histories, value):
-    """lifetimes' ``customer_lifetime_value``: sum over months m = 1..H of
-    ``value * (E[Y(m*f)] - E[Y((m-1)*f)]) / (1 + d)^m`` with f periods per month (:data:`MONTH`)."""
+def expected_purchases(params: dict, t: float, h: Histories, alive=None):
+    """E[Y(t) | x, tx, T]: expected purchases in the next ``t`` periods (lifetimes' ``predict``).
+
+    ``alive``: the customers' P(alive), when already computed."""
+    alive = p_alive(params, h.x, h.tx, h.T) if alive is None else alive
+    return alive * growth(params, t, h)[h.inverse]
+
+
+def discount_factors(params: dict, months: int, monthly_rate: float, unit: str, h: Histories):
+    """Per distinct (x, T) pair: sum over months m = 1..H of ``(G(m f) - G((m-1) f)) / (1 + d)^m``."""
     f = MONTH[unit]
-    total = np.zeros_like(h.x)
-    before = np.zeros_like(h.x)
+    total = np.zeros_like(h.ux)
+    before = np.zeros_like(h.ux)
     for m in range(1, months + 1):
-        now = expected_purchases(params, m * f, h)
-        total += value * (now - before) / (1 + monthly_rate) ** m
+        now = growth(params, m * f, h)
+        total += (now - before) / (1 + monthly_rate) ** m
         before = now
     return total
+
+
+def discounted_value(params: dict, months: int, monthly_rate: float, unit: str, h: Histories, value, alive=None):
+    """lifetimes' ``customer_lifetime_value``: sum over months m = 1..H of
+    ``value * (E[Y(m*f)] - E[Y((m-1)*f)]) / (1 + d)^m`` with f periods per month (:data:`MONTH`).
+
+    With ``E[Y(t)] = P(alive) G(x, T, t)`` this is ``value * P(alive) * S(x, T)``, ``S`` the discounted
+    sum of G's monthly steps, computed once per distinct (x, T) pair (:func:`discount_factors`)."""
+    alive = p_alive(params, h.x, h.tx, h.T) if alive is None else alive
+    return np.asarray(value, dtype=float) * alive * discount_factors(params, months, monthly_rate, unit, h)[h.inverse]
 
 
 # ------------------------------------------------------------------------ Gamma-Gamma
@@ -248,42 +393,63 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, w: np.ndarray, *, penalizer: f
     """Fit Gamma-Gamma to repeat buyers' (frequency ``x`` > 0, mean repeat spend ``m`` > 0), ``w`` each.
 
     Objective as lifetimes': mean negative log-likelihood plus ``penalizer * (p^2 + q^2 + v^2)``;
-    warm-started from a fixed subsample when there are many inputs, as :func:`fit_bgnbd`.
+    warm-started from a fixed subsample when there are many inputs and finished by Newton's method,
+    as :func:`fit_bgnbd`.
     """
     x, m, w = (np.ascontiguousarray(v, dtype=float) for v in (x, m, w))
     W = w.sum()
     xs, inverse = np.unique(x, return_inverse=True)
     wx = np.bincount(inverse, weights=w)
     logm = np.log(m)
+    xm = x * m
     c_xlogm, c_logm = np.dot(w, x * logm), np.dot(w, logm)
     c_xlogx = np.dot(wx, xs * np.log(xs))
+    weights = np.stack([w * x, w])  # the per-input sums below are against these two
 
-    def objective(theta):
-        p, q, v = np.exp(theta)
+    @_remember_last
+    def evaluate(theta, hessian=False):
+        params = np.exp(theta)
+        p, q, v = params
         px = p * xs
-        lxv = np.log(x * m + v)
+        lxv = np.log(xm + v)
+        u = 1 / (xm + v)
+        rows = np.stack([lxv, u, u * u]) if hessian else np.stack([lxv, u])
+        sums = rows @ weights.T  # sums[k, 0] = sum w x row_k, sums[k, 1] = sum w row_k
+        (wx_lxv, w_lxv), (wx_u, w_u) = sums[0], sums[1]
         ll = (np.dot(wx, gammaln(px + q) - gammaln(px) - gammaln(q)) + W * q * np.log(v)
-              + p * c_xlogm - c_logm + p * c_xlogx - np.dot(w, (p * x + q) * lxv))
-        d_p = (np.dot(wx, xs * (digamma(px + q) - digamma(px))) + c_xlogm + c_xlogx - np.dot(w, x * lxv))
-        d_q = np.dot(wx, digamma(px + q) - digamma(q)) + W * np.log(v) - np.dot(w, lxv)
-        d_v = W * q / v - np.dot(w, (p * x + q) / (x * m + v))
-        params = np.array([p, q, v])
-        value = -ll / W + penalizer * np.sum(params ** 2)
-        grad = -np.array([d_p, d_q, d_v]) / W + 2 * penalizer * params
-        return value, grad * params
+              + p * c_xlogm - c_logm + p * c_xlogx - p * wx_lxv - q * w_lxv)
+        g = np.array([
+            np.dot(wx, xs * (digamma(px + q) - digamma(px))) + c_xlogm + c_xlogx - wx_lxv,
+            np.dot(wx, digamma(px + q) - digamma(q)) + W * np.log(v) - w_lxv,
+            W * q / v - p * wx_u - q * w_u,
+        ])
+        h = np.zeros((3, 3))
+        if hessian:
+            wx_u2, w_u2 = sums[2]
+            tri = polygamma(1, px + q)
+            h[0, 0] = np.dot(wx, xs * xs * (tri - polygamma(1, px)))
+            h[0, 1] = np.dot(wx, xs * tri)
+            h[0, 2] = -wx_u
+            h[1, 1] = np.dot(wx, tri) - W * polygamma(1, q)
+            h[1, 2] = W / v - w_u
+            h[2, 2] = -W * q / v ** 2 + p * wx_u2 + q * w_u2
+        return _to_log_parameters(params, ll, g, h, W, penalizer, hessian)
 
     names = ["p", "q", "v"]
     start = np.full(3, 0.1) if _start is None else _start
     sub = _subsample(x.size) if _start is None else None
-    hess_inv = None
+    theta = None
     if sub is not None:
         try:
             warm = fit_gamma_gamma(x[sub], m[sub], w[sub], penalizer=penalizer, _start=start)
-            start, hess_inv = np.log([warm.params[k] for k in names]), warm.hess_inv
+            start = np.log([warm.params[k] for k in names])
+            theta, fun, nit, h_inv = _minimize(evaluate, start, names, "Gamma-Gamma", penalizer, newton=True)
         except FitError:
-            pass
-    theta, fun, nit, h_inv = _minimize(objective, start, names, "Gamma-Gamma", penalizer, hess_inv)
-    ses = _standard_errors(objective, theta, names, W) if _start is None else dict.fromkeys(names)
+            theta = None
+    if theta is None:
+        theta, fun, nit, h_inv = _minimize(evaluate, start, names, "Gamma-Gamma", penalizer)
+    ses = (_standard_errors(evaluate(theta, True)[2], theta, names, W) if _start is None
+           else dict.fromkeys(names))
     p, q, v = (float(z) for z in np.exp(theta))
     return Fit({"p": p, "q": q, "v": v}, ses, float(-(fun - penalizer * (p * p + q * q + v * v)) * W),
                nit, int(W), int(x.size), h_inv)

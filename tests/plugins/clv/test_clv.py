@@ -298,3 +298,76 @@ def test_engine_classify_computes_the_summary_a_named_classifier_needs(clv_regis
     prep = engine.prepare(cdnow_transactions(), as_of=CDNOW_AS_OF, registry=clv_registry)
     with pytest.raises(engine.PluginError, match=r"btyd_frequency.*computed on demand.*needs="):
         prep.classify(["clv"])
+
+
+def _captured_objective(monkeypatch, fit, *args):
+    """The objective ``fit`` minimises (``evaluate(theta, hessian)``), captured from its optimiser call."""
+    seen = []
+    original = models._minimize
+
+    def spy(evaluate, *a, **k):
+        seen.append(evaluate)
+        return original(evaluate, *a, **k)
+
+    monkeypatch.setattr(models, "_minimize", spy)
+    fit(*args)
+    return seen[-1]
+
+
+@pytest.mark.parametrize("penalizer", [0.0, 0.01])
+def test_analytic_gradient_and_hessian_equal_finite_differences(monkeypatch, penalizer):
+    """Newton's method and the standard errors use the analytic gradient and Hessian (log-parameters)."""
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    x, tx, T = (ref[c].to_numpy().astype(float) for c in ("x", "t_x", "T"))
+    rep = ref.filter(pl.col("x") > 0)
+    bg = _captured_objective(monkeypatch, lambda: models.fit_bgnbd(x, tx, T, np.ones(x.size), penalizer=penalizer))
+    gg = _captured_objective(monkeypatch, lambda: models.fit_gamma_gamma(
+        rep["x"].to_numpy().astype(float), rep["zbar"].to_numpy(), np.ones(rep.height), penalizer=penalizer))
+    for evaluate, theta in ((bg, np.log([0.3, 0.5, 0.7, 2.0])), (gg, np.log([3.0, 2.0, 10.0]))):
+        value, grad, hess = evaluate(theta, True)
+        k, eps = theta.size, 1e-6
+        num_grad = np.array([(evaluate(theta + e)[0] - evaluate(theta - e)[0]) / (2 * eps) for e in np.eye(k) * eps])
+        num_hess = np.column_stack([(evaluate(theta + e)[1] - evaluate(theta - e)[1]) / (2 * eps)
+                                    for e in np.eye(k) * eps])
+        assert np.max(np.abs(num_grad - grad)) <= 1e-7 * np.max(np.abs(grad))
+        assert np.max(np.abs(num_hess - hess)) <= 1e-7 * np.max(np.abs(hess))
+
+
+def test_newton_from_a_subsample_gives_the_bfgs_optimum(monkeypatch):
+    """Many distinct inputs: a warm start on a subsample, then Newton's method on all of them. Forced here on
+    CDNOW (a 300-input subsample), it must land where BFGS on every input does, standard errors included."""
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    x, tx, T = (ref[c].to_numpy().astype(float) for c in ("x", "t_x", "T"))
+    rep = ref.filter(pl.col("x") > 0)
+    xr, m = rep["x"].to_numpy().astype(float), rep["zbar"].to_numpy()
+    plain_bg, plain_gg = models.fit_bgnbd(x, tx, T, np.ones(x.size)), models.fit_gamma_gamma(xr, m, np.ones(xr.size))
+    newton = []
+    original = models._newton
+    monkeypatch.setattr(models, "_newton", lambda *a, **k: newton.append(1) or original(*a, **k))
+    monkeypatch.setattr(models, "_subsample", lambda n, size=300: np.arange(0, n, n // size)[:size] if n > size else None)
+    warm_bg, warm_gg = models.fit_bgnbd(x, tx, T, np.ones(x.size)), models.fit_gamma_gamma(xr, m, np.ones(xr.size))
+    assert len(newton) == 2
+    for plain, warm in ((plain_bg, warm_bg), (plain_gg, warm_gg)):
+        for k in plain.params:
+            assert warm.params[k] == pytest.approx(plain.params[k], rel=1e-6)
+            assert warm.standard_errors[k] == pytest.approx(plain.standard_errors[k], rel=1e-4)
+        assert warm.log_likelihood == pytest.approx(plain.log_likelihood, rel=1e-10)
+
+
+@pytest.mark.parametrize("ids", ["int", "text", "large"])
+def test_summary_is_the_same_whatever_the_customer_ids(clv_registry, ids):
+    """Integer ids within +-2^31 are grouped with the day by a packed key, the others by the pair of columns:
+    both give the same summary (a mix of the two too: some ids of the large set fit, some do not)."""
+    frame = cdnow_transactions()
+    want = btyd_summary(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry,
+                                       needs=SUMMARY_COLUMNS).customers)
+    if ids == "text":
+        frame = frame.with_columns(pl.format("c{}", "customer_id").alias("customer_id"))
+        want = want.with_columns(pl.format("c{}", "customer_id").alias("customer_id"))
+    elif ids == "large":  # odd customers beyond 2^31 (and negative), even ones not
+        shift = pl.when(pl.col("customer_id") % 2 == 1).then(-(1 << 40)).otherwise(0)
+        frame = frame.with_columns(pl.col("customer_id") + shift)
+        want = want.with_columns(pl.col("customer_id") + shift)
+    got = btyd_summary(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry,
+                                      needs=SUMMARY_COLUMNS).customers)
+    assert got.sort("customer_id").equals(want.sort("customer_id"))
