@@ -41,7 +41,9 @@ def main(data: str, out: str) -> None:
             ("chain", "draw")).values
     t3 = time.perf_counter()
     s.to_parquet(out, index=False)
-    print(f"summary {t1 - t0:.2f} s, fits {t2 - t1:.2f} s, predictions {t3 - t2:.2f} s", file=sys.stderr)
+    post = {k: float(m.idata.posterior[k].mean()) for m, names in ((bg, ("r", "alpha", "a", "b")), (gg, ("p", "q", "v")))
+            for k in names}
+    print(f"summary {t1 - t0:.2f} s, fits {t2 - t1:.2f} s, predictions {t3 - t2:.2f} s; MAP {post}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ in interleaved rounds:
 * ``pymc-clv``: bench/baseline_pymc_clv.py (pymc-marketing: ``rfm_summary``, MAP fits, the same
   predictions).
 
-Before the timings, the first round's outputs are compared customer by customer (tierbook's clv
-against lifetimes': P(alive), expected purchases, CLV). Writes bench/clv-results.json and
+The first round's outputs are compared customer by customer (tierbook's clv against lifetimes' and
+pymc-marketing's: P(alive), expected purchases, expected spend, CLV). Writes bench/clv-results.json and
 bench/CLV.md. The baselines need bench/.venv-baselines (bench/run.py creates it).
 """
 
@@ -51,17 +51,17 @@ def command(tool: str, size: str) -> tuple[list[str], Path]:
     return [str(bench.BL_PY), str(bench.BENCH / script), str(data), str(out)], out
 
 
-def agreement(size: str) -> dict:
-    """Max relative differences between tierbook's and lifetimes' per-customer predictions."""
+def agreement(size: str, base: str) -> dict:
+    """Max relative differences between tierbook's and a baseline's per-customer predictions."""
     ours = pl.read_parquet(command("clv", size)[1])
-    theirs = pl.read_parquet(command("lifetimes", size)[1])
-    theirs = theirs.select("customer_id", *[pl.col(c).alias(f"lifetimes_{c}") for c in
+    theirs = pl.read_parquet(command(base, size)[1])
+    theirs = theirs.select("customer_id", *[pl.col(c).alias(f"{base}_{c}") for c in
                                             ("p_alive", "expected_purchases", "expected_value", "clv")])
     both = ours.join(theirs, on="customer_id", how="inner")
-    out = {"customers_tierbook": ours.height, "customers_lifetimes": theirs.height, "joined": both.height}
+    out = {"customers_tierbook": ours.height, f"customers_{base}": theirs.height, "joined": both.height}
     for a, b in (("clv_p_alive", "p_alive"), ("clv_expected_purchases", "expected_purchases"),
                  ("clv_expected_value", "expected_value"), ("clv", "clv")):
-        b = f"lifetimes_{b}"
+        b = f"{base}_{b}"
         rel = ((both[a] - both[b]).abs() / both[b].abs().clip(lower_bound=1e-9)).max()
         out[a] = float(rel)
     return out
@@ -82,22 +82,26 @@ def main(argv=None) -> int:
     bench.compile_bytecode()
     log = bench.LOGS / "clv.log"
     runs: dict[str, list[dict]] = {t: [] for t in tools}
+    checks: dict[str, dict] = {}
     for round_ in range(args.repeat):
         for tool in tools:
             cmd, _ = command(tool, args.size)
             r = bench.measure(cmd, log)
             r["round"] = round_
             runs[tool].append(r)
-            print(f"round {round_ + 1}: {tool}: {r['wall_s']:.2f} s, {r['rss_bytes'] / 1e6:.0f} MB, exit {r['exit']}, "
+            print(f"round {round_ + 1}: {tool}: {r['wall_s']:.2f} s, CPU {r['user_s'] + r['sys_s']:.2f} s, "
+                  f"{r['rss_bytes'] / 1e6:.0f} MB, exit {r['exit']}, "
                   f"load {r['load1_before']:.1f}", flush=True)
             if r["exit"] != 0:
                 sys.exit(f"{tool} failed (exit {r['exit']}): see {log}")
-        if round_ == 0 and {"clv", "lifetimes"} <= set(tools):
-            check = agreement(args.size)
-            print(f"agreement with lifetimes: {check}", flush=True)
-    results = {"size": args.size, "runs": runs, "machine": bench.machine()}
-    if {"clv", "lifetimes"} <= set(tools):
-        results["agreement"] = check
+        if round_ == 0:
+            for base in ("lifetimes", "pymc-clv"):
+                if {"clv", base} <= set(tools):
+                    checks[base] = agreement(args.size, base)
+                    print(f"agreement with {base}: {checks[base]}", flush=True)
+    results = {"size": args.size, "runs": runs, "machine": bench.machine(), "agreement": checks,
+               "command": f"nice -n 10 .venv/bin/python bench/clv.py --size {args.size} --repeat {args.repeat} "
+                          f"--tools {','.join(tools)}"}
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
     write_report(results)
     print(f"wrote {RESULTS_JSON} and {RESULTS_MD}")
@@ -106,31 +110,36 @@ def main(argv=None) -> int:
 
 def write_report(results: dict) -> None:
     runs = results["runs"]
-    med = {t: (statistics.median(r["wall_s"] for r in rs), statistics.median(r["rss_bytes"] for r in rs) / 1e6,
-               min(r["wall_s"] for r in rs), max(r["wall_s"] for r in rs)) for t, rs in runs.items()}
+    med = {t: {"wall": statistics.median(r["wall_s"] for r in rs),
+               "cpu": statistics.median(r["user_s"] + r["sys_s"] for r in rs),
+               "rss": statistics.median(r["rss_bytes"] for r in rs) / 1e6,
+               "lo": min(r["wall_s"] for r in rs), "hi": max(r["wall_s"] for r in rs)} for t, rs in runs.items()}
     loads = [r["load1_before"] for rs in runs.values() for r in rs]
     lines = [
         "# CLV benchmark (bench/clv.py)", "",
         f"`{results['size']}` set: {len(next(iter(runs.values())))} interleaved rounds, whole processes, median "
-        f"(min-max) wall time and median peak RSS. Load average before the runs: {min(loads):.1f} to "
-        f"{max(loads):.1f} on {os.cpu_count()} cores" + (" -- measured under load (other sessions running their "
-                                                         "tests), so the ratios mean more than the seconds." if
-                                                         max(loads) > 1.5 else "."), "",
-        "| tool | wall | peak RSS |", "| --- | ---: | ---: |",
+        f"(min-max) wall time, median CPU time (user + system, all threads) and median peak RSS. Load average "
+        f"before the runs: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores"
+        + (" -- measured under load (other sessions running their tests), so the ratios mean more than the "
+           "seconds." if max(loads) > 1.5 else "."), "",
+        f"Command: `{results.get('command', '')}` (from the repository root; the baselines run in "
+        f"bench/.venv-baselines, bench/requirements-baselines.txt).", "",
+        "| tool | wall | CPU | peak RSS |", "| --- | ---: | ---: | ---: |",
     ]
-    for tool, (wall, rss, lo, hi) in med.items():
-        lines.append(f"| {tool} | {wall:.2f} s ({lo:.2f}-{hi:.2f}) | {rss:,.0f} MB |")
+    for tool, m in med.items():
+        lines.append(f"| {tool} | {m['wall']:.2f} s ({m['lo']:.2f}-{m['hi']:.2f}) | {m['cpu']:.2f} s | "
+                     f"{m['rss']:,.0f} MB |")
     lines.append("")
     if "features" in med and "clv" in med:
-        lines.append(f"CLV beyond the features (clv - features): {med['clv'][0] - med['features'][0]:.2f} s "
-                     f"(target: at most 3 s).")
+        lines.append(f"CLV beyond the features (clv - features): wall {med['clv']['wall'] - med['features']['wall']:.2f} s, "
+                     f"CPU {med['clv']['cpu'] - med['features']['cpu']:.2f} s (target: at most 3 s).")
     for base in ("lifetimes", "pymc-clv"):
         if base in med and "clv" in med:
-            lines.append(f"tierbook clv vs {base}: {med[base][0] / med['clv'][0]:.1f}x faster (target 10x); {base} "
-                         f"takes {med[base][1] / med['clv'][1]:.1f}x tierbook's peak memory")
-    if "agreement" in results:
-        lines += ["", f"Agreement with lifetimes, largest relative difference per customer: "
-                      f"{json.dumps(results['agreement'])}"]
+            lines.append(f"tierbook clv vs {base}: {med[base]['wall'] / med['clv']['wall']:.1f}x faster in wall time, "
+                         f"{med[base]['cpu'] / med['clv']['cpu']:.1f}x in CPU time (target 10x); {base} takes "
+                         f"{med[base]['rss'] / med['clv']['rss']:.1f}x tierbook's peak memory")
+    for base, check in results.get("agreement", {}).items():
+        lines += ["", f"Agreement with {base}, largest relative difference per customer: {json.dumps(check)}"]
     RESULTS_MD.write_text("\n".join(lines) + "\n")
 
 

@@ -18,6 +18,18 @@ btyd_monetary_value  mean value of the repeat purchase days (the first day left 
 btyd_first_purchase  the first purchase day
 ===================  ============================================================================
 
+In calendar weeks (lifetimes' ``freq="W"``, pymc-marketing's ``time_unit="W"``; a week runs Monday to
+Sunday, as pandas' ``W`` periods), from a query of their own per customer and week, run only when one
+of them is needed (``WEEKLY_COLUMNS``, or a rule naming one):
+
+=========================  ======================================================================
+btyd_frequency_weeks       repeat purchase weeks: weeks with a purchase, minus 1
+btyd_recency_weeks         whole weeks from the first purchase week to the last
+btyd_T_weeks               whole weeks from the first purchase week to the week of ``as_of`` - 1
+btyd_monetary_value_weeks  mean value of the repeat purchase weeks, 0 when there is none
+btyd_first_purchase_week   the Monday of the first purchase week (``btyd_last_purchase_week``: the last)
+=========================  ======================================================================
+
 A *purchase day* is a day with at least one line of zero or positive amount, and its value is the sum
 of those lines. A line of zero amount (a free item, a promotion) is a purchase of value 0, as in
 lifetimes, pymc-marketing and the published CDNOW analyses (8 of the 2,357 CDNOW customers' first
@@ -82,10 +94,11 @@ from engine.features import to_amount, to_units
 
 from . import models
 
-__all__ = ["CLV", "SUMMARY_COLUMNS", "btyd_summary", "register_classifiers", "register_features"]
+__all__ = ["CLV", "SUMMARY_COLUMNS", "WEEKLY_COLUMNS", "btyd_summary", "register_classifiers", "register_features"]
 
 TIERS = ("high", "medium", "low")
 SUMMARY_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary_value")
+WEEKLY_COLUMNS = ("btyd_frequency_weeks", "btyd_recency_weeks", "btyd_T_weeks", "btyd_monetary_value_weeks")
 _UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 _AS_OF = (pl.col("first_order") + pl.duration(days=pl.col("tenure_days"))).max()
 
@@ -93,47 +106,73 @@ _AS_OF = (pl.col("first_order") + pl.duration(days=pl.col("tenure_days"))).max()
 _INTEGER_IDS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 
 
-def _purchase_days(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per customer and purchase day (a day with a line of amount >= 0): the day's value.
+def _period(weeks: bool) -> pl.Expr:
+    """The purchase period of a line as an Int32 number: its day (days since 1970-01-01), or its calendar
+    week, Monday to Sunday (weeks since Monday 1969-12-29: lifetimes' and pandas' ``W`` periods)."""
+    day = pl.col("order_date").cast(pl.Int32)
+    return (day + 3) // 7 if weeks else day
 
-    Integer customer ids within +-2^31 and the day number are packed into one Int64 key (id * 2^32 + day
-    + 2^31, exact and reversible), which groups about twice as fast as the pair of columns; the other
-    customers (text ids, larger integers) are grouped by the pair. A customer is wholly in one part.
+
+def _period_start(period: pl.Expr, weeks: bool) -> pl.Expr:
+    """The first day of a period number of :func:`_period` (a Monday for weeks)."""
+    return (period * 7 - 3 if weeks else period).cast(pl.Int32).cast(pl.Date)
+
+
+def _purchase_periods(rows: pl.LazyFrame, weeks: bool) -> pl.LazyFrame:
+    """One row per customer and purchase period (a day, or a calendar week, with a line of amount >= 0):
+    ``_period`` (:func:`_period`) and the period's value ``_value`` in exact units.
+
+    Integer customer ids within +-2^31 and the period number are packed into one Int64 key (id * 2^32 +
+    period + 2^31, exact and reversible), which groups about twice as fast as the pair of columns; the
+    other customers (text ids, larger integers) are grouped by the pair. A customer is wholly in one part.
     """
-    purchases = rows.filter(pl.col("amount") >= 0)
+    purchases = rows.filter(pl.col("amount") >= 0).with_columns(_period(weeks).alias("_period"))
     # in exact units (Int128), as the built-in sums: the same value whatever the order of the rows
-    value = to_units(pl.col("amount")).sum().alias("_day_value")
+    value = to_units(pl.col("amount")).sum().alias("_value")
     id_type = rows.collect_schema()["customer_id"]
     if id_type not in _INTEGER_IDS:
-        return purchases.group_by("customer_id", "order_date").agg(value)
+        return purchases.group_by("customer_id", "_period").agg(value)
     cid = pl.col("customer_id")
     packs = cid.is_between(-(1 << 31), (1 << 31) - 1)
-    key = cid.cast(pl.Int64, strict=False) * (1 << 32) + pl.col("order_date").cast(pl.Int32).cast(pl.Int64) + (1 << 31)
+    key = cid.cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
     k = pl.col("_key")
     packed = purchases.filter(packs).group_by(key.alias("_key")).agg(value).select(
         (k // (1 << 32)).cast(id_type).alias("customer_id"),
-        (k % (1 << 32) - (1 << 31)).cast(pl.Int32).cast(pl.Date).alias("order_date"),
-        "_day_value")
-    rest = purchases.filter(~packs).group_by("customer_id", "order_date").agg(value)
+        (k % (1 << 32) - (1 << 31)).cast(pl.Int32).alias("_period"),
+        "_value")
+    rest = purchases.filter(~packs).group_by("customer_id", "_period").agg(value)
     return pl.concat([packed, rest])
 
 
-def _per_day_then_customer(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Purchase days per customer: positive lines summed per customer and day, then per customer."""
-    day, value = pl.col("order_date"), pl.col("_day_value")
-    return _purchase_days(rows).group_by("customer_id").agg(
-        pl.len().cast(pl.Int64).alias("btyd_purchase_days"),
-        day.min().alias("btyd_first_purchase"),
-        day.max().alias("btyd_last_purchase"),
-        # the first day's value: sort_by().first() is about twice as fast as get(arg_min()) here
-        to_amount(value.sum() - value.sort_by(day).first()).alias("btyd_repeat_value"),
-    )
+def _per_period_then_customer(weeks: bool, suffix: str):
+    def table(rows: pl.LazyFrame) -> pl.LazyFrame:
+        period, value = pl.col("_period"), pl.col("_value")
+        return _purchase_periods(rows, weeks).group_by("customer_id").agg(
+            pl.len().cast(pl.Int64).alias(f"btyd_purchase_{suffix}"),
+            _period_start(period.min(), weeks).alias(f"btyd_first_purchase{'_week' if weeks else ''}"),
+            _period_start(period.max(), weeks).alias(f"btyd_last_purchase{'_week' if weeks else ''}"),
+            # the first period's value: sort_by().first() is about twice as fast as get(arg_min()) here
+            to_amount(value.sum() - value.sort_by(period).first()).alias(f"btyd_repeat{'_week' if weeks else ''}_value"),
+        )
+    return table
+
+
+_per_day_then_customer = _per_period_then_customer(False, "days")
+_per_week_then_customer = _per_period_then_customer(True, "weeks")
+
+
+def _monetary(frequency: pl.Expr, repeat_value: str) -> pl.Expr:
+    return pl.when(frequency > 0).then(pl.col(repeat_value) / frequency).otherwise(pl.when(frequency == 0).then(0.0))
 
 
 def _features() -> list[Feature]:
     table = _per_day_then_customer
     frequency = pl.col("btyd_purchase_days") - 1
     first = pl.col("btyd_first_purchase")
+    weekly = _per_week_then_customer
+    frequency_w = pl.col("btyd_purchase_weeks") - 1
+    first_w = pl.col("btyd_first_purchase_week")
+    last_observed_week = (_AS_OF - pl.duration(days=1)).dt.truncate("1w")  # the Monday of as_of - 1's week
     return [
         Feature("btyd_purchase_days", "days with a purchase (a line of amount >= 0)", table=table, on_demand=True),
         Feature("btyd_first_purchase", "the first purchase day", table=table, on_demand=True),
@@ -148,8 +187,21 @@ def _features() -> list[Feature]:
         Feature("btyd_T", "days from the first purchase day to as_of - 1 (lifetimes' T)",
                 derive=(_AS_OF - first).dt.total_days() - 1, on_demand=True),
         Feature("btyd_monetary_value", "mean value of the repeat purchase days (lifetimes' monetary_value)",
-                derive=pl.when(frequency > 0).then(pl.col("btyd_repeat_value") / frequency)
-                .otherwise(pl.when(frequency == 0).then(0.0)), on_demand=True),
+                derive=_monetary(frequency, "btyd_repeat_value"), on_demand=True),
+        # Calendar weeks (Monday to Sunday): lifetimes' freq="W", pymc-marketing's time_unit="W".
+        Feature("btyd_purchase_weeks", "calendar weeks with a purchase", table=weekly, on_demand=True),
+        Feature("btyd_first_purchase_week", "the Monday of the first purchase week", table=weekly, on_demand=True),
+        Feature("btyd_last_purchase_week", "the Monday of the last purchase week", table=weekly, on_demand=True),
+        Feature("btyd_repeat_week_value", "value of the purchase weeks after the first", table=weekly,
+                on_demand=True),
+        Feature("btyd_frequency_weeks", "repeat purchase weeks (lifetimes' frequency with freq='W')",
+                derive=frequency_w, on_demand=True),
+        Feature("btyd_recency_weeks", "weeks from the first purchase week to the last (freq='W')",
+                derive=(pl.col("btyd_last_purchase_week") - first_w).dt.total_days() // 7, on_demand=True),
+        Feature("btyd_T_weeks", "weeks from the first purchase week to the week of as_of - 1 (freq='W')",
+                derive=(last_observed_week - first_w).dt.total_days() // 7, on_demand=True),
+        Feature("btyd_monetary_value_weeks", "mean value of the repeat purchase weeks (freq='W')",
+                derive=_monetary(frequency_w, "btyd_repeat_week_value"), on_demand=True),
     ]
 
 
@@ -163,17 +215,20 @@ def btyd_summary(customers: pl.DataFrame, time_unit: str = "days") -> pl.DataFra
     """The BTYD summary in lifetimes' column names, one row per customer with a purchase.
 
     ``customers`` is a customer table computed with this plugin's features (e.g.
-    ``engine.prepare(..., needs=SUMMARY_COLUMNS).customers``); ``time_unit`` is ``days`` or
-    ``weeks`` (days / 7).
+    ``engine.prepare(..., needs=SUMMARY_COLUMNS).customers``); ``time_unit`` is ``days``,
+    ``weeks`` (days / 7: lifetimes' ``freq="D", freq_multiplier=7``) or ``W`` (calendar weeks as the
+    purchase periods: lifetimes' ``freq="W"``, pymc-marketing's ``time_unit="W"``; needs
+    ``WEEKLY_COLUMNS``).
     """
-    scale = _UNIT_DAYS[time_unit]
-    return customers.filter(pl.col("btyd_frequency").is_not_null()).select(
-        "customer_id",
-        pl.col("btyd_frequency").alias("frequency"),
-        (pl.col("btyd_recency") / scale).alias("recency"),
-        (pl.col("btyd_T") / scale).alias("T"),
-        pl.col("btyd_monetary_value").alias("monetary_value"),
-    )
+    if time_unit == "W":
+        x, tx, T, m = (pl.col(c) for c in WEEKLY_COLUMNS)
+    else:
+        scale = _UNIT_DAYS[time_unit]
+        x, tx, T, m = (pl.col(c) for c in SUMMARY_COLUMNS)
+        tx, T = tx / scale, T / scale
+    return customers.filter(x.is_not_null()).select(
+        "customer_id", x.alias("frequency"), tx.cast(pl.Float64).alias("recency"), T.cast(pl.Float64).alias("T"),
+        m.alias("monetary_value"))
 
 
 def _check(p: Mapping[str, Any]) -> None:

@@ -371,3 +371,46 @@ def test_summary_is_the_same_whatever_the_customer_ids(clv_registry, ids):
     got = btyd_summary(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry,
                                       needs=SUMMARY_COLUMNS).customers)
     assert got.sort("customer_id").equals(want.sort("customer_id"))
+
+
+def test_weekly_summary_equals_lifetimes_freq_w(clv_registry):
+    """Calendar weeks as purchase periods (lifetimes' freq="W", pymc-marketing's time_unit="W") against lifetimes
+    0.11.3's own summary of the CDNOW calibration period (bench/lifetimes_weekly_summary.py wrote the file)."""
+    from plugins.clv import WEEKLY_COLUMNS
+
+    prep = engine.prepare(cdnow_transactions(), as_of=CDNOW_AS_OF, registry=clv_registry, needs=WEEKLY_COLUMNS)
+    assert not set(SUMMARY_COLUMNS) & set(prep.customers.columns)  # the daily query is not run for weeks alone
+    ours = btyd_summary(prep.customers, "W")
+    ref = pl.read_csv(DATA / "lifetimes_cdnow_summary_weekly.csv")
+    both = ours.join(ref, on="customer_id", how="full", coalesce=True)
+    assert both.height == 2357 and both["frequency"].null_count() == 0 and both["frequency_right"].null_count() == 0
+    assert (both["frequency"] == both["frequency_right"]).all()
+    assert (both["recency"] == both["recency_right"]).all() and (both["T"] == both["T_right"]).all()
+    assert (both["monetary_value"] - both["monetary_value_right"]).abs().max() <= 1e-9
+    # weeks merge days: fewer repeat periods than repeat days for someone, never more
+    days = btyd_summary(engine.prepare(cdnow_transactions(), as_of=CDNOW_AS_OF, registry=clv_registry,
+                                       needs=SUMMARY_COLUMNS).customers)
+    merged = ours.join(days, on="customer_id", suffix="_days")
+    assert (merged["frequency"] <= merged["frequency_days"]).all()
+    assert (merged["frequency"] < merged["frequency_days"]).any()
+
+
+def test_weekly_periods_are_monday_to_sunday(clv_registry):
+    from plugins.clv import WEEKLY_COLUMNS
+
+    d = dt.date
+    frame = tx([
+        (1, d(2024, 1, 7), 10.0),                               # a Sunday: the week of Monday 2024-01-01
+        (1, d(2024, 1, 8), 4.0), (1, d(2024, 1, 14), 6.0),      # Monday and Sunday of the next week: one period
+        (1, d(2024, 1, 16), -5.0),                              # a return only: no purchase week
+        (1, d(2024, 1, 29), 0.0),                               # a zero amount: a purchase week of value 0
+        (2, d(2024, 2, 4), 3.0),                                # a Sunday, in the last observed week
+    ])
+    # as_of 2024-02-05 (a Monday): the last observed day is Sunday 2024-02-04, its week starts 2024-01-29
+    prep = engine.prepare(frame, as_of="2024-02-05", registry=clv_registry, needs=WEEKLY_COLUMNS)
+    s = {r["customer_id"]: r for r in btyd_summary(prep.customers, "W").to_dicts()}
+    assert (s[1]["frequency"], s[1]["recency"], s[1]["T"]) == (2, 4.0, 4.0)
+    assert s[1]["monetary_value"] == pytest.approx(5.0)  # (4 + 6 + 0) / 2
+    assert (s[2]["frequency"], s[2]["recency"], s[2]["T"], s[2]["monetary_value"]) == (0, 0.0, 0.0, 0.0)
+    c = {r["customer_id"]: r for r in prep.customers.to_dicts()}
+    assert c[1]["btyd_first_purchase_week"] == d(2024, 1, 1) and c[1]["btyd_last_purchase_week"] == d(2024, 1, 29)
