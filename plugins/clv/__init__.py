@@ -118,43 +118,65 @@ def _period_start(period: pl.Expr, weeks: bool) -> pl.Expr:
     return (period * 7 - 3 if weeks else period).cast(pl.Int32).cast(pl.Date)
 
 
-def _purchase_periods(rows: pl.LazyFrame, weeks: bool) -> pl.LazyFrame:
-    """One row per customer and purchase period (a day, or a calendar week, with a line of amount >= 0):
-    ``_period`` (:func:`_period`) and the period's value ``_value`` in exact units.
-
-    Integer customer ids within +-2^31 and the period number are packed into one Int64 key (id * 2^32 +
-    period + 2^31, exact and reversible), which groups about twice as fast as the pair of columns; the
-    other customers (text ids, larger integers) are grouped by the pair. A customer is wholly in one part.
-    """
-    purchases = rows.filter(pl.col("amount") >= 0).with_columns(_period(weeks).alias("_period"))
-    # in exact units (Int128), as the built-in sums: the same value whatever the order of the rows
-    value = to_units(pl.col("amount")).sum().alias("_value")
-    id_type = rows.collect_schema()["customer_id"]
-    if id_type not in _INTEGER_IDS:
-        return purchases.group_by("customer_id", "_period").agg(value)
-    cid = pl.col("customer_id")
-    packs = cid.is_between(-(1 << 31), (1 << 31) - 1)
-    key = cid.cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
-    k = pl.col("_key")
-    packed = purchases.filter(packs).group_by(key.alias("_key")).agg(value).select(
-        (k // (1 << 32)).cast(id_type).alias("customer_id"),
-        (k % (1 << 32) - (1 << 31)).cast(pl.Int32).alias("_period"),
-        "_value")
-    rest = purchases.filter(~packs).group_by("customer_id", "_period").agg(value)
-    return pl.concat([packed, rest])
-
-
 def _per_period_then_customer(weeks: bool, suffix: str):
-    def table(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The table function of the purchase periods (days, or calendar weeks): per customer the number of
+    purchase periods, the first and the last (their first day) and the value of those after the first.
+
+    Purchase periods are lines of amount >= 0 summed per customer and period, in exact units (Int128, as
+    the built-in sums: the same value whatever the order of the rows). Integer customer ids within
+    +-2^31 and the period number are packed into one Int64 key (id * 2^32 + period + 2^31, exact and
+    reversible), which groups about twice as fast as the pair of columns; sorted by that key, each
+    customer's periods are consecutive and in time order, so the per-customer figures are read at the
+    boundaries (first and last row of each customer, a running sum) without a second hash grouping. The
+    other customers (text ids, larger integers) are grouped by the pair, then by customer. A customer is
+    wholly in one part.
+    """
+    names = {"count": f"btyd_purchase_{suffix}", "first": f"btyd_first_purchase{'_week' if weeks else ''}",
+             "last": f"btyd_last_purchase{'_week' if weeks else ''}",
+             "repeat": f"btyd_repeat{'_week' if weeks else ''}_value"}
+
+    def by_pair(purchases: pl.LazyFrame) -> pl.LazyFrame:
         period, value = pl.col("_period"), pl.col("_value")
-        return _purchase_periods(rows, weeks).group_by("customer_id").agg(
-            pl.len().cast(pl.Int64).alias(f"btyd_purchase_{suffix}"),
-            _period_start(period.min(), weeks).alias(f"btyd_first_purchase{'_week' if weeks else ''}"),
-            _period_start(period.max(), weeks).alias(f"btyd_last_purchase{'_week' if weeks else ''}"),
-            # the first period's value: sort_by().first() is about twice as fast as get(arg_min()) here
-            to_amount(value.sum() - value.sort_by(period).first()).alias(f"btyd_repeat{'_week' if weeks else ''}_value"),
+        return purchases.group_by("customer_id", "_period").agg(_units_sum()).group_by("customer_id").agg(
+            pl.len().cast(pl.Int64).alias(names["count"]),
+            _period_start(period.min(), weeks).alias(names["first"]),
+            _period_start(period.max(), weeks).alias(names["last"]),
+            to_amount(value.sum() - value.sort_by(period).first()).alias(names["repeat"]),
         )
+
+    def by_key(purchases: pl.LazyFrame, id_type: pl.DataType) -> pl.LazyFrame:
+        cid, k = pl.col("customer_id"), pl.col("_key")
+        key = cid.cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
+        periods = purchases.group_by(key.alias("_key")).agg(_units_sum()).sort("_key").with_columns(
+            (k // (1 << 32)).alias("_c"), pl.col("_value").cum_sum().alias("_cum"), pl.int_range(pl.len()).alias("_i"))
+        c = pl.col("_c")
+        period = (k % (1 << 32) - (1 << 31)).cast(pl.Int32)
+        first = periods.filter((c != c.shift(1)).fill_null(True)).select(
+            c.cast(id_type).alias("customer_id"), period.alias("_p0"), "_cum", "_i")
+        last = periods.filter((c != c.shift(-1)).fill_null(True)).select(
+            period.alias("_p1"), pl.col("_cum").alias("_cum1"), pl.col("_i").alias("_i1"))
+        return pl.concat([first, last], how="horizontal").select(
+            "customer_id",
+            (pl.col("_i1") - pl.col("_i") + 1).cast(pl.Int64).alias(names["count"]),
+            _period_start(pl.col("_p0"), weeks).alias(names["first"]),
+            _period_start(pl.col("_p1"), weeks).alias(names["last"]),
+            # the running sum after the last period less the one after the first: the periods after the first
+            to_amount(pl.col("_cum1") - pl.col("_cum")).alias(names["repeat"]),
+        )
+
+    def table(rows: pl.LazyFrame) -> pl.LazyFrame:
+        purchases = rows.filter(pl.col("amount") >= 0).with_columns(_period(weeks).alias("_period"))
+        id_type = rows.collect_schema()["customer_id"]
+        if id_type not in _INTEGER_IDS:
+            return by_pair(purchases)
+        packs = pl.col("customer_id").is_between(-(1 << 31), (1 << 31) - 1)
+        return pl.concat([by_key(purchases.filter(packs), id_type), by_pair(purchases.filter(~packs))])
+
     return table
+
+
+def _units_sum() -> pl.Expr:
+    return to_units(pl.col("amount")).sum().alias("_value")
 
 
 _per_day_then_customer = _per_period_then_customer(False, "days")
@@ -246,7 +268,7 @@ def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str
 def _distinct_histories(s: pl.DataFrame, scale: float) -> tuple[np.ndarray, ...]:
     """Distinct (frequency, recency, T) of the customers with a purchase (``s``: integer days) and how many
     customers have each, in the order of the packed key (the same on every run, whatever the row order)."""
-    x, tx, T = (s[c].to_numpy().astype(np.int64) for c in SUMMARY_COLUMNS[:3])
+    x, tx, T = (np.asarray(s[c].to_numpy(), dtype=np.int64) for c in SUMMARY_COLUMNS[:3])  # no copy
     span = int(T.max()) + 1
     if (int(x.max()) + 1) * span * span < 1 << 62:  # one Int64 key: a sort, no hashing of three columns
         keys, counts = np.unique((x * span + T) * span + tx, return_counts=True)
