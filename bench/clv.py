@@ -140,7 +140,9 @@ def write_report(results: dict) -> None:
                          f"{med[base]['rss'] / med['clv']['rss']:.1f}x tierbook's peak memory")
     for base, check in results.get("agreement", {}).items():
         lines += ["", f"Agreement with {base}, largest relative difference per customer: {json.dumps(check)}"]
-    RESULTS_MD.write_text("\n".join(lines) + "\n")
+    # A hand-written "## Notes" section (what the run was, what it shows) is kept under the new figures.
+    notes = RESULTS_MD.read_text().partition("\n## Notes")[2] if RESULTS_MD.exists() else ""
+    RESULTS_MD.write_text("\n".join(lines) + "\n" + (f"\n## Notes{notes}" if notes else ""))
 
 
 if __name__ == "__main__":
