@@ -26,7 +26,7 @@ from ..errors import (
     speaking,
     suggest,
 )
-from ..features import BUILTIN_FEATURES
+from ..features import BUILTIN_FEATURES, PLUGIN_ROW_COLUMNS
 from ..holdout import BUCKETS, Holdout
 from ..io import OUTPUT_FORMATS
 from ..registry import Registry, get_registry
@@ -732,8 +732,7 @@ def _predicted_schema(doc, data, registry, selections, problems):
         return schema, table
     schema["customer_id"] = id_dtype
     schema.update(FEATURE_DTYPES)
-    empty = pl.LazyFrame(schema={"customer_id": id_dtype, "order_id": pl.String, "order_date": pl.Date,
-                                 "amount": pl.Float64})
+    empty = pl.LazyFrame(schema={**PLUGIN_ROW_COLUMNS, "customer_id": id_dtype})
     for name, feat in registry.features.items():
         try:
             if feat.agg is not None:

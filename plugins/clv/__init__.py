@@ -76,6 +76,7 @@ import polars as pl
 
 from engine import Classifier, Context, Feature, Output, ParamSpec, hookimpl
 from engine.errors import DataError
+from engine.features import to_amount
 
 from . import models
 
@@ -88,15 +89,20 @@ _AS_OF = (pl.col("first_order") + pl.duration(days=pl.col("tenure_days"))).max()
 
 
 def _per_day_then_customer(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Purchase days per customer: positive lines summed per customer and day, then per customer."""
-    day, value = pl.col("order_date"), pl.col("_day_value")
-    days = rows.filter(pl.col("amount") >= 0).group_by("customer_id", "order_date").agg(
-        pl.col("amount").sum().alias("_day_value"))
+    """Purchase days per customer: positive lines summed per customer and day, then per customer.
+
+    Values are summed in exact integer units (``amount_units``), so the result does not depend on the
+    order the lines arrive in (a float sum does: the streaming engine's order varies from run to run, and
+    the Spark engine's differs again), then turned into amounts once.
+    """
+    day, value = pl.col("order_date"), pl.col("_day_units")
+    days = rows.filter(pl.col("amount_units") >= 0).group_by("customer_id", "order_date").agg(
+        pl.col("amount_units").cast(pl.Int128).sum().alias("_day_units"))
     return days.group_by("customer_id").agg(
         pl.len().cast(pl.Int64).alias("btyd_purchase_days"),
         day.min().alias("btyd_first_purchase"),
         day.max().alias("btyd_last_purchase"),
-        (value.sum() - value.get(day.arg_min())).alias("btyd_repeat_value"),
+        to_amount(value.sum() - value.get(day.arg_min())).alias("btyd_repeat_value"),
     )
 
 
