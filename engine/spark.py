@@ -11,9 +11,10 @@ and the classifiers, rules and outputs run as always. See
 docs/decisions/0010-spark-feature-pass.md.
 
 Limits: the input is Parquet with typed columns (a date or timestamp
-``order_date``, numeric amounts; text is refused with a hint); features that
-plugins aggregate with Polars expressions cannot run on Spark (derived plugin
-features can); ``--rejects`` (the rejected rows themselves) is Polars-only, the
+``order_date``, numeric amounts; text is refused with a hint); a plugin's own features
+(``Feature(agg=...)``, ``Feature(table=...)``: Polars code) run on the
+executors, on the rows of each customer gathered in one partition (see
+:func:`_run_plugin_queries`); ``--rejects`` (the rejected rows themselves) is Polars-only, the
 counts by reason are reported by both.
 """
 
@@ -29,6 +30,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from .classifier import Feature
 from .data import _MAX_AMOUNT, AMOUNT_SCALE, _resolve_columns, parse_mapping
 from .errors import DataError
 from .feature_table import FEATURES, Agg
+from .features import PLUGIN_ROW_COLUMNS, owners_of, plugin_table_queries, to_amount
 
 __all__ = ["SparkSettings", "check_available", "compute_features_spark", "empty_frame", "parquet_files",
            "spark_session"]
@@ -121,6 +124,10 @@ def spark_session(settings: SparkSettings):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.master).appName("tierbook")
+    if settings.master.startswith("local") and "spark.pyspark.python" not in settings.config:
+        # plugin features run in Python workers: in this process's Python (its Polars and plugins), not the
+        # first python3 on PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**DEFAULT_CONFIG, **settings.config}.items():
         builder = builder.config(key, value)
     try:
@@ -358,15 +365,7 @@ def compute_features_spark(
 
     settings = settings or SparkSettings()
     where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
-    for name, feat in (plugin_features or {}).items():
-        if feat.agg is not None:
-            owner = (feature_owners or {}).get(name, "(unknown)")
-            raise DataError(f"feature {name!r} of plugin {owner} aggregates transactions with a Polars expression, "
-                            f"which the spark engine cannot run; use the polars engine, or unload the plugin")
-        if feat.table is not None:
-            owner = (feature_owners or {}).get(name, "(unknown)")
-            raise DataError(f"feature {name!r} of plugin {owner} is a Polars query over the transaction rows "
-                            f"(Feature table=), which the spark engine cannot run; use the polars engine")
+    plugin_features = dict(plugin_features or {})
     check_available(settings)   # pyspark, pyarrow, Java, the master: before anything else
     paths, files = parquet_files(data)
     _check_same_columns(files, where)
@@ -378,6 +377,9 @@ def compute_features_spark(
     except Exception as exc:
         raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
     frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+    # Plugin features (an aggregation or a query, Polars code): checked on no rows before any Spark job
+    row_schema = _row_schema(frame, "order_id" in cols)
+    queries = _plugin_queries(plugin_features, row_schema, feature_owners or {})
 
     c, date, u, key = F.col("customer_id"), F.col("order_date"), F.col("amount_units"), F.col("order_key")
     priced = c.isNotNull() & date.isNotNull() & u.isNotNull()
@@ -419,9 +421,15 @@ def compute_features_spark(
     report.rows_used = report.rows - sum(report.rejected.values())
     unusable = known.filter(pl.col("_usable") == 0).select("customer_id")
     grouped_customers = finish_aggregated(known.filter(pl.col("_usable") > 0), as_of)
+    tables: list[pl.DataFrame] = []
+    if queries:
+        aggregated, tables = _run_plugin_queries(frame.filter(usable), queries, row_schema, where,
+                                                 "order_id" in cols)
+        if aggregated is not None:
+            grouped_customers = grouped_customers.join(aggregated, on="customer_id", how="left")
     return complete_features(grouped_customers, no_id["_last_day"].max(), unusable, as_of=as_of,
-                             customers=customers, plugin_features=plugin_features or {}, report=report,
-                             describe=where)
+                             customers=customers, plugin_features=plugin_features, report=report,
+                             describe=where, tables=tables, feature_owners=feature_owners)
 
 
 def _locate_bad_amount(frame, cols: Mapping[str, str], where: str) -> DataError:
@@ -435,3 +443,141 @@ def _locate_bad_amount(frame, cols: Mapping[str, str], where: str) -> DataError:
     what = (f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             if math.isfinite(row["_amount_f"]) else "a finite number")
     return DataError(f"{where}: column {source!r} (amount), in {row['_file']}: {value!r} is not {what}")
+
+
+# ------------------------------------------------------------------------------------------ plugin features
+#
+# A plugin's ``agg`` and ``table`` features are Polars code over a customer's usable rows. They run on Spark
+# as they are, not translated: the usable rows are repartitioned by customer id (every row of a customer in
+# one partition), and each partition runs the plugin's own query with Polars (``mapInArrow``) on its
+# customers' rows. A feature of one customer reads that customer's rows only, so the partitions' results,
+# put together, are the Polars pass's result, row for row.
+
+
+def _row_schema(frame, has_order_id: bool) -> dict[str, pl.DataType]:
+    """The Polars schema of the rows a plugin query reads (:data:`engine.features.PLUGIN_ROW_COLUMNS`)."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    def polars_type(name: str) -> pl.DataType:
+        arrow = to_arrow_type(frame.schema[name].dataType)
+        return pl.from_arrow(pa.array([], type=arrow)).dtype
+
+    schema = {**PLUGIN_ROW_COLUMNS, "customer_id": polars_type("customer_id")}
+    if has_order_id:
+        schema["order_id"] = polars_type("order_key")
+    else:
+        del schema["order_id"]
+    return schema
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One plugin query: ``kind`` "agg" (the aggregations, together) or "table" (one table function)."""
+
+    kind: str
+    names: tuple[str, ...]
+    build: Any   # rows (LazyFrame) -> LazyFrame with customer_id and ``names``
+    schema: pl.Schema
+
+
+def _plugin_queries(features: Mapping[str, Feature], row_schema: Mapping[str, pl.DataType],
+                    owners: Mapping[str, str]) -> list[_Query]:
+    """The plugin features' queries, each checked on an empty frame of the rows' schema (a feature that reads
+    a column the rows do not have stops here, naming it, as in the Polars pass)."""
+    from .features import _feature_error
+
+    aggs = {name: feat.agg for name, feat in features.items() if feat.agg is not None}
+    builds: list[tuple[str, tuple[str, ...], Any]] = []
+    if aggs:
+        def aggregate(rows: pl.LazyFrame, aggs=aggs) -> pl.LazyFrame:
+            return rows.group_by("customer_id").agg([expr.alias(name) for name, expr in aggs.items()])
+        builds.append(("agg", tuple(aggs), aggregate))
+    empty = pl.LazyFrame(schema=dict(row_schema))
+    # the table functions grouped as the Polars pass groups them (one query per distinct function)
+    for _, names in plugin_table_queries(empty, features):
+        builds.append(("table", tuple(names), functools.partial(_table_query, {n: features[n] for n in names})))
+    queries = []
+    for kind, names, build in builds:
+        try:
+            schema = build(empty).collect_schema()
+        except pl.exceptions.ColumnNotFoundError as exc:
+            raise _feature_error({n: features[n] for n in names}, owners, exc) from None
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"plugin feature(s) {', '.join(names)} ({owners_of(names, owners)}) cannot be "
+                            f"computed: {_first_line(exc)}") from None
+        queries.append(_Query(kind, names, build, schema))
+    return queries
+
+
+def _table_query(group: Mapping[str, Feature], rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The query of one table function's features, built by the Polars pass's own code."""
+    return plugin_table_queries(rows, group)[0][0]
+
+
+def _partition_runner(queries: list[_Query], row_schema: Mapping[str, pl.DataType]):
+    """The function each partition runs: its rows to one Arrow IPC payload per query."""
+    import io
+
+    from pyspark import cloudpickle
+
+    # The queries are unpickled inside the task, after the driver's import path is added: a plugin module
+    # loaded from a directory (--plugins-dir) or a test is importable there too (in local mode: the same files)
+    payload = cloudpickle.dumps([q.build for q in queries])
+    paths = [p for p in sys.path if p]
+    schema = dict(row_schema)
+
+    def run(batches):
+        import pyarrow as pa
+
+        sys.path.extend(p for p in paths if p not in sys.path)
+        builds = cloudpickle.loads(payload)
+        batches = list(batches)
+        if not batches or not sum(b.num_rows for b in batches):
+            return
+        rows = pl.from_arrow(pa.Table.from_batches(batches))
+        rows = rows.with_columns(to_amount(pl.col("amount_units")).alias("amount")).select(
+            [pl.col(name).cast(dtype) for name, dtype in schema.items()])
+        lazy = rows.lazy()
+        for i, build in enumerate(builds):
+            out = io.BytesIO()
+            build(lazy).collect().write_ipc(out)
+            yield pa.RecordBatch.from_arrays([pa.array([i], pa.int32()), pa.array([out.getvalue()], pa.binary())],
+                                             names=["query", "payload"])
+
+    return run
+
+
+def _run_plugin_queries(usable_rows, queries: list[_Query], row_schema: Mapping[str, pl.DataType], where: str,
+                        has_order_id: bool) -> tuple[pl.DataFrame | None, list[pl.DataFrame]]:
+    """Run the plugin queries on the executors; returns the aggregations (one frame, or None) and the tables."""
+    import io
+
+    from pyspark.sql import functions as F
+
+    columns = [F.col("customer_id"), F.col("order_date"), F.col("amount_units")]
+    if has_order_id:
+        columns.append(F.col("order_key").alias("order_id"))
+    rows = usable_rows.select(*columns).repartition(F.col("customer_id"))
+    runner = _partition_runner(queries, row_schema)
+    try:
+        with _quiet_pandas_note():
+            payloads = pl.from_arrow(rows.mapInArrow(runner, "query int, payload binary").toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: a plugin feature failed on spark: {_plugin_error(exc)}") from None
+    aggregated, tables = None, []
+    for i, query in enumerate(queries):
+        parts = [pl.read_ipc(io.BytesIO(p)) for p in payloads.filter(pl.col("query") == i)["payload"]]
+        table = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=query.schema)
+        if query.kind == "agg":
+            aggregated = table
+        else:
+            tables.append(table)
+    return aggregated, tables
+
+
+def _plugin_error(exc: BaseException) -> str:
+    """The Python error inside a Spark task's failure, in one line (the task's traceback is long)."""
+    text = str(exc)
+    errors = re.findall(r"^\s*([\w.]*(?:Error|Exception)\b:.*)$", text, flags=re.MULTILINE)
+    return errors[-1].strip() if errors else _first_line(exc)

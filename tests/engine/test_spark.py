@@ -7,9 +7,11 @@ Every test that starts Spark uses the session-scoped ``spark`` fixture (tests/co
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import polars as pl
@@ -18,9 +20,10 @@ import yaml
 from polars.testing import assert_frame_equal
 
 import engine
-from engine import DataError
+from engine import DataError, Feature, hookimpl
 from engine.data import read_transactions
 from engine.registry import get_registry
+from plugins.clv import SUMMARY_COLUMNS
 from engine.spark import SparkSettings, check_available, compute_features_spark, parquet_files
 
 from test_bad_input import _write_file  # tests/engine is on sys.path (pytest rootdir import mode)
@@ -32,12 +35,12 @@ UCI_MAPPING = {"customer_id": "CustomerID", "order_id": "InvoiceNo", "order_date
 LOCAL = SparkSettings(master="local[2]")
 
 
-def both(data, mapping=None, *, as_of=None, customers=None, spark_data=None):
+def both(data, mapping=None, *, as_of=None, customers=None, spark_data=None, registry=None, needs=None):
     """The Polars and the Spark result for the same input (``spark_data``: another path to the same rows)."""
-    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
-    polars = engine.prepare(data, mapping=mapping, as_of=as_of, customers=customers, registry=registry)
+    registry = registry or get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    polars = engine.prepare(data, mapping=mapping, as_of=as_of, customers=customers, registry=registry, needs=needs)
     spark = engine.prepare(spark_data or data, mapping=mapping, as_of=as_of, customers=customers,
-                           registry=registry, engine="spark", spark={"master": "local[2]"})
+                           registry=registry, needs=needs, engine="spark", spark={"master": "local[2]"})
     return polars, spark
 
 
@@ -53,10 +56,83 @@ def assert_same(polars, spark):
 
 @pytest.mark.parametrize("as_of", [None, "2011-06-01"])
 def test_uci_equals_polars(spark, uci_path, as_of):
-    polars, spark_ = both(uci_path, UCI_MAPPING, as_of=as_of)
+    """With the clv plugin's BTYD summary (Feature table=, on demand): the plugin's own query runs on Spark."""
+    registry = get_registry(allow=["abc", "adc", "rfm", "clv"], strict=True)
+    polars, spark_ = both(uci_path, UCI_MAPPING, as_of=as_of, registry=registry, needs=SUMMARY_COLUMNS)
     if as_of is None:
         assert polars.customers.height == 4372
+    assert set(SUMMARY_COLUMNS) <= set(spark_.customers.columns)
+    assert spark_.customers["btyd_frequency"].drop_nulls().len() > 0.95 * polars.customers.height
     assert_same(polars, spark_)
+
+
+def test_cdnow_btyd_summary_and_clv_equal_polars(spark, tmp_path):
+    """The CDNOW sample shipped for the clv tests: the summary, the fit and every clv column, exactly."""
+    spec = importlib.util.spec_from_file_location("clv_tests", ROOT / "tests" / "plugins" / "clv" / "test_clv.py")
+    clv_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clv_tests)
+    path = tmp_path / "cdnow.parquet"
+    clv_tests.cdnow_transactions().write_parquet(path)
+    registry = get_registry(allow=["clv"], strict=True)
+    polars, spark_ = both(path, as_of=clv_tests.CDNOW_AS_OF, registry=registry,
+                          needs=[*SUMMARY_COLUMNS, *registry.classifiers["clv"].requires])
+    assert_frame_equal(spark_.customers, polars.customers, check_exact=True)
+    assert polars.customers.height == 2357
+    params = {"clv.time_unit": "weeks"}
+    assert spark_.classify(["clv"], params).equals(polars.classify(["clv"], params))
+    assert spark_.fits["clv"] == polars.fits["clv"]
+
+
+def plugin_module():
+    """Plugin features of every kind that reads rows: an aggregation, a query (on demand), derived from both."""
+    mod = types.ModuleType("tierbook_test_spark_features")
+
+    def best_day(rows: pl.LazyFrame) -> pl.LazyFrame:
+        daily = rows.group_by("customer_id", "order_date").agg(pl.col("amount_units").sum().alias("units"))
+        return daily.group_by("customer_id").agg(pl.col("units").max().alias("best_day_units"),
+                                                 pl.len().alias("active_days"))
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("biggest_line", "largest line amount", agg=pl.col("amount").max()))
+        register(Feature("orders_dec", "distinct December orders",
+                         agg=pl.col("order_id").filter(pl.col("order_date").dt.month() == 12).n_unique()))
+        register(Feature("best_day_units", "largest daily total", table=best_day, on_demand=True))
+        register(Feature("active_days", "days with a row", table=best_day, on_demand=True))
+        register(Feature("best_share", "best day / net revenue",
+                         derive=pl.col("best_day_units") / 10_000 / pl.col("monetary"), on_demand=True))
+
+    mod.register_features = register_features
+    return mod
+
+
+def test_plugin_agg_and_table_features_equal_polars(spark, uci_path):
+    registry = get_registry(entry_points=False, modules=[plugin_module()], strict=True)
+    polars, spark_ = both(uci_path, UCI_MAPPING, as_of="2011-09-01", registry=registry, needs=["best_share"])
+    assert {"biggest_line", "orders_dec", "best_day_units", "active_days", "best_share"} <= set(polars.customers.columns)
+    assert_frame_equal(spark_.customers, polars.customers, check_exact=True)
+
+
+def test_a_plugin_feature_reading_a_missing_column_is_the_polars_error(spark, tmp_path):
+    mod = types.ModuleType("tierbook_test_spark_bad_feature")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("points", "loyalty points", table=lambda rows: rows.group_by("customer_id").agg(
+            pl.col("points").sum())))
+
+    mod.register_features = register_features
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    pl.DataFrame({"customer_id": [1], "order_date": [dt.date(2024, 1, 1)], "amount": [1.0]}).write_parquet(
+        tmp_path / "tx.parquet")
+    messages = []
+    for name in ("polars", "spark"):
+        with pytest.raises(DataError) as got:
+            engine.prepare(tmp_path / "tx.parquet", registry=registry, engine=name, spark={"master": "local[2]"})
+        messages.append(str(got.value))
+    assert messages[0] == messages[1]
+    assert messages[1].startswith("feature 'points' of plugin tierbook_test_spark_bad_feature") and \
+        "uses a column the transactions do not have" in messages[1]
 
 
 def test_bench_1m_equals_polars(spark, bench_1m):
@@ -256,23 +332,3 @@ def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_pat
         outs[name] = tmp_path / f"out-{name}"
     for file in ("customers.parquet", "actions.csv", "cut.csv"):
         assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
-
-
-def test_a_table_feature_is_refused_on_spark_naming_it_and_its_plugin(tmp_path):
-    """The spark pass does not run ``Feature(table=...)`` queries (the clv plugin's BTYD summary): a
-    run that needs one stops with one line naming the feature and its plugin, before Spark starts."""
-    one = pl.DataFrame({"customer_id": [1, 1], "order_date": [dt.date(2024, 1, 1), dt.date(2024, 2, 1)],
-                        "amount": [1.0, 2.0]})
-    one.write_parquet(tmp_path / "tx.parquet")
-    registry = get_registry(allow=["clv"], strict=True)
-    with pytest.raises(DataError, match=r"feature 'btyd_purchase_days' of plugin clv\b.*Feature table=.*polars"):
-        engine.prepare(tmp_path / "tx.parquet", registry=registry, needs=["clv_p_alive", "btyd_frequency"],
-                       engine="spark", spark={"master": "local[2]"})
-    before = sorted(p.name for p in tmp_path.iterdir())
-    got = tierbook("classify", "tx.parquet", "--engine", "spark", "--classifier", "clv", "-o", "out.parquet",
-                   cwd=tmp_path)
-    assert got.returncode == 2, got.stderr
-    lines = got.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tierbook: error: feature 'btyd_purchase_days' of plugin clv"), \
-        got.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
