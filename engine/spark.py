@@ -46,7 +46,7 @@ from .feature_table import FEATURES, Agg
 from .features import PLUGIN_ROW_COLUMNS, owners_of, plugin_table_queries, to_amount
 
 __all__ = ["SparkSettings", "check_available", "compute_features_spark", "empty_frame", "parquet_files",
-           "spark_session"]
+           "rejected_rows_spark", "spark_session"]
 
 INSTALL_PYSPARK = "pip install 'tierbook[spark]'"
 INSTALL_JAVA = "apt-get install openjdk-17-jre-headless (Debian/Ubuntu), or set JAVA_HOME to a Java 17+ runtime"
@@ -282,11 +282,13 @@ def _kind(dtype) -> str:
     return dtype.simpleString()
 
 
-def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None):
-    """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks."""
+def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None,
+               keep: Mapping[str, Any] | None = None):
+    """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks
+    (and the columns of ``keep``, name -> Spark column, carried along unchanged)."""
     from pyspark.sql import functions as F
 
-    names = df.schema.fieldNames()
+    names = [n for n in df.schema.fieldNames() if not n.startswith("_metadata")]
     cols = _resolve_columns(pl.Schema({n: pl.String() for n in names}), mapping, where)
     kinds = {n: _kind(df.schema[n].dataType) for n in names}
 
@@ -321,7 +323,8 @@ def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str]
     key = F.col(cols["order_id"]) if "order_id" in cols else date
     frame = df.select(F.col(cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
                       date.alias("order_date"), units.alias("amount_units"), bad.alias("_bad_amount"),
-                      raw.alias("_raw_amount"), amount.alias("_amount_f"))
+                      raw.alias("_raw_amount"), amount.alias("_amount_f"),
+                      *[column.alias(name) for name, column in (keep or {}).items()])
     return frame, cols
 
 
@@ -581,3 +584,89 @@ def _plugin_error(exc: BaseException) -> str:
     text = str(exc)
     errors = re.findall(r"^\s*([\w.]*(?:Error|Exception)\b:.*)$", text, flags=re.MULTILINE)
     return errors[-1].strip() if errors else _first_line(exc)
+
+
+# ------------------------------------------------------------------------------------------------- rejects
+def rejected_rows_spark(
+    data: str | Path | Sequence[str | Path],
+    mapping: Mapping[str, str] | list[str] | None = None,
+    *,
+    as_of: dt.date | None = None,
+    settings: SparkSettings | None = None,
+) -> pl.DataFrame:
+    """The rows not used, as :func:`engine.features.rejected_rows` gives them: ``row`` (1-based), the source's
+    own columns, ``reason`` (the same words, the same order of reasons), ordered by row.
+
+    Rows are numbered through the files in the order :func:`parquet_files` lists them (one file: its own row
+    numbers, as the Polars engine's); with more than one file a ``file`` column says which file a row is in.
+    """
+    from pyspark.sql import functions as F
+
+    from .features import REJECT_REASONS
+
+    settings = settings or SparkSettings()
+    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    check_available(settings)
+    paths, files = parquet_files(data)
+    _check_same_columns(files, where)
+    session = spark_session(settings)
+    try:
+        df = session.read.parquet(*paths)
+    except Exception as exc:
+        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    source = df.columns
+    keep = {f"_src_{i}": F.col(f"`{name}`") for i, name in enumerate(source)}
+    keep |= {"_file": F.col("_metadata.file_path"), "_index": F.col("_metadata.row_index")}
+    frame, _ = _canonical(df, parse_mapping(mapping), where, _zones(files), keep=keep)
+    c, date, u = F.col("customer_id"), F.col("order_date"), F.col("amount_units")
+    reason = (F.when(c.isNull(), F.lit(REJECT_REASONS["null_customer"]))
+              .when(date.isNull(), F.lit(REJECT_REASONS["null_date"]))
+              .when(u.isNull(), F.lit(REJECT_REASONS["null_amount"])))
+    if as_of is not None:
+        reason = reason.when(date >= F.lit(as_of), F.lit(REJECT_REASONS["after_as_of"]))
+    rejected = frame.select(*keep, reason.alias("reason")).filter(F.col("reason").isNotNull())
+    try:
+        with _quiet_pandas_note():
+            rows = pl.from_arrow(rejected.toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: the spark pass over the rejected rows failed: {_first_line(exc)}") from None
+    if isinstance(rows, pl.Series):
+        rows = rows.to_frame()
+
+    # 1-based row numbers through the files, in their listed order
+    offsets, start = {}, 0
+    for path in files:
+        offsets[_file_key(str(path))] = (start, str(path))
+        start += _row_count(path)
+    seen = rows["_file"].unique().to_list()
+    keys = rows["_file"].replace_strict(seen, [_file_key(f) for f in seen], return_dtype=pl.String)
+    start_of = keys.replace_strict({k: v[0] for k, v in offsets.items()}, default=0, return_dtype=pl.Int64)
+    name_of = keys.replace_strict({k: v[1] for k, v in offsets.items()}, default=None, return_dtype=pl.String)
+    row = (start_of + rows["_index"].cast(pl.Int64) + 1).cast(pl.get_index_type())
+    schema = empty_frame(data).collect_schema() if files else {}
+    columns = [rows[f"_src_{i}"].alias(name) for i, name in enumerate(source)]
+    columns = [col.cast(schema[col.name]) if col.name in schema and col.dtype != schema[col.name] else col
+               for col in columns]
+    out = pl.DataFrame([row.alias("row"), *columns, rows["reason"]])
+    if len(files) > 1 or not files:
+        out = out.insert_column(1, name_of.fill_null(rows["_file"]).alias("file"))
+    return out.with_columns(_order=start_of).sort("_order", "row").drop("_order") if len(files) > 1 else \
+        out.sort("row")
+
+
+def _file_key(path: str) -> str:
+    """A file's path as Spark's ``_metadata.file_path`` and the local path compare: absolute, unquoted."""
+    from urllib.parse import unquote, urlparse
+
+    if "://" in path or path.startswith("file:"):
+        parsed = urlparse(path)
+        if parsed.scheme not in ("file", ""):
+            return path
+        path = unquote(parsed.path)
+    return str(Path(path).resolve())
+
+
+def _row_count(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows

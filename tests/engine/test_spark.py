@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
 import shlex
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from engine import DataError, Feature, hookimpl
 from engine.data import read_transactions
 from engine.registry import get_registry
 from plugins.clv import SUMMARY_COLUMNS
-from engine.spark import SparkSettings, check_available, compute_features_spark, parquet_files
+from engine.run import as_of_date
+from engine.features import rejected_rows
+from engine.spark import SparkSettings, check_available, compute_features_spark, parquet_files, rejected_rows_spark
 
 from test_bad_input import _write_file  # tests/engine is on sys.path (pytest rootdir import mode)
 
@@ -64,6 +67,12 @@ def test_uci_equals_polars(spark, uci_path, as_of):
     assert set(SUMMARY_COLUMNS) <= set(spark_.customers.columns)
     assert spark_.customers["btyd_frequency"].drop_nulls().len() > 0.95 * polars.customers.height
     assert_same(polars, spark_)
+    # the rejected rows themselves (--rejects): the same rows, numbers, source columns and reasons
+    tx = read_transactions(uci_path, UCI_MAPPING)
+    expected = tx.collect(rejected_rows(tx, as_of_date(as_of)))
+    got = rejected_rows_spark(uci_path, UCI_MAPPING, as_of=as_of_date(as_of), settings=LOCAL)
+    assert expected.height == sum(polars.report.rejected.values()) > 100_000
+    assert_frame_equal(got, expected, check_exact=True)
 
 
 def test_cdnow_btyd_summary_and_clv_equal_polars(spark, tmp_path):
@@ -150,8 +159,34 @@ def test_partitioned_dataset_and_glob_equal_the_single_file(spark, uci_path, tmp
         part.drop("month").write_parquet(out / "part-0.parquet")
     polars, spark_dir = both(uci_path, UCI_MAPPING, spark_data=root)
     assert_same(polars, spark_dir)
-    _, spark_glob = both(uci_path, UCI_MAPPING, spark_data=str(root / "month=*" / "*.parquet"))
+    glob_ = str(root / "month=*" / "*.parquet")
+    _, spark_glob = both(uci_path, UCI_MAPPING, spark_data=glob_)
     assert_frame_equal(spark_glob.customers, polars.customers, check_exact=True)
+    # rejects through several files: numbered through the files in their listed order, each row's file named
+    files = parquet_files(glob_)[1]
+    tx = read_transactions(pl.concat([pl.read_parquet(f) for f in files]), UCI_MAPPING)
+    expected = tx.collect(rejected_rows(tx, None))
+    got = rejected_rows_spark(glob_, UCI_MAPPING, settings=LOCAL)
+    assert set(got["file"]) == {str(f) for f in files}
+    assert_frame_equal(got.drop("file"), expected, check_exact=True)
+
+
+def test_cli_rejects_file_on_spark_is_the_polars_one(spark, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    pl.DataFrame({"cust": ["c1", None, "c2", "c3", "c1"],
+                  "day": [dt.date(2024, 1, 1), dt.date(2024, 1, 2), None, dt.date(2024, 3, 1), dt.date(2024, 1, 5)],
+                  "value": [1.0, 2.0, 3.0, 4.0, None]}).write_parquet(tmp_path / "tx.parquet")
+    outs = {}
+    for name in ("polars", "spark"):
+        code, _, err = run_cli("classify", tmp_path / "tx.parquet", "--map", "customer_id=cust", "--map",
+                               "order_date=day", "--map", "amount=value", "--as-of", "2024-02-01", "--engine", name,
+                               *(["--spark-master", "local[2]"] if name == "spark" else []),
+                               "-o", tmp_path / f"{name}.csv", "--rejects", tmp_path / f"rejects-{name}.csv")
+        assert code == 0, err
+        outs[name] = (tmp_path / f"rejects-{name}.csv").read_bytes()
+    assert outs["spark"] == outs["polars"]
+    assert pl.read_csv(tmp_path / "rejects-spark.csv")["reason"].to_list() == [
+        "customer_id is empty", "order_date is empty", "order_date is on or after as_of", "amount is empty"]
 
 
 def _applicable(case: dict) -> bool:
@@ -313,7 +348,7 @@ def test_text_dates_are_refused_with_a_hint(spark, tmp_path):
                        registry=get_registry(allow=["abc"], strict=True))
 
 
-def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_path):
+def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_path, run_cli):
     mapping = "\n".join(f"    {k}: {v}" for k, v in UCI_MAPPING.items())
     body = (f"name: uci\ndata:\n  transactions: {uci_path}\n  map:\n{mapping}\nclassifiers:\n  abc: {{}}\n  adc: {{}}\n"
             "  rfm: {}\nrules:\n  - name: keep\n    when: abc = 'A' AND adc = 'active'\n    action: call\n"
@@ -332,3 +367,67 @@ def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_pat
         outs[name] = tmp_path / f"out-{name}"
     for file in ("customers.parquet", "actions.csv", "cut.csv"):
         assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+
+    # the command line's --engine, --spark-master and --spark-conf over the playbook's engine: (polars here)
+    code, _, err = run_cli("run", tmp_path / "polars.yaml", "--engine", "spark", "--spark-master", "local[2]",
+                           "--spark-conf", "spark.sql.shuffle.partitions=2", "--output-dir", tmp_path / "out-cli")
+    assert code == 0, err
+    for file in ("customers.parquet", "actions.csv", "cut.csv"):
+        assert (tmp_path / "out-cli" / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+    summary = json.loads((tmp_path / "out-cli" / "summary.json").read_text())
+    assert summary["manifest"]["parameters"]["engine"] == "spark"
+
+
+# ----------------------------------------------------------------------------- --engine on every command
+#: Every command that runs the feature pass, with the arguments it needs besides the engine options.
+FEATURE_PASS_COMMANDS = {
+    "classify": ["tx.parquet", "-o", "out.parquet"], "describe": ["tx.parquet"], "run": ["pb.yaml"],
+    "explain": ["pb.yaml", "c1"], "check": ["pb.yaml"], "report": ["pb.yaml", "-o", "r.html"],
+    "diff": ["pb.yaml", "--set", "abc.a=0.5"],
+}
+
+
+@pytest.mark.parametrize("command", FEATURE_PASS_COMMANDS)
+def test_every_command_that_runs_the_feature_pass_takes_the_engine_options(command):
+    from engine.cli import build_parser
+
+    args = build_parser().parse_args([command, *FEATURE_PASS_COMMANDS[command], "--engine", "spark",
+                                      "--spark-master", "local[2]", "--spark-conf", "a.b=c"])
+    assert (args.engine, args.spark_master, args.spark_conf) == ("spark", "local[2]", ["a.b=c"])
+
+
+def _playbook(tmp_path: Path, extra: str = "") -> Path:
+    pl.DataFrame({"customer_id": ["c1", "c2"], "order_date": [dt.date(2024, 1, 1), dt.date(2024, 2, 1)],
+                  "amount": [1.0, 2.0]}).write_parquet(tmp_path / "tx.parquet")
+    (tmp_path / "pb.yaml").write_text("name: p\ndata: {transactions: tx.parquet}\nclassifiers: {abc: {}}\n"
+                                      "rules:\n  - {name: keep, when: \"abc = 'A'\", action: call, channel: phone, "
+                                      "owner: sales}\n" + extra)
+    return tmp_path / "pb.yaml"
+
+
+def test_engine_options_override_the_playbook(tmp_path):
+    from engine.playbook import load_playbook
+
+    registry = get_registry(allow=["abc"], strict=True)
+    path = _playbook(tmp_path, "engine: spark\nspark: {master: 'local[1]', config: {a.b: c, d.e: f}}\n")
+    pb = load_playbook(path, registry=registry)
+    assert (pb.engine, pb.spark) == ("spark", {"master": "local[1]", "config": {"a.b": "c", "d.e": "f"}})
+    pb = load_playbook(path, registry=registry, spark={"master": "local[2]", "config": {"a.b": "x"}})
+    assert (pb.engine, pb.spark) == ("spark", {"master": "local[2]", "config": {"a.b": "x", "d.e": "f"}})
+    # --engine polars on a playbook written for spark: its spark: section is not an error, just unused
+    pb = load_playbook(path, registry=registry, engine="polars")
+    assert (pb.engine, pb.spark) == ("polars", {})
+    pb = load_playbook(_playbook(tmp_path), registry=registry, engine="spark")
+    assert (pb.engine, pb.spark) == ("spark", {})
+
+
+def test_spark_options_without_the_spark_engine_are_one_line_exit_2(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    path = _playbook(tmp_path)
+    for args in (["run", path, "--spark-master", "local[2]"], ["explain", path, "c1", "--spark-conf", "a.b=c"],
+                 ["diff", path, "--set", "abc.a=0.5", "--spark-master", "local[2]"],
+                 ["classify", tmp_path / "tx.parquet", "--spark-master", "local[2]", "-o", tmp_path / "o.csv"]):
+        code, _, err = run_cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "--spark-master and --spark-conf apply to " in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pb.yaml", "tx.parquet"]
