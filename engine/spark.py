@@ -46,7 +46,7 @@ from .feature_table import FEATURES, Agg
 from .features import PLUGIN_ROW_COLUMNS, owners_of, plugin_table_queries, to_amount
 
 __all__ = ["SparkSettings", "check_available", "compute_features_spark", "empty_frame", "parquet_files",
-           "rejected_rows_spark", "spark_session"]
+           "rejected_rows_spark", "spark_session", "spark_source", "SparkSource"]
 
 INSTALL_PYSPARK = "pip install 'tierbook[spark]'"
 INSTALL_JAVA = "apt-get install openjdk-17-jre-headless (Debian/Ubuntu), or set JAVA_HOME to a Java 17+ runtime"
@@ -518,60 +518,68 @@ def _table_query(group: Mapping[str, Feature], rows: pl.LazyFrame) -> pl.LazyFra
     return plugin_table_queries(rows, group)[0][0]
 
 
-def _partition_runner(queries: list[_Query], row_schema: Mapping[str, pl.DataType]):
-    """The function each partition runs: its rows to one Arrow IPC payload per query."""
+def _per_customer(rows, task, where: str, what: str) -> dict[int, list[pl.DataFrame]]:
+    """Run ``task`` on the rows of each partition, every customer's rows in one partition; its results by
+    position, each a list of the partitions' frames (partitions without rows run nothing).
+
+    ``task(frame) -> list[pl.DataFrame]`` gets a partition's rows as a Polars DataFrame. It is unpickled
+    inside the task after the driver's import path is added: a plugin module loaded from a directory
+    (``--plugins-dir``) or a test is importable there too (in local mode: the same files).
+    """
     import io
 
     from pyspark import cloudpickle
+    from pyspark.sql import functions as F
 
-    # The queries are unpickled inside the task, after the driver's import path is added: a plugin module
-    # loaded from a directory (--plugins-dir) or a test is importable there too (in local mode: the same files)
-    payload = cloudpickle.dumps([q.build for q in queries])
+    payload = cloudpickle.dumps(task)
     paths = [p for p in sys.path if p]
-    schema = dict(row_schema)
 
     def run(batches):
         import pyarrow as pa
 
         sys.path.extend(p for p in paths if p not in sys.path)
-        builds = cloudpickle.loads(payload)
-        batches = list(batches)
-        if not batches or not sum(b.num_rows for b in batches):
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
             return
-        rows = pl.from_arrow(pa.Table.from_batches(batches))
-        rows = rows.with_columns(to_amount(pl.col("amount_units")).alias("amount")).select(
-            [pl.col(name).cast(dtype) for name, dtype in schema.items()])
-        lazy = rows.lazy()
-        for i, build in enumerate(builds):
+        work = cloudpickle.loads(payload)
+        for i, frame in enumerate(work(pl.from_arrow(pa.Table.from_batches(batches)))):
             out = io.BytesIO()
-            build(lazy).collect().write_ipc(out)
+            frame.write_ipc(out)
             yield pa.RecordBatch.from_arrays([pa.array([i], pa.int32()), pa.array([out.getvalue()], pa.binary())],
                                              names=["query", "payload"])
 
-    return run
+    split = rows.repartition(F.col("customer_id"))
+    try:
+        with _quiet_pandas_note():
+            payloads = pl.from_arrow(split.mapInArrow(run, "query int, payload binary").toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: {what} failed on spark: {_plugin_error(exc)}") from None
+    out: dict[int, list[pl.DataFrame]] = {}
+    for i, data in payloads.iter_rows():
+        out.setdefault(i, []).append(pl.read_ipc(io.BytesIO(data)))
+    return out
+
+
+def _plugin_task(builds: Sequence[Any], schema: Mapping[str, pl.DataType], rows: pl.DataFrame) -> list[pl.DataFrame]:
+    """The plugin queries over one partition's usable rows (``amount`` from the exact units, as in Polars)."""
+    rows = rows.with_columns(to_amount(pl.col("amount_units")).alias("amount")).select(
+        [pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    return [build(rows.lazy()).collect() for build in builds]
 
 
 def _run_plugin_queries(usable_rows, queries: list[_Query], row_schema: Mapping[str, pl.DataType], where: str,
                         has_order_id: bool) -> tuple[pl.DataFrame | None, list[pl.DataFrame]]:
     """Run the plugin queries on the executors; returns the aggregations (one frame, or None) and the tables."""
-    import io
-
     from pyspark.sql import functions as F
 
     columns = [F.col("customer_id"), F.col("order_date"), F.col("amount_units")]
     if has_order_id:
         columns.append(F.col("order_key").alias("order_id"))
-    rows = usable_rows.select(*columns).repartition(F.col("customer_id"))
-    runner = _partition_runner(queries, row_schema)
-    try:
-        with _quiet_pandas_note():
-            payloads = pl.from_arrow(rows.mapInArrow(runner, "query int, payload binary").toArrow())
-    except Exception as exc:
-        raise DataError(f"{where}: a plugin feature failed on spark: {_plugin_error(exc)}") from None
+    task = functools.partial(_plugin_task, [q.build for q in queries], dict(row_schema))
+    parts = _per_customer(usable_rows.select(*columns), task, where, "a plugin feature")
     aggregated, tables = None, []
     for i, query in enumerate(queries):
-        parts = [pl.read_ipc(io.BytesIO(p)) for p in payloads.filter(pl.col("query") == i)["payload"]]
-        table = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=query.schema)
+        table = pl.concat(parts[i], how="vertical") if i in parts else pl.DataFrame(schema=query.schema)
         if query.kind == "agg":
             aggregated = table
         else:
@@ -584,6 +592,84 @@ def _plugin_error(exc: BaseException) -> str:
     text = str(exc)
     errors = re.findall(r"^\s*([\w.]*(?:Error|Exception)\b:.*)$", text, flags=re.MULTILINE)
     return errors[-1].strip() if errors else _first_line(exc)
+
+
+# ----------------------------------------------------------------------------------------------- snapshots
+@dataclass
+class SparkSource:
+    """Transactions on Spark for the snapshot pass (:func:`engine.snapshots.compute_snapshot_features`).
+
+    ``tx`` names the source and has the canonical columns but no row; :meth:`collect` runs the snapshot
+    pass's own queries (:func:`engine.snapshots.snapshot_queries`) with Polars on each partition of the
+    rows, every customer's rows in one partition; the snapshot pass puts the results together
+    (:func:`engine.snapshots.combine_parts`): one definition, run where the data is.
+    """
+
+    tx: Any
+    frame: Any = field(repr=False)
+    where: str
+    last_day: dt.date | None
+
+    def default_end(self) -> dt.date:
+        """The day after the last dated row with an amount (a run's default ``as_of``)."""
+        if self.last_day is None:
+            raise DataError(f"{self.where}: no usable transactions (no row has a date and an amount)")
+        return self.last_day + dt.timedelta(days=1)
+
+    def collect(self, build) -> dict[int, list[pl.DataFrame]]:
+        """Each query's results on the partitions that have rows, by the query's position."""
+        schema = dict(self.tx.frame.collect_schema())
+        task = functools.partial(_snapshot_task, build, schema, dict(self.tx.mapping), self.tx.has_order_id)
+        return _per_customer(self.frame.select(*schema), task, self.where, "the snapshot pass")
+
+
+def _snapshot_task(build, schema: Mapping[str, pl.DataType], mapping: Mapping[str, str], has_order_id: bool,
+                   rows: pl.DataFrame) -> list[pl.DataFrame]:
+    """The snapshot pass's queries over one partition's rows."""
+    from .data import Transactions
+
+    tx = Transactions(frame=rows.select([pl.col(n).cast(t) for n, t in schema.items()]).lazy(), path=None,
+                      mapping=dict(mapping), fmt="parquet", has_order_id=has_order_id)
+    return pl.collect_all(build(tx)[0])
+
+
+def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, str] | list[str] | None = None,
+                 *, settings: SparkSettings | None = None) -> SparkSource:
+    """Parquet transactions on Spark, checked (paths, columns, amounts) for the snapshot pass."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    from .data import Transactions
+
+    settings = settings or SparkSettings()
+    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    check_available(settings)
+    paths, files = parquet_files(data)
+    _check_same_columns(files, where)
+    session = spark_session(settings)
+    try:
+        df = session.read.parquet(*paths)
+    except Exception as exc:
+        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+    date, u = F.col("order_date"), F.col("amount_units")
+    try:
+        bad, last = frame.agg(F.max(F.col("_bad_amount").cast("int")),
+                              F.max(F.when(date.isNotNull() & u.isNotNull(), date))).collect()[0]
+    except Exception as exc:
+        raise DataError(f"{where}: the spark pass failed: {_first_line(exc)}") from None
+    if bad:
+        raise _locate_bad_amount(frame, cols, where)
+
+    def polars_type(name: str) -> pl.DataType:
+        return pl.from_arrow(pa.array([], type=to_arrow_type(frame.schema[name].dataType))).dtype
+
+    schema = {"customer_id": polars_type("customer_id"), "order_key": polars_type("order_key"),
+              "order_date": pl.Date(), "amount_units": pl.Int64()}
+    tx = Transactions(frame=pl.LazyFrame(schema=schema), path=Path(where) if isinstance(data, (str, Path)) else None,
+                      mapping=cols, fmt="parquet", has_order_id="order_id" in cols)
+    return SparkSource(tx=tx, frame=frame, where=where, last_day=last)
 
 
 # ------------------------------------------------------------------------------------------------- rejects

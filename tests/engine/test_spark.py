@@ -431,3 +431,38 @@ def test_spark_options_without_the_spark_engine_are_one_line_exit_2(tmp_path, ru
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "--spark-master and --spark-conf apply to " in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pb.yaml", "tx.parquet"]
+
+
+# ----------------------------------------------------------------------------------------------- snapshots
+def test_snapshots_on_spark_equal_polars_snapshot_for_snapshot(spark, uci_path, tmp_path, run_cli, monkeypatch):
+    """Quarterly snapshots (the end from the data), a window, a rule over the previous snapshot and one over
+    the clv plugin's BTYD summary (a plugin query per snapshot): every output file the same on both engines."""
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,clv")
+    mapping = ", ".join(f"{k}: {v}" for k, v in UCI_MAPPING.items())
+    (tmp_path / "pb.yaml").write_text(
+        f"name: snaps\ndata: {{transactions: {uci_path}, map: {{{mapping}}}}}\nclassifiers: {{abc: {{}}, adc: {{}}}}\n"
+        "snapshots: {every: quarter, periods: 3, window: {abc: 6 months}}\n"
+        "rules:\n  - {name: slipping, when: \"abc_prev = 'A' AND abc IN ('B', 'C')\", action: call, channel: phone,"
+        " owner: ka}\n  - {name: loyal, when: btyd_frequency >= 5, action: thank, channel: email, owner: crm}\n"
+        "fallback: {action: none, channel: none, owner: none}\n")
+    outs = {}
+    for name in ("polars", "spark"):
+        out = tmp_path / f"out-{name}"
+        code, _, err = run_cli("run", tmp_path / "pb.yaml", "--engine", name, "--spark-master", "local[2]",
+                               "--output-dir", out) if name == "spark" else \
+            run_cli("run", tmp_path / "pb.yaml", "--output-dir", out)
+        assert code == 0, err
+        outs[name] = out
+    files = sorted(p.name for p in outs["polars"].iterdir() if p.is_file())
+    assert {"snapshots.parquet", "migration.csv", "kpis.csv", "cohorts.csv", "values.csv"} <= set(files)
+    assert sorted(p.name for p in outs["spark"].iterdir() if p.is_file()) == files
+    for file in files:
+        if file != "summary.json":
+            assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+    summaries = [json.loads((outs[n] / "summary.json").read_text()) for n in ("polars", "spark")]
+    for s in summaries:
+        s.pop("manifest")
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["snapshots"]["as_of"] == ["2011-06-10", "2011-09-10", "2011-12-10"]
+    loyal = next(r for r in summaries[0]["rules"] if r["rule"] == "loyal")
+    assert loyal["matched"] > 100
