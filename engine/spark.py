@@ -10,12 +10,14 @@ as for the Polars pass (the derived features, the customer table, the report),
 and the classifiers, rules and outputs run as always. See
 docs/decisions/0010-spark-feature-pass.md.
 
+A plugin's own features (``Feature(agg=...)``, ``Feature(table=...)``: Polars
+code) and the snapshot pass (:class:`SparkSource`) run on the executors as
+they are, with Polars, on the rows of each customer gathered in one partition
+(:func:`_per_customer`); :func:`rejected_rows_spark` gives the rows not used
+(``--rejects``) as :func:`engine.features.rejected_rows` does.
+
 Limits: the input is Parquet with typed columns (a date or timestamp
-``order_date``, numeric amounts; text is refused with a hint); a plugin's own features
-(``Feature(agg=...)``, ``Feature(table=...)``: Polars code) run on the
-executors, on the rows of each customer gathered in one partition (see
-:func:`_run_plugin_queries`); ``--rejects`` (the rejected rows themselves) is Polars-only, the
-counts by reason are reported by both.
+``order_date``, numeric amounts; text is refused with a hint).
 """
 
 from __future__ import annotations
@@ -282,6 +284,20 @@ def _kind(dtype) -> str:
     return dtype.simpleString()
 
 
+def _id_value(df, source: str):
+    """An id column as the Polars reader takes it (engine.data: ``value_of``, ``_float_id``): an empty text is
+    a missing id; a float id is one value per id (-0.0 is 0.0) and NaN is a missing id."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    col, dtype = F.col(f"`{source}`"), df.schema[source].dataType
+    if isinstance(dtype, T.StringType):
+        return F.when(F.length(col) > 0, col)
+    if isinstance(dtype, (T.FloatType, T.DoubleType)):
+        return F.when(~F.isnan(col), F.when(col == 0, F.lit(0.0).cast(dtype)).otherwise(col))
+    return col
+
+
 def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None,
                keep: Mapping[str, Any] | None = None):
     """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks
@@ -320,8 +336,8 @@ def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str]
     bad = F.coalesce(F.abs(amount) > F.lit(_MAX_AMOUNT), F.lit(False))
     # half to even, as Polars rounds; never cast a flagged amount (ANSI mode would stop on NaN)
     units = F.when(~bad, F.bround(amount * F.lit(AMOUNT_SCALE), 0).cast("long"))
-    key = F.col(cols["order_id"]) if "order_id" in cols else date
-    frame = df.select(F.col(cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
+    key = _id_value(df, cols["order_id"]) if "order_id" in cols else date
+    frame = df.select(_id_value(df, cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
                       date.alias("order_date"), units.alias("amount_units"), bad.alias("_bad_amount"),
                       raw.alias("_raw_amount"), amount.alias("_amount_f"),
                       *[column.alias(name) for name, column in (keep or {}).items()])

@@ -325,6 +325,21 @@ def test_timestamps_count_on_the_day_polars_counts(spark, tmp_path, zone):
     assert_same(polars, spark_)
 
 
+def test_ids_as_the_polars_reader_takes_them(spark, tmp_path):
+    """An empty text id is a missing one (a row without a customer; a purchase without an order id); a float
+    id -0.0 is 0.0 and NaN is missing: the same customers, orders and reject counts on both engines."""
+    days = [dt.date(2024, 1, d) for d in (1, 2, 3, 4, 5, 6)]
+    pl.DataFrame({"customer_id": ["c1", "", "c2", None, "c1", "c2"], "order_id": ["o1", "o2", "", "o3", "", "o4"],
+                  "order_date": days, "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}).write_parquet(tmp_path / "text.parquet")
+    pl.DataFrame({"customer_id": [-0.0, 0.0, float("nan"), 5.0, None, 5.0], "order_id": [1.0, float("nan"), 2.0,
+                  -0.0, 3.0, 0.0], "order_date": days, "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}
+                 ).write_parquet(tmp_path / "float.parquet")
+    for name in ("text", "float"):
+        polars, spark_ = both(tmp_path / f"{name}.parquet")
+        assert polars.report.rejected["null_customer"] == 2, name
+        assert_same(polars, spark_)
+
+
 def test_parquet_bad_input_stops_both_engines(spark, tmp_path):
     """The corpus's Parquet cases that stop the Polars engine stop the Spark engine too, in one line."""
     for name in ("data-parquet-corrupt", "data-parquet-date-as-number"):
