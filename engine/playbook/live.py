@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import DataError
-from ..holdout import Holdout, bucket_expr, check_ids
+from ..holdout import Holdout, buckets, check_ids
 from .evaluate import RuleResult, _late_due_dates
 from .spec import HIT_POLICIES, Rule
 
@@ -206,14 +206,12 @@ class LiveRules:
                 line = holdout.line if holdout is not None else next(r.holdout.line for r in self.rules_all
                                                                      if r.holdout)
                 raise DataError(f"{source}:{line}: holdout: {exc}") from None
-            buckets: dict[str, np.ndarray] = {}
+            hashed: dict[str, np.ndarray] = {}
 
             def bucket(salt: str) -> np.ndarray:
-                if salt not in buckets:
-                    ids = customers["customer_id"]
-                    buckets[salt] = customers.select(bucket_expr(pl.col("customer_id"), ids.dtype, salt)) \
-                        .to_series().to_numpy()
-                return buckets[salt]
+                if salt not in hashed:
+                    hashed[salt] = buckets(customers["customer_id"], salt, checked=True).to_numpy()
+                return hashed[salt]
 
             for i, rule in enumerate(self.rules_all):
                 active = [h for h in (holdout, rule.holdout) if h is not None and h.threshold > 0]
