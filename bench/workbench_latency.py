@@ -137,10 +137,12 @@ def measure(n: int, name: str, repeat: int, seed: int, registry, engine_path: bo
 MOVE_PLAYBOOKS = {"abc": "abc-resource-allocation", "adc": "abc-resource-allocation", "rfm": "high-value-care"}
 
 
-def measure_move(n: int, name: str, repeat: int, seed: int) -> dict:
+def measure_move(n: int, name: str, repeat: int, seed: int, after_as_of: bool = False) -> dict:
     """A whole move in the widget: ``Workbench.set`` (numbers, rule hits, sample customers, the charts whose
     key changed, every HTML box), timed end to end on the playbook of :data:`MOVE_PLAYBOOKS` over the seeded
-    table, with the widget's own breakdown (``Workbench.timings``)."""
+    table, with the widget's own breakdown (``Workbench.timings``). ``after_as_of``: first move the widget's
+    as_of back 90 days (to another seeded table of the same customers, handed to the widget as the table of
+    that date), so that every move also recomputes the migration between the two tables."""
     import engine
     from engine.widgets import Workbench
 
@@ -154,17 +156,22 @@ def measure_move(n: int, name: str, repeat: int, seed: int) -> dict:
     t0 = time.perf_counter()
     wb = Workbench(playbook, prepared=Prepared(customers, AS_OF, report, playbook.registry))
     setup = time.perf_counter() - t0
-    parts = {k: [] for k in ("numbers", "rules", "sample", "charts", "total")}
+    if after_as_of:
+        day = AS_OF - dt.timedelta(days=90)
+        wb._prepared_by_date[day] = Prepared(customers_table(n, seed + 1), day, report, playbook.registry)
+        wb.as_of.value = day
+    parts = {k: [] for k in ("numbers", "rules", "migration", "sample", "charts", "total")}
     draws = sum(wb.draws.values())
     for i in range(repeat):
         change = CHANGES[name][i % len(CHANGES[name])]
         t = time.perf_counter()
         assert wb.set(change), wb.status.value
         total = time.perf_counter() - t
-        for key in ("numbers", "rules", "sample", "charts"):
+        for key in ("numbers", "rules", "migration", "sample", "charts"):
             parts[key].append(wb.timings[key])
         parts["total"].append(total)
-    return {"n": n, "classifier": name, "playbook": MOVE_PLAYBOOKS[name], "setup": setup,
+    return {"n": n, "classifier": name + (" after an as_of move" if after_as_of else ""),
+            "playbook": MOVE_PLAYBOOKS[name], "setup": setup,
             **{k: statistics.median(v) for k, v in parts.items()}, "total_max": max(parts["total"]),
             "redrawn": (sum(wb.draws.values()) - draws) / repeat}
 
@@ -274,19 +281,21 @@ def main(argv: list[str] | None = None) -> int:
 
         load_before = os.getloadavg()
         moves = ["", "Whole moves in the widget, `Workbench.set` end to end (target: 100 ms at 1M customers):", "",
-                 "| customers | moved | playbook | numbers ms | rule hits ms | sample ms | charts ms (drawn per move) "
-                 "| whole move: median (max) ms | widget set-up ms |",
-                 "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                 "| customers | moved | playbook | numbers ms | rule hits ms | migration ms | sample ms "
+                 "| charts ms (drawn per move) | whole move: median (max) ms | widget set-up ms |",
+                 "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for size in args.sizes.split(","):
             n = SIZES.get(size.lower()) or int(size)
-            for name in ("abc", "adc", "rfm"):
-                r = measure_move(n, name, args.repeat, args.seed)
+            for name, after_as_of in (("abc", False), ("adc", False), ("rfm", False), ("abc", True)):
+                r = measure_move(n, name, args.repeat, args.seed, after_as_of)
+                name = r["classifier"]
                 print(f"{n:>9,} {name} move ({r['playbook']}): numbers {ms(r['numbers'])} ms, rules {ms(r['rules'])} "
-                      f"ms, sample {ms(r['sample'])} ms, charts {ms(r['charts'])} ms ({r['redrawn']:.1f} drawn), "
-                      f"whole {ms(r['total'])} ms (max {ms(r['total_max'])}), set-up {ms(r['setup'])} ms", flush=True)
+                      f"ms, migration {ms(r['migration'])} ms, sample {ms(r['sample'])} ms, charts {ms(r['charts'])} "
+                      f"ms ({r['redrawn']:.1f} drawn), whole {ms(r['total'])} ms (max {ms(r['total_max'])}), set-up "
+                      f"{ms(r['setup'])} ms", flush=True)
                 moves.append(f"| {n:,} | {name} | {r['playbook']} | {ms(r['numbers'])} | {ms(r['rules'])} | "
-                             f"{ms(r['sample'])} | {ms(r['charts'])} ({r['redrawn']:.1f}) | {ms(r['total'])} "
-                             f"({ms(r['total_max'])}) | {ms(r['setup'])} |")
+                             f"{ms(r['migration'])} | {ms(r['sample'])} | {ms(r['charts'])} ({r['redrawn']:.1f}) | "
+                             f"{ms(r['total'])} ({ms(r['total_max'])}) | {ms(r['setup'])} |")
         load_after = os.getloadavg()
         moves.append(f"\nLoad average before {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}, "
                      f"after {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f}.")

@@ -124,6 +124,8 @@ class WorkbenchModel:
         #: The table shown before the last as_of move (None before any), and a model over it for its labels.
         self.previous: Prepared | None = None
         self._previous_model: WorkbenchModel | None = None
+        #: The two tables aligned for the migration, and its cells per column (see _migration_cells).
+        self._migration: tuple[Any, Any, dict] | None = None
         self._load(prepared)
 
     @classmethod
@@ -193,6 +195,7 @@ class WorkbenchModel:
         if prepared.as_of != self.prepared.as_of:
             self.previous = self.prepared
             self._previous_model = None
+        self._migration = None
         self._load(prepared)
 
     def migration(self) -> pl.DataFrame | None:
@@ -201,7 +204,9 @@ class WorkbenchModel:
         the earlier date first whichever way the date moved. None before any move.
 
         The previous table is classified by a second model over it (its own fast paths, the same parameters),
-        so a moved slider costs the previous table what it costs the current one.
+        so a moved slider costs the previous table what it costs the current one; the cells of the matrix
+        are counted from the two models' label codes (:meth:`_migration_cells`), only for the columns that
+        moved, and the long table is :func:`~engine.migration.migration_table`'s own.
         """
         from .migration import label_outputs, migration_table
 
@@ -215,10 +220,60 @@ class WorkbenchModel:
         if changed:
             prev.set_params(changed)
         pairs = sorted([(self.previous.as_of, prev), (self.as_of, self)], key=lambda p: p[0])
-        out = migration_table([m.classified() for _, m in pairs], [d for d, _ in pairs],
-                              label_outputs(self.selections()))
+        outputs = label_outputs(self.selections())
+        dates = [d for d, _ in pairs]
+        cells = self._migration_cells(pairs[0][1], pairs[1][1], outputs)
+        if cells is not None:
+            out = migration_table([m.prepared.customers for _, m in pairs], dates, outputs, cells=cells)
+        else:
+            out = migration_table([m.classified() for _, m in pairs], dates, outputs)
         self.timings["migration"] = time.perf_counter() - t0
         return out
+
+    def _migration_cells(self, before: WorkbenchModel, after: WorkbenchModel,
+                         outputs: Sequence[tuple[str, Any]]) -> dict | None:
+        """:func:`engine.migration.migration_cells` for the two tables, from the models' label codes.
+
+        The two tables are aligned once (a full join on customer_id: each customer's row in either, or
+        none) and each customer's revenue in units kept as 64-bit integers; a move then counts the cells of
+        the moved classifier's columns only, with ``bincount`` over the pair of codes, and sums revenue
+        exactly (22-bit limbs, each sum below 2^53). None (the full path) when the units do not fit or a
+        column's codes are not its labels'.
+        """
+        key = (id(before.prepared), id(after.prepared))
+        if self._migration is None or self._migration[0] != key:
+            self._migration = (key, _align(before.prepared.customers, after.prepared.customers), {})
+        _, aligned, cache = self._migration
+        if aligned is None:
+            return None
+        at_from, at_to, units_from, units_to = aligned
+        cells = {}
+        for name, o in outputs:
+            n = len(o.labels)
+            version = (o.labels, _key(before.params[name]), _key(after.params[name]))
+            if o.column in cache and cache[o.column][0] == version:
+                cells[(1, o.column)] = cache[o.column][1]
+                continue
+            sides = []
+            for model, at in ((before, at_from), (after, at_to)):
+                dtype = model._dtype(name, o.column, o.labels)
+                codes = model.label_codes(name).get(o.column)
+                if codes is None or (isinstance(dtype, pl.Enum) and dtype.categories.to_list() != list(o.labels)):
+                    return None
+                sides.append(np.where(at >= 0, codes[np.maximum(at, 0)], n).astype(np.int64))
+            code = sides[0] * (n + 1) + sides[1]
+            size = (n + 1) ** 2
+            counts = np.bincount(code, minlength=size)
+            grid = pl.DataFrame({
+                "_rank_from": pl.Series([r for r in [*range(n), None] for _ in range(n + 1)], dtype=pl.Int64),
+                "_rank_to": pl.Series([t for _ in range(n + 1) for t in [*range(n), None]], dtype=pl.Int64),
+                "customers": pl.Series(counts, dtype=pl.Int64),
+                "_uf": pl.Series(_exact_sums(code, units_from, size), dtype=pl.Int128),
+                "_ut": pl.Series(_exact_sums(code, units_to, size), dtype=pl.Int128),
+            })
+            cache[o.column] = (version, (list(o.labels), grid))
+            cells[(1, o.column)] = cache[o.column][1]
+        return cells
 
     def selections(self) -> list[Selection]:
         return [Selection(self.classifiers[n], dict(p)) for n, p in self.params.items()]
@@ -500,6 +555,55 @@ class WorkbenchModel:
         if "monetary" in self.prepared.customers.columns:
             return ["monetary", "customer_id"], [True, False], True
         return ["customer_id"], [True], True
+
+
+def _align(before: pl.DataFrame, after: pl.DataFrame) -> tuple[Any, ...] | None:
+    """Every customer of either table once: their row in ``before`` and in ``after`` (-1: not there) and their
+    revenue units in each (0: not there or null) as float64 limbs ready for :func:`_exact_sums`; None when a
+    customer's units do not fit in 62 bits."""
+    from .features import NET_REVENUE, to_units
+
+    pair = (before.select("customer_id").with_row_index("_f")
+            .join(after.select("customer_id").with_row_index("_t"), on="customer_id", how="full", coalesce=True))
+    at = [pair[c].cast(pl.Int64).fill_null(-1).to_numpy() for c in ("_f", "_t")]
+    units = []
+    for table, rows in ((before, at[0]), (after, at[1])):
+        u = table.select(to_units(pl.col(NET_REVENUE)).fill_null(0).alias("u"))["u"]
+        if u.len() and (u.max() >= 2**62 or u.min() <= -(2**62)):
+            return None
+        u = u.cast(pl.Int64).to_numpy()
+        units.append(_limbs(np.where(rows >= 0, u[np.maximum(rows, 0)], 0)))
+    return at[0], at[1], units[0], units[1]
+
+
+_LIMB = 22
+
+
+def _limbs(units: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """``units`` (int64) as their minimum and float64 parts whose sums over any subset stay below 2^53 (exact):
+    the units above the minimum whole when their total is below 2^53, else in three 22-bit limbs (each limb's
+    sum below 2^53 for under 2^31 customers)."""
+    if not len(units):
+        return 0, []
+    low = int(units.min())
+    shifted = (units - low).astype(np.uint64)
+    if int(shifted.sum(dtype=np.uint64)) < 2**53 and int(shifted.max()) * len(shifted) < 2**63:
+        return low, [shifted.astype(np.float64)]
+    mask = np.uint64((1 << _LIMB) - 1)
+    return low, [((shifted >> np.uint64(_LIMB * k)) & mask).astype(np.float64) for k in range(3)]
+
+
+def _exact_sums(code: np.ndarray, limbs: tuple[int, list[np.ndarray]], size: int) -> list[int]:
+    """The sum of the units per ``code`` (0 .. size - 1), exactly, from :func:`_limbs`, as Python integers."""
+    low, parts = limbs
+    counts = np.bincount(code, minlength=size)
+    total = [low * int(k) for k in counts]
+    for k, part in enumerate(parts):
+        sums = np.bincount(code, weights=part, minlength=size)
+        shift = 0 if len(parts) == 1 else _LIMB * k
+        for i in range(size):
+            total[i] += int(sums[i]) << shift
+    return total
 
 
 class _Built(FastPath):

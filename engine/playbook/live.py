@@ -289,10 +289,11 @@ class LiveRules:
         Raises :class:`Unsupported` when a rule's arithmetic overflows on the moved columns.
         """
         masks = []
+        indexes: dict[tuple[str, ...], np.ndarray | None] = {}  # label combinations per customer, this move
         for i, c in enumerate(self._compiled):
             ver = tuple(version(col) for col in sorted(c.columns) if col in self.varying)
             if self._masks[i] is None or self._versions[i] != ver:
-                self._masks[i] = self._mask(c, codes, series)
+                self._masks[i] = self._mask(c, codes, series, indexes)
                 self._versions[i] = ver
             masks.append(self._masks[i])
         n, nr = self.n, len(self.rules)
@@ -373,16 +374,21 @@ class LiveRules:
                           actions_per_rule=tuple(kept_counts), control_per_rule=tuple(control_counts),
                           unmatched=unmatched, rule_summary=summary, cut_first=cut_first, _full=full)
 
-    def _mask(self, c: _Compiled, codes: Callable[[str], np.ndarray | None],
-              series: Callable[[str], pl.Series]) -> np.ndarray:
+    def _mask(self, c: _Compiled, codes: Callable[[str], np.ndarray | None], series: Callable[[str], pl.Series],
+              indexes: dict[tuple[str, ...], np.ndarray | None]) -> np.ndarray:
         if c.mode == "fixed":
             return c.mask
         if c.mode in ("table", "matrix"):
-            got = [codes(col) for col in c.coded]
-            if all(g is not None for g in got):
-                index = got[0] * c.strides[0] if c.strides[0] != 1 else got[0]
-                for g, s in zip(got[1:], c.strides[1:]):
-                    index = index + g * s
+            if c.coded not in indexes:  # rules reading the same label columns share it
+                got = [codes(col) for col in c.coded]
+                index = None
+                if all(g is not None for g in got):
+                    index = got[0].astype(np.int32) * np.int32(c.strides[0])
+                    for g, s in zip(got[1:], c.strides[1:]):
+                        index += g.astype(np.int32) * np.int32(s)
+                indexes[c.coded] = index
+            index = indexes[c.coded]
+            if index is not None:
                 if c.mode == "table":
                     return c.lookup[index]
                 return c.lookup.reshape(-1)[index.astype(np.int64) * self.n + np.arange(self.n)]

@@ -545,3 +545,39 @@ def test_the_kept_class_size_figure_draws_what_a_new_one_draws():
     pictures = [plot.draw(k) for k in moves]
     assert pictures == [class_sizes_png("adc", labels, k) for k in moves]
     assert pictures[0] == pictures[2] != pictures[1]
+
+
+def test_the_migration_counted_from_codes_is_the_migration_of_the_classified_tables(registry):
+    """After an as_of move each slider move recounts only the moved classifier's cells (from label codes);
+    the matrix is migration_table's over the two fully classified tables, cell for cell, revenue exact."""
+    from engine.migration import label_outputs, migration_table
+
+    before = synthetic(700, 21)
+    after = pl.concat([synthetic(700, 22), synthetic(100, 23).with_columns(pl.col("customer_id") + 5000)])
+    after = after.with_columns(pl.col("monetary") * 1000.37)  # large, signed amounts with cents
+    start, end = dt.date(2024, 1, 1), dt.date(2024, 4, 1)
+    model = WorkbenchModel(Prepared(after, end, LoadReport("x"), registry), select(registry, None))
+    model.set_as_of(Prepared(before, start, LoadReport("x"), registry))  # back a quarter
+    for change in [{}, {"abc.a": 0.5, "abc.b": 0.7}, {"adc.active_days": 30, "adc.churn_days": 45},
+                   {"rfm.bins": 3, "rfm.hv_min_r": 2, "rfm.hv_min_f": 2, "rfm.hv_min_m": 1,
+                    "rfm.potential_min_total": 5}, {"abc.mode": "rank"}]:
+        model.set_params(change)
+        got = model.migration()
+        prev = model._previous_model
+        full = migration_table([model.classified(), prev.classified()], [start, end],
+                               label_outputs(model.selections()))
+        assert_frame_equal(got, full)
+    assert set(model._migration[2]) == {"abc", "adc", "rfm_segment", "value_tier"}
+
+
+@pytest.mark.parametrize("scale", [10**6, 2**61])  # one float part; three 22-bit limbs
+def test_the_migrations_revenue_sums_are_exact(scale):
+    from engine.widgets import _exact_sums, _limbs
+
+    rng = np.random.default_rng(scale % 1000)
+    units = rng.integers(-scale, scale, 5000, dtype=np.int64)
+    code = rng.integers(0, 9, 5000)
+    low, parts = _limbs(units)
+    assert len(parts) == (1 if scale == 10**6 else 3)
+    expected = [sum(int(u) for u, c in zip(units, code) if c == k) for k in range(9)]
+    assert _exact_sums(code, (low, parts), 9) == expected
