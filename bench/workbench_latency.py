@@ -1,6 +1,7 @@
 """Workbench recompute latency: how long a threshold change takes to reach the summary numbers.
 
     python bench/workbench_latency.py [--sizes 100k,1m,3m] [--repeat 20] [--seed 20240601] [--out bench/WORKBENCH.md]
+    python bench/workbench_latency.py --sizes 1m --repeat 12 --only-moves      # whole moves only
 
 For each size and each built-in classifier (abc, adc, rfm) it builds the
 workbench model (:class:`engine.widgets.WorkbenchModel`) once, then makes
@@ -14,10 +15,12 @@ labels
 chart
     redrawing the classifier's chart (ABC Pareto curve, RFM R x F heat map) to PNG.
 
-A second table measures a whole move as the widget makes it, on the
-abc-resource-allocation playbook's classifiers and rules: the numbers, the
-hits per rule (``WorkbenchModel.rules``: label columns, rules, capacity,
-actions) and the redraw of every chart whose content changed, in that order.
+A second table measures a whole move in the widget itself: ``Workbench.set``
+end to end (the numbers, the hits per rule, the sample customers, the redraw
+of every chart whose content changed and every HTML box), on the
+abc-resource-allocation playbook (``abc.a``, ``adc.active_days``) and on
+high-value-care (RFM value-tier thresholds), with the widget's own breakdown
+and the load average before and after (``--only-moves``: this table alone).
 
 A third table (``--beside``) times the tutorial classifier of docs/plugins.md
 (churn by inter-purchase time, with the page's own fast path, taken from the
@@ -35,7 +38,7 @@ from the computed features, and generating 3M customers' transactions would
 only measure the feature pass again). Its shape: frequency geometric (most buy
 once or twice, so R, F and M scores tie heavily), monetary log-normal times
 frequency and rounded to cents (ties), 2% zero or negative (returns), 2%
-prospects without orders (null recency), recency uniform over three years.
+prospects without orders (null recency and last activity), recency uniform over three years.
 """
 
 from __future__ import annotations
@@ -87,9 +90,11 @@ def customers_table(n: int, seed: int) -> pl.DataFrame:
     # day (about half the customers) and for prospects; drawn so that recency / gap spreads over the slider's range.
     gap = np.round(rng.lognormal(3.5, 1.0, n) * 2) / 2 + 1
     df = df.with_columns(median_gap_days=pl.when(pl.Series((frequency > 1) & ~prospect)).then(pl.Series(gap)))
+    # The last transaction of any kind (the lifecycle classifier tells prospects by it): the last purchase here.
+    df = df.with_columns(last_activity=pl.lit(AS_OF) - pl.duration(days=pl.col("recency_days")))
     return df.with_columns(
         pl.when(pl.Series(~prospect)).then(pl.col(c)).otherwise(None).alias(c)
-        for c in ("recency_days", "tenure_days")
+        for c in ("recency_days", "tenure_days", "last_activity")
     ).with_columns(pl.when(pl.Series(prospect)).then(0).otherwise(pl.col("frequency")).alias("frequency"),
                    pl.when(pl.Series(prospect)).then(0.0).otherwise(pl.col("monetary")).alias("monetary"))
 
@@ -129,45 +134,46 @@ def measure(n: int, name: str, repeat: int, seed: int, registry, engine_path: bo
     return out
 
 
-def measure_move(n: int, name: str, repeat: int, seed: int) -> dict:
-    """A whole move: numbers, rule hits, and the charts whose key changed (as Workbench.refresh does)."""
+MOVE_PLAYBOOKS = {"abc": "abc-resource-allocation", "adc": "abc-resource-allocation", "rfm": "high-value-care"}
+
+
+def measure_move(n: int, name: str, repeat: int, seed: int, after_as_of: bool = False) -> dict:
+    """A whole move in the widget: ``Workbench.set`` (numbers, rule hits, sample customers, the charts whose
+    key changed, every HTML box), timed end to end on the playbook of :data:`MOVE_PLAYBOOKS` over the seeded
+    table, with the widget's own breakdown (``Workbench.timings``). ``after_as_of``: first move the widget's
+    as_of back 90 days (to another seeded table of the same customers, handed to the widget as the table of
+    that date), so that every move also recomputes the migration between the two tables."""
     import engine
+    from engine.widgets import Workbench
 
-    playbook = engine.load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml")
+    playbook = engine.load_playbook(ROOT / "playbooks" / f"{MOVE_PLAYBOOKS[name]}.yaml")
     customers = customers_table(n, seed)
+    if any("birthday" in rule.when for rule in playbook.rules):  # high-value-care's birthday greetings
+        rng = np.random.default_rng(seed + 1)
+        days = rng.integers(0, 365 * 60, n)
+        customers = customers.with_columns(birthday=pl.lit(dt.date(1950, 1, 1)) + pl.duration(days=pl.Series(days)))
     report = LoadReport(source="synthetic", customers=n, net_revenue=float(customers["monetary"].sum()))
-    model = WorkbenchModel(Prepared(customers, AS_OF, report, playbook.registry), playbook.selections,
-                           playbook=playbook)
-    keys = {}
-
-    def redraw() -> int:
-        drawn = 0
-        for clf in model.classifiers:
-            for chart in model.charts(clf):
-                if keys.get((clf, chart.name)) != chart.key:
-                    chart.draw()
-                    keys[(clf, chart.name)] = chart.key
-                    drawn += 1
-        return drawn
-
-    model.numbers()
-    model.rules()
-    redraw()
-    parts = {"numbers": [], "rules": [], "charts": [], "total": []}
+    t0 = time.perf_counter()
+    wb = Workbench(playbook, prepared=Prepared(customers, AS_OF, report, playbook.registry))
+    setup = time.perf_counter() - t0
+    if after_as_of:
+        day = AS_OF - dt.timedelta(days=90)
+        wb._prepared_by_date[day] = Prepared(customers_table(n, seed + 1), day, report, playbook.registry)
+        wb.as_of.value = day
+    parts = {k: [] for k in ("numbers", "rules", "migration", "sample", "charts", "total")}
+    draws = sum(wb.draws.values())
     for i in range(repeat):
         change = CHANGES[name][i % len(CHANGES[name])]
-        t0 = time.perf_counter()
-        model.set_params(change)
-        model.numbers()
-        t1 = time.perf_counter()
-        model.rules()
-        t2 = time.perf_counter()
-        redraw()
-        t3 = time.perf_counter()
-        for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-            parts[key].append(value)
-    return {"n": n, "classifier": name, **{k: statistics.median(v) for k, v in parts.items()},
-            "total_max": max(parts["total"])}
+        t = time.perf_counter()
+        assert wb.set(change), wb.status.value
+        total = time.perf_counter() - t
+        for key in ("numbers", "rules", "migration", "sample", "charts"):
+            parts[key].append(wb.timings[key])
+        parts["total"].append(total)
+    return {"n": n, "classifier": name + (" after an as_of move" if after_as_of else ""),
+            "playbook": MOVE_PLAYBOOKS[name], "setup": setup,
+            **{k: statistics.median(v) for k, v in parts.items()}, "total_max": max(parts["total"]),
+            "redrawn": (sum(wb.draws.values()) - draws) / repeat}
 
 
 def tutorial_plugin(directory: Path):
@@ -247,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-path comparison")
     ap.add_argument("--no-moves", action="store_true", help="skip the whole-move table")
+    ap.add_argument("--only-moves", action="store_true", help="only the whole-move table")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     ap.add_argument("--beside", action="store_true",
                     help="only the docs/plugins.md churn classifier's slider beside ABC's (interleaved rounds)")
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_beside(args)
     registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
     rows = []
-    for size in args.sizes.split(","):
+    for size in ([] if args.only_moves else args.sizes.split(",")):
         n = SIZES.get(size.lower()) or int(size)
         for name in ("abc", "adc", "rfm"):
             r = measure(n, name, args.repeat, args.seed, registry, not args.no_engine)
@@ -263,23 +270,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:>9,} {name}: numbers {ms(r['numbers'])} ms (max {ms(r['numbers_max'])}), labels "
                   f"{ms(r['labels'])} ms, chart {ms(r['chart'])} ms, set-up {ms(r['setup'])} ms, engine path "
                   f"{ms(r['engine'])} ms", flush=True)
-    table = ["| customers | classifier | numbers: median (max) ms | labels ms | chart redraw ms | set-up ms "
-             "| engine path ms |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    table = [] if args.only_moves else [
+        "| customers | classifier | numbers: median (max) ms | labels ms | chart redraw ms | set-up ms "
+        "| engine path ms |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         table.append(f"| {r['n']:,} | {r['classifier']} | {ms(r['numbers'])} ({ms(r['numbers_max'])}) | "
                      f"{ms(r['labels'])} | {ms(r['chart'])} | {ms(r['setup'])} | {ms(r['engine'])} |")
     if not args.no_moves:
-        table += ["", "Whole moves with the abc-resource-allocation playbook's rules (target: 100 ms at 1M customers):",
-                  "", "| customers | moved | numbers ms | rule hits ms | charts ms | whole move: median (max) ms |",
-                  "| ---: | --- | ---: | ---: | ---: | ---: |"]
+        import os
+
+        load_before = os.getloadavg()
+        moves = ["", "Whole moves in the widget, `Workbench.set` end to end (target: 100 ms at 1M customers):", "",
+                 "| customers | moved | playbook | numbers ms | rule hits ms | migration ms | sample ms "
+                 "| charts ms (drawn per move) | whole move: median (max) ms | widget set-up ms |",
+                 "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for size in args.sizes.split(","):
             n = SIZES.get(size.lower()) or int(size)
-            for name in ("abc", "adc"):
-                r = measure_move(n, name, args.repeat, args.seed)
-                print(f"{n:>9,} {name} move: numbers {ms(r['numbers'])} ms, rules {ms(r['rules'])} ms, charts "
-                      f"{ms(r['charts'])} ms, whole {ms(r['total'])} ms (max {ms(r['total_max'])})", flush=True)
-                table.append(f"| {n:,} | {name} | {ms(r['numbers'])} | {ms(r['rules'])} | {ms(r['charts'])} | "
-                             f"{ms(r['total'])} ({ms(r['total_max'])}) |")
+            for name, after_as_of in (("abc", False), ("adc", False), ("rfm", False), ("abc", True)):
+                r = measure_move(n, name, args.repeat, args.seed, after_as_of)
+                name = r["classifier"]
+                print(f"{n:>9,} {name} move ({r['playbook']}): numbers {ms(r['numbers'])} ms, rules {ms(r['rules'])} "
+                      f"ms, migration {ms(r['migration'])} ms, sample {ms(r['sample'])} ms, charts {ms(r['charts'])} "
+                      f"ms ({r['redrawn']:.1f} drawn), whole {ms(r['total'])} ms (max {ms(r['total_max'])}), set-up "
+                      f"{ms(r['setup'])} ms", flush=True)
+                moves.append(f"| {n:,} | {name} | {r['playbook']} | {ms(r['numbers'])} | {ms(r['rules'])} | "
+                             f"{ms(r['migration'])} | {ms(r['sample'])} | {ms(r['charts'])} ({r['redrawn']:.1f}) | "
+                             f"{ms(r['total'])} ({ms(r['total_max'])}) | {ms(r['setup'])} |")
+        load_after = os.getloadavg()
+        moves.append(f"\nLoad average before {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}, "
+                     f"after {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f}.")
+        table += moves
     text = "\n".join(table)
     print(text)
     if args.out:

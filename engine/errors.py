@@ -195,6 +195,7 @@ CLI_WORDS: Mapping[str, str] = {
     "snapshots_as_of": "--snapshots", "every": "--every", "periods": "--periods", "end": "--end", "window": "--window",
     "cohort": "--cohort",
     "period_start": "--from", "period_end": "--to", "count_new_customers": "--count-new-customers",
+    "engine": "--engine", "spark_master": "--spark-master", "spark_conf": "--spark-conf",
 }
 #: How a playbook names them (options a playbook does not have keep the outer words).
 PLAYBOOK_WORDS: Mapping[str, str] = {

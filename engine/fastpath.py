@@ -71,7 +71,7 @@ import polars as pl
 if TYPE_CHECKING:
     from .classifier import Classifier
 
-__all__ = ["Table", "FastPath", "Chart", "enum_series", "figure", "png", "check_fast_path"]
+__all__ = ["Table", "FastPath", "Chart", "Overlay", "enum_series", "figure", "png", "check_fast_path"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,22 @@ class FastPath:
         """Every output column, equal to what the classifier's expressions compute."""
         raise NotImplementedError
 
+    def label_codes(self, params: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
+        """``{column: codes}`` for each class output: each customer's label as its position in the
+        output's labels, ``len(labels)`` for null (what :meth:`columns` holds, as integers).
+
+        The workbench counts rule hits and picks sample customers from these, so a move need not build
+        the label columns. By default they are read from :meth:`columns`; a fast path that has the codes
+        at hand returns them directly (they must be exactly the columns' codes: :func:`check_fast_path`
+        compares them).
+        """
+        cols = self.columns(params)
+        out = {}
+        for o in self.classifier.output_specs(params):
+            if o.labels is not None:
+                out[o.column] = _label_codes(cols[o.column], o.labels)
+        return out
+
     def charts(self, params: Mapping[str, Any]) -> Sequence[Chart]:
         """The classifier's charts for ``params`` (none by default: the workbench draws class sizes)."""
         return ()
@@ -156,6 +172,16 @@ class FastPath:
         counts = np.bincount(codes, minlength=n_labels + 1)
         revenue = np.bincount(codes, weights=self.table.weights, minlength=n_labels + 1)
         return counts, revenue
+
+
+def _label_codes(series: pl.Series, labels: Sequence[str]) -> np.ndarray:
+    """A label column as codes (see :meth:`FastPath.label_codes`); a value outside ``labels`` is an error."""
+    from .playbook.live import label_codes
+
+    codes = label_codes(series, labels)
+    if codes is None:
+        raise ValueError(f"column {series.name!r} holds a value that is not one of its labels ({', '.join(labels)})")
+    return codes
 
 
 def enum_series(labels: Sequence[str], codes: np.ndarray, name: str) -> pl.Series:
@@ -174,11 +200,54 @@ def figure(width: float, height: float):
     return fig
 
 
-def png(fig) -> bytes:
-    """The figure as PNG bytes."""
+class Overlay:
+    """A chart kept as a picture of its fixed part, with the moving artists drawn over it on each redraw.
+
+    The axes, ticks, labels and title of a workbench chart rarely change while a slider moves; drawing
+    their text is most of a matplotlib render. ``Overlay(fig)`` draws the figure once without the
+    artists passed to :meth:`render` (they are marked animated), keeps that picture, and each
+    :meth:`render` puts the picture back and draws only those artists over it, in the order given
+    (matplotlib's blitting). Make a new ``Overlay`` when the fixed part changes.
+    """
+
+    def __init__(self, fig):
+        self.fig = fig
+        self.background = None
+
+    def render(self, artists: Sequence[Any]) -> bytes:
+        """PNG bytes of the fixed part with ``artists`` drawn over it."""
+        canvas = self.fig.canvas
+        for artist in artists:
+            artist.set_animated(True)
+        if self.background is None:
+            canvas.draw()  # the animated artists are left out of it
+            self.background = canvas.copy_from_bbox(self.fig.bbox)
+        else:
+            canvas.restore_region(self.background)
+        for artist in artists:
+            self.fig.draw_artist(artist)
+        return _encode(canvas)
+
+
+def _encode(canvas) -> bytes:
+    from PIL import Image
+
+    width, height = canvas.get_width_height(physical=True)
+    image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def png(fig) -> bytes:
+    """The figure as PNG bytes: drawn on its Agg canvas, encoded by Pillow at zlib level 1.
+
+    ``savefig`` draws the figure once more and compresses harder; this is the same picture in about
+    half the time. A chart redrawn on every move keeps its figure instead (building a figure and laying
+    it out costs more than drawing it) and draws only what moves (:class:`Overlay`).
+    """
+    fig.canvas.draw()
+    return _encode(fig.canvas)
 
 
 def check_fast_path(classifier: Classifier, customers: pl.DataFrame, params: Iterable[Mapping[str, Any]], *,
@@ -217,6 +286,10 @@ def check_fast_path(classifier: Classifier, customers: pl.DataFrame, params: Ite
             codes = expected[out.column].to_physical().fill_null(len(out.labels)).cast(pl.Int64).to_numpy()
             want_n = np.bincount(codes, minlength=len(out.labels) + 1)
             want_rev = np.bincount(codes, weights=table.weights, minlength=len(out.labels) + 1)
+            have_codes = np.asarray(fast.label_codes(p)[out.column])
+            if not np.array_equal(have_codes, codes):
+                raise AssertionError(f"{classifier.name} {dict(given)}: {out.column} codes differ from the "
+                                     f"column's at {int(np.flatnonzero(have_codes != codes)[0])}")
             have_n, have_rev = counts[out.column]
             if not np.array_equal(np.asarray(have_n), want_n):
                 raise AssertionError(f"{classifier.name} {dict(given)}: {out.column} counts {list(have_n)}, "

@@ -39,11 +39,18 @@ from .data import AMOUNT_SCALE, Transactions
 from .errors import DataError, option
 from .feature_table import FEATURES, Agg, Derived
 
-__all__ = ["BUILTIN_FEATURES", "FeatureResult", "LoadReport", "compute_features", "complete_features",
+__all__ = ["BUILTIN_FEATURES", "PLUGIN_ROW_COLUMNS", "FeatureResult", "LoadReport", "compute_features", "complete_features",
            "finish_aggregated", "REJECT_REASONS", "to_amount", "to_units"]
 
 #: name -> description of every built-in feature, in the customer table's column order.
 BUILTIN_FEATURES: dict[str, str] = {f.name: f.description for f in FEATURES}
+#: The columns of the usable rows a plugin's ``agg`` or ``table`` feature reads, with their dtypes
+#: (``customer_id`` takes the data's own type; ``order_id`` is there when the data has one).
+#: ``amount_units`` is the amount in exact integer units of 1/``AMOUNT_SCALE``: a sum of units is the
+#: same whatever the order of the lines, where a float sum of ``amount`` is not.
+PLUGIN_ROW_COLUMNS: dict[str, pl.DataType] = {"customer_id": pl.String(), "order_id": pl.String(),
+                                              "order_date": pl.Date(), "amount": pl.Float64(),
+                                              "amount_units": pl.Int64()}
 #: The feature whose total is the run's net revenue (reconciliation).
 NET_REVENUE = "monetary"
 
@@ -709,7 +716,7 @@ def owners_of(names, owners: Mapping[str, str] | None) -> str:
 
 def _feature_error(features: Mapping[str, Feature], owners: Mapping[str, str], exc: Exception) -> DataError:
     """Name the plugin feature that uses a column the transactions do not have."""
-    canonical = {"customer_id": pl.String, "order_id": pl.String, "order_date": pl.Date, "amount": pl.Float64}
+    canonical = PLUGIN_ROW_COLUMNS
     empty = pl.LazyFrame(schema=canonical)
     for name, feat in features.items():
         if feat.agg is None and feat.table is None:

@@ -341,37 +341,19 @@ def _distinct_orders(orders: pl.DataFrame, first: pl.DataFrame, lo: int, hi: int
     return out
 
 
-def compute_snapshot_features(
-    tx: Transactions,
-    spec: SnapshotSpec,
-    *,
-    customers: pl.DataFrame | None = None,
-    plugin_features: Mapping[str, Feature] | None = None,
-    window_features: Mapping[str, Mapping[str, Feature]] | None = None,
-    streaming: bool = True,
-    feature_owners: Mapping[str, str] | None = None,
-    wide: bool = False,
-) -> SnapshotFeatures:
-    """Every snapshot's customer table (and each windowed classifier's) from one scan of ``tx``.
+def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapping[str, Feature],
+                     window_features: Mapping[str, Mapping[str, Feature]], wide: bool = False):
+    """The queries of the one scan of ``tx`` for ``spec``: ``(queries, extra)``.
 
-    ``plugin_features`` are the plugin features of the snapshot tables,
-    ``window_features`` those of each windowed classifier's tables (by
-    classifier name). Each table equals what :func:`engine.features.compute_features`
-    gives for that ``as_of`` (for a window: for the lines of the window, with
-    every customer of the snapshot); ``tests/engine/test_snapshots.py`` checks
-    it on the bundled sample and on the full UCI file.
-
-    Raises :class:`~engine.errors.DataError` naming the key and value for a
-    snapshot outside the data's date range, a period without a buyer and a
-    window reaching back before the first transaction.
+    ``queries`` are ``buckets``, ``exceptions``, ``totals``, ``span``, then (with windows) ``orders``, then
+    the plugin features' queries, described by ``extra`` (kind, snapshot index, window name, names).
+    Every query but ``totals`` and ``span`` has rows of one customer each, so it may run on any split of
+    the transactions by customer (the Spark engine runs it per partition: :func:`combine_parts`).
     """
-    plugin_features = dict(plugin_features or {})
-    window_features = {k: dict(v) for k, v in (window_features or {}).items()}
     dates = spec.as_of
     last = dates[-1]
     starts = {(name, i): spec.window_start(name, d) for name in spec.windows for i, d in enumerate(dates)}
     boundaries = sorted({*dates, *starts.values(), *([spec.previous] if spec.previous else [])})
-    index = {d: j for j, d in enumerate(boundaries)}
 
     rows, exceptions_q, totals_q = _scan(tx, last)
     date = pl.col("order_date")
@@ -405,7 +387,8 @@ def compute_snapshot_features(
     buckets_q = buckets_q.sort("customer_id", "_bucket")
     span_q = rows.select(date.min().alias("first"), date.max().alias("last"))
     # Plugin features are arbitrary aggregations: computed per table over that table's lines.
-    extra: list[tuple[str, int, str, pl.LazyFrame, list[str]]] = []  # (kind, i, window name, query, names)
+    extra: list[tuple[str, int, str | None, list[str]]] = []  # (kind, i, window name, names)
+    extra_q: list[pl.LazyFrame] = []
     per_table = [(None, i, d, None, plugin_features) for i, d in enumerate(dates)]
     per_table += [(name, i, d, starts[(name, i)], window_features.get(name, plugin_features))
                   for name in spec.windows for i, d in enumerate(dates)]
@@ -415,13 +398,91 @@ def compute_snapshot_features(
             lines = lines.filter(date >= pl.lit(start))
         aggs = [f.agg.alias(n) for n, f in feats.items() if f.agg is not None]
         if aggs:
-            extra.append(("agg", i, name, lines.group_by("customer_id").agg(aggs), []))
+            extra.append(("agg", i, name, []))
+            extra_q.append(lines.group_by("customer_id").agg(aggs))
         for query, names in plugin_table_queries(lines, feats):
-            extra.append(("table", i, name, query, names))
-    queries = [buckets_q, exceptions_q, totals_q, span_q, *([orders_q] if orders_q is not None else []),
-               *[q for _, _, _, q, _ in extra]]
+            extra.append(("table", i, name, names))
+            extra_q.append(query)
+    queries = [buckets_q, exceptions_q, totals_q, span_q, *([orders_q] if orders_q is not None else []), *extra_q]
+    return queries, extra
+
+
+def combine_parts(parts: Sequence[Sequence[pl.DataFrame]], empty: Sequence[pl.DataFrame]) -> list[pl.DataFrame]:
+    """The queries' results over the whole data from their results over splits of it by customer.
+
+    ``parts[k]`` holds query ``k``'s result on each split (see :func:`snapshot_queries`), ``empty[k]`` its
+    result on no rows (its schema). A customer's rows are all in one split, so the per-customer results are
+    put together; ``totals`` are added up (flags: any) and ``span`` is the earliest first and the latest last.
+    """
+    out = []
+    for k, (frames, none) in enumerate(zip(parts, empty)):
+        frames = [f for f in frames if f.height] or [none]
+        if k == 2:  # totals: one row
+            both = pl.concat(frames, how="vertical_relaxed")
+            out.append(both.select([pl.col(c).any() if both.schema[c] == pl.Boolean else pl.col(c).sum()
+                                    for c in both.columns]).cast(none.schema))
+        elif k == 3:  # span: one row
+            both = pl.concat(frames, how="vertical_relaxed")
+            out.append(both.select(pl.col("first").min(), pl.col("last").max()).cast(none.schema))
+        else:
+            both = pl.concat(frames, how="vertical_relaxed").cast(none.schema)
+            out.append(both.sort("customer_id", "_bucket") if k == 0 else both)
+    return out
+
+
+def compute_snapshot_features(
+    tx: Transactions,
+    spec: SnapshotSpec,
+    *,
+    customers: pl.DataFrame | None = None,
+    plugin_features: Mapping[str, Feature] | None = None,
+    window_features: Mapping[str, Mapping[str, Feature]] | None = None,
+    streaming: bool = True,
+    feature_owners: Mapping[str, str] | None = None,
+    wide: bool = False,
+    collect: Any = None,
+) -> SnapshotFeatures:
+    """Every snapshot's customer table (and each windowed classifier's) from one scan of ``tx``.
+
+    ``plugin_features`` are the plugin features of the snapshot tables,
+    ``window_features`` those of each windowed classifier's tables (by
+    classifier name). Each table equals what :func:`engine.features.compute_features`
+    gives for that ``as_of`` (for a window: for the lines of the window, with
+    every customer of the snapshot); ``tests/engine/test_snapshots.py`` checks
+    it on the bundled sample and on the full UCI file.
+
+    ``collect(build)``, when given, runs the queries elsewhere (the Spark engine, see
+    :meth:`engine.spark.SparkSource.collect`): ``build(tx)`` gives :func:`snapshot_queries` for a
+    :class:`Transactions` over the rows of some customers; it returns, by query position, the results on
+    each such split of the rows (:func:`combine_parts` puts them together). ``tx`` then only names the
+    source (its frame has the canonical columns and no row).
+
+    Raises :class:`~engine.errors.DataError` naming the key and value for a
+    snapshot outside the data's date range, a period without a buyer and a
+    window reaching back before the first transaction.
+    """
+    import functools
+
+    plugin_features = dict(plugin_features or {})
+    window_features = {k: dict(v) for k, v in (window_features or {}).items()}
+    dates = spec.as_of
+    last = dates[-1]
+    starts = {(name, i): spec.window_start(name, d) for name in spec.windows for i, d in enumerate(dates)}
+    boundaries = sorted({*dates, *starts.values(), *([spec.previous] if spec.previous else [])})
+    index = {d: j for j, d in enumerate(boundaries)}
+    key_features = [f for f in _AGGREGATED if f.compute.op == "n_unique"]
+
+    queries, extra = snapshot_queries(tx, spec, plugin_features, window_features, wide)
+    has_orders = len(queries) - len(extra) == 5
     try:
-        collected = pl.collect_all(queries, engine="streaming" if streaming else "auto")
+        if collect is None:
+            collected = pl.collect_all(queries, engine="streaming" if streaming else "auto")
+        else:  # ``tx`` has no row: the queries' results on none (a plugin feature reading a missing column
+            # fails here, before any work), then on the partitions, put together
+            empty = pl.collect_all(queries)
+            parts = collect(functools.partial(snapshot_queries, spec=spec, plugin_features=plugin_features,
+                                              window_features=window_features, wide=wide))
+            collected = combine_parts([parts.get(k, []) for k in range(len(queries))], empty)
     except pl.exceptions.ColumnNotFoundError as exc:
         from .features import _feature_error
 
@@ -432,8 +493,8 @@ def compute_snapshot_features(
 
         raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc, tx.delimiter)}") from None
     buckets, exceptions, totals, span = collected[:4]
-    orders = collected[4] if orders_q is not None else None
-    extra_frames = collected[4 + (orders_q is not None):]
+    orders = collected[4] if has_orders else None
+    extra_frames = collected[4 + has_orders:]
 
     total = totals.row(0, named=True)
     for flag in tx.checks:
@@ -443,7 +504,7 @@ def compute_snapshot_features(
         del buckets, orders
         return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
                                          window_features=window_features, streaming=streaming,
-                                         feature_owners=feature_owners, wide=True)
+                                         feature_owners=feature_owners, wide=True, collect=collect)
     tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
     if tally_error is not None:
         raise tally_error
@@ -475,7 +536,7 @@ def compute_snapshot_features(
 
     def extras(name: str | None, i: int, grouped: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         tables = []
-        for (kind, j, wname, _, _), frame in zip(extra, extra_frames):
+        for (kind, j, wname, _), frame in zip(extra, extra_frames):
             if j != i or wname != name:
                 continue
             if kind == "agg":
@@ -834,12 +895,14 @@ def default_end(tx: Transactions) -> dt.date:
 def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Selection], *,
                  registry: Registry, customers: pl.DataFrame | None = None, streaming: bool = True,
                  needs: Iterable[str] = (), skipped: list[str] | None = None,
-                 skipped_classifiers: dict[str, str] | None = None, keep: str = "all") -> Snapshots:
-    """:func:`run_snapshots` on transactions already read (``tx``) and classifiers already selected."""
+                 skipped_classifiers: dict[str, str] | None = None, keep: str = "all", collect: Any = None
+                 ) -> Snapshots:
+    """:func:`run_snapshots` on transactions already read (``tx``) and classifiers already selected
+    (``collect``: see :func:`compute_snapshot_features`)."""
     plain, windowed = window_plugin_features(registry, spec, selections, needs)
     feats = compute_snapshot_features(
         tx, spec, customers=customers, plugin_features=plain, window_features=windowed, streaming=streaming,
-        feature_owners={name: info.label() for name, info in registry.feature_owners.items()})
+        feature_owners={name: info.label() for name, info in registry.feature_owners.items()}, collect=collect)
     tables, fits = classify_snapshots(feats, selections, registry=registry, skipped=skipped,
                                       skipped_classifiers=skipped_classifiers, keep=keep)
     derived = derive_tables(feats, tables, selections)

@@ -10,11 +10,14 @@ as for the Polars pass (the derived features, the customer table, the report),
 and the classifiers, rules and outputs run as always. See
 docs/decisions/0010-spark-feature-pass.md.
 
+A plugin's own features (``Feature(agg=...)``, ``Feature(table=...)``: Polars
+code) and the snapshot pass (:class:`SparkSource`) run on the executors as
+they are, with Polars, on the rows of each customer gathered in one partition
+(:func:`_per_customer`); :func:`rejected_rows_spark` gives the rows not used
+(``--rejects``) as :func:`engine.features.rejected_rows` does.
+
 Limits: the input is Parquet with typed columns (a date or timestamp
-``order_date``, numeric amounts; text is refused with a hint); features that
-plugins aggregate with Polars expressions cannot run on Spark (derived plugin
-features can); ``--rejects`` (the rejected rows themselves) is Polars-only, the
-counts by reason are reported by both.
+``order_date``, numeric amounts; text is refused with a hint).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +45,10 @@ from .classifier import Feature
 from .data import _MAX_AMOUNT, AMOUNT_SCALE, _resolve_columns, parse_mapping
 from .errors import DataError
 from .feature_table import FEATURES, Agg
+from .features import PLUGIN_ROW_COLUMNS, owners_of, plugin_table_queries, to_amount
 
 __all__ = ["SparkSettings", "check_available", "compute_features_spark", "empty_frame", "parquet_files",
-           "spark_session"]
+           "rejected_rows_spark", "spark_session", "spark_source", "SparkSource"]
 
 INSTALL_PYSPARK = "pip install 'tierbook[spark]'"
 INSTALL_JAVA = "apt-get install openjdk-17-jre-headless (Debian/Ubuntu), or set JAVA_HOME to a Java 17+ runtime"
@@ -121,6 +126,10 @@ def spark_session(settings: SparkSettings):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.master).appName("tierbook")
+    if settings.master.startswith("local") and "spark.pyspark.python" not in settings.config:
+        # plugin features run in Python workers: in this process's Python (its Polars and plugins), not the
+        # first python3 on PATH
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**DEFAULT_CONFIG, **settings.config}.items():
         builder = builder.config(key, value)
     try:
@@ -275,11 +284,27 @@ def _kind(dtype) -> str:
     return dtype.simpleString()
 
 
-def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None):
-    """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks."""
+def _id_value(df, source: str):
+    """An id column as the Polars reader takes it (engine.data: ``value_of``, ``_float_id``): an empty text is
+    a missing id; a float id is one value per id (-0.0 is 0.0) and NaN is a missing id."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    col, dtype = F.col(f"`{source}`"), df.schema[source].dataType
+    if isinstance(dtype, T.StringType):
+        return F.when(F.length(col) > 0, col)
+    if isinstance(dtype, (T.FloatType, T.DoubleType)):
+        return F.when(~F.isnan(col), F.when(col == 0, F.lit(0.0).cast(dtype)).otherwise(col))
+    return col
+
+
+def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None,
+               keep: Mapping[str, Any] | None = None):
+    """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks
+    (and the columns of ``keep``, name -> Spark column, carried along unchanged)."""
     from pyspark.sql import functions as F
 
-    names = df.schema.fieldNames()
+    names = [n for n in df.schema.fieldNames() if not n.startswith("_metadata")]
     cols = _resolve_columns(pl.Schema({n: pl.String() for n in names}), mapping, where)
     kinds = {n: _kind(df.schema[n].dataType) for n in names}
 
@@ -311,10 +336,11 @@ def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str]
     bad = F.coalesce(F.abs(amount) > F.lit(_MAX_AMOUNT), F.lit(False))
     # half to even, as Polars rounds; never cast a flagged amount (ANSI mode would stop on NaN)
     units = F.when(~bad, F.bround(amount * F.lit(AMOUNT_SCALE), 0).cast("long"))
-    key = F.col(cols["order_id"]) if "order_id" in cols else date
-    frame = df.select(F.col(cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
+    key = _id_value(df, cols["order_id"]) if "order_id" in cols else date
+    frame = df.select(_id_value(df, cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
                       date.alias("order_date"), units.alias("amount_units"), bad.alias("_bad_amount"),
-                      raw.alias("_raw_amount"), amount.alias("_amount_f"))
+                      raw.alias("_raw_amount"), amount.alias("_amount_f"),
+                      *[column.alias(name) for name, column in (keep or {}).items()])
     return frame, cols
 
 
@@ -358,15 +384,7 @@ def compute_features_spark(
 
     settings = settings or SparkSettings()
     where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
-    for name, feat in (plugin_features or {}).items():
-        if feat.agg is not None:
-            owner = (feature_owners or {}).get(name, "(unknown)")
-            raise DataError(f"feature {name!r} of plugin {owner} aggregates transactions with a Polars expression, "
-                            f"which the spark engine cannot run; use the polars engine, or unload the plugin")
-        if feat.table is not None:
-            owner = (feature_owners or {}).get(name, "(unknown)")
-            raise DataError(f"feature {name!r} of plugin {owner} is a Polars query over the transaction rows "
-                            f"(Feature table=), which the spark engine cannot run; use the polars engine")
+    plugin_features = dict(plugin_features or {})
     check_available(settings)   # pyspark, pyarrow, Java, the master: before anything else
     paths, files = parquet_files(data)
     _check_same_columns(files, where)
@@ -378,6 +396,9 @@ def compute_features_spark(
     except Exception as exc:
         raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
     frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+    # Plugin features (an aggregation or a query, Polars code): checked on no rows before any Spark job
+    row_schema = _row_schema(frame, "order_id" in cols)
+    queries = _plugin_queries(plugin_features, row_schema, feature_owners or {})
 
     c, date, u, key = F.col("customer_id"), F.col("order_date"), F.col("amount_units"), F.col("order_key")
     priced = c.isNotNull() & date.isNotNull() & u.isNotNull()
@@ -419,9 +440,15 @@ def compute_features_spark(
     report.rows_used = report.rows - sum(report.rejected.values())
     unusable = known.filter(pl.col("_usable") == 0).select("customer_id")
     grouped_customers = finish_aggregated(known.filter(pl.col("_usable") > 0), as_of)
+    tables: list[pl.DataFrame] = []
+    if queries:
+        aggregated, tables = _run_plugin_queries(frame.filter(usable), queries, row_schema, where,
+                                                 "order_id" in cols)
+        if aggregated is not None:
+            grouped_customers = grouped_customers.join(aggregated, on="customer_id", how="left")
     return complete_features(grouped_customers, no_id["_last_day"].max(), unusable, as_of=as_of,
-                             customers=customers, plugin_features=plugin_features or {}, report=report,
-                             describe=where)
+                             customers=customers, plugin_features=plugin_features, report=report,
+                             describe=where, tables=tables, feature_owners=feature_owners)
 
 
 def _locate_bad_amount(frame, cols: Mapping[str, str], where: str) -> DataError:
@@ -435,3 +462,313 @@ def _locate_bad_amount(frame, cols: Mapping[str, str], where: str) -> DataError:
     what = (f"a usable amount: it is too large to sum exactly (at most {_MAX_AMOUNT:,.0f})"
             if math.isfinite(row["_amount_f"]) else "a finite number")
     return DataError(f"{where}: column {source!r} (amount), in {row['_file']}: {value!r} is not {what}")
+
+
+# ------------------------------------------------------------------------------------------ plugin features
+#
+# A plugin's ``agg`` and ``table`` features are Polars code over a customer's usable rows. They run on Spark
+# as they are, not translated: the usable rows are repartitioned by customer id (every row of a customer in
+# one partition), and each partition runs the plugin's own query with Polars (``mapInArrow``) on its
+# customers' rows. A feature of one customer reads that customer's rows only, so the partitions' results,
+# put together, are the Polars pass's result, row for row.
+
+
+def _row_schema(frame, has_order_id: bool) -> dict[str, pl.DataType]:
+    """The Polars schema of the rows a plugin query reads (:data:`engine.features.PLUGIN_ROW_COLUMNS`)."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    def polars_type(name: str) -> pl.DataType:
+        arrow = to_arrow_type(frame.schema[name].dataType)
+        return pl.from_arrow(pa.array([], type=arrow)).dtype
+
+    schema = {**PLUGIN_ROW_COLUMNS, "customer_id": polars_type("customer_id")}
+    if has_order_id:
+        schema["order_id"] = polars_type("order_key")
+    else:
+        del schema["order_id"]
+    return schema
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One plugin query: ``kind`` "agg" (the aggregations, together) or "table" (one table function)."""
+
+    kind: str
+    names: tuple[str, ...]
+    build: Any   # rows (LazyFrame) -> LazyFrame with customer_id and ``names``
+    schema: pl.Schema
+
+
+def _plugin_queries(features: Mapping[str, Feature], row_schema: Mapping[str, pl.DataType],
+                    owners: Mapping[str, str]) -> list[_Query]:
+    """The plugin features' queries, each checked on an empty frame of the rows' schema (a feature that reads
+    a column the rows do not have stops here, naming it, as in the Polars pass)."""
+    from .features import _feature_error
+
+    aggs = {name: feat.agg for name, feat in features.items() if feat.agg is not None}
+    builds: list[tuple[str, tuple[str, ...], Any]] = []
+    if aggs:
+        def aggregate(rows: pl.LazyFrame, aggs=aggs) -> pl.LazyFrame:
+            return rows.group_by("customer_id").agg([expr.alias(name) for name, expr in aggs.items()])
+        builds.append(("agg", tuple(aggs), aggregate))
+    empty = pl.LazyFrame(schema=dict(row_schema))
+    # the table functions grouped as the Polars pass groups them (one query per distinct function)
+    for _, names in plugin_table_queries(empty, features):
+        builds.append(("table", tuple(names), functools.partial(_table_query, {n: features[n] for n in names})))
+    queries = []
+    for kind, names, build in builds:
+        try:
+            schema = build(empty).collect_schema()
+        except pl.exceptions.ColumnNotFoundError as exc:
+            raise _feature_error({n: features[n] for n in names}, owners, exc) from None
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"plugin feature(s) {', '.join(names)} ({owners_of(names, owners)}) cannot be "
+                            f"computed: {_first_line(exc)}") from None
+        queries.append(_Query(kind, names, build, schema))
+    return queries
+
+
+def _table_query(group: Mapping[str, Feature], rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The query of one table function's features, built by the Polars pass's own code."""
+    return plugin_table_queries(rows, group)[0][0]
+
+
+def _per_customer(rows, task, where: str, what: str) -> dict[int, list[pl.DataFrame]]:
+    """Run ``task`` on the rows of each partition, every customer's rows in one partition; its results by
+    position, each a list of the partitions' frames (partitions without rows run nothing).
+
+    ``task(frame) -> list[pl.DataFrame]`` gets a partition's rows as a Polars DataFrame. It is unpickled
+    inside the task after the driver's import path is added: a plugin module loaded from a directory
+    (``--plugins-dir``) or a test is importable there too (in local mode: the same files).
+    """
+    import io
+
+    from pyspark import cloudpickle
+    from pyspark.sql import functions as F
+
+    payload = cloudpickle.dumps(task)
+    paths = [p for p in sys.path if p]
+
+    def run(batches):
+        import pyarrow as pa
+
+        sys.path.extend(p for p in paths if p not in sys.path)
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            return
+        work = cloudpickle.loads(payload)
+        for i, frame in enumerate(work(pl.from_arrow(pa.Table.from_batches(batches)))):
+            out = io.BytesIO()
+            frame.write_ipc(out)
+            yield pa.RecordBatch.from_arrays([pa.array([i], pa.int32()), pa.array([out.getvalue()], pa.binary())],
+                                             names=["query", "payload"])
+
+    split = rows.repartition(F.col("customer_id"))
+    try:
+        with _quiet_pandas_note():
+            payloads = pl.from_arrow(split.mapInArrow(run, "query int, payload binary").toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: {what} failed on spark: {_plugin_error(exc)}") from None
+    out: dict[int, list[pl.DataFrame]] = {}
+    for i, data in payloads.iter_rows():
+        out.setdefault(i, []).append(pl.read_ipc(io.BytesIO(data)))
+    return out
+
+
+def _plugin_task(builds: Sequence[Any], schema: Mapping[str, pl.DataType], rows: pl.DataFrame) -> list[pl.DataFrame]:
+    """The plugin queries over one partition's usable rows (``amount`` from the exact units, as in Polars)."""
+    rows = rows.with_columns(to_amount(pl.col("amount_units")).alias("amount")).select(
+        [pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    return [build(rows.lazy()).collect() for build in builds]
+
+
+def _run_plugin_queries(usable_rows, queries: list[_Query], row_schema: Mapping[str, pl.DataType], where: str,
+                        has_order_id: bool) -> tuple[pl.DataFrame | None, list[pl.DataFrame]]:
+    """Run the plugin queries on the executors; returns the aggregations (one frame, or None) and the tables."""
+    from pyspark.sql import functions as F
+
+    columns = [F.col("customer_id"), F.col("order_date"), F.col("amount_units")]
+    if has_order_id:
+        columns.append(F.col("order_key").alias("order_id"))
+    task = functools.partial(_plugin_task, [q.build for q in queries], dict(row_schema))
+    parts = _per_customer(usable_rows.select(*columns), task, where, "a plugin feature")
+    aggregated, tables = None, []
+    for i, query in enumerate(queries):
+        table = pl.concat(parts[i], how="vertical") if i in parts else pl.DataFrame(schema=query.schema)
+        if query.kind == "agg":
+            aggregated = table
+        else:
+            tables.append(table)
+    return aggregated, tables
+
+
+def _plugin_error(exc: BaseException) -> str:
+    """The Python error inside a Spark task's failure, in one line (the task's traceback is long)."""
+    text = str(exc)
+    errors = re.findall(r"^\s*([\w.]*(?:Error|Exception)\b:.*)$", text, flags=re.MULTILINE)
+    return errors[-1].strip() if errors else _first_line(exc)
+
+
+# ----------------------------------------------------------------------------------------------- snapshots
+@dataclass
+class SparkSource:
+    """Transactions on Spark for the snapshot pass (:func:`engine.snapshots.compute_snapshot_features`).
+
+    ``tx`` names the source and has the canonical columns but no row; :meth:`collect` runs the snapshot
+    pass's own queries (:func:`engine.snapshots.snapshot_queries`) with Polars on each partition of the
+    rows, every customer's rows in one partition; the snapshot pass puts the results together
+    (:func:`engine.snapshots.combine_parts`): one definition, run where the data is.
+    """
+
+    tx: Any
+    frame: Any = field(repr=False)
+    where: str
+    last_day: dt.date | None
+
+    def default_end(self) -> dt.date:
+        """The day after the last dated row with an amount (a run's default ``as_of``)."""
+        if self.last_day is None:
+            raise DataError(f"{self.where}: no usable transactions (no row has a date and an amount)")
+        return self.last_day + dt.timedelta(days=1)
+
+    def collect(self, build) -> dict[int, list[pl.DataFrame]]:
+        """Each query's results on the partitions that have rows, by the query's position."""
+        schema = dict(self.tx.frame.collect_schema())
+        task = functools.partial(_snapshot_task, build, schema, dict(self.tx.mapping), self.tx.has_order_id)
+        return _per_customer(self.frame.select(*schema), task, self.where, "the snapshot pass")
+
+
+def _snapshot_task(build, schema: Mapping[str, pl.DataType], mapping: Mapping[str, str], has_order_id: bool,
+                   rows: pl.DataFrame) -> list[pl.DataFrame]:
+    """The snapshot pass's queries over one partition's rows."""
+    from .data import Transactions
+
+    tx = Transactions(frame=rows.select([pl.col(n).cast(t) for n, t in schema.items()]).lazy(), path=None,
+                      mapping=dict(mapping), fmt="parquet", has_order_id=has_order_id)
+    return pl.collect_all(build(tx)[0])
+
+
+def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, str] | list[str] | None = None,
+                 *, settings: SparkSettings | None = None) -> SparkSource:
+    """Parquet transactions on Spark, checked (paths, columns, amounts) for the snapshot pass."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    from .data import Transactions
+
+    settings = settings or SparkSettings()
+    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    check_available(settings)
+    paths, files = parquet_files(data)
+    _check_same_columns(files, where)
+    session = spark_session(settings)
+    try:
+        df = session.read.parquet(*paths)
+    except Exception as exc:
+        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+    date, u = F.col("order_date"), F.col("amount_units")
+    try:
+        bad, last = frame.agg(F.max(F.col("_bad_amount").cast("int")),
+                              F.max(F.when(date.isNotNull() & u.isNotNull(), date))).collect()[0]
+    except Exception as exc:
+        raise DataError(f"{where}: the spark pass failed: {_first_line(exc)}") from None
+    if bad:
+        raise _locate_bad_amount(frame, cols, where)
+
+    def polars_type(name: str) -> pl.DataType:
+        return pl.from_arrow(pa.array([], type=to_arrow_type(frame.schema[name].dataType))).dtype
+
+    schema = {"customer_id": polars_type("customer_id"), "order_key": polars_type("order_key"),
+              "order_date": pl.Date(), "amount_units": pl.Int64()}
+    tx = Transactions(frame=pl.LazyFrame(schema=schema), path=Path(where) if isinstance(data, (str, Path)) else None,
+                      mapping=cols, fmt="parquet", has_order_id="order_id" in cols)
+    return SparkSource(tx=tx, frame=frame, where=where, last_day=last)
+
+
+# ------------------------------------------------------------------------------------------------- rejects
+def rejected_rows_spark(
+    data: str | Path | Sequence[str | Path],
+    mapping: Mapping[str, str] | list[str] | None = None,
+    *,
+    as_of: dt.date | None = None,
+    settings: SparkSettings | None = None,
+) -> pl.DataFrame:
+    """The rows not used, as :func:`engine.features.rejected_rows` gives them: ``row`` (1-based), the source's
+    own columns, ``reason`` (the same words, the same order of reasons), ordered by row.
+
+    Rows are numbered through the files in the order :func:`parquet_files` lists them (one file: its own row
+    numbers, as the Polars engine's); with more than one file a ``file`` column says which file a row is in.
+    """
+    from pyspark.sql import functions as F
+
+    from .features import REJECT_REASONS
+
+    settings = settings or SparkSettings()
+    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    check_available(settings)
+    paths, files = parquet_files(data)
+    _check_same_columns(files, where)
+    session = spark_session(settings)
+    try:
+        df = session.read.parquet(*paths)
+    except Exception as exc:
+        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    source = df.columns
+    keep = {f"_src_{i}": F.col(f"`{name}`") for i, name in enumerate(source)}
+    keep |= {"_file": F.col("_metadata.file_path"), "_index": F.col("_metadata.row_index")}
+    frame, _ = _canonical(df, parse_mapping(mapping), where, _zones(files), keep=keep)
+    c, date, u = F.col("customer_id"), F.col("order_date"), F.col("amount_units")
+    reason = (F.when(c.isNull(), F.lit(REJECT_REASONS["null_customer"]))
+              .when(date.isNull(), F.lit(REJECT_REASONS["null_date"]))
+              .when(u.isNull(), F.lit(REJECT_REASONS["null_amount"])))
+    if as_of is not None:
+        reason = reason.when(date >= F.lit(as_of), F.lit(REJECT_REASONS["after_as_of"]))
+    rejected = frame.select(*keep, reason.alias("reason")).filter(F.col("reason").isNotNull())
+    try:
+        with _quiet_pandas_note():
+            rows = pl.from_arrow(rejected.toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: the spark pass over the rejected rows failed: {_first_line(exc)}") from None
+    if isinstance(rows, pl.Series):
+        rows = rows.to_frame()
+
+    # 1-based row numbers through the files, in their listed order
+    offsets, start = {}, 0
+    for path in files:
+        offsets[_file_key(str(path))] = (start, str(path))
+        start += _row_count(path)
+    seen = rows["_file"].unique().to_list()
+    keys = rows["_file"].replace_strict(seen, [_file_key(f) for f in seen], return_dtype=pl.String)
+    start_of = keys.replace_strict({k: v[0] for k, v in offsets.items()}, default=0, return_dtype=pl.Int64)
+    name_of = keys.replace_strict({k: v[1] for k, v in offsets.items()}, default=None, return_dtype=pl.String)
+    row = (start_of + rows["_index"].cast(pl.Int64) + 1).cast(pl.get_index_type())
+    schema = empty_frame(data).collect_schema() if files else {}
+    columns = [rows[f"_src_{i}"].alias(name) for i, name in enumerate(source)]
+    columns = [col.cast(schema[col.name]) if col.name in schema and col.dtype != schema[col.name] else col
+               for col in columns]
+    out = pl.DataFrame([row.alias("row"), *columns, rows["reason"]])
+    if len(files) > 1 or not files:
+        out = out.insert_column(1, name_of.fill_null(rows["_file"]).alias("file"))
+    return out.with_columns(_order=start_of).sort("_order", "row").drop("_order") if len(files) > 1 else \
+        out.sort("row")
+
+
+def _file_key(path: str) -> str:
+    """A file's path as Spark's ``_metadata.file_path`` and the local path compare: absolute, unquoted."""
+    from urllib.parse import unquote, urlparse
+
+    if "://" in path or path.startswith("file:"):
+        parsed = urlparse(path)
+        if parsed.scheme not in ("file", ""):
+            return path
+        path = unquote(parsed.path)
+    return str(Path(path).resolve())
+
+
+def _row_count(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows

@@ -49,7 +49,7 @@ import polars as pl
 
 from .classifier import Classifier
 from .errors import ParamError, TierbookError
-from .fastpath import Chart, FastPath, Table, figure, png
+from .fastpath import Chart, FastPath, Overlay, Table, figure
 from .params import ParamSpec
 from .run import Prepared, Selection, apply_classifiers
 
@@ -124,6 +124,8 @@ class WorkbenchModel:
         #: The table shown before the last as_of move (None before any), and a model over it for its labels.
         self.previous: Prepared | None = None
         self._previous_model: WorkbenchModel | None = None
+        #: The two tables aligned for the migration, and its cells per column (see _migration_cells).
+        self._migration: tuple[Any, Any, dict] | None = None
         self._load(prepared)
 
     @classmethod
@@ -146,6 +148,12 @@ class WorkbenchModel:
         self._generic: dict[str, GenericPath] = {}
         self._counts: dict[str, Mapping[str, tuple[np.ndarray, np.ndarray]]] = {}
         self._columns: dict[str, Mapping[str, pl.Series]] = {}
+        self._codes: dict[str, Mapping[str, np.ndarray]] = {}
+        #: The rules counted incrementally (engine.playbook.live), per label sets and column types.
+        self._live: tuple[Any, Any] | None = None
+        self._sample_order: np.ndarray | None = None
+        self._dtypes: dict[tuple[str, Any], pl.DataType] = {}
+        self._plots: dict[tuple[str, tuple[str, ...]], SizesPlot] = {}  # class-size figures, kept across moves
 
     def evaluator(self, name: str) -> FastPath:
         """The evaluator for ``name``'s current parameters: its fast path if it supports them, else the generic one."""
@@ -176,6 +184,7 @@ class WorkbenchModel:
             if new[name] != self.params[name]:
                 self._counts.pop(name, None)
                 self._columns.pop(name, None)
+                self._codes.pop(name, None)
         self.params = new
 
     def set_as_of(self, prepared: Prepared) -> None:
@@ -186,6 +195,7 @@ class WorkbenchModel:
         if prepared.as_of != self.prepared.as_of:
             self.previous = self.prepared
             self._previous_model = None
+        self._migration = None
         self._load(prepared)
 
     def migration(self) -> pl.DataFrame | None:
@@ -194,7 +204,9 @@ class WorkbenchModel:
         the earlier date first whichever way the date moved. None before any move.
 
         The previous table is classified by a second model over it (its own fast paths, the same parameters),
-        so a moved slider costs the previous table what it costs the current one.
+        so a moved slider costs the previous table what it costs the current one; the cells of the matrix
+        are counted from the two models' label codes (:meth:`_migration_cells`), only for the columns that
+        moved, and the long table is :func:`~engine.migration.migration_table`'s own.
         """
         from .migration import label_outputs, migration_table
 
@@ -208,10 +220,60 @@ class WorkbenchModel:
         if changed:
             prev.set_params(changed)
         pairs = sorted([(self.previous.as_of, prev), (self.as_of, self)], key=lambda p: p[0])
-        out = migration_table([m.classified() for _, m in pairs], [d for d, _ in pairs],
-                              label_outputs(self.selections()))
+        outputs = label_outputs(self.selections())
+        dates = [d for d, _ in pairs]
+        cells = self._migration_cells(pairs[0][1], pairs[1][1], outputs)
+        if cells is not None:
+            out = migration_table([m.prepared.customers for _, m in pairs], dates, outputs, cells=cells)
+        else:
+            out = migration_table([m.classified() for _, m in pairs], dates, outputs)
         self.timings["migration"] = time.perf_counter() - t0
         return out
+
+    def _migration_cells(self, before: WorkbenchModel, after: WorkbenchModel,
+                         outputs: Sequence[tuple[str, Any]]) -> dict | None:
+        """:func:`engine.migration.migration_cells` for the two tables, from the models' label codes.
+
+        The two tables are aligned once (a full join on customer_id: each customer's row in either, or
+        none) and each customer's revenue in units kept as 64-bit integers; a move then counts the cells of
+        the moved classifier's columns only, with ``bincount`` over the pair of codes, and sums revenue
+        exactly (22-bit limbs, each sum below 2^53). None (the full path) when the units do not fit or a
+        column's codes are not its labels'.
+        """
+        key = (id(before.prepared), id(after.prepared))
+        if self._migration is None or self._migration[0] != key:
+            self._migration = (key, _align(before.prepared.customers, after.prepared.customers), {})
+        _, aligned, cache = self._migration
+        if aligned is None:
+            return None
+        at_from, at_to, units_from, units_to = aligned
+        cells = {}
+        for name, o in outputs:
+            n = len(o.labels)
+            version = (o.labels, _key(before.params[name]), _key(after.params[name]))
+            if o.column in cache and cache[o.column][0] == version:
+                cells[(1, o.column)] = cache[o.column][1]
+                continue
+            sides = []
+            for model, at in ((before, at_from), (after, at_to)):
+                dtype = model._dtype(name, o.column, o.labels)
+                codes = model.label_codes(name).get(o.column)
+                if codes is None or (isinstance(dtype, pl.Enum) and dtype.categories.to_list() != list(o.labels)):
+                    return None
+                sides.append(np.where(at >= 0, codes[np.maximum(at, 0)], n).astype(np.int64))
+            code = sides[0] * (n + 1) + sides[1]
+            size = (n + 1) ** 2
+            counts = np.bincount(code, minlength=size)
+            grid = pl.DataFrame({
+                "_rank_from": pl.Series([r for r in [*range(n), None] for _ in range(n + 1)], dtype=pl.Int64),
+                "_rank_to": pl.Series([t for _ in range(n + 1) for t in [*range(n), None]], dtype=pl.Int64),
+                "customers": pl.Series(counts, dtype=pl.Int64),
+                "_uf": pl.Series(_exact_sums(code, units_from, size), dtype=pl.Int128),
+                "_ut": pl.Series(_exact_sums(code, units_to, size), dtype=pl.Int128),
+            })
+            cache[o.column] = (version, (list(o.labels), grid))
+            cells[(1, o.column)] = cache[o.column][1]
+        return cells
 
     def selections(self) -> list[Selection]:
         return [Selection(self.classifiers[n], dict(p)) for n, p in self.params.items()]
@@ -305,21 +367,77 @@ class WorkbenchModel:
         return diff_customers(old, self.playbook_now(), self.classified_with(saved), self.classified(),
                               self.prepared.as_of)
 
+    def label_codes(self, name: str) -> Mapping[str, np.ndarray]:
+        """Each class output of ``name`` as codes (:meth:`FastPath.label_codes`), for the current parameters."""
+        if name not in self._codes:
+            if name in self._columns:  # built already: read them off the columns
+                self._codes[name] = FastPath.label_codes(_Built(self.classifiers[name], self._columns[name]),
+                                                         self.params[name])
+            else:
+                self._codes[name] = self.evaluator(name).label_codes(self.params[name])
+        return self._codes[name]
+
+    def _owners(self) -> dict[str, tuple[str, Any]]:
+        """Every output column: (its classifier, its output spec) for the current parameters."""
+        return {o.column: (name, o) for name, params in self.params.items()
+                for o in self.classifiers[name].output_specs(params)}
+
+    def _dtype(self, name: str, column: str, labels: Any) -> pl.DataType:
+        """The type of an output column (the classifier's own; learnt once per labels from its columns)."""
+        key = (column, labels)
+        if key not in self._dtypes:
+            self._dtypes[key] = self.columns(name)[column].dtype
+        return self._dtypes[key]
+
     def rules(self) -> Any:
-        """What the playbook's rules do for the current parameters: a :class:`~engine.playbook.RuleResult`
-        (matched, hits, cut by capacity and actions per rule position, the actions and cut customers)."""
+        """What the playbook's rules do for the current parameters: a :class:`~engine.playbook.live.RuleCounts`
+        (matched, hits, cut by capacity, actions and control per rule position, the unmatched customers and
+        the first customers cut), counted incrementally and equal to :func:`~engine.playbook.evaluate_rules`'s;
+        the action rows and anything else of a :class:`~engine.playbook.RuleResult` are built on first use."""
         if self.playbook is None:
             return None
-        from .playbook import evaluate_rules, label_sets
+        from .playbook import label_sets
+        from .playbook.live import LiveRules, Unsupported
 
         t0 = time.perf_counter()
-        customers = self.classified()
         pb = self.playbook_now()
-        result = evaluate_rules(customers, pb.rules, as_of=self.prepared.as_of, hit_policy=pb.hit_policy,
-                                fallback=pb.fallback, labels=label_sets(pb.selections), source=pb.path,
-                                holdout=pb.holdout)  # as a run holds out: actions per rule are what it sends
+        owners = self._owners()
+        labels = label_sets(pb.selections)
+        varying = {col: self._dtype(name, col, o.labels) for col, (name, o) in owners.items()}
+        key = (tuple(sorted(labels.items())), tuple(sorted((c, str(t)) for c, t in varying.items())))
+        result = None
+        if self._live is None or self._live[0] != key:
+            try:
+                live = LiveRules(self.prepared.customers.drop([c for c in varying if c in
+                                                               self.prepared.customers.columns]),
+                                 pb.rules, as_of=self.prepared.as_of, varying=varying, labels=labels,
+                                 hit_policy=pb.hit_policy, fallback=pb.fallback, source=pb.path, holdout=pb.holdout)
+            except Unsupported:
+                live = None
+            self._live = (key, live)
+        live = self._live[1]
+        if live is not None:
+            try:
+                result = live.evaluate(version=lambda col: _key(self.params[owners[col][0]]),
+                                       codes=lambda col: self.label_codes(owners[col][0]).get(col),
+                                       series=lambda col: self.columns(owners[col][0])[col],
+                                       full=self.rules_full)
+            except Unsupported:
+                result = None
+        if result is None:
+            result = self.rules_full()
         self.timings["rules"] = time.perf_counter() - t0
         return result
+
+    def rules_full(self) -> Any:
+        """The playbook's rules evaluated in full (:func:`~engine.playbook.evaluate_rules`): every action row."""
+        from .playbook import evaluate_rules, label_sets
+
+        customers = self.classified()
+        pb = self.playbook_now()
+        return evaluate_rules(customers, pb.rules, as_of=self.prepared.as_of, hit_policy=pb.hit_policy,
+                              fallback=pb.fallback, labels=label_sets(pb.selections), source=pb.path,
+                              holdout=pb.holdout)  # as a run holds out: actions per rule are what it sends
 
     def save(self, path: str | Path | None = None) -> str:
         """Write the current parameters into the playbook (or ``path``); return the diff.
@@ -378,15 +496,125 @@ class WorkbenchModel:
             labels = [*o.labels, NONE_LABEL] if counts[-1] else list(o.labels)
             sizes = counts[:len(labels)]
             charts.append(Chart(f"sizes-{o.column}", (o.column, tuple(labels), sizes),
-                                lambda c=o.column, lab=labels, k=sizes: class_sizes_png(c, lab, k)))
+                                lambda c=o.column, lab=labels, k=sizes: self._sizes_plot(c, lab).draw(k)))
         return charts
 
-    def sample(self, column: str, label: str, k: int = 10) -> pl.DataFrame:
-        """Up to ``k`` customers of one class, highest monetary first."""
-        df = self.classified()
-        cond = pl.col(column).is_null() if label == NONE_LABEL else pl.col(column).cast(pl.String) == label
-        sort = "monetary" if "monetary" in df.columns else "customer_id"
-        return df.filter(cond).sort(sort, descending=True, nulls_last=True).head(k)
+    def _sizes_plot(self, column: str, labels: Sequence[str]) -> SizesPlot:
+        key = (column, tuple(labels))
+        if key not in self._plots:
+            self._plots[key] = SizesPlot(column, labels)
+        return self._plots[key]
+
+    def sample(self, column: str, label: str, k: int = 10, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """Up to ``k`` customers of one class, highest monetary first (ties: lowest customer id first).
+
+        The same rows as ``classified().filter(class).sort(["monetary", "customer_id"], descending=[True,
+        False], nulls_last=True).head(k)``, found by walking the table's order by monetary (sorted once) until
+        ``k`` of the class turn up; ``columns`` limits the columns (default: all of :meth:`classified`).
+        """
+        name, out = self._owners()[column]
+        codes = self.label_codes(name).get(column) if out.labels is not None else None
+        if codes is None:
+            df = self.classified()
+            cond = pl.col(column).is_null() if label == NONE_LABEL else pl.col(column).cast(pl.String) == label
+            rows = df.filter(cond).sort(*self._sample_sort()).head(k)
+            return rows if columns is None else rows.select(columns)
+        want = len(out.labels) if label == NONE_LABEL else list(out.labels).index(label)
+        if self._sample_order is None:
+            by, descending, nulls_last = self._sample_sort()
+            self._sample_order = (self.prepared.customers.select(by).with_row_index("_i")
+                                  .sort(by, descending=descending, nulls_last=nulls_last)["_i"].to_numpy())
+        order = self._sample_order
+        found, got, step = [], 0, 4096
+        for start in range(0, len(order), step):
+            part = order[start:start + step]
+            hit = part[codes[part] == want]
+            found.append(hit[:k - got])
+            got += len(found[-1])
+            if got >= k:
+                break
+            step = min(step * 4, 1 << 20)
+        idx = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+        base = self.prepared.customers
+        wanted = self.classified().columns if columns is None else list(columns)
+        cols = []
+        for c in wanted:
+            if c in self._owners():
+                owner, o = self._owners()[c]
+                got_codes = self.label_codes(owner).get(c) if o.labels is not None else None
+                if got_codes is not None:
+                    values = pl.Series(c, [*o.labels, None], dtype=pl.String).cast(self._dtype(owner, c, o.labels))
+                    cols.append(values.gather(pl.Series(got_codes[idx].astype(np.uint32))).alias(c))
+                else:
+                    cols.append(self.columns(owner)[c].gather(idx).alias(c))
+            else:
+                cols.append(base[c].gather(idx))
+        return pl.DataFrame(cols)
+
+    def _sample_sort(self) -> tuple[list[str], list[bool], bool]:
+        if "monetary" in self.prepared.customers.columns:
+            return ["monetary", "customer_id"], [True, False], True
+        return ["customer_id"], [True], True
+
+
+def _align(before: pl.DataFrame, after: pl.DataFrame) -> tuple[Any, ...] | None:
+    """Every customer of either table once: their row in ``before`` and in ``after`` (-1: not there) and their
+    revenue units in each (0: not there or null) as float64 limbs ready for :func:`_exact_sums`; None when a
+    customer's units do not fit in 62 bits."""
+    from .features import NET_REVENUE, to_units
+
+    pair = (before.select("customer_id").with_row_index("_f")
+            .join(after.select("customer_id").with_row_index("_t"), on="customer_id", how="full", coalesce=True))
+    at = [pair[c].cast(pl.Int64).fill_null(-1).to_numpy() for c in ("_f", "_t")]
+    units = []
+    for table, rows in ((before, at[0]), (after, at[1])):
+        u = table.select(to_units(pl.col(NET_REVENUE)).fill_null(0).alias("u"))["u"]
+        if u.len() and (u.max() >= 2**62 or u.min() <= -(2**62)):
+            return None
+        u = u.cast(pl.Int64).to_numpy()
+        units.append(_limbs(np.where(rows >= 0, u[np.maximum(rows, 0)], 0)))
+    return at[0], at[1], units[0], units[1]
+
+
+_LIMB = 22
+
+
+def _limbs(units: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """``units`` (int64) as their minimum and float64 parts whose sums over any subset stay below 2^53 (exact):
+    the units above the minimum whole when their total is below 2^53, else in three 22-bit limbs (each limb's
+    sum below 2^53 for under 2^31 customers)."""
+    if not len(units):
+        return 0, []
+    low = int(units.min())
+    shifted = (units - low).astype(np.uint64)
+    if int(shifted.sum(dtype=np.uint64)) < 2**53 and int(shifted.max()) * len(shifted) < 2**63:
+        return low, [shifted.astype(np.float64)]
+    mask = np.uint64((1 << _LIMB) - 1)
+    return low, [((shifted >> np.uint64(_LIMB * k)) & mask).astype(np.float64) for k in range(3)]
+
+
+def _exact_sums(code: np.ndarray, limbs: tuple[int, list[np.ndarray]], size: int) -> list[int]:
+    """The sum of the units per ``code`` (0 .. size - 1), exactly, from :func:`_limbs`, as Python integers."""
+    low, parts = limbs
+    counts = np.bincount(code, minlength=size)
+    total = [low * int(k) for k in counts]
+    for k, part in enumerate(parts):
+        sums = np.bincount(code, weights=part, minlength=size)
+        shift = 0 if len(parts) == 1 else _LIMB * k
+        for i in range(size):
+            total[i] += int(sums[i]) << shift
+    return total
+
+
+class _Built(FastPath):
+    """Columns already built, as a fast path (to read their codes off them)."""
+
+    def __init__(self, classifier: Classifier, built: Mapping[str, pl.Series]):
+        self.classifier = classifier
+        self.built = built
+
+    def columns(self, params: Mapping[str, Any]) -> Mapping[str, pl.Series]:
+        return self.built
 
 
 # --------------------------------------------------------------------- HTML
@@ -479,16 +707,18 @@ def rules_html(result: Any) -> str:
                         f'data-value="{r[k]}" style="text-align:right;padding-left:1em">{r[k]:,}</td>'
                         for k in ("matched", "hits", "cut_by_capacity", "actions"))
         rows.append(f'<tr data-rule="{a(r["rule"])}"><td style="text-align:left">{a(r["rule"])}</td>{cells}</tr>')
-    s = {"actions": result.actions.height, "cut_by_capacity": result.cut.height, "unmatched": result.unmatched}
+    cut_total = sum(result.cut_by_capacity)
+    s = {"actions": sum(result.actions_per_rule), "cut_by_capacity": cut_total, "unmatched": result.unmatched}
     rows.append(f'</table><div class="tierbook-rule-totals">actions <span class="tierbook-actions" '
                 f'data-value="{s["actions"]}">{s["actions"]:,}</span> · cut by capacity '
                 f'<span class="tierbook-cut" data-value="{s["cut_by_capacity"]}">{s["cut_by_capacity"]:,}</span>'
                 f' · unmatched <span class="tierbook-unmatched" data-value="{s["unmatched"]}">'
                 f'{s["unmatched"]:,}</span></div>')
-    if result.cut.height:
-        more = f" (first 10 of {result.cut.height:,})" if result.cut.height > 10 else ""
+    if cut_total:
+        more = f" (first 10 of {cut_total:,})" if cut_total > 10 else ""
+        head = result.cut_head(10) if hasattr(result, "cut_head") else result.cut.head(10)
         rows.append(f'<details class="tierbook-cut-list"><summary>customers cut by capacity{more}</summary>'
-                    f'{frame_html(result.cut.head(10), "tierbook-cut-table")}</details>')
+                    f'{frame_html(head, "tierbook-cut-table")}</details>')
     return "".join(rows)
 
 
@@ -528,23 +758,42 @@ def _fmt(v: Any) -> str:
 
 
 # ------------------------------------------------------------------- charts
+class SizesPlot:
+    """The generic chart, customers per class of one class column as horizontal bars, as a figure kept
+    across redraws. The bars are drawn against the share of all customers (0-100%, a fixed axis, so the
+    axes and labels are drawn once: :class:`~engine.fastpath.Overlay`), each with its count beside it;
+    :meth:`draw` draws the bars and counts over the fixed part."""
+
+    def __init__(self, column: str, labels: Sequence[str]):
+        height = 1.2 + 0.32 * len(labels)
+        self.fig = fig = figure(4.6, min(height, 6.0))
+        self.ax = ax = fig.add_subplot()
+        self.y = np.arange(len(labels))
+        ax.set_yticks(self.y, [str(lab) for lab in labels])
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # best class on top
+        ax.set_xlim(0, 1.18)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+        ax.set_xlabel("share of customers")
+        ax.set_title(f"{column}: customers per class", fontsize=10)
+        self.moving: list[Any] = []
+        fig.tight_layout()
+        self.overlay = Overlay(fig)
+
+    def draw(self, counts: Sequence[int]) -> bytes:
+        for artist in self.moving:
+            artist.remove()
+        total = sum(counts)
+        shares = [k / total if total else 0.0 for k in counts]
+        bars = list(self.ax.barh(self.y, shares, color="#1f4e79"))
+        texts = [self.ax.text(x + 0.01, i, f"{k:,}", va="center", fontsize=8)
+                 for i, (x, k) in enumerate(zip(shares, counts))]
+        self.moving = [*bars, *texts]
+        return self.overlay.render(self.moving)
+
+
 def class_sizes_png(column: str, labels: Sequence[str], counts: Sequence[int]) -> bytes:
     """The generic chart: customers per class of one class column, as horizontal bars."""
-    height = 1.2 + 0.32 * len(labels)
-    fig = figure(4.6, min(height, 6.0))
-    ax = fig.add_subplot()
-    y = np.arange(len(labels))
-    ax.barh(y, counts, color="#1f4e79")
-    ax.set_yticks(y, [str(lab) for lab in labels])
-    ax.invert_yaxis()  # best class on top
-    top = max(counts) if len(counts) else 0
-    for i, k in enumerate(counts):
-        ax.text(k + top * 0.01, i, f"{k:,}", va="center", fontsize=8)
-    ax.set_xlim(0, top * 1.15 if top else 1)
-    ax.set_xlabel("customers")
-    ax.set_title(f"{column}: customers per class", fontsize=10)
-    fig.tight_layout()
-    return png(fig)
+    return SizesPlot(column, labels).draw(counts)
 
 
 # ------------------------------------------------------------------- widgets
@@ -806,8 +1055,11 @@ class Workbench:
             self.last_result = m.rules()
             self.rules_box.value = rules_html(self.last_result)
         t_rules = time.perf_counter() - t1
+        t_migration = 0.0
         if m.previous is not None:
+            t = time.perf_counter()
             self.migration_box.value = migration_html(m.migration())
+            t_migration = time.perf_counter() - t
         options = [(f"{c} = {lab}", (c, lab)) for c, lab in numbers.select("column", "label").iter_rows()]
         current = self.class_picker.value
         if list(self.class_picker.options) != options:
@@ -816,15 +1068,21 @@ class Workbench:
             self.class_picker.value = current
         elif options:
             self.class_picker.value = options[0][1]
+        t = time.perf_counter()
         self._show_sample()
+        t_sample = time.perf_counter() - t
         t2 = time.perf_counter()
         if self.charts_enabled:
             self.redraw()
         t_charts = time.perf_counter() - t2
-        self.timings = {"numbers": t_numbers, "rules": t_rules, "charts": t_charts}
+        total = time.perf_counter() - t0
+        self.timings = {"numbers": t_numbers, "rules": t_rules, "migration": t_migration, "sample": t_sample,
+                        "charts": t_charts, "total": total}
         self.timing.value = (f'<small style="color:grey">{m.n:,} customers as of {m.as_of} · numbers '
-                             f'{1000 * t_numbers:.0f} ms · rules {1000 * t_rules:.0f} ms · charts '
-                             f'{1000 * t_charts:.0f} ms</small>')
+                             f'{1000 * t_numbers:.0f} ms · rules {1000 * t_rules:.0f} ms · '
+                             + (f'migration {1000 * t_migration:.0f} ms · ' if m.previous is not None else '')
+                             + f'sample {1000 * t_sample:.0f} ms · charts {1000 * t_charts:.0f} ms · '
+                             f'in all {1000 * total:.0f} ms</small>')
 
     def redraw(self) -> None:
         """Redraw the charts whose content changed (each chart's ``key``); the others stay as they are."""
@@ -854,12 +1112,12 @@ class Workbench:
             self.sample_box.value = ""
             return
         column, label = choice
-        df = self.model.sample(column, label)
-        keep = [c for c in ("customer_id", "recency_days", "frequency", "monetary", "tenure_days")
-                if c in df.columns]
-        labels = [c for name in self.model.params for o in self.model.classifiers[name].output_specs(
-            self.model.params[name]) if (c := o.column) in df.columns and o.labels is not None]
-        self.sample_box.value = frame_html(df.select(keep + labels))
+        base = self.model.prepared.customers.columns
+        keep = [c for c in ("customer_id", "recency_days", "frequency", "monetary", "tenure_days") if c in base]
+        labels = [o.column for name in self.model.params for o in self.model.classifiers[name].output_specs(
+            self.model.params[name]) if o.labels is not None]
+        df = self.model.sample(column, label, columns=keep + list(dict.fromkeys(labels)))
+        self.sample_box.value = frame_html(df)
 
     def save(self) -> str | None:
         """Write the tuned parameters (comments kept); show and return the diff.

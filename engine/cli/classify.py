@@ -16,6 +16,36 @@ def plugin_options(p: argparse.ArgumentParser) -> None:
                    help="also load every *.py file in DIR as a plugin (this runs their code: see SECURITY.md)")
 
 
+def engine_options(p: argparse.ArgumentParser, *, playbook: bool = False) -> None:
+    """``--engine``, ``--spark-master``, ``--spark-conf``: where the feature pass runs (every command that runs
+    it has them; on a playbook command they override its ``engine:`` and ``spark:``)."""
+    default = "the playbook's engine:, else polars" if playbook else "polars"
+    p.add_argument("--engine", choices=("polars", "spark"), default=None if playbook else "polars",
+                   help=f"where the feature pass runs: polars (this process) or spark (Apache Spark; the data is "
+                        f"Parquet: a file, a directory or a glob; pip install 'tierbook[spark]'); default {default}")
+    p.add_argument("--spark-master", metavar="URL",
+                   help="Spark master for the spark engine" + (" (replaces spark.master)" if playbook else
+                                                               " (default local[*])"))
+    p.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="Spark configuration for the spark engine, e.g. spark.executor.memory=4g; repeatable"
+                        + (" (added to spark.config)" if playbook else ""))
+
+
+def spark_options(args: argparse.Namespace) -> dict | None:
+    """``--spark-master`` and ``--spark-conf`` as a ``spark:`` mapping (only what was given); None without them."""
+    from ..errors import DataError
+
+    config = {}
+    for item in args.spark_conf:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise DataError(f"--spark-conf {item}: expected KEY=VALUE, e.g. spark.executor.memory=4g")
+        config[key.strip()] = value.strip()
+    if not config and not args.spark_master:
+        return None
+    return {**({"master": args.spark_master} if args.spark_master else {}), **({"config": config} if config else {})}
+
+
 def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     if data:
         p.add_argument("data", help="transactions: .csv, .parquet, .ndjson/.jsonl or .xlsx")
@@ -38,12 +68,7 @@ def _data_options(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="set a classifier parameter as classifier.param=value ('tierbook plugins' lists them); repeatable")
     plugin_options(p)
     p.add_argument("--rejects", metavar="FILE", help="write the rows that could not be used, with the reason")
-    p.add_argument("--engine", choices=("polars", "spark"), default="polars",
-                   help="where the feature pass runs: polars (default, this process) or spark (Apache Spark; DATA "
-                        "is Parquet: a file, a directory or a glob; pip install 'tierbook[spark]')")
-    p.add_argument("--spark-master", metavar="URL", help="Spark master for --engine spark (default local[*])")
-    p.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
-                   help="Spark configuration for --engine spark, e.g. spark.executor.memory=4g; repeatable")
+    engine_options(p)
     p.add_argument("--skip-failing-plugins", action="store_true",
                    help="skip a plugin or classifier that fails (named on stderr) instead of stopping")
 
@@ -104,21 +129,12 @@ def _prepare_and_classify(args: argparse.Namespace):
         from ..io import check_output
 
         check_output(Path(args.rejects))  # a bad suffix or directory fails before the data is read
-    spark = None
+    spark = spark_options(args)
     if args.engine == "spark":
         from ..errors import DataError
 
-        if args.rejects:
-            raise DataError("--rejects is not available with --engine spark (the counts by reason are reported); "
-                            "run with the polars engine to write the rejected rows")
-        config = {}
-        for item in args.spark_conf:
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise DataError(f"--spark-conf {item}: expected KEY=VALUE, e.g. spark.executor.memory=4g")
-            config[key.strip()] = value.strip()
-        spark = {"master": args.spark_master or "local[*]", "config": config}
-    elif args.spark_master or args.spark_conf:
+        spark = {"master": "local[*]", "config": {}, **(spark or {})}
+    elif spark is not None:
         from ..errors import DataError
 
         raise DataError("--spark-master and --spark-conf apply to --engine spark only")
@@ -134,7 +150,14 @@ def _prepare_and_classify(args: argparse.Namespace):
         classified = prepared.classify([sel.classifier.name for sel in selections], params, skip_failing=skip)
     for message in prepared.skipped:
         say(f"tierbook: skipped: {message}", file=sys.stderr)
-    if args.rejects:
+    if args.rejects and args.engine == "spark":
+        from ..io import atomic_write_frame
+        from ..spark import SparkSettings, rejected_rows_spark
+
+        with step(f"writing rejects to {args.rejects}"):
+            atomic_write_frame(rejected_rows_spark(args.data, args.map, as_of=as_of,
+                                                   settings=SparkSettings.from_mapping(spark)), Path(args.rejects))
+    elif args.rejects:
         from ..data import read_transactions
         from ..features import rejected_rows
         from ..io import atomic_write_frame

@@ -16,8 +16,11 @@ def _plugins_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _playbook_options(p: argparse.ArgumentParser) -> None:
+    from .classify import engine_options
+
     p.add_argument("playbook", help="the playbook YAML file")
     _plugins_dir(p)
+    engine_options(p, playbook=True)
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
                    help="override a classifier parameter of the playbook; repeatable")
     p.add_argument("--as-of", metavar="YYYY-MM-DD", help="override the playbook's as_of")
@@ -73,6 +76,8 @@ def add_commands(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit with code 1 when a rule is dead or shadowed")
     p.set_defaults(func=run_check)
 
+    from .classify import engine_options
+
     p = sub.add_parser("diff", help="who gets a different action under a changed playbook, and why")
     p.add_argument("old", help="the playbook as it is")
     p.add_argument("new", nargs="?", help="the changed playbook (default: OLD with the --set changes)")
@@ -80,6 +85,7 @@ def add_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="CLASSIFIER.PARAM=VALUE",
                    help="change a classifier parameter of the new side; repeatable")
     p.add_argument("--as-of", metavar="YYYY-MM-DD", help="override the playbooks' as_of")
+    engine_options(p, playbook=True)
     p.add_argument("--csv", metavar="FILE", help="write the customers whose action changes, with the reason "
                                                  "(CSV, or Parquet/JSON/NDJSON/xlsx by the suffix), atomically")
     p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/check-and-diff.md)")
@@ -114,9 +120,11 @@ def _snapshot_options(args) -> dict | None:
 
 def _load(args, **kwargs):
     from ..playbook import load_playbook
+    from .classify import spark_options
 
     return load_playbook(args.playbook, params=args.set or None, plugins_dir=args.plugins_dir,
-                         snapshots=_snapshot_options(args), **kwargs)
+                         snapshots=_snapshot_options(args), engine=getattr(args, "engine", None),
+                         spark=spark_options(args) if hasattr(args, "spark_conf") else None, **kwargs)
 
 
 def format_result(pb, result) -> str:
@@ -310,14 +318,16 @@ def run_diff(args: argparse.Namespace) -> int:
     from ..io import atomic_write_frame, check_output
     from ..playbook import load_playbook
     from ..playbook.diff import comparable, diff_json, diff_playbooks, format_diff
+    from .classify import spark_options
     from .progress import step
 
     if args.new is None and not args.set:
         raise TierbookError("diff: give a second playbook (NEW), or --set changes to compare OLD with")
     if args.csv:
         check_output(Path(args.csv))  # a bad suffix or directory fails before the data is read
-    old = load_playbook(args.old, plugins_dir=args.plugins_dir)
-    new = load_playbook(args.new or args.old, params=args.set or None, plugins_dir=args.plugins_dir)
+    engine = {"engine": args.engine, "spark": spark_options(args)}
+    old = load_playbook(args.old, plugins_dir=args.plugins_dir, **engine)
+    new = load_playbook(args.new or args.old, params=args.set or None, plugins_dir=args.plugins_dir, **engine)
     comparable(old, new)
     with step(f"reading {old.data['transactions']}, classifying and applying both playbooks' rules"):
         d = diff_playbooks(old, new, as_of=args.as_of)

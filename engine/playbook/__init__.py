@@ -29,7 +29,8 @@ bounds, the :class:`Rule` and :class:`Result` records), :mod:`~engine.playbook.l
 validation), :mod:`~engine.playbook.model` (the :class:`Playbook`), :mod:`~engine.playbook.evaluate`
 (rule evaluation, :func:`evaluate_rules`, and the reconciliation), :mod:`~engine.playbook.write` (the outputs as one set),
 :mod:`~engine.playbook.save` (tuned parameters back into the file), :mod:`~engine.playbook.schema` (the
-JSON Schema) and :mod:`~engine.playbook.explain` (one customer explained).
+JSON Schema), :mod:`~engine.playbook.explain` (one customer explained) and :mod:`~engine.playbook.live`
+(the workbench's rule counts, move after move, equal to :func:`evaluate_rules`').
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from ..errors import (
     speaking,
     suggest,
 )
-from ..features import BUILTIN_FEATURES
+from ..features import BUILTIN_FEATURES, PLUGIN_ROW_COLUMNS
 from ..holdout import BUCKETS, Holdout
 from ..io import OUTPUT_FORMATS
 from ..registry import Registry, get_registry
@@ -138,6 +138,8 @@ def load_playbook(
     skip_failing_plugins: bool = False,
     plugins_dir: str | Path | None = None,
     snapshots: Mapping[str, Any] | None = None,
+    engine: str | None = None,
+    spark: Mapping[str, Any] | None = None,
 ) -> Playbook:
     """Load and validate a playbook; raise :class:`PlaybookError` listing every problem.
 
@@ -149,7 +151,9 @@ def load_playbook(
     ``plugins_dir`` also loads the local plugins of that directory (see
     :func:`~engine.registry.get_registry`). ``snapshots`` (keys as in the
     playbook's ``snapshots:``, e.g. from ``--snapshots`` / ``--every``) replaces
-    the playbook's dates; its ``window`` and ``cohort`` are added to the playbook's.
+    the playbook's dates; its ``window`` and ``cohort`` are added to the playbook's. ``engine`` (e.g. from
+    ``--engine``) replaces the playbook's ``engine:``; ``spark`` (``master``, ``config``) replaces its
+    ``spark.master`` and adds to its ``spark.config``.
     """
     path = Path(path)
     doc = load_marked(path)
@@ -180,7 +184,7 @@ def load_playbook(
     elif plugin_modules:
         registry = get_registry(modules=plugin_modules, strict=not skip_failing_plugins, plugins_dir=plugins_dir)
 
-    engine, spark = _load_engine(doc, problems)
+    engine, spark = _load_engine(doc, problems, engine, spark)
     data = _load_data(doc, base, problems, engine)
     selections, raw_params = _load_classifiers(doc, registry, params, problems)
     hit_policy = doc.get("hit_policy", "first")
@@ -205,7 +209,7 @@ def load_playbook(
     schema: dict[str, pl.DataType] = {}
     if check_data:
         with speaking(PLAYBOOK_WORDS):
-            schema, table = _predicted_schema(doc, data, registry, selections, problems)
+            schema, table = _predicted_schema(doc, data, registry, selections, problems, engine)
         problems.raise_if_any()
         _check_requires(doc, registry, selections, schema, problems)
         problems.raise_if_any()
@@ -297,8 +301,10 @@ def _check_previous(rules: list[Rule], selections: list[Selection], snaps: dict[
             problems.add(rule.when_line, f"rule {rule.name!r}: {used[0]} reads the previous snapshot, but {why}")
 
 
-def _load_engine(doc: MarkedDict, problems: _Problems) -> tuple[str, dict[str, Any]]:
-    """``engine:`` and its ``spark:`` settings."""
+def _load_engine(doc: MarkedDict, problems: _Problems, override: str | None = None,
+                 spark_override: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """``engine:`` and its ``spark:`` settings, with the caller's (``--engine``, ``--spark-master``,
+    ``--spark-conf``) over them."""
     from ..run import ENGINES
 
     engine = doc.get("engine", "polars")
@@ -306,14 +312,27 @@ def _load_engine(doc: MarkedDict, problems: _Problems) -> tuple[str, dict[str, A
         problems.add(doc.value_line("engine"), f"engine: {engine!r} is not an engine{suggest(str(engine), ENGINES)} "
                                                f"(engines: {', '.join(ENGINES)})")
         engine = "polars"
+    if override is not None:
+        if override not in ENGINES:
+            raise DataError(f"{option('engine')} {override!r}: use one of {', '.join(ENGINES)}")
+        engine = override
     node = doc.get("spark")
     spark: dict[str, Any] = {}
     if isinstance(node, MarkedDict):
-        if engine != "spark":
+        if engine != "spark" and override is None:
             problems.add(doc.key_line("spark"), "spark: applies to engine: spark only")
         if _check_keys(node, SPARK_KEYS, "spark", problems):
             spark = {"master": str(node.get("master", "local[*]")),
                      "config": {str(k): str(v) for k, v in (node.get("config") or {}).items()}}
+    if spark_override:
+        if engine != "spark":
+            raise DataError(f"{option('spark_master')} and {option('spark_conf')} apply to the spark engine only "
+                            f"(engine: spark, or {option('engine')} spark)")
+        spark = {"master": str(spark_override.get("master") or spark.get("master") or "local[*]"),
+                 "config": {**spark.get("config", {}), **{str(k): str(v) for k, v in
+                                                         (spark_override.get("config") or {}).items()}}}
+    if engine != "spark":
+        spark = {}
     return engine, spark
 
 
@@ -710,7 +729,7 @@ def _check_outputs_spare_inputs(doc, path: Path, data: dict, outputs: dict, prob
             problems.add(line, f"outputs.{key}: {target} is {inputs[target]}; an output may not replace an input")
 
 
-def _predicted_schema(doc, data, registry, selections, problems):
+def _predicted_schema(doc, data, registry, selections, problems, engine="polars"):
     """The customer table's schema, from the files' headers and the plugins' declarations."""
     lines = data.get("_lines", {})
     schema: dict[str, pl.DataType] = {}
@@ -719,7 +738,7 @@ def _predicted_schema(doc, data, registry, selections, problems):
         return schema, table
     try:
         source = data["transactions"]
-        if doc.get("engine") == "spark":  # the columns of the Parquet files, without reading a row
+        if engine == "spark":  # the columns of the Parquet files, without reading a row
             from ..spark import empty_frame
 
             source = empty_frame(str(source))
@@ -732,8 +751,7 @@ def _predicted_schema(doc, data, registry, selections, problems):
         return schema, table
     schema["customer_id"] = id_dtype
     schema.update(FEATURE_DTYPES)
-    empty = pl.LazyFrame(schema={"customer_id": id_dtype, "order_id": pl.String, "order_date": pl.Date,
-                                 "amount": pl.Float64})
+    empty = pl.LazyFrame(schema={**PLUGIN_ROW_COLUMNS, "customer_id": id_dtype})
     for name, feat in registry.features.items():
         try:
             if feat.agg is not None:

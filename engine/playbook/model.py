@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -140,24 +141,29 @@ class Playbook:
         """Every snapshot of ``snapshots:`` from one scan, classified, with migration and KPIs
         (:class:`engine.snapshots.Snapshots`); see :func:`engine.snapshots.run_snapshots`."""
         from ..data import read_customers, read_transactions
-        from ..errors import DataError
         from ..features import BUILTIN_FEATURES
         from ..snapshots import default_end, snapshot_spec, snapshots_of
 
-        if self.engine != "polars":
-            raise DataError(f"{self.path}: snapshots: not available with engine: {self.engine} (the Polars feature "
-                            f"pass computes every snapshot from one scan)")
         started = time.perf_counter()
         d = self.data
         spec = self.snapshot_spec(as_of)
         s = self.snapshots
         with speaking(PLAYBOOK_WORDS if s["words"] == "playbook" else {}):
-            tx = read_transactions(d["transactions"], d.get("map") or None, date_format=d.get("date_format"),
-                                   sheet=d.get("sheet"), delimiter=d.get("delimiter"),
-                                   decimal_comma=d.get("decimal_comma", False))
+            collect = None
+            if self.engine == "spark":  # the same queries, run by Spark on each partition of customers
+                from ..spark import SparkSettings, spark_source
+
+                source = spark_source(d["transactions"], d.get("map") or None,
+                                      settings=SparkSettings.from_mapping(self.spark))
+                tx, collect, end = source.tx, source.collect, source.default_end
+            else:
+                tx = read_transactions(d["transactions"], d.get("map") or None, date_format=d.get("date_format"),
+                                       sheet=d.get("sheet"), delimiter=d.get("delimiter"),
+                                       decimal_comma=d.get("decimal_comma", False))
+                end = functools.partial(default_end, tx)
             if spec is None:
                 spec = snapshot_spec(every=s.get("every"), periods=s.get("periods"), windows=s.get("window"),
-                                     cohort=s.get("cohort"), default_end=default_end(tx))
+                                     cohort=s.get("cohort"), default_end=end())
             table = None
             if self.customer_table is not None:
                 reserved = frozenset(BUILTIN_FEATURES) | frozenset(self.registry.features)
@@ -165,7 +171,8 @@ class Playbook:
             skipped = [str(f) for f in self.registry.failures] if skip_failing else None
             failed: dict[str, str] = {}
             snaps = snapshots_of(tx, spec, self.selections, registry=self.registry, customers=table,
-                                 needs=self._needs(), skipped=skipped, skipped_classifiers=failed, keep="slim")
+                                 needs=self._needs(), skipped=skipped, skipped_classifiers=failed, keep="slim",
+                                 collect=collect)
         snaps.skipped = list(dict.fromkeys(skipped or []))
         snaps.skipped_classifiers = failed
         # for the run's manifest (a plain attribute: how the snapshots came about, not what they are)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.fastpath import Chart, FastPath, enum_series, figure, png
+from engine.fastpath import Chart, FastPath, Overlay, enum_series, figure
 
 from . import LABELS
 
@@ -49,6 +49,7 @@ class AbcFastPath(FastPath):
         super().__init__(*args)
         self._sorted: dict[str, Sorted] = {}
         self._total_rev = float(self.table.weights.sum())
+        self._plots: dict[tuple[str, str], ParetoPlot] = {}  # the Pareto chart's figure, per metric and mode
 
     def supports(self, params: Mapping[str, Any]) -> bool:
         return set(params) == KNOWN
@@ -110,13 +111,16 @@ class AbcFastPath(FastPath):
         revenue = np.array([rev_a, rev_ab - rev_a, self._total_rev - rev_ab, 0.0])
         return {"abc": (counts, revenue)}
 
-    def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:
+    def label_codes(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         c = self.sorted(params["metric"])
         na, nb = self.bounds(params)
         codes = np.full(self.table.n, 2, dtype=np.uint32)
         codes[c.order[:na]] = 0
         codes[c.order[na:nb]] = 1
-        return {"abc": enum_series(LABELS, codes, "abc")}
+        return {"abc": codes}
+
+    def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:
+        return {"abc": enum_series(LABELS, self.label_codes(params)["abc"], "abc")}
 
     def pareto_data(self, p: Mapping[str, Any]) -> dict[str, Any]:
         """The Pareto curve (thinned to :data:`CURVE_POINTS`), the class bounds and the cut-offs.
@@ -144,29 +148,67 @@ class AbcFastPath(FastPath):
         na, nb = self.bounds(params)
         cut = (params["a"], params["b"]) if params["mode"] == "share" else (params["a_rank"], params["b_rank"])
         key = (params["metric"], params["mode"], cut, na, nb)
-        return (Chart("pareto", key, lambda: pareto_png(self.pareto_data(params))),)
+        return (Chart("pareto", key, lambda: self.pareto_plot(params).draw(self.pareto_data(params))),)
+
+    def pareto_plot(self, params: Mapping[str, Any]) -> ParetoPlot:
+        """The Pareto chart's figure for this metric and mode, kept across moves (only the cut-offs change)."""
+        key = (params["metric"], params["mode"])
+        if key not in self._plots:
+            self._plots[key] = ParetoPlot(self.pareto_data(params))
+        return self._plots[key]
+
+
+class ParetoPlot:
+    """The ABC Pareto chart as a figure kept across redraws.
+
+    The axes, labels and title (what a metric and mode fix) are laid out and drawn once
+    (:class:`~engine.fastpath.Overlay`); :meth:`draw` draws the class bands, the curve over them, the
+    cut-off lines and the legend over that. The layout leaves room for the widest cut-off label, so the
+    picture of a move is the same whichever moves came before.
+    """
+
+    def __init__(self, data: Mapping[str, Any]):
+        self.fig = fig = figure(5.2, 3.6)
+        self.ax = ax = fig.add_subplot()
+        (self.curve,) = ax.plot(data["x"], data["y"], color="#1f4e79", lw=2)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("share of customers (best first)")
+        ax.set_ylabel(f"cumulative share of {data['metric']}")
+        ax.set_title("ABC Pareto curve" + (" (returns: capped at 100% of the net total)" if data.get("over") else ""),
+                     fontsize=10 if data.get("over") else None)
+        if data["mode"] == "share":  # the cut-off labels stick out on the right: room for the widest one
+            room = [ax.text(1.0, 0.5, f" {name} = 0.000000", va="center", ha="left", fontsize=8) for name in "ab"]
+            fig.tight_layout()
+            for text in room:
+                text.remove()
+        else:
+            fig.tight_layout()
+        self.moving: list[Any] = []
+        self.overlay: Overlay | None = None
+
+    def draw(self, data: Mapping[str, Any]) -> bytes:
+        """PNG bytes of the chart with ``data``'s class bounds and cut-offs."""
+        ax = self.ax
+        for artist in self.moving:
+            artist.remove()
+        xa, xb = data["a_customers"], data["ab_customers"]
+        bands = [ax.axvspan(0, xa, color="#2e7d32", alpha=0.15, label=f"A: {100 * xa:.1f}% of customers"),
+                 ax.axvspan(xa, xb, color="#f9a825", alpha=0.15, label=f"B: {100 * (xb - xa):.1f}%")]
+        lines = []
+        if data["mode"] == "share":
+            for cut, name in ((data["a"], "a"), (data["b"], "b")):
+                lines.append(ax.axhline(cut, color="grey", ls="--", lw=1))
+                lines.append(ax.text(1.0, cut, f" {name} = {cut:g}", va="center", ha="left", fontsize=8))
+        for x in (xa, xb):
+            lines.append(ax.axvline(x, color="grey", ls=":", lw=1))
+        legend = ax.legend(handles=bands, loc="lower right", fontsize=8)
+        self.moving = [*bands, *lines, legend]
+        if self.overlay is None:
+            self.overlay = Overlay(self.fig)
+        return self.overlay.render([*bands, self.curve, *lines, legend])
 
 
 def pareto_png(data: Mapping[str, Any]) -> bytes:
     """ABC Pareto chart: cumulative share of the metric against the share of customers, cut-offs drawn."""
-    fig = figure(5.2, 3.6)
-    ax = fig.add_subplot()
-    ax.plot(data["x"], data["y"], color="#1f4e79", lw=2)
-    xa, xb = data["a_customers"], data["ab_customers"]
-    ax.axvspan(0, xa, color="#2e7d32", alpha=0.15, label=f"A: {100 * xa:.1f}% of customers")
-    ax.axvspan(xa, xb, color="#f9a825", alpha=0.15, label=f"B: {100 * (xb - xa):.1f}%")
-    if data["mode"] == "share":
-        for cut, name in ((data["a"], "a"), (data["b"], "b")):
-            ax.axhline(cut, color="grey", ls="--", lw=1)
-            ax.text(1.0, cut, f" {name} = {cut:g}", va="center", ha="left", fontsize=8)
-    for x in (xa, xb):
-        ax.axvline(x, color="grey", ls=":", lw=1)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("share of customers (best first)")
-    ax.set_ylabel(f"cumulative share of {data['metric']}")
-    ax.set_title("ABC Pareto curve" + (" (returns: capped at 100% of the net total)" if data.get("over") else ""),
-                 fontsize=10 if data.get("over") else None)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return png(fig)
+    return ParetoPlot(data).draw(data)

@@ -101,5 +101,8 @@ class AdcFastPath(FastPath):
         rows = (active, new, dormant, churned, no_purchase, prospects, (0, 0.0))
         return {"adc": (np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))}
 
+    def label_codes(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return {"adc": self.codes(params)}
+
     def columns(self, params: Mapping[str, Any]) -> dict[str, pl.Series]:
         return {"adc": enum_series(LABELS, self.codes(params), "adc")}

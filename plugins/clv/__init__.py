@@ -90,7 +90,7 @@ from threadpoolctl import threadpool_limits
 
 from engine import Classifier, Context, Feature, Output, ParamSpec, hookimpl
 from engine.errors import DataError
-from engine.features import to_amount, to_units
+from engine.features import to_amount
 
 from . import models
 
@@ -165,7 +165,7 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         )
 
     def table(rows: pl.LazyFrame) -> pl.LazyFrame:
-        purchases = rows.filter(pl.col("amount") >= 0).with_columns(_period(weeks).alias("_period"))
+        purchases = rows.filter(pl.col("amount_units") >= 0).with_columns(_period(weeks).alias("_period"))
         id_type = rows.collect_schema()["customer_id"]
         if id_type not in _INTEGER_IDS:
             return by_pair(purchases)
@@ -176,7 +176,9 @@ def _per_period_then_customer(weeks: bool, suffix: str):
 
 
 def _units_sum() -> pl.Expr:
-    return to_units(pl.col("amount")).sum().alias("_value")
+    # amount_units (engine.features.PLUGIN_ROW_COLUMNS): exact, so the sums do not depend on the order the
+    # lines arrive in (the streaming engine's order varies from run to run, the Spark engine's differs again)
+    return pl.col("amount_units").cast(pl.Int128).sum().alias("_value")
 
 
 _per_day_then_customer = _per_period_then_customer(False, "days")

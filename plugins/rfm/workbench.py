@@ -61,6 +61,7 @@ class RfmFastPath(FastPath):
         self._ranks = {name: ranks[name].cast(pl.Int64).to_numpy() for name in ("r", "f", "m")}
         self._scores: dict[int, Scores] = {}
         self._series: dict[int, dict[str, pl.Series]] = {}
+        self._plot: tuple[int, HeatmapPlot] | None = None  # the R x F chart's figure, per number of bins
 
     def supports(self, params: Mapping[str, Any]) -> bool:
         # The peers' conventions (qcut binning, M from the mean, segments by code) take the generic path.
@@ -133,6 +134,11 @@ class RfmFastPath(FastPath):
         out["value_tier"] = enum_series(TIERS, tier[sc.cell], "value_tier")
         return out
 
+    def label_codes(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        sc = self.scores(params["bins"])
+        _, seg, tier = self._cell_luts(params)
+        return {"rfm_segment": seg[sc.cell], "value_tier": tier[sc.cell]}
+
     def rf_grid(self, bins: int) -> np.ndarray:
         """Customers per (R, F) cell: rows R = bins .. 1, columns F = 1 .. bins."""
         side = bins + 1
@@ -141,27 +147,49 @@ class RfmFastPath(FastPath):
 
     def charts(self, params: Mapping[str, Any]) -> Sequence[Chart]:
         grid = self.rf_grid(params["bins"])
-        return (Chart("rf-grid", (params["bins"], grid.tobytes()), lambda: heatmap_png(grid)),)
+        return (Chart("rf-grid", (params["bins"], grid.tobytes()), lambda: self.heatmap(grid.shape[0]).draw(grid)),)
+
+    def heatmap(self, bins: int) -> HeatmapPlot:
+        """The R x F chart's figure for this number of bins, kept across moves."""
+        if self._plot is None or self._plot[0] != bins:
+            self._plot = (bins, HeatmapPlot(bins))
+        return self._plot[1]
+
+
+class HeatmapPlot:
+    """The R x F heat map as a figure kept across redraws: axes, colour bar and layout are made once
+    (the same whatever the counts); :meth:`draw` sets the cells, the colour scale and the numbers in the
+    cells, and draws the figure (the colour bar's scale moves with the counts)."""
+
+    def __init__(self, bins: int):
+        self.bins = bins
+        self.fig = fig = figure(4.6, 3.6)
+        self.ax = ax = fig.add_subplot()
+        self.im = ax.imshow(np.zeros((bins, bins)), cmap="Blues")
+        ax.set_xticks(range(bins), [str(f) for f in range(1, bins + 1)])
+        ax.set_yticks(range(bins), [str(r) for r in range(bins, 0, -1)])
+        ax.set_xlabel("F score")
+        ax.set_ylabel("R score")
+        ax.set_title("RFM grid: customers per R x F")
+        self.texts = [[ax.text(j, i, "", ha="center", va="center", fontsize=7 if bins > 6 else 8)
+                       for j in range(bins)] for i in range(bins)] if bins <= 10 else []
+        fig.colorbar(self.im, ax=ax, shrink=0.8)
+        self.im.set_clim(0, 9_000_000)  # laid out once, with room for the colour bar's widest numbers
+        fig.tight_layout()
+
+    def draw(self, grid: np.ndarray) -> bytes:
+        """PNG bytes of the heat map of ``grid`` (rows R = bins .. 1, columns F = 1 .. bins)."""
+        self.im.set_data(grid)
+        top = grid.max() if grid.size else 0
+        self.im.set_clim(grid.min() if grid.size else 0, top)
+        for i, row in enumerate(self.texts):
+            for j, text in enumerate(row):
+                v = int(grid[i, j])
+                text.set_text(f"{v:,}")
+                text.set_color("white" if top and v > top * 0.6 else "black")
+        return png(self.fig)
 
 
 def heatmap_png(grid: np.ndarray) -> bytes:
     """R x F heat map: customers per (recency score, frequency score) cell."""
-    bins = grid.shape[0]
-    fig = figure(4.6, 3.6)
-    ax = fig.add_subplot()
-    im = ax.imshow(grid, cmap="Blues")
-    ax.set_xticks(range(bins), [str(f) for f in range(1, bins + 1)])
-    ax.set_yticks(range(bins), [str(r) for r in range(bins, 0, -1)])
-    ax.set_xlabel("F score")
-    ax.set_ylabel("R score")
-    ax.set_title("RFM grid: customers per R x F")
-    top = grid.max() if grid.size else 0
-    if bins <= 10:
-        for i in range(bins):
-            for j in range(bins):
-                v = int(grid[i, j])
-                ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7 if bins > 6 else 8,
-                        color="white" if top and v > top * 0.6 else "black")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    return png(fig)
+    return HeatmapPlot(grid.shape[0]).draw(grid)

@@ -7,9 +7,12 @@ Every test that starts Spark uses the session-scoped ``spark`` fixture (tests/co
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
+import json
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import polars as pl
@@ -18,10 +21,13 @@ import yaml
 from polars.testing import assert_frame_equal
 
 import engine
-from engine import DataError
+from engine import DataError, Feature, hookimpl
 from engine.data import read_transactions
 from engine.registry import get_registry
-from engine.spark import SparkSettings, check_available, compute_features_spark, parquet_files
+from plugins.clv import SUMMARY_COLUMNS
+from engine.run import as_of_date
+from engine.features import rejected_rows
+from engine.spark import SparkSettings, check_available, compute_features_spark, parquet_files, rejected_rows_spark
 
 from test_bad_input import _write_file  # tests/engine is on sys.path (pytest rootdir import mode)
 
@@ -32,12 +38,12 @@ UCI_MAPPING = {"customer_id": "CustomerID", "order_id": "InvoiceNo", "order_date
 LOCAL = SparkSettings(master="local[2]")
 
 
-def both(data, mapping=None, *, as_of=None, customers=None, spark_data=None):
+def both(data, mapping=None, *, as_of=None, customers=None, spark_data=None, registry=None, needs=None):
     """The Polars and the Spark result for the same input (``spark_data``: another path to the same rows)."""
-    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
-    polars = engine.prepare(data, mapping=mapping, as_of=as_of, customers=customers, registry=registry)
+    registry = registry or get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    polars = engine.prepare(data, mapping=mapping, as_of=as_of, customers=customers, registry=registry, needs=needs)
     spark = engine.prepare(spark_data or data, mapping=mapping, as_of=as_of, customers=customers,
-                           registry=registry, engine="spark", spark={"master": "local[2]"})
+                           registry=registry, needs=needs, engine="spark", spark={"master": "local[2]"})
     return polars, spark
 
 
@@ -53,10 +59,89 @@ def assert_same(polars, spark):
 
 @pytest.mark.parametrize("as_of", [None, "2011-06-01"])
 def test_uci_equals_polars(spark, uci_path, as_of):
-    polars, spark_ = both(uci_path, UCI_MAPPING, as_of=as_of)
+    """With the clv plugin's BTYD summary (Feature table=, on demand): the plugin's own query runs on Spark."""
+    registry = get_registry(allow=["abc", "adc", "rfm", "clv"], strict=True)
+    polars, spark_ = both(uci_path, UCI_MAPPING, as_of=as_of, registry=registry, needs=SUMMARY_COLUMNS)
     if as_of is None:
         assert polars.customers.height == 4372
+    assert set(SUMMARY_COLUMNS) <= set(spark_.customers.columns)
+    assert spark_.customers["btyd_frequency"].drop_nulls().len() > 0.95 * polars.customers.height
     assert_same(polars, spark_)
+    # the rejected rows themselves (--rejects): the same rows, numbers, source columns and reasons
+    tx = read_transactions(uci_path, UCI_MAPPING)
+    expected = tx.collect(rejected_rows(tx, as_of_date(as_of)))
+    got = rejected_rows_spark(uci_path, UCI_MAPPING, as_of=as_of_date(as_of), settings=LOCAL)
+    assert expected.height == sum(polars.report.rejected.values()) > 100_000
+    assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_cdnow_btyd_summary_and_clv_equal_polars(spark, tmp_path):
+    """The CDNOW sample shipped for the clv tests: the summary, the fit and every clv column, exactly."""
+    spec = importlib.util.spec_from_file_location("clv_tests", ROOT / "tests" / "plugins" / "clv" / "test_clv.py")
+    clv_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clv_tests)
+    path = tmp_path / "cdnow.parquet"
+    clv_tests.cdnow_transactions().write_parquet(path)
+    registry = get_registry(allow=["clv"], strict=True)
+    polars, spark_ = both(path, as_of=clv_tests.CDNOW_AS_OF, registry=registry,
+                          needs=[*SUMMARY_COLUMNS, *registry.classifiers["clv"].requires])
+    assert_frame_equal(spark_.customers, polars.customers, check_exact=True)
+    assert polars.customers.height == 2357
+    params = {"clv.time_unit": "weeks"}
+    assert spark_.classify(["clv"], params).equals(polars.classify(["clv"], params))
+    assert spark_.fits["clv"] == polars.fits["clv"]
+
+
+def plugin_module():
+    """Plugin features of every kind that reads rows: an aggregation, a query (on demand), derived from both."""
+    mod = types.ModuleType("tierbook_test_spark_features")
+
+    def best_day(rows: pl.LazyFrame) -> pl.LazyFrame:
+        daily = rows.group_by("customer_id", "order_date").agg(pl.col("amount_units").sum().alias("units"))
+        return daily.group_by("customer_id").agg(pl.col("units").max().alias("best_day_units"),
+                                                 pl.len().alias("active_days"))
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("biggest_line", "largest line amount", agg=pl.col("amount").max()))
+        register(Feature("orders_dec", "distinct December orders",
+                         agg=pl.col("order_id").filter(pl.col("order_date").dt.month() == 12).n_unique()))
+        register(Feature("best_day_units", "largest daily total", table=best_day, on_demand=True))
+        register(Feature("active_days", "days with a row", table=best_day, on_demand=True))
+        register(Feature("best_share", "best day / net revenue",
+                         derive=pl.col("best_day_units") / 10_000 / pl.col("monetary"), on_demand=True))
+
+    mod.register_features = register_features
+    return mod
+
+
+def test_plugin_agg_and_table_features_equal_polars(spark, uci_path):
+    registry = get_registry(entry_points=False, modules=[plugin_module()], strict=True)
+    polars, spark_ = both(uci_path, UCI_MAPPING, as_of="2011-09-01", registry=registry, needs=["best_share"])
+    assert {"biggest_line", "orders_dec", "best_day_units", "active_days", "best_share"} <= set(polars.customers.columns)
+    assert_frame_equal(spark_.customers, polars.customers, check_exact=True)
+
+
+def test_a_plugin_feature_reading_a_missing_column_is_the_polars_error(spark, tmp_path):
+    mod = types.ModuleType("tierbook_test_spark_bad_feature")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("points", "loyalty points", table=lambda rows: rows.group_by("customer_id").agg(
+            pl.col("points").sum())))
+
+    mod.register_features = register_features
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    pl.DataFrame({"customer_id": [1], "order_date": [dt.date(2024, 1, 1)], "amount": [1.0]}).write_parquet(
+        tmp_path / "tx.parquet")
+    messages = []
+    for name in ("polars", "spark"):
+        with pytest.raises(DataError) as got:
+            engine.prepare(tmp_path / "tx.parquet", registry=registry, engine=name, spark={"master": "local[2]"})
+        messages.append(str(got.value))
+    assert messages[0] == messages[1]
+    assert messages[1].startswith("feature 'points' of plugin tierbook_test_spark_bad_feature") and \
+        "uses a column the transactions do not have" in messages[1]
 
 
 def test_bench_1m_equals_polars(spark, bench_1m):
@@ -74,8 +159,34 @@ def test_partitioned_dataset_and_glob_equal_the_single_file(spark, uci_path, tmp
         part.drop("month").write_parquet(out / "part-0.parquet")
     polars, spark_dir = both(uci_path, UCI_MAPPING, spark_data=root)
     assert_same(polars, spark_dir)
-    _, spark_glob = both(uci_path, UCI_MAPPING, spark_data=str(root / "month=*" / "*.parquet"))
+    glob_ = str(root / "month=*" / "*.parquet")
+    _, spark_glob = both(uci_path, UCI_MAPPING, spark_data=glob_)
     assert_frame_equal(spark_glob.customers, polars.customers, check_exact=True)
+    # rejects through several files: numbered through the files in their listed order, each row's file named
+    files = parquet_files(glob_)[1]
+    tx = read_transactions(pl.concat([pl.read_parquet(f) for f in files]), UCI_MAPPING)
+    expected = tx.collect(rejected_rows(tx, None))
+    got = rejected_rows_spark(glob_, UCI_MAPPING, settings=LOCAL)
+    assert set(got["file"]) == {str(f) for f in files}
+    assert_frame_equal(got.drop("file"), expected, check_exact=True)
+
+
+def test_cli_rejects_file_on_spark_is_the_polars_one(spark, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    pl.DataFrame({"cust": ["c1", None, "c2", "c3", "c1"],
+                  "day": [dt.date(2024, 1, 1), dt.date(2024, 1, 2), None, dt.date(2024, 3, 1), dt.date(2024, 1, 5)],
+                  "value": [1.0, 2.0, 3.0, 4.0, None]}).write_parquet(tmp_path / "tx.parquet")
+    outs = {}
+    for name in ("polars", "spark"):
+        code, _, err = run_cli("classify", tmp_path / "tx.parquet", "--map", "customer_id=cust", "--map",
+                               "order_date=day", "--map", "amount=value", "--as-of", "2024-02-01", "--engine", name,
+                               *(["--spark-master", "local[2]"] if name == "spark" else []),
+                               "-o", tmp_path / f"{name}.csv", "--rejects", tmp_path / f"rejects-{name}.csv")
+        assert code == 0, err
+        outs[name] = (tmp_path / f"rejects-{name}.csv").read_bytes()
+    assert outs["spark"] == outs["polars"]
+    assert pl.read_csv(tmp_path / "rejects-spark.csv")["reason"].to_list() == [
+        "customer_id is empty", "order_date is empty", "order_date is on or after as_of", "amount is empty"]
 
 
 def _applicable(case: dict) -> bool:
@@ -214,6 +325,21 @@ def test_timestamps_count_on_the_day_polars_counts(spark, tmp_path, zone):
     assert_same(polars, spark_)
 
 
+def test_ids_as_the_polars_reader_takes_them(spark, tmp_path):
+    """An empty text id is a missing one (a row without a customer; a purchase without an order id); a float
+    id -0.0 is 0.0 and NaN is missing: the same customers, orders and reject counts on both engines."""
+    days = [dt.date(2024, 1, d) for d in (1, 2, 3, 4, 5, 6)]
+    pl.DataFrame({"customer_id": ["c1", "", "c2", None, "c1", "c2"], "order_id": ["o1", "o2", "", "o3", "", "o4"],
+                  "order_date": days, "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}).write_parquet(tmp_path / "text.parquet")
+    pl.DataFrame({"customer_id": [-0.0, 0.0, float("nan"), 5.0, None, 5.0], "order_id": [1.0, float("nan"), 2.0,
+                  -0.0, 3.0, 0.0], "order_date": days, "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}
+                 ).write_parquet(tmp_path / "float.parquet")
+    for name in ("text", "float"):
+        polars, spark_ = both(tmp_path / f"{name}.parquet")
+        assert polars.report.rejected["null_customer"] == 2, name
+        assert_same(polars, spark_)
+
+
 def test_parquet_bad_input_stops_both_engines(spark, tmp_path):
     """The corpus's Parquet cases that stop the Polars engine stop the Spark engine too, in one line."""
     for name in ("data-parquet-corrupt", "data-parquet-date-as-number"):
@@ -237,7 +363,7 @@ def test_text_dates_are_refused_with_a_hint(spark, tmp_path):
                        registry=get_registry(allow=["abc"], strict=True))
 
 
-def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_path):
+def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_path, run_cli):
     mapping = "\n".join(f"    {k}: {v}" for k, v in UCI_MAPPING.items())
     body = (f"name: uci\ndata:\n  transactions: {uci_path}\n  map:\n{mapping}\nclassifiers:\n  abc: {{}}\n  adc: {{}}\n"
             "  rfm: {}\nrules:\n  - name: keep\n    when: abc = 'A' AND adc = 'active'\n    action: call\n"
@@ -257,22 +383,101 @@ def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_pat
     for file in ("customers.parquet", "actions.csv", "cut.csv"):
         assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
 
+    # the command line's --engine, --spark-master and --spark-conf over the playbook's engine: (polars here)
+    code, _, err = run_cli("run", tmp_path / "polars.yaml", "--engine", "spark", "--spark-master", "local[2]",
+                           "--spark-conf", "spark.sql.shuffle.partitions=2", "--output-dir", tmp_path / "out-cli")
+    assert code == 0, err
+    for file in ("customers.parquet", "actions.csv", "cut.csv"):
+        assert (tmp_path / "out-cli" / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+    summary = json.loads((tmp_path / "out-cli" / "summary.json").read_text())
+    assert summary["manifest"]["parameters"]["engine"] == "spark"
 
-def test_a_table_feature_is_refused_on_spark_naming_it_and_its_plugin(tmp_path):
-    """The spark pass does not run ``Feature(table=...)`` queries (the clv plugin's BTYD summary): a
-    run that needs one stops with one line naming the feature and its plugin, before Spark starts."""
-    one = pl.DataFrame({"customer_id": [1, 1], "order_date": [dt.date(2024, 1, 1), dt.date(2024, 2, 1)],
-                        "amount": [1.0, 2.0]})
-    one.write_parquet(tmp_path / "tx.parquet")
-    registry = get_registry(allow=["clv"], strict=True)
-    with pytest.raises(DataError, match=r"feature 'btyd_purchase_days' of plugin clv\b.*Feature table=.*polars"):
-        engine.prepare(tmp_path / "tx.parquet", registry=registry, needs=["clv_p_alive", "btyd_frequency"],
-                       engine="spark", spark={"master": "local[2]"})
-    before = sorted(p.name for p in tmp_path.iterdir())
-    got = tierbook("classify", "tx.parquet", "--engine", "spark", "--classifier", "clv", "-o", "out.parquet",
-                   cwd=tmp_path)
-    assert got.returncode == 2, got.stderr
-    lines = got.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tierbook: error: feature 'btyd_purchase_days' of plugin clv"), \
-        got.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+# ----------------------------------------------------------------------------- --engine on every command
+#: Every command that runs the feature pass, with the arguments it needs besides the engine options.
+FEATURE_PASS_COMMANDS = {
+    "classify": ["tx.parquet", "-o", "out.parquet"], "describe": ["tx.parquet"], "run": ["pb.yaml"],
+    "explain": ["pb.yaml", "c1"], "check": ["pb.yaml"], "report": ["pb.yaml", "-o", "r.html"],
+    "diff": ["pb.yaml", "--set", "abc.a=0.5"],
+}
+
+
+@pytest.mark.parametrize("command", FEATURE_PASS_COMMANDS)
+def test_every_command_that_runs_the_feature_pass_takes_the_engine_options(command):
+    from engine.cli import build_parser
+
+    args = build_parser().parse_args([command, *FEATURE_PASS_COMMANDS[command], "--engine", "spark",
+                                      "--spark-master", "local[2]", "--spark-conf", "a.b=c"])
+    assert (args.engine, args.spark_master, args.spark_conf) == ("spark", "local[2]", ["a.b=c"])
+
+
+def _playbook(tmp_path: Path, extra: str = "") -> Path:
+    pl.DataFrame({"customer_id": ["c1", "c2"], "order_date": [dt.date(2024, 1, 1), dt.date(2024, 2, 1)],
+                  "amount": [1.0, 2.0]}).write_parquet(tmp_path / "tx.parquet")
+    (tmp_path / "pb.yaml").write_text("name: p\ndata: {transactions: tx.parquet}\nclassifiers: {abc: {}}\n"
+                                      "rules:\n  - {name: keep, when: \"abc = 'A'\", action: call, channel: phone, "
+                                      "owner: sales}\n" + extra)
+    return tmp_path / "pb.yaml"
+
+
+def test_engine_options_override_the_playbook(tmp_path):
+    from engine.playbook import load_playbook
+
+    registry = get_registry(allow=["abc"], strict=True)
+    path = _playbook(tmp_path, "engine: spark\nspark: {master: 'local[1]', config: {a.b: c, d.e: f}}\n")
+    pb = load_playbook(path, registry=registry)
+    assert (pb.engine, pb.spark) == ("spark", {"master": "local[1]", "config": {"a.b": "c", "d.e": "f"}})
+    pb = load_playbook(path, registry=registry, spark={"master": "local[2]", "config": {"a.b": "x"}})
+    assert (pb.engine, pb.spark) == ("spark", {"master": "local[2]", "config": {"a.b": "x", "d.e": "f"}})
+    # --engine polars on a playbook written for spark: its spark: section is not an error, just unused
+    pb = load_playbook(path, registry=registry, engine="polars")
+    assert (pb.engine, pb.spark) == ("polars", {})
+    pb = load_playbook(_playbook(tmp_path), registry=registry, engine="spark")
+    assert (pb.engine, pb.spark) == ("spark", {})
+
+
+def test_spark_options_without_the_spark_engine_are_one_line_exit_2(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    path = _playbook(tmp_path)
+    for args in (["run", path, "--spark-master", "local[2]"], ["explain", path, "c1", "--spark-conf", "a.b=c"],
+                 ["diff", path, "--set", "abc.a=0.5", "--spark-master", "local[2]"],
+                 ["classify", tmp_path / "tx.parquet", "--spark-master", "local[2]", "-o", tmp_path / "o.csv"]):
+        code, _, err = run_cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "--spark-master and --spark-conf apply to " in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pb.yaml", "tx.parquet"]
+
+
+# ----------------------------------------------------------------------------------------------- snapshots
+def test_snapshots_on_spark_equal_polars_snapshot_for_snapshot(spark, uci_path, tmp_path, run_cli, monkeypatch):
+    """Quarterly snapshots (the end from the data), a window, a rule over the previous snapshot and one over
+    the clv plugin's BTYD summary (a plugin query per snapshot): every output file the same on both engines."""
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,clv")
+    mapping = ", ".join(f"{k}: {v}" for k, v in UCI_MAPPING.items())
+    (tmp_path / "pb.yaml").write_text(
+        f"name: snaps\ndata: {{transactions: {uci_path}, map: {{{mapping}}}}}\nclassifiers: {{abc: {{}}, adc: {{}}}}\n"
+        "snapshots: {every: quarter, periods: 3, window: {abc: 6 months}}\n"
+        "rules:\n  - {name: slipping, when: \"abc_prev = 'A' AND abc IN ('B', 'C')\", action: call, channel: phone,"
+        " owner: ka}\n  - {name: loyal, when: btyd_frequency >= 5, action: thank, channel: email, owner: crm}\n"
+        "fallback: {action: none, channel: none, owner: none}\n")
+    outs = {}
+    for name in ("polars", "spark"):
+        out = tmp_path / f"out-{name}"
+        code, _, err = run_cli("run", tmp_path / "pb.yaml", "--engine", name, "--spark-master", "local[2]",
+                               "--output-dir", out) if name == "spark" else \
+            run_cli("run", tmp_path / "pb.yaml", "--output-dir", out)
+        assert code == 0, err
+        outs[name] = out
+    files = sorted(p.name for p in outs["polars"].iterdir() if p.is_file())
+    assert {"snapshots.parquet", "migration.csv", "kpis.csv", "cohorts.csv", "values.csv"} <= set(files)
+    assert sorted(p.name for p in outs["spark"].iterdir() if p.is_file()) == files
+    for file in files:
+        if file != "summary.json":
+            assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+    summaries = [json.loads((outs[n] / "summary.json").read_text()) for n in ("polars", "spark")]
+    for s in summaries:
+        s.pop("manifest")
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["snapshots"]["as_of"] == ["2011-06-10", "2011-09-10", "2011-12-10"]
+    loyal = next(r for r in summaries[0]["rules"] if r["rule"] == "loyal")
+    assert loyal["matched"] > 100

@@ -466,3 +466,118 @@ def test_save_shows_the_customers_who_change_action_beside_the_yaml_diff(abc_pb,
                             prepared=abc_prepared)
     assert f'data-value="{second.changes.height}"' in wb.changes_box.value
     assert "(abc.a 0.7 -&gt; 0.6)" in wb.changes_box.value
+
+
+# ------------------------------------------ a whole move = a fresh evaluation
+def fresh_sample(classified: pl.DataFrame, column: str, label: str, k: int = 10) -> pl.DataFrame:
+    """The sample customers from a fresh, full classification (the engine's, not the model's)."""
+    cond = pl.col(column).is_null() if label == "(none)" else pl.col(column).cast(pl.String) == label
+    return classified.filter(cond).sort(["monetary", "customer_id"], descending=[True, False], nulls_last=True).head(k)
+
+
+def assert_move_is_fresh(wb: Workbench, playbook) -> None:
+    """Numbers, rule hits, cut customers and every class's sample equal a fresh evaluation of the tuned playbook."""
+    m = wb.model
+    tuned = m.playbook_now()
+    expected = tuned.evaluate(m.prepared)
+    assert type(wb.last_result).__name__ == "RuleCounts"  # counted incrementally, not the full evaluation
+    assert_frame_equal(wb.last_result.rule_summary, expected.rule_summary)
+    assert wb.last_result.unmatched == expected.summary["unmatched"]
+    assert_frame_equal(wb.last_result.cut_head(10), expected.cut.head(10))
+    assert f'class="tierbook-cut" data-value="{expected.cut.height}"' in wb.rules_box.value
+    assert f'class="tierbook-actions" data-value="{expected.actions.height}"' in wb.rules_box.value
+    assert_frame_equal(wb.numbers, engine_numbers(m.prepared, tuned.selections), check_exact=False, rel_tol=1e-9)
+    classified = apply_classifiers(m.prepared.customers, tuned.selections, as_of=m.as_of,
+                                   registry=m.prepared.registry)
+    for column, label in wb.numbers.select("column", "label").iter_rows():
+        assert_frame_equal(m.sample(column, label), fresh_sample(classified, column, label), check_column_order=False)
+    shown = fresh_sample(classified, *wb.class_picker.value)
+    for cid in shown["customer_id"]:
+        assert f"<td>{cid}</td>" in wb.sample_box.value
+
+
+@pytest.mark.parametrize("playbook,moves", [
+    (HV_PLAYBOOK, [{"rfm.hv_min_r": 4}, {"abc.a": 0.6}, {"rfm.bins": 4, "rfm.hv_min_r": 3}, {"adc.active_days": 45},
+                   {"abc.mode": "rank", "abc.a_rank": 0.1, "abc.b_rank": 0.4}]),
+    (ROOT / "playbooks" / "lifecycle-winback.yaml", [{"adc.churn_days": 200}, {"rfm.bins": 3, "rfm.hv_min_r": 2,
+                                                      "rfm.hv_min_f": 2, "rfm.hv_min_m": 2,
+                                                      "rfm.potential_min_total": 6}, {"adc.new_days": 0}]),
+])
+def test_after_every_move_hits_and_samples_are_a_fresh_evaluations(playbook, moves):
+    pb = engine.load_playbook(playbook)
+    wb = Workbench(pb, charts=False)
+    assert_move_is_fresh(wb, pb)
+    for move in moves:
+        assert wb.set(move), wb.status.value
+        assert_move_is_fresh(wb, pb)
+
+
+def test_a_third_party_classifiers_move_gives_a_fresh_evaluations_hits(sample_path, tmp_path):
+    registry = get_registry(allow=["abc"], modules=[BasketPlugin], strict=True)
+    path = tmp_path / "basket.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "baskets", "description": "big baskets",
+        "data": {"transactions": str(sample_path), "map": dict(engine.sample.SAMPLE_MAPPING)},
+        "classifiers": {"basket": {"min_aov": 300.0}, "abc": {"a": 0.8}},
+        "hit_policy": "first",
+        "rules": [{"name": "big-a", "when": "basket <> 'small' AND abc = 'A'", "action": "call", "channel": "phone",
+                   "owner": "sales", "capacity": {"max": 5, "order_by": "monetary desc"}},
+                  {"name": "small", "when": "basket = 'small' AND monetary > 100", "action": "mail",
+                   "channel": "email", "owner": "crm"},
+                  {"name": "no-basket", "when": "basket IS NULL", "action": "ask", "channel": "email",
+                   "owner": "crm"}],
+    }), encoding="utf-8")
+    pb = engine.load_playbook(path, registry=registry)
+    wb = Workbench(pb, charts=False)
+    assert isinstance(wb.model.evaluator("basket"), GenericPath)
+    assert_move_is_fresh(wb, pb)
+    for move in ({"basket.min_aov": 150}, {"basket.big": "large"}, {"abc.a": 0.5}, {"basket.count_returns": True}):
+        assert wb.set(move), wb.status.value
+        assert_move_is_fresh(wb, pb)
+
+
+def test_the_kept_class_size_figure_draws_what_a_new_one_draws():
+    from engine.widgets import SizesPlot, class_sizes_png
+
+    labels = ("active", "new", "dormant")
+    plot = SizesPlot("adc", labels)
+    moves = [(10, 20, 30), (0, 5, 1_000_000), (10, 20, 30)]
+    pictures = [plot.draw(k) for k in moves]
+    assert pictures == [class_sizes_png("adc", labels, k) for k in moves]
+    assert pictures[0] == pictures[2] != pictures[1]
+
+
+def test_the_migration_counted_from_codes_is_the_migration_of_the_classified_tables(registry):
+    """After an as_of move each slider move recounts only the moved classifier's cells (from label codes);
+    the matrix is migration_table's over the two fully classified tables, cell for cell, revenue exact."""
+    from engine.migration import label_outputs, migration_table
+
+    before = synthetic(700, 21)
+    after = pl.concat([synthetic(700, 22), synthetic(100, 23).with_columns(pl.col("customer_id") + 5000)])
+    after = after.with_columns(pl.col("monetary") * 1000.37)  # large, signed amounts with cents
+    start, end = dt.date(2024, 1, 1), dt.date(2024, 4, 1)
+    model = WorkbenchModel(Prepared(after, end, LoadReport("x"), registry), select(registry, None))
+    model.set_as_of(Prepared(before, start, LoadReport("x"), registry))  # back a quarter
+    for change in [{}, {"abc.a": 0.5, "abc.b": 0.7}, {"adc.active_days": 30, "adc.churn_days": 45},
+                   {"rfm.bins": 3, "rfm.hv_min_r": 2, "rfm.hv_min_f": 2, "rfm.hv_min_m": 1,
+                    "rfm.potential_min_total": 5}, {"abc.mode": "rank"}]:
+        model.set_params(change)
+        got = model.migration()
+        prev = model._previous_model
+        full = migration_table([model.classified(), prev.classified()], [start, end],
+                               label_outputs(model.selections()))
+        assert_frame_equal(got, full)
+    assert set(model._migration[2]) == {"abc", "adc", "rfm_segment", "value_tier"}
+
+
+@pytest.mark.parametrize("scale", [10**6, 2**61])  # one float part; three 22-bit limbs
+def test_the_migrations_revenue_sums_are_exact(scale):
+    from engine.widgets import _exact_sums, _limbs
+
+    rng = np.random.default_rng(scale % 1000)
+    units = rng.integers(-scale, scale, 5000, dtype=np.int64)
+    code = rng.integers(0, 9, 5000)
+    low, parts = _limbs(units)
+    assert len(parts) == (1 if scale == 10**6 else 3)
+    expected = [sum(int(u) for u, c in zip(units, code) if c == k) for k in range(9)]
+    assert _exact_sums(code, (low, parts), 9) == expected

@@ -61,3 +61,16 @@ def test_the_fast_path_equals_the_expressions_when_one_customer_dominates():
         moves = [{}, {"crossing": "upper"}, {"mode": "rank"}, {"mode": "rank", "crossing": "upper"},
                  {"a": 0.5, "b": 0.6, "crossing": "upper"}]
         check_fast_path(ABC, table(values), moves, as_of=AS_OF)
+
+
+def test_the_kept_pareto_figure_draws_what_a_new_one_draws():
+    """The chart's figure is kept across moves (only the cut-offs are drawn again): nothing of an earlier
+    move stays in the picture, and each picture is the one a figure made for it alone shows."""
+    rng = np.random.default_rng(3)
+    fast = AbcFastPath(ABC, Table.of(table(np.round(rng.lognormal(3, 1, 300), 2).tolist()), AS_OF))
+    moves = [ABC.resolve(), ABC.resolve({"a": 0.5, "b": 0.7}), ABC.resolve({"mode": "rank", "a_rank": 0.1}),
+             ABC.resolve({"a": 0.5, "b": 0.7})]
+    pictures = [fast.charts(p)[0].draw() for p in moves]
+    assert [pictures[i] == pareto_png(fast.pareto_data(p)) for i, p in enumerate(moves)] == [True] * 4
+    assert pictures[1] == pictures[3] and pictures[0] != pictures[1] != pictures[2]
+    assert fast.pareto_plot(moves[1]) is fast.pareto_plot(moves[3])  # one figure for the metric and mode

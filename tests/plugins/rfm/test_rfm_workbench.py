@@ -61,3 +61,12 @@ def test_the_rf_grid_counts_customers_per_r_and_f():
     assert chart.name == "rf-grid" and heatmap_png(grid)[:4] == b"\x89PNG"
     assert fast.charts(RFM.resolve({"hv_min_r": 4}))[0].key == chart.key  # tiers moved, the grid did not
     assert fast.charts(RFM.resolve({"bins": 4, "hv_min_r": 2}))[0].key != chart.key
+
+
+def test_the_kept_heat_map_figure_draws_what_a_new_one_draws():
+    fast = RfmFastPath(RFM, Table.of(table(500, 4), AS_OF))
+    grids = [fast.rf_grid(5), fast.rf_grid(5)[::-1].copy(), fast.rf_grid(5)]
+    plot = fast.heatmap(5)
+    pictures = [plot.draw(g) for g in grids]
+    assert pictures == [heatmap_png(g) for g in grids]
+    assert pictures[0] == pictures[2] != pictures[1]
