@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/snapshots.py [--size 10m] [--rounds 3] [--periods 8]
 
+``--size`` takes bench/run.py's names, variants included: ``10m-numbered`` is the same set with its
+order ids numbered as the orders come in the file (as shops number invoices), where both runs count
+orders from boundaries (issue 14); ``10m`` itself (order ids scrambled) is hashed by both.
+
 Both are whole ``tierbook run`` processes on the same playbook (bench/playbooks/bench-10m.yaml: ABC,
 ADC, RFM, five rules, every output written) and the same generated data (bench/generate.py, seeded:
 10M lines, 1M customers, 2022-01-01 to 2024-12-31):
@@ -29,7 +33,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from run import DATA, LOGS, TB_BIN, ensure_data, measure  # noqa: E402
+from run import DATA, LOGS, TB_BIN, ensure_data, measure, tool_command  # noqa: E402
 
 RESULTS = BENCH / "snapshots-results.json"
 TARGETS = {"time": 2.0, "memory": 1.5}
@@ -43,7 +47,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ensure_data(args.size)
     LOGS.mkdir(parents=True, exist_ok=True)
-    playbook = BENCH / "playbooks" / f"bench-{args.size}.yaml"
+    playbook = tool_command("tierbook", args.size)[0][2]  # a variant: its set's playbook pointed at its data
     out = DATA / "out" / "snapshots"
     commands = {
         "one": [str(TB_BIN), "run", str(playbook), "--output-dir", str(out / "one")],
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
                 return 1
             runs[name].append(result)
             print(f"round {r + 1} {name:<10} {result['wall_s']:7.2f} s  {result['rss_bytes'] / 2**30:5.2f} GiB  "
-                  f"(load {result['load1_before']:.1f})", flush=True)
+                  f"(load {result['load1_before']:.1f}; orders counted by {result.get('orders', '?')})", flush=True)
     med = {k: {"wall_s": statistics.median(x["wall_s"] for x in v),
                "rss_gib": statistics.median(x["rss_bytes"] for x in v) / 2**30} for k, v in runs.items()}
     ratio = {"time": med["snapshots"]["wall_s"] / med["one"]["wall_s"],
@@ -68,7 +72,8 @@ def main(argv=None) -> int:
     summary = {"size": args.size, "periods": args.periods, "rounds": args.rounds, "runs": runs, "median": med,
                "ratio": ratio, "targets": TARGETS, "cpus": os.cpu_count(),
                "load_after": os.getloadavg()}
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    results = RESULTS if args.size == "10m" else RESULTS.with_name(f"snapshots-results-{args.size}.json")
+    results.write_text(json.dumps(summary, indent=2) + "\n")
     print()
     print("| run | median wall (s) | median peak RSS (GiB) |\n| --- | --- | --- |")
     for k in commands:
