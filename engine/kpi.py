@@ -171,12 +171,15 @@ def value_by_class(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
     ``(none)`` for customers without a label): customers, revenue, revenue per customer."""
     frames = []
     for table, as_of in zip(tables, dates):
-        for name, output in outputs:
+        # the revenue in units once per table, every label column's ranks beside it
+        ranks = table.select(to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
+                             *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_rank_{k}")
+                               for k, (_, o) in enumerate(outputs)])
+        for k, (name, output) in enumerate(outputs):
             dtype = table.schema[output.column]
             labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
-            stats = (table.select(pl.col(output.column).to_physical().cast(pl.Int64).alias("rank"),
-                                  to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"))
-                     .group_by("rank").agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum()))
+            stats = (ranks.group_by(pl.col(f"_rank_{k}").alias("rank"))
+                     .agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum()))
             grid = pl.DataFrame({"rank": list(range(len(labels))), "label": labels},
                                 schema={"rank": pl.Int64, "label": pl.String})
             found = grid.join(stats, on="rank", how="left")

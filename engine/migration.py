@@ -91,12 +91,18 @@ def migration_cells(tables: Sequence[pl.DataFrame],
     out = {}
     columns = [o.column for _, o in outputs]
 
-    def side(table: pl.DataFrame, tag: str) -> pl.DataFrame:
-        return table.select("customer_id", to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias(f"_u_{tag}"),
-                            *[pl.col(c).to_physical().cast(pl.Int64).alias(f"_r_{tag}_{c}") for c in columns])
+    def side(table: pl.DataFrame) -> pl.DataFrame:
+        return table.select("customer_id", to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
+                            *[pl.col(c).to_physical().cast(pl.Int64).alias(f"_r_{c}") for c in columns])
 
+    def tagged(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
+        return frame.rename({"_u": f"_u_{tag}", **{f"_r_{c}": f"_r_{tag}_{c}" for c in columns}})
+
+    later = side(tables[0]) if len(tables) > 1 else None
     for i in range(1, len(tables)):
-        pair = _aligned(side(tables[i - 1], "from"), side(tables[i], "to"))
+        # each table's side once: the later side of one pair is the earlier side of the next
+        earlier, later = later, side(tables[i])
+        pair = _aligned(tagged(earlier, "from"), tagged(later, "to"))
         for _, output in outputs:
             labels = _labels(tables[i], output)
             c = output.column
@@ -171,11 +177,6 @@ FLOWS_SCHEMA = {"classifier": pl.String, "column": pl.String, "from_as_of": pl.D
                 "revenue_moved_down": pl.Float64, "period_revenue_moved_down": pl.Float64}
 
 
-def _count(cond: pl.Expr, alias: str) -> pl.Expr:
-    """The customers of the matrix's cells where ``cond`` holds."""
-    return pl.col("customers").filter(cond.fill_null(False)).sum().alias(alias)
-
-
 def flows_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
                 outputs: Sequence[tuple[str, Output]], *, cells: Mapping | None = None) -> pl.DataFrame:
     """Per label column, pair of consecutive snapshots and class: where its customers went and came from.
@@ -193,26 +194,27 @@ def flows_table(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
     for i in range(1, len(tables)):
         for name, output in outputs:
             labels, full = cells[(i, output.column)]
-            f, t = pl.col("_rank_from"), pl.col("_rank_to")
+            cells_ = full.select("_rank_from", "_rank_to", "customers", "_uf", "_ut").rows()
             rows = []
-            for r, label in enumerate(labels):
-                in_from, in_to = f == r, t == r
-                down = in_from & t.is_not_null() & (t > r)
-
-                stats = full.select(
-                    _count(in_from, "customers_from"), _count(in_to, "customers_to"),
-                    _count(in_from & in_to, "stayed"), _count(in_from & t.is_not_null() & (t < r), "moved_up"),
-                    _count(down, "moved_down"), _count(in_from & t.is_null(), "left"),
-                    _count(in_to & f.is_not_null() & (f < r), "came_down"),
-                    _count(in_to & f.is_not_null() & (f > r), "came_up"), _count(in_to & f.is_null(), "entered"),
-                    pl.col("_uf").filter(down.fill_null(False)).sum().alias("_ud"),
-                    (pl.col("_ut") - pl.col("_uf")).filter(down.fill_null(False)).sum().alias("_pd"),
-                ).row(0, named=True)
+            for r, label in enumerate(labels):  # a few dozen cells: plain Python, no query per class
+                c = dict.fromkeys(("customers_from", "customers_to", "stayed", "moved_up", "moved_down", "left",
+                                   "came_down", "came_up", "entered", "_ud", "_pd"), 0)
+                for f, t, n, uf, ut in cells_:
+                    if f == r:
+                        c["customers_from"] += n
+                        key = "stayed" if t == r else "left" if t is None else "moved_up" if t < r else "moved_down"
+                        c[key] += n
+                        if key == "moved_down":
+                            c["_ud"] += uf
+                            c["_pd"] += ut - uf
+                    if t == r:
+                        c["customers_to"] += n
+                        if f != r:
+                            c["entered" if f is None else "came_down" if f < r else "came_up"] += n
                 rows.append({"classifier": name, "column": output.column, "from_as_of": dates[i - 1],
                              "to_as_of": dates[i], "label": label, "rank": r,
-                             **{k: int(v or 0) for k, v in stats.items() if not k.startswith("_")},
-                             "net_flow": int(stats["customers_to"] or 0) - int(stats["customers_from"] or 0),
-                             "_ud": int(stats["_ud"] or 0), "_pd": int(stats["_pd"] or 0)})
+                             **{k: v for k, v in c.items() if not k.startswith("_")},
+                             "net_flow": c["customers_to"] - c["customers_from"], "_ud": c["_ud"], "_pd": c["_pd"]})
             frame = pl.DataFrame(rows, schema_overrides={"_ud": pl.Int128, "_pd": pl.Int128})
             frames.append(frame.with_columns(to_amount(pl.col("_ud")).alias("revenue_moved_down"),
                                              to_amount(pl.col("_pd")).alias("period_revenue_moved_down"))
