@@ -41,8 +41,8 @@ their changes are not fresh (a shuffled file, ids not in sequence), the pass has
 numbers are the same either way (property tests compare both on inputs broken every way). The run says
 which way counted: `orders counted by order boundaries: ...` or `orders counted by hashing: ...` on
 stderr, and `input.orders_counted` (`boundaries` or `hashing`), `input.orders_check` (why) and
-`input.orders_recounted` (customers counted again) in `summary.json`. The Spark pass and snapshots
-always hash. Decision record: docs/decisions/0017-ordered-input-order-count.md.
+`input.orders_recounted` (customers counted again) in `summary.json`. Snapshots of all history count
+the same way per bucket (docs/time.md); snapshots with a lookback window and the Spark pass always hash. Decision record: docs/decisions/0017-ordered-input-order-count.md.
 """
 
 
