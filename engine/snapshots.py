@@ -62,12 +62,17 @@ from .data import Transactions, as_date, read_customers, read_transactions
 from .errors import DataError, ParamError, option
 from .feature_table import FEATURES, Agg
 from .features import (
+    _DOUBT,
     _INT64_SAFE,
     BUILTIN_FEATURES,
+    PROBE_ROWS,
     FeatureResult,
     LoadReport,
     _amounts,
     _derived,
+    _looks_ordered,
+    _order_flags,
+    _ordered_path_possible,
     _scan,
     complete_features,
     plugin_table_queries,
@@ -341,9 +346,27 @@ def _distinct_orders(orders: pl.DataFrame, first: pl.DataFrame, lo: int, hi: int
     return out
 
 
+def _bucketed(tx: Transactions, spec: SnapshotSpec) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """The one scan's ``rows`` (:func:`engine.features._scan`) with ``_bucket`` (bucket j holds the lines in
+    ``[boundaries[j-1], boundaries[j])``, bucket 0 those before the first boundary), the rows themselves,
+    and the scan's exceptions and totals queries."""
+    dates = spec.as_of
+    starts = [spec.window_start(name, d) for name in spec.windows for d in dates]
+    boundaries = sorted({*dates, *starts, *([spec.previous] if spec.previous else [])})
+    rows, exceptions_q, totals_q = _scan(tx, dates[-1])
+    date = pl.col("order_date")
+    bucket = pl.sum_horizontal([(date >= pl.lit(b)).cast(pl.Int32) for b in boundaries]).alias("_bucket")
+    return rows.with_columns(bucket), rows, exceptions_q, totals_q
+
+
 def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapping[str, Feature],
-                     window_features: Mapping[str, Mapping[str, Feature]], wide: bool = False):
+                     window_features: Mapping[str, Mapping[str, Feature]], wide: bool = False,
+                     ordered: bool = False):
     """The queries of the one scan of ``tx`` for ``spec``: ``(queries, extra)``.
+
+    With ``ordered`` (input in the file's order, not split by customer), the orders each bucket adds are
+    counted from run starts (:func:`_ordered_runs`): ``buckets`` gets ``_runs`` and ``_null_key`` instead of
+    ``_new_<name>``, for :func:`_orders_from_runs`.
 
     ``queries`` are ``buckets``, ``exceptions``, ``totals``, ``span``, then (with windows) ``orders``, then
     the plugin features' queries, described by ``extra`` (kind, snapshot index, window name, names).
@@ -351,19 +374,18 @@ def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapp
     the transactions by customer (the Spark engine runs it per partition: :func:`combine_parts`).
     """
     dates = spec.as_of
-    last = dates[-1]
     starts = {(name, i): spec.window_start(name, d) for name in spec.windows for i, d in enumerate(dates)}
-    boundaries = sorted({*dates, *starts.values(), *([spec.previous] if spec.previous else [])})
-
-    rows, exceptions_q, totals_q = _scan(tx, last)
+    tagged, rows, exceptions_q, totals_q = _bucketed(tx, spec)
     date = pl.col("order_date")
-    # bucket j holds the lines in [boundaries[j-1], boundaries[j]); bucket 0 those before the first boundary
-    bucket = pl.sum_horizontal([(date >= pl.lit(b)).cast(pl.Int32) for b in boundaries]).alias("_bucket")
-    tagged = rows.with_columns(bucket)
-    buckets_q = tagged.group_by("customer_id", "_bucket").agg(_bucket_aggregations(wide))
     key_features = [f for f in _AGGREGATED if f.compute.op == "n_unique"]
+    aggregations = _bucket_aggregations(wide)
+    if ordered and key_features:
+        tagged = _ordered_runs(tagged, tx.frame.collect_schema())
+        aggregations += [pl.col("_run").sum().alias("_runs"),
+                         ((pl.col("amount_units") > 0) & pl.col("order_key").is_null()).any().alias("_null_key")]
+    buckets_q = tagged.group_by("customer_id", "_bucket").agg(aggregations)
     orders_q = None
-    if key_features:
+    if key_features and not ordered:
         conds = {f.name: _ROWS[f.compute.rows] for f in key_features}
         any_cond = pl.any_horizontal([c if c is not None else pl.lit(True) for c in conds.values()])
         if spec.windows:  # a window needs to know every bucket an order has a line in
@@ -441,6 +463,7 @@ def compute_snapshot_features(
     feature_owners: Mapping[str, str] | None = None,
     wide: bool = False,
     collect: Any = None,
+    orders: str = "auto",
 ) -> SnapshotFeatures:
     """Every snapshot's customer table (and each windowed classifier's) from one scan of ``tx``.
 
@@ -457,6 +480,11 @@ def compute_snapshot_features(
     each such split of the rows (:func:`combine_parts` puts them together). ``tx`` then only names the
     source (its frame has the canonical columns and no row).
 
+    ``orders`` says how orders are counted, as for :func:`engine.features.compute_features`: ``"auto"``
+    from run starts when the first rows are written order by order, ``"boundaries"`` tries that whatever
+    they look like, ``"hashing"`` hashes. Windows and ``collect`` (rows split by customer: the file's
+    order is gone) always hash. The report says which way ran.
+
     Raises :class:`~engine.errors.DataError` naming the key and value for a
     snapshot outside the data's date range, a period without a buyer and a
     window reaching back before the first transaction.
@@ -471,8 +499,19 @@ def compute_snapshot_features(
     boundaries = sorted({*dates, *starts.values(), *([spec.previous] if spec.previous else [])})
     index = {d: j for j, d in enumerate(boundaries)}
     key_features = [f for f in _AGGREGATED if f.compute.op == "n_unique"]
+    if orders not in ("auto", "boundaries", "hashing"):
+        raise ValueError(f"orders must be auto, boundaries or hashing, not {orders!r}")
+    why_not = None
+    if key_features:
+        why_not = ("hashing asked for" if orders == "hashing"
+                   else "the Spark pass splits the rows by customer" if collect is not None
+                   else "a lookback window counts an order in every window it has a line in" if spec.windows
+                   else _ordered_path_possible(tx))
+        if why_not is None and orders == "auto" and not _looks_ordered(tx, last):
+            why_not = f"the first {PROBE_ROWS:,} rows are not written order by order"
+    ordered = bool(key_features) and why_not is None
 
-    queries, extra = snapshot_queries(tx, spec, plugin_features, window_features, wide)
+    queries, extra = snapshot_queries(tx, spec, plugin_features, window_features, wide, ordered=ordered)
     has_orders = len(queries) - len(extra) == 5
     try:
         if collect is None:
@@ -493,7 +532,7 @@ def compute_snapshot_features(
 
         raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc, tx.delimiter)}") from None
     buckets, exceptions, totals, span = collected[:4]
-    orders = collected[4] if has_orders else None
+    order_rows = collected[4] if has_orders else None
     extra_frames = collected[4 + has_orders:]
 
     total = totals.row(0, named=True)
@@ -501,10 +540,10 @@ def compute_snapshot_features(
         if total[flag]:
             raise tx.locate(flag)
     if not wide and (total["_gross_units"] or 0) >= _INT64_SAFE:  # an Int64 sum may have wrapped: sum again
-        del buckets, orders
+        del buckets, order_rows
         return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
                                          window_features=window_features, streaming=streaming,
-                                         feature_owners=feature_owners, wide=True, collect=collect)
+                                         feature_owners=feature_owners, wide=True, collect=collect, orders=orders)
     tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
     if tally_error is not None:
         raise tally_error
@@ -518,8 +557,16 @@ def compute_snapshot_features(
     _check_range(spec, first_day, max(later) if later else None, tx.describe())
 
     first = None
-    if orders is not None:  # with windows: the orders by bucket are kept for the windows' distinct counts
-        first = orders.group_by("customer_id", "_key").agg(
+    recounted = 0
+    if ordered:
+        if total["rows"] >= _DOUBT:  # a customer's run starts could reach _DOUBT: count by hashing
+            del buckets
+            return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
+                                             window_features=window_features, streaming=streaming,
+                                             feature_owners=feature_owners, wide=wide, orders="hashing")
+        buckets, recounted = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming)
+    if order_rows is not None:  # with windows: the orders by bucket are kept for the windows' distinct counts
+        first = order_rows.group_by("customer_id", "_key").agg(
             [pl.col("_bucket").filter(pl.col(f"_in_{f.name}")).min().alias(f"_first_{f.name}") for f in key_features])
         # the orders each bucket adds (an order counts from its first bucket): additive like the sums
         for f in key_features:
@@ -562,8 +609,8 @@ def compute_snapshot_features(
         d, start = dates[i], starts[(name, i)]
         lo, hi = index[start] + 1, index[d]
         grouped = _combine(buckets, lo, hi)
-        if orders is not None:
-            grouped = grouped.join(_distinct_orders(orders, first, lo, hi, False), on="customer_id", how="left")
+        if order_rows is not None:
+            grouped = grouped.join(_distinct_orders(order_rows, first, lo, hi, False), on="customer_id", how="left")
         grouped, tables = extras(name, i, finish(grouped, d))
         attributes = [c for c in snap.columns if c not in BUILTIN_FEATURES and c not in plugin_features]
         win = complete_features(grouped, None, unusable.clear(), as_of=d, customers=snap.select(attributes),
@@ -574,10 +621,65 @@ def compute_snapshot_features(
 
     last_table = build(len(dates) - 1)
     report = _last_report(report, last_table.report)
+    if ordered:
+        report.orders_counted, report.orders_recounted = "boundaries", recounted
+        report.orders_check = ("input written order by order (checked on every purchase line)" if not recounted
+                               else f"{recounted:,} customer(s) with orders out of place counted again by hashing")
+    elif why_not is not None:
+        report.orders_check = why_not
     activity = _activity(buckets, boundaries, dates, spec.previous)
     _check_periods(spec, activity)
     return SnapshotFeatures(spec=spec, activity=activity, report=report, build=build, build_window=build_window,
                             last=last_table)
+
+
+def _ordered_runs(tagged: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
+    """``tagged`` (usable rows in the input's order, with ``_bucket``) with ``_run``: the run starts of
+    :func:`engine.features._order_flags`, and a line in doubt (``_DOUBT``) also where a run goes back to an
+    earlier bucket.
+
+    An order counts in a snapshot from the first bucket it has a purchase line in. For a customer with no
+    run start in doubt, each order is one run of consecutive purchase lines; when no run goes back to an
+    earlier bucket, the bucket of its first line is its first bucket, so the orders a bucket adds are the run
+    starts in it: summed per (customer, bucket) like any count, no (customer, order) grouping. A customer with
+    a line in doubt is counted again by hashing (:func:`_orders_from_runs`).
+    """
+    flagged = _order_flags(tagged, schema)
+    counted = (pl.col("amount_units") > 0) & pl.col("order_key").is_not_null()
+    previous = pl.when(counted).then(pl.col("_bucket")).forward_fill().shift(1)
+    back = (counted & (pl.col("_run") == 0) & (pl.col("_bucket") < previous)).fill_null(False)
+    return flagged.with_columns((pl.col("_run") + back.cast(pl.Int64) * _DOUBT).alias("_run"))
+
+
+def _orders_from_runs(buckets: pl.DataFrame, key_features: Sequence[Any], rows: pl.LazyFrame,
+                      streaming: bool) -> tuple[pl.DataFrame, int]:
+    """``buckets`` (sorted by customer and bucket, with ``_runs`` and ``_null_key``) with the orders each bucket
+    adds (``_new_<name>``) and the count of customers counted again by hashing.
+
+    The orders a bucket adds are its run starts, plus one in the first bucket with a purchase line without an
+    order id (all of a customer's such lines are one order, as in the single pass). Customers with a line in
+    doubt get the hashing path's count instead: their purchase lines (``rows``, read again for them only)
+    grouped by (customer, order), each order counted in the first bucket it has a line in.
+    """
+    runs = pl.col("_runs")
+    doubtful = buckets.filter(runs >= _DOUBT)["customer_id"].unique()
+    start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
+    null_key = pl.col("_null_key").cast(pl.Int64)
+    seen = null_key.cum_sum()
+    before = pl.when(start).then(seen - null_key).forward_fill()
+    new = runs.mod(_DOUBT) + (pl.col("_null_key") & ((seen - before) == 1)).cast(pl.Int64)
+    if doubtful.len():
+        new = pl.when(pl.col("customer_id").is_in(doubtful.implode())).then(0).otherwise(new)
+    buckets = buckets.with_columns(new.alias("_new")).drop("_runs", "_null_key")
+    if doubtful.len():
+        again = (rows.filter(pl.col("customer_id").is_in(doubtful.implode()) & (pl.col("amount_units") > 0))
+                 .group_by("customer_id", pl.col("order_key").alias("_key")).agg(pl.col("_bucket").min())
+                 .group_by("customer_id", "_bucket").agg(pl.len().cast(pl.Int64).alias("_again"))
+                 .collect(engine="streaming" if streaming else "auto"))
+        buckets = (buckets.join(again, on=["customer_id", "_bucket"], how="left", maintain_order="left")
+                   .with_columns((pl.col("_new") + pl.col("_again").fill_null(0)).alias("_new")).drop("_again"))
+    return buckets.with_columns(pl.col("_new").alias(f"_new_{f.name}") for f in key_features).drop("_new"), \
+        doubtful.len()
 
 
 def _cumulative(buckets: pl.DataFrame, key_features: Sequence[Any]) -> pl.DataFrame:
