@@ -145,3 +145,23 @@ def test_xlsx_keeps_text_as_text_and_numbers_exact(tmp_path):
     assert [cells[f"F{r}"] for r in (2, 3, 4)] == [("n", str(-(2**53))), ("n", "0"), ("n", "1")]
     assert all(cells.get(f"G{r}", ("n", None))[1] is None for r in (2, 3, 4))  # null: an empty cell
     assert "hyperlink" not in sheet
+
+
+def test_an_output_set_keeps_other_writers_files_and_retires_only_its_own(tmp_path):
+    """engine.io.write_output_set: files of another writer in the same directory are carried over unchanged; a
+    file this writer wrote before and ``retire``s is gone, visible link included; one the other writer wrote
+    under a retired name stays."""
+    from engine.io import MANIFEST, STATE_DIR, write_output_set
+
+    def text(value):
+        return lambda path: path.write_text(value)
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": text("a1"), "old.txt": text("old")}, owner="one")
+    write_output_set(out, {"b.txt": text("b1"), "shared.txt": text("theirs")}, owner="two")
+    write_output_set(out, {"a.txt": text("a2")}, owner="one", retire=["old.txt", "shared.txt"])
+    assert sorted(p.name for p in out.iterdir() if p.name != STATE_DIR) == ["a.txt", "b.txt", "shared.txt"]
+    assert [(out / n).read_text() for n in ("a.txt", "b.txt", "shared.txt")] == ["a2", "b1", "theirs"]
+    manifest = json.loads((out / STATE_DIR / "current" / MANIFEST).read_text())
+    assert manifest["owners"] == {"a.txt": "one", "b.txt": "two", "shared.txt": "two"}
+    assert sorted(manifest["files"]) == ["a.txt", "b.txt", "shared.txt"]
