@@ -13,7 +13,7 @@ The tests that reach a mutant run first. Before its mutants, the module's test f
 unmutated, with a line tracer on the module's files (this file is also the pytest plugin that does
 it, ``-p mutate``): it records which test executes which line. A mutant then runs the tests that
 executed its statement first, fastest first, then all the others; a mutant of a line that runs at
-import time (a constant, a decorator) or that no test executed in-process runs them in file order.
+import time (a constant, a decorator) or that no test executed in-process runs them all, fastest first.
 Each run is forked from this process, which has imported the heavy libraries (not tierbook) once.
 Mutants run in a fixed random order per module: a partial run (or ``--max N``) is a uniform sample.
 
@@ -331,8 +331,8 @@ class Trace:
     overhead: float                        # the run's time outside the tests (start-up, collection)
 
     def tests_for(self, m: Mutant, spans: dict[int, tuple[int, int]]) -> list[str] | None:
-        """Every test, those that executed the mutant's statement first (each group fastest first); None: run
-        them all in their own order.
+        """Every test, those that executed the mutant's statement first (each group fastest first); None: no
+        test executed it in-process (it runs at import time, or only in a subprocess).
 
         The tracer's attribution is only an order, never a filter: code whose result is cached across tests
         (a query built once) runs in the first test that needs it only, yet the others depend on it. So a
@@ -345,8 +345,12 @@ class Trace:
         hit = {t for t, by_path in self.lines.items() if by_path.get(m.path, set()) & lines}
         if not hit:
             return None
-        by_time = sorted(self.seconds, key=lambda t: self.seconds[t])
+        by_time = self.fastest()
         return [t for t in by_time if t in hit] + [t for t in by_time if t not in hit]
+
+    def fastest(self) -> list[str]:
+        """Every test, fastest first."""
+        return sorted(self.seconds, key=lambda t: self.seconds[t])
 
 
 def _trace(copy: Path, module: str) -> tuple[bool, Trace]:
@@ -408,10 +412,11 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
             select = copy / ".mutate-select.json"
             for m in todo:
                 chosen = trace.tests_for(m, spans[m.path])
-                env = _env()
-                if chosen is not None:
-                    select.write_text(json.dumps(chosen))
-                    env[SELECT_ENV] = str(select)
+                order = "traced first"
+                if chosen is None:  # run at import time, or only in subprocesses: every test may see it
+                    chosen, order = trace.fastest(), "fastest first"
+                env = {**_env(), SELECT_ENV: str(select)}
+                select.write_text(json.dumps(chosen))
                 (copy / m.path).write_text(apply(sources[m.path], m))
                 try:
                     passed, seconds = _pytest_forked(copy, tests, env,
@@ -419,7 +424,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
                 finally:
                     (copy / m.path).write_text(sources[m.path])
                 rec = {**asdict(m), "killed": not passed, "seconds": round(seconds, 1),
-                       "order": "module" if chosen is None else "traced first"}
+                       "order": order}
                 done[m.key] = rec
                 with results.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
