@@ -224,6 +224,17 @@ def test_customer_ids_match_across_types(tmp_path):
     assert by_id(p.customers, "region", "frequency") == {12: ("north", 1), 13: (None, 1), 99: ("west", 0)}
 
 
+def test_a_text_id_that_is_no_number_as_written_is_not_that_number(tmp_path):
+    # Integer ids in the transactions, text in the customer table: "8" is customer 8, but "007" (which would
+    # convert to 7, and back to "7", not "007") is not customer 7; then every id is compared as text.
+    path = tmp_path / "tx.parquet"
+    pl.DataFrame({"customer_id": [7, 8], "order_date": [D(2011, 1, 1)] * 2, "amount": [1.0, 2.0]}).write_parquet(path)
+    table = pl.DataFrame({"customer_id": ["007", "8"], "region": ["north", "south"]})
+    p = prepare(path, customers=table)
+    assert p.customers.schema["customer_id"] == pl.String
+    assert by_id(p.customers, "region", "frequency") == {"7": (None, 1), "8": ("south", 1), "007": ("north", 0)}
+
+
 def test_leading_zeros_are_not_the_same_customer(tmp_path):
     data = tmp_path / "tx.csv"
     data.write_text("customer_id,order_date,amount\n007,2011-01-01,10\n009,2011-01-02,20\n")
@@ -269,6 +280,31 @@ def per_day(rows: pl.LazyFrame) -> pl.LazyFrame:
     daily = rows.group_by("customer_id", "order_date").agg(pl.col("amount").sum().alias("day_total"))
     return daily.group_by("customer_id").agg(pl.col("day_total").max().alias("best_day"),
                                              pl.len().alias("days"))
+
+
+@pytest.mark.parametrize("bad", ["agg", "table"])
+def test_a_plugin_feature_reading_a_missing_column_is_named(bad):
+    """The error names the plugin feature that reads a column the transactions do not have (an aggregation or a
+    table), past the plugin's derived and working features."""
+    mod = types.ModuleType("tierbook_test_bad_feature")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("twice", "twice the net revenue", derive=pl.col("monetary") * 2))
+        register(Feature("biggest_line", "largest line amount", agg=pl.col("amount").max()))
+        register(Feature("days", "days with a row", table=lambda rows: per_day(rows).select("customer_id", "days")))
+        if bad == "agg":
+            register(Feature("points", "loyalty points", agg=pl.col("points").sum()))
+        else:
+            register(Feature("points", "loyalty points", table=lambda rows: rows.group_by("customer_id").agg(
+                pl.col("points").sum())))
+
+    mod.register_features = register_features
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    with pytest.raises(DataError, match=r"^feature 'points' of plugin .*tierbook_test_bad_feature.* uses a column the "
+                                        r"transactions do not have \(.*points.*\); it may use customer_id, order_id, "
+                                        r"order_date, amount$"):
+        engine.prepare(tx(ROWS), registry=registry)
 
 
 def table_module(scans: list):
