@@ -147,6 +147,32 @@ def test_xlsx_keeps_text_as_text_and_numbers_exact(tmp_path):
     assert "hyperlink" not in sheet
 
 
+def test_xlsx_sheet_is_named_after_the_file(tmp_path):
+    """write_frame: the sheet takes the file's stem, without the characters Excel refuses in a sheet name."""
+    import zipfile
+
+    for stem, sheet in (("customers", "customers"), ("a[1]:b", "a_1__b")):
+        path = tmp_path / f"{stem}.xlsx"
+        atomic_write_frame(pl.DataFrame({"x": [1]}), path)
+        with zipfile.ZipFile(path) as z:
+            assert f'<sheet name="{sheet}"' in z.read("xl/workbook.xml").decode()
+
+
+def test_with_actions_gives_each_customer_their_actions_in_the_order_of_actions_csv():
+    """engine.playbook.write.with_actions: under hit_policy all a customer's actions and rules are joined by "; "
+    in the order of actions.csv; a customer without an action gets nulls; one action each joins as it is."""
+    from engine.playbook.write import with_actions
+
+    customers = pl.DataFrame({"customer_id": ["a", "b", "c"], "monetary": [1.0, 2.0, 3.0]})
+    actions = pl.DataFrame({"customer_id": ["b", "a", "a"], "rule": ["r1", "r1", "r2"],
+                            "action": ["call", "call", "mail"]})
+    got = with_actions(customers, actions)
+    assert got.columns == ["customer_id", "monetary", "action", "action_rule"]
+    assert got.rows() == [("a", 1.0, "call; mail", "r1; r2"), ("b", 2.0, "call", "r1"), ("c", 3.0, None, None)]
+    one = with_actions(customers, actions.head(2), one_per_customer=True)
+    assert one.rows() == [("a", 1.0, "call", "r1"), ("b", 2.0, "call", "r1"), ("c", 3.0, None, None)]
+
+
 def test_an_output_set_keeps_other_writers_files_and_retires_only_its_own(tmp_path):
     """engine.io.write_output_set: files of another writer in the same directory are carried over unchanged; a
     file this writer wrote before and ``retire``s is gone, visible link included; one the other writer wrote
