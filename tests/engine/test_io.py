@@ -151,7 +151,7 @@ def test_xlsx_sheet_is_named_after_the_file(tmp_path):
     """write_frame: the sheet takes the file's stem, without the characters Excel refuses in a sheet name."""
     import zipfile
 
-    for stem, sheet in (("customers", "customers"), ("a[1]:b", "a_1__b")):
+    for stem, sheet in (("customers", "customers"), ("a[1]:b", "a_1__b"), ("x" * 40, "x" * 31)):
         path = tmp_path / f"{stem}.xlsx"
         atomic_write_frame(pl.DataFrame({"x": [1]}), path)
         with zipfile.ZipFile(path) as z:
@@ -191,3 +191,14 @@ def test_an_output_set_keeps_other_writers_files_and_retires_only_its_own(tmp_pa
     manifest = json.loads((out / STATE_DIR / "current" / MANIFEST).read_text())
     assert manifest["owners"] == {"a.txt": "one", "b.txt": "two", "shared.txt": "two"}
     assert sorted(manifest["files"]) == ["a.txt", "b.txt", "shared.txt"]
+
+
+def test_a_file_that_cannot_be_written_is_one_error_naming_it(tmp_path):
+    """atomic_write_frame: a writer's failure is one DataError naming the file, and the previous file stays."""
+    path = tmp_path / "out.csv"
+    path.write_text("before\n")
+    with pytest.raises(DataError) as err:
+        atomic_write_frame(pl.DataFrame({"b": [b"x"]}), path)
+    assert str(err.value) == (f"{path}: cannot write it: ComputeError: datatype binary cannot be written to CSV; "
+                              "the previous file is unchanged")
+    assert path.read_text() == "before\n" and leftovers(tmp_path) == []
