@@ -92,7 +92,6 @@ from engine import Classifier, Context, Feature, Output, ParamSpec, hookimpl
 from engine.errors import DataError
 from engine.features import to_amount
 
-from . import models
 
 __all__ = ["CLV", "SUMMARY_COLUMNS", "WEEKLY_COLUMNS", "btyd_summary", "register_classifiers", "register_features"]
 
@@ -282,6 +281,7 @@ def _distinct_histories(s: pl.DataFrame, scale: float) -> tuple[np.ndarray, ...]
 
 
 def _fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    from . import models  # SciPy is imported by the runs that fit, not by every command that loads the plugin
     scale = _UNIT_DAYS[p["time_unit"]]
     s = customers.select(*SUMMARY_COLUMNS).filter(pl.col("btyd_frequency").is_not_null())
     buyers = s.height
@@ -354,6 +354,7 @@ def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
 
 
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
+    from . import models
     fitted = ctx.fit or {}
     bg, gg = fitted["bgnbd"]["params"], fitted["gamma_gamma"]["params"]
     scale = _UNIT_DAYS[p["time_unit"]]

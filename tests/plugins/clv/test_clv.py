@@ -426,3 +426,21 @@ def test_weekly_periods_are_monday_to_sunday(clv_registry):
     assert (s[2]["frequency"], s[2]["recency"], s[2]["T"], s[2]["monetary_value"]) == (0, 0.0, 0.0, 0.0)
     c = {r["customer_id"]: r for r in prep.customers.to_dicts()}
     assert c[1]["btyd_first_purchase_week"] == d(2024, 1, 1) and c[1]["btyd_last_purchase_week"] == d(2024, 1, 29)
+
+
+def test_loading_the_plugin_does_not_import_scipy():
+    """Every tierbook command loads every plugin; SciPy (longer to import than Polars) is for the runs that fit:
+    a run of a playbook without clv never imports it."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from engine.registry import get_registry\n"
+              "import engine\n"
+              "get_registry()\n"
+              "from engine.sample import SAMPLE_MAPPING\n"
+              "engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, classifiers=['abc', 'adc', 'rfm'])\n"
+              "assert not [m for m in sys.modules if m.split('.')[0] == 'scipy'], 'scipy imported'\n"
+              "from plugins.clv import models\n"
+              "assert models.MONTH and 'scipy.optimize' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
