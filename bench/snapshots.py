@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ensure_data(args.size)
     LOGS.mkdir(parents=True, exist_ok=True)
     playbook = tool_command("tierbook", args.size)[0][2]  # a variant: its set's playbook pointed at its data
-    out = DATA / "out" / "snapshots"
+    out = DATA / "out" / "snapshots" / args.size  # one directory per set: each is its own playbook's outputs
     commands = {
         "one": [str(TB_BIN), "run", str(playbook), "--output-dir", str(out / "one")],
         "snapshots": [str(TB_BIN), "run", str(playbook), "--output-dir", str(out / "snapshots"),
