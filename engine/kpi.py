@@ -175,11 +175,16 @@ def value_by_class(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
         ranks = table.select(to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
                              *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_rank_{k}")
                                for k, (_, o) in enumerate(outputs)])
+        # one pass over the customers for every label column: customers and revenue per combination of
+        # labels (at most the product of the label counts, a few hundred rows), then each column from that
+        keys = [f"_rank_{k}" for k in range(len(outputs))]
+        combos = (ranks.group_by(keys).agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum())
+                  if keys else None)
         for k, (name, output) in enumerate(outputs):
             dtype = table.schema[output.column]
             labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
-            stats = (ranks.group_by(pl.col(f"_rank_{k}").alias("rank"))
-                     .agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum()))
+            stats = (combos.group_by(pl.col(f"_rank_{k}").alias("rank"))
+                     .agg(pl.col("customers").sum(), pl.col("_u").sum()))
             grid = pl.DataFrame({"rank": list(range(len(labels))), "label": labels},
                                 schema={"rank": pl.Int64, "label": pl.String})
             found = grid.join(stats, on="rank", how="left")

@@ -83,6 +83,10 @@ def _aligned(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     return before.join(after, on="customer_id", how="full", coalesce=True)
 
 
+#: Every column's (from, to) code packed into one Int64 key while the product of their ranges stays below this.
+_PACK_LIMIT = 2**62
+
+
 def migration_cells(tables: Sequence[pl.DataFrame],
                     outputs: Sequence[tuple[str, Output]]) -> dict[tuple[int, str], tuple[list[str], pl.DataFrame]]:
     """For each pair of consecutive snapshots ``(i-1, i)`` and label column: its labels and every cell of the
@@ -103,14 +107,28 @@ def migration_cells(tables: Sequence[pl.DataFrame],
         # each table's side once: the later side of one pair is the earlier side of the next
         earlier, later = later, side(tables[i])
         pair = _aligned(tagged(earlier, "from"), tagged(later, "to"))
-        for _, output in outputs:
-            labels = _labels(tables[i], output)
-            c = output.column
+        columns_ = [(output.column, _labels(tables[i], output)) for _, output in outputs]
+        # every column's (from, to) pair as one small integer (null: n), and all of them packed into one key:
+        # one group_by over the customers per pair of snapshots, then each column from the combinations seen
+        strides, stride = [], 1
+        for _, labels in columns_:
+            strides.append(stride)
+            stride *= (len(labels) + 1) ** 2
+        codes = [(pl.col(f"_r_from_{c}").fill_null(len(labels)) * (len(labels) + 1)
+                  + pl.col(f"_r_to_{c}").fill_null(len(labels))) for c, labels in columns_]
+        sums = [pl.len().cast(pl.Int64).alias("customers"), pl.col("_u_from").sum().alias("_uf"),
+                pl.col("_u_to").sum().alias("_ut")]
+        combos = None
+        if columns_ and stride < _PACK_LIMIT:
+            combos = pair.group_by(pl.sum_horizontal([code * st for code, st in zip(codes, strides)]).alias("_key")
+                                   ).agg(sums)
+        for (c, labels), code, st in zip(columns_, codes, strides):
             n = len(labels)
-            # the two ranks as one small integer (null: n): a group_by on one integer column is far cheaper
-            code = (pl.col(f"_r_from_{c}").fill_null(n) * (n + 1) + pl.col(f"_r_to_{c}").fill_null(n)).alias("_code")
-            counted = pair.group_by(code).agg(pl.len().cast(pl.Int64).alias("customers"),
-                                              pl.col("_u_from").sum().alias("_uf"), pl.col("_u_to").sum().alias("_ut"))
+            if combos is not None:
+                counted = combos.group_by(((pl.col("_key") // st) % ((n + 1) ** 2)).alias("_code")).agg(
+                    pl.col("customers").sum(), pl.col("_uf").sum(), pl.col("_ut").sum())
+            else:  # too many combinations to pack: one group_by per column
+                counted = pair.group_by(code.alias("_code")).agg(sums)
             cells = counted.select(
                 pl.when(pl.col("_code") // (n + 1) < n).then(pl.col("_code") // (n + 1)).alias("_rank_from"),
                 pl.when(pl.col("_code") % (n + 1) < n).then(pl.col("_code") % (n + 1)).alias("_rank_to"),

@@ -88,3 +88,22 @@ def test_accounting_identities_on_real_snapshots(classifiers):
             # the ups of the classes are the downs seen from the other side
             assert f["moved_up"].sum() == f["came_up"].sum() and f["moved_down"].sum() == f["came_down"].sum()
             assert m["revenue_to"].sum() == pytest.approx(after["monetary"].sum())
+
+
+def test_cells_from_one_packed_key_equal_one_group_by_per_column(monkeypatch):
+    """Every label column's cells come from one grouping of the customers by all columns' (from, to) pairs;
+    with too many combinations to pack, from one grouping per column: the same matrices either way, on the
+    sample's real quarterly snapshots (four label columns, nulls, entered and left customers)."""
+    import engine.migration as migration
+
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING,
+                          classifiers=["abc", "adc", "rfm"])
+    outputs = label_outputs(snaps.selections)
+    assert len(outputs) >= 3
+    packed = migration.migration_cells(snaps.customers, outputs)
+    monkeypatch.setattr(migration, "_PACK_LIMIT", 0)
+    apart = migration.migration_cells(snaps.customers, outputs)
+    assert packed.keys() == apart.keys()
+    for key, (labels, cells) in packed.items():
+        assert labels == apart[key][0]
+        assert cells.equals(apart[key][1]), key
