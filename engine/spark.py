@@ -150,6 +150,21 @@ def _quiet_pandas_note():
         yield
 
 
+def _read(data: str | Path | Sequence[str | Path], settings: SparkSettings):
+    """``(where, files, df)``: the Parquet transactions opened on Spark, after the checks every Spark route
+    makes first (pyspark, pyarrow, Java and the master; files that match; the same columns in each)."""
+    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    check_available(settings)  # before anything else
+    paths, files = parquet_files(data)
+    _check_same_columns(files, where)
+    session = spark_session(settings)
+    try:
+        df = session.read.parquet(*paths)
+    except Exception as exc:
+        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    return where, files, df
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
@@ -382,19 +397,10 @@ def compute_features_spark(
     """The feature pass on Spark; the same :class:`~engine.features.FeatureResult` as the Polars pass."""
     from .features import LoadReport, complete_features, finish_aggregated
 
-    settings = settings or SparkSettings()
-    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
     plugin_features = dict(plugin_features or {})
-    check_available(settings)   # pyspark, pyarrow, Java, the master: before anything else
-    paths, files = parquet_files(data)
-    _check_same_columns(files, where)
-    session = spark_session(settings)
+    where, files, df = _read(data, settings or SparkSettings())
     from pyspark.sql import functions as F
 
-    try:
-        df = session.read.parquet(*paths)
-    except Exception as exc:
-        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
     frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
     # Plugin features (an aggregation or a query, Polars code): checked on no rows before any Spark job
     row_schema = _row_schema(frame, "order_id" in cols)
@@ -658,16 +664,7 @@ def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, 
 
     from .data import Transactions
 
-    settings = settings or SparkSettings()
-    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
-    check_available(settings)
-    paths, files = parquet_files(data)
-    _check_same_columns(files, where)
-    session = spark_session(settings)
-    try:
-        df = session.read.parquet(*paths)
-    except Exception as exc:
-        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    where, files, df = _read(data, settings or SparkSettings())
     frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
     date, u = F.col("order_date"), F.col("amount_units")
     try:
@@ -706,16 +703,7 @@ def rejected_rows_spark(
 
     from .features import REJECT_REASONS
 
-    settings = settings or SparkSettings()
-    where = str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
-    check_available(settings)
-    paths, files = parquet_files(data)
-    _check_same_columns(files, where)
-    session = spark_session(settings)
-    try:
-        df = session.read.parquet(*paths)
-    except Exception as exc:
-        raise DataError(f"{where}: spark cannot read the Parquet data: {_first_line(exc)}") from None
+    where, files, df = _read(data, settings or SparkSettings())
     source = df.columns
     keep = {f"_src_{i}": F.col(f"`{name}`") for i, name in enumerate(source)}
     keep |= {"_file": F.col("_metadata.file_path"), "_index": F.col("_metadata.row_index")}
