@@ -95,3 +95,22 @@ def test_docs_state_every_definition():
     text = (Path(__file__).resolve().parents[2] / "docs" / "time.md").read_text()
     for name, definition in KPI_DEFINITIONS.items():
         assert f"| `{name}` | {definition} |" in text, name
+
+
+def test_value_by_class_per_label_on_every_snapshot_of_the_sample(registry):
+    """Several label columns at once (they are counted from one grouping per snapshot): per snapshot, column
+    and label, the customers and net revenue equal the snapshot table's own, worked out here per column."""
+    from engine.migration import label_outputs
+
+    snaps = run_snapshots(engine.sample_path(), every="quarter", periods=4, end="2011-12-01",
+                          mapping=SAMPLE_MAPPING, registry=registry, classifiers=["abc", "adc", "rfm"])
+    columns = [o.column for _, o in label_outputs(snaps.selections)]
+    assert len(columns) >= 3
+    for table, as_of in zip(snaps.customers, snaps.as_of):
+        for column in columns:
+            want = {(label if label is not None else "(none)"): (n, round(revenue, 2)) for label, n, revenue in
+                    table.group_by(pl.col(column).cast(pl.String)).agg(pl.len(), pl.col("monetary").sum()).rows()}
+            got = {r["label"]: (r["customers"], round(r["revenue"], 2)) for r in snaps.values.filter(
+                (pl.col("as_of") == as_of) & (pl.col("column") == column) & (pl.col("customers") > 0)).iter_rows(
+                named=True)}
+            assert got == want, (as_of, column)

@@ -10,21 +10,12 @@ import pytest
 from engine.errors import PlaybookError
 from engine.playbook import load_playbook
 from engine.playbook.expect import run_cases
+from playbook_files import copy_playbook as _copy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "playbooks").glob("*.yaml"))
 ABC = ROOT / "playbooks" / "abc-resource-allocation.yaml"
 WINBACK = ROOT / "playbooks" / "lifecycle-winback.yaml"
-
-
-def _copy(tmp_path: Path, source: Path = ABC, **replace: str) -> Path:
-    text = source.read_text().replace("../engine/sample", f"{ROOT}/engine/sample")
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "pb.yaml"
-    path.write_text(text)
-    return path
 
 
 def _with_cases(tmp_path: Path, cases: str, source: Path = ABC) -> Path:

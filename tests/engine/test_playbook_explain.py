@@ -8,19 +8,10 @@ from pathlib import Path
 import polars as pl
 
 from engine.playbook import load_playbook
+from playbook_files import copy_playbook as _copy
 
 ROOT = Path(__file__).resolve().parents[2]
 ABC_PLAYBOOK = ROOT / "playbooks" / "abc-resource-allocation.yaml"
-
-
-def _copy(tmp_path: Path, source: Path = ABC_PLAYBOOK, **replace: str) -> Path:
-    text = source.read_text().replace("../engine/sample", f"{ROOT}/engine/sample")
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "pb.yaml"
-    path.write_text(text)
-    return path
 
 
 def _one(result, expr) -> str:

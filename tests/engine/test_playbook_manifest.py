@@ -16,20 +16,11 @@ import pytest
 from engine.playbook import load_playbook
 from engine.playbook.manifest import BLOCK, fingerprint
 from engine.playbook.schema import summary_schema
+from playbook_files import copy_playbook as _copy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "playbooks").glob("*.yaml"))
 SAMPLE = ROOT / "engine" / "sample" / "online_retail_sample.csv"
-
-
-def _copy(tmp_path: Path, name: str = "pb.yaml", source: Path = EXAMPLES[0], **replace: str) -> Path:
-    text = source.read_text().replace("../engine/sample", f"{ROOT}/engine/sample")
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def _tree(directory: Path) -> dict[str, bytes | str]:
@@ -131,8 +122,8 @@ def test_the_summary_schema_pins_the_existing_keys():
 
 
 def test_a_run_refuses_to_replace_another_playbooks_outputs(tmp_path, run_cli):
-    first = _copy(tmp_path, "first.yaml")
-    second = _copy(tmp_path, "second.yaml")
+    first = _copy(tmp_path, name="first.yaml")
+    second = _copy(tmp_path, name="second.yaml")
     assert run_cli("run", first)[0] == 0
     directory = tmp_path / "out" / "abc-resource-allocation"  # both name it: out/<name>
     before = _tree(directory)
