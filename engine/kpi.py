@@ -12,7 +12,7 @@ figure in ``kpis.csv`` and ``summary.json`` (and in docs/time.md).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -21,7 +21,7 @@ from .classifier import Output
 from .features import NET_REVENUE, to_amount, to_units
 
 __all__ = ["KPI_DEFINITIONS", "COHORT_DEFINITIONS", "VALUE_DEFINITIONS", "kpi_table", "kpi_long", "cohort_table",
-           "value_by_class", "KPI_SCHEMA", "COHORT_SCHEMA", "VALUE_SCHEMA"]
+           "value_by_class", "values_of", "period_stats", "KPI_SCHEMA", "COHORT_SCHEMA", "VALUE_SCHEMA"]
 
 #: Each KPI's definition, as written next to it. P is the period, P-1 the period before it.
 KPI_DEFINITIONS: dict[str, str] = {
@@ -62,17 +62,9 @@ def _starts(dates: Sequence[dt.date], previous: dt.date | None) -> list[dt.date 
     return [previous, *dates[:-1]]
 
 
-def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
-              previous: dt.date | None) -> pl.DataFrame:
-    """One row per period between two snapshots (period ``i`` ends at ``dates[i]``, ``i >= 1``).
-
-    ``activity`` has one row per customer and period with a line in it
-    (``customer_id``, ``period``, ``purchases``, ``revenue_units``; period -1
-    holds every line before period 0), as :class:`engine.snapshots.SnapshotFeatures`
-    gives it; ``tables`` the snapshots' customer tables (their sizes).
-    Columns and meanings: :data:`KPI_DEFINITIONS`.
-    """
-    starts = _starts(dates, previous)
+def period_stats(activity: pl.DataFrame) -> dict[int, dict[str, Any]]:
+    """Per period of ``activity`` (see :func:`kpi_table`): buyers, new, retained, churned the period after,
+    and revenue units, as :func:`kpi_table` reads them."""
     # One row per customer and period they have a line in, sorted: whether they bought in the period before
     # and after is the neighbouring row's business (period -1 holds every line before period 0).
     rows_ = activity.sort("customer_id", "period")
@@ -95,7 +87,22 @@ def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Seq
         pl.col("revenue_units").filter(pl.col("before")).sum().alias("kept_now"),
         pl.col("revenue_units").filter(pl.col("buys")).sum().alias("buyers_units"),
     )
-    stats = {r["period"]: r for r in by_period.iter_rows(named=True)}
+    return {r["period"]: r for r in by_period.iter_rows(named=True)}
+
+
+def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
+              previous: dt.date | None, *, stats: Mapping[int, Mapping[str, Any]] | None = None) -> pl.DataFrame:
+    """One row per period between two snapshots (period ``i`` ends at ``dates[i]``, ``i >= 1``).
+
+    ``activity`` has one row per customer and period with a line in it
+    (``customer_id``, ``period``, ``purchases``, ``revenue_units``; period -1
+    holds every line before period 0), as :class:`engine.snapshots.SnapshotFeatures`
+    gives it; ``tables`` the snapshots' customer tables (their sizes).
+    Columns and meanings: :data:`KPI_DEFINITIONS`. ``stats``: :func:`period_stats` of ``activity``, when
+    counted already.
+    """
+    starts = _starts(dates, previous)
+    stats = period_stats(activity) if stats is None else stats
     rows = []
     for i in range(1, len(dates)):
         c, p = stats.get(i, {}), stats.get(i - 1, {})
@@ -169,36 +176,41 @@ def value_by_class(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
                    outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
     """Historical value per customer by class: per snapshot, label column and label (best first, then
     ``(none)`` for customers without a label): customers, revenue, revenue per customer."""
-    frames = []
-    for table, as_of in zip(tables, dates):
-        # the revenue in units once per table, every label column's ranks beside it
-        ranks = table.select(to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
-                             *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_rank_{k}")
-                               for k, (_, o) in enumerate(outputs)])
-        # one pass over the customers for every label column: customers and revenue per combination of
-        # labels (at most the product of the label counts, a few hundred rows), then each column from that
-        keys = [f"_rank_{k}" for k in range(len(outputs))]
-        combos = (ranks.group_by(keys).agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum())
-                  if keys else None)
-        for k, (name, output) in enumerate(outputs):
-            dtype = table.schema[output.column]
-            labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
-            stats = (combos.group_by(pl.col(f"_rank_{k}").alias("rank"))
-                     .agg(pl.col("customers").sum(), pl.col("_u").sum()))
-            grid = pl.DataFrame({"rank": list(range(len(labels))), "label": labels},
-                                schema={"rank": pl.Int64, "label": pl.String})
-            found = grid.join(stats, on="rank", how="left")
-            none = stats.filter(pl.col("rank").is_null())
-            if none.height:
-                found = pl.concat([found, none.select(pl.col("rank"), pl.lit("(none)").alias("label"),
-                                                      "customers", "_u")])
-            frames.append(found.with_columns(
-                pl.col("customers").fill_null(0), pl.col("_u").fill_null(0),
-                pl.lit(as_of).alias("as_of"), pl.lit(name).alias("classifier"), pl.lit(output.column).alias("column"),
-            ).with_columns(to_amount(pl.col("_u")).alias("revenue")).with_columns(
-                (pl.col("revenue") / pl.col("customers")).fill_nan(None).alias("value_per_customer")
-            ).select(list(VALUE_SCHEMA)).cast(VALUE_SCHEMA))
+    frames = [frame for table, as_of in zip(tables, dates) for frame in values_of(table, as_of, outputs)]
     return pl.concat(frames) if frames else pl.DataFrame(schema=VALUE_SCHEMA)
+
+
+def values_of(table: pl.DataFrame, as_of: dt.date, outputs: Sequence[tuple[str, Output]]) -> list[pl.DataFrame]:
+    """:func:`value_by_class`'s rows of one snapshot, one frame per label column."""
+    frames = []
+    # the revenue in units once per table, every label column's ranks beside it
+    ranks = table.select(to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
+                         *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_rank_{k}")
+                           for k, (_, o) in enumerate(outputs)])
+    # one pass over the customers for every label column: customers and revenue per combination of
+    # labels (at most the product of the label counts, a few hundred rows), then each column from that
+    keys = [f"_rank_{k}" for k in range(len(outputs))]
+    combos = (ranks.group_by(keys).agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum())
+              if keys else None)
+    for k, (name, output) in enumerate(outputs):
+        dtype = table.schema[output.column]
+        labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
+        stats = (combos.group_by(pl.col(f"_rank_{k}").alias("rank"))
+                 .agg(pl.col("customers").sum(), pl.col("_u").sum()))
+        grid = pl.DataFrame({"rank": list(range(len(labels))), "label": labels},
+                            schema={"rank": pl.Int64, "label": pl.String})
+        found = grid.join(stats, on="rank", how="left")
+        none = stats.filter(pl.col("rank").is_null())
+        if none.height:
+            found = pl.concat([found, none.select(pl.col("rank"), pl.lit("(none)").alias("label"),
+                                                  "customers", "_u")])
+        frames.append(found.with_columns(
+            pl.col("customers").fill_null(0), pl.col("_u").fill_null(0),
+            pl.lit(as_of).alias("as_of"), pl.lit(name).alias("classifier"), pl.lit(output.column).alias("column"),
+        ).with_columns(to_amount(pl.col("_u")).alias("revenue")).with_columns(
+            (pl.col("revenue") / pl.col("customers")).fill_nan(None).alias("value_per_customer")
+        ).select(list(VALUE_SCHEMA)).cast(VALUE_SCHEMA))
+    return frames
 
 
 def definitions() -> dict[str, Any]:

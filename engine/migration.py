@@ -29,6 +29,7 @@ from .classifier import Output
 from .features import NET_REVENUE, to_amount, to_units
 
 __all__ = ["ENTERED", "LEFT", "CHANGES", "label_outputs", "migration_table", "flows_table", "with_previous",
+           "migration_cells", "cell_side", "pair_cells",
            "PREV_SUFFIX", "CHANGE_SUFFIX", "previous_columns", "MIGRATION_SCHEMA", "FLOWS_SCHEMA"]
 
 ENTERED = "entered"
@@ -91,55 +92,68 @@ def migration_cells(tables: Sequence[pl.DataFrame],
                     outputs: Sequence[tuple[str, Output]]) -> dict[tuple[int, str], tuple[list[str], pl.DataFrame]]:
     """For each pair of consecutive snapshots ``(i-1, i)`` and label column: its labels and every cell of the
     matrix (zeros included): ranks (null: entered / left), customers and revenue units (``_uf`` as of the
-    earlier snapshot, ``_ut`` as of the later one). One join of the two tables per pair serves every column."""
+    earlier snapshot, ``_ut`` as of the later one). One join of the two tables per pair serves every column
+    (:func:`pair_cells`)."""
     out = {}
-    columns = [o.column for _, o in outputs]
+    later = cell_side(tables[0], outputs) if len(tables) > 1 else None
+    for i in range(1, len(tables)):
+        # each table's side once: the later side of one pair is the earlier side of the next
+        earlier, later = later, cell_side(tables[i], outputs)
+        for column, cells in pair_cells(earlier, later, tables[i], outputs).items():
+            out[(i, column)] = cells
+    return out
 
-    def side(table: pl.DataFrame) -> pl.DataFrame:
-        return table.select("customer_id", to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
-                            *[pl.col(c).to_physical().cast(pl.Int64).alias(f"_r_{c}") for c in columns])
+
+def cell_side(table: pl.DataFrame, outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
+    """What :func:`pair_cells` reads of one snapshot's table: ids, revenue units and every label's rank."""
+    return table.select("customer_id", to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
+                        *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_r_{o.column}") for _, o in outputs])
+
+
+def pair_cells(earlier: pl.DataFrame, later: pl.DataFrame, later_table: pl.DataFrame,
+               outputs: Sequence[tuple[str, Output]]) -> dict[str, tuple[list[str], pl.DataFrame]]:
+    """The cells of every label column's matrix between two snapshots, from their :func:`cell_side`
+    (``later_table``: the later snapshot's table, for its labels), by column."""
+    columns = [o.column for _, o in outputs]
 
     def tagged(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
         return frame.rename({"_u": f"_u_{tag}", **{f"_r_{c}": f"_r_{tag}_{c}" for c in columns}})
 
-    later = side(tables[0]) if len(tables) > 1 else None
-    for i in range(1, len(tables)):
-        # each table's side once: the later side of one pair is the earlier side of the next
-        earlier, later = later, side(tables[i])
-        pair = _aligned(tagged(earlier, "from"), tagged(later, "to"))
-        columns_ = [(output.column, _labels(tables[i], output)) for _, output in outputs]
-        # every column's (from, to) pair as one small integer (null: n), and all of them packed into one key:
-        # one group_by over the customers per pair of snapshots, then each column from the combinations seen
-        strides, stride = [], 1
-        for _, labels in columns_:
-            strides.append(stride)
-            stride *= (len(labels) + 1) ** 2
-        codes = [(pl.col(f"_r_from_{c}").fill_null(len(labels)) * (len(labels) + 1)
-                  + pl.col(f"_r_to_{c}").fill_null(len(labels))) for c, labels in columns_]
-        sums = [pl.len().cast(pl.Int64).alias("customers"), pl.col("_u_from").sum().alias("_uf"),
-                pl.col("_u_to").sum().alias("_ut")]
-        combos = None
-        if columns_ and stride < _PACK_LIMIT:
-            combos = pair.group_by(pl.sum_horizontal([code * st for code, st in zip(codes, strides)]).alias("_key")
-                                   ).agg(sums)
-        for (c, labels), code, st in zip(columns_, codes, strides):
-            n = len(labels)
-            if combos is not None:
-                counted = combos.group_by(((pl.col("_key") // st) % ((n + 1) ** 2)).alias("_code")).agg(
-                    pl.col("customers").sum(), pl.col("_uf").sum(), pl.col("_ut").sum())
-            else:  # too many combinations to pack: one group_by per column
-                counted = pair.group_by(code.alias("_code")).agg(sums)
-            cells = counted.select(
-                pl.when(pl.col("_code") // (n + 1) < n).then(pl.col("_code") // (n + 1)).alias("_rank_from"),
-                pl.when(pl.col("_code") % (n + 1) < n).then(pl.col("_code") % (n + 1)).alias("_rank_to"),
-                "customers", "_uf", "_ut")
-            grid = pl.DataFrame({"_rank_from": [r for r in [*range(n), None] for _ in range(n + 1)],
-                                 "_rank_to": [t for _ in range(n + 1) for t in [*range(n), None]]},
-                                schema={"_rank_from": pl.Int64, "_rank_to": pl.Int64})
-            full = grid.join(cells, on=["_rank_from", "_rank_to"], how="left", nulls_equal=True,
-                             maintain_order="left")
-            out[(i, c)] = (labels, full.with_columns(pl.col("customers").fill_null(0), pl.col("_uf").fill_null(0),
-                                                     pl.col("_ut").fill_null(0)))
+    out = {}
+    pair = _aligned(tagged(earlier, "from"), tagged(later, "to"))
+    columns_ = [(output.column, _labels(later_table, output)) for _, output in outputs]
+    # every column's (from, to) pair as one small integer (null: n), and all of them packed into one key:
+    # one group_by over the customers per pair of snapshots, then each column from the combinations seen
+    strides, stride = [], 1
+    for _, labels in columns_:
+        strides.append(stride)
+        stride *= (len(labels) + 1) ** 2
+    codes = [(pl.col(f"_r_from_{c}").fill_null(len(labels)) * (len(labels) + 1)
+              + pl.col(f"_r_to_{c}").fill_null(len(labels))) for c, labels in columns_]
+    sums = [pl.len().cast(pl.Int64).alias("customers"), pl.col("_u_from").sum().alias("_uf"),
+            pl.col("_u_to").sum().alias("_ut")]
+    combos = None
+    if columns_ and stride < _PACK_LIMIT:
+        combos = pair.group_by(pl.sum_horizontal([code * st for code, st in zip(codes, strides)]).alias("_key")
+                               ).agg(sums)
+    for (c, labels), code, st in zip(columns_, codes, strides):
+        n = len(labels)
+        if combos is not None:
+            counted = combos.group_by(((pl.col("_key") // st) % ((n + 1) ** 2)).alias("_code")).agg(
+                pl.col("customers").sum(), pl.col("_uf").sum(), pl.col("_ut").sum())
+        else:  # too many combinations to pack: one group_by per column
+            counted = pair.group_by(code.alias("_code")).agg(sums)
+        cells = counted.select(
+            pl.when(pl.col("_code") // (n + 1) < n).then(pl.col("_code") // (n + 1)).alias("_rank_from"),
+            pl.when(pl.col("_code") % (n + 1) < n).then(pl.col("_code") % (n + 1)).alias("_rank_to"),
+            "customers", "_uf", "_ut")
+        grid = pl.DataFrame({"_rank_from": [r for r in [*range(n), None] for _ in range(n + 1)],
+                             "_rank_to": [t for _ in range(n + 1) for t in [*range(n), None]]},
+                            schema={"_rank_from": pl.Int64, "_rank_to": pl.Int64})
+        full = grid.join(cells, on=["_rank_from", "_rank_to"], how="left", nulls_equal=True,
+                         maintain_order="left")
+        out[c] = (labels, full.with_columns(pl.col("customers").fill_null(0), pl.col("_uf").fill_null(0),
+                                            pl.col("_ut").fill_null(0)))
     return out
 
 

@@ -52,6 +52,7 @@ import calendar
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +79,9 @@ from .features import (
     plugin_table_queries,
     read_report,
 )
-from .kpi import COHORT_DEFINITIONS, KPI_DEFINITIONS, VALUE_DEFINITIONS, cohort_table, kpi_table, value_by_class
-from .migration import flows_table, label_outputs, migration_cells, migration_table, with_previous
+from .kpi import (COHORT_DEFINITIONS, KPI_DEFINITIONS, VALUE_DEFINITIONS, VALUE_SCHEMA, cohort_table, kpi_table,
+                  period_stats, values_of)
+from .migration import cell_side, flows_table, label_outputs, migration_table, pair_cells, with_previous
 from .registry import Registry, get_registry
 from .run import Selection, apply_classifiers, plugin_features_for, select, split_params, summarize
 
@@ -837,11 +839,6 @@ class Snapshots:
 
     as_of: list[dt.date]
     customers: list[pl.DataFrame]
-    migration: pl.DataFrame
-    flows: pl.DataFrame
-    kpis: pl.DataFrame
-    cohorts: pl.DataFrame
-    values: pl.DataFrame
     selections: list[Selection]
     report: LoadReport
     spec: SnapshotSpec
@@ -850,6 +847,21 @@ class Snapshots:
     #: Under ``skip_failing``: the messages of classifiers skipped, and their names.
     skipped: list[str] = field(default_factory=list)
     skipped_classifiers: dict[str, str] = field(default_factory=dict)
+    #: The derived tables (:func:`derive_tables`), or the :class:`~concurrent.futures.Future` of their
+    #: computation on background threads: reading one of them waits for it (and raises what it raised).
+    derived: Any = field(default=None, repr=False)
+
+    def derived_table(self, name: str) -> Any:
+        """One of the derived tables (``"tables"``: each snapshot's summary), waiting for their computation."""
+        if isinstance(self.derived, Future):
+            self.derived = self.derived.result()
+        return self.derived[name]
+
+    migration = property(lambda self: self.derived_table("migration"))
+    flows = property(lambda self: self.derived_table("flows"))
+    kpis = property(lambda self: self.derived_table("kpis"))
+    cohorts = property(lambda self: self.derived_table("cohorts"))
+    values = property(lambda self: self.derived_table("values"))
 
     @property
     def last(self) -> pl.DataFrame:
@@ -866,8 +878,10 @@ SLIM_COLUMNS = ("customer_id", "monetary", "first_order")
 
 def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection], *, registry: Registry | None = None,
                        skipped: list[str] | None = None, skipped_classifiers: dict[str, str] | None = None,
-                       keep: str = "all") -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
+                       keep: str = "all", on_table: Any = None) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
     """Classify every snapshot (windowed classifiers on their window's table); returns tables and fits.
+
+    ``on_table(i, table)``, when given, is called with each table as it is kept, oldest first.
 
     ``keep="all"`` keeps every snapshot's whole table; ``keep="slim"`` keeps the
     last two whole and, of the earlier ones, :data:`SLIM_COLUMNS` and the label
@@ -883,37 +897,122 @@ def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection],
     out, all_fits = [], []
     for i in range(n):
         result = feats.table(i)
-        fits: dict[str, Any] = {}
-        table = apply_classifiers(result.customers, plain, as_of=result.as_of, registry=registry, skipped=skipped,
-                                  skipped_classifiers=skipped_classifiers, fits=fits)
-        for sel in windowed:
-            win = apply_classifiers(feats.window_table(sel.classifier.name, i, result.customers), [sel],
-                                    as_of=result.as_of, registry=registry, skipped=skipped,
-                                    skipped_classifiers=skipped_classifiers, fits=fits)
-            cols = [o.column for o in sel.outputs]
-            table = table.join(win.select("customer_id", *cols), on="customer_id", how="left", maintain_order="left")
-        order = [c for c in result.customers.columns] + [o.column for s in selections for o in s.outputs]
-        table = table.select(order)
+        table, fits = _classify_one(feats, i, result, plain, windowed, selections, registry, skipped,
+                                    skipped_classifiers)
         del result
         if keep == "slim" and i < n - 2:
             table = table.select(*[c for c in SLIM_COLUMNS if c in table.columns], *labels)
         out.append(table)
         all_fits.append(fits)
+        if on_table is not None:
+            on_table(i, table)
     return out, all_fits
 
 
+def _classify_one(feats: SnapshotFeatures, i: int, result: FeatureResult, plain: Sequence[Selection],
+                  windowed: Sequence[Selection], selections: Sequence[Selection], registry: Registry | None,
+                  skipped: list[str] | None, skipped_classifiers: dict[str, str] | None
+                  ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Snapshot ``i`` (``result``: its customer table) classified, and its classifiers' fits."""
+    fits: dict[str, Any] = {}
+    table = apply_classifiers(result.customers, plain, as_of=result.as_of, registry=registry, skipped=skipped,
+                              skipped_classifiers=skipped_classifiers, fits=fits)
+    for sel in windowed:
+        win = apply_classifiers(feats.window_table(sel.classifier.name, i, result.customers), [sel],
+                                as_of=result.as_of, registry=registry, skipped=skipped,
+                                skipped_classifiers=skipped_classifiers, fits=fits)
+        cols = [o.column for o in sel.outputs]
+        table = table.join(win.select("customer_id", *cols), on="customer_id", how="left", maintain_order="left")
+    order = [c for c in result.customers.columns] + [o.column for s in selections for o in s.outputs]
+    return table.select(order), fits
+
+
 def derive_tables(feats: SnapshotFeatures, tables: Sequence[pl.DataFrame], selections: Sequence[Selection]) -> dict:
-    """Migration, flows, KPIs, cohorts and values from classified snapshot tables."""
-    dates = list(feats.as_of)
-    outputs = label_outputs(selections)
-    cells = migration_cells(tables, outputs)
-    return {
-        "migration": migration_table(tables, dates, outputs, cells=cells),
-        "flows": flows_table(tables, dates, outputs, cells=cells),
-        "kpis": kpi_table(feats.activity, tables, dates, feats.spec.previous),
-        "cohorts": cohort_table(feats.activity, tables[-1], dates, feats.spec.previous, feats.spec.cohort),
-        "values": value_by_class(tables, dates, outputs),
-    }
+    """Migration, flows, KPIs, cohorts and values from classified snapshot tables, and each table's
+    summary (``"tables"``, for :func:`snapshot_summary`)."""
+    deriving = _Deriving(feats, selections, background=False)
+    for i, table in enumerate(tables):
+        deriving.add(i, table)
+    return deriving.finish(tables)
+
+
+class _Deriving:
+    """:func:`derive_tables` as the tables come: what a snapshot's table (and the one before it) gives
+    (its side of the migration matrices, the cells between the two, its values and summary) is counted as
+    soon as the table is classified, the rest (KPIs, cohorts, the long tables) once all are there.
+
+    With ``background`` the work runs on two threads of its own, the migration on one and the rest on the
+    other, each in the order it was given, while the caller classifies the next snapshot and then applies
+    the rules: :meth:`finish` returns the :class:`~concurrent.futures.Future` of the dict. Every piece is
+    Polars work on tables no one changes any more (the GIL is released while it runs) and reads only core
+    columns and labels: no plugin code runs on those threads. Without it everything runs here, at once.
+    """
+
+    def __init__(self, feats: SnapshotFeatures, selections: Sequence[Selection], background: bool):
+        # only what the derived tables read: holding ``feats`` would keep the scan's buckets alive
+        self.activity, self.spec, self.selections = feats.activity, feats.spec, selections
+        self.dates = list(feats.as_of)
+        self.outputs = label_outputs(selections)
+        self.lanes = ([ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tierbook-derive-{k}") for k in (0, 1)]
+                      if background else None)
+        self.sides: dict[int, Any] = {}
+        self.cells: dict[int, Any] = {}
+        self.values: dict[int, Any] = {}
+        self.summaries: dict[int, Any] = {}
+        # what needs no classifier: the KPIs' counts (from the activity) and the cohorts (from the first
+        # purchases in the last snapshot's features, the same customers as its classified table)
+        spec, last = feats.spec, feats.table(-1).customers
+        self.stats = self._run(1, period_stats, feats.activity)
+        self.cohorts = self._run(1, cohort_table, feats.activity, last, self.dates, spec.previous, spec.cohort)
+
+    def _run(self, lane: int, fn: Any, *args: Any) -> Any:
+        return fn(*args) if self.lanes is None else self.lanes[lane].submit(fn, *args)
+
+    def add(self, i: int, table: pl.DataFrame) -> None:
+        """Snapshot ``i``'s classified table (as kept: slim tables have every column read here)."""
+        outputs = self.outputs
+        self.sides[i] = self._run(0, cell_side, table, outputs)
+        if i > 0:  # lane 0 runs in order: both sides are done when the pair's turn comes
+            earlier, later = self.sides[i - 1], self.sides[i]
+            self.cells[i] = self._run(0, lambda: pair_cells(_done(earlier), _done(later), table, outputs))
+            self.sides[i - 1] = None  # no longer needed once its pair is counted
+        self.values[i] = self._run(1, values_of, table, self.dates[i], outputs)
+        self.summaries[i] = self._run(1, _table_summary, table, self.dates[i], self.selections)
+
+    def finish(self, tables: Sequence[pl.DataFrame]) -> dict | Future:
+        """Everything, once every table was :meth:`add`-ed (a Future of it in the background)."""
+        dates, outputs, spec = self.dates, self.outputs, self.spec
+
+        def moves() -> dict:
+            cells = {(i, c): v for i, pair in self.cells.items() for c, v in _done(pair).items()}
+            return {"migration": migration_table(tables, dates, outputs, cells=cells),
+                    "flows": flows_table(tables, dates, outputs, cells=cells)}
+
+        def rest(moved: Any) -> dict:
+            frames = [f for i in range(len(tables)) for f in _done(self.values[i])]
+            out = {"kpis": kpi_table(self.activity, tables, dates, spec.previous, stats=_done(self.stats)),
+                   "cohorts": _done(self.cohorts),
+                   "values": pl.concat(frames) if frames else pl.DataFrame(schema=VALUE_SCHEMA),
+                   "tables": [_done(self.summaries[i]) for i in range(len(tables))]}
+            return {**_done(moved), **out}
+
+        if self.lanes is None:
+            return rest(moves())
+        result = self._run(1, rest, self._run(0, moves))
+        for lane in self.lanes:
+            lane.shutdown(wait=False)  # each thread ends when its work is done
+        return result
+
+
+def _done(value: Any) -> Any:
+    """``value``, or its result when it is a :class:`~concurrent.futures.Future`."""
+    return value.result() if isinstance(value, Future) else value
+
+
+def _table_summary(table: pl.DataFrame, as_of: dt.date, selections: Sequence[Selection]) -> dict[str, Any]:
+    revenue = table.select(pl.col("monetary").sum()).item() if "monetary" in table.columns else None
+    return {"as_of": str(as_of), "customers": table.height, "revenue": revenue,
+            "classes": summarize(table, selections).to_dicts()}
 
 
 def window_plugin_features(registry: Registry, spec: SnapshotSpec, selections: Sequence[Selection],
@@ -1005,22 +1104,23 @@ def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Sele
     feats = compute_snapshot_features(
         tx, spec, customers=customers, plugin_features=plain, window_features=windowed, streaming=streaming,
         feature_owners={name: info.label() for name, info in registry.feature_owners.items()}, collect=collect)
+    # migration, values and KPIs are counted on two threads of their own as the snapshots are classified,
+    # and finished while the caller applies the rules to the last one
+    deriving = _Deriving(feats, selections, background=True)
     tables, fits = classify_snapshots(feats, selections, registry=registry, skipped=skipped,
-                                      skipped_classifiers=skipped_classifiers, keep=keep)
-    derived = derive_tables(feats, tables, selections)
-    return Snapshots(as_of=list(spec.as_of), customers=tables, selections=list(selections), report=feats.report,
-                     spec=spec, activity=feats.activity, fits=fits, **derived)
+                                      skipped_classifiers=skipped_classifiers, keep=keep, on_table=deriving.add)
+    derived = deriving.finish(tables)
+    report, activity = feats.report, feats.activity
+    del feats  # the scan's buckets: not needed once every snapshot is classified
+    return Snapshots(as_of=list(spec.as_of), customers=tables, selections=list(selections), report=report,
+                     spec=spec, activity=activity, fits=fits, derived=derived)
 
 
 def snapshot_summary(snaps: Snapshots) -> dict[str, Any]:
     """The ``snapshots``, ``migration`` and ``kpis`` keys of ``summary.json`` (the tables in full are the
     files ``snapshots.parquet``, ``migration.csv``, ``flows.csv``, ``kpis.csv``, ``cohorts.csv``, ``values.csv``)."""
     spec = snaps.spec
-    tables = []
-    for d, table in zip(snaps.as_of, snaps.customers):
-        revenue = table.select(pl.col("monetary").sum()).item() if "monetary" in table.columns else None
-        tables.append({"as_of": str(d), "customers": table.height, "revenue": revenue,
-                       "classes": summarize(table, snaps.selections).to_dicts()})
+    tables = snaps.derived_table("tables")
     return {
         "snapshots": {"as_of": [str(d) for d in snaps.as_of], "every": str(spec.every) if spec.every else None,
                       "windows": {k: str(v) for k, v in spec.windows.items()}, "cohort": spec.cohort,

@@ -173,3 +173,48 @@ def test_slim_snapshots_keep_what_migration_and_kpis_read(registry):
     assert_frame_equal(slim.customers[-1], whole.customers[-1])
     for name in ("migration", "flows", "kpis", "cohorts", "values"):
         assert_frame_equal(getattr(slim, name), getattr(whole, name))
+
+
+def test_tables_derived_in_the_background_equal_the_ones_derived_at_once(registry):
+    """run_snapshots counts migration, KPIs, cohorts and values on two threads of their own as the snapshots
+    are classified (each table paired with the one before as it comes); the functions of engine.migration and
+    engine.kpi give the same figures from the classified tables at once."""
+    from engine.kpi import cohort_table, kpi_table, value_by_class
+    from engine.migration import flows_table, label_outputs, migration_table
+    from engine.snapshots import derive_tables, snapshot_summary
+
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry)
+    assert snaps.derived is not None
+    tables, outputs, previous = snaps.customers, label_outputs(snaps.selections), snaps.spec.previous
+    assert_frame_equal(snaps.migration, migration_table(tables, QUARTERS, outputs))
+    assert_frame_equal(snaps.flows, flows_table(tables, QUARTERS, outputs))
+    assert_frame_equal(snaps.kpis, kpi_table(snaps.activity, tables, QUARTERS, previous))
+    assert_frame_equal(snaps.cohorts, cohort_table(snaps.activity, tables[-1], QUARTERS, previous))
+    assert_frame_equal(snaps.values, value_by_class(tables, QUARTERS, outputs))
+    summary = snapshot_summary(snaps)["snapshots"]["tables"]
+    assert [t["customers"] for t in summary] == [t.height for t in tables]
+    assert [t["revenue"] for t in summary] == [t["monetary"].sum() for t in tables]
+    pairs = snaps.migration.select("from_as_of", "to_as_of").unique().sort("from_as_of").rows()
+    assert pairs == list(zip(QUARTERS, QUARTERS[1:]))
+    # derive_tables, the same without threads
+    feats = types.SimpleNamespace(as_of=snaps.as_of, activity=snaps.activity, spec=snaps.spec,
+                                  table=lambda i: types.SimpleNamespace(customers=tables[i]))
+    at_once = derive_tables(feats, tables, snaps.selections)
+    for name in ("migration", "flows", "kpis", "cohorts", "values"):
+        assert_frame_equal(getattr(snaps, name), at_once[name])
+    assert at_once["tables"] == summary
+
+
+def test_a_failure_while_deriving_in_the_background_is_raised_when_read(registry, monkeypatch):
+    """An error on a background thread is not lost: reading the table it was counting raises it."""
+    import engine.snapshots as snapshots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("values broke")
+
+    monkeypatch.setattr(snapshots, "values_of", broken)
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry)
+    with pytest.raises(RuntimeError, match="values broke"):
+        snaps.values
+    with pytest.raises(RuntimeError, match="values broke"):
+        snaps.kpis  # one result for all of them: none is written without the others
