@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..data import CANONICAL
+from ..features import ORDER_PATHS
 from ..registry import Registry, get_registry
 from .spec import (
     ACTION_KEYS,
@@ -140,7 +141,19 @@ def summary_schema() -> dict[str, Any]:
             "playbook": text,
             "as_of": {"type": "string", "format": "date"},
             "hit_policy": {"enum": list(HIT_POLICIES)},
-            "input": {"type": "object", "required": ["source", "rows", "rows_used", "rejected", "customers"]},
+            "input": {"type": "object", "required": ["source", "rows", "rows_used", "rejected", "customers",
+                                                     "orders_counted", "orders_check", "orders_recounted"],
+                      "properties": {
+                          "orders_counted": {"enum": list(ORDER_PATHS),
+                                             "description": "how the pass counted each customer's distinct "
+                                                            "orders: from order boundaries (input written order by "
+                                                            "order, checked in the same pass) or by hashing"},
+                          "orders_check": {"type": "string",
+                                           "description": "why that way: what the check found, or why it did "
+                                                          "not run"},
+                          "orders_recounted": {"type": "integer", "minimum": 0,
+                                               "description": "customers with an order out of place, counted "
+                                                              "again by hashing"}}},
             "reconciliation": {"type": "object", "required": ["customers_in", "customers_out", "revenue_in",
                                                               "revenue_out", "ok"]},
             "classes": {"type": "array"},

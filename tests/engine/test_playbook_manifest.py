@@ -242,3 +242,22 @@ def test_one_action_per_customer_joins_the_same_columns_as_grouping():
     assert single["action"].to_list() == ["call", None, "mail", "call", None]
     with pytest.raises(pl.exceptions.ComputeError):
         with_actions(customers, pl.concat([actions, actions.head(1)]), one_per_customer=True)
+
+
+def test_the_summary_schema_says_how_orders_were_counted(tmp_path, run_cli):
+    """input.orders_counted / orders_check / orders_recounted (the ordered-input pass) are in the schema:
+    required, with their values and meanings, and a summary with an unknown way of counting is invalid."""
+    jsonschema = pytest.importorskip("jsonschema")
+    code, _, err = run_cli("run", EXAMPLES[0], "--output-dir", tmp_path)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    schema = summary_schema()
+    keys = {"orders_counted", "orders_check", "orders_recounted"}
+    assert keys <= set(schema["properties"]["input"]["required"]) and keys <= set(summary["input"])
+    assert all(schema["properties"]["input"]["properties"][k]["description"] for k in keys)
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.validate(summary)
+    for bad in ({"orders_counted": "guessing"}, {"orders_recounted": -1}):
+        assert not validator.is_valid({**summary, "input": {**summary["input"], **bad}})
+    missing = {k: v for k, v in summary["input"].items() if k != "orders_counted"}
+    assert not validator.is_valid({**summary, "input": missing})

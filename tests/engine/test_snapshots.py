@@ -215,6 +215,6 @@ def test_a_failure_while_deriving_in_the_background_is_raised_when_read(registry
     monkeypatch.setattr(snapshots, "values_of", broken)
     snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry)
     with pytest.raises(RuntimeError, match="values broke"):
-        snaps.values
+        _ = snaps.values
     with pytest.raises(RuntimeError, match="values broke"):
-        snaps.kpis  # one result for all of them: none is written without the others
+        _ = snaps.kpis  # one result for all of them: none is written without the others
