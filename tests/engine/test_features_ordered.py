@@ -273,3 +273,18 @@ def test_summary_and_terminal_say_which_path(tmp_path, run_cli):
         summary = json.loads((tmp_path / f"out-{want}" / "summary.json").read_text())
         assert summary["input"]["orders_counted"] == want
         assert summary["input"]["orders_check"]
+
+
+def test_the_flags_compute_each_look_back_once():
+    """The boundary flags are built in steps, so the plan runs each forward fill and the running maximum once
+    (written as one expression, Polars repeated the previous key's and customer's forward fills for the start and
+    again for the doubt, which reads the start), and the helper columns do not reach the rows."""
+    from engine.features import _order_flags
+
+    rows = read_transactions(frame([("a", "1", 0, 5.0), ("a", "1", 0, 2.0), ("b", "2", 1, 3.0)]), MAPPING).frame
+    flagged = _order_flags(rows, rows.collect_schema())
+    plan = flagged.explain(optimized=False)
+    assert plan.count("fill_null_with_strategy") == 2
+    assert plan.count("cum_max") == 1
+    assert flagged.collect_schema().names() == [*rows.collect_schema().names(), "_run"]
+    assert flagged.collect()["_run"].to_list() == [1, 0, 1]
