@@ -31,6 +31,9 @@ def with_actions(customers: pl.DataFrame, actions: pl.DataFrame, *, one_per_cust
     are: the same columns, without grouping a million customers to join one text each (about 1.5 s of CPU
     at 1M customers, against 0.2 s)."""
     if one_per_customer:
+        placed = _by_position(customers, actions)
+        if placed is not None:
+            return placed
         per_customer = actions.select("customer_id", pl.col("action").cast(pl.String).alias(ACTION_COLUMNS[0]),
                                       pl.col("rule").cast(pl.String).alias(ACTION_COLUMNS[1]))
     else:
@@ -39,6 +42,34 @@ def with_actions(customers: pl.DataFrame, actions: pl.DataFrame, *, one_per_cust
             pl.col("rule").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[1]))
     return customers.join(per_customer, on="customer_id", how="left", maintain_order="left", nulls_equal=True,
                           validate="1:1" if one_per_customer else "m:m")
+
+
+def _by_position(customers: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame | None:
+    """:func:`with_actions` for one action per customer without a join, when the customers' ids are sorted
+    (the feature pass sorts them), each once, none null, and the actions' rule and action are Enums (as
+    :func:`~engine.playbook.evaluate.evaluate_rules` builds them): each action's row is found by binary search,
+    checked to hold that very id, and its codes are put there. None (the join does it) in every other case, and
+    when two actions land on one customer, which the join refuses. At 1M customers 0.07 CPU-s against 0.18
+    for the join (bench/RESULTS.md)."""
+    ids, wanted = customers["customer_id"], actions["customer_id"]
+    kinds = [actions.schema.get(c) for c in ("action", "rule")]
+    if (not actions.height or not all(isinstance(k, pl.Enum) for k in kinds) or ids.dtype != wanted.dtype
+            or not ids.flags["SORTED_ASC"] or ids.null_count() or wanted.null_count()
+            or any(c in customers.columns for c in ACTION_COLUMNS)):
+        return None
+    if (ids.slice(1) == ids.slice(0, ids.len() - 1)).any():  # sorted: an id twice sits next to itself
+        return None
+    rows = ids.search_sorted(wanted, side="left")
+    if rows.max() >= ids.len() or not (ids.gather(rows) == wanted).all():
+        return None
+    columns = []
+    for name, source in zip(ACTION_COLUMNS, ("action", "rule")):
+        codes = pl.repeat(None, customers.height, dtype=pl.UInt32, eager=True)
+        codes = codes.scatter(rows, actions[source].to_physical())
+        if codes.null_count() != customers.height - actions.height:  # two actions of one customer (or a null)
+            return None
+        columns.append(actions.schema[source].categories.gather(codes).alias(name))
+    return customers.with_columns(columns)
 
 
 def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[str, Path]:
