@@ -554,12 +554,8 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
 
     Returns ``(order, note, formats)``: ``(None, None, ())`` when the column's first date is
     not of that class (ISO dates and the like: nothing to decide, and only the
-    first value is read). Otherwise the whole column is read once: a first
-    field above 12 proves day-first, a second field above 12 proves
-    month-first. When no value proves either (and some day differs from its
-    month), the order is never guessed: :class:`DataError` asks for
-    ``--date-format``. So is a column where values prove both orders, and a
-    two-digit year (its century would be a guess too).
+    first value is read). Otherwise the whole column is read once
+    (:func:`date_evidence`) and :func:`decide_date_order` decides.
     """
     text = _text_dates(pl.col(source))
     try:
@@ -568,19 +564,48 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
         return None, None, ()  # the read error is reported, with its line, by the feature pass
     if head.height == 0 or not re.match(_DM_Y, head.item()):
         return None, None, ()
-    # One regex pass into three columns, then every question is a cheap aggregation over them.
-    fields = (lf.select(text.str.extract_groups(_DM_Y).alias("g"), text.alias("t"))
-              .with_row_index("r").unnest("g"))
-    d1, d2 = pl.col("1").cast(pl.Int32), pl.col("2").cast(pl.Int32)
-    short = pl.col("3").str.len_bytes() == 2
-
-    def example(cond: pl.Expr, name: str) -> list[pl.Expr]:
-        return [pl.col("t").filter(cond).first().alias(name), pl.col("r").filter(cond).first().alias(name + "_row")]
-
     try:
-        found = fields.select(*example(d1 > 12, "day"), *example(d2 > 12, "month"), *example(d1 != d2, "either"),
-                              *example(short, "short")).collect(engine="streaming").row(0, named=True)
+        found = date_evidence(lf.select(text.alias("t")).with_row_index("r")).collect(engine="streaming")
     except pl.exceptions.PolarsError:
+        return None, None, ()
+    return decide_date_order(found.row(0, named=True), source, where=where, fmt=fmt, sheet=sheet)
+
+
+#: The examples :func:`date_evidence` finds, each the first value (``name``) and its row (``name_row``).
+DATE_EVIDENCE = ("head", "day", "month", "either", "short")
+
+
+def date_evidence(texts: pl.LazyFrame) -> pl.LazyFrame:
+    """What decides a text date column's order, in one row: for each of :data:`DATE_EVIDENCE` the first
+    value (in the frame's order) and its row ``r``.
+
+    ``texts`` has ``t`` (the stripped text, :func:`_text_dates`) and ``r`` (the 0-based row). ``head`` is
+    the first non-empty date, ``day`` the first with a first field above 12 (only day-first reads it),
+    ``month`` one with a second field above 12, ``either`` one whose day and month differ, ``short`` one
+    with a two-digit year. Any part of a column gives its part of the evidence: the first of each over
+    the parts, by row, is the whole column's (the Spark pass reads it that way, partition by partition).
+    """
+    # One regex pass into three columns, then every question is a cheap aggregation over them.
+    fields = texts.select(pl.col("t").str.extract_groups(_DM_Y).alias("g"), "t", "r").unnest("g")
+    d1, d2 = pl.col("1").cast(pl.Int32), pl.col("2").cast(pl.Int32)
+    conditions = {"head": pl.col("t").str.len_bytes() > 0, "day": d1 > 12, "month": d2 > 12, "either": d1 != d2,
+                  "short": pl.col("3").str.len_bytes() == 2}
+    return fields.select(*[e for name, cond in conditions.items() for e in (
+        pl.col("t").filter(cond).first().alias(name), pl.col("r").filter(cond).first().alias(name + "_row"))])
+
+
+def decide_date_order(found: Mapping[str, Any], source: str, *, where: str, fmt: str, sheet: str | None
+                      ) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """The order of a text date column from its :func:`date_evidence`: ``(order, note, formats)``.
+
+    ``(None, None, ())`` when its first date is not like ``01/02/2011`` (ISO dates and the like: nothing to
+    decide). A first field above 12 proves day-first, a second field above 12 proves month-first. When no
+    value proves either (and some day differs from its month), the order is never guessed:
+    :class:`DataError` asks for ``--date-format``. So is a column where values prove both orders, and a
+    two-digit year (its century would be a guess too).
+    """
+    head = found["head"]
+    if head is None or not re.match(_DM_Y, head):
         return None, None, ()
     column = f"column {source!r} (order_date)"
 
@@ -600,7 +625,7 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
                         f"{option('date_format')} {formats}", file=where, column=source, value=value)
     if order is None:
         if found["either"] is None:  # every day equals its month: both orders read the same dates
-            return "day-first", None, _formats_like(head.item(), "day-first")
+            return "day-first", None, _formats_like(head, "day-first")
         value = found["either"]
         raise DataError(
             f"{where}: {column}: {at('either')} can be day-first or month-first and no date in the column tells "
@@ -611,7 +636,7 @@ def _date_order(lf: pl.LazyFrame, source: str, *, where: str, fmt: str, sheet: s
     proof = "day" if order == "day-first" else "month"
     note = (f"{where}: {column} read {order} ({_format_for(found[proof], order)}): {at(proof)} has "
             f"{'a first' if order == 'day-first' else 'a second'} field above 12")
-    return order, note, _formats_like(head.item(), order)
+    return order, note, _formats_like(head, order)
 
 
 def _formats_like(first: str, order: str) -> tuple[str, ...]:
@@ -659,6 +684,13 @@ def _formats_that_read(value: str) -> list[str]:
     return out
 
 
+def inference_text(col: pl.Expr) -> pl.Expr:
+    """The text Polars infers a date format from when none is given or decided (a time-zone offset dropped:
+    the calendar day as written). Polars takes the format from the column's first value it knows a format
+    for, and reads every value with it."""
+    return _text_dates(col).str.replace(_TIME_TZ, "${1}")
+
+
 def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str,
                formats: tuple[str, ...] = ()):
     """Return (date expression, needs-parse-check).
@@ -680,10 +712,37 @@ def _date_expr(col: pl.Expr, dtype: pl.DataType, *, date_format: str | None, whe
             parsed = pl.coalesce([text.str.to_datetime(format=f, strict=False, time_unit="us") for f in formats])
             return parsed.dt.date(), True
         if date_format is None:
-            text = text.str.replace(_TIME_TZ, "${1}")
+            text = inference_text(col)
         parsed = text.str.to_datetime(format=date_format, strict=False, time_unit="us")
         return parsed.dt.date(), True
     raise DataError(f"{where}: column {source!r} (order_date) has type {dtype}, expected dates")
+
+
+def date_columns(date_raw: pl.Expr, dtype: pl.DataType, *, date_format: str | None, where: str, source: str,
+                 formats: tuple[str, ...] = ()) -> tuple[list[pl.Expr], tuple[str, ...]]:
+    """The order date's columns from its source (empty text already null) and the tallies among them.
+
+    ``order_date``; for text also ``_raw_order_date`` (what :data:`BAD_DATE` and an error show) and, when
+    the format is inferred, the ``_tz_aware`` / ``_tz_naive`` tallies (:meth:`Transactions.tally_error`).
+    The Polars reader and the Spark pass (on each batch of a text column) build the dates with these.
+    """
+    date_expr, date_check = _date_expr(date_raw, dtype, date_format=date_format, where=where, source=source,
+                                       formats=formats)
+    exprs = [date_expr.alias("order_date")]
+    tallies: tuple[str, ...] = ()
+    if date_check:
+        exprs.append(date_raw.cast(pl.String).alias("_raw_order_date"))
+        if date_format is None and not formats:
+            has_tz = date_raw.cast(pl.String).str.strip_chars().str.contains(_TIME_TZ)
+            exprs.append(has_tz.fill_null(False).alias("_tz_aware"))
+            exprs.append((~has_tz & date_raw.cast(pl.String).str.contains(r"\d:\d")).fill_null(False)
+                         .alias("_tz_naive"))
+            tallies = ("_tz_aware", "_tz_naive")
+    return exprs, tallies
+
+
+#: A text date that does not parse: its source is there, its date is not (over :func:`date_columns`).
+BAD_DATE = (pl.col("_raw_order_date").is_not_null() & pl.col("order_date").is_null()).alias("_bad_date")
 
 
 #: A number written with a decimal comma, optionally with dots between groups of thousands: 12,50 or 1.234,5.
@@ -770,14 +829,7 @@ def read_transactions(
 
     checks: dict[str, str] = {}
     def value_of(canonical: str) -> pl.Expr:
-        # An empty text ("", as pandas writes a missing value with QUOTE_NONNUMERIC or QUOTE_ALL, and as Polars
-        # reads a quoted empty CSV field) is a missing value, exactly like an unquoted empty field (null).
-        col, dtype = pl.col(cols[canonical]), schema[cols[canonical]]
-        if dtype == pl.String:
-            return pl.when(col.str.len_bytes() > 0).then(col)
-        if canonical in ("customer_id", "order_id") and dtype.is_float():
-            return _float_id(col, dtype)
-        return col
+        return source_value(pl.col(cols[canonical]), schema[cols[canonical]], canonical)
 
     exprs: list[pl.Expr] = [value_of("customer_id").alias("customer_id"), *[pl.col(c) for c in keep]]
 
@@ -790,20 +842,12 @@ def read_transactions(
     if text_date and date_format is None and date_order is None and check_date_order:
         order, note, formats = _date_order(lf, cols["order_date"], where=where, fmt=fmt, sheet=sheet)
         notes += [note] if note else []
-    date_expr, date_check = _date_expr(
-        date_raw, date_type, date_format=date_format, where=where, source=cols["order_date"], formats=formats
-    )
-    exprs.append(date_expr.alias("order_date"))
-    tallies: tuple[str, ...] = ()
+    date_exprs, tallies = date_columns(date_raw, date_type, date_format=date_format, where=where,
+                                       source=cols["order_date"], formats=formats)
+    exprs += date_exprs
+    date_check = len(date_exprs) > 1
     if date_check:
-        exprs.append(date_raw.cast(pl.String).alias("_raw_order_date"))
         checks["_bad_date"] = "order_date"
-        if date_format is None and not formats:
-            has_tz = date_raw.cast(pl.String).str.strip_chars().str.contains(_TIME_TZ)
-            exprs.append(has_tz.fill_null(False).alias("_tz_aware"))
-            exprs.append((~has_tz & date_raw.cast(pl.String).str.contains(r"\d:\d")).fill_null(False)
-                         .alias("_tz_naive"))
-            tallies = ("_tz_aware", "_tz_naive")
 
     if "amount" in cols:
         amount = _number_expr(
@@ -835,7 +879,7 @@ def read_transactions(
     frame = lf.select(exprs)
     flags = []
     if date_check:
-        flags.append((pl.col("_raw_order_date").is_not_null() & pl.col("order_date").is_null()).alias("_bad_date"))
+        flags.append(BAD_DATE)
     a = pl.col("_amount_f")
     # An amount that is NaN, infinite or too large to sum exactly: ``abs > max`` is all three at once
     # (NaN compares above every number in Polars). Text that does not parse is null after parsing while
@@ -855,6 +899,17 @@ def read_transactions(
                         date_order=order if text_date and date_format is None else None,
                         date_formats=formats if text_date and date_format is None else (), notes=notes,
                         delimiter=delimiter, decimal_comma=decimal_comma)
+
+
+def source_value(col: pl.Expr, dtype: pl.DataType, canonical: str) -> pl.Expr:
+    """A source column's value as the reader takes it. An empty text ("", as pandas writes a missing value
+    with QUOTE_NONNUMERIC or QUOTE_ALL, and as Polars reads a quoted empty CSV field) is a missing value,
+    exactly like an unquoted empty field (null); a float id is one value per id (:func:`_float_id`)."""
+    if dtype == pl.String:
+        return pl.when(col.str.len_bytes() > 0).then(col)
+    if canonical in ("customer_id", "order_id") and dtype.is_float():
+        return _float_id(col, dtype)
+    return col
 
 
 def _float_id(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:

@@ -406,9 +406,8 @@ def prepare(
     if engine == "polars":
         tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
                                decimal_comma=decimal_comma)
-    elif date_format is not None or sheet is not None or delimiter is not None or decimal_comma:
-        raise DataError("the spark engine reads typed Parquet columns: a date format, a sheet, a delimiter or a "
-                        "decimal comma does not apply")
+    elif sheet is not None or delimiter is not None or decimal_comma:
+        raise DataError("the spark engine reads Parquet: a sheet, a delimiter or a decimal comma does not apply")
     table = None
     if customers is not None:
         reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
@@ -420,7 +419,7 @@ def prepare(
         result = compute_features_spark(
             data, mapping, as_of=as_of_date(as_of), customers=table, plugin_features=features,
             feature_owners={name: info.label() for name, info in registry.feature_owners.items()},
-            settings=settings)
+            settings=settings, date_format=date_format)
         return Prepared(result.customers, result.as_of, result.report, registry)
     result: FeatureResult = compute_features(
         tx, as_of=as_of_date(as_of), customers=table, plugin_features=features, streaming=streaming,

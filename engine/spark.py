@@ -16,8 +16,10 @@ they are, with Polars, on the rows of each customer gathered in one partition
 (:func:`_per_customer`); :func:`rejected_rows_spark` gives the rows not used
 (``--rejects``) as :func:`engine.features.rejected_rows` does.
 
-Limits: the input is Parquet with typed columns (a date or timestamp
-``order_date``, numeric amounts; text is refused with a hint).
+Limits: the input is Parquet with numeric amounts (text amounts are refused
+with a hint); ``order_date`` is a date, a timestamp or text, text read as the
+Polars reader reads it (the same formats decided the same way, the same
+errors; see :class:`_TextDates`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any
 import polars as pl
 
 from .classifier import Feature
-from .data import _MAX_AMOUNT, AMOUNT_SCALE, _resolve_columns, parse_mapping
+from .data import _MAX_AMOUNT, AMOUNT_SCALE, Transactions, _resolve_columns, parse_mapping
 from .errors import DataError
 from .feature_table import FEATURES, Agg
 from .features import PLUGIN_ROW_COLUMNS, owners_of, plugin_table_queries, to_amount
@@ -313,18 +315,27 @@ def _id_value(df, source: str):
     return col
 
 
-def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str] | None = None,
+def _canonical(df, mapping: dict[str, str], where: str, files: list[Path], *, date_format: str | None = None,
                keep: Mapping[str, Any] | None = None):
-    """The canonical columns as Spark columns: customer_id, order_key, order_date, amount_units, the checks
-    (and the columns of ``keep``, name -> Spark column, carried along unchanged)."""
+    """``(frame, cols, dates)``: the canonical columns as Spark columns (customer_id, order_key, order_date,
+    amount_units, the checks, ``_file`` and ``_index`` where each row is; the columns of ``keep``, name ->
+    Spark column, carried along unchanged), the source columns, and how text dates are read (a
+    :class:`_TextDates`; None for typed dates)."""
     from pyspark.sql import functions as F
 
     names = [n for n in df.schema.fieldNames() if not n.startswith("_metadata")]
     cols = _resolve_columns(pl.Schema({n: pl.String() for n in names}), mapping, where)
     kinds = {n: _kind(df.schema[n].dataType) for n in names}
+    zones = _zones(files)
 
     date_src = cols["order_date"]
-    if kinds[date_src] == "date":
+    dates = None
+    if kinds[date_src] == "string":
+        # read as the Polars reader reads text dates, by its own code (see _TextDates)
+        dates = _text_dates(df, date_src, where, files, date_format)
+        df = df.withColumn("_dates", _date_udf(dates, where)(F.col(f"`{date_src}`")))
+        date = F.col("_dates.order_date")
+    elif kinds[date_src] == "date":
         date = F.col(date_src)
     elif kinds[date_src] == "timestamp":
         # The day where the time was written, as Polars takes it: a zoned timestamp is shifted from UTC (the
@@ -332,8 +343,8 @@ def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str]
         zone = (zones or {}).get(date_src)
         date = F.to_date(F.from_utc_timestamp(F.col(date_src), zone) if zone else F.col(date_src))
     else:
-        raise DataError(f"{where}: column {date_src!r} (order_date) has type {kinds[date_src]}; the spark engine "
-                        f"reads Parquet dates or timestamps: convert the column, or use the polars engine")
+        raise DataError(f"{where}: column {date_src!r} (order_date) has type {kinds[date_src]}, expected dates "
+                        f"(Parquet dates, timestamps or text)")
 
     def number(canonical: str):
         source = cols[canonical]
@@ -352,11 +363,198 @@ def _canonical(df, mapping: dict[str, str], where: str, zones: Mapping[str, str]
     # half to even, as Polars rounds; never cast a flagged amount (ANSI mode would stop on NaN)
     units = F.when(~bad, F.bround(amount * F.lit(AMOUNT_SCALE), 0).cast("long"))
     key = _id_value(df, cols["order_id"]) if "order_id" in cols else date
+    checks = []
+    if dates is not None:
+        checks = [F.col(f"_dates.{flag}").alias(flag) for flag in _DATE_FLAGS] + [
+            _id_value(df, date_src).cast("string").alias("_raw_order_date")]
     frame = df.select(_id_value(df, cols["customer_id"]).alias("customer_id"), key.alias("order_key"),
                       date.alias("order_date"), units.alias("amount_units"), bad.alias("_bad_amount"),
-                      raw.alias("_raw_amount"), amount.alias("_amount_f"),
+                      raw.alias("_raw_amount"), amount.alias("_amount_f"), *checks,
+                      F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_index"),
                       *[column.alias(name) for name, column in (keep or {}).items()])
-    return frame, cols
+    return frame, cols, dates
+
+
+# ----------------------------------------------------------------------------------------------- text dates
+#
+# A text order date is read on Spark as the Polars reader reads it, by the reader's own code (engine.data),
+# not by a translation to Spark's date patterns: the column's format is decided once from the same evidence
+# (the order of 01/02/2011-like dates from every value: ``date_evidence`` on each partition, the first of
+# each by row over the partitions, then ``decide_date_order``), and each batch of the column is parsed by
+# ``date_columns`` with Polars in the Python workers (an Arrow UDF). Where Polars infers the format itself,
+# it takes it from the first value it knows a format for: that value of the whole column is put before each
+# batch (and dropped after), so every batch reads the dates with the format the whole column would.
+
+#: The flags the parse gives besides the date: a text that is no date, times with and without an offset.
+_DATE_FLAGS = ("_bad_date", "_tz_aware", "_tz_naive")
+
+
+@dataclass(frozen=True)
+class _TextDates:
+    """How a text order date column is read: the reader's decision, taken once for the whole column."""
+
+    source: str
+    date_format: str | None                 # given (--date-format / data.date_format)
+    order: str | None                       # decided: "day-first" or "month-first" (engine.data.date_evidence)
+    formats: tuple[str, ...]                # the formats of that order
+    lead: str | None                        # format inferred by Polars: the value it infers it from
+    note: str | None                        # what the reader tells the user (the order and why)
+    tallies: tuple[str, ...]                # flags counted, not located (times with and without an offset)
+
+
+def _text_dates(df, source: str, where: str, files: list[Path], date_format: str | None) -> _TextDates:
+    """Decide how ``source`` (text) is read, from the evidence of every partition (one Spark job)."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    from .data import DATE_EVIDENCE, date_columns, decide_date_order
+
+    tallies = date_columns(pl.col("d"), pl.String(), date_format=date_format, where=where, source=source)[1]
+    if date_format is not None:
+        return _TextDates(source, date_format, None, (), None, None, tallies)
+    names = (*DATE_EVIDENCE, "lead")
+    schema = pa.schema([f for n in names for f in (pa.field(n, pa.string()), pa.field(n + "_row", pa.int64()))])
+    task = functools.partial(_evidence_task, _offsets(files), schema)
+    rows = df.select(F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_index"),
+                     F.col(f"`{source}`").cast("string").alias("d"))
+    ddl = ", ".join(f"{n} string, {n}_row long" for n in names)
+    try:
+        with _quiet_pandas_note():
+            parts = pl.from_arrow(rows.mapInArrow(task, ddl).toArrow())
+    except Exception as exc:
+        raise DataError(f"{where}: the spark pass over the dates failed: {_plugin_error(exc)}") from None
+    found: dict[str, Any] = {}
+    for name in names:   # the first of each over the partitions, by row
+        known = parts.filter(pl.col(name + "_row").is_not_null()).sort(name + "_row")
+        found[name], found[name + "_row"] = (known[name][0], known[name + "_row"][0]) if known.height else (None, None)
+    order, note, formats = decide_date_order(found, source, where=where, fmt="parquet", sheet=None)
+    tallies = date_columns(pl.col("d"), pl.String(), date_format=None, where=where, source=source,
+                           formats=formats)[1]
+    return _TextDates(source, None, order, formats, None if formats else found["lead"], note, tallies)
+
+
+def _offsets(files: list[Path]) -> dict[str, int]:
+    """The 0-based row each local file starts at, rows numbered through the files in their listed order."""
+    offsets, start = {}, 0
+    for path in files:
+        offsets[_file_key(str(path))] = start
+        start += _row_count(path)
+    return offsets
+
+
+def _evidence_task(offsets: Mapping[str, int], schema, batches):
+    """One partition's evidence (``_file``, ``_index``, ``d``: the raw text): :func:`engine.data.date_evidence`
+    on its rows by row number, and ``lead``: its first value Polars infers a date format from (raw)."""
+    import pyarrow as pa
+
+    from .data import _text_dates as stripped
+    from .data import date_evidence, inference_text, source_value
+
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return
+    frame = pl.from_arrow(pa.Table.from_batches(batches))
+    start = {p: offsets.get(_file_key(p), 0) for p in frame["_file"].unique().to_list()}
+    frame = frame.with_columns((pl.col("_file").replace_strict(start, return_dtype=pl.Int64)
+                                + pl.col("_index").cast(pl.Int64)).alias("r")).sort("r")
+    found = date_evidence(frame.lazy().select(stripped(pl.col("d")).alias("t"), "r")).collect().row(0, named=True)
+    lead = _first_inferable(frame.select(inference_text(source_value(pl.col("d"), pl.String(), "order_date")))
+                            .to_series())
+    found["lead"], found["lead_row"] = (frame["d"][lead], frame["r"][lead]) if lead is not None else (None, None)
+    yield pa.RecordBatch.from_pylist([found], schema=schema)
+
+
+def _first_inferable(texts: pl.Series) -> int | None:
+    """The position of the first text Polars infers a date format from (None: no such text).
+
+    Polars reads a column without a format by the format of its first value that has a known one (others
+    before it are no dates); a part of a column that holds such a value parses, one that holds only other
+    values raises. Found by doubling, then halving, the part looked at: a few parses, not one per value.
+    """
+    def holds(n: int) -> bool:
+        part = texts.head(n)
+        if part.null_count() == part.len():
+            return False
+        try:
+            part.str.to_datetime(strict=False, time_unit="us")
+        except pl.exceptions.PolarsError:
+            return False
+        return True
+
+    if not texts.len() or not holds(texts.len()):
+        return None
+    high = 1
+    while not holds(high):
+        high = min(2 * high, texts.len())
+    low = high // 2   # holds(low) is False (or low is 0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if holds(mid) else (mid, high)
+    return high - 1
+
+
+def _date_udf(dates: _TextDates, where: str):
+    """The Arrow UDF that parses a batch of the text column: a struct of ``order_date`` and the flags."""
+    from pyspark.sql.functions import arrow_udf
+
+    fields = ", ".join(["order_date date", *[f"{flag} boolean" for flag in _DATE_FLAGS]])
+    return arrow_udf(functools.partial(_parse_dates, dates, where), fields)
+
+
+def _parse_dates(dates: _TextDates, where: str, values):
+    """A batch of text dates parsed by the Polars reader's :func:`engine.data.date_columns`."""
+    from .data import BAD_DATE, date_columns, source_value
+
+    frame = pl.DataFrame({"d": pl.Series(pl.from_arrow(values)).cast(pl.String)})
+    if dates.lead is not None:
+        frame = pl.concat([pl.DataFrame({"d": [dates.lead]}, schema={"d": pl.String}), frame])
+    exprs, _ = date_columns(source_value(pl.col("d"), pl.String(), "order_date"), pl.String(),
+                            date_format=dates.date_format, where=where, source=dates.source, formats=dates.formats)
+    out = frame.select(exprs).with_columns(BAD_DATE)
+    out = out.select("order_date", *[pl.col(f) if f in out.columns else pl.lit(False).alias(f) for f in _DATE_FLAGS])
+    return out.slice(1 if dates.lead is not None else 0).to_struct("dates").to_arrow()
+
+
+@dataclass
+class _SparkRows(Transactions):
+    """The Polars reader's errors about dates (:meth:`Transactions.locate`, :meth:`Transactions.tally_error`)
+    on the Spark rows: the same words; the row counted through the files in their listed order."""
+
+    spark_frame: Any = None
+    offsets: Mapping[str, int] = field(default_factory=dict)
+    where: str = ""
+
+    def describe(self) -> str:
+        return self.where
+
+    def _first_row(self, flag: str, canonical: str) -> tuple[int, Any]:
+        from pyspark.sql import functions as F
+
+        rows = self.spark_frame.filter(F.col(flag)).groupBy("_file").agg(
+            F.min("_index").alias("i"), F.min_by(f"_raw_{canonical}", "_index").alias("v")).collect()
+        return min((self.offsets.get(_file_key(r["_file"]), 0) + r["i"], r["v"]) for r in rows)
+
+
+def _date_rows(frame, cols: Mapping[str, str], dates: _TextDates, data, where: str,
+               files: list[Path]) -> _SparkRows:
+    return _SparkRows(frame=pl.LazyFrame(), path=Path(where) if isinstance(data, (str, Path)) else None,
+                      mapping=dict(cols), fmt="parquet", has_order_id="order_id" in cols,
+                      checks={"_bad_date": "order_date"}, date_format=dates.date_format, tallies=dates.tallies,
+                      date_order=dates.order, date_formats=dates.formats, spark_frame=frame,
+                      offsets=_offsets(files), where=where)
+
+
+def _check_dates(rows: _SparkRows | None, any_flag: Mapping[str, Any]) -> None:
+    """The reader's error when a text date is no date (first) or times mix offsets (after the amounts)."""
+    if rows is not None and any_flag.get("_bad_date"):
+        raise rows.locate("_bad_date")
+
+
+def _check_tallies(rows: _SparkRows | None, any_flag: Mapping[str, Any]) -> None:
+    if rows is not None:
+        error = rows.tally_error({flag: int(bool(any_flag.get(flag))) for flag in rows.tallies})
+        if error is not None:
+            raise error
 
 
 def _aggregations(usable, u, date, key) -> list:
@@ -393,15 +591,19 @@ def compute_features_spark(
     plugin_features: Mapping[str, Feature] | None = None,
     feature_owners: Mapping[str, str] | None = None,
     settings: SparkSettings | None = None,
+    date_format: str | None = None,
 ):
-    """The feature pass on Spark; the same :class:`~engine.features.FeatureResult` as the Polars pass."""
+    """The feature pass on Spark; the same :class:`~engine.features.FeatureResult` as the Polars pass.
+
+    A text ``order_date`` is read as the Polars reader reads it (``date_format``: as given; see
+    :class:`_TextDates`)."""
     from .features import LoadReport, complete_features, finish_aggregated
 
     plugin_features = dict(plugin_features or {})
     where, files, df = _read(data, settings or SparkSettings())
     from pyspark.sql import functions as F
 
-    frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+    frame, cols, dates = _canonical(df, parse_mapping(mapping), where, files, date_format=date_format)
     # Plugin features (an aggregation or a query, Polars code): checked on no rows before any Spark job
     row_schema = _row_schema(frame, "order_id" in cols)
     queries = _plugin_queries(plugin_features, row_schema, feature_owners or {})
@@ -422,6 +624,8 @@ def compute_features_spark(
     if as_of is not None:
         book.append(F.count(F.when(date.isNotNull() & u.isNotNull() & (date >= F.lit(as_of)), F.lit(1)))
                     .alias("_after_as_of"))
+    if dates is not None:
+        book += [F.max(F.col(flag).cast("int")).alias(flag) for flag in _DATE_FLAGS]
     grouped = frame.groupBy("customer_id").agg(*_aggregations(usable, u, date, key), *book)
     try:
         with _quiet_pandas_note():
@@ -429,9 +633,13 @@ def compute_features_spark(
     except Exception as exc:
         raise DataError(f"{where}: the spark feature pass failed: {_first_line(exc)}") from None
 
+    rows = _date_rows(frame, cols, dates, data, where, files) if dates is not None else None
+    flags = {flag: table[flag].max() for flag in _DATE_FLAGS if flag in table.columns} if table.height else {}
+    _check_dates(rows, flags)   # the reader's order: a date that is no date, an amount, then the tallies
     if table.height and table["_bad"].max():
         raise _locate_bad_amount(frame, cols, where)
-    report = LoadReport(source=where)
+    _check_tallies(rows, flags)
+    report = LoadReport(source=where, notes=[dates.note] if dates is not None and dates.note else [])
     report.rows = int(table["_rows"].sum()) if table.height else 0
     if report.rows == 0:
         raise DataError(f"{where}: no transactions (the data has no rows)")
@@ -656,8 +864,8 @@ def _snapshot_task(build, schema: Mapping[str, pl.DataType], mapping: Mapping[st
 
 
 def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, str] | list[str] | None = None,
-                 *, settings: SparkSettings | None = None) -> SparkSource:
-    """Parquet transactions on Spark, checked (paths, columns, amounts) for the snapshot pass."""
+                 *, settings: SparkSettings | None = None, date_format: str | None = None) -> SparkSource:
+    """Parquet transactions on Spark, checked (paths, columns, dates, amounts) for the snapshot pass."""
     import pyarrow as pa
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_type
@@ -665,15 +873,20 @@ def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, 
     from .data import Transactions
 
     where, files, df = _read(data, settings or SparkSettings())
-    frame, cols = _canonical(df, parse_mapping(mapping), where, _zones(files))
+    frame, cols, dates = _canonical(df, parse_mapping(mapping), where, files, date_format=date_format)
     date, u = F.col("order_date"), F.col("amount_units")
+    flagged = [F.max(F.col(flag).cast("int")).alias(flag) for flag in (_DATE_FLAGS if dates is not None else ())]
     try:
-        bad, last = frame.agg(F.max(F.col("_bad_amount").cast("int")),
-                              F.max(F.when(date.isNotNull() & u.isNotNull(), date))).collect()[0]
+        bad, last, *found = frame.agg(F.max(F.col("_bad_amount").cast("int")),
+                                      F.max(F.when(date.isNotNull() & u.isNotNull(), date)), *flagged).collect()[0]
     except Exception as exc:
         raise DataError(f"{where}: the spark pass failed: {_first_line(exc)}") from None
+    rows = _date_rows(frame, cols, dates, data, where, files) if dates is not None else None
+    flags = dict(zip(_DATE_FLAGS, found))
+    _check_dates(rows, flags)
     if bad:
         raise _locate_bad_amount(frame, cols, where)
+    _check_tallies(rows, flags)
 
     def polars_type(name: str) -> pl.DataType:
         return pl.from_arrow(pa.array([], type=to_arrow_type(frame.schema[name].dataType))).dtype
@@ -692,6 +905,7 @@ def rejected_rows_spark(
     *,
     as_of: dt.date | None = None,
     settings: SparkSettings | None = None,
+    date_format: str | None = None,
 ) -> pl.DataFrame:
     """The rows not used, as :func:`engine.features.rejected_rows` gives them: ``row`` (1-based), the source's
     own columns, ``reason`` (the same words, the same order of reasons), ordered by row.
@@ -706,15 +920,14 @@ def rejected_rows_spark(
     where, files, df = _read(data, settings or SparkSettings())
     source = df.columns
     keep = {f"_src_{i}": F.col(f"`{name}`") for i, name in enumerate(source)}
-    keep |= {"_file": F.col("_metadata.file_path"), "_index": F.col("_metadata.row_index")}
-    frame, _ = _canonical(df, parse_mapping(mapping), where, _zones(files), keep=keep)
+    frame, _, _ = _canonical(df, parse_mapping(mapping), where, files, date_format=date_format, keep=keep)
     c, date, u = F.col("customer_id"), F.col("order_date"), F.col("amount_units")
     reason = (F.when(c.isNull(), F.lit(REJECT_REASONS["null_customer"]))
               .when(date.isNull(), F.lit(REJECT_REASONS["null_date"]))
               .when(u.isNull(), F.lit(REJECT_REASONS["null_amount"])))
     if as_of is not None:
         reason = reason.when(date >= F.lit(as_of), F.lit(REJECT_REASONS["after_as_of"]))
-    rejected = frame.select(*keep, reason.alias("reason")).filter(F.col("reason").isNotNull())
+    rejected = frame.select(*keep, "_file", "_index", reason.alias("reason")).filter(F.col("reason").isNotNull())
     try:
         with _quiet_pandas_note():
             rows = pl.from_arrow(rejected.toArrow())

@@ -155,7 +155,7 @@ def _prepare_and_classify(args: argparse.Namespace):
         from ..spark import SparkSettings, rejected_rows_spark
 
         with step(f"writing rejects to {args.rejects}"):
-            atomic_write_frame(rejected_rows_spark(args.data, args.map, as_of=as_of,
+            atomic_write_frame(rejected_rows_spark(args.data, args.map, as_of=as_of, date_format=args.date_format,
                                                    settings=SparkSettings.from_mapping(spark)), Path(args.rejects))
     elif args.rejects:
         from ..data import read_transactions

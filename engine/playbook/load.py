@@ -426,9 +426,9 @@ def _load_data(doc: MarkedDict, base: Path, problems: _Problems, engine: str = "
             problems.add(node.value_line("delimiter"), str(exc))
     if isinstance(node.get("decimal_comma"), bool):
         out["decimal_comma"] = node["decimal_comma"]
-    for key in ("date_format", "sheet", "delimiter", "decimal_comma"):
+    for key in ("sheet", "delimiter", "decimal_comma"):
         if engine == "spark" and key in node:
-            problems.add(node.key_line(key), f"data.{key}: does not apply to engine: spark (typed Parquet columns)")
+            problems.add(node.key_line(key), f"data.{key}: does not apply to engine: spark (Parquet)")
     out["_lines"] = {k: node.value_line(k) for k in node}
     return out
 

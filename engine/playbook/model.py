@@ -153,7 +153,7 @@ class Playbook:
             if self.engine == "spark":  # the same queries, run by Spark on each partition of customers
                 from ..spark import SparkSettings, spark_source
 
-                source = spark_source(d["transactions"], d.get("map") or None,
+                source = spark_source(d["transactions"], d.get("map") or None, date_format=d.get("date_format"),
                                       settings=SparkSettings.from_mapping(self.spark))
                 tx, collect, end = source.tx, source.collect, source.default_end
             else:

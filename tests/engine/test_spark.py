@@ -201,10 +201,13 @@ def _option(args: list[str], name: str) -> list[str]:
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_bad_input_case_gives_the_same_result(spark, path, tmp_path, monkeypatch):
-    """Each data case whose rows can be read becomes a typed Parquet file; both engines must agree on it.
+    """Each data case whose rows can be read becomes a Parquet file; both engines must agree on it exactly:
+    the same customer table and report, or the same error, word for word.
 
-    Cases about the file itself (encodings, quoting, delimiters, a missing file) stop before any row is
-    read: they are the Polars reader's and do not apply to Spark's typed Parquet input.
+    Its order dates stay as the file has them (text dates as text: the Spark pass reads them as the Polars
+    reader does); ids and amounts are written as the Polars reader takes them (the Spark pass reads
+    numeric amounts). Cases about the file itself (encodings, quoting, delimiters, a missing file) stop
+    before any row is read: they are the Polars reader's and do not apply to Spark's Parquet input.
     """
     case = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not _applicable(case):
@@ -217,26 +220,33 @@ def test_bad_input_case_gives_the_same_result(spark, path, tmp_path, monkeypatch
     as_of = (_option(args, "--as-of") or [None])[0]
     fmt = (_option(args, "--date-format") or [None])[0]
     try:
-        tx = read_transactions(tmp_path / args[1], mapping, date_format=fmt)
-        rows = tx.frame.select("customer_id", "order_key", "order_date", pl.col("_amount_f").alias("amount"))
-        rows = rows.collect()
+        tx = read_transactions(tmp_path / args[1], mapping, date_format=fmt, check_date_order=False)
+        rows = tx.frame.select("customer_id", *(["order_key"] if tx.has_order_id else []), "order_date",
+                               pl.col("_amount_f").alias("amount")).collect()
+        source = tx.raw.select(pl.col(tx.mapping["order_date"]).alias("order_date")).collect()
     except (DataError, pl.exceptions.PolarsError):
         pytest.skip("the case stops before any row is read (the file's format, not its values)")
-    if rows.schema["order_date"] != pl.Date:
-        pytest.skip("dates are not dates after reading")
+    assert source.height == rows.height
+    if source.schema["order_date"] == pl.String:
+        rows = rows.with_columns(source["order_date"])
     typed = tmp_path / "typed.parquet"
-    rows.rename({"order_key": "order_id"}).write_parquet(typed)
+    rows.rename({"order_key": "order_id"}, strict=False).write_parquet(typed)
     registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
     try:
-        expected = engine.prepare(typed, as_of=as_of, registry=registry)
+        expected = engine.prepare(typed, as_of=as_of, date_format=fmt, registry=registry)
     except DataError as exc:
         with pytest.raises(DataError) as got:
-            engine.prepare(typed, as_of=as_of, registry=registry, engine="spark", spark={"master": "local[2]"})
-        # the same kind of error: its first words (the location may differ: a file, not a row)
-        assert str(got.value).split(":")[0] == str(exc).split(":")[0]
+            engine.prepare(typed, as_of=as_of, date_format=fmt, registry=registry, engine="spark",
+                           spark={"master": "local[2]"})
+        if "(order_date)" in str(exc):  # the dates' errors are the Polars reader's own, word for word
+            assert str(got.value) == str(exc)
+        else:  # the same kind of error: its first words (the Spark pass names a bad amount's file, not its row)
+            assert str(got.value).split(":")[0] == str(exc).split(":")[0]
         return
-    got = engine.prepare(typed, as_of=as_of, registry=registry, engine="spark", spark={"master": "local[2]"})
+    got = engine.prepare(typed, as_of=as_of, date_format=fmt, registry=registry, engine="spark",
+                         spark={"master": "local[2]"})
     assert_same(expected, got)
+    assert got.report.notes == expected.report.notes
 
 
 # ----------------------------------------------------------------------------- bad input of the spark engine
@@ -354,13 +364,106 @@ def test_parquet_bad_input_stops_both_engines(spark, tmp_path):
             assert "tx.parquet" in str(got.value) and "\n" not in str(got.value)
 
 
-def test_text_dates_are_refused_with_a_hint(spark, tmp_path):
-    pl.DataFrame({"customer_id": [1], "order_date": ["2024-01-02"], "amount": [1.0]}).write_parquet(
-        tmp_path / "tx.parquet")
-    with pytest.raises(DataError, match=r"column 'order_date' \(order_date\) has type string; the spark engine reads "
-                                        r"Parquet dates or timestamps: convert the column, or use the polars engine"):
-        engine.prepare(tmp_path / "tx.parquet", engine="spark", spark={"master": "local[2]"},
-                       registry=get_registry(allow=["abc"], strict=True))
+#: Text order dates of each convention, with and without times: read as the Polars reader reads them.
+TEXT_DATES = {
+    "us": (["03/04/2024", "12/13/2024", "1/2/2025", "", None, "07/08/2024"], None),
+    "us-times": (["03/04/2024 08:26", "12/13/2024 10:05", "01/02/2025 23:59", "07/08/2024 00:00"], None),
+    "european": (["03/04/2024", "13/12/2024", "1/2/2025", "07/08/2024"], None),
+    "european-dotted-times": (["03.04.2024 08:26:11", "13.12.2024 10:05:00", "01.02.2025 23:59:59",
+                               "07.08.2024 00:00:01"], None),
+    "iso-times-offsets": (["2024-03-04T23:30:00-05:00", "2024-12-13T00:30:00+02:00", "2025-01-02T12:00:00Z",
+                           " 2024-07-08T01:00:00+01:00 "], None),
+    "format-given": (["03/04/2024", "05/06/2024", "01/02/2025", "07/08/2024"], "%d/%m/%Y"),
+}
+
+
+@pytest.mark.parametrize("name", TEXT_DATES)
+def test_text_dates_equal_polars(spark, tmp_path, name):
+    """US (month-first) and European (day-first) dates, with and without times, ISO text with offsets and a
+    given format: the same dates (customer table, report, the reader's note) and the same rejected rows."""
+    values, fmt = TEXT_DATES[name]
+    n = len(values)
+    path = tmp_path / "tx.parquet"
+    pl.DataFrame({"customer_id": [f"c{i % 3}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
+                  "order_date": values, "amount": [10.0 * (i + 1) for i in range(n)]}).write_parquet(path)
+    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    expected = engine.prepare(path, date_format=fmt, registry=registry)
+    got = engine.prepare(path, date_format=fmt, registry=registry, engine="spark", spark={"master": "local[2]"})
+    assert_same(expected, got)
+    assert got.report.notes == expected.report.notes
+    assert expected.customers["last_order"].null_count() == 0
+    as_of = dt.date(2024, 12, 13)
+    tx = read_transactions(path, date_format=fmt)
+    assert_frame_equal(rejected_rows_spark(path, as_of=as_of, date_format=fmt, settings=LOCAL),
+                       tx.collect(rejected_rows(tx, as_of)), check_exact=True)
+
+
+def test_text_date_order_and_format_are_the_whole_columns(spark, tmp_path):
+    """Every batch of a text column is read with the format of the whole column, never its own: the order
+    decided from every file (the first two files alone prove no order), the format Polars infers from the first value
+    it knows one for (a batch of 03/04/2024 after ISO dates is not read day-first). Files are split into
+    one partition each and batches of two rows."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    parts = [["03/04/2024", "05/06/2024"], ["07/08/2024", "14/02/2025"], ["13/12/2024", "11/10/2024"]]
+    for i, dates in enumerate(parts):
+        pl.DataFrame({"customer_id": [f"c{i}", "c9"], "order_date": dates, "amount": [1.0, 2.0]}).write_parquet(
+            lake / f"part-{i}.parquet")
+    iso = tmp_path / "iso"
+    iso.mkdir()
+    pl.DataFrame({"customer_id": ["c1", "c2"], "order_date": ["2024-01-02", "2024-01-05"], "amount": [1.0, 2.0]}
+                 ).write_parquet(iso / "part-0.parquet")
+    pl.DataFrame({"customer_id": ["c1", "c2"], "order_date": ["03/04/2024", "05/06/2024"], "amount": [1.0, 2.0]}
+                 ).write_parquet(iso / "part-1.parquet")
+    registry = get_registry(allow=["abc", "adc", "rfm"], strict=True)
+    # a file's cost to open (4 MB by default) fills a partition: one file each, not split (small files)
+    conf = {"spark.sql.files.maxPartitionBytes": "4194304", "spark.sql.execution.arrow.maxRecordsPerBatch": "2"}
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        whole = pl.concat([pl.read_parquet(p) for p in sorted(lake.glob("*.parquet"))])
+        whole.write_parquet(tmp_path / "whole.parquet")
+        polars, spark_ = both(tmp_path / "whole.parquet", spark_data=lake, registry=registry)
+        assert_frame_equal(spark_.customers, polars.customers, check_exact=True)
+        notes = [[note.split(": ", 1)[1] for note in p.report.notes] for p in (polars, spark_)]  # not the path
+        assert notes[0] == notes[1] != []
+        assert "'14/02/2025' at row 4 has a first field above 12" in notes[1][0]   # the first proof, by row
+        messages = []
+        pl.concat([pl.read_parquet(p) for p in sorted(iso.glob("*.parquet"))]).write_parquet(tmp_path / "iso.parquet")
+        for name, data in (("polars", tmp_path / "iso.parquet"), ("spark", iso)):
+            with pytest.raises(DataError) as error:
+                engine.prepare(data, registry=registry, engine=name, spark={"master": "local[2]"})
+            messages.append(str(error.value).split(": ", 1)[1])
+        assert messages[0] == messages[1]
+        assert messages[1].startswith("column 'order_date' (order_date), row 3: '03/04/2024' is not a date")
+    finally:
+        for key, value in before.items():
+            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
+
+
+def test_text_date_errors_are_the_polars_readers(spark, tmp_path):
+    """Ambiguous and contradictory orders, two-digit years, a value that is no date (with the format given
+    and without), times with and without an offset: one line, the Polars reader's words, exit 2."""
+    columns = {
+        "ambiguous": ["03/04/2024", "05/06/2024"], "both-orders": ["13/01/2024", "01/13/2024"],
+        "two-digit-year": ["03/04/24", "13/04/24"], "no-date": ["2024-01-02", "2024-02-30"],
+        "offsets-mixed": ["2024-01-02T10:00:00+02:00", "2024-01-03 10:00:00"],
+    }
+    registry = get_registry(allow=["abc"], strict=True)
+    for name, values in [*columns.items(), ("format-wrong", ["03/04/2024", "13/04/2024"])]:
+        path = tmp_path / f"{name}.parquet"
+        pl.DataFrame({"customer_id": ["c1", "c2"], "order_date": values, "amount": [1.0, 2.0]}).write_parquet(path)
+        fmt = "%m/%d/%Y" if name == "format-wrong" else None
+        messages = []
+        for engine_name in ("polars", "spark"):
+            with pytest.raises(DataError) as got:
+                engine.prepare(path, date_format=fmt, registry=registry, engine=engine_name,
+                               spark={"master": "local[2]"})
+            messages.append(str(got.value))
+        assert messages[0] == messages[1], name
+        assert messages[1].startswith(f"{path}: column 'order_date' (order_date)"), messages[1]
+        assert "\n" not in messages[1]
 
 
 def test_a_playbook_runs_on_spark_with_the_same_outputs(spark, uci_path, tmp_path, run_cli):
