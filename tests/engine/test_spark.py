@@ -189,6 +189,48 @@ def test_cli_rejects_file_on_spark_is_the_polars_one(spark, tmp_path, run_cli, m
         "customer_id is empty", "order_date is empty", "order_date is on or after as_of", "amount is empty"]
 
 
+def test_cli_text_dates_on_spark(spark, tmp_path, run_cli, monkeypatch):
+    """On the command line: an ambiguous text date column is one line, exit 2, nothing written; with
+    --date-format the customer file and the rejects file are the Polars engine's, byte for byte."""
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    pl.DataFrame({"cust": ["c1", "c2", "c1", None], "day": ["03/04/2024", "05/06/2024", "", "07/08/2024"],
+                  "value": [1.0, 2.0, 3.0, 4.0]}).write_parquet(tmp_path / "tx.parquet")
+    common = ["classify", tmp_path / "tx.parquet", "--map", "customer_id=cust", "--map", "order_date=day",
+              "--map", "amount=value"]
+    spark_args = ["--engine", "spark", "--spark-master", "local[2]"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(*common, *spark_args, "-o", tmp_path / "out.csv", "--rejects", tmp_path / "rejects.csv")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0] == (f"tierbook: error: {tmp_path / 'tx.parquet'}: column 'day' (order_date): '03/04/2024' at "
+                        f"row 1 can be day-first or month-first and no date in the column tells which (none has a day "
+                        f"above 12); give the format with --date-format '%d/%m/%Y' or '%m/%d/%Y'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    outs = {}
+    for name in ("polars", "spark"):
+        code, _, err = run_cli(*common, *(spark_args if name == "spark" else []), "--date-format", "%d/%m/%Y",
+                               "-o", tmp_path / f"{name}.csv", "--rejects", tmp_path / f"rejects-{name}.csv")
+        assert code == 0, err
+        outs[name] = [(tmp_path / f"{prefix}{name}.csv").read_bytes() for prefix in ("", "rejects-")]
+    assert outs["spark"] == outs["polars"]
+    assert pl.read_csv(tmp_path / "rejects-spark.csv")["reason"].to_list() == ["order_date is empty",
+                                                                              "customer_id is empty"]
+
+
+def test_cli_without_pyspark_is_one_line_exit_2_nothing_written(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    path = _playbook(tmp_path)
+    for args in (["classify", tmp_path / "tx.parquet", "--engine", "spark", "-o", tmp_path / "o.csv"],
+                 ["describe", tmp_path / "tx.parquet", "--engine", "spark"], ["run", path, "--engine", "spark"]):
+        code, out, err = run_cli(*args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0] == ("tierbook: error: the spark engine needs pyspark, which is not installed: "
+                            "pip install 'tierbook[spark]'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pb.yaml", "tx.parquet"]
+
+
 def _applicable(case: dict) -> bool:
     args = case["args"]
     return args[0] in ("classify", "describe") and not case.get("install") and not any(
