@@ -169,7 +169,8 @@ def evaluate_rules(
             raise DataError(f"{source}:{rule.when_line}: rule {rule.name!r}: {c.overflow_error(customers)}")
     n = len(rules)
     matched_counts = [int(flags[f"_m{i}"].sum()) for i in range(n)]
-    masks = [flags[f"_m{i}"].fill_null(False).alias(rule.name) for i, rule in enumerate(rules)]
+    # compile_rule's expressions have unknown filled as false (a skipped rule's is lit(False)): no nulls
+    masks = [flags[f"_m{i}"].alias(rule.name) for i, rule in enumerate(rules)]
 
     # The (customer, rule) pairs of each rule, in customer order.
     if hit_policy == "first" and n:
@@ -180,7 +181,7 @@ def evaluate_rules(
         parts = [flags.filter(pl.col(f"_m{i}")).select("customer_id", pl.lit(i, pl.Int32).alias("_rule"), *key_names)
                  for i in range(n)]
     if n:
-        matched_any = pl.any_horizontal([pl.col(f"_m{i}").fill_null(False) for i in range(n)])
+        matched_any = pl.any_horizontal([pl.col(f"_m{i}") for i in range(n)])
         unmatched_mask = flags.select((~matched_any).alias("_u"))["_u"]
     else:
         unmatched_mask = pl.repeat(True, customers.height, dtype=pl.Boolean, eager=True)
@@ -299,7 +300,7 @@ def _hold_out(part: pl.DataFrame, id_dtype: pl.DataType, playbook: Holdout | Non
         held.append(rest.filter(out).with_columns(pl.lit(name).alias("holdout"), bucket.filter(out)))
         rest = rest.filter(~out)
     # In the rule's own order (its rank), whichever holdout took each customer.
-    control = pl.concat(held).sort("_rank") if len(held) > 1 else held[0]
+    control = pl.concat(held).sort("_rank")
     return rest, control.select("customer_id", "_rule", "_rank", "holdout", "bucket")
 
 
