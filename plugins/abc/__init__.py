@@ -84,23 +84,24 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
         # before it) is within the cut-off; it and every customer below it (their group ends at or after
         # it) are not. One sort, one cumulative sum and a binary search per cut-off, no rank.
         pos_values = m.fill_null(0.0).clip(lower_bound=0.0)
-        ordered = pos_values.sort(descending=True, nulls_last=True)
+        ordered = pos_values.sort(descending=True)  # no nulls: filled above
         total = m.fill_null(0.0).sum()
         cum = ordered.cum_sum()
         shares = cum / total
         # The share of everything before each position (exactly the previous cumulative sum).
         before = cum.shift(1, fill_value=0.0) / total
-        # A null after the last value: when no share exceeds the cut-off, every positive value is in.
-        padded = ordered.extend_constant(None, 1)
 
         def within(cut: float) -> pl.Expr:
             if upper:  # tie groups whose share *before* them is below the cut-off: the crossing group is in
                 q = before.search_sorted(cut - 1e-12, side="left").cast(pl.Int64)
-                w = padded.gather(q)
-                # the group of the first position at or past the cut-off is in when it started before it
-                started = padded.gather((q - 1).clip(lower_bound=0)) == w
-                return ((m > w) | ((m == w) & started & (q > 0))).fill_null(True)
-            above = padded.gather(shares.search_sorted(cut + 1e-12, side="right"))
+                # null past the last value: no share reaches the cut-off, every positive value is in
+                w = ordered.gather(q, null_on_oob=True)
+                # the group of the first position at or past the cut-off is in when it started before it (at
+                # q = 0 that group is the top one, in anyway)
+                started = ordered.gather((q - 1).clip(lower_bound=0), null_on_oob=True) == w
+                return ((m > w) | ((m == w) & started)).fill_null(True)
+            # null past the last value: no share exceeds the cut-off, every positive value is in
+            above = ordered.gather(shares.search_sorted(cut + 1e-12, side="right"), null_on_oob=True)
             return (m > above).fill_null(True)
 
         valid = (positive & (total > 0) & total.is_finite()).cast(pl.UInt32)

@@ -80,6 +80,13 @@ def test_all_equal_values_are_the_top_group(registry):
     assert abc([5, 5, 5, 5], registry, b=1.0, crossing="upper") == ["A"] * 4
 
 
+def test_no_customers_gives_an_empty_column(registry):
+    # nothing to rank: no error (no binary search may look past the values, there are none)
+    for mode in ("share", "rank"):
+        for crossing in ("lower", "upper"):
+            assert abc([], registry, mode=mode, crossing=crossing) == []
+
+
 def test_other_cut_offs(registry):
     # 50/100 = .5 <= a = .5 A; 75/100 <= b = .75 B; rest C
     assert abc([50, 25, 15, 10], registry, a=0.5, b=0.75) == ["A", "B", "C", "C"]
