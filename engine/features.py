@@ -414,8 +414,7 @@ _N_UNIQUE = [f for f in _AGGREGATED if f.compute.op == "n_unique"]
 _RETURN_LINES = next(f.name for f in _AGGREGATED if f.compute.op == "count" and f.compute.rows == "returns")
 
 
-def _aggregations(u: pl.Expr, date: pl.Expr, key: pl.Expr, *, wide: bool = False,
-                  ordered: bool = False) -> list[pl.Expr]:
+def _aggregations(u: pl.Expr, date: pl.Expr, key: pl.Expr, *, wide: bool, ordered: bool) -> list[pl.Expr]:
     """The ``group_by`` aggregations of the table's :class:`Agg` features (hidden columns start with ``_``).
 
     A restriction to purchases or returns is written ``when(cond).then(col)`` (every other line becomes

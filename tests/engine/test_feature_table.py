@@ -42,6 +42,19 @@ def test_the_table_is_the_source_of_every_listing():
         assert isinstance(f.compute, (Agg, Derived))
 
 
+def test_the_table_cannot_be_changed_at_run_time():
+    # One table feeds the Polars and Spark passes, the playbook's predicted schema and every listing: its rows,
+    # their aggregations and their derivations are frozen values (an assignment raises) and hashable.
+    import dataclasses
+
+    for f in FEATURES:
+        part = "op" if isinstance(f.compute, Agg) else "formula"
+        for obj, name in ((f, "name"), (f.compute, part)):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(obj, name, "changed")
+    assert len({*FEATURES, *(f.compute for f in FEATURES)}) == 2 * len(FEATURES)
+
+
 def test_plugins_command_lists_the_built_in_features(run_cli, monkeypatch):
     monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")
     code, out, _ = run_cli("plugins")
