@@ -894,7 +894,8 @@ def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, 
     schema = {"customer_id": polars_type("customer_id"), "order_key": polars_type("order_key"),
               "order_date": pl.Date(), "amount_units": pl.Int64()}
     tx = Transactions(frame=pl.LazyFrame(schema=schema), path=Path(where) if isinstance(data, (str, Path)) else None,
-                      mapping=cols, fmt="parquet", has_order_id="order_id" in cols)
+                      mapping=cols, fmt="parquet", has_order_id="order_id" in cols,
+                      notes=[dates.note] if dates is not None and dates.note else [])
     return SparkSource(tx=tx, frame=frame, where=where, last_day=last)
 
 
