@@ -84,7 +84,11 @@ class Classifier:
     params
         Its :class:`~engine.params.ParamSpec` list.
     requires
-        Customer-table columns it reads (features, attributes).
+        Customer-table columns it reads (features, attributes). A tuple, or a
+        callable of the resolved parameters returning one (when the columns
+        depend on a parameter, e.g. a period of days or of weeks): the run
+        computes the on-demand features the parameters in force need
+        (:meth:`required`).
     expressions
         ``expressions(params, context) -> {column: pl.Expr}``, one expression per
         output, evaluated with ``customers.with_columns(...)``. An output may use
@@ -129,7 +133,7 @@ class Classifier:
     description: str
     outputs: tuple[Output, ...] | Callable[[Mapping[str, Any]], Sequence[Output]]
     params: tuple[ParamSpec, ...]
-    requires: tuple[str, ...]
+    requires: tuple[str, ...] | Callable[[Mapping[str, Any]], Sequence[str]]
     expressions: Callable[[Mapping[str, Any], Context], Mapping[str, pl.Expr]]
     check: Callable[[Mapping[str, Any]], None] | None = field(default=None, compare=False)
     workbench: Callable[[Classifier, Any], Any] | None = field(default=None, compare=False)
@@ -142,7 +146,8 @@ class Classifier:
         if not self.name.isidentifier():
             raise ValueError(f"classifier name {self.name!r} must be an identifier")
         object.__setattr__(self, "params", tuple(self.params))
-        object.__setattr__(self, "requires", tuple(self.requires))
+        if not callable(self.requires):
+            object.__setattr__(self, "requires", tuple(self.requires))
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"classifier {self.name!r}: duplicate parameter names {names}")
@@ -164,6 +169,12 @@ class Classifier:
         if callable(self.outputs):
             return tuple(self.outputs(params if params is not None else self.resolve()))
         return tuple(self.outputs)
+
+    def required(self, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+        """The columns it reads with these (resolved) parameters (default: the defaults)."""
+        if callable(self.requires):
+            return tuple(self.requires(params if params is not None else self.resolve()))
+        return self.requires
 
     @property
     def labels(self) -> tuple[str, ...] | None:

@@ -443,7 +443,7 @@ def describe_registry(registry: Registry) -> list[dict[str, Any]]:
                 "package": info.package or info.module,
                 "version": info.version,
                 "builtin": info.builtin,
-                "requires": list(c.requires),
+                "requires": list(c.required()),
                 "outputs": [
                     {"column": o.column, "description": o.description, "labels": list(o.labels) if o.labels else None}
                     for o in c.output_specs()

@@ -84,6 +84,11 @@ class Selection:
     def outputs(self) -> tuple[Output, ...]:
         return self.classifier.output_specs(self.params)
 
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The customer-table columns the classifier reads with these parameters."""
+        return self.classifier.required(self.params)
+
 
 def select(
     registry: Registry,
@@ -112,7 +117,7 @@ def select(
 
 def _check_columns(sel: Selection, schema: Mapping[str, pl.DataType], owner: str = "its plugin") -> None:
     clf = sel.classifier
-    for col in clf.requires:
+    for col in sel.requires:
         if col not in schema:
             raise PluginError(f"classifier {clf.name!r} of {owner} needs column {col!r}, which the customer table "
                               f"does not have{suggest(col, schema)}")
@@ -358,7 +363,7 @@ class Prepared:
         stay empty) and named in :attr:`skipped`, instead of stopping the run.
         """
         self.selections = self.select(classifiers, params)
-        missing = [c for sel in self.selections for c in sel.classifier.requires
+        missing = [c for sel in self.selections for c in sel.requires
                    if c not in self.customers.columns and c in self.registry.features]
         if missing:
             raise PluginError(f"{', '.join(dict.fromkeys(missing))}: plugin features computed on demand, not in this "
@@ -401,7 +406,7 @@ def prepare(
     if engine not in ENGINES:
         raise DataError(f"engine {engine!r}: use one of {', '.join(ENGINES)}{suggest(str(engine), ENGINES)}")
     if needs is None:
-        needs = [c for clf in registry.classifiers.values() if clf.by_default for c in clf.requires]
+        needs = [c for clf in registry.classifiers.values() if clf.by_default for c in clf.required()]
     features = plugin_features_for(registry.features, needs)
     if engine == "polars":
         tx = read_transactions(data, mapping, date_format=date_format, sheet=sheet, delimiter=delimiter,
@@ -477,7 +482,7 @@ def classify(
     registry = kwargs.pop("registry", None) or get_registry()
     if "needs" not in kwargs:
         kwargs["needs"] = [c for sel in select(registry, classifiers, split_params(params))
-                           for c in sel.classifier.requires]
+                           for c in sel.requires]
     return prepare(data, registry=registry, **kwargs).classify(classifiers, params)
 
 

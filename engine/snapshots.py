@@ -1024,7 +1024,7 @@ def window_plugin_features(registry: Registry, spec: SnapshotSpec, selections: S
             raise ParamError(f"{key('window')}: {name!r} is not a selected classifier (selected: {', '.join(by_name)})",
                              value=name)
     plain = plugin_features_for(registry.features, needs)
-    windowed = {name: plugin_features_for(registry.features, by_name[name].classifier.requires)
+    windowed = {name: plugin_features_for(registry.features, by_name[name].requires)
                 for name in spec.windows}
     return plain, windowed
 
@@ -1081,7 +1081,7 @@ def run_snapshots(
         reserved = frozenset(BUILTIN_FEATURES) | frozenset(registry.features)
         table = read_customers(customers, customers_id, reserved=reserved)
     return snapshots_of(tx, spec, sels, registry=registry, customers=table, streaming=streaming,
-                        needs=[*needs, *(c for s in sels for c in s.classifier.requires)], keep=keep)
+                        needs=[*needs, *(c for s in sels for c in s.requires)], keep=keep)
 
 
 def default_end(tx: Transactions) -> dt.date:

@@ -145,7 +145,7 @@ def _prepare_and_classify(args: argparse.Namespace):
                                as_of=as_of, date_format=args.date_format, sheet=args.sheet, registry=registry,
                                delimiter=args.delimiter, decimal_comma=args.decimal_comma,
                                engine=args.engine, spark=spark,
-                               needs=[c for sel in selections for c in sel.classifier.requires])
+                               needs=[c for sel in selections for c in sel.requires])
     with step("classifying"):
         classified = prepared.classify([sel.classifier.name for sel in selections], params, skip_failing=skip)
     for message in prepared.skipped:

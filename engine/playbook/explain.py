@@ -138,7 +138,7 @@ def moves(pb: Playbook, snaps, key) -> list[str]:
         # the columns its parameters name (what it ranks by: shown with their share of the total), then those
         # it requires
         ranked = [sel.params[p.name] for p in sel.classifier.params if p.feature]
-        for col in dict.fromkeys([*ranked, *sel.classifier.requires]):
+        for col in dict.fromkeys([*ranked, *sel.requires]):
             if col not in now_t.columns or not now_t.schema[col].is_numeric():
                 continue
             parts = []

@@ -822,7 +822,7 @@ def _check_requires(doc, registry, selections, schema, problems) -> None:
         clf = sel.classifier
         line = node.key_line(clf.name) if isinstance(node, MarkedDict) else 1
         owner = registry.owners[clf.name].label() if clf.name in registry.owners else "its plugin"
-        for col in clf.requires:
+        for col in sel.requires:
             if col not in schema:
                 problems.add(line, f"classifiers.{clf.name}: classifier {clf.name!r} of {owner} needs column "
                                    f"{col!r}, which the customer table will not have{suggest(col, schema)}")

@@ -114,7 +114,7 @@ class Playbook:
 
     def _needs(self) -> list[str]:
         """Columns this playbook uses: its classifiers' requirements and every word of its rules."""
-        words = [c for sel in self.selections for c in sel.classifier.requires]
+        words = [c for sel in self.selections for c in sel.requires]
         for rule in [*self.rules, *([self.fallback] if self.fallback is not None else [])]:
             words += re.findall(r"\w+", f"{getattr(rule, 'when', '') or ''} {getattr(rule, 'order_by', '') or ''}")
         return words

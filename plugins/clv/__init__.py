@@ -41,12 +41,15 @@ returns only) has no summary (null) and no CLV. Repeat buyers whose repeat days 
 (``btyd_monetary_value`` 0) are left out of the Gamma-Gamma fit (it needs positive spend) and counted
 in the fit's report; their expected spend is the model's, from their frequency and a mean of 0. The classifier
 converts days to weeks (``time_unit=weeks``: days / 7, lifetimes' ``freq="D", freq_multiplier=7``)
-before it fits.
+before it fits. With ``period=week`` it fits and predicts on the calendar-week columns instead (lifetimes'
+``freq="W"``; time in weeks, a month of 4.345 weeks): the run then computes the weekly summary, not the
+daily one (the classifier's ``requires`` follows its ``period``).
 
 The classifier
 --------------
 ``clv`` fits BG/NBD (r, alpha, a, b) on every customer with a purchase and Gamma-Gamma (p, q, v) on
-those with a repeat purchase, by maximum likelihood (:mod:`plugins.clv.models`), and writes:
+those with a repeat purchase, by maximum likelihood (:mod:`plugins.clv.models`), on purchase days
+(``period=day``, the default) or calendar weeks (``period=week``), and writes:
 
 =======================  =========================================================================
 clv_p_alive              probability that the customer is still active (1 with one purchase day)
@@ -93,12 +96,14 @@ from engine.errors import DataError
 from engine.features import to_amount
 
 
-__all__ = ["CLV", "SUMMARY_COLUMNS", "WEEKLY_COLUMNS", "btyd_summary", "register_classifiers", "register_features"]
+__all__ = ["CLV", "PERIOD_COLUMNS", "SUMMARY_COLUMNS", "WEEKLY_COLUMNS", "btyd_summary", "register_classifiers", "register_features"]
 
 TIERS = ("high", "medium", "low")
 SUMMARY_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary_value")
 WEEKLY_COLUMNS = ("btyd_frequency_weeks", "btyd_recency_weeks", "btyd_T_weeks", "btyd_monetary_value_weeks")
 _UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+#: The summary columns the classifier fits on, by its ``period``: purchase days or calendar weeks.
+PERIOD_COLUMNS = {"day": SUMMARY_COLUMNS, "week": WEEKLY_COLUMNS}
 _AS_OF = (pl.col("first_order") + pl.duration(days=pl.col("tenure_days"))).max()
 
 
@@ -266,49 +271,67 @@ def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str
         return _fit(customers, p, ctx)
 
 
-def _distinct_histories(s: pl.DataFrame, scale: float) -> tuple[np.ndarray, ...]:
-    """Distinct (frequency, recency, T) of the customers with a purchase (``s``: integer days) and how many
-    customers have each, in the order of the packed key (the same on every run, whatever the row order)."""
-    x, tx, T = (np.asarray(s[c].to_numpy(), dtype=np.int64) for c in SUMMARY_COLUMNS[:3])  # no copy
+def _unit(p: Mapping[str, Any]) -> str:
+    """The time unit of the fit: ``time_unit`` for purchase days, weeks for calendar weeks."""
+    return "weeks" if p["period"] == "week" else p["time_unit"]
+
+
+def _scale(p: Mapping[str, Any]) -> float:
+    """Days (or weeks, for calendar weeks) of the summary columns per unit of the fit's time."""
+    return 1.0 if p["period"] == "week" else _UNIT_DAYS[p["time_unit"]]
+
+
+def _requires(p: Mapping[str, Any]) -> tuple[str, ...]:
+    return PERIOD_COLUMNS[p["period"]]
+
+
+def _distinct_histories(s: pl.DataFrame, scale: float, columns: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """Distinct (frequency, recency, T) of the customers with a purchase (``s``: integer days or weeks) and how
+    many customers have each, in the order of the packed key (the same on every run, whatever the row order)."""
+    x, tx, T = (np.asarray(s[c].to_numpy(), dtype=np.int64) for c in columns[:3])  # no copy
     span = int(T.max()) + 1
     if (int(x.max()) + 1) * span * span < 1 << 62:  # one Int64 key: a sort, no hashing of three columns
         keys, counts = np.unique((x * span + T) * span + tx, return_counts=True)
         x, T, tx = keys // (span * span), keys // span % span, keys % span
     else:
-        t = s.group_by(*SUMMARY_COLUMNS[:3]).len().sort(*SUMMARY_COLUMNS[:3])
-        x, tx, T, counts = (t[c].to_numpy() for c in (*SUMMARY_COLUMNS[:3], "len"))
+        t = s.group_by(*columns[:3]).len().sort(*columns[:3])
+        x, tx, T, counts = (t[c].to_numpy() for c in (*columns[:3], "len"))
     return x.astype(float), tx / scale, T / scale, counts.astype(float)
 
 
 def _fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     from . import models  # SciPy is imported by the runs that fit, not by every command that loads the plugin
-    scale = _UNIT_DAYS[p["time_unit"]]
-    s = customers.select(*SUMMARY_COLUMNS).filter(pl.col("btyd_frequency").is_not_null())
+    scale, unit, columns = _scale(p), _unit(p), _requires(p)
+    frequency, monetary = columns[0], columns[3]
+    period = "day" if p["period"] == "day" else "calendar week"
+    s = customers.select(*columns).filter(pl.col(frequency).is_not_null())
     buyers = s.height
     if buyers == 0:
         raise DataError("clv: no customer has a purchase (a line with an amount >= 0) before as_of; "
                         "there is nothing to fit")
-    repeat = s.filter(pl.col("btyd_frequency") > 0)
+    repeat = s.filter(pl.col(frequency) > 0)
     if repeat.height == 0:
-        raise DataError(f"clv: all {buyers:,} customers with a purchase bought on one day only; BG/NBD and "
+        raise DataError(f"clv: all {buyers:,} customers with a purchase bought {'on' if period == 'day' else 'in'} "
+                        f"one {period} only; BG/NBD and "
                         f"Gamma-Gamma need repeat purchases (a longer period of data, or an earlier as_of for a "
                         f"holdout, may help)")
     if repeat.height < p["min_repeat_customers"]:
-        raise DataError(f"clv: only {repeat.height:,} of {buyers:,} customers bought on more than one day, fewer "
+        raise DataError(f"clv: only {repeat.height:,} of {buyers:,} customers bought {'on' if period == 'day' else 'in'} "
+                        f"more than one {period}, fewer "
                         f"than min_repeat_customers ({p['min_repeat_customers']}); too few repeat buyers to fit "
                         f"BG/NBD and Gamma-Gamma")
-    x, tx, T, w = _distinct_histories(s, scale)
+    x, tx, T, w = _distinct_histories(s, scale, columns)
     # Gamma-Gamma on the repeat buyers with a positive spend, one by one, in the customer table's order:
     # their (frequency, mean spend) are nearly all distinct, finding the distinct ones would cost more than
     # it saves.
-    paying = repeat.filter(pl.col("btyd_monetary_value") > 0)
+    paying = repeat.filter(pl.col(monetary) > 0)
     if paying.height < 2:
         raise DataError(f"clv: only {paying.height} repeat buyer(s) with a positive repeat spend; the Gamma-Gamma "
                         f"model of spend cannot be fitted")
     try:
         bg = models.fit_bgnbd(x, tx, T, w, penalizer=p["penalizer"])
-        gg = models.fit_gamma_gamma(paying["btyd_frequency"].to_numpy().astype(float),
-                                    paying["btyd_monetary_value"].to_numpy(), np.ones(paying.height),
+        gg = models.fit_gamma_gamma(paying[frequency].to_numpy().astype(float),
+                                    paying[monetary].to_numpy(), np.ones(paying.height),
                                     penalizer=p["penalizer"])
     except models.FitError as exc:
         raise DataError(f"clv: {exc}") from None
@@ -319,14 +342,15 @@ def _fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[st
     # E[Y(t)] = P(alive) G(x, T, t) with P(alive) in [0, 1], and G grows with t: G finite at the horizon on
     # every distinct (x, T) pair means finite predictions at every month before it.
     h = models.Histories(x, tx, T, T_key=np.rint(T * scale))
-    check = models.growth(bg.params, p["horizon_months"] * models.MONTH[p["time_unit"]], h)
+    check = models.growth(bg.params, p["horizon_months"] * models.MONTH[unit], h)
     alive = models.p_alive(bg.params, x, tx, T)
     if not (np.all(np.isfinite(check)) and np.all(np.isfinite(alive))):
         raise DataError(f"clv: the fitted BG/NBD ({_fmt(bg.params)}) gives non-finite predictions for some "
                         f"customers; a penalizer (e.g. clv.penalizer=0.001) may help")
-    corr = repeat.select(pl.corr("btyd_frequency", "btyd_monetary_value")).item()
+    corr = repeat.select(pl.corr(frequency, monetary)).item()
     return {
-        "time_unit": p["time_unit"],
+        "time_unit": unit,
+        "period": p["period"],
         "observation_end": str(ctx.as_of - dt.timedelta(days=1)),
         "customers_fitted": buyers,
         "repeat_customers": repeat.height,
@@ -357,9 +381,9 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     from . import models
     fitted = ctx.fit or {}
     bg, gg = fitted["bgnbd"]["params"], fitted["gamma_gamma"]["params"]
-    scale = _UNIT_DAYS[p["time_unit"]]
-    unit, months, rate = p["time_unit"], p["horizon_months"], p["discount_rate"]
-    x, tx, T, m = (pl.col(c) for c in SUMMARY_COLUMNS)
+    scale, unit, columns = _scale(p), _unit(p), _requires(p)
+    months, rate = p["horizon_months"], p["discount_rate"]
+    x, tx, T, m = (pl.col(c) for c in columns)
     tx, T = tx / scale, T / scale
     has = x.is_not_null()
 
@@ -389,7 +413,7 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
             return pl.Series(out).fill_nan(None)
         return run
 
-    history = [x.alias("x"), pl.col("btyd_T").alias("T_days"), pl.col("clv_p_alive").alias("alive")]
+    history = [x.alias("x"), pl.col(columns[2]).alias("T_days"), pl.col("clv_p_alive").alias("alive")]
     inputs = pl.struct(*history, pl.col("clv_expected_value").alias("value"))
     clv = pl.col("clv")
     rank = clv.rank("min", descending=True)
@@ -417,7 +441,10 @@ CLV = Classifier(
                   min=1, max=600, step=1),
         ParamSpec("discount_rate", "float", 0.01, "Monthly discount rate of the CLV's cash flows.",
                   min=0, max=1, step=0.001),
-        ParamSpec("time_unit", "str", "days", "Time unit of the fit: days, or weeks (days / 7).",
+        ParamSpec("period", "str", "day", "Purchase period: day (purchase days, lifetimes' freq='D') or week "
+                  "(calendar weeks, Monday to Sunday, lifetimes' freq='W'; the fit is then in weeks).",
+                  choices=("day", "week")),
+        ParamSpec("time_unit", "str", "days", "Time unit of the fit on purchase days: days, or weeks (days / 7).",
                   choices=("days", "weeks")),
         ParamSpec("penalizer", "float", 0.0, "L2 penalty on the parameters (lifetimes' penalizer_coef).",
                   min=0, max=100, step=0.001),
@@ -428,7 +455,7 @@ CLV = Classifier(
         ParamSpec("medium_share", "float", 0.5, "Cumulative share of customers in the high and medium tiers.",
                   min=0, max=1, step=0.01),
     ),
-    requires=SUMMARY_COLUMNS,
+    requires=_requires,
     expressions=_expressions,
     check=_check,
     fit=fit,

@@ -51,6 +51,9 @@ def holdout(data: Any, calibration_end: str | dt.date, holdout_end: str | dt.dat
     ``max_frequency`` (the last also holds the higher ones): customers, mean actual and mean predicted
     repeat purchases in the holdout period, and a total row.
     """
+    if dict(params or {}).get("period", "day") != "day":
+        raise DataError(f"holdout: compares purchase days; clv.period {params['period']!r} is not supported here "
+                        f"(use period day, with time_unit days or weeks)")
     cal_end = as_date(calibration_end)
     prep_cal = engine.prepare(data, as_of=cal_end, registry=registry, needs=SUMMARY_COLUMNS, **prepare_kwargs)
     prep_all = engine.prepare(data, as_of=holdout_end, registry=registry or prep_cal.registry,

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import engine
-from engine import DataError, Feature, hookimpl
+from engine import Classifier, DataError, Feature, Output, ParamSpec, hookimpl
 from engine.data import read_transactions
 from engine.features import BUILTIN_FEATURES, REJECT_REASONS, compute_features, rejected_rows
 from engine.registry import get_registry
@@ -342,6 +342,36 @@ def test_on_demand_features_only_when_needed():
     assert not {"best_day", "days", "best_share"} & set(p.customers.columns)
     p = engine.prepare(tx(ROWS), registry=registry, needs=["days"])
     assert "days" in p.customers.columns and "best_share" not in p.customers.columns
+
+
+def test_a_classifier_requiring_columns_by_its_parameters_gets_their_on_demand_features():
+    """``requires`` may be a callable of the parameters: the run computes the on-demand features the parameters
+    in force need, and no others (a classifier's period of days or weeks, say)."""
+    mod = types.ModuleType("tierbook_test_requires_by_param")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("sum_a", "a", agg=pl.col("amount").sum(), on_demand=True))
+        register(Feature("count_b", "b", agg=pl.len(), on_demand=True))
+
+    @hookimpl
+    def register_classifiers(register):
+        register(Classifier(name="pick", description="by one column", params=(
+            ParamSpec("column", "str", "sum_a", "Which.", choices=("sum_a", "count_b")),),
+            requires=lambda p: (p["column"],), outputs=(Output("pick", "x", dtype=pl.Float64),),
+            expressions=lambda p, ctx: {"pick": pl.col(p["column"]).cast(pl.Float64)}, by_default=False))
+
+    mod.register_features, mod.register_classifiers = register_features, register_classifiers
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    assert registry.classifiers["pick"].required() == ("sum_a",)
+    out = engine.classify(tx(ROWS), classifiers=["pick"], registry=registry)
+    assert "sum_a" in out.columns and "count_b" not in out.columns
+    out = engine.classify(tx(ROWS), classifiers=["pick"], params={"pick.column": "count_b"}, registry=registry)
+    assert "count_b" in out.columns and "sum_a" not in out.columns
+    assert by_id(out, "pick") == {"a": (4.0,), "b": (2.0,), "c": (1.0,)}  # usable rows per customer
+    prepared = engine.prepare(tx(ROWS), registry=registry, needs=["sum_a"])
+    with pytest.raises(engine.PluginError, match=r"count_b: plugin features computed on demand"):
+        prepared.classify(["pick"], {"pick.column": "count_b"})
 
 
 def test_a_table_feature_with_two_rows_for_a_customer_is_an_error():

@@ -19,7 +19,7 @@ import pytest
 import engine
 from engine import DataError, ParamError
 from engine.registry import get_registry
-from plugins.clv import SUMMARY_COLUMNS, btyd_summary, models
+from plugins.clv import SUMMARY_COLUMNS, WEEKLY_COLUMNS, btyd_summary, models
 
 DATA = Path(__file__).parent / "data"
 CDNOW_AS_OF = "1997-10-01"  # calibration period 1997-01-01 .. 1997-09-30 (39 weeks), as published
@@ -444,3 +444,72 @@ def test_loading_the_plugin_does_not_import_scipy():
               "from plugins.clv import models\n"
               "assert models.MONTH and 'scipy.optimize' in sys.modules\n")
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_weekly_fit_and_predictions_equal_lifetimes_freq_w(clv_registry):
+    """clv.period=week fits and predicts on calendar weeks (lifetimes' freq="W"): the parameters and every CDNOW
+    customer's P(alive), expected purchases (12 months of 4.345 weeks), expected spend and CLV (12 months, 0.01 a
+    month) against lifetimes 0.11.3's own fit on its weekly summary (bench/lifetimes_weekly_summary.py)."""
+    # engine.classify asks for the columns the classifier requires with period=week: the weekly summary only
+    out = engine.classify(cdnow_transactions(), as_of=CDNOW_AS_OF, classifiers=["clv"], params={"clv.period": "week"},
+                          registry=clv_registry)
+    assert not set(SUMMARY_COLUMNS) & set(out.columns)
+    ref = pl.read_csv(DATA / "lifetimes_cdnow_predictions_weekly.csv")
+    both = out.join(ref, on="customer_id", how="full", coalesce=True)
+    assert both.height == 2357 and both["clv"].null_count() == 0 and both["p_alive"].null_count() == 0
+    for ours, theirs in (("clv_p_alive", "p_alive"), ("clv_expected_purchases", "expected_purchases"),
+                         ("clv_expected_value", "expected_value"), ("clv", "clv")):
+        # the same tolerance as the daily comparison: the two optimisers stop a few 1e-7 apart
+        worst = ((both[ours] - both[theirs]).abs() - 1e-4 * both[theirs].abs() - 1e-9).max()
+        assert worst <= 0, (ours, worst)
+    prep = engine.prepare(cdnow_transactions(), as_of=CDNOW_AS_OF, registry=clv_registry,
+                          needs=[*SUMMARY_COLUMNS, *WEEKLY_COLUMNS])
+    prep.classify(["clv"], {"clv.period": "week"})
+    fit = prep.fits["clv"]
+    assert (fit["period"], fit["time_unit"], fit["customers_fitted"]) == ("week", "weeks", 2357)
+    want = json.loads((DATA / "lifetimes_cdnow_params_weekly.json").read_text())
+    for part in ("bgnbd", "gamma_gamma"):
+        for name, value in want[part].items():
+            assert fit[part]["params"][name] == pytest.approx(value, rel=1e-4), (part, name)
+    # weeks are not days / 7: fewer repeat periods, another fit
+    prep.classify(["clv"], {"clv.time_unit": "weeks"})
+    assert prep.fits["clv"]["period"] == "day"
+    assert prep.fits["clv"]["repeat_customers"] > fit["repeat_customers"]
+    assert prep.fits["clv"]["bgnbd"]["params"]["r"] != pytest.approx(fit["bgnbd"]["params"]["r"], rel=1e-2)
+
+
+def test_weekly_fit_from_a_playbook_and_its_errors(tmp_path, run_cli):
+    """A playbook (and --set) tune the period like any parameter: the run computes the weekly summary it needs;
+    a bad value, or calendar weeks all of one week, is one line and exit 2."""
+    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
+    (tmp_path / "pb.yaml").write_text(
+        "name: cdnow\ndata: {transactions: cdnow.csv, as_of: 1997-10-01}\n"
+        "classifiers:\n  clv: {period: week}\n"
+        "rules:\n  - {name: keep, when: \"clv_tier = 'high'\", action: call, channel: phone,"
+        " owner: crm, due_days: 3, priority: 1}\n"
+        "fallback: {action: none, channel: none, owner: crm}\n")
+    code, _, err = run_cli("run", tmp_path / "pb.yaml")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "cdnow" / "summary.json").read_text())
+    want = json.loads((DATA / "lifetimes_cdnow_params_weekly.json").read_text())
+    assert summary["fits"]["clv"]["period"] == "week"
+    assert summary["fits"]["clv"]["bgnbd"]["params"]["r"] == pytest.approx(want["bgnbd"]["r"], rel=1e-4)
+    customers = pl.read_parquet(tmp_path / "out" / "cdnow" / "customers.parquet")
+    assert customers.height == 2357 and customers["clv"].null_count() == 0 and not customers["clv"].is_nan().any()
+
+    code, _, err = run_cli("classify", tmp_path / "cdnow.csv", "--classifier", "clv", "--set", "clv.period=month",
+                           "-o", tmp_path / "o.parquet")
+    assert code == 2 and "period" in err and "month" in err and len(err.strip().splitlines()) == 1
+    d = dt.date
+    frame = tx([(i, d(2024, 1, 1) + dt.timedelta(days=i % 7), 5.0) for i in range(30)]
+               + [(i, d(2024, 1, 1) + dt.timedelta(days=6 - i % 7), 5.0) for i in range(30)])  # two days, one week
+    frame.write_csv(tmp_path / "week.csv")
+    code, _, err = run_cli("classify", tmp_path / "week.csv", "--classifier", "clv", "--set", "clv.period=week",
+                           "-o", tmp_path / "o.parquet")
+    assert code == 2 and "bought in one calendar week only" in err and not (tmp_path / "o.parquet").exists()
+    assert len(err.strip().splitlines()) == 1
+
+    from plugins.clv.holdout import holdout
+
+    with pytest.raises(DataError, match="period 'week' is not supported"):
+        holdout(cdnow_transactions(), CDNOW_AS_OF, params={"period": "week"})
