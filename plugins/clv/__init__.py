@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -328,13 +329,16 @@ def _fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[st
     if paying.height < 2:
         raise DataError(f"clv: only {paying.height} repeat buyer(s) with a positive repeat spend; the Gamma-Gamma "
                         f"model of spend cannot be fitted")
-    try:
-        bg = models.fit_bgnbd(x, tx, T, w, penalizer=p["penalizer"])
-        gg = models.fit_gamma_gamma(paying[frequency].to_numpy().astype(float),
-                                    paying[monetary].to_numpy(), np.ones(paying.height),
-                                    penalizer=p["penalizer"])
-    except models.FitError as exc:
-        raise DataError(f"clv: {exc}") from None
+    # The two fits are independent: Gamma-Gamma in a second thread while BG/NBD runs in this one (NumPy
+    # releases the GIL in its array operations, so they overlap on two cores; each on one BLAS thread).
+    with ThreadPoolExecutor(1) as pool:
+        spend = pool.submit(models.fit_gamma_gamma, paying[frequency].to_numpy().astype(float),
+                            paying[monetary].to_numpy(), np.ones(paying.height), penalizer=p["penalizer"])
+        try:
+            bg = models.fit_bgnbd(x, tx, T, w, penalizer=p["penalizer"])
+            gg = spend.result()
+        except models.FitError as exc:
+            raise DataError(f"clv: {exc}") from None
     if gg.params["q"] <= 1:
         raise DataError(f"clv: the Gamma-Gamma fit gives q = {gg.params['q']:.4g} <= 1, so the expected spend "
                         f"(p v / (q - 1)) is not finite; a penalizer (e.g. clv.penalizer=0.001) may help")
@@ -416,12 +420,18 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     history = [x.alias("x"), pl.col(columns[2]).alias("T_days"), pl.col("clv_p_alive").alias("alive")]
     inputs = pl.struct(*history, pl.col("clv_expected_value").alias("value"))
     clv = pl.col("clv")
-    rank = clv.rank("min", descending=True)
     n = clv.count()
+
+    def top(share: float) -> pl.Expr:
+        """The customers ranked (``min`` ranks, highest CLV first) within ``ceil(n share)``: those with a CLV at
+        least the ``ceil(n share)``-th largest (a selection, not a sort of every customer; none for 0)."""
+        k = (n * share).ceil().cast(pl.Int64)
+        return clv >= clv.drop_nulls().top_k(k).min()
+
     labels = pl.Enum(list(TIERS))
     tier = (pl.when(clv.is_null()).then(pl.lit(None, labels))
-            .when(rank <= (n * p["high_share"]).ceil()).then(pl.lit("high", labels))
-            .when(rank <= (n * p["medium_share"]).ceil()).then(pl.lit("medium", labels))
+            .when(top(p["high_share"])).then(pl.lit("high", labels))
+            .when(top(p["medium_share"])).then(pl.lit("medium", labels))
             .otherwise(pl.lit("low", labels)))
     return {
         "clv_p_alive": alive,

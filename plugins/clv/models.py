@@ -13,7 +13,7 @@ T) tuples, and the terms that depend only on the frequency are computed once per
 so its work grows with the number of distinct tuples, which the calendar bounds, not with the number
 of customers. (Gamma-Gamma's (frequency, mean spend) pairs are nearly all distinct: the plugin fits it
 on the repeat buyers one by one.) The gradients and Hessians are analytic. With many inputs a fit
-starts on a fixed subsample (BFGS) and finishes on all inputs by Newton's method, a few passes over
+starts on a fixed subsample (Newton's method, damped) and finishes on all inputs by Newton's method, a few passes over
 them; the standard errors come from the analytic Hessian of the negative log-likelihood in
 log-parameters at the optimum, by the delta method, as lifetimes does (it differentiates numerically).
 
@@ -24,10 +24,9 @@ and gathered back to the customers (:class:`Histories`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize
 from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 
 __all__ = ["Fit", "FitError", "Histories", "fit_bgnbd", "fit_gamma_gamma", "p_alive", "expected_purchases",
@@ -51,8 +50,6 @@ class Fit:
     iterations: int
     customers: int
     distinct_inputs: int
-    #: the optimiser's inverse Hessian estimate (log-parameters): a warm start's curvature
-    hess_inv: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"params": self.params, "standard_errors": self.standard_errors,
@@ -60,53 +57,94 @@ class Fit:
                 "customers": self.customers, "distinct_inputs": self.distinct_inputs}
 
 
-def _minimize(evaluate, x0, names, what, penalizer, hess_inv=None, *,
-              newton: bool = False) -> tuple[np.ndarray, float, int, np.ndarray | None]:
-    """Minimise ``evaluate(theta) -> (value, gradient[, Hessian])`` over log-parameters.
+@dataclass(frozen=True)
+class _Result:
+    x: np.ndarray
+    fun: float
+    jac: np.ndarray
+    nit: int
+    success: bool
+    message: str
 
-    BFGS from a cold start (robust far from the optimum); with ``newton``, a trust-region Newton method
-    on the analytic Hessian (scipy's ``trust-exact``): from a warm start near the optimum it converges in
-    a few evaluations, each a pass over the inputs, where BFGS needs tens.
+
+def _minimize(evaluate, x0, names, what, penalizer, *, newton: bool = False) -> tuple[np.ndarray, float, int, None]:
+    """Minimise ``evaluate(theta, hessian) -> (value, gradient[, Hessian])`` over log-parameters.
+
+    From a cold start, Newton's method damped as Levenberg and Marquardt's (robust far from the optimum,
+    where the Hessian need not be positive definite); with ``newton``, plain Newton's method from a warm
+    start near the optimum (a few evaluations, each a pass over the inputs). Both use the analytic
+    Hessian; neither needs SciPy's optimisers (whose import costs a run more than the fit).
     """
-    objective = lambda theta: evaluate(theta)[:2]  # noqa: E731
-    if newton:
-        result = _newton(evaluate, x0)
-        grad = result.jac
-    else:
-        options = {"gtol": 1e-8, "maxiter": 1000}
-        if hess_inv is not None:  # from the subsample's fit: the objective is a mean, its curvature alike
-            hess_inv = (hess_inv + hess_inv.T) / 2
-            if np.all(np.isfinite(hess_inv)) and np.all(np.linalg.eigvalsh(hess_inv) > 0):
-                options["hess_inv0"] = hess_inv
-        result = minimize(objective, x0, jac=True, method="BFGS", options=options)
-        grad = objective(result.x)[1]
-    # BFGS may stop with a precision-loss status at an optimum it cannot improve on; accept it only
-    # when the gradient is in fact (near) zero.
-    if not np.all(np.isfinite(result.x)) or not (result.success or np.max(np.abs(grad)) < 1e-5):
-        raise FitError(f"the {what} fit did not converge ({result.message}; after {result.nit} iterations, "
-                       f"penalizer {penalizer}); a larger penalizer (e.g. 0.001) may help")
+    result = _newton(evaluate, x0) if newton else _damped_newton(evaluate, x0)
     # Parameters beyond 1e-6 .. 1e6 (alpha in the rescaled time) are the optimiser running off along a
-    # ridge where the likelihood keeps improving: no finite optimum, no meaningful predictions.
-    if np.any(np.abs(result.x) > np.log(1e6)):
+    # ridge where the likelihood keeps improving: no finite optimum, no meaningful predictions (whether it
+    # stopped there or was still going).
+    if np.all(np.isfinite(result.x)) and np.any(np.abs(result.x) > np.log(1e6)):
         values = ", ".join(f"{n} {v:.3g}" for n, v in zip(names, np.exp(result.x)))
         raise FitError(f"the {what} fit ran off to a degenerate optimum ({values}); the data does not identify "
                        f"the model; a penalizer (e.g. 0.001) keeps the parameters finite")
-    return result.x, float(result.fun), int(result.nit), getattr(result, "hess_inv", None)
+    if not np.all(np.isfinite(result.x)) or not result.success:
+        raise FitError(f"the {what} fit did not converge ({result.message}; after {result.nit} iterations, "
+                       f"penalizer {penalizer}); a larger penalizer (e.g. 0.001) may help")
+    return result.x, float(result.fun), int(result.nit), None
 
 
-def _newton(evaluate, x0, gtol: float = 1e-11, maxiter: int = 50) -> OptimizeResult:
+#: |log-parameter| beyond which a fit is running off (the degenerate-optimum check is at log(1e6))
+_RUN_OFF = np.log(1e8)
+
+
+def _damped_newton(evaluate, x0, gtol: float = 1e-10, maxiter: int = 500) -> _Result:
+    """Newton's method damped as Levenberg and Marquardt's, from a cold start.
+
+    Each step solves ``(H + lam I) step = -g``: ``lam`` 0 (a Newton step) while that decreases the
+    objective, raised tenfold until the matrix is positive definite and the step decreases it (towards a
+    short gradient step), lowered again after a success. Converged when the gradient is below ``gtol``, or
+    when no step decreases the objective any more with a gradient below 1e-7 (the objective's rounding).
+    """
+    theta = np.asarray(x0, dtype=float)
+    value, grad, hess = evaluate(theta, True)
+    if not (np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(np.isfinite(hess))):
+        return _Result(theta, value, grad, 0, False, "the objective is not finite at the start")
+    lam, eye = 0.0, np.eye(theta.size)
+    for it in range(maxiter):
+        if np.max(np.abs(grad)) < gtol:
+            return _Result(theta, value, grad, it, True, "converged")
+        if np.any(np.abs(theta) > _RUN_OFF):
+            return _Result(theta, value, grad, it, True, "running off")  # the caller's degenerate check says so
+        scale = max(1.0, float(np.max(np.abs(np.diag(hess)))))
+        while True:
+            try:
+                np.linalg.cholesky(hess + lam * scale * eye)  # positive definite: a descent direction
+                step = -np.linalg.solve(hess + lam * scale * eye, grad)
+                trial = evaluate(theta + step, True)
+                if np.isfinite(trial[0]) and trial[0] <= value + 1e-4 * float(np.dot(grad, step)) and \
+                        np.all(np.isfinite(trial[1])) and np.all(np.isfinite(trial[2])):
+                    break
+            except np.linalg.LinAlgError:
+                pass
+            lam = max(lam * 10, 1e-8)
+            if lam > 1e12:  # no step decreases the objective
+                ok = np.max(np.abs(grad)) < 1e-7
+                return _Result(theta, value, grad, it, ok, "converged" if ok else "no step decreases the objective")
+        theta = theta + step
+        value, grad, hess = trial
+        lam = lam / 100 if lam > 1e-6 else 0.0
+    return _Result(theta, value, grad, maxiter, False, "too many iterations")
+
+
+def _newton(evaluate, x0, gtol: float = 1e-11, maxiter: int = 50) -> _Result:
     """Newton's method with a backtracking line search, from a start near the optimum.
 
     Each step solves ``H step = -g`` with the analytic Hessian and halves the step until the objective
     decreases enough (Armijo); the Hessian is evaluated with every trial point, so an accepted step (the
-    rule near the optimum) costs one pass over the inputs. Not a success (the caller falls back to
-    BFGS) when the Hessian is not positive definite or no step decreases the objective.
+    rule near the optimum) costs one pass over the inputs. Not a success (the caller starts again from
+    cold, damped) when the Hessian is not positive definite or no step decreases the objective.
     """
     theta = np.asarray(x0, dtype=float)
     value, grad, hess = evaluate(theta, True)
     for it in range(maxiter):
         if np.max(np.abs(grad)) < gtol:
-            return OptimizeResult(x=theta, fun=value, jac=grad, hess=hess, nit=it, success=True, message="converged")
+            return _Result(theta, value, grad, it, True, "converged")
         try:
             step = -np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -124,8 +162,7 @@ def _newton(evaluate, x0, gtol: float = 1e-11, maxiter: int = 50) -> OptimizeRes
             break
         theta = theta + t * step
         value, grad, hess = trial
-    return OptimizeResult(x=theta, fun=value, jac=grad, hess=hess, nit=maxiter, success=False,
-                          message="Newton's method did not converge")
+    return _Result(theta, value, grad, maxiter, False, "Newton's method did not converge")
 
 
 def _remember_last(evaluate):
@@ -172,6 +209,22 @@ def _standard_errors(hess, x, names, total_weight) -> dict[str, float | None]:
             for n, p, d in zip(names, params, diag)}
 
 
+def _unique_inverse(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(v, return_inverse=True)``; for whole numbers in a range of at most 2^22 (days, weeks) by a
+    table of every value in the range instead of a sort."""
+    if v.size:
+        low, high = float(v.min()), float(v.max())
+        if high - low < 1 << 22 and np.array_equal(v, np.rint(v)):
+            k = (v - low).astype(np.intp)
+            present = np.zeros(int(high - low) + 1, dtype=bool)
+            present[k] = True
+            uniq = np.flatnonzero(present)
+            lookup = np.empty(present.size, dtype=np.intp)
+            lookup[uniq] = np.arange(uniq.size)
+            return uniq + low, lookup[k]
+    return np.unique(v, return_inverse=True)
+
+
 # ----------------------------------------------------------------------------- BG/NBD
 def _subsample(n: int, size: int = 20_000) -> np.ndarray | None:
     """A fixed pseudo-random subset of ``size`` of ``n`` inputs for a warm start (None when n is small)."""
@@ -187,7 +240,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     The objective is lifetimes': the mean negative log-likelihood per customer plus
     ``penalizer * (r^2 + (alpha*s)^2 + a^2 + b^2)``, optimised over log-parameters with alpha
     rescaled by ``s = 10 / max(T)``. With many distinct inputs the optimiser starts from a fit on a
-    fixed subsample (BFGS) and finishes on all of them by Newton's method on the analytic Hessian (the
+    fixed subsample (damped Newton) and finishes on all of them by Newton's method on the analytic Hessian (the
     same optimum, a few passes over the inputs). The logarithms of ``alpha + T`` and ``alpha + tx`` are
     taken once per distinct T and tx (the calendar bounds them) and gathered; the gamma-function terms
     once per distinct frequency.
@@ -200,8 +253,9 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     rep = x > 0
     xr, wr = x[rep], w[rep]
     ixr = inverse[rep]
-    uT, iT = np.unique(T[rep] * scale, return_inverse=True)
-    utx, itx = np.unique(tx[rep] * scale, return_inverse=True)
+    uT, iT = _unique_inverse(T[rep])
+    utx, itx = _unique_inverse(tx[rep])
+    uT, utx = uT * scale, utx * scale
     T0, w0 = T[~rep] * scale, w[~rep]
     ones = np.ones(xr.size)
 
@@ -271,12 +325,12 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
             warm = fit_bgnbd(x[sub], tx[sub], T[sub], w[sub], penalizer=penalizer, _start=start)
             p = warm.params
             start = np.log([p["r"], p["alpha"] * scale, p["a"], p["b"]])
-            theta, fun, nit, h_inv = _minimize(evaluate, start, ["r", "alpha x 10/max(T)", "a", "b"],
+            theta, fun, nit, _ = _minimize(evaluate, start, ["r", "alpha x 10/max(T)", "a", "b"],
                                                "BG/NBD", penalizer, newton=True)
-        except FitError:  # the subsample says nothing, or Newton fails from there: BFGS
+        except FitError:  # the subsample says nothing, or Newton fails from there: from cold, damped
             theta = None
     if theta is None:
-        theta, fun, nit, h_inv = _minimize(evaluate, start, ["r", "alpha x 10/max(T)", "a", "b"], "BG/NBD",
+        theta, fun, nit, _ = _minimize(evaluate, start, ["r", "alpha x 10/max(T)", "a", "b"], "BG/NBD",
                                            penalizer)
     r, alpha, a, b = np.exp(theta)
     ses = (_standard_errors(evaluate(theta, True)[2], theta, names, W) if _start is None
@@ -284,7 +338,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     if ses["alpha"] is not None:
         ses["alpha"] = float(ses["alpha"] / scale)
     return Fit({"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}, ses,
-               float(-(fun - penalizer * np.sum(np.exp(theta) ** 2)) * W), nit, int(W), int(x.size), h_inv)
+               float(-(fun - penalizer * np.sum(np.exp(theta) ** 2)) * W), nit, int(W), int(x.size))
 
 
 def p_alive(params: dict, x, tx, T):
@@ -443,16 +497,16 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, w: np.ndarray, *, penalizer: f
         try:
             warm = fit_gamma_gamma(x[sub], m[sub], w[sub], penalizer=penalizer, _start=start)
             start = np.log([warm.params[k] for k in names])
-            theta, fun, nit, h_inv = _minimize(evaluate, start, names, "Gamma-Gamma", penalizer, newton=True)
+            theta, fun, nit, _ = _minimize(evaluate, start, names, "Gamma-Gamma", penalizer, newton=True)
         except FitError:
             theta = None
     if theta is None:
-        theta, fun, nit, h_inv = _minimize(evaluate, start, names, "Gamma-Gamma", penalizer)
+        theta, fun, nit, _ = _minimize(evaluate, start, names, "Gamma-Gamma", penalizer)
     ses = (_standard_errors(evaluate(theta, True)[2], theta, names, W) if _start is None
            else dict.fromkeys(names))
     p, q, v = (float(z) for z in np.exp(theta))
     return Fit({"p": p, "q": q, "v": v}, ses, float(-(fun - penalizer * (p * p + q * q + v * v)) * W),
-               nit, int(W), int(x.size), h_inv)
+               nit, int(W), int(x.size))
 
 
 def expected_average_value(params: dict, x, m):

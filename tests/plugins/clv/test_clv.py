@@ -345,9 +345,10 @@ def test_analytic_gradient_and_hessian_equal_finite_differences(monkeypatch, pen
         assert np.max(np.abs(num_hess - hess)) <= 1e-7 * np.max(np.abs(hess))
 
 
-def test_newton_from_a_subsample_gives_the_bfgs_optimum(monkeypatch):
+def test_newton_from_a_subsample_gives_the_optimum_from_cold(monkeypatch):
     """Many distinct inputs: a warm start on a subsample, then Newton's method on all of them. Forced here on
-    CDNOW (a 300-input subsample), it must land where BFGS on every input does, standard errors included."""
+    CDNOW (a 300-input subsample), it must land where the damped Newton's method from a cold start on every input
+    does, standard errors included."""
     ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
     x, tx, T = (ref[c].to_numpy().astype(float) for c in ("x", "t_x", "T"))
     rep = ref.filter(pl.col("x") > 0)
@@ -442,7 +443,8 @@ def test_loading_the_plugin_does_not_import_scipy():
               "engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, classifiers=['abc', 'adc', 'rfm'])\n"
               "assert not [m for m in sys.modules if m.split('.')[0] == 'scipy'], 'scipy imported'\n"
               "from plugins.clv import models\n"
-              "assert models.MONTH and 'scipy.optimize' in sys.modules\n")
+              "assert models.MONTH and 'scipy.special' in sys.modules\n"
+              "assert 'scipy.optimize' not in sys.modules, 'the fits need no SciPy optimiser'\n")
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
@@ -513,3 +515,18 @@ def test_weekly_fit_from_a_playbook_and_its_errors(tmp_path, run_cli):
 
     with pytest.raises(DataError, match="period 'week' is not supported"):
         holdout(cdnow_transactions(), CDNOW_AS_OF, params={"period": "week"})
+
+
+@pytest.mark.parametrize("high, medium", [(0.2, 0.5), (0.0, 0.3), (0.1, 1.0), (0.0, 0.0), (1.0, 1.0), (0.333, 0.334)])
+def test_tiers_are_the_min_ranks_within_the_shares(cdnow, high, medium):
+    """clv_tier: high for the customers whose rank by CLV (highest first, ties sharing the lowest rank) is within
+    ceil(n x high_share), medium within ceil(n x medium_share), low the rest; none without a CLV. CDNOW has many
+    ties (customers with the same history have the same CLV), and a tie on a cut keeps all of it in the better tier."""
+    out = cdnow.classify(["clv"], {"clv.high_share": high, "clv.medium_share": medium})
+    n = out["clv"].count()
+    rank = out["clv"].rank("min", descending=True)
+    want = [None if r is None else "high" if r <= math.ceil(n * high) else "medium" if r <= math.ceil(n * medium)
+            else "low" for r in rank.to_list()]
+    assert out["clv_tier"].cast(pl.String).to_list() == want
+    assert out.filter(pl.col("clv") == pl.col("clv").max())["clv_tier"].unique().to_list() == (
+        ["high"] if high > 0 else ["medium"] if medium > 0 else ["low"])
