@@ -88,7 +88,8 @@ class Classifier:
         callable of the resolved parameters returning one (when the columns
         depend on a parameter, e.g. a period of days or of weeks): the run
         computes the on-demand features the parameters in force need
-        (:meth:`required`).
+        (:meth:`required`). Either way the attribute is then the tuple for
+        the default parameters, so code that reads it keeps working.
     expressions
         ``expressions(params, context) -> {column: pl.Expr}``, one expression per
         output, evaluated with ``customers.with_columns(...)``. An output may use
@@ -141,16 +142,21 @@ class Classifier:
         default=None, compare=False)
     by_default: bool = True
     report: Callable[[Classifier, Any, Mapping[str, Any]], Sequence[Any]] | None = field(default=None, compare=False)
+    #: ``requires`` when given as a callable (set by ``__post_init__``)
+    requires_by_params: Callable[[Mapping[str, Any]], Sequence[str]] | None = field(default=None, compare=False,
+                                                                                    repr=False)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"classifier name {self.name!r} must be an identifier")
         object.__setattr__(self, "params", tuple(self.params))
-        if not callable(self.requires):
-            object.__setattr__(self, "requires", tuple(self.requires))
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"classifier {self.name!r}: duplicate parameter names {names}")
+        if callable(self.requires):
+            object.__setattr__(self, "requires_by_params", self.requires)
+            object.__setattr__(self, "requires", tuple(self.requires(self.resolve())))
+        object.__setattr__(self, "requires", tuple(self.requires))
 
     def resolve(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> dict:
         """Validate ``values`` over the defaults, including the cross-parameter check."""
@@ -172,8 +178,8 @@ class Classifier:
 
     def required(self, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
         """The columns it reads with these (resolved) parameters (default: the defaults)."""
-        if callable(self.requires):
-            return tuple(self.requires(params if params is not None else self.resolve()))
+        if self.requires_by_params is not None and params is not None:
+            return tuple(self.requires_by_params(params))
         return self.requires
 
     @property

@@ -363,7 +363,9 @@ def test_a_classifier_requiring_columns_by_its_parameters_gets_their_on_demand_f
 
     mod.register_features, mod.register_classifiers = register_features, register_classifiers
     registry = get_registry(entry_points=False, modules=[mod], strict=True)
-    assert registry.classifiers["pick"].required() == ("sum_a",)
+    pick = registry.classifiers["pick"]
+    assert pick.required() == pick.requires == ("sum_a",)  # the attribute: the default parameters' columns
+    assert pick.required({"column": "count_b"}) == ("count_b",)
     out = engine.classify(tx(ROWS), classifiers=["pick"], registry=registry)
     assert "sum_a" in out.columns and "count_b" not in out.columns
     out = engine.classify(tx(ROWS), classifiers=["pick"], params={"pick.column": "count_b"}, registry=registry)
