@@ -85,16 +85,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
-
-from threadpoolctl import threadpool_limits
 
 from engine import Classifier, Context, Feature, Output, ParamSpec, hookimpl
 from engine.errors import DataError
 from engine.features import to_amount
+
+if TYPE_CHECKING:  # NumPy is imported by the runs that fit (see fit), not when the plugin is loaded
+    import numpy as np
 
 
 __all__ = ["CLV", "PERIOD_COLUMNS", "SUMMARY_COLUMNS", "WEEKLY_COLUMNS", "btyd_summary", "register_classifiers", "register_features"]
@@ -268,6 +268,8 @@ def _check(p: Mapping[str, Any]) -> None:
 
 def fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     """Fit BG/NBD and Gamma-Gamma on the customer table; raise DataError when the data cannot be fitted."""
+    from threadpoolctl import threadpool_limits  # as NumPy (models), imported by the runs that fit
+
     with threadpool_limits(1, user_api="blas"):
         return _fit(customers, p, ctx)
 
@@ -289,6 +291,8 @@ def _requires(p: Mapping[str, Any]) -> tuple[str, ...]:
 def _distinct_histories(s: pl.DataFrame, scale: float, columns: tuple[str, ...]) -> tuple[np.ndarray, ...]:
     """Distinct (frequency, recency, T) of the customers with a purchase (``s``: integer days or weeks) and how
     many customers have each, in the order of the packed key (the same on every run, whatever the row order)."""
+    import numpy as np
+
     x, tx, T = (np.asarray(s[c].to_numpy(), dtype=np.int64) for c in columns[:3])  # no copy
     span = int(T.max()) + 1
     if (int(x.max()) + 1) * span * span < 1 << 62:  # one Int64 key: a sort, no hashing of three columns
@@ -301,7 +305,9 @@ def _distinct_histories(s: pl.DataFrame, scale: float, columns: tuple[str, ...])
 
 
 def _fit(customers: pl.DataFrame, p: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    from . import models  # SciPy is imported by the runs that fit, not by every command that loads the plugin
+    import numpy as np
+
+    from . import models  # SciPy, as NumPy: imported by the runs that fit, not by every command loading the plugin
     scale, unit, columns = _scale(p), _unit(p), _requires(p)
     frequency, monetary = columns[0], columns[3]
     period = "day" if p["period"] == "day" else "calendar week"
@@ -382,6 +388,8 @@ def _outputs(p: Mapping[str, Any]) -> tuple[Output, ...]:
 
 
 def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
+    import numpy as np
+
     from . import models
     fitted = ctx.fit or {}
     bg, gg = fitted["bgnbd"]["params"], fitted["gamma_gamma"]["params"]

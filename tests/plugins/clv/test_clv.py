@@ -430,8 +430,8 @@ def test_weekly_periods_are_monday_to_sunday(clv_registry):
 
 
 def test_loading_the_plugin_does_not_import_scipy():
-    """Every tierbook command loads every plugin; SciPy (longer to import than Polars) is for the runs that fit:
-    a run of a playbook without clv never imports it."""
+    """Every tierbook command loads every plugin; SciPy (longer to import than Polars), NumPy and threadpoolctl are
+    for the runs that fit: a run of a playbook without clv never imports them."""
     import subprocess
     import sys
 
@@ -441,7 +441,8 @@ def test_loading_the_plugin_does_not_import_scipy():
               "get_registry()\n"
               "from engine.sample import SAMPLE_MAPPING\n"
               "engine.classify(engine.sample_path(), mapping=SAMPLE_MAPPING, classifiers=['abc', 'adc', 'rfm'])\n"
-              "assert not [m for m in sys.modules if m.split('.')[0] == 'scipy'], 'scipy imported'\n"
+              "assert not [m for m in sys.modules if m.split('.')[0] in ('scipy', 'numpy', 'threadpoolctl')], "
+              "'scipy, numpy or threadpoolctl imported'\n"
               "from plugins.clv import models\n"
               "assert models.MONTH and 'scipy.special' in sys.modules\n"
               "assert 'scipy.optimize' not in sys.modules, 'the fits need no SciPy optimiser'\n")
