@@ -164,6 +164,18 @@ def test_columns_and_clauses_are_reported(customers):
     assert [c.depth for c in rule.clauses] == [0, 0, 1, 1, 0]
 
 
+def test_each_clause_is_shown_with_its_whole_text_without_parentheses(customers):
+    """AND binds tighter than OR: the inner AND is one clause of the OR, and each chain's text runs to the end
+    of its last operand."""
+    rule = compile_rule("vip OR abc = 'A' AND monetary > 500 AND frequency > 1", customers.schema,
+                        labels=LABELS, as_of=AS_OF)
+    assert [(c.text, c.depth, c.kind) for c in rule.clauses] == [
+        ("any of: vip OR abc = 'A' AND monetary > 500 AND frequency > 1", 0, "or"),
+        ("vip", 1, "condition"),
+        ("all of: abc = 'A' AND monetary > 500 AND frequency > 1", 1, "and"),
+        ("abc = 'A'", 2, "condition"), ("monetary > 500", 2, "condition"), ("frequency > 1", 2, "condition")]
+
+
 def test_explain_names_the_failing_clause(customers):
     rule = compile_rule("abc = 'A' AND adc IN ('active', 'new') AND monetary > 500",
                         customers.schema, labels=LABELS, as_of=AS_OF)
@@ -455,6 +467,11 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     # one mistake is reported once, not again by the operators around it
     ("monetray + 1 > 2 * frequency", ["unknown column 'monetray'"]),
     ("-abc = 'A'", ["a sign needs a number"]),
+    # after '=>' the rule is read on from the next character: the 2 is the comparison's right side
+    ("frequency =>2 AND abc = 'Z'", ["'=>' is not an operator", "'Z' is not a label of abc"]),
+    # in the order of the text, whichever step found them: the parser's unknown column (column 1) before
+    # the tokenizer's '&' (column 2)
+    ("q& vip", ["unknown column 'q'", "unexpected character '&'"]),
 ])
 def test_problems_after_the_first_are_found_without_follow_on_noise(text, problems):
     found = [e.message for e in error(text).errors]
