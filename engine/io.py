@@ -224,7 +224,9 @@ def _adopt(directory: Path, state: Path, names: list[str]) -> None:
         tmp = current / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
         try:
             try:
-                os.link(directory / name, tmp, follow_symlinks=True)
+                # the file a user's symbolic link points at, resolved here: os.link does not follow a link on
+                # Linux (whatever follow_symlinks says), and a relative one would dangle inside .tierbook/
+                os.link((directory / name).resolve(), tmp)
             except OSError:
                 shutil.copy2(directory / name, tmp)
             _fsync_file(tmp)

@@ -202,3 +202,84 @@ def test_a_file_that_cannot_be_written_is_one_error_naming_it(tmp_path):
     assert str(err.value) == (f"{path}: cannot write it: ComputeError: datatype binary cannot be written to CSV; "
                               "the previous file is unchanged")
     assert path.read_text() == "before\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("target", ["../elsewhere", "gen-gone"])
+def test_a_current_link_that_points_outside_the_generations_is_ignored(tmp_path, target):
+    """engine.io: ``.tierbook/current`` counts only when it names a generation directory beside it. Tampered with
+    (pointing out of ``.tierbook/``, or at a generation that is gone), it is no previous set: nothing is carried
+    over from where it points, that directory is left alone, and the write succeeds."""
+    from engine.io import MANIFEST, STATE_DIR, write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")}, owner="one")
+    (out / "elsewhere").mkdir()
+    (out / "elsewhere" / "stray.txt").write_text("not an output")
+    link = out / STATE_DIR / "current"
+    link.unlink()
+    link.symlink_to(target)
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a2")}, owner="one")
+    assert (out / "a.txt").read_text() == "a2"
+    assert sorted(json.loads((out / STATE_DIR / "current" / MANIFEST).read_text())["files"]) == ["a.txt"]
+    assert (out / "elsewhere" / "stray.txt").read_text() == "not an output"
+
+
+def test_a_users_relative_link_is_adopted_by_its_content(tmp_path, monkeypatch):
+    """engine.io: a visible output that is the user's own relative symbolic link is adopted by its content (the
+    file it points at, which is never written to): the write succeeds, and if the switch fails the name still
+    shows that content. (``os.link`` does not follow a symbolic link on Linux whatever its ``follow_symlinks``
+    says: the link itself was linked into ``.tierbook/``, where its relative target does not exist, and every
+    write into such a directory failed with "No such file or directory".)"""
+    import engine.io
+    from engine.io import write_output_set
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "real.txt").write_text("mine")
+    for attempt in ("fails", "succeeds"):
+        out = tmp_path / attempt
+        write_output_set(out, {"b.txt": lambda p: p.write_text("b1")})  # a previous set: the adoption uses it
+        (out / "a.txt").symlink_to("../real.txt")
+        if attempt == "fails":
+            with monkeypatch.context() as m:
+                m.setattr(engine.io, "_point_current", fail)
+                with pytest.raises(DataError, match="No space left on device; the previous outputs are unchanged"):
+                    write_output_set(out, {"a.txt": lambda p: p.write_text("a2")})
+            assert (out / "a.txt").read_text() == "mine"
+        else:
+            write_output_set(out, {"a.txt": lambda p: p.write_text("a2")})
+            assert (out / "a.txt").read_text() == "a2"
+        assert (out / "b.txt").read_text() == "b1"
+    assert (tmp_path / "real.txt").read_text() == "mine"
+
+
+def test_a_generation_that_cannot_be_removed_does_not_hide_the_writes_error(tmp_path, monkeypatch):
+    """engine.io: after a failed write its new generation is removed as far as it can be; a removal that fails
+    (a busy mount, a file held open elsewhere) is left for the next write and never replaces the write's own
+    error."""
+    import shutil
+
+    import engine.io
+    from engine.io import write_output_set
+
+    class Shutil:  # shutil, with a removal that fails
+        def __getattr__(self, name):
+            return getattr(shutil, name)
+
+        @staticmethod
+        def rmtree(path, ignore_errors=False, **kwargs):
+            if not ignore_errors:
+                raise OSError(16, "Device or resource busy")
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    monkeypatch.setattr(engine.io, "shutil", Shutil())
+    with pytest.raises(DataError, match=r"a.txt: cannot write the outputs: No space left on device; the previous"):
+        write_output_set(out, {"a.txt": full})
+    with pytest.raises(DataError, match=r"out/a.txt: cannot write the outputs: No space left on device; the"):
+        write_output_set(tmp_path / "new" / "out", {"a.txt": full})  # a directory the write created
+    assert (out / "a.txt").read_text() == "a1"
