@@ -430,6 +430,7 @@ def test_explain_indents_each_nested_not_one_level():
     ("tier = high-value AND abc = 'A'", "unknown column high-value: 'high-value' is a label of tier, and labels are "
                                         "written in single quotes: tier = 'high-value'", 8),
     ("tier IN (high-value, Loyal Customers)", "'Loyal Customers' is a label of tier", 22),
+    ("tier = high-value", "unknown column high-value: 'high-value' is a label of tier", 8),  # at the end
     ("monetary =< 500", "'=<' is not an operator: did you mean '<='?", 10),
 ])
 def test_what_new_users_type_is_explained(text, message, column):
@@ -440,6 +441,15 @@ def test_what_new_users_type_is_explained(text, message, column):
     assert len(info.value.errors) == (2 if text.startswith("tier IN") else 1), info.value.errors
     assert exc.message == message or message in exc.message, exc.message
     assert exc.position == column - 1
+
+
+@pytest.mark.parametrize("text", ["tier = high-valued", "tier = high-value_2"])
+def test_an_unquoted_label_is_recognised_only_as_a_whole_word(text):
+    """A longer word that starts with a label (``high-valued``) is not that label: its parts are unknown columns."""
+    schema = {**SCHEMA, "tier": pl.Enum(["high-value", "Loyal Customers", "ordinary"])}
+    with pytest.raises(RuleError) as info:
+        compile_rule(text, schema, labels=LABELS, as_of=AS_OF)
+    assert [e.message for e in info.value.errors] == ["unknown column 'high'", f"unknown column '{text[12:]}'"]
 
 
 def test_every_problem_of_a_rule_is_reported_in_one_pass():
