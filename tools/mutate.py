@@ -12,8 +12,11 @@ a failing run (or one taking 10x the unmutated run) kills it.
 The tests that reach a mutant run first. Before its mutants, the module's test files run once,
 unmutated, with a line tracer on the module's files (this file is also the pytest plugin that does
 it, ``-p mutate``): it records which test executes which line. A mutant then runs the tests that
-executed its statement first, fastest first, then all the others; a mutant of a line that runs at
-import time (a constant, a decorator) or that no test executed in-process runs them all, fastest first.
+executed its statement first, then all the others; a mutant of a line that runs at import time (a
+constant, a decorator) or that no test executed in-process runs them all. Within each group the
+tests run cheapest first: by their time over one plus the mutants of the module they have killed so
+far (each result records the test that killed it, ``killed_by``), so a test that often kills comes
+before one as slow that never has.
 Each run is forked from this process, which has imported the heavy libraries (not tierbook) once.
 Mutants run in a fixed random order per module: a partial run (or ``--max N``) is a uniform sample.
 
@@ -42,7 +45,7 @@ import tempfile
 import time
 import tokenize
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +234,7 @@ def _copy_repo(dest: Path) -> None:
 
 TRACE_ENV = "TIERBOOK_MUTATE_TRACE"    # JSON {"files": [absolute paths], "out": path}: record lines per test
 SELECT_ENV = "TIERBOOK_MUTATE_SELECT"  # a JSON file with the node ids to run, in that order
+FAILED_ENV = "TIERBOOK_MUTATE_FAILED"  # a file the node id of the first failing test is written to
 
 
 def _env() -> dict[str, str]:
@@ -239,6 +243,7 @@ def _env() -> dict[str, str]:
     env.pop("CI", None)
     env.pop(TRACE_ENV, None)
     env.pop(SELECT_ENV, None)
+    env.pop(FAILED_ENV, None)
     return env
 
 
@@ -331,9 +336,10 @@ class Trace:
     imported: dict[str, set[int]]          # path -> lines executed outside any test (import, collection)
     seconds: dict[str, float]              # node id -> duration
     overhead: float                        # the run's time outside the tests (start-up, collection)
+    kills: dict[str, int] = field(default_factory=dict)  # node id -> mutants of the module it has killed
 
     def tests_for(self, m: Mutant, spans: dict[int, tuple[int, int]]) -> list[str] | None:
-        """Every test, those that executed the mutant's statement first (each group fastest first); None: no
+        """Every test, those that executed the mutant's statement first (each group cheapest first); None: no
         test executed it in-process (it runs at import time, or only in a subprocess).
 
         The tracer's attribution is only an order, never a filter: code whose result is cached across tests
@@ -347,12 +353,13 @@ class Trace:
         hit = {t for t, by_path in self.lines.items() if by_path.get(m.path, set()) & lines}
         if not hit:
             return None
-        by_time = self.fastest()
-        return [t for t in by_time if t in hit] + [t for t in by_time if t not in hit]
+        by_cost = self.cheapest()
+        return [t for t in by_cost if t in hit] + [t for t in by_cost if t not in hit]
 
-    def fastest(self) -> list[str]:
-        """Every test, fastest first."""
-        return sorted(self.seconds, key=lambda t: self.seconds[t])
+    def cheapest(self) -> list[str]:
+        """Every test, cheapest first: by its time over one plus the mutants it has killed (the time one of its
+        kills has cost), so that of two tests as slow the one that kills runs first; then by name."""
+        return sorted(self.seconds, key=lambda t: (self.seconds[t] / (1 + self.kills.get(t, 0)), t))
 
 
 def _trace(copy: Path, module: str) -> tuple[bool, Trace]:
@@ -406,6 +413,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
             if not ok:
                 print(f"{module}: the tests fail without any mutation; skipped", flush=True)
                 continue
+            trace.kills = _kills(done.values(), module)
             baseline = trace.overhead + sum(trace.seconds.values())
             print(f"{module}: {len(todo)} mutants to run (all tests: {baseline:.1f} s, {len(trace.seconds)} tests)",
                   flush=True)
@@ -414,10 +422,12 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
             select = copy / ".mutate-select.json"
             for m in todo:
                 chosen = trace.tests_for(m, spans[m.path])
-                order = "traced first"
+                order = "traced first"  # then the others; each group cheapest first
                 if chosen is None:  # run at import time, or only in subprocesses: every test may see it
-                    chosen, order = trace.fastest(), "fastest first"
-                env = {**_env(), SELECT_ENV: str(select)}
+                    chosen, order = trace.cheapest(), "cheapest first"
+                failed = copy / ".mutate-failed.txt"
+                failed.unlink(missing_ok=True)
+                env = {**_env(), SELECT_ENV: str(select), FAILED_ENV: str(failed)}
                 select.write_text(json.dumps(chosen))
                 (copy / m.path).write_text(apply(sources[m.path], m))
                 try:
@@ -427,12 +437,25 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
                     (copy / m.path).write_text(sources[m.path])
                 rec = {**asdict(m), "killed": not passed, "seconds": round(seconds, 1),
                        "order": order}
+                if not passed:  # the first test that failed; none: stopped by the timeout (or could not start)
+                    rec["killed_by"] = failed.read_text() if failed.exists() else None
+                    if rec["killed_by"]:
+                        trace.kills[rec["killed_by"]] = trace.kills.get(rec["killed_by"], 0) + 1
                 done[m.key] = rec
                 with results.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(f"  {'killed  ' if not passed else 'SURVIVED'} {m.path}:{m.line} {m.old!r} -> {m.new!r}"
                       f" ({rec['order']} order, {seconds:.1f} s)", flush=True)
     return report(results)
+
+
+def _kills(recs, module: str) -> dict[str, int]:
+    """Test node id -> how many of ``module``'s mutants it killed, in earlier results."""
+    out: dict[str, int] = {}
+    for r in recs:
+        if r["module"] == module and r["killed"] and r.get("killed_by"):
+            out[r["killed_by"]] = out.get(r["killed_by"], 0) + 1
+    return out
 
 
 def _complete(rec: dict) -> bool:
@@ -527,6 +550,18 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = keep
+
+
+def pytest_runtest_logreport(report) -> None:
+    """The first failing test of a mutant's run (setup, call or teardown), for its result's ``killed_by``."""
+    path = os.environ.get(FAILED_ENV)
+    if path and report.failed and not Path(path).exists():
+        Path(path).write_text(report.nodeid)
+
+
+def pytest_collectreport(report) -> None:
+    """A test file that fails to import the mutant kills it too (``killed_by`` is the file)."""
+    pytest_runtest_logreport(report)
 
 
 def _protocol_wrapper():

@@ -93,6 +93,14 @@ def test_mutate_kills_what_the_tests_see_and_reports_the_survivors(tmp_path):
         (14, "+", "-"): True,                              # i = i - 1 never ends: stopped by the timeout
     }
     assert got[(14, "+", "-")]["seconds"] >= 8.0
+    # each kill names the test that failed first (none for the timeout); survivors name none
+    assert {k: r.get("killed_by") for k, r in got.items()} == {
+        (2, ">=", ">"): "tests/test_tiny.py::test_grade_in_a_subprocess",
+        (2, "10", "11"): "tests/test_tiny.py::test_grade_in_a_subprocess",
+        (8, "+", "-"): None,
+        (12, "0", "1"): "tests/test_tiny.py::test_count", (13, "<", "<="): "tests/test_tiny.py::test_count",
+        (14, "1", "2"): "tests/test_tiny.py::test_count", (14, "+", "-"): None,
+    }
     assert "tiny: 6/7 killed (85.7%), 7 of 7 mutants run" in done.stdout
     assert "survived: tiny.py:8 '+' -> '-'" in done.stdout
     assert (repo / "tiny.py").read_text() == MODULE  # the mutants were made in a copy
@@ -101,3 +109,25 @@ def test_mutate_kills_what_the_tests_see_and_reports_the_survivors(tmp_path):
                            capture_output=True, text=True, timeout=300)  # every result is there: nothing runs
     assert again.returncode == 0 and "mutants to run" not in again.stdout
     assert results.read_text().count("\n") == 7
+
+
+def test_tests_run_cheapest_first_those_that_executed_the_mutant_before_the_others():
+    """A test's cost is its time over one plus the mutants it has killed: of two slow tests the killer runs
+    first; the tests that executed the mutant's line come before all others."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import mutate
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    trace = mutate.Trace(lines={"slow_killer": {"m.py": {3}}, "fast": {"m.py": {3}}, "slow": {"m.py": {3}},
+                                "other": {"m.py": {9}}},
+                         imported={}, seconds={"slow_killer": 2.4, "fast": 0.5, "slow": 2.4, "other": 0.1},
+                         overhead=0.0, kills={"slow_killer": 5})
+    assert trace.cheapest() == ["other", "slow_killer", "fast", "slow"]  # 0.1, 2.4 / 6, 0.5, 2.4
+    mutant = mutate.Mutant("m", "m.py", 3, 0, "<", "<=")
+    assert trace.tests_for(mutant, {}) == ["slow_killer", "fast", "slow", "other"]
+    assert trace.tests_for(mutate.Mutant("m", "m.py", 5, 0, "<", "<="), {}) is None  # no test executed line 5
+    assert mutate._kills([{"module": "m", "killed": True, "killed_by": "slow"},
+                          {"module": "m", "killed": True, "killed_by": None},
+                          {"module": "n", "killed": True, "killed_by": "slow"},
+                          {"module": "m", "killed": False}], "m") == {"slow": 1}
