@@ -482,6 +482,9 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     # in the order of the text, whichever step found them: the parser's unknown column (column 1) before
     # the tokenizer's '&' (column 2)
     ("q& vip", ["unknown column 'q'", "unexpected character '&'"]),
+    # a chain with a broken part still spans all of its operands
+    ("ABS(vip AND monetary AND vip) > 1", ["ABS() needs a number, not vip AND monetary AND vip (a condition)",
+                                           "the right side of AND must be a condition, not monetary"]),
 ])
 def test_problems_after_the_first_are_found_without_follow_on_noise(text, problems):
     found = [e.message for e in error(text).errors]
