@@ -484,7 +484,10 @@ class _Parser:
                     columns=left.columns | right.columns)
 
     def unify(self, left: Node, right: Node) -> tuple[Node, Node]:
-        """Check two operands can be compared; coerce text literals to labels and dates."""
+        """Check two operands can be compared; coerce text literals to labels and dates. An operand whose problem
+        is reported already (a broken part, or one of type ERROR) is not checked again."""
+        if ERROR in (left.type, right.type) or "error" in (left.kind, right.kind):
+            return left, right
         for a, b in ((left, right), (right, left)):
             if a.type == LABEL and b.kind == "literal" and b.type == TEXT:
                 self.check_label(a, b)
@@ -493,8 +496,6 @@ class _Parser:
                 b.value = self.parse_date(b.value, b.start)
                 b.expr = pl.lit(b.value, pl.Date)
                 b.type = DATE
-        if ERROR in (left.type, right.type):
-            return left, right
         if left.type == LABEL and right.type == LABEL and left.kind == "column" and right.kind == "column" \
                 and tuple(left.labels or ()) != tuple(right.labels or ()):
             self.error(f"{left.value} and {right.value} have different labels and cannot be compared", left.start)
@@ -582,7 +583,7 @@ class _Parser:
                 self.error("BETWEEN needs two bounds, not NULL", bound.start)
             else:
                 self.unify(left, bound)
-        if left.type in (LABEL, BOOL):
+        if left.type in (LABEL, BOOL) and left.kind != "error":
             self.error(f"BETWEEN needs numbers, dates or text, not {_describe(left, self.text)}", left.start)
         if self.since(mark) or ERROR in (left.type, low.type, high.type):
             return self.broken(left.start, high.end, BOOL)

@@ -477,6 +477,16 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     # one mistake is reported once, not again by the operators around it
     ("monetray + 1 > 2 * frequency", ["unknown column 'monetray'"]),
     ("-abc = 'A'", ["a sign needs a number"]),
+    # nor by the comparison, IN list or BETWEEN of a part that is broken (its type known or not)
+    ("LENGTH() = 'x'", ["LENGTH() takes 1 argument(s), got 0"]),
+    ("LENGTH() IN ('x')", ["LENGTH() takes 1 argument(s), got 0"]),
+    ("ABS() BETWEEN 'a' AND 'b'", ["ABS() takes 1 argument(s), got 0"]),
+    ("(vip AND monetary) < TRUE", ["the right side of AND must be a condition, not monetary"]),
+    ("(vip AND monetary) IN ('x')", ["the right side of AND must be a condition, not monetary"]),
+    ("(vip AND monetary) BETWEEN 1 AND 2", ["the right side of AND must be a condition, not monetary"]),
+    ("abc IN ('A', NOPE())", ["unknown function NOPE()"]),
+    # a bound's own problem is still found
+    ("LENGTH() BETWEEN NULL AND 2", ["LENGTH() takes 1 argument(s), got 0", "BETWEEN needs two bounds, not NULL"]),
     # after '=>' the rule is read on from the next character: the 2 is the comparison's right side
     ("frequency =>2 AND abc = 'Z'", ["'=>' is not an operator", "'Z' is not a label of abc"]),
     # in the order of the text, whichever step found them: the parser's unknown column (column 1) before
