@@ -485,6 +485,8 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("(vip AND monetary) IN ('x')", ["the right side of AND must be a condition, not monetary"]),
     ("(vip AND monetary) BETWEEN 1 AND 2", ["the right side of AND must be a condition, not monetary"]),
     ("abc IN ('A', NOPE())", ["unknown function NOPE()"]),
+    ("(LENGTH() IN ('x')) = TRUE", ["LENGTH() takes 1 argument(s), got 0"]),  # a broken IN is broken
+    ("(LENGTH() IN ('x')) = 1", ["LENGTH() takes 1 argument(s), got 0"]),
     # a bound's own problem is still found
     ("LENGTH() BETWEEN NULL AND 2", ["LENGTH() takes 1 argument(s), got 0", "BETWEEN needs two bounds, not NULL"]),
     # after '=>' the rule is read on from the next character: the 2 is the comparison's right side
