@@ -782,9 +782,10 @@ class _Parser:
             or next(((col, label) for col, labels in sets.items() for label in labels
                      if label.casefold() == name.casefold()), None)
         if owner is None and t.kind == "IDENT":  # a label of several words or with signs, written as it is
+            # (a label it starts with is longer than the name: no label equals it, and a shorter one ends inside it)
             rest = self.text[t.start:]
             found = sorted(((len(label), col, label) for col, labels in sets.items() for label in labels
-                            if len(label) > len(name) and rest.startswith(label)
+                            if rest.startswith(label)
                             and (len(rest) == len(label) or not (rest[len(label)].isalnum() or rest[len(label)] == "_"))),
                            reverse=True)
             if found:
