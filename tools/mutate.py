@@ -78,6 +78,23 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
 #: TIMEOUT_FACTOR times the unmutated run of all the module's tests, and never before MIN_TIMEOUT seconds.
 TIMEOUT_FACTOR = 10
 MIN_TIMEOUT = 60.0
+#: A test run during which the disk holding the copy had less free space than this is no verdict (a test that
+#: cannot write a file fails whatever the mutant): the tool waits for room and runs that mutant again.
+MIN_FREE = 256 * 2**20
+
+
+def _disk_low(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < MIN_FREE
+    except OSError:
+        return True
+
+
+def _wait_for_disk(path: Path) -> None:
+    if _disk_low(path):
+        print(f"  the disk is (nearly) full: waiting for {MIN_FREE // 2**20} MB free", flush=True)
+    while _disk_low(path):
+        time.sleep(5)
 
 OPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==", "+": "-", "-": "+", "*": "/",
        "/": "*", "//": "/", "&": "|", "|": "&", "%": "*"}
@@ -283,8 +300,10 @@ def _warm() -> None:
             pass
 
 
-def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str], timeout: float) -> tuple[bool, float]:
-    """As :func:`_pytest`, in a child forked from this (warm) process: True if the tests pass.
+def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str],
+                   timeout: float) -> tuple[bool | None, float]:
+    """As :func:`_pytest`, in a child forked from this (warm) process: True if the tests pass, None (no verdict)
+    if the disk was (nearly) full at some moment of the run (checked every half second).
 
     The child puts the copy first on ``sys.path`` and imports tierbook from it, so it tests the
     mutant; nothing of tierbook is imported here. A child still running after ``timeout`` is killed
@@ -313,11 +332,14 @@ def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str], time
             traceback.print_exc()
         finally:
             os._exit(code)
+    low, checked = False, 0.0
     try:
         while True:
+            if time.perf_counter() - checked > 0.5:
+                low, checked = low or _disk_low(copy), time.perf_counter()
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                return os.waitstatus_to_exitcode(status) == 0, time.perf_counter() - start
+                return None if low else os.waitstatus_to_exitcode(status) == 0, time.perf_counter() - start
             if time.perf_counter() - start > timeout:
                 break
             time.sleep(0.02)
@@ -327,7 +349,7 @@ def _pytest_forked(copy: Path, tests: tuple[str, ...], env: dict[str, str], time
         raise
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    return False, time.perf_counter() - start
+    return None if low else False, time.perf_counter() - start
 
 
 @dataclass
@@ -409,7 +431,11 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
             todo = todo[:max_mutants]
             if not todo:
                 continue
-            ok, trace = _trace(copy, module)
+            for _ in range(3):  # an unmutated run that fails is tried again if the disk was full meanwhile
+                _wait_for_disk(copy)
+                ok, trace = _trace(copy, module)
+                if ok or not _disk_low(copy):
+                    break
             if not ok:
                 print(f"{module}: the tests fail without any mutation; skipped", flush=True)
                 continue
@@ -431,8 +457,14 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
                 select.write_text(json.dumps(chosen))
                 (copy / m.path).write_text(apply(sources[m.path], m))
                 try:
-                    passed, seconds = _pytest_forked(copy, tests, env,
-                                                     timeout=max(MIN_TIMEOUT, TIMEOUT_FACTOR * baseline))
+                    while True:
+                        _wait_for_disk(copy)
+                        passed, seconds = _pytest_forked(copy, tests, env,
+                                                         timeout=max(MIN_TIMEOUT, TIMEOUT_FACTOR * baseline))
+                        if passed is not None:
+                            break
+                        print(f"  the disk filled up during {m.path}:{m.line} {m.old!r} -> {m.new!r}: run again",
+                              flush=True)
                 finally:
                     (copy / m.path).write_text(sources[m.path])
                 rec = {**asdict(m), "killed": not passed, "seconds": round(seconds, 1),

@@ -131,3 +131,21 @@ def test_tests_run_cheapest_first_those_that_executed_the_mutant_before_the_othe
                           {"module": "m", "killed": True, "killed_by": None},
                           {"module": "n", "killed": True, "killed_by": "slow"},
                           {"module": "m", "killed": False}], "m") == {"slow": 1}
+
+
+def test_a_run_while_the_disk_is_full_is_no_verdict(tmp_path, monkeypatch):
+    """A test that cannot write fails whatever the mutant: a run during which the disk was (nearly) full gives
+    None, and the tool runs that mutant again once there is room."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import mutate
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    (tmp_path / "test_ok.py").write_text("def test_ok():\n    pass\n")
+    (tmp_path / "test_bad.py").write_text("def test_bad():\n    assert False\n")
+    run = [(mutate._pytest_forked(tmp_path, (name,), mutate._env(), timeout=120)[0])
+           for name in ("test_ok.py", "test_bad.py")]
+    monkeypatch.setattr(mutate, "MIN_FREE", 2**62)  # more than any disk has free
+    full = [(mutate._pytest_forked(tmp_path, (name,), mutate._env(), timeout=120)[0])
+            for name in ("test_ok.py", "test_bad.py")]
+    assert (run, full) == ([True, False], [None, None])
