@@ -283,3 +283,23 @@ def test_a_generation_that_cannot_be_removed_does_not_hide_the_writes_error(tmp_
     with pytest.raises(DataError, match=r"out/a.txt: cannot write the outputs: No space left on device; the"):
         write_output_set(tmp_path / "new" / "out", {"a.txt": full})  # a directory the write created
     assert (out / "a.txt").read_text() == "a1"
+
+
+def test_without_hard_links_the_files_are_copied(tmp_path, monkeypatch):
+    """engine.io: on a file system that refuses hard links (some network and FUSE mounts), another writer's files
+    are carried into the new set, and a plain file already there is adopted, as copies."""
+    from engine.io import STATE_DIR, write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")}, owner="one")
+    (out / "c.txt").write_text("by hand")
+
+    def refuse(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    write_output_set(out, {"b.txt": lambda p: p.write_text("b1"), "c.txt": lambda p: p.write_text("c1")},
+                     owner="two")
+    assert [(out / n).read_text() for n in ("a.txt", "b.txt", "c.txt")] == ["a1", "b1", "c1"]
+    gen = out / STATE_DIR / "current"
+    assert (gen / "a.txt").stat().st_nlink == 1  # a copy, not a link to the previous set's file
