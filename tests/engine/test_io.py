@@ -145,6 +145,9 @@ def test_xlsx_keeps_text_as_text_and_numbers_exact(tmp_path):
     assert [cells[f"F{r}"] for r in (2, 3, 4)] == [("n", str(-(2**53))), ("n", "0"), ("n", "1")]
     assert all(cells.get(f"G{r}", ("n", None))[1] is None for r in (2, 3, 4))  # null: an empty cell
     assert "hyperlink" not in sheet
+    atomic_write_frame(pl.DataFrame({"n": [7], "same": [2**53]}), path)  # one row: its minimum is its maximum
+    cells, _ = _xlsx_cells(path)
+    assert (cells["A2"], cells["B2"]) == (("n", "7"), ("n", str(2**53)))
 
 
 def test_xlsx_sheet_is_named_after_the_file(tmp_path):
