@@ -306,3 +306,21 @@ def test_without_hard_links_the_files_are_copied(tmp_path, monkeypatch):
     assert [(out / n).read_text() for n in ("a.txt", "b.txt", "c.txt")] == ["a1", "b1", "c1"]
     gen = out / STATE_DIR / "current"
     assert (gen / "a.txt").stat().st_nlink == 1  # a copy, not a link to the previous set's file
+
+
+def test_a_write_removes_only_its_own_leftovers_from_the_state_directory(tmp_path):
+    """engine.io: the clean-up before a write removes old generations and temporary files of ``.tierbook/``, never
+    a directory there that is not a generation (nor what a link named like one points at)."""
+    from engine.io import STATE_DIR, write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    (out / STATE_DIR / "notes").mkdir()
+    (out / STATE_DIR / "notes" / "n.txt").write_text("mine")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "e.txt").write_text("mine too")
+    (out / STATE_DIR / "gen-link").symlink_to(tmp_path / "elsewhere")
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a2")})
+    assert (out / "a.txt").read_text() == "a2"
+    assert (out / STATE_DIR / "notes" / "n.txt").read_text() == "mine"
+    assert (tmp_path / "elsewhere" / "e.txt").read_text() == "mine too"
