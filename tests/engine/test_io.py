@@ -324,3 +324,16 @@ def test_a_write_removes_only_its_own_leftovers_from_the_state_directory(tmp_pat
     assert (out / "a.txt").read_text() == "a2"
     assert (out / STATE_DIR / "notes" / "n.txt").read_text() == "mine"
     assert (tmp_path / "elsewhere" / "e.txt").read_text() == "mine too"
+
+
+def test_parquet_outputs_are_snappy_with_statistics(tmp_path):
+    """Every Parquet output (classify -o, a run's files, rejects) is written with snappy, which writes a customer
+    table in three quarters of zstd's time (bench/RESULTS.md), and keeps the column statistics readers skip row
+    groups by."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "c.parquet"
+    atomic_write_frame(pl.DataFrame({"customer_id": [3, 1, 2], "label": ["a", "b", "a"]}), path)
+    column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    assert column.compression == "SNAPPY"
+    assert column.statistics is not None and (column.statistics.min, column.statistics.max) == (1, 3)
