@@ -11,27 +11,15 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from engine.data import read_transactions
 from engine.errors import DataError
 from engine.snapshots import compute_snapshot_features, snapshot_spec
+from test_features_ordered import KEY, MAPPING, START, frame  # the same inputs as the single pass's tests
 
-KEY = settings(settings.get_profile("key"))
-START = dt.date(2011, 1, 1)
-MAPPING = {c: c for c in ("customer_id", "order_id", "order_date", "amount")}
 DATES = [START + dt.timedelta(days=d) for d in (8, 16, 30, 45)]
-
-
-def frame(rows, id_type=pl.String) -> pl.DataFrame:
-    """rows: (customer, order, day offset or None, amount or None)."""
-    return pl.DataFrame(
-        {"customer_id": [r[0] for r in rows], "order_id": [r[1] for r in rows],
-         "order_date": [None if r[2] is None else START + dt.timedelta(days=r[2]) for r in rows],
-         "amount": [r[3] for r in rows]},
-        schema={"customer_id": id_type, "order_id": id_type, "order_date": pl.Date, "amount": pl.Float64},
-    )
 
 
 def frequency_by_hand(rows, as_of) -> dict:

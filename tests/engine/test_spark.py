@@ -594,6 +594,28 @@ def test_spark_options_without_the_spark_engine_are_one_line_exit_2(tmp_path, ru
 
 
 # ----------------------------------------------------------------------------------------------- snapshots
+def _snapshot_runs_on_both_engines(run_cli, tmp_path: Path) -> list[dict]:
+    """``tmp_path/pb.yaml`` (a playbook with snapshots) run on Polars and on Spark: every output file but the
+    summary byte for byte the same; the two summaries (Polars first) without their manifests."""
+    outs = {}
+    for name in ("polars", "spark"):
+        out = tmp_path / f"out-{name}"
+        engine_args = ["--engine", "spark", "--spark-master", "local[2]"] if name == "spark" else []
+        code, _, err = run_cli("run", tmp_path / "pb.yaml", *engine_args, "--output-dir", out)
+        assert code == 0, err
+        outs[name] = out
+    files = sorted(p.name for p in outs["polars"].iterdir() if p.is_file())
+    assert {"snapshots.parquet", "migration.csv", "flows.csv", "kpis.csv", "cohorts.csv", "values.csv"} <= set(files)
+    assert sorted(p.name for p in outs["spark"].iterdir() if p.is_file()) == files
+    for file in files:
+        if file != "summary.json":
+            assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
+    summaries = [json.loads((outs[n] / "summary.json").read_text()) for n in ("polars", "spark")]
+    for s in summaries:
+        s.pop("manifest")
+    return summaries
+
+
 def test_snapshots_on_spark_equal_polars_snapshot_for_snapshot(spark, uci_path, tmp_path, run_cli, monkeypatch):
     """Quarterly snapshots (the end from the data), a window, a rule over the previous snapshot and one over
     the clv plugin's BTYD summary (a plugin query per snapshot): every output file the same on both engines."""
@@ -605,23 +627,7 @@ def test_snapshots_on_spark_equal_polars_snapshot_for_snapshot(spark, uci_path, 
         "rules:\n  - {name: slipping, when: \"abc_prev = 'A' AND abc IN ('B', 'C')\", action: call, channel: phone,"
         " owner: ka}\n  - {name: loyal, when: btyd_frequency >= 5, action: thank, channel: email, owner: crm}\n"
         "fallback: {action: none, channel: none, owner: none}\n")
-    outs = {}
-    for name in ("polars", "spark"):
-        out = tmp_path / f"out-{name}"
-        code, _, err = run_cli("run", tmp_path / "pb.yaml", "--engine", name, "--spark-master", "local[2]",
-                               "--output-dir", out) if name == "spark" else \
-            run_cli("run", tmp_path / "pb.yaml", "--output-dir", out)
-        assert code == 0, err
-        outs[name] = out
-    files = sorted(p.name for p in outs["polars"].iterdir() if p.is_file())
-    assert {"snapshots.parquet", "migration.csv", "kpis.csv", "cohorts.csv", "values.csv"} <= set(files)
-    assert sorted(p.name for p in outs["spark"].iterdir() if p.is_file()) == files
-    for file in files:
-        if file != "summary.json":
-            assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
-    summaries = [json.loads((outs[n] / "summary.json").read_text()) for n in ("polars", "spark")]
-    for s in summaries:
-        s.pop("manifest")
+    summaries = _snapshot_runs_on_both_engines(run_cli, tmp_path)
     # why each hashed differs (Polars: the window; Spark: the rows split by customer): the same numbers
     assert [s["input"].pop("orders_check") for s in summaries] == [
         "a lookback window counts an order in every window it has a line in",
@@ -645,22 +651,8 @@ def test_snapshots_of_text_dates_on_spark_equal_polars(spark, tmp_path, run_cli,
         "snapshots: {every: quarter, periods: 3}\n"
         "rules:\n  - {name: slipping, when: \"abc_prev = 'A' AND abc IN ('B', 'C')\", action: call, channel: phone,"
         " owner: ka}\nfallback: {action: none, channel: none, owner: none}\n")
-    outs = {}
-    for name in ("polars", "spark"):
-        out = tmp_path / f"out-{name}"
-        engine_args = ["--engine", "spark", "--spark-master", "local[2]"] if name == "spark" else []
-        code, _, err = run_cli("run", tmp_path / "pb.yaml", *engine_args, "--output-dir", out)
-        assert code == 0, err
-        outs[name] = out
-    files = sorted(p.name for p in outs["polars"].iterdir() if p.is_file())
-    assert {"snapshots.parquet", "migration.csv", "kpis.csv"} <= set(files)
-    assert sorted(p.name for p in outs["spark"].iterdir() if p.is_file()) == files
-    for file in files:
-        if file != "summary.json":
-            assert (outs["spark"] / file).read_bytes() == (outs["polars"] / file).read_bytes(), file
-    summaries = [json.loads((outs[n] / "summary.json").read_text()) for n in ("polars", "spark")]
+    summaries = _snapshot_runs_on_both_engines(run_cli, tmp_path)
     for s in summaries:
-        s.pop("manifest")
         s["input"].pop("orders_check")
         s["input"].pop("orders_counted")   # Polars: boundaries (the rows are in order), Spark: hashing
     assert summaries[0] == summaries[1]
