@@ -413,6 +413,9 @@ class Transactions:
         """A decimal comma read without the option, or a decimal point read with it."""
         parts = [p.strip() for p in str(value).split(" x ")] if isinstance(value, str) else []
         word = option("decimal_comma")
+        if not self.decimal_comma and any(re.match(r"^[+-]?\d{1,3},\d{3}$", p) for p in parts):
+            return (f" (1.234 with a decimal comma, or 1234 with a comma between thousands? read the file with {word} "
+                    f"for the first; for the second write it without the comma, or as 1,234.00)")
         if not self.decimal_comma and any(re.match(_DECIMAL_COMMA, p) and "," in p for p in parts):
             return f" (a decimal comma? read the file with {word})"
         if self.decimal_comma and any(re.match(r"^[+-]?\d*\.\d+$", p) for p in parts):
@@ -467,6 +470,25 @@ def _mapping_hints(names: list[str]) -> str:
     return f"{word}: {{" + ", ".join(f"{n}: COLUMN" for n in names) + "}"
 
 
+def header_key(name: str) -> str:
+    """A header as it compares with a canonical column's name: lower case, letters and digits only.
+
+    >>> header_key("Customer ID"), header_key("unit-price"), header_key("OrderDate")
+    ('customerid', 'unitprice', 'orderdate')
+    """
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def header_note(cols: Mapping[str, str], mapping: Mapping[str, str], where: str) -> str | None:
+    """The note for the canonical columns taken from a header written another way, or None.
+
+    >>> header_note({"customer_id": "Customer ID", "amount": "amount", "order_date": "d"}, {"order_date": "d"}, "x.csv")
+    "x.csv: columns taken by their headers: customer_id from 'Customer ID'"
+    """
+    adopted = [f"{c} from {s!r}" for c, s in cols.items() if c not in mapping and s != c]
+    return f"{where}: columns taken by their headers: {', '.join(adopted)}" if adopted else None
+
+
 def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
                      notes: list[str] | None = None) -> dict[str, str]:
     """Which source column feeds each canonical column; errors name the closest real column.
@@ -489,9 +511,22 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
                 f"columns: {', '.join(columns)}"
             )
         out[canonical] = source
+    taken = set(out.values())
     for canonical in CANONICAL:
-        if canonical not in out and canonical in columns:
+        if canonical in out:
+            continue
+        if canonical in columns:
             out[canonical] = canonical
+            continue
+        # a header written another way (``Customer ID``, ``OrderDate``, ``UNIT-PRICE``): adopted when it is the
+        # only one, with a note; two of them are a question only the user can answer
+        alike = [c for c in columns if c not in taken and header_key(c) == header_key(canonical)]
+        if len(alike) > 1:
+            raise DataError(
+                f"{where}: columns {', '.join(repr(c) for c in alike)} could each be {canonical}; map one with "
+                f"{mapping_hint(canonical)}", file=where, column=canonical)
+        if alike:
+            out[canonical] = alike[0]
     priced = [c for c in ("quantity", "unit_price") if c in out]
     if "amount" in out and priced:
         def source(canonical: str) -> str:
@@ -510,6 +545,8 @@ def _resolve_columns(schema: pl.Schema, mapping: dict[str, str], where: str,
                          f"{' and '.join(repr(out[c]) for c in priced)} are not used for it")
         for c in priced:
             del out[c]
+    if notes is not None and (note := header_note(out, mapping, where)):
+        notes.append(note)
     missing = [c for c in ("customer_id", "order_date") if c not in out]
     if "amount" not in out and not ("quantity" in out and "unit_price" in out):
         if "quantity" in out or "unit_price" in out:
@@ -749,6 +786,12 @@ BAD_DATE = (pl.col("_raw_order_date").is_not_null() & pl.col("order_date").is_nu
 _DECIMAL_COMMA = r"^[+-]?(?:\d+|\d{1,3}(?:\.\d{3})+)(?:,\d+)?$"
 
 
+#: A number written with a decimal point and commas between groups of thousands, where the commas cannot be a
+#: decimal comma: a decimal point after them (1,234.50) or more than one of them (1,234,567). ``1,234`` alone
+#: is 1.234 or 1234 depending on who wrote it, so it is not read (the error names both).
+_THOUSANDS_COMMA = r"^[+-]?\d{1,3}(?:,\d{3})+\.\d*$|^[+-]?\d{1,3}(?:,\d{3}){2,}$"
+
+
 def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, canonical: str,
                  decimal_comma: bool = False) -> pl.Expr:
     """The column as Float64 (text parsed; what does not parse is null).
@@ -763,7 +806,10 @@ def _number_expr(col: pl.Expr, dtype: pl.DataType, *, where: str, source: str, c
         plain = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
         return pl.when(text.str.contains(_DECIMAL_COMMA)).then(plain).cast(pl.Float64, strict=False)
     if dtype == pl.String:
-        return col.str.strip_chars().cast(pl.Float64, strict=False)
+        text = col.str.strip_chars()
+        grouped = text.str.contains(_THOUSANDS_COMMA)
+        return (pl.when(grouped).then(text.str.replace_all(",", "", literal=True)).otherwise(text)
+                .cast(pl.Float64, strict=False))
     raise DataError(f"{where}: column {source!r} ({canonical}) has type {dtype}, expected numbers")
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import polars as pl
 
 from .classifier import Feature
-from .data import _MAX_AMOUNT, AMOUNT_SCALE, Transactions, _resolve_columns, parse_mapping
+from .data import _MAX_AMOUNT, AMOUNT_SCALE, Transactions, _resolve_columns, header_note, parse_mapping
 from .errors import DataError
 from .feature_table import FEATURES, Agg
 from .features import PLUGIN_ROW_COLUMNS, owners_of, plugin_table_queries, to_amount
@@ -313,6 +313,12 @@ def _id_value(df, source: str):
     if isinstance(dtype, (T.FloatType, T.DoubleType)):
         return F.when(~F.isnan(col), F.when(col == 0, F.lit(0.0).cast(dtype)).otherwise(col))
     return col
+
+
+def _notes(cols: Mapping[str, str], mapping, where: str, dates) -> list[str]:
+    """The reader's notes: the columns taken by their headers, then how text dates are read."""
+    notes = [header_note(cols, parse_mapping(mapping), where)]
+    return [n for n in (*notes, dates.note if dates is not None else None) if n]
 
 
 def _canonical(df, mapping: dict[str, str], where: str, files: list[Path], *, date_format: str | None = None,
@@ -639,7 +645,7 @@ def compute_features_spark(
     if table.height and table["_bad"].max():
         raise _locate_bad_amount(frame, cols, where)
     _check_tallies(rows, flags)
-    report = LoadReport(source=where, notes=[dates.note] if dates is not None and dates.note else [])
+    report = LoadReport(source=where, notes=_notes(cols, mapping, where, dates))
     report.rows = int(table["_rows"].sum()) if table.height else 0
     if report.rows == 0:
         raise DataError(f"{where}: no transactions (the data has no rows)")
@@ -895,7 +901,7 @@ def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, 
               "order_date": pl.Date(), "amount_units": pl.Int64()}
     tx = Transactions(frame=pl.LazyFrame(schema=schema), path=Path(where) if isinstance(data, (str, Path)) else None,
                       mapping=cols, fmt="parquet", has_order_id="order_id" in cols,
-                      notes=[dates.note] if dates is not None and dates.note else [])
+                      notes=_notes(cols, mapping, where, dates))
     return SparkSource(tx=tx, frame=frame, where=where, last_day=last)
 
 

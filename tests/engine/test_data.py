@@ -194,9 +194,38 @@ def test_misspelt_mapped_column_names_the_closest(registry):
 
 
 def test_missing_canonical_column_names_the_closest(registry):
-    df = pl.DataFrame({"customerid": [1], "order_date": ["2011-01-01"], "amount": [1.0]})
+    df = pl.DataFrame({"customer_nr": [1], "order_date": ["2011-01-01"], "amount": [1.0]})
     msg = error(df, registry=registry)
-    assert "no column for customer_id (did you mean 'customerid'?); map it with mapping={'customer_id': COLUMN}" in msg
+    assert "no column for customer_id (did you mean 'customer_nr'?); map it with mapping={'customer_id': COLUMN}" in msg
+
+
+def test_headers_written_another_way_are_taken_with_a_note(tmp_path, registry):
+    # what spreadsheets and BI tools export: spaces, capitals, hyphens, no separator at all
+    text = "Customer ID,ORDER-ID,OrderDate,Quantity,Unit Price\nc1,o1,2011-01-03,2,1.25\nc1,o2,2011-01-05,1,7.5\n"
+    (tmp_path / "tx.csv").write_text(text)
+    got = engine.prepare(tmp_path / "tx.csv", registry=registry)
+    assert got.customers.select("customer_id", "frequency", "monetary").rows() == [("c1", 2, 10.0)]
+    assert got.report.notes == [f"{tmp_path / 'tx.csv'}: columns taken by their headers: customer_id from "
+                                "'Customer ID', order_id from 'ORDER-ID', order_date from 'OrderDate', quantity from "
+                                "'Quantity', unit_price from 'Unit Price'"]
+    # a name written exactly as the canonical one wins, silently, over one written another way
+    both = pl.DataFrame({"Customer ID": ["x"], "customer_id": ["c1"], "order_date": ["2011-01-01"], "amount": [1.0]})
+    got = engine.prepare(both, registry=registry)
+    assert got.customers["customer_id"].to_list() == ["c1"] and got.report.notes == []
+    # a mapping wins, and the mapped column is not taken for anything else
+    got = engine.prepare(both, mapping={"customer_id": "Customer ID"}, registry=registry)
+    assert got.customers["customer_id"].to_list() == ["x"] and got.report.notes == []
+
+
+def test_two_headers_that_could_be_one_column_are_a_question(tmp_path, registry, run_cli):
+    df = pl.DataFrame({"Customer ID": ["a"], "customer id": ["b"], "order_date": ["2011-01-01"], "amount": [1.0]})
+    assert error(df, registry=registry) == (
+        "(in-memory frame): columns 'Customer ID', 'customer id' could each be customer_id; map one with "
+        "mapping={'customer_id': COLUMN}")
+    df.write_csv(tmp_path / "tx.csv")
+    code, out, err = run_cli("classify", str(tmp_path / "tx.csv"), "-o", str(tmp_path / "c.csv"))
+    assert code == 2 and "could each be customer_id; map one with --map customer_id=COLUMN" in err
+    assert not (tmp_path / "c.csv").exists()
 
 
 def test_quantity_without_unit_price(registry):
@@ -234,6 +263,22 @@ def test_unparseable_date_names_the_first_bad_value_and_row(tmp_path, suffix, re
                      msg), msg
     if suffix == ".csv":
         assert "row 3 (line 4)" in msg  # the header is line 1
+
+
+def test_thousands_commas_before_a_decimal_point(tmp_path, registry):
+    # a US or UK spreadsheet's CSV: "1,234.50" (quoted); the commas can only be thousands separators there
+    rows = [("a", "1,234.50", 1234.5), ("b", "-12,345.6", -12345.6), ("c", "1,234,567", 1234567.0),
+            ("d", " 1,000. ", 1000.0), ("e", "999.5", 999.5)]
+    path = tmp_path / "tx.csv"
+    path.write_text("customer_id,order_date,amount\n" + "".join(f'{c},2011-01-01,"{a}"\n' for c, a, _ in rows))
+    got = engine.prepare(path, registry=registry).customers.sort("customer_id")
+    assert got["monetary"].to_list() == [v for *_, v in rows]
+    # where a comma could be either, or groups are not of three digits, nothing is guessed
+    for bad, hint in (("1,234", "1.234 with a decimal comma, or 1234 with a comma between thousands?"),
+                      ("1,23.5", ""), ("12,34,567.5", ""), ("1,234.5,6", ""), (",123.5", "")):
+        path.write_text(f'customer_id,order_date,amount\na,2011-01-01,"{bad}"\n')
+        msg = error(path, registry=registry)
+        assert f"row 1 (line 2): '{bad}' is not a finite number" in msg and hint in msg, msg
 
 
 @pytest.mark.parametrize("bad, shown", [("12,5", "'12,5'"), ("abc", "'abc'"), ("NaN", "'NaN'"), ("inf", "'inf'")])

@@ -291,6 +291,27 @@ def test_bad_input_case_gives_the_same_result(spark, path, tmp_path, monkeypatch
     assert got.report.notes == expected.report.notes
 
 
+
+def test_headers_written_another_way_equal_polars(spark, tmp_path):
+    """Columns taken by their headers (``Customer ID``, ``Order Date``): the same columns, the same note, and
+    the same question when two headers could be one column."""
+    path = tmp_path / "export.parquet"
+    frame = pl.DataFrame({"Customer ID": ["c1", "c1", "c2"], "ORDER-ID": ["o1", "o2", "o3"],
+                          "Order Date": ["03/04/2024", "03/05/2024", "12/31/2023"], "Amount": [10.0, 2.5, 7.0]})
+    frame.write_parquet(path)
+    expected, got = both(path)
+    assert_same(expected, got)
+    assert got.report.notes == expected.report.notes
+    assert "columns taken by their headers: customer_id from 'Customer ID', order_id from 'ORDER-ID'" in \
+        got.report.notes[0]
+    # (not 'customer id': Spark reads column names case-insensitively and refuses that file itself)
+    frame.with_columns(pl.col("Customer ID").alias("CustomerID")).write_parquet(path)
+    with pytest.raises(DataError, match="could each be customer_id") as polars_error:
+        engine.prepare(path)
+    with pytest.raises(DataError) as spark_error:
+        engine.prepare(path, engine="spark", spark={"master": "local[2]"})
+    assert str(spark_error.value) == str(polars_error.value)
+
 # ----------------------------------------------------------------------------- bad input of the spark engine
 def test_no_pyspark_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark", None)
