@@ -12,7 +12,7 @@ import pytest
 import engine
 from engine import Classifier, DataError, Feature, Output, ParamSpec, hookimpl
 from engine.data import read_transactions
-from engine.features import BUILTIN_FEATURES, REJECT_REASONS, compute_features, rejected_rows
+from engine.features import BUILTIN_FEATURES, REJECT_REASONS, _join_table, compute_features, rejected_rows
 from engine.registry import get_registry
 
 D = dt.date
@@ -388,6 +388,29 @@ def test_a_table_feature_with_two_rows_for_a_customer_is_an_error():
     registry = get_registry(entry_points=False, modules=[mod], strict=True)
     with pytest.raises(DataError, match="per_order: the query returned more than one row for a customer"):
         engine.prepare(tx(ROWS), registry=registry)
+
+
+@pytest.mark.parametrize("ids", [[1, 2, 3, 5], ["a", "b", "c", "e"]])
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_a_table_joins_the_same_whether_sorted_or_not(ids, order):
+    # sorted tables are merged, others hashed (engine.features._join_table): the same rows either way
+    feats = pl.DataFrame({"customer_id": ids, "f": [10, 20, 30, 50]})
+    table = pl.DataFrame({"customer_id": [ids[0], ids[2], ids[3]], "t": [1.5, 3.5, 5.5]})
+    if order == "reversed":
+        table = table.reverse()
+    out = _join_table(feats, table, {})
+    assert out.to_dict(as_series=False) == {"customer_id": ids, "f": [10, 20, 30, 50], "t": [1.5, None, 3.5, 5.5]}
+
+
+@pytest.mark.parametrize("twin", [0, 1, 3])
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_a_customer_twice_in_a_table_is_found_sorted_or_not(twin, order):
+    ids = [1, 2, 3, 4]
+    table = pl.DataFrame({"customer_id": sorted([*ids, ids[twin]]), "t": [0.5] * 5})
+    if order == "reversed":
+        table = table.reverse()
+    with pytest.raises(DataError, match="t: the query returned more than one row for a customer"):
+        _join_table(pl.DataFrame({"customer_id": ids}), table, {})
 
 
 def test_no_usable_transactions_is_an_error():
