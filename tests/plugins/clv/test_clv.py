@@ -449,6 +449,28 @@ def test_loading_the_plugin_does_not_import_scipy():
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
+def test_the_fits_run_with_blas_on_one_thread():
+    """The fit limits BLAS to one thread; a limit applies to the libraries loaded when it is set, so the fit
+    loads NumPy and SciPy before it (a fresh process, as a command's: nothing imported them before)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "import plugins.clv as clv\n"
+              "assert 'numpy' not in sys.modules\n"
+              "seen = []\n"
+              "def spy(customers, p, ctx):  # what the fit's body sees, importing NumPy and SciPy as it does\n"
+              "    import numpy, scipy.special\n"
+              "    from threadpoolctl import threadpool_info\n"
+              "    seen.extend(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas')\n"
+              "    return {}\n"
+              "clv._fit = spy\n"
+              "clv.fit(None, {}, None)\n"
+              "assert seen and set(seen) == {1}, seen\n")
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "2"})
+
+
 def test_weekly_fit_and_predictions_equal_lifetimes_freq_w(clv_registry):
     """clv.period=week fits and predicts on calendar weeks (lifetimes' freq="W"): the parameters and every CDNOW
     customer's P(alive), expected purchases (12 months of 4.345 weeks), expected spend and CLV (12 months, 0.01 a
