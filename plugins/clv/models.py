@@ -24,6 +24,7 @@ and gathered back to the customers (:class:`Histories`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,6 +227,9 @@ def _unique_inverse(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- BG/NBD
+#: From this many repeat buyers' distinct inputs on, BG/NBD's evaluation runs in two halves on two threads.
+_PARALLEL_INPUTS = 200_000
+
 def _subsample(n: int, size: int = 20_000) -> np.ndarray | None:
     """A fixed pseudo-random subset of ``size`` of ``n`` inputs for a warm start (None when n is small)."""
     if n <= 4 * size:
@@ -243,7 +247,9 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     fixed subsample (damped Newton) and finishes on all of them by Newton's method on the analytic Hessian (the
     same optimum, a few passes over the inputs). The logarithms of ``alpha + T`` and ``alpha + tx`` are
     taken once per distinct T and tx (the calendar bounds them) and gathered; the gamma-function terms
-    once per distinct frequency.
+    once per distinct frequency. From :data:`_PARALLEL_INPUTS` repeat buyers' inputs on, their terms are
+    computed in two halves on two threads (the 1M-customer bench set: 0.25-0.3 s instead of 0.3-0.4 s beside
+    the Gamma-Gamma fit, measured under load).
     """
     x, tx, T, w = (np.ascontiguousarray(v, dtype=float) for v in (x, tx, T, w))
     scale = 10.0 / T.max()
@@ -257,7 +263,11 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
     utx, itx = _unique_inverse(tx[rep])
     uT, utx = uT * scale, utx * scale
     T0, w0 = T[~rep] * scale, w[~rep]
-    ones = np.ones(xr.size)
+    # Many repeat buyers: their terms in two halves on two threads (NumPy's array operations release the GIL),
+    # added in a fixed order, so every run gives the same result.
+    half = xr.size // 2
+    chunks = [slice(0, half), slice(half, xr.size)] if xr.size >= _PARALLEL_INPUTS else [slice(0, xr.size)]
+    pool = ThreadPoolExecutor(2) if len(chunks) > 1 else None
 
     @_remember_last
     def evaluate(theta, hessian=False):
@@ -288,34 +298,31 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
             h[0, 1] -= np.dot(w0, i0)
             h[1, 1] += r * np.dot(w0, i0 * i0)
         # repeat buyers: log(exp(A3) + exp(A4)) = A3 + softplus(d), d = A4 - A3, with
-        # A3 = -(r+x) log(alpha+T), A4 = log a - log(b+x-1) - (r+x) log(alpha+tx)
-        L, M = np.log(alpha + uT)[iT], np.log(alpha + utx)[itx]
-        inv_T, inv_tx = (1 / (alpha + uT))[iT], (1 / (alpha + utx))[itx]
-        rx = r + xr
-        B = (1 / (b + xs - 1))[ixr]  # the first is inf for x = 0, never gathered here
-        D = L - M
-        d = np.log(a) + np.log(B) + rx * D
-        e = np.exp(-np.abs(d))
-        s = np.where(d >= 0, 1 / (1 + e), e / (1 + e))  # sigmoid(d): the share of the second term
-        ll += np.dot(wr, -rx * L + np.maximum(d, 0) + np.log1p(e))
-        ws = wr * s
-        E = rx * (inv_T - inv_tx)  # d(d)/d(alpha)
-        wrx = wr * rx
-        g[0] += np.dot(ws, D) - np.dot(wr, L)
-        g[1] += np.dot(ws, E) - np.dot(wrx, inv_T)
-        g[2] += ws.sum() / a
-        g[3] -= np.dot(ws, B)
-        if hessian:
-            # second derivatives of A3 and of d (weighted by s), then s (1 - s) grad(d) grad(d)'
-            h[0, 1] += np.dot(ws, inv_T - inv_tx) - np.dot(wr, inv_T)
-            inv_T2, inv_tx2 = inv_T * inv_T, inv_tx * inv_tx
-            h[1, 1] += np.dot(wrx, inv_T2) - np.dot(ws * rx, inv_T2 - inv_tx2)
-            h[2, 2] -= ws.sum() / a ** 2
-            h[3, 3] += np.dot(ws, B * B)
-            grad_d = np.stack([D, E, ones / a, -B])
-            h += (grad_d * (ws * (1 - s))) @ grad_d.T
+        # A3 = -(r+x) log(alpha+T), A4 = log a - log(b+x-1) - (r+x) log(alpha+tx); in parts, summed in order
+        per_T = (np.log(alpha + uT), 1 / (alpha + uT))
+        per_tx = (np.log(alpha + utx), 1 / (alpha + utx))
+        with np.errstate(divide="ignore"):  # x = 0 (never gathered here): b + x - 1 may be 0
+            B_x = 1 / (b + xs - 1)
+        def part(sl: slice):
+            return _bgnbd_repeat(r, a, xr[sl], wr[sl], iT[sl], itx[sl], ixr[sl], per_T, per_tx, B_x, hessian)
+
+        parts = list(pool.map(part, chunks)) if pool is not None else [part(chunks[0])]
+        for part_ll, part_g, part_h in parts:
+            ll += part_ll
+            g += part_g
+            if hessian:
+                h += part_h
         return _to_log_parameters(params, ll, g, h, W, penalizer, hessian)
 
+    try:
+        return _fit_bgnbd(evaluate, x, tx, T, w, scale, W, penalizer, _start)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _fit_bgnbd(evaluate, x, tx, T, w, scale, W, penalizer, _start) -> Fit:
+    """:func:`fit_bgnbd`'s optimisation of ``evaluate``: a warm start on a subsample, then all inputs."""
     names = ["r", "alpha", "a", "b"]
     start = np.full(4, 0.1) if _start is None else _start
     sub = _subsample(x.size) if _start is None else None
@@ -339,6 +346,36 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray, *, pe
         ses["alpha"] = float(ses["alpha"] / scale)
     return Fit({"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}, ses,
                float(-(fun - penalizer * np.sum(np.exp(theta) ** 2)) * W), nit, int(W), int(x.size))
+
+
+def _bgnbd_repeat(r, a, xr, wr, iT, itx, ixr, per_T, per_tx, B_x, hessian):
+    """The repeat buyers' share of BG/NBD's log-likelihood, gradient and Hessian (in the parameters)."""
+    g, h = np.zeros(4), np.zeros((4, 4))
+    L, M = per_T[0][iT], per_tx[0][itx]
+    inv_T, inv_tx = per_T[1][iT], per_tx[1][itx]
+    rx = r + xr
+    B = B_x[ixr]
+    D = L - M
+    d = np.log(a) + np.log(B) + rx * D
+    e = np.exp(-np.abs(d))
+    s = np.where(d >= 0, 1 / (1 + e), e / (1 + e))  # sigmoid(d): the share of the second term
+    ll = np.dot(wr, -rx * L + np.maximum(d, 0) + np.log1p(e))
+    ws = wr * s
+    E = rx * (inv_T - inv_tx)  # d(d)/d(alpha)
+    wrx = wr * rx
+    g[0] += np.dot(ws, D) - np.dot(wr, L)
+    g[1] += np.dot(ws, E) - np.dot(wrx, inv_T)
+    g[2] += ws.sum() / a
+    g[3] -= np.dot(ws, B)
+    if hessian:
+        h[0, 1] += np.dot(ws, inv_T - inv_tx) - np.dot(wr, inv_T)
+        inv_T2, inv_tx2 = inv_T * inv_T, inv_tx * inv_tx
+        h[1, 1] += np.dot(wrx, inv_T2) - np.dot(ws * rx, inv_T2 - inv_tx2)
+        h[2, 2] -= ws.sum() / a ** 2
+        h[3, 3] += np.dot(ws, B * B)
+        grad_d = np.stack([D, E, np.full(D.size, 1 / a), -B])
+        h += (grad_d * (ws * (1 - s))) @ grad_d.T
+    return ll, g, h
 
 
 def p_alive(params: dict, x, tx, T):

@@ -247,6 +247,27 @@ def test_fit_is_on_distinct_histories():
     assert distinct.log_likelihood == pytest.approx(every.log_likelihood, rel=1e-9)
 
 
+def test_fit_in_two_halves_on_two_threads_equals_the_fit_in_one(monkeypatch):
+    """Many repeat buyers' inputs: BG/NBD's evaluation in two halves on two threads. Forced here on CDNOW, the
+    parameters, standard errors and log-likelihood are those of the evaluation in one piece, and every run
+    gives the same (the halves are added in a fixed order)."""
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    x, tx, T = (ref[c].to_numpy().astype(float) for c in ("x", "t_x", "T"))
+    one = models.fit_bgnbd(x, tx, T, np.ones(x.size))
+    halves = []
+    original = models._bgnbd_repeat
+    monkeypatch.setattr(models, "_bgnbd_repeat", lambda *a: halves.append(a[2].size) or original(*a))
+    monkeypatch.setattr(models, "_PARALLEL_INPUTS", 2)
+    two, again = (models.fit_bgnbd(x, tx, T, np.ones(x.size)) for _ in range(2))
+    repeat = int((x > 0).sum())
+    assert set(halves) == {repeat // 2, repeat - repeat // 2}
+    assert two == again
+    for k in one.params:
+        assert two.params[k] == pytest.approx(one.params[k], rel=1e-9)
+        assert two.standard_errors[k] == pytest.approx(one.standard_errors[k], rel=1e-6)
+    assert two.log_likelihood == pytest.approx(one.log_likelihood, rel=1e-12)
+
+
 def test_non_convergence_is_an_error():
     """Histories no BG/NBD explains (everyone buys at the same steady pace, up to the last day) drive the
     parameters off to infinity: a FitError, never parameters that are not finite."""
