@@ -19,9 +19,11 @@ lines are aggregated once by (customer, bucket), with the same aggregations the
 single-date pass uses (:data:`engine.feature_table.FEATURES`): a sum, a count,
 a minimum or a maximum over a snapshot's lines is the sum, minimum or maximum
 of its buckets'. The distinct count of orders is not additive (an order may
-have lines in two buckets), so purchase lines are also reduced to distinct
-(customer, order, bucket) triples, and an order counts in a snapshot when one
-of its buckets does. Plugin features (arbitrary aggregations) are computed per
+have lines in two buckets): an order counts in a snapshot from the first bucket
+it has a purchase line in, found from run starts on input written order by
+order, else from each bucket's distinct orders checked against the customer's
+(a customer with an order in two buckets counted again), and with windows from
+distinct (customer, order, bucket) triples. Plugin features (arbitrary aggregations) are computed per
 snapshot over the same cached rows, so they stay exact too; they are the only
 per-snapshot work over the lines.
 
@@ -363,12 +365,16 @@ def _bucketed(tx: Transactions, spec: SnapshotSpec) -> tuple[pl.LazyFrame, pl.La
 
 def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapping[str, Feature],
                      window_features: Mapping[str, Mapping[str, Feature]], wide: bool = False,
-                     ordered: bool = False):
+                     ordered: bool = False, per_bucket: bool = False):
     """The queries of the one scan of ``tx`` for ``spec``: ``(queries, extra)``.
 
     With ``ordered`` (input in the file's order, not split by customer), the orders each bucket adds are
     counted from run starts (:func:`_ordered_runs`): ``buckets`` gets ``_runs`` and ``_null_key`` instead of
     ``_new_<name>``, for :func:`_orders_from_runs`.
+
+    With ``per_bucket`` (hashing, all history, the file read again here if need be: not on a split of the
+    rows), ``_runs`` is each bucket's count of distinct order keys instead, and ``orders`` each customer's
+    count over all history (:func:`_per_bucket_orders`): no (customer, order) grouping.
 
     ``queries`` are ``buckets``, ``exceptions``, ``totals``, ``span``, then (with windows) ``orders``, then
     the plugin features' queries, described by ``extra`` (kind, snapshot index, window name, names).
@@ -385,9 +391,19 @@ def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapp
         tagged = _ordered_runs(tagged, tx.frame.collect_schema())
         aggregations += [pl.col("_run").sum().alias("_runs"),
                          ((pl.col("amount_units") > 0) & pl.col("order_key").is_null()).any().alias("_null_key")]
+    orders_q = per_customer_q = None
+    if per_bucket and key_features and not ordered and not spec.windows:
+        # an order counts in the first bucket it has a purchase line in; when no order of a customer has lines
+        # in two buckets, that is the bucket's own distinct count, which the customer's count over all history
+        # (the sum of them then) tells (:func:`_per_bucket_orders`)
+        key, counted = pl.col("order_key"), (pl.col("amount_units") > 0) & pl.col("order_key").is_not_null()
+        keys = pl.when(counted).then(key)
+        aggregations += [(keys.n_unique() - (keys.null_count() > 0).cast(pl.UInt32)).cast(pl.Int64).alias("_runs"),
+                         ((pl.col("amount_units") > 0) & key.is_null()).any().alias("_null_key")]
+        per_customer_q = (rows.filter(counted).group_by("customer_id")
+                          .agg(key.n_unique().cast(pl.Int64).alias("_orders")))
     buckets_q = tagged.group_by("customer_id", "_bucket").agg(aggregations)
-    orders_q = None
-    if key_features and not ordered:
+    if key_features and not ordered and per_customer_q is None:
         conds = {f.name: _ROWS[f.compute.rows] for f in key_features}
         any_cond = pl.any_horizontal([c if c is not None else pl.lit(True) for c in conds.values()])
         if spec.windows:  # a window needs to know every bucket an order has a line in
@@ -408,6 +424,8 @@ def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapp
             buckets_q = (buckets_q.join(new_q, on=["customer_id", "_bucket"], how="left")
                          .with_columns(pl.col(f"_new_{f.name}").fill_null(0)))
         orders_q = None
+    if per_customer_q is not None:
+        orders_q = per_customer_q
     buckets_q = buckets_q.sort("customer_id", "_bucket")
     span_q = rows.select(date.min().alias("first"), date.max().alias("last"))
     # Plugin features are arbitrary aggregations: computed per table over that table's lines.
@@ -512,8 +530,12 @@ def compute_snapshot_features(
         if why_not is None and orders == "auto" and not _looks_ordered(tx, last):
             why_not = f"the first {PROBE_ROWS:,} rows are not written order by order"
     ordered = bool(key_features) and why_not is None
+    # hashing, all history, the file at hand: each bucket's distinct orders, checked against the customer's
+    per_bucket = (bool(key_features) and not ordered and collect is None and not spec.windows
+                  and all((f.compute.column, f.compute.rows) == ("order_key", "purchases") for f in key_features))
 
-    queries, extra = snapshot_queries(tx, spec, plugin_features, window_features, wide, ordered=ordered)
+    queries, extra = snapshot_queries(tx, spec, plugin_features, window_features, wide, ordered=ordered,
+                                      per_bucket=per_bucket)
     has_orders = len(queries) - len(extra) == 5
     try:
         if collect is None:
@@ -567,6 +589,10 @@ def compute_snapshot_features(
                                              window_features=window_features, streaming=streaming,
                                              feature_owners=feature_owners, wide=wide, orders="hashing")
         buckets, recounted = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming)
+    if per_bucket:
+        buckets, _ = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming,
+                                       doubtful=_across_buckets(buckets, order_rows))
+        order_rows = None
     if order_rows is not None:  # with windows: the orders by bucket are kept for the windows' distinct counts
         first = order_rows.group_by("customer_id", "_key").agg(
             [pl.col("_bucket").filter(pl.col(f"_in_{f.name}")).min().alias(f"_first_{f.name}") for f in key_features])
@@ -653,10 +679,28 @@ def _ordered_runs(tagged: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl
     return flagged.with_columns((pl.col("_run") + back.cast(pl.Int64) * _DOUBT).alias("_run"))
 
 
+def _across_buckets(buckets: pl.DataFrame, orders: pl.DataFrame) -> pl.Series:
+    """The customers with an order that has purchase lines in two buckets: whose buckets' distinct order keys
+    (``_runs`` of ``buckets``, :func:`snapshot_queries` with ``per_bucket``) add up to more than their distinct
+    order keys over all history (``_orders`` of ``orders``). Every other customer's orders each count in the
+    one bucket they have lines in: the first.
+
+    A customer's buckets' counts add up to at least their count (every order key is in one of the buckets'), so
+    when the sums over all customers are equal, every customer's are: the usual case, found without grouping.
+    """
+    if buckets["_runs"].sum() == orders["_orders"].sum():
+        return buckets["customer_id"].clear()
+    summed = buckets.group_by("customer_id").agg(pl.col("_runs").sum())
+    both = summed.join(orders, on="customer_id", how="left")
+    return both.filter(pl.col("_runs") != pl.col("_orders").fill_null(0))["customer_id"]
+
+
 def _orders_from_runs(buckets: pl.DataFrame, key_features: Sequence[Any], rows: pl.LazyFrame,
-                      streaming: bool) -> tuple[pl.DataFrame, int]:
+                      streaming: bool, doubtful: pl.Series | None = None) -> tuple[pl.DataFrame, int]:
     """``buckets`` (sorted by customer and bucket, with ``_runs`` and ``_null_key``) with the orders each bucket
     adds (``_new_<name>``) and the count of customers counted again by hashing.
+
+    ``doubtful``, when given, are the customers to count again (else those with a run start in doubt).
 
     The orders a bucket adds are its run starts, plus one in the first bucket with a purchase line without an
     order id (all of a customer's such lines are one order, as in the single pass). Customers with a line in
@@ -664,7 +708,8 @@ def _orders_from_runs(buckets: pl.DataFrame, key_features: Sequence[Any], rows: 
     grouped by (customer, order), each order counted in the first bucket it has a line in.
     """
     runs = pl.col("_runs")
-    doubtful = buckets.filter(runs >= _DOUBT)["customer_id"].unique()
+    if doubtful is None:
+        doubtful = buckets.filter(runs >= _DOUBT)["customer_id"].unique()
     start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
     null_key = pl.col("_null_key").cast(pl.Int64)
     seen = null_key.cum_sum()

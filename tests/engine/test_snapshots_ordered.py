@@ -117,3 +117,16 @@ def test_windows_count_by_hashing():
     feats = compute_snapshot_features(tx, spec, window_features={"x": {}})
     assert feats.report.orders_counted == "hashing"
     assert "window" in feats.report.orders_check
+
+
+def test_hashing_counts_again_only_the_customers_with_an_order_in_two_buckets():
+    """By hashing, each bucket's distinct orders are its own; a customer whose buckets' counts add up to more than
+    their orders over all history has an order in two buckets, and only such a customer is counted again."""
+    from engine.snapshots import _across_buckets
+
+    buckets = pl.DataFrame({"customer_id": ["a", "a", "b", "c"], "_bucket": [1, 2, 1, 2], "_runs": [2, 1, 1, 0]})
+    orders = pl.DataFrame({"customer_id": ["b", "a"], "_orders": [1, 2]})  # a's order o2 is in buckets 1 and 2
+    assert _across_buckets(buckets, orders).to_list() == ["a"]
+    assert _across_buckets(buckets, pl.DataFrame({"customer_id": ["b", "a"], "_orders": [1, 3]})).to_list() == []
+    # by hand: an order across buckets (a), one bucket with two orders (b), by hashing as by boundaries
+    three_ways([("a", "o2", 3, 1.0), ("b", "o1", 20, 1.0), ("b", "o3", 21, 1.0), ("a", "o2", 20, 1.0)])
