@@ -53,6 +53,8 @@ def three_ways(rows, id_type=pl.String):
             continue
         tables[how] = [feats.build(i).customers for i in range(len(DATES))]
         reports[how] = feats.report
+        ids = feats.activity["customer_id"].to_list()  # flagged sorted for the joins on it: so it must be
+        assert ids == sorted(ids)
     assert not errors, errors
     for how in ("boundaries", "auto"):
         for i, (got, want) in enumerate(zip(tables[how], tables["hashing"])):
@@ -130,3 +132,45 @@ def test_hashing_counts_again_only_the_customers_with_an_order_in_two_buckets():
     assert _across_buckets(buckets, pl.DataFrame({"customer_id": ["b", "a"], "_orders": [1, 3]})).to_list() == []
     # by hand: an order across buckets (a), one bucket with two orders (b), by hashing as by boundaries
     three_ways([("a", "o2", 3, 1.0), ("b", "o1", 20, 1.0), ("b", "o3", 21, 1.0), ("a", "o2", 20, 1.0)])
+
+
+#: Integer ids, negative ones and one too large for a packed (customer, bucket) key among them.
+int_customers = st.sampled_from([0, 1, -3, 12346, 2**40])
+int_lines = st.lists(st.tuples(int_customers, st.one_of(st.none(), st.sampled_from([536365, 536366, -7, 10])), days,
+                               amounts), min_size=1, max_size=40)
+
+
+def packed_and_not(rows):
+    """Each snapshot's table with the buckets grouped by one packed integer key and by (customer, bucket)."""
+    rows = [*rows, *[(99, 10**6 + k, d, a) for k, (_, _, d, a) in enumerate(BACKGROUND)]]
+    tx = read_transactions(frame(rows, pl.Int64), MAPPING)
+    spec = snapshot_spec(as_of=DATES)
+    for how in ("boundaries", "hashing"):
+        packed, plain = (compute_snapshot_features(tx, spec, orders=how, pack=pack) for pack in (True, False))
+        for i in range(len(DATES)):
+            assert packed.build(i).customers.equals(plain.build(i).customers), (how, DATES[i])
+        assert packed.activity.equals(plain.activity)
+        assert packed.activity["customer_id"].to_list() == sorted(packed.activity["customer_id"].to_list())
+    for i, as_of in enumerate(DATES):
+        got = dict(packed.build(i).customers.select("customer_id", "frequency").iter_rows())
+        want = frequency_by_hand(rows, as_of)
+        assert {c: f for c, f in got.items() if c in want} == want
+
+
+@KEY
+@example(rows=[(-3, 10, 3, 1.0), (-3, 10, 20, 1.0), (1, -7, 1, 1.0), (0, None, 33, -2.5)])
+@given(rows=int_lines)
+def test_integer_ids_grouped_by_a_packed_key_as_by_two_columns(rows):
+    packed_and_not(rows)
+
+
+def test_ids_too_large_for_a_packed_key_are_grouped_by_two_columns():
+    from engine.snapshots import _pack_fits, _pack_step
+
+    step = _pack_step(pl.Int64(), snapshot_spec(as_of=DATES))
+    assert step == 8  # four dates, the period before the first: six buckets
+    assert _pack_fits(pl.DataFrame({"_id_min": [-(2**59) + 2], "_id_max": [2**59 - 2]}), step)
+    assert not _pack_fits(pl.DataFrame({"_id_min": [0], "_id_max": [2**60]}), step)
+    assert not _pack_fits(pl.DataFrame({"_id_min": [-(2**60)], "_id_max": [0]}), step)
+    assert _pack_step(pl.String(), snapshot_spec(as_of=DATES)) is None
+    packed_and_not([(2**62, 1, 3, 1.0), (-(2**62), 2, 20, 4.0), (2**62, 3, 31, 2.0)])
