@@ -163,6 +163,10 @@ def run_run(args: argparse.Namespace) -> int:
     if pb.snapshots is not None:
         with step(f"reading {pb.data['transactions']} and classifying every snapshot"):
             snaps = pb.compute_snapshots(args.as_of, skip_failing=skip)
+        if not args.dry_run:  # the largest snapshot file encoded while the rules run
+            from ..playbook.write import encode_snapshot_files
+
+            encode_snapshot_files(snaps)
         with step("applying rules"):
             result = pb.evaluate_snapshots(snaps)
         prepared = result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -97,8 +98,12 @@ def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[
         if key != "summary":
             writers[path.name] = lambda tmp, frame=frames[key]: _write_frame(frame, tmp)
     if result.snapshots is not None:
+        encoded = getattr(result.snapshots, "encoded", None) or {}
         for name, frame in snapshot_frames(result.snapshots).items():
-            writers[name] = lambda tmp, frame=frame: _write_frame(frame, tmp)
+            if name in encoded:  # encoded while the rules ran (encode_snapshot_files): its bytes
+                writers[name] = lambda tmp, done=encoded[name]: tmp.write_bytes(done.result().getbuffer())
+            else:
+                writers[name] = lambda tmp, frame=frame: _write_frame(frame, tmp)
             paths[Path(name).stem] = pb.output_dir / name
     customers_name = paths["customers"].name
     others = list(writers)  # every file before the summary, which is written last and lists them
@@ -122,6 +127,40 @@ def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[
     return paths
 
 
+def encode_snapshot_files(snaps) -> None:
+    """Start encoding ``snapshots.parquet`` (every snapshot's labels, the largest file a run with snapshots
+    adds: 3.8M rows at 1M customers and eight quarters) on a thread of its own, as :func:`write_outputs`
+    would write it; :func:`write_outputs` then writes its bytes (a failure is raised there, as a write's).
+
+    Called as soon as the snapshots are classified, so the encoding runs while the rules are applied to the
+    last snapshot, not after them: about 0.3 s of a run's wall time at that size on two cores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = SNAPSHOT_OUTPUTS["snapshots"]
+    frame = _long_snapshots(snaps)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierbook-encode")
+    snaps.encoded = {name: pool.submit(_encoded, frame, Path(name))}
+    pool.shutdown(wait=False)  # the thread ends when its one piece of work is done
+
+
+def _encoded(frame: pl.DataFrame, name: Path) -> io.BytesIO:
+    """``frame`` as :func:`_write_frame` writes it to a file called ``name``, in memory."""
+    from ..io import output_format, write_frame
+
+    buffer = io.BytesIO()
+    write_frame(frame, buffer, output_format(name))
+    return buffer
+
+
+def _long_snapshots(snaps) -> pl.DataFrame:
+    """``snapshots.parquet``'s table: one row per snapshot and customer."""
+    from ..migration import label_outputs
+
+    labels = [o.column for _, o in label_outputs(snaps.selections)]
+    return pl.concat([t.select(pl.lit(d).alias("as_of"), "customer_id", "monetary", *labels)
+                      for d, t in zip(snaps.as_of, snaps.customers)])
+
+
 def snapshot_frames(snaps) -> dict[str, pl.DataFrame]:
     """The files a run with snapshots adds (:data:`~engine.playbook.spec.SNAPSHOT_OUTPUTS`), by file name.
 
@@ -130,13 +169,9 @@ def snapshot_frames(snaps) -> dict[str, pl.DataFrame]:
     figure a row with its definition beside it.
     """
     from ..kpi import kpi_long
-    from ..migration import label_outputs
 
-    labels = [o.column for _, o in label_outputs(snaps.selections)]
-    long = pl.concat([t.select(pl.lit(d).alias("as_of"), "customer_id", "monetary", *labels)
-                      for d, t in zip(snaps.as_of, snaps.customers)])
-    frames = {"snapshots": long, "migration": snaps.migration, "flows": snaps.flows, "kpis": kpi_long(snaps.kpis),
-              "cohorts": snaps.cohorts, "values": snaps.values}
+    frames = {"snapshots": _long_snapshots(snaps), "migration": snaps.migration, "flows": snaps.flows,
+              "kpis": kpi_long(snaps.kpis), "cohorts": snaps.cohorts, "values": snaps.values}
     return {SNAPSHOT_OUTPUTS[k]: v for k, v in frames.items()}
 
 

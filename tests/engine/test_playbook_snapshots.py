@@ -155,3 +155,26 @@ def test_a_run_without_snapshots_retires_its_own_snapshot_files(tmp_path):
     assert all((out / n).exists() for n in names)  # no dangling link
     assert "snapshots" not in json.loads((out / "summary.json").read_text())
     assert leftovers(out) == []
+
+
+def test_the_snapshots_file_encoded_while_the_rules_run_is_the_file_a_write_gives(tmp_path, run_cli, monkeypatch):
+    """``tierbook run`` encodes snapshots.parquet while the rules run (engine.playbook.write.encode_snapshot_files):
+    the same bytes as the file written at the end, as a run from Python writes it; a failure while encoding fails
+    the run's write in one line, and nothing of the set is written."""
+    import engine.playbook.write as write_module
+
+    path = write(tmp_path, HEAD + "snapshots: {as_of: [2011-06-01, 2011-09-01, 2011-12-01]}\n" + RULES)
+    code, out, err = run_cli("run", path, "--output-dir", tmp_path / "cli")
+    assert code == 0, err
+    load_playbook(path, output_dir=tmp_path / "api").run()
+    cli, api = ((tmp_path / d / "snapshots.parquet").read_bytes() for d in ("cli", "api"))
+    assert cli == api and pl.read_parquet(tmp_path / "cli" / "snapshots.parquet").height > 0
+
+    def failing(frame, name):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(write_module, "_encoded", failing)
+    code, out, err = run_cli("run", path, "--output-dir", tmp_path / "failed")
+    assert code != 0 and err.count("\n") == 1 and "No space left on device" in err, err
+    assert not (tmp_path / "failed" / "snapshots.parquet").exists()
+    assert not (tmp_path / "failed" / "customers.parquet").exists()
