@@ -353,6 +353,8 @@ OVERFLOW_TABLE = pl.DataFrame(
     ("d - 1 < DATE '2019-12-31'", [False, False, False], ["lo"]),
     ("d + 9223372036854775807 > DATE '2000-01-01'", [False, False, False], ["lo", "hi", "mid"]),
     ("n + 0 = n AND x * 1 = x AND d + 0 = d", [True, True, True], []),
+    # a decimal number of days far beyond any date is an overflow too, not a failed conversion
+    ("d + x > DATE '2000-01-01'", [False, False, True], ["lo", "hi"]),
 ])
 def test_arithmetic_overflows_to_an_error_never_wraps(rule, matches, overflows):
     compiled = compile_rule(rule, OVERFLOW_TABLE.schema, as_of=dt.date(2024, 1, 1))
@@ -519,3 +521,37 @@ def test_explain_prints_values_exactly_never_rounded():
     row = pl.DataFrame({"monetary": [1234567.891]}, schema=schema)
     rule = compile_rule("monetary * 1 > 1234567.8905", schema, as_of=AS_OF)
     assert "(monetary = 1234567.891; compared 1234567.891 > 1234567.8905)" in rule.explain_text(row)
+
+
+def test_abs_of_a_decimal_number_keeps_its_fraction():
+    """ABS() is computed exactly (as a whole number) only for a whole number: a decimal keeps its fraction."""
+    df = pl.DataFrame({"x": [-0.5, 2.25, None], "n": [-3, 4, None]})
+    assert df.select(compile_rule("ABS(x) = 0.5", df.schema).expr).to_series().to_list() == [True, False, False]
+    assert df.select(compile_rule("ABS(x) < 2.5 AND ABS(x) > 2", df.schema).expr).to_series().to_list() \
+        == [False, True, False]
+    assert df.select(compile_rule("ABS(n) = 3", df.schema).expr).to_series().to_list() == [True, False, False]
+
+
+def test_two_label_columns_with_the_same_labels_can_be_compared():
+    schema = {"abc": ABC, "abc_last_year": ABC}
+    df = pl.DataFrame({"abc": ["A", "B", "C"], "abc_last_year": ["A", "A", None]}, schema=schema)
+    for labels in (None, {"abc": ("A", "B", "C"), "abc_last_year": ("A", "B", "C")}):
+        assert df.select(compile_rule("abc = abc_last_year", schema, labels=labels).expr).to_series().to_list() \
+            == [True, False, False]
+        assert df.select(compile_rule("abc <> abc_last_year", schema, labels=labels).expr).to_series().to_list() \
+            == [False, True, False]
+
+
+@pytest.mark.parametrize("text, compared", [
+    ("monetary / frequency BETWEEN 100 AND 300", "compared 200.0 BETWEEN 100 AND 300"),
+    ("monetary / frequency NOT BETWEEN 100 AND 300", "compared 200.0 NOT BETWEEN 100 AND 300"),
+    ("monetary / frequency IS NULL", "compared 200.0 IS NULL"),
+    ("monetary / frequency IS NOT NULL", "compared 200.0 IS NOT NULL"),
+    ("frequency * 2 IN (8, 9)", "compared 8 IN (8, 9)"),
+    ("frequency * 2 NOT IN (8, 9)", "compared 8 NOT IN (8, 9)"),
+])
+def test_explain_prints_the_values_every_kind_of_computed_condition_compared(customers, text, compared):
+    rule = compile_rule(text, customers.schema, labels=LABELS, as_of=AS_OF)
+    [line] = rule.explain_lines(customers.filter(pl.col("customer_id") == "c2"))
+    assert line.endswith(f"   (frequency = 4, monetary = 800.0; {compared})") \
+        or line.endswith(f"   (frequency = 4; {compared})"), line
