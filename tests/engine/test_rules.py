@@ -473,6 +473,12 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("abc = 'A' monetary > 5 AND adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
     ("abc = 'A' ) AND adc = 'zz'", ["unexpected ')'", "'zz' is not a label of adc"]),
     ("monetary BETWEEN 1 OR 2 AND abc = 'Q'", ["expected AND in BETWEEN", "'Q' is not a label of abc"]),
+    # the AND of a BETWEEN in the skipped part is the BETWEEN's, not the next clause's
+    ("abc = 'A' monetary BETWEEN 1 AND 2 AND adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
+    ("abc = 'A' ) monetary BETWEEN 1 AND 2 AND adc = 'zz'", ["unexpected ')'", "'zz' is not a label of adc"]),
+    # parentheses in the skipped part are skipped whole, nested or not
+    ("abc = 'A' monetary IN (1, 2) AND adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
+    ("abc = 'A' monetary IN ((1), 2) OR adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
     ("abc = 'A' && adc = 'zz'", ["unexpected character '&'", "'zz' is not a label of adc"]),
     ("x BETWEEN 1 AND 2 AND y = 1", ["unknown column 'x'", "unknown column 'y'"]),
     ("NOT monetary AND abc = 'Z'", ["NOT must be a condition", "'Z' is not a label of abc"]),
@@ -487,6 +493,9 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("(vip AND monetary) IN ('x')", ["the right side of AND must be a condition, not monetary"]),
     ("(vip AND monetary) BETWEEN 1 AND 2", ["the right side of AND must be a condition, not monetary"]),
     ("abc IN ('A', NOPE())", ["unknown function NOPE()"]),
+    ("(abc IN ('Z')) = 1", ["'Z' is not a label of abc"]),
+    ("monetary IN ('x', 1)", ["cannot compare monetary (a number column) with 'x' (text)"]),
+    ("monetary IN (NULL) OR abc IN (vip)", ["NULL in an IN list never matches", "IN takes a list of literal values"]),
     ("(LENGTH() IN ('x')) = TRUE", ["LENGTH() takes 1 argument(s), got 0"]),  # a broken IN is broken
     ("(LENGTH() IN ('x')) = 1", ["LENGTH() takes 1 argument(s), got 0"]),
     # a bound's own problem is still found
@@ -555,3 +564,16 @@ def test_explain_prints_the_values_every_kind_of_computed_condition_compared(cus
     [line] = rule.explain_lines(customers.filter(pl.col("customer_id") == "c2"))
     assert line.endswith(f"   (frequency = 4, monetary = 800.0; {compared})") \
         or line.endswith(f"   (frequency = 4; {compared})"), line
+
+
+@pytest.mark.parametrize("text", ["segment = new", "segment IN (new, 'old')",
+                                  "segment = NEW", "segment IN ('old', NEW)"])
+def test_an_unquoted_label_is_named_as_a_label_of_the_column_it_is_compared_with(text):
+    """A label of several columns (``new`` of adc and of segment) is named as the label of the column the
+    comparison or IN list is about, not of the first such column of the table."""
+    schema = {**SCHEMA, "segment": pl.Enum(["old", "new"])}
+    with pytest.raises(RuleError) as info:
+        compile_rule(text, schema, labels=LABELS, as_of=AS_OF)
+    assert len(info.value.errors) == 1, info.value.errors
+    assert "is a label of segment, and labels are written in single quotes: segment = 'new'" \
+        in info.value.message, info.value.message
