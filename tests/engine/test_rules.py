@@ -355,6 +355,13 @@ OVERFLOW_TABLE = pl.DataFrame(
     ("n + 0 = n AND x * 1 = x AND d + 0 = d", [True, True, True], []),
     # a decimal number of days far beyond any date is an overflow too, not a failed conversion
     ("d + x > DATE '2000-01-01'", [False, False, True], ["lo", "hi"]),
+    # date - date is a whole number of days, checked as one
+    ("(d - DATE '2020-01-01') * 9223372036854775807 > 0", [False, False, False], ["lo", "hi"]),
+    ("(d - DATE '2020-01-01') * 2 = 0", [False, False, True], []),
+    # a date beyond the range, used on in further date arithmetic, is still an overflow, not a failure
+    ("d + 9223372036854775807 - d > 0", [False, False, False], ["lo", "hi", "mid"]),
+    ("d + 9223372036854775807 - 1 > DATE '2000-01-01'", [False, False, False], ["lo", "hi", "mid"]),
+    ("(d + 3000000 - 3000000) - d = 0", [True, False, False], ["hi", "mid"]),
 ])
 def test_arithmetic_overflows_to_an_error_never_wraps(rule, matches, overflows):
     compiled = compile_rule(rule, OVERFLOW_TABLE.schema, as_of=dt.date(2024, 1, 1))
@@ -366,6 +373,9 @@ def test_arithmetic_overflows_to_an_error_never_wraps(rule, matches, overflows):
     assert (message is None) == (not overflows)
     if overflows:
         assert f"for customer '{overflows[0]}'" in message
+        # the first customer with their values, and how many more (nothing more when there is one)
+        more = f" and {len(overflows) - 1:,} more"
+        assert message.endswith(more) if len(overflows) > 1 else not message.endswith(" more"), message
 
 
 def test_a_run_stops_on_rule_overflow(tmp_path, run_cli, monkeypatch):
