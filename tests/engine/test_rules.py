@@ -587,3 +587,33 @@ def test_an_unquoted_label_is_named_as_a_label_of_the_column_it_is_compared_with
     assert len(info.value.errors) == 1, info.value.errors
     assert "is a label of segment, and labels are written in single quotes: segment = 'new'" \
         in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize("rule", ["n + 1 > 0", "-n < 0", "ABS(n) > 0", "x * 10 > 0", "x / 2 > 0", "d + 1 > d",
+                                  "d - n > DATE '2000-01-01'", "d + x > DATE '2000-01-01'"])
+def test_arithmetic_on_a_missing_value_is_unknown_not_an_overflow(rule):
+    table = pl.DataFrame({"customer_id": ["none", "some"], "n": [None, 3], "x": [None, 2.0],
+                          "d": [None, dt.date(2020, 1, 1)]}, schema={"customer_id": pl.String, "n": pl.Int64,
+                                                                     "x": pl.Float64, "d": pl.Date})
+    compiled = compile_rule(rule, table.schema, as_of=dt.date(2024, 1, 1))
+    assert table.select(compiled.expr).to_series().to_list() == [False, True]
+    assert table.select(compiled.overflow).to_series().to_list() == [False, False]
+    assert compiled.overflow_error(table) is None
+
+
+def test_a_whole_number_above_the_64_bit_range_is_refused():
+    schema = {"frequency": pl.Int64}
+    compile_rule("frequency < 9223372036854775807", schema)  # the largest: fine
+    for number in ("9223372036854775808", "9223372036854775809", "99999999999999999999"):
+        with pytest.raises(RuleError, match=f"the number {number} is too large for a whole number"):
+            compile_rule(f"frequency < {number}", schema)
+    compile_rule("frequency < 9223372036854775808.0", schema)  # with a decimal point: a float
+
+
+def test_an_unquoted_label_of_several_words_is_read_as_the_longest_label_it_starts_with():
+    schema = {**SCHEMA, "tier": pl.Enum(["high-value", "high-value plus", "ordinary"])}
+    with pytest.raises(RuleError) as info:
+        compile_rule("tier = high-value plus AND abc = 'A'", schema, labels=LABELS, as_of=AS_OF)
+    assert [e.message for e in info.value.errors] == [
+        "unknown column high-value plus: 'high-value plus' is a label of tier, and labels are written in single "
+        "quotes: tier = 'high-value plus'"]
