@@ -230,6 +230,12 @@ def test_rule_is_one_vectorised_expression_with_no_python_callbacks(customers):
     ("abc", "the rule must be a condition, not abc (a label column) (compare it, e.g. abc = 'A')", 1),
     ("monetary + 1", "the rule must be a condition, not monetary + 1 (a number)", 1),
     ("abc = 'A' AND monetary", "the right side of AND must be a condition", 15),
+    ("monetary AND vip", "the left side of AND must be a condition, not monetary (a number column)", 1),
+    ("vip = = TRUE", "unexpected '=' (a value or column was expected)", 7),
+    ("vip = , TRUE", "unexpected ',' (a value or column was expected)", 7),
+    ("vip AND vip OR vip AND vip AND monetary", "the right side of AND must be a condition, not monetary", 32),
+    ("abc OR vip OR vip", "the left side of OR must be a condition, not abc (a label column) (compare it, e.g. "
+                          "abc = 'A')", 1),
     ("NOT monetary", "NOT must be a condition", 5),
     ("-abc = 'A'", "a sign needs a number", 2),
     ("abc + 1 > 2", "cannot compute abc (a label column) + 1 (number)", 1),
@@ -353,6 +359,9 @@ OVERFLOW_TABLE = pl.DataFrame(
     ("d - 1 < DATE '2019-12-31'", [False, False, False], ["lo"]),
     ("d + 9223372036854775807 > DATE '2000-01-01'", [False, False, False], ["lo", "hi", "mid"]),
     ("n + 0 = n AND x * 1 = x AND d + 0 = d", [True, True, True], []),
+    # a decimal stays a decimal through further arithmetic with whole numbers
+    ("x * 1 + 1 = 3.0", [False, False, True], []),
+    ("ABS(x * 1) = 2.0 AND ABS(x / 4) = 0.5", [False, False, True], []),
     # a decimal number of days far beyond any date is an overflow too, not a failed conversion
     ("d + x > DATE '2000-01-01'", [False, False, True], ["lo", "hi"]),
     # date - date is a whole number of days, checked as one
@@ -490,6 +499,12 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("abc = 'A' monetary IN (1, 2) AND adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
     ("abc = 'A' monetary IN ((1), 2) OR adc = 'zz'", ["unexpected 'monetary'", "'zz' is not a label of adc"]),
     ("abc = 'A' && adc = 'zz'", ["unexpected character '&'", "'zz' is not a label of adc"]),
+    # read on from the character after the unexpected one(s), whatever follows them
+    ("abc = 'A'&&adc = 'zz'", ["unexpected character '&'", "'zz' is not a label of adc"]),
+    ("abc = 'A' &adc = 'zz'", ["unexpected character '&'", "'zz' is not a label of adc"]),
+    ("abc = 'A' AND #adc = 'zz'", ["unexpected character '#'", "'zz' is not a label of adc"]),
+    # an operator written the other way round where a value belongs is shown as written
+    ("vip = => 5", ["'=>' is not an operator", "unexpected '=>' (a value or column was expected)"]),
     ("x BETWEEN 1 AND 2 AND y = 1", ["unknown column 'x'", "unknown column 'y'"]),
     ("NOT monetary AND abc = 'Z'", ["NOT must be a condition", "'Z' is not a label of abc"]),
     # one mistake is reported once, not again by the operators around it
@@ -617,3 +632,34 @@ def test_an_unquoted_label_of_several_words_is_read_as_the_longest_label_it_star
     assert [e.message for e in info.value.errors] == [
         "unknown column high-value plus: 'high-value plus' is a label of tier, and labels are written in single "
         "quotes: tier = 'high-value plus'"]
+
+
+def test_a_negative_number_in_an_in_list_is_negative():
+    df = pl.DataFrame({"n": [-3, 3, 5], "x": [-1.5, 1.5, None]})
+    assert df.select(compile_rule("n IN (-3, 5)", df.schema).expr).to_series().to_list() == [True, False, True]
+    assert df.select(compile_rule("x IN (-1.5)", df.schema).expr).to_series().to_list() == [True, False, False]
+    assert df.select(compile_rule("n NOT IN (-3)", df.schema).expr).to_series().to_list() == [False, True, True]
+
+
+def test_the_nesting_limit_is_the_same_wherever_the_nesting_sits_in_the_rule():
+    """NOT, a sign and a parenthesis each hold one level while their operand is read: a deep part after
+    others is allowed (and refused) exactly as at the start of the rule."""
+    schema = {"frequency": pl.Int64, "vip": pl.Boolean}
+    before = "NOT vip AND -frequency < 0 AND (vip) AND NOT NOT vip AND "
+    compile_rule(before + "(" * 31 + "frequency > 1" + ")" * 31, schema)
+    with pytest.raises(RuleError, match="nested more than 64 levels"):
+        compile_rule(before + "(" * 32 + "frequency > 1" + ")" * 32, schema)
+    with pytest.raises(RuleError, match="nested more than 64 levels"):
+        compile_rule(before + "NOT " * 64 + "frequency > 1", schema)
+
+
+def test_a_compiled_rule_and_its_clauses_cannot_be_changed():
+    """A compiled rule is a value (the live playbook keeps its rules compiled across moves): no field of it or of
+    its clauses can be reassigned."""
+    import dataclasses
+
+    rule = compile_rule("frequency > 1 AND vip", {"frequency": pl.Int64, "vip": pl.Boolean})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.expr = pl.lit(True)  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.clauses[0].text = "vip"  # type: ignore[misc]
