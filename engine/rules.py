@@ -781,8 +781,8 @@ class _Parser:
         owner = next(((col, label) for col, labels in sets.items() for label in labels if label == name), None) \
             or next(((col, label) for col, labels in sets.items() for label in labels
                      if label.casefold() == name.casefold()), None)
-        if owner is None and t.kind == "IDENT":  # a label of several words or with signs, written as it is
-            # (a label it starts with is longer than the name: no label equals it, and a shorter one ends inside it)
+        if t.kind == "IDENT":  # a label of several words or with signs, written as it is: the longest label the
+            # text goes on with, ending where a word does (``high-value`` is that label, not ``high`` of another)
             rest = self.text[t.start:]
             found = sorted(((len(label), col, label) for col, labels in sets.items() for label in labels
                             if rest.startswith(label)

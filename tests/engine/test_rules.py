@@ -246,6 +246,8 @@ def test_rule_is_one_vectorised_expression_with_no_python_callbacks(customers):
     ("MONTHS(birthday) = 1", "unknown function MONTHS() (did you mean 'MONTH'?)", 1),
     ("MONTH(birthday, 1) = 1", "MONTH() takes 1 argument(s), got 2", 1),
     ("MONTH(monetary) = 1", "MONTH() needs a date, not monetary (a number column)", 7),
+    ("LOWER(monetary) = 'x'", "LOWER() needs a text, not monetary (a number column)", 7),
+    ("YEAR(abc) = 1", "YEAR() needs a date, not abc (a label column)", 6),
     ("MONTH(birthday = 1", "cannot compare birthday (a date column) with 1 (number)", 7),
     ("", "the rule is empty", 1),
     ("   ", "the rule is empty", 1),
@@ -518,6 +520,8 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("(vip AND monetary) IN ('x')", ["the right side of AND must be a condition, not monetary"]),
     ("(vip AND monetary) BETWEEN 1 AND 2", ["the right side of AND must be a condition, not monetary"]),
     ("abc IN ('A', NOPE())", ["unknown function NOPE()"]),
+    ("MONTH(monetary) = 'x'", ["MONTH() needs a date, not monetary"]),
+    ("LOWER(frequency) = 1", ["LOWER() needs a text, not frequency"]),
     ("(abc IN ('Z')) = 1", ["'Z' is not a label of abc"]),
     ("monetary IN ('x', 1)", ["cannot compare monetary (a number column) with 'x' (text)"]),
     ("monetary IN (NULL) OR abc IN (vip)", ["NULL in an IN list never matches", "IN takes a list of literal values"]),
@@ -663,3 +667,18 @@ def test_a_compiled_rule_and_its_clauses_cannot_be_changed():
         rule.expr = pl.lit(True)  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         rule.clauses[0].text = "vip"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text, end", [("tier = high-value AND abc = 'A'", None), ("tier IN (high, high-value)", 2),
+                                       ("tier = high", None)])
+def test_an_unquoted_label_is_read_whole_when_a_shorter_label_is_its_first_word(text, end):
+    """With labels ``high`` and ``high-value``, ``high-value`` written without quotes is the label
+    ``high-value``: it used to be reported as the label ``high`` followed by an unknown column ``value``."""
+    schema = {**SCHEMA, "tier": pl.Enum(["high", "high-value", "ordinary"])}
+    with pytest.raises(RuleError) as info:
+        compile_rule(text, schema, labels=LABELS, as_of=AS_OF)
+    label = "high" if text.endswith("high") else "high-value"
+    messages = [e.message for e in info.value.errors]
+    assert messages[-1] == (f"unknown column {label}: '{label}' is a label of tier, and labels are written in "
+                            f"single quotes: tier = '{label}'"), messages
+    assert len(messages) == (end or 1), messages
