@@ -521,6 +521,7 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("(vip AND monetary) BETWEEN 1 AND 2", ["the right side of AND must be a condition, not monetary"]),
     ("abc IN ('A', NOPE())", ["unknown function NOPE()"]),
     ("MONTH(monetary) = 'x'", ["MONTH() needs a date, not monetary"]),
+    ("(monetary BETWEEN 'a' AND 5) = 1", ["cannot compare monetary (a number column) with 'a' (text)"]),
     ("LOWER(frequency) = 1", ["LOWER() needs a text, not frequency"]),
     ("(abc IN ('Z')) = 1", ["'Z' is not a label of abc"]),
     ("monetary IN ('x', 1)", ["cannot compare monetary (a number column) with 'x' (text)"]),
@@ -682,3 +683,28 @@ def test_an_unquoted_label_is_read_whole_when_a_shorter_label_is_its_first_word(
     assert messages[-1] == (f"unknown column {label}: '{label}' is a label of tier, and labels are written in "
                             f"single quotes: tier = '{label}'"), messages
     assert len(messages) == (end or 1), messages
+
+
+def test_the_length_limit_is_exact():
+    from engine.rules import MAX_LENGTH
+
+    schema = {"frequency": pl.Int64}
+    compile_rule("frequency > 1".ljust(MAX_LENGTH), schema)  # exactly the limit: fine
+    with pytest.raises(RuleError, match=f"the rule is {MAX_LENGTH + 1:,} characters long"):
+        compile_rule("frequency > 1".ljust(MAX_LENGTH + 1), schema)
+
+
+def test_the_function_table_and_tokens_cannot_be_changed():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FUNCTIONS["ABS"].help = "changed"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tokenize("abc")[0].value = "adc"  # type: ignore[misc]
+
+
+def test_only_a_label_column_used_as_a_condition_gets_the_hint_to_compare_it():
+    assert error("abc").message == "the rule must be a condition, not abc (a label column) (compare it, e.g. abc = 'A')"
+    assert error("monetary AND vip").message == \
+        "the left side of AND must be a condition, not monetary (a number column)"
+    assert error("country").message == "the rule must be a condition, not country (a text column)"
