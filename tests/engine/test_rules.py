@@ -522,6 +522,7 @@ def test_every_problem_of_a_rule_is_reported_in_one_pass():
     ("abc IN ('A', NOPE())", ["unknown function NOPE()"]),
     ("MONTH(monetary) = 'x'", ["MONTH() needs a date, not monetary"]),
     ("(monetary BETWEEN 'a' AND 5) = 1", ["cannot compare monetary (a number column) with 'a' (text)"]),
+    ("(NOT LENGTH() = 'x') = 1", ["LENGTH() takes 1 argument(s), got 0"]),
     ("LOWER(frequency) = 1", ["LOWER() needs a text, not frequency"]),
     ("(abc IN ('Z')) = 1", ["'Z' is not a label of abc"]),
     ("monetary IN ('x', 1)", ["cannot compare monetary (a number column) with 'x' (text)"]),
@@ -708,3 +709,13 @@ def test_only_a_label_column_used_as_a_condition_gets_the_hint_to_compare_it():
     assert error("monetary AND vip").message == \
         "the left side of AND must be a condition, not monetary (a number column)"
     assert error("country").message == "the rule must be a condition, not country (a text column)"
+
+
+@pytest.mark.parametrize("text", ["frequency BETWEEN recency_days AND monetary",
+                                  "frequency NOT BETWEEN recency_days + 1 AND monetary * 2"])
+def test_a_between_reads_the_columns_of_all_three_operands(customers, text):
+    """The columns a rule reads decide which rules a skipped classifier switches off, and explain shows them."""
+    rule = compile_rule(text, customers.schema, as_of=AS_OF)
+    assert rule.columns == {"frequency", "recency_days", "monetary"}
+    [(clause, _, seen)] = rule.explain(customers.filter(pl.col("customer_id") == "c1"))
+    assert seen == {"frequency": 9, "monetary": 1200.0, "recency_days": 5}
