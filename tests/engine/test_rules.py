@@ -85,6 +85,7 @@ def error(text: str) -> RuleError:
     ("monetary - 100 * 2 >= 600", ["c1", "c2"]),
     ("(monetary - 100) * 2 >= 1400", ["c1", "c2"]),
     ("-monetary < -1000", ["c1"]),
+    ("-frequency = -9", ["c1"]),
     ("ABS(-monetary) > 1000", ["c1"]),
     ("frequency IN (1, 9)", ["c1", "c3", "c4"]),
     ("frequency IN (1.0, 4.5)", ["c3", "c4"]),
@@ -324,6 +325,9 @@ def test_in_on_an_enum_column_compares_its_codes_and_gives_the_same_answer():
     rule = compile_rule("adc IN ('active', 'new')", df.schema, labels={"adc": labels})
     assert "String" not in str(rule.expr)  # no cast of the column to text
     assert df.select(rule.expr).to_series().to_list() == [True, False, False, True]
+    every = compile_rule("adc IN ('active', 'new', 'dormant')", df.schema, labels={"adc": labels})
+    assert "String" not in str(every.expr)  # every label is one of its labels too
+    assert df.select(every.expr).to_series().to_list() == [True, False, True, True]
     negated = compile_rule("adc NOT IN ('active', 'new')", df.schema, labels={"adc": labels})
     assert df.select(negated.expr).to_series().to_list() == [False, False, True, False]
 
@@ -369,6 +373,8 @@ OVERFLOW_TABLE = pl.DataFrame(
     # date - date is a whole number of days, checked as one
     ("(d - DATE '2020-01-01') * 9223372036854775807 > 0", [False, False, False], ["lo", "hi"]),
     ("(d - DATE '2020-01-01') * 2 = 0", [False, False, True], []),
+    # the result of whole-number arithmetic is a whole number, checked as one in the next operation too
+    ("n + 0 + 9223372036854775807 > 0", [False, False, False], ["hi", "mid"]),
     # a date beyond the range, used on in further date arithmetic, is still an overflow, not a failure
     ("d + 9223372036854775807 - d > 0", [False, False, False], ["lo", "hi", "mid"]),
     ("d + 9223372036854775807 - 1 > DATE '2000-01-01'", [False, False, False], ["lo", "hi", "mid"]),
@@ -719,3 +725,14 @@ def test_a_between_reads_the_columns_of_all_three_operands(customers, text):
     assert rule.columns == {"frequency", "recency_days", "monetary"}
     [(clause, _, seen)] = rule.explain(customers.filter(pl.col("customer_id") == "c1"))
     assert seen == {"frequency": 9, "monetary": 1200.0, "recency_days": 5}
+
+
+def test_in_with_a_declared_label_the_column_type_lacks_matches_no_one():
+    """A classifier may declare a label (``labels``) that no customer has, so the column's Enum lacks it: IN is then
+    compared as text, where the label matches no one (an Enum could not even hold it)."""
+    df = pl.DataFrame({"abc": pl.Series(["A", "B", None], dtype=ABC)})
+    labels = {"abc": ("A", "B", "C", "D")}
+    assert df.select(compile_rule("abc IN ('D')", df.schema, labels=labels).expr).to_series().to_list() \
+        == [False, False, False]
+    assert df.select(compile_rule("abc IN ('A', 'D')", df.schema, labels=labels).expr).to_series().to_list() \
+        == [True, False, False]
