@@ -213,6 +213,22 @@ def test_prospects_from_the_customer_table():
         in p.report.lines()
 
 
+def test_a_prospect_has_every_feature_of_no_transaction():
+    """Each built-in feature of a customer-table customer without a usable row is its definition over no rows:
+    counts and sums 0, dates and what is derived from them (or from no order) null. Both kinds of prospect:
+    one without any transaction (z) and one whose only row is on or after as_of (b)."""
+    customers = pl.DataFrame({"customer_id": ["b", "z"]})
+    p = prepare(tx(ROWS), customers=customers, as_of="2011-02-15")
+    nothing = {"recency_days": None, "frequency": 0, "monetary": 0.0, "first_order": None, "last_order": None,
+               "last_activity": None, "tenure_days": None, "avg_order_value": None, "returns": 0,
+               "returned_value": 0.0}
+    assert list(nothing) == list(BUILTIN_FEATURES)
+    got = {row["customer_id"]: {n: row[n] for n in nothing} for row in p.customers.iter_rows(named=True)}
+    assert got["b"] == nothing and got["z"] == nothing
+    assert p.report.prospects == 2
+    assert got["a"]["returns"] == 1 and got["a"]["returned_value"] == 4.0  # a's cancellation of 2011-02-10
+
+
 def test_customer_ids_match_across_types(tmp_path):
     # Parquet integer ids and a CSV customer table: the table's "12" is the customer 12
     path = tmp_path / "tx.parquet"
