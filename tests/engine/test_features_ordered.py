@@ -288,3 +288,34 @@ def test_the_flags_compute_each_look_back_once():
     assert plan.count("cum_max") == 1
     assert flagged.collect_schema().names() == [*rows.collect_schema().names(), "_run"]
     assert flagged.collect()["_run"].to_list() == [1, 0, 1]
+
+
+
+@pytest.mark.parametrize("id_type, keys", [
+    (pl.Boolean, [False, True]),
+    (pl.Categorical, ["c0", "o1", "o2"]),  # codes in the order of first appearance: 0, 1, 2
+    (pl.Int64, [-3, 5, 7]),
+    (pl.UInt8, [0, 1, 2]),
+    (pl.Float64, [-7.0, -1.5, 3.0]),
+    (pl.String, ["C1", "o1", "o2"]),
+    (pl.Date, [START, START + dt.timedelta(days=1), START + dt.timedelta(days=2)]),
+])
+def test_a_line_before_the_first_purchase_puts_no_order_in_doubt(id_type, keys):
+    """Order ids that grow, of any type with an order, and a return (no purchase, not counted) before the first
+    purchase line: input written order by order, no customer counted again. The value standing for "no counted
+    line before" must stay below the ids of the purchases that follow (here the type's ids above its lowest)."""
+    rows = list(zip(["a", "a", "b"], keys, [-1.0, 5.0, 3.0]))
+    category = id_type is pl.Categorical
+    data = pl.DataFrame({"customer_id": [r[0] for r in rows], "order_id": [r[1] for r in rows],
+                         "order_date": [START] * len(rows), "amount": [r[2] for r in rows]},
+                        schema={"customer_id": pl.String, "order_id": pl.String if category else id_type,
+                                "order_date": pl.Date, "amount": pl.Float64})
+    if category:
+        data = data.with_columns(pl.col("order_id").cast(pl.Categorical))
+        assert data["order_id"].to_physical().to_list() == [0, 1, 2]
+    results = three_ways(data)
+    report = results["boundaries"].report
+    assert (report.orders_counted, report.orders_recounted) == ("boundaries", 0)
+    assert report.orders_check == "input written order by order (checked on every purchase line)"
+    assert dict(results["hashing"].customers.select("customer_id", "frequency").iter_rows()) == (
+        {"a": 1} if len(rows) == 2 else {"a": 1, "b": 1})
