@@ -306,3 +306,53 @@ def test_value_tier_thresholds_are_bounded_as_listed(registry):
         rfm.resolve({"bins": 10, name: high})
         with pytest.raises(ParamError, match="maximum"):
             rfm.resolve({"bins": 10, name: high + 1})
+
+
+def test_every_number_parameter_is_bounded_and_stepped_as_the_scores_allow(registry):
+    """Scores run from 1 to bins, bins from 2 to 10: a score threshold is 1..10, R + F + M is 3..30; every
+    bound is enforced where `tierbook plugins` lists it, at its edge, and the workbench's sliders move one
+    score at a time (a step of 2 would skip scores)."""
+    from engine import ParamError
+    from engine.registry import describe_registry
+
+    rfm = registry.classifier("rfm")
+    listed = {p["name"]: (p.get("min"), p.get("max"), p.get("step"), p.get("default"))
+              for c in describe_registry(registry) if c["name"] == "rfm" for p in c["params"]
+              if p["type"] == "int"}
+    # the defaults are the docstring's: 5 bins, high-value at R >= 3, F >= 4, M >= 4, potential from 9
+    assert listed == {"bins": (2, 10, 1, 5), "hv_min_r": (1, 10, 1, 3), "hv_min_f": (1, 10, 1, 4),
+                      "hv_min_m": (1, 10, 1, 4), "potential_min_total": (3, 30, 1, 9)}
+    widest = {"bins": 10}  # every threshold fits 10 bins
+    smallest = {"bins": 2, "hv_min_r": 1, "hv_min_f": 1, "hv_min_m": 1, "potential_min_total": 3}
+    for name, (low, high, _, _) in listed.items():
+        base = smallest if name == "bins" else widest
+        assert rfm.resolve({**base, name: high})[name] == high
+        assert rfm.resolve({**smallest, name: low})[name] == low
+        with pytest.raises(ParamError, match="maximum"):
+            rfm.resolve({**base, name: high + 1})
+        with pytest.raises(ParamError, match="minimum"):
+            rfm.resolve({**smallest, name: low - 1})
+    # the cross-checks at their edges: a threshold may equal bins, R + F + M may reach 3 x bins, not more
+    for bins in (2, 4, 9):
+        for name in ("hv_min_r", "hv_min_f", "hv_min_m"):
+            assert rfm.resolve({**smallest, "bins": bins, name: bins})[name] == bins
+            with pytest.raises(ParamError, match=rf"{name} \({bins + 1}\) is above bins \({bins}\)"):
+                rfm.resolve({**smallest, "bins": bins, name: bins + 1})
+        assert rfm.resolve({**smallest, "bins": bins, "potential_min_total": 3 * bins})["potential_min_total"] \
+            == 3 * bins
+        with pytest.raises(ParamError, match=rf"above 3 x bins \({3 * bins}\)"):
+            rfm.resolve({**smallest, "bins": bins, "potential_min_total": 3 * bins + 1})
+
+
+@pytest.mark.parametrize("bins", [2, 8, 9])
+def test_segments_by_code_up_to_nine_bins(registry, bins):
+    """One digit a score: segments by code take up to 9 bins, and 10 is refused."""
+    df = pl.DataFrame({"customer_id": list(range(bins)), "recency_days": list(range(bins, 0, -1)),
+                       "frequency": list(range(1, bins + 1)), "monetary": [float(x) for x in range(1, bins + 1)]})
+    params = {"bins": bins, "segments_by": "code", "segment_codes": {"Top": [f"{bins}{bins}{bins}"]},
+              "hv_min_r": 1, "hv_min_f": 1, "hv_min_m": 1, "potential_min_total": 3}
+    out = rfm(df, registry, **params)
+    assert out["rfm_code"].to_list() == [f"{s}{s}{s}" for s in range(1, bins + 1)]
+    assert strings(out["rfm_segment"]) == ["Other"] * (bins - 1) + ["Top"]
+    with pytest.raises(ParamError, match=r"segments_by=code needs bins <= 9 \(one digit a score\), not 10"):
+        rfm(df, registry, **{**params, "bins": 10})
