@@ -143,6 +143,21 @@ def test_other_bins_are_rescaled_to_the_five_by_five_grid(registry):
     assert out["rfm_code"][9] == "101010"
 
 
+@pytest.mark.parametrize("bins", range(2, 11))
+def test_every_bins_is_rescaled_as_documented(registry, bins):
+    """ceil(score * 5 / bins) for R, F and M, FM the mean of F and M rounded up, for every score of every bins."""
+    scores = list(range(1, bins + 1))
+    r, f, m = scores, scores[1:] + scores[:1], scores[::-1]  # every score once in each, in different pairs
+
+    def five(score):
+        return -(-score * 5 // bins)
+
+    out = rfm(by_scores(r, f, m), registry, bins=bins, hv_min_r=1, hv_min_f=1, hv_min_m=1, potential_min_total=3)
+    assert out.select("rfm_r", "rfm_f", "rfm_m").rows() == list(zip(r, f, m))
+    assert strings(out["rfm_segment"]) == [DOCUMENTED_GRID[five(a)][-(-(five(b) + five(c)) // 2) - 1]
+                                           for a, b, c in zip(r, f, m)]
+
+
 def test_segment_grid_override(registry):
     top = ("55", "43")
     grid = {"Top": list(top), "Everyone else": [f"{r}{fm}" for r in range(1, 6) for fm in range(1, 6)

@@ -166,3 +166,66 @@ def test_wildcards_and_first_match(registry):
     assert out["rfm_code"].to_list() == ["444", "333", "222", "111"]
     assert out["rfm_segment"].cast(pl.String).to_list() == ["Top", "Mid", "Rest", "Rest"]
     assert out["rfm_segment"].dtype == pl.Enum(["Top", "Mid", "Rest"])
+
+
+@pytest.mark.parametrize("codes, message", [
+    ({"": ["444"]}, "segment names must be non-empty text, got ''"),
+    ({"  ": ["444"]}, "segment names must be non-empty text, got '  '"),
+    ({5: ["444"]}, "segment names must be non-empty text, got 5"),
+    ({"Top": "444"}, r"segment 'Top': expected a list of codes like \['444', '34\*'\], got '444'"),
+    ({"Top": ["44"]}, "'44' is not an RFM code pattern"),
+    ({"Top": ["4444"]}, "'4444' is not an RFM code pattern"),
+    ({"Top": ["404"]}, "'404' is not an RFM code pattern"),
+])
+def test_bad_segment_codes(codes, message):
+    """Every way a segment_codes mapping can be wrong is refused, naming the segment and the bad value."""
+    from engine import ParamError
+
+    frame = pl.DataFrame({"customer_id": [1, 2], "recency_days": [1, 2], "frequency": [2, 1], "monetary": [2.0, 1]})
+    with pytest.raises(ParamError, match=message):
+        engine.classify_frame(frame, "rfm", {"rfm": {"bins": 4, "segments_by": "code", "segment_codes": codes}})
+
+
+def test_qcut_edges_are_the_customers_values_only():
+    """Prospects (no recency, frequency 0, monetary 0) take no part in the quantile edges and get no score: the
+    customers' qcut scores are pandas.qcut's over the customers alone."""
+    pd = pytest.importorskip("pandas")
+    import random
+
+    rng = random.Random(11)
+    for trial in range(12):
+        n, prospects = rng.randint(2, 30), rng.randint(1, 8)
+        values = {"recency_days": [rng.randint(1, 40) for _ in range(n)],
+                  "frequency": [rng.randint(1, 6) for _ in range(n)],
+                  "monetary": [float(rng.randint(-5, 500)) for _ in range(n)]}
+        frame = pl.DataFrame({"customer_id": list(range(n + prospects)),
+                              "recency_days": values["recency_days"] + [None] * prospects,
+                              "frequency": values["frequency"] + [0] * prospects,
+                              "monetary": values["monetary"] + [0.0] * prospects},
+                             schema={"customer_id": pl.Int64, "recency_days": pl.Int64, "frequency": pl.Int64,
+                                     "monetary": pl.Float64})
+        order = list(range(n + prospects))
+        rng.shuffle(order)  # prospects anywhere in the table
+        out = engine.classify_frame(frame[order], "rfm", {"rfm.bins": 4, "rfm.binning": "qcut"}).sort("customer_id")
+        for col, score, reverse in (("recency_days", "rfm_r", True), ("frequency", "rfm_f", False),
+                                    ("monetary", "rfm_m", False)):
+            codes = pd.qcut(pd.Series(values[col]), q=4, labels=False, duplicates="drop")
+            if codes.isna().any():  # a single distinct value: pandas gives no bin; tierbook scores 1
+                want = [1] * n
+            else:
+                k = int(codes.max()) + 1
+                want = [(k - c) if reverse else (c + 1) for c in codes.astype(int)]
+            assert out[score].to_list() == want + [None] * prospects, (trial, col)
+
+
+@pytest.mark.parametrize("binning", ["rank", "qcut"])
+def test_no_mean_per_order_without_an_order(binning):
+    """monetary=mean is monetary / frequency: undefined for a customer without an order (a hand-made table can
+    give one a recency), who gets no M score rather than one from a division by zero (-inf: the lowest, +inf:
+    the highest)."""
+    frame = pl.DataFrame({"customer_id": [1, 2, 3, 4], "recency_days": [1, 2, 3, 4], "frequency": [2, 1, 0, 0],
+                          "monetary": [10.0, 3.0, -4.0, 7.0]})
+    out = engine.classify_frame(frame, "rfm", {"rfm": {"bins": 4, "binning": binning, "monetary": "mean"}})
+    assert out["rfm_m"].to_list()[2:] == [None, None]
+    assert out["rfm_code"].to_list()[2:] == [None, None]
+    assert out["rfm_m"][0] > out["rfm_m"][1]  # 5 per order against 3
