@@ -177,6 +177,9 @@ def test_segment_grid_override(registry):
         ({"A": ["55"], "B": ["55"]}, "cell 55 is in both 'A' and 'B'"),
         ({"A": ["56"]}, "'56' is not a cell"),
         ({"A": "55"}, "expected a list of cells"),
+        ({"": ["55"]}, "segment names must be non-empty text, got ''"),
+        ({" ": ["55"]}, "segment names must be non-empty text, got ' '"),
+        ({5: ["55"]}, "segment names must be non-empty text, got 5"),
     ],
 )
 def test_bad_grid_override(registry, grid, message):
@@ -371,3 +374,14 @@ def test_segments_by_code_up_to_nine_bins(registry, bins):
     assert strings(out["rfm_segment"]) == ["Other"] * (bins - 1) + ["Top"]
     with pytest.raises(ParamError, match=r"segments_by=code needs bins <= 9 \(one digit a score\), not 10"):
         rfm(df, registry, **{**params, "bins": 10})
+
+
+def test_f_and_m_do_not_depend_on_the_recency_values(registry):
+    """F and M rank every customer with a recency (of a hand-made table too: a float column, infinite or NaN
+    included) by frequency and monetary alone; only a missing recency (a prospect) leaves them out."""
+    df = pl.DataFrame({"customer_id": [1, 2, 3, 4, 5, 6],
+                       "recency_days": [1.0, float("inf"), float("nan"), float("-inf"), 2.5, None],
+                       "frequency": [3, 1, 2, 5, 4, 9], "monetary": [1.0, 20.0, 3.0, -4.0, 5.0, 99.0]})
+    out = rfm(df, registry)
+    assert out["rfm_f"].to_list() == reference_scores([3.0, 1.0, 2.0, 5.0, 4.0, None], 5) == [3, 1, 2, 5, 4, None]
+    assert out["rfm_m"].to_list() == reference_scores([1.0, 20.0, 3.0, -4.0, 5.0, None], 5) == [2, 5, 3, 1, 4, None]
