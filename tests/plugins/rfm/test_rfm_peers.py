@@ -229,3 +229,17 @@ def test_no_mean_per_order_without_an_order(binning):
     assert out["rfm_m"].to_list()[2:] == [None, None]
     assert out["rfm_code"].to_list()[2:] == [None, None]
     assert out["rfm_m"][0] > out["rfm_m"][1]  # 5 per order against 3
+
+
+def test_qcut_edges_to_the_last_bit_where_an_edge_falls_halfway():
+    """An edge halfway between two values (n = 4, the median) is numpy's ``b - (b - a) * (1 - t)`` at t = 0.5, not
+    ``a + (b - a) * t``: between two subnormal values the two round apart (1.5e-323 against 1e-323), and the value
+    1.5e-323 on the edge is in the lower bin, as pandas puts it."""
+    pd = pytest.importorskip("pandas")
+    values = [0.0, 1e-323, 1.5e-323, 1.0]
+    codes = pd.qcut(pd.Series(values), q=2, labels=False, duplicates="drop").tolist()
+    frame = pl.DataFrame({"customer_id": [1, 2, 3, 4], "recency_days": [1, 2, 3, 4], "frequency": [1, 1, 1, 1],
+                          "monetary": values})
+    out = engine.classify_frame(frame, "rfm", {"rfm": {"bins": 2, "binning": "qcut", "hv_min_r": 1, "hv_min_f": 1,
+                                                       "hv_min_m": 1, "potential_min_total": 3}})
+    assert out["rfm_m"].to_list() == [c + 1 for c in codes] == [1, 1, 1, 2]
