@@ -229,6 +229,26 @@ def test_a_prospect_has_every_feature_of_no_transaction():
     assert got["a"]["returns"] == 1 and got["a"]["returned_value"] == 4.0  # a's cancellation of 2011-02-10
 
 
+@pytest.mark.parametrize("orders", ["hashing", "boundaries"])
+def test_rows_on_or_after_as_of_change_no_order_count(orders):
+    """A zero amount and a sale without an order id dated on or after as_of are not used: they neither correct
+    the distinct count of order ids (as a usable zero line or sale without an id does) nor count as orders."""
+    rows = [("a", "o2", D(2011, 1, 1), 5.0), ("a", "o1", D(2011, 1, 2), 5.0),   # o1 after o2: in doubt
+            ("a", "o3", D(2011, 3, 1), 0.0), ("a", None, D(2011, 3, 2), 7.0)]   # both after as_of
+    result = compute_features(read_transactions(tx(rows)), as_of=D(2011, 2, 1), orders=orders)
+    assert by_id(result.customers, "frequency", "monetary", "last_activity") == {"a": (2, 10.0, D(2011, 1, 2))}
+    assert result.report.rejected["after_as_of"] == 2
+
+
+def test_the_scan_sums_a_zero_net_revenue_as_zero():
+    """The scan's own total of the usable amounts (exact units, for the reconciliation) is 0 when the sales and
+    returns cancel out, like the customers' total."""
+    rows = [("a", "o1", D(2011, 1, 1), 7.5), ("a", "o2", D(2011, 1, 2), -7.5)]
+    result = compute_features(read_transactions(tx(rows)))
+    assert (result.report.scanned_units, result.report.net_revenue) == (0, 0.0)
+    assert compute_features(read_transactions(tx(ROWS))).report.scanned_units == 280_000  # 28.00 in units
+
+
 def test_customer_ids_match_across_types(tmp_path):
     # Parquet integer ids and a CSV customer table: the table's "12" is the customer 12
     path = tmp_path / "tx.parquet"

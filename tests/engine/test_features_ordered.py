@@ -319,3 +319,11 @@ def test_a_line_before_the_first_purchase_puts_no_order_in_doubt(id_type, keys):
     assert report.orders_check == "input written order by order (checked on every purchase line)"
     assert dict(results["hashing"].customers.select("customer_id", "frequency").iter_rows()) == (
         {"a": 1} if len(rows) == 2 else {"a": 1, "b": 1})
+
+
+def test_auto_weighs_the_run_starts_in_doubt_against_the_run_starts_not_the_lines():
+    """One run start in doubt out of two is 50% of the starts, however many lines the orders have: auto hashes."""
+    rows = [("b", "o2", 0, 1.0), ("a", "o1", 0, 1.0)] + [("a", "o1", 0, 1.0)] * 200
+    assert in_doubt(rows)[1:] == (2, 1)
+    r = check(rows)["auto"].report
+    assert r.orders_counted == "hashing" and "first" in r.orders_check
