@@ -85,6 +85,15 @@ def test_default_as_of_counts_rows_without_a_customer():
     assert by_id(p.customers, "recency_days")["a"] == (90,)  # 2011-02-01 -> 2011-05-02: 27 + 31 + 30 + 2
 
 
+def test_default_as_of_ignores_a_dated_row_without_an_amount():
+    """The default as_of is the day after the last row with a date and an amount: a later row without an amount
+    (with a customer id or without) is not used and does not move it."""
+    for customer in ("a", None):
+        p = prepare(tx([*ROWS, (customer, "o9", D(2011, 5, 1), None)]))
+        assert p.as_of == D(2011, 3, 31)
+        assert p.report.rejected["null_customer" if customer is None else "null_amount"] == 1
+
+
 def test_unusable_rows_are_counted_per_reason():
     rows = [
         ("a", "o1", D(2011, 1, 1), 10.0),
@@ -422,7 +431,8 @@ def test_a_table_feature_with_two_rows_for_a_customer_is_an_error():
 
     mod.register_features = register_features
     registry = get_registry(entry_points=False, modules=[mod], strict=True)
-    with pytest.raises(DataError, match="per_order: the query returned more than one row for a customer"):
+    with pytest.raises(DataError, match=r"per_order: the query returned more than one row for a customer "
+                                        r"\(tierbook_test_bad_table \(module tierbook_test_bad_table\)\)"):
         engine.prepare(tx(ROWS), registry=registry)
 
 
