@@ -253,6 +253,8 @@ def _lowest_int(dtype: pl.DataType) -> int:
 
     >>> _lowest_int(pl.Int64()), _lowest_int(pl.UInt8()), _lowest_int(pl.Int8())
     (-9223372036854775808, 0, -128)
+    >>> _lowest_int(pl.Int16()), _lowest_int(pl.Int32()), _lowest_int(pl.Int128()) == -2**127
+    (-32768, -2147483648, True)
     """
     if dtype.is_unsigned_integer():
         return 0

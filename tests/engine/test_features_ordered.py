@@ -327,3 +327,11 @@ def test_auto_weighs_the_run_starts_in_doubt_against_the_run_starts_not_the_line
     assert in_doubt(rows)[1:] == (2, 1)
     r = check(rows)["auto"].report
     assert r.orders_counted == "hashing" and "first" in r.orders_check
+
+
+def test_a_recounted_customer_keeps_an_order_of_the_smallest_amount():
+    """A customer in doubt is counted again by hashing; an order whose only line is 0.0001 (one unit) is a purchase
+    there too."""
+    results = check([("a", "o2", 0, 1.0), ("a", "o1", 0, 0.0001)])
+    assert results["boundaries"].report.orders_recounted == 1
+    assert dict(results["boundaries"].customers.select("customer_id", "frequency").iter_rows()) == {"a": 2}
