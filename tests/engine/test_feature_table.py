@@ -101,3 +101,16 @@ def test_predicted_schema_is_the_computed_one_for_every_feature(tmp_path, as_of,
     # a prospect gets the table's empty values
     prospect = prepared.customers.filter(pl.col("customer_id") == table["customer_id"][0]).row(0, named=True)
     assert {f.name: prospect[f.name] for f in FEATURES} == {f.name: f.empty for f in FEATURES}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("median", "amount"), r"unsupported aggregation median\(amount\)"),
+    (("sum", "order_date"), r"unsupported aggregation sum\(order_date\)"),
+    (("count", "amount", "refunds"), "unknown row selection 'refunds'; one of all, purchases, returns"),
+])
+def test_an_aggregation_the_engines_cannot_translate_is_refused(args, message):
+    """Each engine translates only the listed operations on their listed columns (OPS), over the listed rows."""
+    from engine.feature_table import Agg
+
+    with pytest.raises(ValueError, match=message):
+        Agg(*args)
