@@ -569,3 +569,9 @@ def test_the_smallest_amount_is_a_purchase_and_every_reason_is_named():
         engine.prepare(unusable, registry=registry)
     assert ("no usable transactions (not used: 1 rows where customer_id is empty; not used: 1 rows where amount is "
             "empty; 1 customers have no usable row and are not classified)") in str(info.value)
+
+
+def test_a_last_date_of_9999_12_31_needs_an_explicit_as_of():
+    with pytest.raises(DataError, match="the last date is 9999-12-31, the largest date there is"):
+        prepare(tx([("a", "o1", D(9999, 12, 31), 1.0)]))
+    assert prepare(tx([("a", "o1", D(9999, 12, 30), 1.0)])).as_of == D(9999, 12, 31)

@@ -335,3 +335,12 @@ def test_a_recounted_customer_keeps_an_order_of_the_smallest_amount():
     results = check([("a", "o2", 0, 1.0), ("a", "o1", 0, 0.0001)])
     assert results["boundaries"].report.orders_recounted == 1
     assert dict(results["boundaries"].customers.select("customer_id", "frequency").iter_rows()) == {"a": 2}
+
+
+def test_auto_tries_boundaries_with_one_run_start_in_doubt_in_a_hundred():
+    """At most 1% of the first rows' run starts in doubt: auto tries the boundary pass (which counts the customer in
+    doubt again by hashing)."""
+    rows = [(f"c{i:03d}", f"o{i:03d}", 0, 1.0) for i in range(1, 101)] + [("zz", "o050", 0, 1.0)]
+    assert in_doubt(rows)[1:] == (101, 1)
+    r = check(rows)["auto"].report
+    assert (r.orders_counted, r.orders_recounted) == ("boundaries", 1)
