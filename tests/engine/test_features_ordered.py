@@ -344,3 +344,16 @@ def test_auto_tries_boundaries_with_one_run_start_in_doubt_in_a_hundred():
     assert in_doubt(rows)[1:] == (101, 1)
     r = check(rows)["auto"].report
     assert (r.orders_counted, r.orders_recounted) == ("boundaries", 1)
+
+
+def test_a_recount_reads_the_usable_purchase_lines_only():
+    """The customer in doubt is counted again from the purchase lines before as_of: not its return, not its order
+    dated as_of; on the hashing path a zero-amount line is no order either, a sale without an order id is one."""
+    as_of = START + dt.timedelta(days=5)
+    rows = [("a", "o2", 0, 1.0), ("a", "o1", 1, 1.0), ("a", "c9", 2, -1.0), ("a", "o3", 5, 1.0), ("a", "o4", 3, 0.0),
+            ("b", "o5", 0, 1.0), ("b", "o6", 1, 0.0),  # b: a zero-amount line and no return
+            ("c", "o7", 0, 1.0), ("c", None, 1, 0.0001), ("c", "c8", 2, -1.0)]  # c: a sale of one unit without an id
+    results = check(rows, as_of)
+    assert results["boundaries"].report.orders_recounted == 1
+    for how in ("boundaries", "hashing"):
+        assert dict(results[how].customers.select("customer_id", "frequency").iter_rows()) == {"a": 2, "b": 1, "c": 2}, how
