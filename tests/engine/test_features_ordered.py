@@ -357,3 +357,10 @@ def test_a_recount_reads_the_usable_purchase_lines_only():
     assert results["boundaries"].report.orders_recounted == 1
     for how in ("boundaries", "hashing"):
         assert dict(results[how].customers.select("customer_id", "frequency").iter_rows()) == {"a": 2, "b": 1, "c": 2}, how
+
+
+def test_auto_looks_at_the_usable_first_rows_only():
+    """A line dated as_of is not used: it cannot put the first rows in doubt, so auto still tries boundaries."""
+    rows = [("b", "o2", 0, 1.0), ("a", "o1", 5, 1.0)]
+    assert in_doubt(rows, START + dt.timedelta(days=5))[1:] == (1, 0)
+    assert check(rows, START + dt.timedelta(days=5))["auto"].report.orders_counted == "boundaries"
