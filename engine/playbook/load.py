@@ -35,6 +35,7 @@ from ..yamlio import MarkedDict, MarkedList, load_marked
 from .evaluate import _late_due_dates, label_sets
 from .expect import check_cases, parse_cases
 from .model import Playbook
+from .write import JOIN
 from .spec import (
     ACTION_KEYS,
     DATA_KEYS,
@@ -198,6 +199,7 @@ def load_playbook(
     holdout = _load_holdout(doc, "holdout", problems)
     cases = parse_cases(doc.get("expect"), problems.add)
     _check_fallback_name(doc, rules, fallback, problems)
+    _check_joinable(doc, hit_policy, problems)
     if isinstance(data.get("as_of"), dt.date):
         for line, message in _late_due_dates([*rules, *([fallback] if fallback else [])], data["as_of"]):
             problems.add(line, message)
@@ -653,6 +655,28 @@ def _check_fallback_name(doc: MarkedDict, rules: list[Rule], fallback: Rule | No
                                                   f"fallback (line {doc.key_line('fallback')}); the outputs could not "
                                                   f"tell them apart: rename the rule, or name the fallback (fallback: "
                                                   f"name: ...)")
+
+
+def _check_joinable(doc: MarkedDict, hit_policy: Any, problems: _Problems) -> None:
+    """Under ``hit_policy: all`` no rule name or action may hold the text that joins a customer's several
+    actions (and rules) in the customers file: ``a; b`` could not be told from the two actions ``a`` and ``b``."""
+    if hit_policy != "all":
+        return
+    node = doc.get("rules")
+    items = [(f"rules[{i}]", item) for i, item in enumerate(node)] if isinstance(node, MarkedList) else []
+    if isinstance(doc.get("fallback"), MarkedDict):
+        items.append(("fallback", doc["fallback"]))
+    for where, item in items:
+        if not isinstance(item, MarkedDict):
+            continue
+        for key in ("name", "action"):
+            value = item.get(key)
+            if isinstance(value, str) and JOIN in value:
+                what = f"rule {item['name']!r}" if isinstance(item.get("name"), str) and where != "fallback" \
+                    else where
+                problems.add(item.value_line(key), f"{what}: {key} {value!r} holds {JOIN!r}, which joins a "
+                                                   f"customer's actions under hit_policy: all, so the customers file "
+                                                   f"could not tell it from two; write it without {JOIN!r}")
 
 
 def _load_outputs(doc, base: Path, path: Path, output_dir, allow_outside: bool, problems: _Problems) -> dict:
