@@ -83,6 +83,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -418,19 +419,30 @@ def _expressions(p: Mapping[str, Any], ctx: Context) -> dict[str, pl.Expr]:
     value = (1 - weight) * (v * pp / (q - 1)) + weight * m
 
     # The purchases need the hypergeometric function: E[Y(t)] = P(alive) * G(x, T, t), G computed in
-    # NumPy/SciPy once per distinct (x, T) pair (T keyed by its whole days) and gathered back.
+    # NumPy/SciPy once per distinct (x, T) pair (T keyed by its whole days) and gathered back. Both outputs
+    # get the same (x, T): the distinct pairs, G at the horizon and the discount factors are computed once,
+    # by whichever output's function runs first (Polars may run the two at once), and found by the other
+    # (0.09 s instead of 0.16 for the classifier's columns at 1M customers, measured under load).
+    lock, last = threading.Lock(), {}
+
+    def per_pair(x: np.ndarray, days: np.ndarray):
+        with lock:
+            hit = last.get("histories")
+            if hit is None or not (np.array_equal(hit[0], x) and np.array_equal(hit[1], days)):
+                h = models.Histories(x, np.zeros(days.size), days / scale, T_key=days)
+                hit = last["histories"] = (x, days, h, *models.horizon_and_discount_factors(bg, months, rate, unit, h))
+            return hit[2:]
+
     def predictions(which: str):
         def run(batch: pl.Series) -> pl.Series:
             frame = batch.struct.unnest()
             keep = frame["x"].is_not_null().to_numpy()
             out = np.full(frame.height, np.nan)
-            days = frame["T_days"].to_numpy()[keep]
-            h = models.Histories(frame["x"].to_numpy()[keep], np.zeros(days.size), days / scale, T_key=days)
+            h, at_horizon, factors = per_pair(frame["x"].to_numpy()[keep], frame["T_days"].to_numpy()[keep])
             alive = frame["alive"].to_numpy()[keep]
             if which == "purchases":
-                out[keep] = alive * models.growth(bg, months * models.MONTH[unit], h)[h.inverse]
+                out[keep] = alive * at_horizon[h.inverse]
             else:
-                factors = models.discount_factors(bg, months, rate, unit, h)
                 out[keep] = frame["value"].to_numpy()[keep] * alive * factors[h.inverse]
             return pl.Series(out).fill_nan(None)
         return run

@@ -31,7 +31,8 @@ import numpy as np
 from scipy.special import digamma, expit, gammaln, hyp2f1, polygamma
 
 __all__ = ["Fit", "FitError", "Histories", "fit_bgnbd", "fit_gamma_gamma", "p_alive", "expected_purchases",
-           "expected_average_value", "discounted_value", "discount_factors", "growth", "MONTH"]
+           "expected_average_value", "discounted_value", "discount_factors", "growth", "horizon_and_discount_factors",
+           "MONTH"]
 
 #: Periods per month in lifetimes' ``customer_lifetime_value`` (its ``factor``): 30 days, 4.345 weeks.
 MONTH = {"days": 30.0, "weeks": 4.345}
@@ -458,6 +459,12 @@ def expected_purchases(params: dict, t: float, h: Histories, alive=None):
 
 def discount_factors(params: dict, months: int, monthly_rate: float, unit: str, h: Histories):
     """Per distinct (x, T) pair: sum over months m = 1..H of ``(G(m f) - G((m-1) f)) / (1 + d)^m``."""
+    return horizon_and_discount_factors(params, months, monthly_rate, unit, h)[1]
+
+
+def horizon_and_discount_factors(params: dict, months: int, monthly_rate: float, unit: str, h: Histories):
+    """Per distinct (x, T) pair: ``G(H f)`` (the growth at the horizon, :func:`growth`) and the discount factors
+    (:func:`discount_factors`), from one run over the months (the last month's G is the horizon's)."""
     f = MONTH[unit]
     total = np.zeros_like(h.ux)
     before = np.zeros_like(h.ux)
@@ -465,7 +472,7 @@ def discount_factors(params: dict, months: int, monthly_rate: float, unit: str, 
         now = growth(params, m * f, h)
         total += (now - before) / (1 + monthly_rate) ** m
         before = now
-    return total
+    return before, total
 
 
 def discounted_value(params: dict, months: int, monthly_rate: float, unit: str, h: Histories, value, alive=None):

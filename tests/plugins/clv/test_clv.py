@@ -128,6 +128,30 @@ def test_predictions_match_their_definitions(cdnow):
     assert row["clv_expected_purchases"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_one_set_of_expressions_on_two_tables(cdnow):
+    """The expected purchases and the CLV share the work per distinct (x, T) pair (computed by whichever runs first);
+    the same expressions applied to another table compute that table's, never the first one's."""
+    from engine import Context
+    from plugins.clv import CLV
+
+    cdnow.classify(["clv"])
+    p = CLV.resolve()
+    ctx = Context(as_of=cdnow.as_of, schema=cdnow.customers.schema, fit=cdnow.fits["clv"])
+
+    def apply(table, exprs):
+        first = ("clv_p_alive", "clv_expected_value")
+        return (table.with_columns(exprs[c].alias(c) for c in first)
+                .with_columns(exprs[c].alias(c) for c in ("clv_expected_purchases", "clv"))
+                .select("clv_expected_purchases", "clv"))
+
+    exprs = CLV.expressions(p, ctx)
+    older = cdnow.customers.with_columns(pl.col("btyd_T") + 7)  # a week later: other (x, T) pairs
+    first, again = apply(cdnow.customers, exprs), apply(older, exprs)
+    assert again.equals(apply(older, CLV.expressions(p, ctx)))
+    assert not again.equals(first)
+    assert first.equals(apply(cdnow.customers, CLV.expressions(p, ctx)))
+
+
 def test_discounting_and_tiers(cdnow):
     plain = cdnow.classify(["clv"], {"clv.discount_rate": 0.0})
     discounted = cdnow.classify(["clv"], {"clv.discount_rate": 0.05})
