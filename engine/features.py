@@ -266,28 +266,40 @@ def _lowest_int(dtype: pl.DataType) -> int:
 _DOUBT = 2**32
 
 
-#: The helper columns of :func:`_order_flags` (dropped again): counted line, previous counted line's key and
-#: customer, the largest key of the counted lines before, run start.
-_FLAG_COLUMNS = ("_flag_counted", "_flag_prev_key", "_flag_prev_customer", "_flag_max_key", "_flag_start")
+#: The helper columns of :func:`_order_flags` (dropped again): counted line, previous counted line's customer,
+#: the largest key of the counted lines before, run start.
+_FLAG_COLUMNS = ("_flag_counted", "_flag_prev_customer", "_flag_max_key", "_flag_start")
 
 
 def _order_flags(rows: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame | None:
     """``rows`` (usable rows, in the input's order) with ``_run``, or None if the ids have no order here.
 
     The *counted* lines are the purchase lines (amount > 0) with an order key, in the input's order. A counted
-    line *starts a run* when its (order key, customer) differs from the previous counted line's (lines of
-    other kinds in between are not looked at). A run start is *fresh* when its order key is larger than the
-    order key of every counted line before it: no counted line before had that key, so this (key, customer)
-    pair is new. Every other run start is *in doubt*. ``_run`` is 1 for a fresh run start, ``1 + _DOUBT`` for one in doubt,
+    line *continues a run* when its order key equals the largest order key of the counted lines before it and
+    its customer is the previous counted line's (lines of other kinds in between are not looked at); every
+    other counted line *starts a run*. A run start is *fresh* when its order key is larger than the order key
+    of every counted line before it: no counted line before had that key, so this (key, customer) pair is new.
+    Every other run start is *in doubt*. ``_run`` is 1 for a fresh run start, ``1 + _DOUBT`` for one in doubt,
     0 for every other line.
 
     So for a customer none of whose run starts is in doubt, the run starts are exactly the distinct order keys
-    of their purchase lines (each run start is a pair never counted before; every other counted line has the
-    pair of the counted line before it, and so of a run start; a second run start of a pair would be in doubt):
-    what ``frequency`` counts (a sale without an order key is added as one order afterwards, as in the
-    hashing path). The customers with a run start in doubt are counted again by hashing (:func:`_recount`).
-    On input written order by order with order ids that grow (as shops number their invoices) no run start
-    is in doubt; an order out of place puts only its own customer in doubt.
+    of their purchase lines, what ``frequency`` counts (a sale without an order key is added as one order
+    afterwards, as in the hashing path):
+
+    * a fresh run start is a pair never counted before;
+    * a line *i* of customer A that continues a run has the pair of an earlier counted line: the previous
+      counted line *j* is A's too, and has *i*'s key. Were *j*'s key another, it would be below the largest key
+      before *i* (which is *i*'s key), and so below the largest key before *j* (the largest did not change at
+      *j*): *j* would not continue a run (its key is not the largest), so it would start one in doubt, and A
+      has none;
+    * so the first counted line of each of A's pairs starts a run, and a later one that starts a run is in
+      doubt (its key was counted before): each pair is counted once.
+
+    The customers with a run start in doubt are counted again by hashing (:func:`_recount`). On input written
+    order by order with order ids that grow (as shops number their invoices) no run start is in doubt; an order
+    out of place puts only its own customer in doubt. The customers in doubt are the same as with the earlier
+    rule "a run starts where (key, customer) differs from the previous counted line's", which needed the
+    previous counted key as well (one forward fill more; docs/decisions/0017).
     """
     key_low = _comparable(pl.col("order_key"), schema["order_key"])
     cust_low = _comparable(pl.col("customer_id"), schema["customer_id"])
@@ -295,15 +307,17 @@ def _order_flags(rows: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl.La
         return None
     (key, low), (cust, _) = key_low, cust_low
     # In steps, each helper column computed once: Polars does not share a subexpression with a when/then
-    # between columns, so written as one expression the forward fills and the start ran twice each
+    # between columns, so written as one expression the forward fill and the start ran twice each
     # (the start is read by the doubt as well), about 0.2-0.4 CPU-s at 10M rows (bench/RESULTS.md).
-    c, pk, pc, mk, s = (pl.col(n) for n in _FLAG_COLUMNS)
+    c, pc, mk, s = (pl.col(n) for n in _FLAG_COLUMNS)
     counted = (pl.col("amount_units") > 0) & pl.col("order_key").is_not_null()
     rows = rows.with_columns(counted.alias(_FLAG_COLUMNS[0]))
-    rows = rows.with_columns(pl.when(c).then(key).forward_fill().shift(1).alias(_FLAG_COLUMNS[1]),
-                             pl.when(c).then(cust).forward_fill().shift(1).alias(_FLAG_COLUMNS[2]),
-                             pl.when(c).then(key).otherwise(low).cum_max().shift(1).alias(_FLAG_COLUMNS[3]))
-    rows = rows.with_columns((c & (pk.is_null() | (key != pk) | (cust != pc)).fill_null(True)).alias(_FLAG_COLUMNS[4]))
+    rows = rows.with_columns(pl.when(c).then(cust).forward_fill().shift(1).alias(_FLAG_COLUMNS[1]),
+                             pl.when(c).then(key).otherwise(low).cum_max().shift(1).alias(_FLAG_COLUMNS[2]))
+    # No counted line before: the previous customer is null, so the line starts a run (a fresh one: the largest
+    # key before is null on the first line, ``low`` after others, and ``low`` is no larger than any key; a key
+    # equal to ``low`` is only counted again).
+    rows = rows.with_columns((c & ~((key == mk) & (cust == pc)).fill_null(False)).alias(_FLAG_COLUMNS[3]))
     doubt = (s & (key <= mk)).fill_null(False)
     return rows.with_columns((s.cast(pl.Int64) + doubt.cast(pl.Int64) * _DOUBT).alias("_run")).drop(_FLAG_COLUMNS)
 

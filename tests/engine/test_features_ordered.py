@@ -44,17 +44,30 @@ def counted(rows, as_of=None):
 
 
 def in_doubt(rows, as_of=None) -> tuple[set, int, int]:
-    """By the definition, in plain Python: the customers with a run start whose order id is not larger than every
-    earlier counted line's, and how many run starts there are and how many are in doubt."""
-    doubtful, starts, doubts, prev, largest = set(), 0, 0, None, None
+    """By the definition, in plain Python: a counted line continues a run when its order id is the largest of the
+    earlier counted lines' and its customer the previous counted line's; every other one starts a run, in doubt
+    when its order id is not larger than every earlier counted line's. Returns the customers with a run start in
+    doubt, and how many run starts there are and how many are in doubt."""
+    doubtful, starts, doubts, prev_customer, largest = set(), 0, 0, None, None
     for k, c in counted(rows, as_of):
-        if (k, c) != prev:
+        if not (largest is not None and k == largest and c == prev_customer):
             starts += 1
             if largest is not None and k <= largest:
                 doubtful.add(c)
                 doubts += 1
-        prev, largest = (k, c), k if largest is None else max(largest, k)
+        prev_customer, largest = c, k if largest is None else max(largest, k)
     return doubtful, starts, doubts
+
+
+def in_doubt_by_pairs(rows, as_of=None) -> set:
+    """The customers in doubt by the earlier rule (a run starts where the (order id, customer) pair differs from
+    the previous counted line's), which must be the same customers."""
+    doubtful, prev, largest = set(), None, None
+    for k, c in counted(rows, as_of):
+        if (k, c) != prev and largest is not None and k <= largest:
+            doubtful.add(c)
+        prev, largest = (k, c), k if largest is None else max(largest, k)
+    return doubtful
 
 
 def orders_by_hand(rows, as_of=None) -> dict:
@@ -94,6 +107,7 @@ def check(rows, as_of=None, id_type=pl.String):
         assert not orders_by_hand(rows, as_of)
         return None
     doubtful, starts, doubts = in_doubt(rows, as_of)
+    assert doubtful == in_doubt_by_pairs(rows, as_of)
     tried = results["boundaries"].report
     assert tried.orders_counted == "boundaries"
     assert tried.orders_recounted == len(doubtful)
@@ -172,6 +186,7 @@ def test_integer_ids(orders, how, i, j):
     results = three_ways(frame(as_int, pl.Int64))
     assert results is not None or not orders_by_hand(as_int)
     assert results is None or results["boundaries"].report.orders_recounted == len(in_doubt(as_int)[0])
+    assert in_doubt(as_int)[0] == in_doubt_by_pairs(as_int)
 
 
 # ------------------------------------------------------------------ each way to break it, by name
@@ -276,15 +291,16 @@ def test_summary_and_terminal_say_which_path(tmp_path, run_cli):
 
 
 def test_the_flags_compute_each_look_back_once():
-    """The boundary flags are built in steps, so the plan runs each forward fill and the running maximum once
-    (written as one expression, Polars repeated the previous key's and customer's forward fills for the start and
-    again for the doubt, which reads the start), and the helper columns do not reach the rows."""
+    """The boundary flags are built in steps, so the plan runs the forward fill (the previous counted line's
+    customer; the previous counted key is not needed) and the running maximum once (written as one expression,
+    Polars repeated the forward fills for the start and again for the doubt, which reads the start), and the helper
+    columns do not reach the rows."""
     from engine.features import _order_flags
 
     rows = read_transactions(frame([("a", "1", 0, 5.0), ("a", "1", 0, 2.0), ("b", "2", 1, 3.0)]), MAPPING).frame
     flagged = _order_flags(rows, rows.collect_schema())
     plan = flagged.explain(optimized=False)
-    assert plan.count("fill_null_with_strategy") == 2
+    assert plan.count("fill_null_with_strategy") == 1
     assert plan.count("cum_max") == 1
     assert flagged.collect_schema().names() == [*rows.collect_schema().names(), "_run"]
     assert flagged.collect()["_run"].to_list() == [1, 0, 1]
