@@ -61,3 +61,71 @@ def test_placed_by_position_only_when_that_is_exact():
     unsorted = customers.reverse()
     assert write._by_position(unsorted, actions) is None
     assert with_actions(unsorted, actions, one_per_customer=True).equals(joined(unsorted, actions))
+
+
+# ------------------------------------------------------------------ actions.csv rendered once per rule
+TEXTS = ["call", "=cmd|' /C calc'!A0", "a, b", 'say "hi"', "two\nlines", "+1", "-x", "@sum", " ok", "é"]
+
+
+def actions_of(ids, rules_of, rules):
+    """An actions frame as evaluate_rules builds it: each action's columns are its rule's (``rules``: one tuple of
+    rule, action, due day, priority and parameters per rule), and each action's rule position."""
+    names = list(dict.fromkeys(r[0] for r in rules))
+    kinds = list(dict.fromkeys(r[1] for r in rules))
+    params = list(dict.fromkeys(r[4] for r in rules))
+    frame = pl.DataFrame({
+        "customer_id": pl.Series(ids, dtype=pl.Int64),
+        "rule": pl.Series([rules[i][0] for i in rules_of], dtype=pl.Enum(names)),
+        "action": pl.Series([rules[i][1] for i in rules_of], dtype=pl.Enum(kinds)),
+        "due_date": pl.Series([rules[i][2] for i in rules_of], dtype=pl.Int32).cast(pl.Date),
+        "priority": pl.Series([rules[i][3] for i in rules_of], dtype=pl.Int64),
+        "parameters": pl.Series([rules[i][4] for i in rules_of], dtype=pl.Enum(params)),
+        "note": pl.Series([rules[i][1] for i in rules_of], dtype=pl.String),
+    })
+    return frame, pl.Series(rules_of, dtype=pl.Int32)
+
+
+rule_rows = st.lists(st.tuples(st.sampled_from(TEXTS), st.sampled_from(TEXTS), st.integers(-800_000, 2_900_000),
+                               st.integers(-3, 3), st.sampled_from(TEXTS)), min_size=1, max_size=5)
+
+
+@settings(settings.get_profile("key"))
+@given(rule_rows, st.data())
+def test_actions_csv_by_rule_is_the_plain_writer_byte_for_byte(tmp_path_factory, rules, data):
+    """Each rule's columns rendered once and each line put together from the id and its rule's text give the very
+    bytes of the plain writer: quotes, commas, line breaks and formula-like text, dates from year -220 to 9900."""
+    from engine.io import write_frame
+
+    n = data.draw(st.integers(1, 40))
+    ids = data.draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=n, max_size=n))
+    rules_of = data.draw(st.lists(st.integers(0, len(rules) - 1), min_size=n, max_size=n))
+    actions, positions = actions_of(ids, rules_of, rules)
+    d = tmp_path_factory.mktemp("csv")
+    write_frame(actions, d / "plain.csv")
+    assert write._actions_csv_by_rule(actions, positions, d / "by_rule.csv")
+    assert (d / "by_rule.csv").read_bytes() == (d / "plain.csv").read_bytes()
+
+
+def test_actions_csv_by_rule_only_where_exact(tmp_path):
+    """Nothing written (the plain writer does it) when an action does not hold its rule's values, when the ids are
+    text or not the first column, or a column is a float (-0.0 equals 0.0 but is written otherwise), or the output
+    is not CSV; the file the run writes is the plain writer's either way."""
+    from engine.io import write_frame
+
+    rules = [("r1", "call", 10, 1, "{}"), ("r2", "a, b", 11, 2, '{"x": 1}')]
+    actions, positions = actions_of([5, 3, 9], [0, 1, 0], rules)
+    wrong = pl.Series([0, 0, 0], dtype=pl.Int32)  # the second action is r2's, not r1's
+    text_ids = actions.with_columns(pl.col("customer_id").cast(pl.String))
+    floats = actions.with_columns(pl.Series("score", [0.0, 1.0, -0.0]))
+    id_last = actions.select(pl.exclude("customer_id"), "customer_id")
+    for frame, pos, name in ((actions, wrong, "a.csv"), (text_ids, positions, "b.csv"), (floats, positions, "c.csv"),
+                             (id_last, positions, "h.csv"),
+                             (actions, positions, "d.parquet"), (actions, None, "e.csv"),
+                             (actions, positions.head(2), "f.csv")):
+        assert not write._actions_csv_by_rule(frame, pos, tmp_path / name), name
+        assert not (tmp_path / name).exists(), name
+        write._write_actions(frame, pos, tmp_path / name)
+        write_frame(frame, tmp_path / f"plain-{name}")
+        if name.endswith(".csv"):
+            assert (tmp_path / name).read_bytes() == (tmp_path / f"plain-{name}").read_bytes(), name
+    assert write._actions_csv_by_rule(actions, positions, tmp_path / "g.csv")
