@@ -124,6 +124,8 @@ TARGETS = [
     ("engine.io", "write_output_set", "output set (generation, fsyncs, switch)"),
     ("engine.io", "_clean", "clean old generations"),
     ("engine.playbook.write", "_write_frame", "write"),
+    ("engine.playbook.write", "_write_actions", "write"),
+    ("engine.playbook.write", "_actions_csv_by_rule", "each rule's columns rendered once, the lines put together"),
     ("engine.io", "write_frame", "write_frame"),
     ("engine.io", "neutralise_formulas", "neutralise spreadsheet formulas"),
     ("engine.playbook.write", "_read_back", "read back"),
