@@ -250,7 +250,7 @@ def _score(value: pl.Expr, bins: int, n: pl.Expr) -> pl.Expr:
     below = (value > value).cast(pl.Int32)
     for k in range(1, bins):
         cut = ordered.gather(((n * k + bins - 1) // bins - 1).clip(lower_bound=0)).first()
-        below = below + (value > cut).cast(pl.Int32)
+        below = below + (value > cut).fill_null(False).cast(pl.Int32)  # a cut past the values (null) is above all
     return below + 1
 
 

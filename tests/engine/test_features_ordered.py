@@ -338,8 +338,9 @@ def test_a_line_before_the_first_purchase_puts_no_order_in_doubt(id_type, keys):
 
 
 def test_auto_weighs_the_run_starts_in_doubt_against_the_run_starts_not_the_lines():
-    """One run start in doubt out of two is 50% of the starts, however many lines the orders have: auto hashes."""
-    rows = [("b", "o2", 0, 1.0), ("a", "o1", 0, 1.0)] + [("a", "o1", 0, 1.0)] * 200
+    """One run start in doubt out of two is 50% of the starts, however many lines the orders have: auto hashes.
+    (The doubtful start's order id is the running maximum, so its 200 further lines continue its run.)"""
+    rows = [("a", "o1", 0, 1.0), ("b", "o1", 0, 1.0)] + [("b", "o1", 0, 1.0)] * 200
     assert in_doubt(rows)[1:] == (2, 1)
     r = check(rows)["auto"].report
     assert r.orders_counted == "hashing" and "first" in r.orders_check
