@@ -119,8 +119,7 @@ def main(argv=None) -> int:
                     checks[base] = agreement(args.size, base)
                     print(f"agreement with {base}: {checks[base]}", flush=True)
     results = {"size": args.size, "runs": runs, "machine": bench.machine(), "agreement": checks,
-               "command": f"nice -n 10 .venv/bin/python bench/clv.py --size {args.size} --repeat {args.repeat} "
-                          f"--tools {','.join(tools)}"}
+               "command": " ".join([".venv/bin/python", "bench/clv.py", *(argv if argv is not None else sys.argv[1:])])}
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
     write_report(results)
     print(f"wrote {RESULTS_JSON} and {RESULTS_MD}")
@@ -140,7 +139,7 @@ def write_report(results: dict) -> None:
         f"(min-max) wall time, median CPU time (user + system, all threads) and median peak RSS. Load average "
         f"before the runs: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores"
         + (" -- measured under load (other sessions running their tests), so the ratios mean more than the "
-           "seconds." if max(loads) > 1.5 else "."), "",
+           "seconds." if max(loads) > (os.cpu_count() or 1) + 0.5 else " (the benchmark's own processes)."), "",
         f"Command: `{results.get('command', '')}` (from the repository root; the baselines run in "
         f"bench/.venv-baselines, bench/requirements-baselines.txt).", "",
         "| tool | wall | CPU | peak RSS |", "| --- | ---: | ---: | ---: |",
