@@ -39,6 +39,29 @@ def test_a_run_reconciles_against_the_written_files(playbook):
                    "counted_from": "the scan of the transactions / the written customers.parquet", "ok": True}
 
 
+@pytest.mark.parametrize("name", ["customers.csv", "customers.json", "customers.ndjson", "customers.xlsx"])
+def test_every_customers_format_is_read_back_and_reconciled(tmp_path, monkeypatch, name):
+    """The read-back reads the customers file in its own format (a JSON array is not NDJSON, nor the reverse),
+    so each format reconciles, and a row lost on the way to disk fails in each."""
+    path = tmp_path / "p.yaml"
+    path.write_text((ROOT / "playbooks" / "abc-resource-allocation.yaml").read_text()
+                    .replace("../engine/sample", f"{ROOT}/engine/sample")
+                    .replace("  actions: actions.csv", f"  actions: actions.csv\n  customers: {name}"))
+    pb = load_playbook(path, output_dir=tmp_path / "out", registry=get_registry(allow=["abc", "adc", "rfm"], strict=True))
+    pb.run()
+    rec = json.loads((pb.output_dir / "summary.json").read_text())["reconciliation"]
+    assert (rec["customers_out"], rec["revenue_out"], rec["ok"]) == (250, 381284.521, True)
+    assert rec["counted_from"] == f"the scan of the transactions / the written {name}"
+    real = engine.playbook.write._write_frame
+
+    def lossy(frame, path):
+        real(frame.head(-1) if "monetary" in frame.columns else frame, path)
+
+    monkeypatch.setattr(engine.playbook.write, "_write_frame", lossy)
+    with pytest.raises(DataError, match=rf"reconciliation failed .*{name}\): customers in 250, out 249"):
+        pb.with_params({"abc.a": 0.6}).run()
+
+
 def test_a_written_file_that_lost_a_customer_fails_and_nothing_changes(playbook, monkeypatch):
     playbook.run()
     before = {p.name: p.read_bytes() for p in playbook.output_dir.iterdir() if p.is_file()}
