@@ -101,7 +101,8 @@ def _damped_newton(evaluate, x0, gtol: float = 1e-10, maxiter: int = 500) -> _Re
     Each step solves ``(H + lam I) step = -g``: ``lam`` 0 (a Newton step) while that decreases the
     objective, raised tenfold until the matrix is positive definite and the step decreases it (towards a
     short gradient step), lowered again after a success. Converged when the gradient is below ``gtol``, or
-    when no step decreases the objective any more with a gradient below 1e-7 (the objective's rounding).
+    when no step decreases the objective any more (none is accepted, or an accepted one lowers it by less than
+    its rounding) with a gradient below 1e-7 (the objective's rounding).
     """
     theta = np.asarray(x0, dtype=float)
     value, grad, hess = evaluate(theta, True)
@@ -128,8 +129,13 @@ def _damped_newton(evaluate, x0, gtol: float = 1e-10, maxiter: int = 500) -> _Re
             if lam > 1e12:  # no step decreases the objective
                 ok = np.max(np.abs(grad)) < 1e-7
                 return _Result(theta, value, grad, it, ok, "converged" if ok else "no step decreases the objective")
+        # at the optimum to the objective's rounding: the gradient below 1e-7 and the accepted step no longer
+        # lowering the objective (an order of the inputs can leave the gradient just above gtol for good)
+        settled = np.max(np.abs(trial[1])) < 1e-7 and trial[0] >= value - 1e-13 * max(1.0, abs(value))
         theta = theta + step
         value, grad, hess = trial
+        if settled:
+            return _Result(theta, value, grad, it + 1, True, "converged")
         lam = lam / 100 if lam > 1e-6 else 0.0
     return _Result(theta, value, grad, maxiter, False, "too many iterations")
 
