@@ -315,10 +315,9 @@ def _id_value(df, source: str):
     return col
 
 
-def _notes(cols: Mapping[str, str], mapping, where: str, dates) -> list[str]:
+def _notes(cols: Mapping[str, str], mapping: Mapping[str, str], where: str, dates) -> list[str]:
     """The reader's notes: the columns taken by their headers, then how text dates are read."""
-    notes = [header_note(cols, parse_mapping(mapping), where)]
-    return [n for n in (*notes, dates.note if dates is not None else None) if n]
+    return [n for n in (header_note(cols, mapping, where), dates.note if dates is not None else None) if n]
 
 
 def _canonical(df, mapping: dict[str, str], where: str, files: list[Path], *, date_format: str | None = None,
@@ -609,7 +608,8 @@ def compute_features_spark(
     where, files, df = _read(data, settings or SparkSettings())
     from pyspark.sql import functions as F
 
-    frame, cols, dates = _canonical(df, parse_mapping(mapping), where, files, date_format=date_format)
+    mapping = parse_mapping(mapping)
+    frame, cols, dates = _canonical(df, mapping, where, files, date_format=date_format)
     # Plugin features (an aggregation or a query, Polars code): checked on no rows before any Spark job
     row_schema = _row_schema(frame, "order_id" in cols)
     queries = _plugin_queries(plugin_features, row_schema, feature_owners or {})
@@ -879,7 +879,8 @@ def spark_source(data: str | Path | Sequence[str | Path], mapping: Mapping[str, 
     from .data import Transactions
 
     where, files, df = _read(data, settings or SparkSettings())
-    frame, cols, dates = _canonical(df, parse_mapping(mapping), where, files, date_format=date_format)
+    mapping = parse_mapping(mapping)
+    frame, cols, dates = _canonical(df, mapping, where, files, date_format=date_format)
     date, u = F.col("order_date"), F.col("amount_units")
     flagged = [F.max(F.col(flag).cast("int")).alias(flag) for flag in (_DATE_FLAGS if dates is not None else ())]
     try:

@@ -29,6 +29,17 @@ def sig3(x: float) -> float:
     return float(f"{x:.3g}")
 
 
+def _cdnow_playbook(tmp_path, clv_params: str, when: str) -> None:
+    """CDNOW's transactions as cdnow.csv and a one-rule playbook pb.yaml of the clv classifier beside them."""
+    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
+    (tmp_path / "pb.yaml").write_text(
+        "name: cdnow\ndata: {transactions: cdnow.csv, as_of: 1997-10-01}\n"
+        f"classifiers:\n  clv: {clv_params}\n"
+        f"rules:\n  - {{name: keep, when: \"{when}\", action: call, channel: phone,"
+        " owner: crm, due_days: 3, priority: 1}\n"
+        "fallback: {action: none, channel: none, owner: crm}\n")
+
+
 def cdnow_transactions() -> pl.DataFrame:
     """CDNOW_sample.txt: master id, sample id, date YYYYMMDD, CDs, dollar value (whitespace separated)."""
     lines = pl.read_csv(DATA / "CDNOW_sample.txt", has_header=False, separator="\n", new_columns=["line"])
@@ -240,13 +251,7 @@ def test_cli_exit_2_and_summary_json(tmp_path, run_cli):
                            "-o", tmp_path / "out.parquet")
     assert code == 2 and "horizon_months" in err
 
-    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
-    (tmp_path / "pb.yaml").write_text(
-        "name: cdnow\ndata: {transactions: cdnow.csv, as_of: 1997-10-01}\n"
-        "classifiers:\n  clv: {time_unit: weeks}\n"
-        "rules:\n  - {name: keep, when: \"clv_tier = 'high' AND clv_p_alive > 0.5\", action: call, channel: phone,"
-        " owner: crm, due_days: 3, priority: 1}\n"
-        "fallback: {action: none, channel: none, owner: crm}\n")
+    _cdnow_playbook(tmp_path, "{time_unit: weeks}", "clv_tier = 'high' AND clv_p_alive > 0.5")
     code, _, err = run_cli("run", tmp_path / "pb.yaml")
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "cdnow" / "summary.json").read_text())
@@ -566,13 +571,7 @@ def test_weekly_fit_and_predictions_equal_lifetimes_freq_w(clv_registry):
 def test_weekly_fit_from_a_playbook_and_its_errors(tmp_path, run_cli):
     """A playbook (and --set) tune the period like any parameter: the run computes the weekly summary it needs;
     a bad value, or calendar weeks all of one week, is one line and exit 2."""
-    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
-    (tmp_path / "pb.yaml").write_text(
-        "name: cdnow\ndata: {transactions: cdnow.csv, as_of: 1997-10-01}\n"
-        "classifiers:\n  clv: {period: week}\n"
-        "rules:\n  - {name: keep, when: \"clv_tier = 'high'\", action: call, channel: phone,"
-        " owner: crm, due_days: 3, priority: 1}\n"
-        "fallback: {action: none, channel: none, owner: crm}\n")
+    _cdnow_playbook(tmp_path, "{period: week}", "clv_tier = 'high'")
     code, _, err = run_cli("run", tmp_path / "pb.yaml")
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "cdnow" / "summary.json").read_text())
