@@ -21,7 +21,8 @@ from .classifier import Output
 from .features import NET_REVENUE, to_amount, to_units
 
 __all__ = ["KPI_DEFINITIONS", "COHORT_DEFINITIONS", "VALUE_DEFINITIONS", "kpi_table", "kpi_long", "cohort_table",
-           "value_by_class", "values_of", "period_stats", "KPI_SCHEMA", "COHORT_SCHEMA", "VALUE_SCHEMA"]
+           "value_by_class", "values_of", "values_from_combos", "period_stats", "KPI_SCHEMA", "COHORT_SCHEMA",
+           "VALUE_SCHEMA"]
 
 #: Each KPI's definition, as written next to it. P is the period, P-1 the period before it.
 KPI_DEFINITIONS: dict[str, str] = {
@@ -182,7 +183,6 @@ def value_by_class(tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
 
 def values_of(table: pl.DataFrame, as_of: dt.date, outputs: Sequence[tuple[str, Output]]) -> list[pl.DataFrame]:
     """:func:`value_by_class`'s rows of one snapshot, one frame per label column."""
-    frames = []
     # the revenue in units once per table, every label column's ranks beside it
     ranks = table.select(to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
                          *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_rank_{k}")
@@ -192,8 +192,17 @@ def values_of(table: pl.DataFrame, as_of: dt.date, outputs: Sequence[tuple[str, 
     keys = [f"_rank_{k}" for k in range(len(outputs))]
     combos = (ranks.group_by(keys).agg(pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum())
               if keys else None)
+    return values_from_combos(combos, table.schema, as_of, outputs)
+
+
+def values_from_combos(combos: pl.DataFrame | None, schema: Mapping[str, pl.DataType], as_of: dt.date,
+                       outputs: Sequence[tuple[str, Output]]) -> list[pl.DataFrame]:
+    """:func:`values_of` from a table's combinations of labels: ``_rank_<k>`` (output ``k``'s label code, null:
+    none), ``customers`` and ``_u`` (their revenue units), one row per combination seen (``schema``: the
+    table's, for the labels)."""
+    frames = []
     for k, (name, output) in enumerate(outputs):
-        dtype = table.schema[output.column]
+        dtype = schema[output.column]
         labels = dtype.categories.to_list() if isinstance(dtype, pl.Enum) else list(output.labels)
         stats = (combos.group_by(pl.col(f"_rank_{k}").alias("rank"))
                  .agg(pl.col("customers").sum(), pl.col("_u").sum()))

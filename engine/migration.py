@@ -29,7 +29,7 @@ from .classifier import Output
 from .features import NET_REVENUE, to_amount, to_units
 
 __all__ = ["ENTERED", "LEFT", "CHANGES", "label_outputs", "migration_table", "flows_table", "with_previous",
-           "migration_cells", "cell_side", "pair_cells",
+           "migration_cells", "cell_side", "pair_cells", "label_combos",
            "PREV_SUFFIX", "CHANGE_SUFFIX", "previous_columns", "MIGRATION_SCHEMA", "FLOWS_SCHEMA"]
 
 ENTERED = "entered"
@@ -70,22 +70,32 @@ def _aligned(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
     """The two sides side by side, one row per customer of either.
 
     Snapshots of all history are sorted by customer and a later one holds every customer of an earlier one:
-    then each earlier row's place in the later table is found by a binary search (checked: every id must be
-    found there), far cheaper than a join. Otherwise a full join."""
+    then the earlier side is joined to the later one (left, on sorted ids: merged, not hashed), checked to
+    have found a row for every earlier customer, and nothing else. Otherwise a full join."""
     ids_b, ids_a = before["customer_id"], after["customer_id"]
     if ids_a.is_sorted() and ids_b.is_sorted() and ids_a.dtype == ids_b.dtype and ids_b.len() <= ids_a.len():
-        at = ids_a.search_sorted(ids_b, side="left")
-        inside = at < ids_a.len()
-        if bool(inside.all()) and ids_a.gather(at).equals(ids_b):
-            n = ids_a.len()
-            cols = [pl.Series(name, [], dtype=before.schema[name]).extend_constant(None, n).scatter(at, before[name])
-                    for name in before.columns if name != "customer_id"]
-            return after.with_columns(cols)
+        found = "_found_before"
+        joined = after.join(before.with_columns(pl.lit(True).alias(found)), on="customer_id", how="left",
+                            maintain_order="left")
+        # one row per later customer, and every earlier one among them (ids are unique in each snapshot)
+        if joined.height == after.height and joined[found].null_count() == after.height - before.height:
+            return joined.drop(found)
     return before.join(after, on="customer_id", how="full", coalesce=True)
 
 
 #: Every column's (from, to) code packed into one Int64 key while the product of their ranges stays below this.
 _PACK_LIMIT = 2**62
+
+
+def _packing(sizes: Sequence[int]) -> tuple[list[int], int] | None:
+    """How one snapshot's label ranks are packed into one code (:func:`cell_side`): each column's stride, and the
+    number of codes (label counts ``sizes``, plus one each for no label); None when a pair of codes does not fit
+    below :data:`_PACK_LIMIT` (or there is no label column)."""
+    strides, size = [], 1
+    for n in sizes:
+        strides.append(size)
+        size *= n + 1
+    return (strides, size) if sizes and size * size < _PACK_LIMIT else None
 
 
 def migration_cells(tables: Sequence[pl.DataFrame],
@@ -105,9 +115,37 @@ def migration_cells(tables: Sequence[pl.DataFrame],
 
 
 def cell_side(table: pl.DataFrame, outputs: Sequence[tuple[str, Output]]) -> pl.DataFrame:
-    """What :func:`pair_cells` reads of one snapshot's table: ids, revenue units and every label's rank."""
-    return table.select("customer_id", to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u"),
-                        *[pl.col(o.column).to_physical().cast(pl.Int64).alias(f"_r_{o.column}") for _, o in outputs])
+    """What :func:`pair_cells` reads of one snapshot's table: ids, revenue units (``_u``) and every label's rank,
+    packed into one code ``_c`` (each column's rank, or its label count for no label, times its stride:
+    :func:`_packing`), or, with too many combinations to pack, one column ``_r_<column>`` each."""
+    units = to_units(pl.col(NET_REVENUE)).cast(pl.Int128).alias("_u")
+    ranks = [pl.col(o.column).to_physical().cast(pl.Int64) for _, o in outputs]
+    sizes = [len(_labels(table, o)) for _, o in outputs]
+    packing = _packing(sizes)
+    if packing is None:
+        return table.select("customer_id", units, *[r.alias(f"_r_{o.column}") for r, (_, o) in zip(ranks, outputs)])
+    code = pl.sum_horizontal([r.fill_null(n) * st for r, n, st in zip(ranks, sizes, packing[0])])
+    return table.select("customer_id", units, code.alias("_c"))
+
+
+def label_combos(side: pl.DataFrame, outputs: Sequence[tuple[str, Output]],
+                 table: pl.DataFrame) -> pl.DataFrame | None:
+    """One snapshot's customers and revenue units per combination of labels, from its :func:`cell_side` (``table``:
+    the snapshot's table, for its labels): ``_rank_<k>`` (output ``k``'s label code, null: none), ``customers``
+    and ``_u``, what :func:`engine.kpi.values_from_combos` and the class summary read (None without a label
+    column)."""
+    if not outputs:
+        return None
+    sums = [pl.len().cast(pl.Int64).alias("customers"), pl.col("_u").sum()]
+    sizes = [len(_labels(table, o)) for _, o in outputs]
+    if "_c" not in side.columns:
+        return side.group_by([f"_r_{o.column}" for _, o in outputs]).agg(sums).rename(
+            {f"_r_{o.column}": f"_rank_{k}" for k, (_, o) in enumerate(outputs)})
+    strides, _ = _packing(sizes)
+    combos = side.group_by("_c").agg(sums)
+    ranks = [((pl.col("_c") // st) % (n + 1)) for n, st in zip(sizes, strides)]
+    return combos.select(*[pl.when(r < n).then(r).alias(f"_rank_{k}") for k, (r, n) in enumerate(zip(ranks, sizes))],
+                         "customers", "_u")
 
 
 def pair_cells(earlier: pl.DataFrame, later: pl.DataFrame, later_table: pl.DataFrame,
@@ -115,33 +153,36 @@ def pair_cells(earlier: pl.DataFrame, later: pl.DataFrame, later_table: pl.DataF
     """The cells of every label column's matrix between two snapshots, from their :func:`cell_side`
     (``later_table``: the later snapshot's table, for its labels), by column."""
     columns = [o.column for _, o in outputs]
+    packed = "_c" in later.columns
+    if packed != ("_c" in earlier.columns):
+        raise ValueError("pair_cells: the two sides are not packed alike")
 
     def tagged(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
-        return frame.rename({"_u": f"_u_{tag}", **{f"_r_{c}": f"_r_{tag}_{c}" for c in columns}})
+        return frame.rename({"_u": f"_u_{tag}", **({"_c": f"_c_{tag}"} if packed else
+                                                   {f"_r_{c}": f"_r_{tag}_{c}" for c in columns})})
 
     out = {}
     pair = _aligned(tagged(earlier, "from"), tagged(later, "to"))
     columns_ = [(output.column, _labels(later_table, output)) for _, output in outputs]
-    # every column's (from, to) pair as one small integer (null: n), and all of them packed into one key:
-    # one group_by over the customers per pair of snapshots, then each column from the combinations seen
-    strides, stride = [], 1
-    for _, labels in columns_:
-        strides.append(stride)
-        stride *= (len(labels) + 1) ** 2
-    codes = [(pl.col(f"_r_from_{c}").fill_null(len(labels)) * (len(labels) + 1)
-              + pl.col(f"_r_to_{c}").fill_null(len(labels))) for c, labels in columns_]
     sums = [pl.len().cast(pl.Int64).alias("customers"), pl.col("_u_from").sum().alias("_uf"),
             pl.col("_u_to").sum().alias("_ut")]
-    combos = None
-    if columns_ and stride < _PACK_LIMIT:
-        combos = pair.group_by(pl.sum_horizontal([code * st for code, st in zip(codes, strides)]).alias("_key")
-                               ).agg(sums)
-    for (c, labels), code, st in zip(columns_, codes, strides):
+    combos = strides = None
+    if packed:
+        # both snapshots' codes as one key (a customer missing on one side has no label there): one group_by
+        # over the customers per pair of snapshots, then each column from the combinations seen
+        strides, size = _packing([len(labels) for _, labels in columns_])
+        none = size - 1  # every rank at its label count: no label in any column
+        combos = pair.group_by((pl.col("_c_from").fill_null(none) * size + pl.col("_c_to").fill_null(none))
+                               .alias("_key")).agg(sums)
+    for k, (c, labels) in enumerate(columns_):
         n = len(labels)
         if combos is not None:
-            counted = combos.group_by(((pl.col("_key") // st) % ((n + 1) ** 2)).alias("_code")).agg(
+            rank_from = (pl.col("_key") // size // strides[k]) % (n + 1)
+            rank_to = (pl.col("_key") % size // strides[k]) % (n + 1)
+            counted = combos.group_by((rank_from * (n + 1) + rank_to).alias("_code")).agg(
                 pl.col("customers").sum(), pl.col("_uf").sum(), pl.col("_ut").sum())
         else:  # too many combinations to pack: one group_by per column
+            code = (pl.col(f"_r_from_{c}").fill_null(n) * (n + 1) + pl.col(f"_r_to_{c}").fill_null(n))
             counted = pair.group_by(code.alias("_code")).agg(sums)
         cells = counted.select(
             pl.when(pl.col("_code") // (n + 1) < n).then(pl.col("_code") // (n + 1)).alias("_rank_from"),

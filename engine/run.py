@@ -521,17 +521,30 @@ def summarize(classified: pl.DataFrame, selections: Sequence[Selection]) -> pl.D
     label_cols = [o.column for sel in selections for o in sel.outputs if o.labels is not None]
     base = classified.select(*[pl.col(c).to_physical() for c in dict.fromkeys(label_cols)], units.alias("_u"))
     total_units = base["_u"].sum() or 0
+    counts = {}
+    for column in dict.fromkeys(label_cols):
+        grouped = base.group_by(column).agg(pl.len().alias("customers"), pl.col("_u").sum().alias("_u"))
+        counts[column] = {key: (n, u) for key, n, u in grouped.iter_rows()}
+    return summary_from_counts(counts, classified.schema, selections, total_n, total_units)
+
+
+def summary_from_counts(counts: Mapping[str, Mapping[Any, tuple[int, int]]], schema: Mapping[str, pl.DataType],
+                        selections: Sequence[Selection], total_n: int, total_units: int) -> pl.DataFrame:
+    """:func:`summarize`'s table from each label column's customers and revenue units by key (``counts[column]``:
+    an Enum column's code, 0, 1 ... in label order, or a text column's label, or None for no label -> (customers,
+    units)), the table's ``schema``, its number of customers and its revenue units in all.
+
+    A run with snapshots counts every label column of a snapshot in one grouping and reads this table from it."""
     frames = []
     for sel in selections:
         for o in sel.outputs:
             if o.labels is None:
                 continue
             # An Enum column is grouped by its codes (0, 1, ... in label order), a text one by its labels.
-            dtype = classified.schema[o.column]
+            dtype = schema[o.column]
             enum = isinstance(dtype, pl.Enum)
             labels = dtype.categories.to_list() if enum else list(o.labels)
-            counts = base.group_by(o.column).agg(pl.len().alias("customers"), pl.col("_u").sum().alias("_u"))
-            by_key = {key: (n, u) for key, n, u in counts.iter_rows()}
+            by_key = dict(counts[o.column])
             none_n, none_u = by_key.pop(None, (0, 0))
             rows = [(label, *by_key.get(i if enum else label, (0, 0))) for i, label in enumerate(labels)]
             if none_n:

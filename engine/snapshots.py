@@ -82,10 +82,10 @@ from .features import (
     read_report,
 )
 from .kpi import (COHORT_DEFINITIONS, KPI_DEFINITIONS, VALUE_DEFINITIONS, VALUE_SCHEMA, cohort_table, kpi_table,
-                  period_stats, values_of)
-from .migration import cell_side, flows_table, label_outputs, migration_table, pair_cells, with_previous
+                  period_stats, values_from_combos)
+from .migration import cell_side, flows_table, label_combos, label_outputs, migration_table, pair_cells, with_previous
 from .registry import Registry, get_registry
-from .run import Selection, apply_classifiers, plugin_features_for, select, split_params, summarize
+from .run import Selection, apply_classifiers, plugin_features_for, select, split_params, summary_from_counts
 
 __all__ = ["Step", "SnapshotSpec", "Snapshots", "SnapshotFeatures", "parse_step", "snapshot_dates",
            "snapshot_spec", "compute_snapshot_features", "run_snapshots", "EVERY"]
@@ -1049,11 +1049,17 @@ class _Deriving:
     (its side of the migration matrices, the cells between the two, its values and summary) is counted as
     soon as the table is classified, the rest (KPIs, cohorts, the long tables) once all are there.
 
-    With ``background`` the work runs on two threads of its own, the migration and the cohorts on one and
-    the rest on the other, each in the order it was given, while the caller classifies the next snapshot and
-    then applies the rules: :meth:`finish` returns the :class:`~concurrent.futures.Future` of the dict. Every piece is
-    Polars work on tables no one changes any more (the GIL is released while it runs) and reads only core
-    columns and labels: no plugin code runs on those threads. Without it everything runs here, at once.
+    Each table is read once for all of it: its side (:func:`engine.migration.cell_side`: ids, revenue units
+    and every label's rank packed into one code) gives the cells with the side before it and, grouped once
+    by that code, its customers and revenue per combination of labels, from which its values and its class
+    summary are read (a few hundred rows, not a pass over the customers per label column).
+
+    With ``background`` the work runs on two threads of its own, the sides, the migration and the cohorts on
+    one and the rest on the other, each in the order it was given, while the caller classifies the next
+    snapshot and then applies the rules: :meth:`finish` returns the :class:`~concurrent.futures.Future` of the
+    dict. Every piece is Polars work on tables no one changes any more (the GIL is released while it runs) and
+    reads only core columns and labels: no plugin code runs on those threads. Without it everything runs
+    here, at once.
     """
 
     def __init__(self, feats: SnapshotFeatures, selections: Sequence[Selection], background: bool):
@@ -1065,33 +1071,40 @@ class _Deriving:
                       if background else None)
         self.sides: dict[int, Any] = {}
         self.cells: dict[int, Any] = {}
-        self.values: dict[int, Any] = {}
-        self.summaries: dict[int, Any] = {}
+        self.figures: dict[int, Any] = {}
         # what needs no classifier: the KPIs' counts (from the activity) and the cohorts (from the first
-        # purchases in the last snapshot's features, the same customers as its classified table)
-        spec, last = feats.spec, feats.table(-1).customers
+        # purchases in the last snapshot's features, the same customers as its classified table: see _cohorts)
+        self.last = feats.table(-1).customers
         self.stats = self._run(1, period_stats, feats.activity)
-        # on the migration's thread, which has less to do (0.6 CPU-s of cells against 0.8 of values and
-        # summaries at 1M customers and eight quarters): neither waits on the other at the end
-        self.cohorts = self._run(0, cohort_table, feats.activity, last, self.dates, spec.previous, spec.cohort)
+        self.cohorts = None
 
     def _run(self, lane: int, fn: Any, *args: Any) -> Any:
         return fn(*args) if self.lanes is None else self.lanes[lane].submit(fn, *args)
 
+    def _cohorts(self) -> None:
+        """The cohorts, once: on the sides' thread after the first side, which the other thread waits for
+        (0.2 CPU-s at 1M customers and eight quarters, against the other thread's KPI counts, values and
+        summaries)."""
+        if self.cohorts is None:
+            spec = self.spec
+            self.cohorts = self._run(0, cohort_table, self.activity, self.last, self.dates, spec.previous, spec.cohort)
+            self.last = None
+
     def add(self, i: int, table: pl.DataFrame) -> None:
         """Snapshot ``i``'s classified table (as kept: slim tables have every column read here)."""
         outputs = self.outputs
-        self.sides[i] = self._run(0, cell_side, table, outputs)
+        side = self.sides[i] = self._run(0, cell_side, table, outputs)
+        self._cohorts()
         if i > 0:  # lane 0 runs in order: both sides are done when the pair's turn comes
-            earlier, later = self.sides[i - 1], self.sides[i]
-            self.cells[i] = self._run(0, lambda: pair_cells(_done(earlier), _done(later), table, outputs))
+            earlier = self.sides[i - 1]
+            self.cells[i] = self._run(0, lambda: pair_cells(_done(earlier), _done(side), table, outputs))
             self.sides[i - 1] = None  # no longer needed once its pair is counted
-        self.values[i] = self._run(1, values_of, table, self.dates[i], outputs)
-        self.summaries[i] = self._run(1, _table_summary, table, self.dates[i], self.selections)
+        self.figures[i] = self._run(1, lambda: _figures(_done(side), table, self.dates[i], self.selections, outputs))
 
     def finish(self, tables: Sequence[pl.DataFrame]) -> dict | Future:
         """Everything, once every table was :meth:`add`-ed (a Future of it in the background)."""
         dates, outputs, spec = self.dates, self.outputs, self.spec
+        self._cohorts()
 
         def moves() -> dict:
             cells = {(i, c): v for i, pair in self.cells.items() for c, v in _done(pair).items()}
@@ -1099,11 +1112,12 @@ class _Deriving:
                     "flows": flows_table(tables, dates, outputs, cells=cells)}
 
         def rest(moved: Any) -> dict:
-            frames = [f for i in range(len(tables)) for f in _done(self.values[i])]
+            figures = [_done(self.figures[i]) for i in range(len(tables))]
+            frames = [f for values, _ in figures for f in values]
             out = {"kpis": kpi_table(self.activity, tables, dates, spec.previous, stats=_done(self.stats)),
                    "cohorts": _done(self.cohorts),
                    "values": pl.concat(frames) if frames else pl.DataFrame(schema=VALUE_SCHEMA),
-                   "tables": [_done(self.summaries[i]) for i in range(len(tables))]}
+                   "tables": [summary for _, summary in figures]}
             return {**_done(moved), **out}
 
         if self.lanes is None:
@@ -1119,10 +1133,26 @@ def _done(value: Any) -> Any:
     return value.result() if isinstance(value, Future) else value
 
 
-def _table_summary(table: pl.DataFrame, as_of: dt.date, selections: Sequence[Selection]) -> dict[str, Any]:
+def _figures(side: pl.DataFrame, table: pl.DataFrame, as_of: dt.date, selections: Sequence[Selection],
+             outputs: Sequence[tuple[str, Any]]) -> tuple[list[pl.DataFrame], dict[str, Any]]:
+    """One snapshot's values by class (:func:`engine.kpi.values_of`) and its summary (:func:`_table_summary`),
+    both from one grouping of its :func:`~engine.migration.cell_side` by combination of labels."""
+    combos = label_combos(side, outputs, table)
+    values = values_from_combos(combos, table.schema, as_of, outputs)
+    counts = {}
+    for k, (_, o) in enumerate(outputs):
+        grouped = combos.group_by(f"_rank_{k}").agg(pl.col("customers").sum(), pl.col("_u").sum())
+        counts[o.column] = {key: (n, u) for key, n, u in grouped.iter_rows()}
+    total_units = (combos["_u"].sum() or 0) if combos is not None else 0
+    classes = summary_from_counts(counts, table.schema, selections, table.height, total_units)
+    return values, _table_summary(table, as_of, classes)
+
+
+def _table_summary(table: pl.DataFrame, as_of: dt.date, classes: pl.DataFrame) -> dict[str, Any]:
+    """A snapshot's entry in summary.json's ``snapshots.tables`` (``classes``: :func:`engine.run.summarize` of
+    the table)."""
     revenue = table.select(pl.col("monetary").sum()).item() if "monetary" in table.columns else None
-    return {"as_of": str(as_of), "customers": table.height, "revenue": revenue,
-            "classes": summarize(table, selections).to_dicts()}
+    return {"as_of": str(as_of), "customers": table.height, "revenue": revenue, "classes": classes.to_dicts()}
 
 
 def window_plugin_features(registry: Registry, spec: SnapshotSpec, selections: Sequence[Selection],

@@ -107,3 +107,61 @@ def test_cells_from_one_packed_key_equal_one_group_by_per_column(monkeypatch):
     for key, (labels, cells) in packed.items():
         assert labels == apart[key][0]
         assert cells.equals(apart[key][1]), key
+
+
+TIER = Output("tier", "size", labels=("big", "small"))
+
+
+@pytest.mark.parametrize("pack", [True, False])
+@pytest.mark.parametrize("case", ["grows", "leavers", "unsorted", "one column"])
+def test_cells_equal_a_count_customer_by_customer(case, pack, monkeypatch):
+    """Every cell of every column's matrix, counted customer by customer in plain Python, on random tables:
+    a later snapshot holding every earlier customer, sorted (the two sides joined on sorted ids), customers
+    who left, rows in no order (a full join), labels missing on either side; with both columns' ranks packed
+    into one code and with too many combinations to pack (one grouping per column)."""
+    import random
+    from decimal import Decimal
+
+    import engine.migration as migration
+
+    if not pack:
+        monkeypatch.setattr(migration, "_PACK_LIMIT", 0)
+    rng = random.Random(f"{case}-{pack}")
+    metals, tiers = [*METAL.labels, None], [*TIER.labels, None]
+    outputs = [("metals", METAL)] + ([] if case == "one column" else [("tiers", TIER)])
+
+    def side(ids):
+        rows = [(i, rng.choice(metals), rng.choice(tiers), rng.randrange(-5000, 90000) / 100) for i in ids]
+        if case == "unsorted":
+            rng.shuffle(rows)
+        return pl.DataFrame({"customer_id": [r[0] for r in rows], "metal": pl.Series([r[1] for r in rows], dtype=E),
+                             "tier": pl.Series([r[2] for r in rows], dtype=pl.Enum(list(TIER.labels))),
+                             "monetary": [r[3] for r in rows]})
+
+    earlier_ids = sorted(rng.sample(range(10_000), 400))
+    later_ids = sorted(set(earlier_ids) | set(rng.sample(range(10_000), 300)))
+    if case in ("leavers", "unsorted"):
+        gone = set(rng.sample(earlier_ids, 40))
+        later_ids = [i for i in later_ids if i not in gone]
+    before, after = side(earlier_ids), side(later_ids)
+    m = migration_table([before, after], DATES, outputs)
+
+    def units(x):
+        return int(Decimal(repr(x)) * 10_000)
+
+    was = {r["customer_id"]: r for r in before.iter_rows(named=True)}
+    now = {r["customer_id"]: r for r in after.iter_rows(named=True)}
+    for _, o in outputs:
+        expected = {}
+        for cid in set(was) | set(now):
+            b, a = was.get(cid), now.get(cid)
+            key = ((b and b[o.column]) or "entered", (a and a[o.column]) or "left")
+            n, uf, ut = expected.get(key, (0, 0, 0))
+            expected[key] = (n + 1, uf + (units(b["monetary"]) if b else 0), ut + (units(a["monetary"]) if a else 0))
+        got = m.filter(pl.col("column") == o.column)
+        assert got.height == (len(o.labels) + 1) ** 2
+        for r in got.iter_rows(named=True):
+            n, uf, ut = expected.get((r["from"], r["to"]), (0, 0, 0))
+            assert r["customers"] == n, (o.column, r["from"], r["to"])
+            assert r["revenue_from"] == float(Decimal(uf) / 10_000)
+            assert r["revenue_to"] == float(Decimal(ut) / 10_000)

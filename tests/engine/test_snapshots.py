@@ -212,9 +212,36 @@ def test_a_failure_while_deriving_in_the_background_is_raised_when_read(registry
     def broken(*args, **kwargs):
         raise RuntimeError("values broke")
 
-    monkeypatch.setattr(snapshots, "values_of", broken)
+    monkeypatch.setattr(snapshots, "values_from_combos", broken)
     snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry)
     with pytest.raises(RuntimeError, match="values broke"):
         _ = snaps.values
     with pytest.raises(RuntimeError, match="values broke"):
         _ = snaps.kpis  # one result for all of them: none is written without the others
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_each_snapshots_summary_and_values_equal_their_own_functions(pack, monkeypatch):
+    """A run with snapshots reads each snapshot's class summary and values by class from one grouping of its
+    customers by every label at once (their ranks packed into one code, or, with too many combinations to
+    pack, by the ranks themselves): the same as engine.summarize and engine.kpi.values_of on the table, with
+    prospects (no RFM segment: a '(none)' row) and a third-party classifier's labels."""
+    import engine.migration as migration
+    from engine.kpi import value_by_class
+    from engine.migration import label_outputs
+    from engine.run import summarize
+    from engine.snapshots import snapshot_summary
+
+    if not pack:
+        monkeypatch.setattr(migration, "_PACK_LIMIT", 0)
+    registry = get_registry(allow=["abc", "adc", "rfm"], modules=[plugin_module()], strict=True)
+    snaps = run_snapshots(engine.sample_path(), as_of=QUARTERS, mapping=SAMPLE_MAPPING, customers=customers_csv(),
+                          registry=registry, classifiers=["abc", "adc", "rfm", "metal"])
+    tables = snapshot_summary(snaps)["snapshots"]["tables"]
+    nones = 0
+    for entry, table in zip(tables, snaps.customers):
+        expected = summarize(table, snaps.selections).to_dicts()
+        assert entry["classes"] == expected
+        nones += sum(row["label"] == "(none)" for row in expected)
+    assert nones  # customers without a label were counted
+    assert_frame_equal(snaps.values, value_by_class(snaps.customers, snaps.as_of, label_outputs(snaps.selections)))
