@@ -658,11 +658,16 @@ def compute_snapshot_features(
                    .agg(pl.len().cast(pl.Int64).alias(f"_new_{f.name}")))
             buckets = (buckets.join(new, on=["customer_id", "_bucket"], how="left", maintain_order="left")
                        .with_columns(pl.col(f"_new_{f.name}").fill_null(0)))
-    cumulative = _cumulative(buckets, key_features)
+    # the amounts (exact units to floats, the costly part of a snapshot's table) once per (customer, bucket) row,
+    # not once per snapshot that reads the row (every snapshot from its bucket to the customer's next one):
+    # 2.0M conversions instead of 3.8M at 1M customers and eight quarters
+    cumulative = _cumulative(buckets, key_features).with_columns(_amounts())
 
-    def finish(grouped: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
+    def finish(grouped: pl.DataFrame, as_of: dt.date, amounts: bool = True) -> pl.DataFrame:
         grouped = grouped.with_columns(pl.col(f.name).fill_null(0) for f in key_features)
-        return grouped.with_columns(_amounts()).with_columns(_derived(pl.lit(as_of)))
+        if amounts:
+            grouped = grouped.with_columns(_amounts())
+        return grouped.with_columns(_derived(pl.lit(as_of)))
 
     def extras(name: str | None, i: int, grouped: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
         tables = []
@@ -677,11 +682,18 @@ def compute_snapshot_features(
 
     owners = feature_owners or {}
 
+    # the buckets are sorted by customer (the ids' own order), and a filter keeps that order but not the flag that
+    # says so: flagged again, the table's sort by customer (complete_features) has nothing to do
+    # (0.1-0.2 CPU-s at 1M customers and eight quarters)
+    ids_in_order = isinstance(cumulative.schema["customer_id"], _ORDERED_IDS)
+
     def build(i: int) -> FeatureResult:
         d = dates[i]
         idx = index[d]
         at = cumulative.filter((pl.col("_bucket") <= idx) & (pl.col("_next").is_null() | (pl.col("_next") > idx)))
-        grouped, tables = extras(None, i, finish(at.drop("_bucket", "_next"), d))
+        if ids_in_order:
+            at = at.with_columns(pl.col("customer_id").set_sorted())
+        grouped, tables = extras(None, i, finish(at.drop("_bucket", "_next"), d, amounts=False))
         snap_report = LoadReport(source=report.source, notes=list(report.notes))
         snap_report.rows, snap_report.rows_used, snap_report.rejected = report.rows, report.rows_used, report.rejected
         return complete_features(grouped, None, unusable if i == len(dates) - 1 else unusable.clear(), as_of=d,

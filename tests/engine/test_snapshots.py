@@ -245,3 +245,35 @@ def test_each_snapshots_summary_and_values_equal_their_own_functions(pack, monke
         nones += sum(row["label"] == "(none)" for row in expected)
     assert nones  # customers without a label were counted
     assert_frame_equal(snaps.values, value_by_class(snaps.customers, snaps.as_of, label_outputs(snaps.selections)))
+
+
+@pytest.mark.parametrize("id_type", [pl.Int64, pl.String, pl.UInt64, pl.Int32])
+def test_every_snapshot_equals_a_single_run_on_lines_in_no_order(id_type, registry):
+    """Lines in random order (ids neither sorted nor numbered), negative and large integer ids (grouped by one
+    packed key, or by two columns: UInt64), returns, sales without an order id, an order with lines in two
+    periods, customers who first buy between two snapshots: every snapshot's table (flagged sorted by customer
+    without a sort) equals a single run at its as_of, and is sorted by customer."""
+    import random
+
+    rng = random.Random(11)
+    ids = {pl.Int64: [-5, 0, 3, 17, 40, 2**40, 99, 123456], pl.Int32: [-5, 0, 3, 17, 40, 2**20, 99, 123456],
+           pl.UInt64: [0, 3, 17, 40, 2**63 + 5, 99, 7, 2**40], pl.String: ["b", "a10", "a9", "7", "z", "C1", "c", "aa"],
+           }[id_type]
+    start = dt.date(2023, 1, 1)
+    rows = []
+    for n in range(400):
+        customer = rng.choice(ids[: 3 + n // 60])  # later customers first buy in later periods
+        order = rng.choice([None, *range(n // 3, n // 3 + 4)])  # some orders have lines far apart in time
+        rows.append((customer, order, start + dt.timedelta(days=rng.randrange(n // 2, n // 2 + 200)),
+                     rng.choice([-3.5, 0.0, 1.25, 20.0, 99.99])))
+    rng.shuffle(rows)
+    frame = pl.DataFrame(rows, schema={"customer_id": id_type, "order_id": pl.Int64, "order_date": pl.Date,
+                                       "amount": pl.Float64}, orient="row")
+    mapping = {"customer_id": "customer_id", "order_id": "order_id", "order_date": "order_date", "amount": "amount"}
+    dates = [D(2023, 5, 1), D(2023, 7, 1), D(2023, 9, 1), D(2023, 11, 1)]
+    snaps = run_snapshots(frame, as_of=dates, mapping=mapping, registry=registry)
+    for as_of, table in zip(snaps.as_of, snaps.customers):
+        assert table["customer_id"].to_list() == sorted(table["customer_id"].to_list())
+        single = engine.classify(frame, mapping=mapping, as_of=as_of, registry=registry)
+        assert_frame_equal(table, single)
+    assert snaps.customers[0].height < snaps.customers[-1].height  # customers came in between

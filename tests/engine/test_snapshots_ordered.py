@@ -53,6 +53,8 @@ def three_ways(rows, id_type=pl.String):
             continue
         tables[how] = [feats.build(i).customers for i in range(len(DATES))]
         reports[how] = feats.report
+        for table in tables[how]:  # flagged sorted after the buckets' filter (no sort): so it must be
+            assert table["customer_id"].to_list() == sorted(table["customer_id"].to_list())
         ids = feats.activity["customer_id"].to_list()  # flagged sorted for the joins on it: so it must be
         assert ids == sorted(ids)
     assert not errors, errors
@@ -149,6 +151,8 @@ def packed_and_not(rows):
         packed, plain = (compute_snapshot_features(tx, spec, orders=how, pack=pack) for pack in (True, False))
         for i in range(len(DATES)):
             assert packed.build(i).customers.equals(plain.build(i).customers), (how, DATES[i])
+            ids = packed.build(i).customers["customer_id"].to_list()
+            assert ids == sorted(ids)  # flagged sorted after the buckets' filter (no sort): so it must be
         assert packed.activity.equals(plain.activity)
         assert packed.activity["customer_id"].to_list() == sorted(packed.activity["customer_id"].to_list())
     for i, as_of in enumerate(DATES):
