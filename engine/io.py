@@ -84,7 +84,7 @@ def _fsync_file(path: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    fd = os.open(path, os.O_RDONLY)  # every caller's path is a directory it made or checked
     try:
         os.fsync(fd)
     finally:
@@ -111,17 +111,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     tmp_path = Path(tmp)
     try:
-        # mkstemp makes the file private (0600); an output gets the mode of the file it replaces, or the
-        # mode a plain open() would give it.
-        os.fchmod(fd, _mode_for(target))
-        os.close(fd)
-        fd = -1
+        try:
+            # mkstemp makes the file private (0600); an output gets the mode of the file it replaces, or the
+            # mode a plain open() would give it.
+            os.fchmod(fd, _mode_for(target))
+        finally:
+            os.close(fd)
         yield _issued(tmp_path)
         _fsync_file(tmp_path)
         os.replace(tmp_path, target)
     finally:
-        if fd >= 0:
-            os.close(fd)
         if tmp_path.exists():
             tmp_path.unlink()
 
@@ -396,8 +395,8 @@ def _undo(directory: Path, state: Path, names: list[str], gen: Path | None, crea
                     (directory / name).unlink()
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-        elif state.is_dir() and not os.listdir(state):
-            with contextlib.suppress(OSError):
+        else:
+            with contextlib.suppress(OSError):  # only if empty (and still there): rmdir refuses anything else
                 state.rmdir()
 
 
