@@ -337,3 +337,205 @@ def test_parquet_outputs_are_snappy_with_statistics(tmp_path):
     column = pq.ParquetFile(path).metadata.row_group(0).column(0)
     assert column.compression == "SNAPPY"
     assert column.statistics is not None and (column.statistics.min, column.statistics.max) == (1, 3)
+
+
+def test_a_generation_is_readable_as_a_plain_mkdir_would_make_it(tmp_path):
+    """engine.io: a new generation directory gets the mode ``mkdir`` would give it (0777 less the umask), not
+    mkdtemp's private 0700, so whoever may read the output directory may read the outputs through it."""
+    from engine.io import STATE_DIR, write_output_set
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    assert stat.S_IMODE((out / STATE_DIR / "current").stat().st_mode) == 0o777 & ~mask
+
+
+def test_the_clean_up_spares_what_only_looks_like_a_leftover(tmp_path):
+    """engine.io: the clean-up removes a temporary file only when it is one of this module's (``.NAME.*.tmp`` beside
+    an output it writes, ``.*.tmp`` in ``.tierbook/``); a user's file that only starts with a dot or only ends in
+    ``.tmp`` stays, and a leftover generation that cannot be removed does not stop the rest of the clean-up."""
+    import shutil
+
+    import engine.io
+    from engine.io import STATE_DIR, write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    state = out / STATE_DIR
+    mine = [state / ".keep", state / "notes.tmp", out / "draft.tmp", out / ".a.txt.bak", out / ".b.txt.x.tmp"]
+    leftover = [state / ".current.0123456789ab.tmp", out / ".a.txt.0123456789ab.tmp"]
+    for p in mine + leftover:
+        p.write_text("x")
+    (state / "gen-stuck").mkdir()
+    real = shutil.rmtree
+
+    def rmtree(path, ignore_errors=False, **kwargs):  # the leftover generation cannot be removed (a busy mount)
+        if os.path.basename(path) == "gen-stuck":
+            if ignore_errors:
+                return
+            raise OSError(16, "Device or resource busy")
+        real(path, ignore_errors=ignore_errors, **kwargs)
+
+    class Shutil:
+        def __getattr__(self, name):
+            return rmtree if name == "rmtree" else getattr(shutil, name)
+
+    engine_shutil, engine.io.shutil = engine.io.shutil, Shutil()
+    try:
+        write_output_set(out, {"a.txt": lambda p: p.write_text("a2")})
+    finally:
+        engine.io.shutil = engine_shutil
+    assert (out / "a.txt").read_text() == "a2"
+    assert [p.exists() for p in mine] == [True] * len(mine)
+    assert [p.exists() for p in leftover] == [False] * len(leftover)
+
+
+def test_a_failed_write_into_a_new_directory_leaves_nothing_behind(tmp_path):
+    """engine.io: a failed write removes every directory it created (all the missing levels of the output
+    directory), and a ``.tierbook/`` that held only a killed run's leftovers is gone afterwards too."""
+    from engine.io import STATE_DIR, write_output_set
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DataError, match="No space left on device"):
+        write_output_set(tmp_path / "new" / "deeper" / "out", {"a.txt": full})
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "out"
+    (out / STATE_DIR / "gen-killed").mkdir(parents=True)
+    with pytest.raises(DataError, match="No space left on device"):
+        write_output_set(out, {"a.txt": full})
+    assert list(out.iterdir()) == []
+
+
+def _descriptors() -> list[str]:
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists the process's descriptors in /proc")
+def test_a_failed_write_releases_its_lock_and_closes_only_its_own_descriptors(tmp_path):
+    """engine.io.write_output_set: a write that fails before it holds the lock closes no descriptor of the process
+    (never one it did not open), and one that fails after takes the lock, released, with it, even when the lock
+    got descriptor 0 (a process started with its standard input closed, as some schedulers do): the next write
+    into the directory must not wait for it forever."""
+    import fcntl
+
+    from engine.io import STATE_DIR, write_output_set
+
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / STATE_DIR).write_text("not a directory")  # the state directory cannot be made
+    before = _descriptors()
+    with pytest.raises(DataError, match="cannot write the outputs"):
+        write_output_set(out, {"a.txt": full})
+    assert _descriptors() == before
+    (out / STATE_DIR).unlink()
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    stdin = os.dup(0)
+    os.close(0)
+    try:
+        with pytest.raises(DataError, match="No space left on device"):
+            write_output_set(out, {"a.txt": full})
+        with pytest.raises(OSError):
+            os.fstat(0)  # the lock (descriptor 0 while the write ran) is closed again
+    finally:
+        os.dup2(stdin, 0)
+        os.close(stdin)
+    probe = os.open(out / STATE_DIR, os.O_RDONLY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no descriptor of the failed write holds it
+    finally:
+        os.close(probe)
+    assert _descriptors() == before
+    assert (out / "a.txt").read_text() == "a1"
+
+
+def test_errors_of_the_callers_and_interrupts_pass_through_unchanged(tmp_path):
+    """engine.io.write_output_set: a TierbookError raised by ``before``, a writer or ``verify`` (a refusal to
+    replace, a reconciliation that fails) reaches the caller as it was raised, and an interrupt (Ctrl-C) stays an
+    interrupt; other failures become one DataError. In each case the previous set is unchanged."""
+    from engine.io import write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    refused = DataError("out: written by another playbook; --force replaces it")
+
+    def refuse(*args):
+        raise refused
+
+    def interrupt(path):
+        raise KeyboardInterrupt
+
+    for kwargs in ({"before": refuse}, {"verify": refuse}, {"writers": {"a.txt": refuse}}):
+        with pytest.raises(DataError) as err:
+            write_output_set(out, **{"writers": {"a.txt": lambda p: p.write_text("a2")}, **kwargs})
+        assert err.value is refused
+    with pytest.raises(KeyboardInterrupt):
+        write_output_set(out, {"a.txt": interrupt})
+    assert (out / "a.txt").read_text() == "a1"
+
+
+def test_an_interrupt_after_the_switch_keeps_the_new_set(tmp_path, monkeypatch):
+    """engine.io: once ``current`` points at the new generation the new set is the outputs; an interrupt that
+    arrives just after that rename (before the write returns) must not remove the generation it now shows."""
+    import engine.io
+    from engine.io import write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1")})
+    switch = engine.io._point_current
+
+    def switch_then_interrupt(state, gen):
+        switch(state, gen)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.io, "_point_current", switch_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_output_set(out, {"a.txt": lambda p: p.write_text("a2")})
+    assert (out / "a.txt").read_text() == "a2"
+
+
+def test_a_users_own_file_under_a_retired_name_stays(tmp_path):
+    """engine.io: ``retire`` removes only this module's link under a retired name; a plain file the user put there
+    since (the previous set said this writer wrote that name) is theirs and stays."""
+    from engine.io import write_output_set
+
+    out = tmp_path / "out"
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a1"), "old.txt": lambda p: p.write_text("old")},
+                     owner="one")
+    (out / "old.txt").unlink()
+    (out / "old.txt").write_text("mine")
+    write_output_set(out, {"a.txt": lambda p: p.write_text("a2")}, owner="one", retire=["old.txt"])
+    assert [(out / n).read_text() for n in ("a.txt", "old.txt")] == ["a2", "mine"]
+
+
+def test_the_excel_row_limit_applies_to_xlsx_only(tmp_path):
+    """engine.io.write_frame: a table of 1,048,576 rows does not fit an Excel sheet below its header and is
+    refused as .xlsx (before anything is written), while every other format writes it whole."""
+    from engine.io import XLSX_MAX_ROWS, write_frame
+
+    df = pl.DataFrame({"n": pl.repeat(7, XLSX_MAX_ROWS, dtype=pl.Int8, eager=True)})
+    with pytest.raises(DataError, match=r"big.xlsx: 1,048,576 rows do not fit an Excel sheet \(at most 1,048,575 "):
+        write_frame(df, tmp_path / "big.xlsx")
+    assert not (tmp_path / "big.xlsx").exists()
+    write_frame(df, tmp_path / "big.parquet")
+    assert pl.read_parquet(tmp_path / "big.parquet").height == XLSX_MAX_ROWS
+
+
+def test_xlsx_styles_a_whole_number_column_alike_with_or_without_values(tmp_path):
+    """engine.io.write_xlsx: a whole-number column whose every cell is null is written as a number column, with the
+    number format of one that has values, not as text."""
+    import zipfile
+
+    def styles(values):
+        path = tmp_path / "s.xlsx"
+        atomic_write_frame(pl.DataFrame({"n": pl.Series(values, dtype=pl.Int64)}), path)
+        with zipfile.ZipFile(path) as z:
+            return z.read("xl/styles.xml")
+
+    assert styles([None, None]) == styles([1, 2])
+    assert b"#,##0" in styles([None])
