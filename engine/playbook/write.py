@@ -38,7 +38,7 @@ def with_actions(customers: pl.DataFrame, actions: pl.DataFrame, *, one_per_cust
         per_customer = actions.select("customer_id", pl.col("action").cast(pl.String).alias(ACTION_COLUMNS[0]),
                                       pl.col("rule").cast(pl.String).alias(ACTION_COLUMNS[1]))
     else:
-        per_customer = actions.group_by("customer_id", maintain_order=True).agg(
+        per_customer = actions.group_by("customer_id").agg(  # in any order: the join keeps the customers'
             pl.col("action").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[0]),
             pl.col("rule").cast(pl.String).str.join(JOIN).alias(ACTION_COLUMNS[1]))
     return customers.join(per_customer, on="customer_id", how="left", maintain_order="left", nulls_equal=True,
@@ -73,7 +73,7 @@ def _by_position(customers: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame
     return customers.with_columns(columns)
 
 
-def write_outputs(pb: Playbook, result: Result, *, force: bool = False) -> dict[str, Path]:
+def write_outputs(pb: Playbook, result: Result, *, force: bool) -> dict[str, Path]:
     """Write every output as one set: all of them change together, or (on any failure) none does.
 
     See :func:`engine.io.write_output_set`: the files are written into a new
