@@ -63,6 +63,35 @@ def test_placed_by_position_only_when_that_is_exact():
     assert with_actions(unsorted, actions, one_per_customer=True).equals(joined(unsorted, actions))
 
 
+def _actions(ids, *, dtype=pl.Int64, kinds=True) -> pl.DataFrame:
+    """Actions of rule r1 (call) for ``ids``; Enum rule and action columns as evaluate_rules builds them, or text."""
+    return pl.DataFrame({"customer_id": pl.Series(ids, dtype=dtype),
+                         "rule": pl.Series(["r1"] * len(ids), dtype=pl.Enum(RULES) if kinds else pl.String),
+                         "action": pl.Series(["call"] * len(ids), dtype=pl.Enum(ACTIONS) if kinds else pl.String)})
+
+
+def test_whatever_the_positions_cannot_place_is_joined():
+    """Each case the placement by position does not cover gives exactly the join's table (or its refusal): text
+    rule and action columns (names that read as numbers too), ids of another integer type, an action without an
+    id or of an id before, between or after the customers' (left out), no action at all, a customer without an
+    id, a customers table that has action columns already (the join's suffix), and unsorted ids
+    with a customer twice (refused)."""
+    customers = pl.DataFrame({"customer_id": [1, 4, 6, 9], "monetary": [1.0, 2.0, 3.0, 4.0]}).sort("customer_id")
+    no_id = pl.DataFrame({"customer_id": [None, 1, 4]}, schema={"customer_id": pl.Int64}).sort("customer_id")
+    digits = pl.DataFrame({"customer_id": [9, 1], "rule": ["1", "2"], "action": ["3", "4"]})  # text, not Enum
+    cases = [(customers, _actions([9, 1], kinds=False)), (customers, digits),
+             (customers, _actions([9, 1], dtype=pl.Int32)), (customers, _actions([None, 9])),
+             (customers, _actions([0, 9])), (customers, _actions([5, 9])), (customers, _actions([10, 1])),
+             (customers, _actions([])), (no_id, _actions([1])),
+             (customers.with_columns(pl.lit("x").alias("action")), _actions([9, 1]))]
+    for people, actions in cases:
+        assert with_actions(people, actions, one_per_customer=True).equals(joined(people, actions)), (people, actions)
+    twice = pl.DataFrame({"customer_id": [1, 4, 1, 6], "monetary": [1.0, 2.0, 3.0, 4.0]})
+    assert not twice["customer_id"].flags["SORTED_ASC"]
+    with pytest.raises(pl.exceptions.ComputeError):
+        with_actions(twice, _actions([1]), one_per_customer=True)
+
+
 # ------------------------------------------------------------------ actions.csv rendered once per rule
 TEXTS = ["call", "=cmd|' /C calc'!A0", "a, b", 'say "hi"', "two\nlines", "+1", "-x", "@sum", " ok", "é"]
 
@@ -108,8 +137,9 @@ def test_actions_csv_by_rule_is_the_plain_writer_byte_for_byte(tmp_path_factory,
 
 def test_actions_csv_by_rule_only_where_exact(tmp_path):
     """Nothing written (the plain writer does it) when an action does not hold its rule's values, when the ids are
-    text or not the first column, or a column is a float (-0.0 equals 0.0 but is written otherwise), or the output
-    is not CSV; the file the run writes is the plain writer's either way."""
+    text or not the first column, or a column is a float (-0.0 equals 0.0 but is written otherwise), when a
+    position is missing or negative, when there is no action (a header alone), or the output is not CSV; the file
+    the run writes is the plain writer's either way."""
     from engine.io import write_frame
 
     rules = [("r1", "call", 10, 1, "{}"), ("r2", "a, b", 11, 2, '{"x": 1}')]
@@ -118,8 +148,11 @@ def test_actions_csv_by_rule_only_where_exact(tmp_path):
     text_ids = actions.with_columns(pl.col("customer_id").cast(pl.String))
     floats = actions.with_columns(pl.Series("score", [0.0, 1.0, -0.0]))
     id_last = actions.select(pl.exclude("customer_id"), "customer_id")
+    negative = pl.Series([-1, 0, -1], dtype=pl.Int32)
+    null = pl.Series([0, None, 0], dtype=pl.Int32)
     for frame, pos, name in ((actions, wrong, "a.csv"), (text_ids, positions, "b.csv"), (floats, positions, "c.csv"),
-                             (id_last, positions, "h.csv"),
+                             (id_last, positions, "h.csv"), (actions, negative, "i.csv"), (actions, null, "j.csv"),
+                             (actions.head(0), positions.head(0), "k.csv"),
                              (actions, positions, "d.parquet"), (actions, None, "e.csv"),
                              (actions, positions.head(2), "f.csv")):
         assert not write._actions_csv_by_rule(frame, pos, tmp_path / name), name
@@ -129,3 +162,41 @@ def test_actions_csv_by_rule_only_where_exact(tmp_path):
         if name.endswith(".csv"):
             assert (tmp_path / name).read_bytes() == (tmp_path / f"plain-{name}").read_bytes(), name
     assert write._actions_csv_by_rule(actions, positions, tmp_path / "g.csv")
+
+
+def test_a_run_renders_actions_csv_by_rule_and_times_its_write(tmp_path, monkeypatch):
+    """write_outputs hands the rules' positions to the by-rule rendering of actions.csv whenever the actions are
+    the rules' own (a run of the bundled playbook, on whole-number ids, takes that path and writes the plain
+    writer's bytes), and the manifest's ``write_outputs`` duration is the write's own, in seconds to the
+    millisecond."""
+    import json
+    import time
+    from pathlib import Path
+
+    from engine.io import write_frame
+    from engine.playbook import load_playbook
+    from engine.registry import get_registry
+
+    root = Path(__file__).resolve().parents[3]
+    sample = pl.read_csv(root / "engine" / "sample" / "online_retail_sample.csv", infer_schema=False)
+    sample.with_columns(pl.col("CustomerID").cast(pl.Int64)).write_parquet(tmp_path / "tx.parquet")  # whole-number ids
+    path = tmp_path / "p.yaml"
+    path.write_text((root / "playbooks" / "abc-resource-allocation.yaml").read_text()
+                    .replace("../engine/sample/online_retail_sample.csv", str(tmp_path / "tx.parquet")))
+    pb = load_playbook(path, output_dir=tmp_path / "out", registry=get_registry(allow=["abc", "adc", "rfm"], strict=True))
+    real, taken, seen = write._actions_csv_by_rule, [], {}
+
+    def by_rule(actions, positions, to):
+        taken.append(real(actions, positions, to))
+        seen["actions"] = actions
+        return taken[-1]
+
+    monkeypatch.setattr(write, "_actions_csv_by_rule", by_rule)
+    started = time.perf_counter()
+    pb.run()
+    elapsed = time.perf_counter() - started
+    assert taken == [True]
+    write_frame(seen["actions"], tmp_path / "plain.csv")
+    assert (pb.output_dir / "actions.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    seconds = json.loads((pb.output_dir / "summary.json").read_text())["manifest"]["durations_s"]["write_outputs"]
+    assert 0 <= seconds <= elapsed and round(seconds, 3) == seconds
