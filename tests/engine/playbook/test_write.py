@@ -168,7 +168,8 @@ def test_a_run_renders_actions_csv_by_rule_and_times_its_write(tmp_path, monkeyp
     """write_outputs hands the rules' positions to the by-rule rendering of actions.csv whenever the actions are
     the rules' own (a run of the bundled playbook, on whole-number ids, takes that path and writes the plain
     writer's bytes), and the manifest's ``write_outputs`` duration is the write's own, in seconds to the
-    millisecond."""
+    millisecond. A result without the rules' positions is written by the plain writer."""
+    import dataclasses
     import json
     import time
     from pathlib import Path
@@ -193,10 +194,14 @@ def test_a_run_renders_actions_csv_by_rule_and_times_its_write(tmp_path, monkeyp
 
     monkeypatch.setattr(write, "_actions_csv_by_rule", by_rule)
     started = time.perf_counter()
-    pb.run()
+    result = pb.run()
     elapsed = time.perf_counter() - started
     assert taken == [True]
     write_frame(seen["actions"], tmp_path / "plain.csv")
     assert (pb.output_dir / "actions.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
     seconds = json.loads((pb.output_dir / "summary.json").read_text())["manifest"]["durations_s"]["write_outputs"]
     assert 0 <= seconds <= elapsed and round(seconds, 3) == seconds
+    # A Result built without its rules' result (the dataclass allows it) is written too, by the plain writer.
+    pb.write(dataclasses.replace(result, rule_result=None))
+    assert taken == [True, False]
+    assert (pb.output_dir / "actions.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
