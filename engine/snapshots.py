@@ -378,8 +378,9 @@ def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapp
     ``_new_<name>``, for :func:`_orders_from_runs`.
 
     With ``per_bucket`` (hashing, all history, the file read again here if need be: not on a split of the
-    rows), ``_runs`` is each bucket's count of distinct order keys instead, and ``orders`` each customer's
-    count over all history (:func:`_across_buckets`): no (customer, order) grouping.
+    rows), ``_runs`` is each bucket's count of distinct order keys instead, and ``orders`` one row: the count
+    of distinct (customer, order) codes over all history (``_pairs``, :func:`_across_buckets`): no (customer,
+    order) grouping, and no grouping by customer unless an order has lines in two buckets.
 
     With ``packed`` and integer customer ids, the rows are grouped by one integer made of the customer id and
     the bucket (:func:`_pack_step`), taken apart again after the ``group_by``; ``span`` then also has the
@@ -410,8 +411,9 @@ def snapshot_queries(tx: Transactions, spec: SnapshotSpec, plugin_features: Mapp
         keys = pl.when(counted).then(key)
         aggregations += [(keys.n_unique() - (keys.null_count() > 0).cast(pl.UInt32)).cast(pl.Int64).alias("_runs"),
                          ((pl.col("amount_units") > 0) & key.is_null()).any().alias("_null_key")]
-        per_customer_q = (rows.filter(counted).group_by("customer_id")
-                          .agg(key.n_unique().cast(pl.Int64).alias("_orders")))
+        # the distinct (customer, order) pairs over all history, counted at once (one set, no grouping): when the
+        # buckets' counts add up to it, no order is in two buckets (:func:`_across_buckets`)
+        per_customer_q = rows.filter(counted).select(_pair_codes().n_unique().cast(pl.Int64).alias("_pairs"))
     id_type = tx.frame.collect_schema()["customer_id"]
     step = _pack_step(id_type, spec) if packed else None
     if step is None:
@@ -645,8 +647,8 @@ def compute_snapshot_features(
                                              feature_owners=feature_owners, wide=wide, orders="hashing", pack=pack)
         buckets, recounted = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming)
     if per_bucket:
-        buckets, _ = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming,
-                                       doubtful=_across_buckets(buckets, order_rows))
+        doubtful = _across_buckets(buckets, order_rows, lambda: _orders_per_customer(tx, spec, streaming))
+        buckets, _ = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming, doubtful=doubtful)
         order_rows = None
     if order_rows is not None:  # with windows: the orders by bucket are kept for the windows' distinct counts
         first = order_rows.group_by("customer_id", "_key").agg(
@@ -746,16 +748,38 @@ def _ordered_runs(tagged: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl
     return flagged.with_columns((pl.col("_run") + back.cast(pl.Int64) * _DOUBT).alias("_run"))
 
 
-def _across_buckets(buckets: pl.DataFrame, orders: pl.DataFrame) -> pl.Series:
+def _pair_codes() -> pl.Expr:
+    """One 64-bit code per (customer, order key) pair: the same pair always gets the same code, two pairs the
+    same one only by a hash collision. So there are at most as many distinct codes as distinct pairs."""
+    return pl.col("customer_id").hash(0x2545F491) ^ pl.col("order_key").hash(0x9E3779B9)
+
+
+def _orders_per_customer(tx: Transactions, spec: SnapshotSpec, streaming: bool) -> pl.DataFrame:
+    """Each customer's distinct order keys of purchase lines over all history (``_orders``): the file read again."""
+    key = pl.col("order_key")
+    counted = (pl.col("amount_units") > 0) & key.is_not_null()
+    return (_bucketed(tx, spec)[1].filter(counted).group_by("customer_id")
+            .agg(key.n_unique().cast(pl.Int64).alias("_orders")).collect(engine="streaming" if streaming else "auto"))
+
+
+def _across_buckets(buckets: pl.DataFrame, pairs: pl.DataFrame, per_customer: Any) -> pl.Series:
     """The customers with an order that has purchase lines in two buckets: whose buckets' distinct order keys
     (``_runs`` of ``buckets``, :func:`snapshot_queries` with ``per_bucket``) add up to more than their distinct
-    order keys over all history (``_orders`` of ``orders``). Every other customer's orders each count in the
-    one bucket they have lines in: the first.
+    order keys over all history (``_orders`` of ``per_customer()``). Every other customer's orders each count
+    in the one bucket they have lines in: the first.
 
-    A customer's buckets' counts add up to at least their count (every order key is in one of the buckets'), so
-    when the sums over all customers are equal, every customer's are: the usual case, found without grouping.
+    A customer's buckets' counts add up to at least their count (every order key is in one of the buckets'),
+    and the customers' counts to at least the distinct (customer, order) codes over all the lines (``_pairs``
+    of ``pairs``: :func:`_pair_codes`, a collision only makes them fewer). So when the buckets' counts add up
+    to the codes, every customer's add up to their own count: the usual case, found without grouping the lines
+    by customer. Otherwise (an order in two buckets, or a collision of codes) the customers' counts are read
+    (``per_customer``: the file read again) and compared one by one.
     """
-    if buckets["_runs"].sum() == orders["_orders"].sum():
+    runs = buckets["_runs"].sum()
+    if runs == pairs["_pairs"].item():
+        return buckets["customer_id"].clear()
+    orders = per_customer()
+    if runs == orders["_orders"].sum():
         return buckets["customer_id"].clear()
     summed = buckets.group_by("customer_id").agg(pl.col("_runs").sum())
     both = summed.join(orders, on="customer_id", how="left")

@@ -130,8 +130,14 @@ def test_hashing_counts_again_only_the_customers_with_an_order_in_two_buckets():
 
     buckets = pl.DataFrame({"customer_id": ["a", "a", "b", "c"], "_bucket": [1, 2, 1, 2], "_runs": [2, 1, 1, 0]})
     orders = pl.DataFrame({"customer_id": ["b", "a"], "_orders": [1, 2]})  # a's order o2 is in buckets 1 and 2
-    assert _across_buckets(buckets, orders).to_list() == ["a"]
-    assert _across_buckets(buckets, pl.DataFrame({"customer_id": ["b", "a"], "_orders": [1, 3]})).to_list() == []
+    assert _across_buckets(buckets, pl.DataFrame({"_pairs": [3]}), lambda: orders).to_list() == ["a"]
+
+    def unread():
+        raise AssertionError("the customers' counts were read although the buckets' add up to the pairs")
+
+    assert _across_buckets(buckets, pl.DataFrame({"_pairs": [4]}), unread).to_list() == []
+    orders = pl.DataFrame({"customer_id": ["b", "a"], "_orders": [1, 3]})  # codes collided: 3 pairs seen, not 4
+    assert _across_buckets(buckets, pl.DataFrame({"_pairs": [3]}), lambda: orders).to_list() == []
     # by hand: an order across buckets (a), one bucket with two orders (b), by hashing as by boundaries
     three_ways([("a", "o2", 3, 1.0), ("b", "o1", 20, 1.0), ("b", "o3", 21, 1.0), ("a", "o2", 20, 1.0)])
 
@@ -178,3 +184,38 @@ def test_ids_too_large_for_a_packed_key_are_grouped_by_two_columns():
     assert not _pack_fits(pl.DataFrame({"_id_min": [-(2**60)], "_id_max": [0]}), step)
     assert _pack_step(pl.String(), snapshot_spec(as_of=DATES)) is None
     packed_and_not([(2**62, 1, 3, 1.0), (-(2**62), 2, 20, 4.0), (2**62, 3, 31, 2.0)])
+
+
+def test_hashing_groups_by_customer_only_when_an_order_is_in_two_buckets(tmp_path, count_scans, monkeypatch):
+    """By hashing, the buckets' distinct orders are checked against the distinct (customer, order) codes counted
+    over all the lines in the same pass: when they add up, no order has lines in two buckets, and the file is read
+    once. An order in two buckets, or codes that collide (forced here: every pair one code), read each customer's
+    orders from the file again and count the customers who differ by hashing: the same tables either way."""
+    import engine.snapshots as snapshots
+
+    path = tmp_path / "tx.parquet"
+    apart = [("a", "o1", 1, 2.0), ("a", "o2", 10, 3.0), ("b", "o3", 12, 1.0), ("a", "o4", 20, -1.0),
+             ("b", "o5", 33, 4.0), ("c", None, 40, 1.0), *BACKGROUND]
+    across = [*apart, ("b", "o3", 20, 2.0)]  # b's order o3 now has purchase lines in two buckets
+
+    def tables(rows):
+        frame(rows).write_parquet(path)
+        feats = compute_snapshot_features(read_transactions(path, MAPPING), snapshot_spec(as_of=DATES),
+                                          orders="hashing")
+        return [feats.build(i).customers for i in range(len(DATES))]
+
+    reads = count_scans(path)
+    alone = tables(apart)
+    assert reads == [1]  # the pass alone
+    reads.clear()
+    both = tables(across)
+    assert reads == [1, 1, 1]  # the pass, each customer's orders, the customers who differ
+    b = [dict(t.select("customer_id", "frequency").iter_rows()).get("b") for t in both]
+    assert b == [frequency_by_hand(across, d).get("b") for d in DATES] == [None, 1, 1, 2]
+    monkeypatch.setattr(snapshots, "_pair_codes", lambda: pl.lit(0, pl.UInt64))  # every pair one code
+    for rows, want in ((apart, alone), (across, both)):
+        reads.clear()
+        got = tables(rows)
+        assert len(reads) >= 2  # read again: the codes no longer tell
+        for g, w in zip(got, want):
+            assert g.equals(w)
