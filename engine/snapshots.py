@@ -1090,8 +1090,8 @@ class _Deriving:
     by that code, its customers and revenue per combination of labels, from which its values and its class
     summary are read (a few hundred rows, not a pass over the customers per label column).
 
-    With ``background`` the work runs on two threads of its own, the sides, the migration and the cohorts on
-    one and the rest on the other, each in the order it was given, while the caller classifies the next
+    With ``background`` the work runs on two threads of its own, the sides and the migration on one and the
+    rest on the other, each in the order it was given, while the caller classifies the next
     snapshot and then applies the rules: :meth:`finish` returns the :class:`~concurrent.futures.Future` of the
     dict. Every piece is Polars work on tables no one changes any more (the GIL is released while it runs) and
     reads only core columns and labels: no plugin code runs on those threads. Without it everything runs
@@ -1109,28 +1109,20 @@ class _Deriving:
         self.cells: dict[int, Any] = {}
         self.figures: dict[int, Any] = {}
         # what needs no classifier: the KPIs' counts (from the activity) and the cohorts (from the first
-        # purchases in the last snapshot's features, the same customers as its classified table: see _cohorts)
-        self.last = feats.table(-1).customers
+        # purchases in the last snapshot's features, the same customers as its classified table), on the thread
+        # of the values and summaries (0.4 CPU-s for both at 1M customers and eight quarters, about what the
+        # sides and the cells take on the other)
+        spec, last = feats.spec, feats.table(-1).customers
         self.stats = self._run(1, period_stats, feats.activity)
-        self.cohorts = None
+        self.cohorts = self._run(1, cohort_table, feats.activity, last, self.dates, spec.previous, spec.cohort)
 
     def _run(self, lane: int, fn: Any, *args: Any) -> Any:
         return fn(*args) if self.lanes is None else self.lanes[lane].submit(fn, *args)
-
-    def _cohorts(self) -> None:
-        """The cohorts, once: on the sides' thread after the first side, which the other thread waits for
-        (0.2 CPU-s at 1M customers and eight quarters, against the other thread's KPI counts, values and
-        summaries)."""
-        if self.cohorts is None:
-            spec = self.spec
-            self.cohorts = self._run(0, cohort_table, self.activity, self.last, self.dates, spec.previous, spec.cohort)
-            self.last = None
 
     def add(self, i: int, table: pl.DataFrame) -> None:
         """Snapshot ``i``'s classified table (as kept: slim tables have every column read here)."""
         outputs = self.outputs
         side = self.sides[i] = self._run(0, cell_side, table, outputs)
-        self._cohorts()
         if i > 0:  # lane 0 runs in order: both sides are done when the pair's turn comes
             earlier = self.sides[i - 1]
             self.cells[i] = self._run(0, lambda: pair_cells(_done(earlier), _done(side), table, outputs))
@@ -1140,7 +1132,6 @@ class _Deriving:
     def finish(self, tables: Sequence[pl.DataFrame]) -> dict | Future:
         """Everything, once every table was :meth:`add`-ed (a Future of it in the background)."""
         dates, outputs, spec = self.dates, self.outputs, self.spec
-        self._cohorts()
 
         def moves() -> dict:
             cells = {(i, c): v for i, pair in self.cells.items() for c, v in _done(pair).items()}

@@ -114,3 +114,30 @@ def test_value_by_class_per_label_on_every_snapshot_of_the_sample(registry):
                 (pl.col("as_of") == as_of) & (pl.col("column") == column) & (pl.col("customers") > 0)).iter_rows(
                 named=True)}
             assert got == want, (as_of, column)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "a customer split", "periods reversed", "sorted"])
+def test_kpis_and_cohorts_do_not_depend_on_the_activitys_order(snaps, order):
+    """The KPI counts read a customer's neighbouring rows, so the activity must be in order by customer, then
+    period: as the snapshot scan gives it (then it is not sorted again), or sorted first. Rows in any other
+    order give the same KPIs and cohorts; so does a customer without a purchase (returns only: e in
+    February) and one without a first purchase in the table (no cohort)."""
+    from engine.kpi import _in_order, cohort_table, kpi_table
+
+    activity = snaps.activity
+    assert _in_order(activity)  # as the scan gives it
+    rows = list(range(activity.height))
+    if order == "shuffled":
+        import random
+
+        random.Random(3).shuffle(rows)
+    elif order == "a customer split":  # a's last row moved to the end: a's rows are not together
+        a = [i for i, c in enumerate(activity["customer_id"]) if c == "a"]
+        rows = [i for i in rows if i != a[-1]] + [a[-1]]
+    elif order == "periods reversed":
+        rows = activity.with_row_index("_i").sort("customer_id", "period", descending=[False, True])["_i"].to_list()
+    moved = activity[rows]
+    assert _in_order(moved) == (order == "sorted")
+    dates, previous = snaps.as_of, snaps.spec.previous
+    assert kpi_table(moved, snaps.customers, dates, previous).equals(snaps.kpis)
+    assert cohort_table(moved, snaps.customers[-1], dates, previous).equals(snaps.cohorts)
