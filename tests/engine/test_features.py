@@ -448,6 +448,24 @@ def test_a_table_joins_the_same_whether_sorted_or_not(ids, order):
     assert out.to_dict(as_series=False) == {"customer_id": ids, "f": [10, 20, 30, 50], "t": [1.5, None, 3.5, 5.5]}
 
 
+@pytest.mark.parametrize("ids", [[1, 2, 3, 5], ["a", "b", "c", "e"]])
+def test_sorted_tables_are_merged_without_hashing_the_ids(ids, monkeypatch):
+    """Both sides sorted by customer, of one id type, without a null: the twins are found by comparing neighbours
+    and the tables merged, the ids never hashed (the documented fast path of _join_table, about a tenth of the
+    hashing's CPU at 1M customers); a table of two rows, one customer twice, is still refused."""
+    feats = pl.DataFrame({"customer_id": ids, "f": [10, 20, 30, 50]})
+    table = pl.DataFrame({"customer_id": [ids[0], ids[2], ids[3]], "t": [1.5, 3.5, 5.5]})
+
+    def hashed(self, *args, **kwargs):
+        raise AssertionError("the ids were hashed")
+
+    monkeypatch.setattr(pl.Series, "is_duplicated", hashed)
+    out = _join_table(feats, table, {})
+    assert out.to_dict(as_series=False) == {"customer_id": ids, "f": [10, 20, 30, 50], "t": [1.5, None, 3.5, 5.5]}
+    with pytest.raises(DataError, match="t: the query returned more than one row for a customer"):
+        _join_table(feats, pl.DataFrame({"customer_id": [ids[1], ids[1]], "t": [0.5, 0.5]}), {})
+
+
 @pytest.mark.parametrize("twin", [0, 1, 3])
 @pytest.mark.parametrize("order", ["sorted", "reversed"])
 def test_a_customer_twice_in_a_table_is_found_sorted_or_not(twin, order):
