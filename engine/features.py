@@ -806,7 +806,7 @@ def _align_ids(feats: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame, 
         if converted.null_count() == 0 and converted.cast(right.dtype).equals(right):
             return feats, table.with_columns(converted)
     except pl.exceptions.PolarsError:
-        feats, table = (t.with_columns(pl.col("customer_id").set_sorted()) for t in (feats, table))
+        pass  # not every id converts: both compared as text
     return (feats.with_columns(pl.col("customer_id").cast(pl.String)),
             table.with_columns(pl.col("customer_id").cast(pl.String)))
 

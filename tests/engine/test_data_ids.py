@@ -73,3 +73,30 @@ def test_order_ids_minus_zero(dtype):
     df = pl.DataFrame({"customer_id": ["a", "a", "a"], "order_id": pl.Series([0.0, -0.0, 1.0], dtype=dtype),
                        "order_date": [dt.date(2011, 1, 1)] * 3, "amount": [1.0, 1.0, 1.0]})
     assert engine.prepare(df).customers["frequency"].to_list() == [2]
+
+
+def test_ids_compared_as_text_carry_no_untrue_sorted_flag():
+    """Integer ids in the transactions and text ids in the customer table that do not all convert ('007' is not
+    the number 7) are compared as text. The table's ids, in no order, must not come out flagged sorted: a false
+    flag lets Polars merge where it must hash, and customers silently miss their attributes or the prospects."""
+    from engine.features import _align_ids
+
+    feats = pl.DataFrame({"customer_id": [3, 10, 9]})
+    table = pl.DataFrame({"customer_id": ["z1", "007", "10", "3"], "region": ["n", "s", "e", "w"]})
+    for got in _align_ids(feats, table):
+        ids = got["customer_id"]
+        assert ids.dtype == pl.String
+        assert not ids.flags["SORTED_ASC"] or ids.to_list() == sorted(ids.to_list())
+        assert not ids.flags["SORTED_DESC"] or ids.to_list() == sorted(ids.to_list(), reverse=True)
+
+
+def test_text_table_ids_beside_integer_ids_join_every_customer():
+    """The same mix through the public API: every customer with transactions gets its attribute, and the table's
+    customers without transactions are prospects, whatever order the table is in."""
+    tx = pl.DataFrame({"customer_id": [3, 10, 9, 3], "order_id": [1, 2, 3, 4],
+                       "order_date": [dt.date(2024, 1, d) for d in (2, 3, 4, 5)], "amount": [1.0, 2.0, 3.0, 4.0]})
+    table = pl.DataFrame({"customer_id": ["z1", "9", "007", "10", "3"], "region": ["n", "x", "s", "e", "w"]})
+    got = engine.prepare(tx, customers=table, as_of=dt.date(2024, 2, 1)).customers
+    regions = dict(zip(got["customer_id"].to_list(), got["region"].to_list()))
+    assert regions == {"3": "w", "9": "x", "10": "e", "007": "s", "z1": "n"}
+    assert got.filter(pl.col("frequency") > 0).height == 3
