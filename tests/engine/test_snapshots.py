@@ -277,3 +277,19 @@ def test_every_snapshot_equals_a_single_run_on_lines_in_no_order(id_type, regist
         single = engine.classify(frame, mapping=mapping, as_of=as_of, registry=registry)
         assert_frame_equal(table, single)
     assert snaps.customers[0].height < snaps.customers[-1].height  # customers came in between
+
+
+def test_snapshots_with_text_table_ids_beside_integer_ids_equal_single_runs(registry):
+    """Each snapshot's table is flagged sorted by customer after the buckets' filter (integer ids here, in
+    their numeric order); a customer table whose text ids do not all convert ('007') is joined as text, where
+    that order is another: every snapshot still equals a single run, attributes and prospects included."""
+    tx = pl.DataFrame({"customer_id": [3, 10, 9, 3, 10, 12], "order_id": [1, 2, 3, 4, 5, 6],
+                       "order_date": [D(2024, 1, 2), D(2024, 1, 3), D(2024, 2, 4), D(2024, 3, 5), D(2024, 3, 9),
+                                      D(2024, 4, 2)],
+                       "amount": [1.0, 2.0, 3.0, 4.0, -1.0, 5.0]})
+    table = pl.DataFrame({"customer_id": ["z1", "9", "007", "10", "3"], "region": ["n", "x", "s", "e", "w"]})
+    dates = [D(2024, 2, 1), D(2024, 3, 1), D(2024, 4, 1), D(2024, 5, 1)]
+    snaps = run_snapshots(tx, as_of=dates, customers=table, registry=registry)
+    for as_of, got in zip(snaps.as_of, snaps.customers):
+        assert_frame_equal(got, engine.classify(tx, customers=table, as_of=as_of, registry=registry))
+    assert dict(zip(snaps.customers[-1]["customer_id"], snaps.customers[-1]["region"]))["3"] == "w"
