@@ -229,6 +229,10 @@ def test_no_mean_per_order_without_an_order(binning):
     assert out["rfm_m"].to_list()[2:] == [None, None]
     assert out["rfm_code"].to_list()[2:] == [None, None]
     assert out["rfm_m"][0] > out["rfm_m"][1]  # 5 per order against 3
+    # by rank, n counts all four customers with a recency: the rank definition floor((rank - 1) * bins / n) + 1
+    # gives 5 (rank 2) the score 2 and 3 (rank 1) the score 1; the third cut value falls past the two means (null)
+    # and is above both. By qcut the edges are the two means' quantiles: 3 in the lowest bin, 5 in the highest.
+    assert out["rfm_m"].to_list()[:2] == ([2, 1] if binning == "rank" else [4, 1])
 
 
 def test_qcut_edges_to_the_last_bit_where_an_edge_falls_halfway():
