@@ -124,22 +124,26 @@ def _period_start(period: pl.Expr, weeks: bool) -> pl.Expr:
     return (period * 7 - 3 if weeks else period).cast(pl.Int32).cast(pl.Date)
 
 
+def _names(weeks: bool, suffix: str) -> dict[str, str]:
+    """The table's columns: purchase periods, the first and the last, the value of those after the first."""
+    week = "_week" if weeks else ""
+    return {"count": f"btyd_purchase_{suffix}", "first": f"btyd_first_purchase{week}",
+            "last": f"btyd_last_purchase{week}", "repeat": f"btyd_repeat{week}_value"}
+
+
 def _per_period_then_customer(weeks: bool, suffix: str):
     """The table function of the purchase periods (days, or calendar weeks): per customer the number of
     purchase periods, the first and the last (their first day) and the value of those after the first.
 
     Purchase periods are lines of amount >= 0 summed per customer and period, in exact units (Int128, as
-    the built-in sums: the same value whatever the order of the rows). Integer customer ids within
-    +-2^31 and the period number are packed into one Int64 key (id * 2^32 + period + 2^31, exact and
-    reversible), which groups about twice as fast as the pair of columns; sorted by that key, each
-    customer's periods are consecutive and in time order, so the per-customer figures are read at the
-    boundaries (first and last row of each customer, a running sum) without a second hash grouping. The
-    other customers (text ids, larger integers) are grouped by the pair, then by customer. A customer is
-    wholly in one part.
+    the built-in sums: the same value whatever the order of the rows). Integer customer ids
+    within +-2^31 and the period number are packed into one Int64 key (id * 2^32 + period + 2^31, exact and
+    reversible), which groups about twice as fast as the pair of columns; the periods are then read per customer
+    by position (:func:`_by_position`: ids dense enough, arrays indexed by id) or by sorting
+    (:func:`_by_sorting`), without a second hash grouping. The other customers (text ids, larger integers) are
+    grouped by the pair, then by customer. A customer is wholly in one part.
     """
-    names = {"count": f"btyd_purchase_{suffix}", "first": f"btyd_first_purchase{'_week' if weeks else ''}",
-             "last": f"btyd_last_purchase{'_week' if weeks else ''}",
-             "repeat": f"btyd_repeat{'_week' if weeks else ''}_value"}
+    names = _names(weeks, suffix)
 
     def by_pair(purchases: pl.LazyFrame) -> pl.LazyFrame:
         period, value = pl.col("_period"), pl.col("_value")
@@ -151,24 +155,11 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         )
 
     def by_key(purchases: pl.LazyFrame, id_type: pl.DataType) -> pl.LazyFrame:
-        cid, k = pl.col("customer_id"), pl.col("_key")
-        key = cid.cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
-        periods = purchases.group_by(key.alias("_key")).agg(_units_sum()).sort("_key").with_columns(
-            (k // (1 << 32)).alias("_c"), pl.col("_value").cum_sum().alias("_cum"), pl.int_range(pl.len()).alias("_i"))
-        c = pl.col("_c")
-        period = (k % (1 << 32) - (1 << 31)).cast(pl.Int32)
-        first = periods.filter((c != c.shift(1)).fill_null(True)).select(
-            c.cast(id_type).alias("customer_id"), period.alias("_p0"), "_cum", "_i")
-        last = periods.filter((c != c.shift(-1)).fill_null(True)).select(
-            period.alias("_p1"), pl.col("_cum").alias("_cum1"), pl.col("_i").alias("_i1"))
-        return pl.concat([first, last], how="horizontal").select(
-            "customer_id",
-            (pl.col("_i1") - pl.col("_i") + 1).cast(pl.Int64).alias(names["count"]),
-            _period_start(pl.col("_p0"), weeks).alias(names["first"]),
-            _period_start(pl.col("_p1"), weeks).alias(names["last"]),
-            # the running sum after the last period less the one after the first: the periods after the first
-            to_amount(pl.col("_cum1") - pl.col("_cum")).alias(names["repeat"]),
-        )
+        key = pl.col("customer_id").cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
+        periods = purchases.group_by(key.alias("_key")).agg(_units_sum())
+        schema = {"customer_id": id_type, names["count"]: pl.Int64, names["first"]: pl.Date, names["last"]: pl.Date,
+                  names["repeat"]: pl.Float64}
+        return periods.map_batches(lambda frame: _per_customer(frame, id_type, weeks, names), schema=schema)
 
     def table(rows: pl.LazyFrame) -> pl.LazyFrame:
         purchases = rows.filter(pl.col("amount_units") >= 0).with_columns(_period(weeks).alias("_period"))
@@ -179,6 +170,74 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         return pl.concat([by_key(purchases.filter(packs), id_type), by_pair(purchases.filter(~packs))])
 
     return table
+
+
+def _per_customer(periods: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str]) -> pl.DataFrame:
+    """Per customer from the (packed ``_key``, ``_value``) periods in any order: by position when the ids are dense
+    (their range no larger than the number of periods) and every customer's total fits an Int64 (the values are
+    purchases, >= 0: their sum bounds each customer's), else by sorting. Both give the same table, sorted by id."""
+    values = periods["_value"]
+    if periods.height and values.min() >= 0 and values.sum() < 1 << 63:
+        customer = periods["_key"] // (1 << 32)
+        low, high = customer.min(), customer.max()
+        if high - low < periods.height:
+            return _by_position(periods, id_type, weeks, names, low, high - low + 1)
+    return _by_sorting(periods.lazy(), id_type, weeks, names).collect()
+
+
+def _by_position(periods: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str], low: int,
+                 span: int) -> pl.DataFrame:
+    """The table of :func:`_by_sorting` without sorting the periods: each customer's figures at the position
+    ``id - low`` of NumPy arrays of ``span`` (the ids' range): the periods counted, the first and the last (a
+    minimum and a maximum), the values summed (Int64: the caller checked their total) and the first period's value
+    put at its customer's position (each customer has one period equal to their first). At 1M customers' 5.2M
+    purchase days about 0.2 CPU-s instead of the sort's 0.55 (measured under load)."""
+    import numpy as np
+
+    key = periods["_key"].to_numpy()
+    at = (key >> 32) - low  # the packed id (id * 2^32 + period + 2^31, period + 2^31 in [0, 2^32)), from 0
+    period = ((key & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
+    value = periods["_value"].cast(pl.Int64).to_numpy()
+    count = np.bincount(at, minlength=span)
+    first = np.full(span, np.iinfo(np.int32).max, dtype=np.int32)
+    np.minimum.at(first, at, period)
+    last = np.full(span, np.iinfo(np.int32).min, dtype=np.int32)
+    np.maximum.at(last, at, period)
+    total = np.zeros(span, dtype=np.int64)
+    np.add.at(total, at, value)
+    opening = period == first[at]
+    total[at[opening]] -= value[opening]  # the periods after the first
+    has = np.flatnonzero(count)
+    return pl.DataFrame({"_c": has + low, "_n": count[has], "_p0": first[has], "_p1": last[has],
+                         "_repeat": total[has]}).select(
+        pl.col("_c").cast(id_type).set_sorted().alias("customer_id"), pl.col("_n").cast(pl.Int64).alias(names["count"]),
+        _period_start(pl.col("_p0"), weeks).alias(names["first"]),
+        _period_start(pl.col("_p1"), weeks).alias(names["last"]),
+        to_amount(pl.col("_repeat")).alias(names["repeat"]))
+
+
+def _by_sorting(periods: pl.LazyFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str]) -> pl.LazyFrame:
+    """Per customer from the (packed ``_key``, ``_value``) periods: sorted by key, each customer's periods are
+    consecutive and in time order, so the figures are read at the boundaries (first and last row of each customer,
+    a running sum) without a second hash grouping."""
+    k = pl.col("_key")
+    periods = periods.sort("_key").with_columns(
+        (k // (1 << 32)).alias("_c"), pl.col("_value").cast(pl.Int128).cum_sum().alias("_cum"),
+        pl.int_range(pl.len()).alias("_i"))
+    c = pl.col("_c")
+    period = (k % (1 << 32) - (1 << 31)).cast(pl.Int32)
+    first = periods.filter((c != c.shift(1)).fill_null(True)).select(
+        c.cast(id_type).alias("customer_id"), period.alias("_p0"), "_cum", "_i")
+    last = periods.filter((c != c.shift(-1)).fill_null(True)).select(
+        period.alias("_p1"), pl.col("_cum").alias("_cum1"), pl.col("_i").alias("_i1"))
+    return pl.concat([first, last], how="horizontal").select(
+        "customer_id",
+        (pl.col("_i1") - pl.col("_i") + 1).cast(pl.Int64).alias(names["count"]),
+        _period_start(pl.col("_p0"), weeks).alias(names["first"]),
+        _period_start(pl.col("_p1"), weeks).alias(names["last"]),
+        # the running sum after the last period less the one after the first: the periods after the first
+        to_amount(pl.col("_cum1") - pl.col("_cum")).alias(names["repeat"]),
+    )
 
 
 def _units_sum() -> pl.Expr:

@@ -612,3 +612,65 @@ def test_tiers_are_the_min_ranks_within_the_shares(cdnow, high, medium):
     assert out["clv_tier"].cast(pl.String).to_list() == want
     assert out.filter(pl.col("clv") == pl.col("clv").max())["clv_tier"].unique().to_list() == (
         ["high"] if high > 0 else ["medium"] if medium > 0 else ["low"])
+
+
+def _summary_columns(customers: pl.DataFrame) -> pl.DataFrame:
+    return customers.select("customer_id", *[c for c in customers.columns if c.startswith("btyd_")]).sort("customer_id")
+
+
+@pytest.mark.parametrize("layout", ["dense", "negative", "sparse"])
+def test_summary_by_position_equals_summary_by_sorting(clv_registry, monkeypatch, layout):
+    """The periods are read per customer by position (ids dense: their range no larger than the number of
+    purchase periods) or by sorting: the same table either way, and sparse ids go the sorting way."""
+    import plugins.clv as clv
+
+    frame = cdnow_transactions()
+    if layout == "negative":  # dense, around 0
+        frame = frame.with_columns(pl.col("customer_id") - 1000)
+    elif layout == "sparse":  # a range 100,003 times the customer count: arrays over it would be too large
+        frame = frame.with_columns(pl.col("customer_id") * 100_003)
+    used = []
+
+    def spy(name, fn):
+        def run(*args, **kwargs):
+            used.append(name)
+            return fn(*args, **kwargs)
+        monkeypatch.setattr(clv, name, run)
+
+    spy("_by_position", clv._by_position)
+    spy("_by_sorting", clv._by_sorting)
+    needs = (*SUMMARY_COLUMNS, *WEEKLY_COLUMNS)
+    got = _summary_columns(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry, needs=needs).customers)
+    assert used == (["_by_sorting"] * 2 if layout == "sparse" else ["_by_position"] * 2)  # days and weeks
+    # the sorting way on the same data, forced
+    monkeypatch.setattr(clv, "_by_position", lambda periods, id_type, weeks, names, low, span:
+                        clv._by_sorting(periods.lazy(), id_type, weeks, names).collect())
+    want = _summary_columns(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry, needs=needs).customers)
+    assert got.equals(want)
+    # and both as a plain group_by of the lines says
+    lines = frame.filter(pl.col("order_date") < dt.date(1997, 10, 1), pl.col("amount") >= 0)
+    days = lines.group_by("customer_id").agg(pl.col("order_date").n_unique().alias("n"),
+                                             pl.col("order_date").min().alias("first"),
+                                             pl.col("order_date").max().alias("last")).sort("customer_id")
+    assert got.height == days.height == 2357
+    assert got.select("customer_id", "btyd_purchase_days", "btyd_first_purchase", "btyd_last_purchase").rows() == \
+        days.rows()
+
+
+def test_summary_exact_beyond_int64_units(clv_registry, monkeypatch):
+    """Amounts whose units add up beyond an Int64 (the pass runs again with Int128 units): the purchase days'
+    values are summed exactly, by sorting (a customer's total beyond Int64 cannot be kept by position)."""
+    import plugins.clv as clv
+
+    d = dt.date
+    big = 1e14  # the largest amount a line may hold: 1e18 units; 12 of them pass 2^63
+    frame = tx([(1, d(2024, 1, 1), 1.0), *((1, d(2024, 1, 2 + i), big) for i in range(12)), (2, d(2024, 1, 3), 5.0),
+                (2, d(2024, 1, 20), 2.5)])
+    sorted_ = []
+    monkeypatch.setattr(clv, "_by_sorting", lambda *a, _f=clv._by_sorting: sorted_.append(1) or _f(*a))
+    prep = engine.prepare(frame, as_of="2024-02-01", registry=clv_registry, needs=SUMMARY_COLUMNS)
+    assert sorted_  # the total of customer 1 does not fit an Int64: by sorting
+    c = {r["customer_id"]: r for r in prep.customers.to_dicts()}
+    assert c[1]["btyd_purchase_days"] == 13 and c[1]["btyd_repeat_value"] == 12 * big
+    assert c[1]["btyd_monetary_value"] == big and c[1]["btyd_frequency"] == 12
+    assert c[2]["btyd_repeat_value"] == 2.5 and c[2]["btyd_recency"] == 17
