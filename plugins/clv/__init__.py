@@ -162,6 +162,7 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         return periods.map_batches(lambda frame: _per_customer(frame, id_type, weeks, names), schema=schema)
 
     def table(rows: pl.LazyFrame) -> pl.LazyFrame:
+        _load_fit_libraries_in_background()
         purchases = rows.filter(pl.col("amount_units") >= 0).with_columns(_period(weeks).alias("_period"))
         id_type = rows.collect_schema()["customer_id"]
         if id_type not in _INTEGER_IDS:
@@ -170,6 +171,33 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         return pl.concat([by_key(purchases.filter(packs), id_type), by_pair(purchases.filter(~packs))])
 
     return table
+
+
+_loading: list[threading.Thread] = []
+
+
+def _load_fit_libraries_in_background() -> None:
+    """Start importing what the fit needs (NumPy, SciPy's special functions, threadpoolctl) in a thread of its own,
+    once per process: a run computes the BTYD summary when it fits (the clv classifier) or a rule reads it, and
+    the imports (about 0.2 s, SciPy's most) then run beside the feature pass instead of after it. The summary's
+    per-customer step (:func:`_by_position`) needs NumPy before the pass ends, and the fit imports them before it
+    limits BLAS to one thread (:func:`fit`): both wait for this import if it is still running (Python's import
+    lock), so nothing runs twice. A failed import is left to the fit, which imports again and reports it. Not a
+    daemon thread: a process that ends meanwhile waits for the import rather than stopping it midway."""
+    if _loading:
+        return
+    thread = threading.Thread(target=_import_fit_libraries, name="clv-imports")
+    _loading.append(thread)
+    thread.start()
+
+
+def _import_fit_libraries() -> None:
+    try:
+        import threadpoolctl  # noqa: F401
+
+        from . import models  # noqa: F401  (NumPy and SciPy)
+    except Exception:  # noqa: BLE001 - the fit's own import says what is wrong
+        pass
 
 
 def _per_customer(periods: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str]) -> pl.DataFrame:

@@ -514,6 +514,29 @@ def test_loading_the_plugin_does_not_import_scipy():
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
+def test_the_summary_loads_the_fit_libraries_beside_the_pass():
+    """A run that computes the BTYD summary (the clv classifier's, or a rule's) starts importing NumPy, SciPy and
+    threadpoolctl in a thread of its own, once, while the pass runs (a fresh process, as a command's); a run
+    without the summary does not (test_loading_the_plugin_does_not_import_scipy)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "import engine\n"
+              "from engine.registry import get_registry\n"
+              "from engine.sample import SAMPLE_MAPPING\n"
+              "import plugins.clv as clv\n"
+              "registry = get_registry(allow=['abc', 'adc', 'rfm', 'clv'], strict=True)\n"
+              "assert not clv._loading and 'scipy' not in sys.modules\n"
+              "for _ in range(2):\n"
+              "    engine.prepare(engine.sample_path(), mapping=SAMPLE_MAPPING, registry=registry,\n"
+              "                   needs=clv.SUMMARY_COLUMNS)\n"
+              "assert [t.name for t in clv._loading] == ['clv-imports'], clv._loading\n"
+              "clv._loading[0].join()\n"
+              "assert {'numpy', 'scipy.special', 'threadpoolctl', 'plugins.clv.models'} <= set(sys.modules)\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
 def test_the_fits_run_with_blas_on_one_thread():
     """The fit limits BLAS to one thread; a limit applies to the libraries loaded when it is set, so the fit
     loads NumPy and SciPy before it (a fresh process, as a command's: nothing imported them before)."""
