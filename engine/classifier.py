@@ -213,7 +213,10 @@ class Feature:
       customer cannot say (e.g. a ``group_by`` per customer and day, then per
       customer). It is collected together with the built-in features, from the
       same single scan; features that give the same ``table`` function share one
-      query. Customers it has no row for get null;
+      query. Customers it has no row for get null. A function that also takes
+      an ``int64_safe`` keyword (``table(rows, *, int64_safe=False)``) is told
+      when its result is used only if no sum of ``amount_units`` can leave an
+      Int64, so it may sum them in Int64 instead of Int128;
     * ``derive``: an expression over the customer table after aggregation
       (it may use the built-in features, ``as_of``-based columns and other
       plugin features).

@@ -28,6 +28,7 @@ Customers from a customer table who have no usable transaction are kept, with
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -409,17 +410,34 @@ def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[s
             raise ValueError("the ordered path was asked for on ids without an order")
     customers = grouped_rows.group_by("customer_id").agg(aggs).sort("customer_id")
     # Plugin features given as a query over the same rows: one query per distinct table function.
-    table_queries = plugin_table_queries(rows, plugin_features)
+    # A wide pass's table queries sum in Int128; the first pass's are used only if its totals show no Int64 sum
+    # can leave Int64 (else _compute runs the pass again, wide): they may sum in Int64.
+    table_queries = plugin_table_queries(rows, plugin_features, int64_safe=not wide)
     return customers, exceptional, totals, table_queries
 
 
-def plugin_table_queries(rows: pl.LazyFrame, plugin_features: Mapping[str, Feature]):
-    """``(query, names)`` for the plugin features given as a ``table`` over ``rows``: one per distinct function."""
+def plugin_table_queries(rows: pl.LazyFrame, plugin_features: Mapping[str, Feature], *, int64_safe: bool = False):
+    """``(query, names)`` for the plugin features given as a ``table`` over ``rows``: one per distinct function.
+
+    A table function that takes an ``int64_safe`` keyword is told whether its query's result is used only when no
+    sum of ``amount_units`` over any of the rows can leave an Int64 (so it may sum them in Int64, cheaper than
+    Int128): only a pass that checks its totals and runs again otherwise says so (:func:`_queries`); every other
+    caller (snapshots, Spark's partitions) gives the default False.
+    """
     tables: dict[int, tuple[Callable, list[str]]] = {}
     for name, feat in plugin_features.items():
         if feat.table is not None:
             tables.setdefault(id(feat.table), (feat.table, []))[1].append(name)
-    return [(fn(rows).select("customer_id", *names), names) for fn, names in tables.values()]
+    return [(_table_query(fn, rows, int64_safe).select("customer_id", *names), names) for fn, names in tables.values()]
+
+
+def _table_query(fn: Callable, rows: pl.LazyFrame, int64_safe: bool) -> pl.LazyFrame:
+    """``fn(rows)``, or ``fn(rows, int64_safe=...)`` for a table function that takes that keyword."""
+    try:
+        takes = "int64_safe" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature: the plain call
+        takes = False
+    return fn(rows, int64_safe=int64_safe) if takes else fn(rows)
 
 
 _AGGREGATED = [f for f in FEATURES if isinstance(f.compute, Agg)]

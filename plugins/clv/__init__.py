@@ -135,8 +135,9 @@ def _per_period_then_customer(weeks: bool, suffix: str):
     """The table function of the purchase periods (days, or calendar weeks): per customer the number of
     purchase periods, the first and the last (their first day) and the value of those after the first.
 
-    Purchase periods are lines of amount >= 0 summed per customer and period, in exact units (Int128, as
-    the built-in sums: the same value whatever the order of the rows). Integer customer ids
+    Purchase periods are lines of amount >= 0 summed per customer and period, in exact units (Int128, or Int64
+    in a pass that proves no such sum can leave it, as the built-in sums: the same value whatever the order of the
+    rows). Integer customer ids
     within +-2^31 and the period number are packed into one Int64 key (id * 2^32 + period + 2^31, exact and
     reversible), which groups about twice as fast as the pair of columns; the periods are then read per customer
     by position (:func:`_by_position`: ids dense enough, arrays indexed by id) or by sorting
@@ -145,30 +146,31 @@ def _per_period_then_customer(weeks: bool, suffix: str):
     """
     names = _names(weeks, suffix)
 
-    def by_pair(purchases: pl.LazyFrame) -> pl.LazyFrame:
+    def by_pair(purchases: pl.LazyFrame, int64_safe: bool) -> pl.LazyFrame:
         period, value = pl.col("_period"), pl.col("_value")
-        return purchases.group_by("customer_id", "_period").agg(_units_sum()).group_by("customer_id").agg(
+        return purchases.group_by("customer_id", "_period").agg(_units_sum(int64_safe)).group_by("customer_id").agg(
             pl.len().cast(pl.Int64).alias(names["count"]),
             _period_start(period.min(), weeks).alias(names["first"]),
             _period_start(period.max(), weeks).alias(names["last"]),
             to_amount(value.sum() - value.sort_by(period).first()).alias(names["repeat"]),
         )
 
-    def by_key(purchases: pl.LazyFrame, id_type: pl.DataType) -> pl.LazyFrame:
+    def by_key(purchases: pl.LazyFrame, id_type: pl.DataType, int64_safe: bool) -> pl.LazyFrame:
         key = pl.col("customer_id").cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
-        periods = purchases.group_by(key.alias("_key")).agg(_units_sum())
+        periods = purchases.group_by(key.alias("_key")).agg(_units_sum(int64_safe))
         schema = {"customer_id": id_type, names["count"]: pl.Int64, names["first"]: pl.Date, names["last"]: pl.Date,
                   names["repeat"]: pl.Float64}
         return periods.map_batches(lambda frame: _per_customer(frame, id_type, weeks, names), schema=schema)
 
-    def table(rows: pl.LazyFrame) -> pl.LazyFrame:
+    def table(rows: pl.LazyFrame, *, int64_safe: bool = False) -> pl.LazyFrame:
         _load_fit_libraries_in_background()
         purchases = rows.filter(pl.col("amount_units") >= 0).with_columns(_period(weeks).alias("_period"))
         id_type = rows.collect_schema()["customer_id"]
         if id_type not in _INTEGER_IDS:
-            return by_pair(purchases)
+            return by_pair(purchases, int64_safe)
         packs = pl.col("customer_id").is_between(-(1 << 31), (1 << 31) - 1)
-        return pl.concat([by_key(purchases.filter(packs), id_type), by_pair(purchases.filter(~packs))])
+        return pl.concat([by_key(purchases.filter(packs), id_type, int64_safe),
+                          by_pair(purchases.filter(~packs), int64_safe)])
 
     return table
 
@@ -268,10 +270,13 @@ def _by_sorting(periods: pl.LazyFrame, id_type: pl.DataType, weeks: bool, names:
     )
 
 
-def _units_sum() -> pl.Expr:
+def _units_sum(int64_safe: bool) -> pl.Expr:
     # amount_units (engine.features.PLUGIN_ROW_COLUMNS): exact, so the sums do not depend on the order the
-    # lines arrive in (the streaming engine's order varies from run to run, the Spark engine's differs again)
-    return pl.col("amount_units").cast(pl.Int128).sum().alias("_value")
+    # lines arrive in (the streaming engine's order varies from run to run, the Spark engine's differs again).
+    # In Int128, or in Int64 where the engine says the result is used only if no such sum can leave Int64
+    # (``int64_safe``: the Polars pass, which runs again otherwise; 0.15-0.2 CPU-s less at 10M lines).
+    units = pl.col("amount_units")
+    return (units if int64_safe else units.cast(pl.Int128)).sum().alias("_value")
 
 
 _per_day_then_customer = _per_period_then_customer(False, "days")

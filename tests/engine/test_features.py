@@ -421,6 +421,38 @@ def test_a_classifier_requiring_columns_by_its_parameters_gets_their_on_demand_f
         prepared.classify(["pick"], {"pick.column": "count_b"})
 
 
+def test_a_table_function_is_told_when_its_int64_sums_are_safe():
+    """A table function that takes ``int64_safe`` gets True from a pass whose totals prove that no sum of units can
+    leave an Int64 (it runs again, wide, when they could: then False), and False from every other caller."""
+    from engine.features import plugin_table_queries
+
+    told: list = []
+    mod = types.ModuleType("tierbook_test_units_table")
+
+    def units(rows, *, int64_safe=False):
+        told.append(int64_safe)
+        u = pl.col("amount_units")
+        return rows.group_by("customer_id").agg((u if int64_safe else u.cast(pl.Int128)).sum().alias("units"))
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("units", "summed units", table=units))
+
+    mod.register_features = register_features
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    p = engine.prepare(tx(ROWS), registry=registry)
+    assert told == [True] and by_id(p.customers, "units") == {"a": (310000,), "b": (0,), "c": (-30000,)}
+    told.clear()
+    big = [("a", f"o{i}", D(2011, 1, 1 + i), 1e14) for i in range(12)]  # 12e18 units: beyond an Int64
+    p = engine.prepare(tx(big), registry=registry)
+    assert told == [True, False]  # the first pass's totals sent it round again, wide
+    assert by_id(p.customers, "units") == {"a": (12 * 10**18,)}
+    told.clear()
+    plugin_table_queries(pl.LazyFrame(schema={"customer_id": pl.String, "amount_units": pl.Int64}),
+                         registry.features)
+    assert told == [False]
+
+
 def test_a_table_feature_with_two_rows_for_a_customer_is_an_error():
     mod = types.ModuleType("tierbook_test_bad_table")
 
