@@ -109,6 +109,7 @@ TARGETS = [
     ("engine.features", "_looks_ordered", "probe: the first rows written order by order?"),
     ("engine.features", "_compute", "the feature pass"),
     ("polars", "collect_all", "collect_all: the one scan (group_by, exceptions, totals)"),
+    ("engine.features", "_dense_pass", "dense pass: the scan's batches into arrays by customer id (no hashing)"),
     ("engine.features", "_recount", "recount of customers in doubt"),
     ("engine.features", "complete_features", "complete_features (customer table, plugin tables)"),
     ("engine.run", "apply_classifiers", "classifiers (all, one with_columns)"),

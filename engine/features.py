@@ -175,32 +175,23 @@ def to_units(amounts: pl.Expr) -> pl.Expr:
 _INT64_SAFE = 2.0**62
 
 
-def _scan(tx: Transactions, as_of: dt.date | None) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
-    """The one scan of the transactions, as what every query of a feature pass starts from.
-
-    Returns ``rows`` (the usable rows: a customer, a date, an amount, before
-    ``as_of``, with the canonical ``amount`` and ``order_id``), ``exceptional``
-    and ``totals`` (see :func:`_queries`); all three read one cached frame, so
-    collected together (``collect_all``) they scan the source once.
-    :mod:`engine.snapshots` builds its per-snapshot aggregations on the same
-    ``rows``.
-    """
+def _usable(as_of: dt.date | None) -> pl.Expr:
+    """A usable row: a customer, a date, an amount, before ``as_of``."""
     date, units, customer = pl.col("order_date"), pl.col("amount_units"), pl.col("customer_id")
     priced = customer.is_not_null() & date.is_not_null() & units.is_not_null()
-    usable = priced & (date < pl.lit(as_of)) if as_of is not None else priced
-    u, key = units, pl.col("order_key")
+    return priced & (date < pl.lit(as_of)) if as_of is not None else priced
 
-    frame = tx.frame.cache()  # one scan feeding every query
-    rows = frame.filter(usable)
-    # Plugins aggregate over the canonical names.
-    rows = rows.with_columns(to_amount(units).alias("amount"))
-    if tx.has_order_id:
-        rows = rows.with_columns(pl.col("order_key").alias("order_id"))
 
+def _side_queries(tx: Transactions, as_of: dt.date | None) -> tuple[pl.Expr, list[pl.Expr], list[pl.Expr]]:
+    """What the exceptions and totals queries compute (see :func:`_scan`): the condition that lets every
+    exceptional row through, the exceptions' aggregations by customer, and the totals' expressions."""
+    date, units, key = pl.col("order_date"), pl.col("amount_units"), pl.col("order_key")
+    usable, u = _usable(as_of), units
     zero, null_key = usable & (u == 0), usable & (u > 0) & key.is_null()
     # The cheapest condition that lets every such row through (it lets some others through too: the
     # aggregations below say which is which).
-    exceptional = frame.filter(~usable | (u == 0) | key.is_null()).group_by("customer_id").agg(
+    exceptional = ~usable | (u == 0) | key.is_null()
+    aggs = [
         pl.len().alias("rows"),
         (~usable).sum().alias("unusable"),
         date.is_null().sum().alias("null_date"),
@@ -211,12 +202,33 @@ def _scan(tx: Transactions, as_of: dt.date | None) -> tuple[pl.LazyFrame, pl.Laz
         null_key.any().alias("null_key"),
         # The default as_of is the day after the last dated row with an amount, customer id or not.
         date.filter(date.is_not_null() & units.is_not_null()).max().alias("last_day"),
-    )
-    totals = frame.select(pl.len().alias("rows"), *[pl.col(f).any().alias(f) for f in [*tx.checks, *tx.tallies]],
-                          u.abs().cast(pl.Float64).sum().alias("_gross_units"),
-                          # the scan's own revenue, apart from the group_by: the reconciliation compares them
-                          units.filter(usable).cast(pl.Int128).sum().alias("usable_units"))
-    return rows, exceptional, totals
+    ]
+    totals = [pl.len().alias("rows"), *[pl.col(f).any().alias(f) for f in [*tx.checks, *tx.tallies]],
+              u.abs().cast(pl.Float64).sum().alias("_gross_units"),
+              # the scan's own revenue, apart from the group_by: the reconciliation compares them
+              units.filter(usable).cast(pl.Int128).sum().alias("usable_units")]
+    return exceptional, aggs, totals
+
+
+def _scan(tx: Transactions, as_of: dt.date | None) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """The one scan of the transactions, as what every query of a feature pass starts from.
+
+    Returns ``rows`` (the usable rows: a customer, a date, an amount, before
+    ``as_of``, with the canonical ``amount`` and ``order_id``), ``exceptional``
+    and ``totals`` (see :func:`_queries`); all three read one cached frame, so
+    collected together (``collect_all``) they scan the source once.
+    :mod:`engine.snapshots` builds its per-snapshot aggregations on the same
+    ``rows``.
+    """
+    frame = tx.frame.cache()  # one scan feeding every query
+    rows = frame.filter(_usable(as_of))
+    # Plugins aggregate over the canonical names.
+    rows = rows.with_columns(to_amount(pl.col("amount_units")).alias("amount"))
+    if tx.has_order_id:
+        rows = rows.with_columns(pl.col("order_key").alias("order_id"))
+    condition, aggs, totals = _side_queries(tx, as_of)
+    exceptional = frame.filter(condition).group_by("customer_id").agg(aggs)
+    return rows, exceptional, frame.select(totals)
 
 
 #: How many rows of the input :func:`_looks_ordered` reads before the pass to choose the path to try.
@@ -370,6 +382,218 @@ def _recount(tx: Transactions, as_of: dt.date | None, ids: pl.Series, streaming:
     return (tx.frame.filter(usable & customer.is_in(ids.implode()))
             .group_by("customer_id").agg(pl.col("order_key").n_unique().cast(pl.Int64).alias(name))
             .collect(engine="streaming" if streaming else "auto"))
+
+
+#: The integer dtypes of customer ids the dense pass takes (UInt64 ids may not fit the Int64 arithmetic).
+_DENSE_ID_TYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
+#: Whether an ordered pass on integer ids may run as :func:`_dense_pass` (tests compare both ways).
+DENSE_PASS = True
+#: Rows per batch of the dense pass.
+DENSE_BATCH_ROWS = 1 << 18
+#: The dense pass holds 52 bytes per id between the smallest and the largest customer id (and some room around
+#: them); it gives up (and the streaming pass runs) when that span passes half the rows read so far plus this.
+DENSE_SPAN_SLACK = 1 << 20
+#: The day arrays' marks for "no such line" (a date whose day number is one of them: the dense pass gives up).
+_DAY_NONE_LOW, _DAY_NONE_HIGH = -(2**31), 2**31 - 1
+
+
+def _dense_possible(tx: Transactions, plugin_features: Mapping[str, Feature], *, streaming: bool,
+                    wide: bool) -> bool:
+    """Whether :func:`_dense_pass` may compute this pass: integer customer ids, integer or date order keys,
+    no plugin feature (those are Polars expressions over the rows), sums that fit Int64, the streaming engine."""
+    if not streaming or wide or plugin_features or not tx.has_order_id:
+        return False
+    if [f.name for f in _N_UNIQUE] != ["frequency"] or any(f.compute.column != "order_key" for f in _N_UNIQUE):
+        return False
+    schema = tx.frame.collect_schema()
+    key = schema["order_key"]
+    return (isinstance(schema["customer_id"], _DENSE_ID_TYPES) and schema["order_date"] == pl.Date
+            and ((key.is_integer() and not isinstance(key, pl.UInt64)) or key == pl.Date))
+
+
+class _DenseState:
+    """Per-customer accumulators, element ``id - lo`` for customer ``id`` (see :func:`_dense_pass`): the sum of
+    all units, the return lines and their units, the run starts and those in doubt, the first and last day of a
+    purchase, the last day of another line (a return or a zero amount)."""
+
+    FIELDS = {"monetary": "int64", "returns": "int64", "returned": "int64", "starts": "int64", "doubts": "int64",
+              "first": "int32", "last": "int32", "other_day": "int32"}
+    EMPTY = {"first": _DAY_NONE_HIGH, "last": _DAY_NONE_LOW, "other_day": _DAY_NONE_LOW}
+
+    def __init__(self, np):
+        self.np = np
+        self.lo, self.size = 0, 0  # the arrays hold ids lo .. lo + size - 1
+        self.low, self.high = 0, 0  # the smallest and the largest id seen
+        self.arrays = {name: np.zeros(0, dtype) for name, dtype in self.FIELDS.items()}
+
+    def cover(self, low: int, high: int, limit: int) -> bool:
+        """Make room for ids ``low`` .. ``high``; False when the span from the smallest id seen to the largest would
+        pass ``limit``. The arrays get a quarter more room than the ids need (around the first batch's ids, then on
+        the side they grew towards), so a later batch rarely makes them grow again."""
+        was = (self.low, self.high) if self.size else None
+        if was:
+            low, high = min(low, was[0]), max(high, was[1])
+        span = high - low + 1
+        if span > limit:
+            return False
+        self.low, self.high = low, high
+        if self.size and self.lo <= low and high < self.lo + self.size:
+            return True
+        size = max(span, min(max(span + span // 4, self.size + self.size // 2), limit))
+        lo = low - (size - span) // 2 if not was else high - size + 1 if low < was[0] else low
+        for name, dtype in self.FIELDS.items():
+            grown = self.np.full(size, self.EMPTY.get(name, 0), dtype)
+            if was:  # the ids seen so far, where they were
+                grown[was[0] - lo:was[1] - lo + 1] = self.arrays[name][was[0] - self.lo:was[1] - self.lo + 1]
+            self.arrays[name] = grown
+        self.lo, self.size = lo, size
+        return True
+
+
+def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:
+    """The ordered pass's results (``grouped`` as the ``group_by`` gives it, before :func:`_finish`; the
+    ``exceptions``; the totals' one row), computed without hashing: the rows come from the streaming engine in
+    batches, in the input's order, and each customer's aggregates are kept in arrays indexed by the customer id.
+
+    Same definitions as the ``group_by`` of :func:`_queries` with ``ordered``: the run starts and those in doubt
+    of :func:`_order_flags` (the previous counted line's customer and the largest earlier key carried from one
+    batch to the next), exact Int64 sums of units (the caller checks them against ``_INT64_SAFE`` as for the
+    streaming pass), days. A batch with an exceptional row (see :func:`_side_queries`) gets the exceptions' and
+    totals' Polars aggregations and only its usable rows go on; the others, which have no null, no zero amount and
+    no date from ``as_of`` on, are counted directly (their rows, flags and units), and the exceptions add up.
+
+    Returns None, having read part of the input, when the customer ids are too far apart for arrays
+    (:data:`DENSE_SPAN_SLACK`) or a date is one of the arrays' marks: the streaming pass then runs.
+    """
+    condition, exception_aggs, total_exprs = _side_queries(tx, as_of)
+    usable = _usable(as_of)
+    flags = [*tx.checks, *tx.tallies]
+    columns = list(dict.fromkeys(["customer_id", "order_key", "order_date", "amount_units", *flags]))
+    key_is_date = tx.frame.collect_schema()["order_key"] == pl.Date
+    batches = tx.frame.select(columns).collect_batches(chunk_size=DENSE_BATCH_ROWS, engine="streaming")
+    import numpy as np  # here, while the scan reads its first batches (no other command pays the import)
+
+    state = _DenseState(np)
+    total = {"rows": 0, **dict.fromkeys(flags, False), "_gross_units": 0.0, "usable_units": 0}
+    as_of_day = (as_of - dt.date(1970, 1, 1)).days if as_of is not None else None
+    exceptions: list[pl.DataFrame] = []
+    rows_read = 0
+    carry_customer, carry_key = None, None  # the previous counted line's customer, the largest counted key so far
+    for batch in batches:
+        if batch.height == 0:
+            continue
+        rows_read += batch.height
+        clean = not any(batch.get_column(c).null_count() for c in ("customer_id", "order_key", "order_date",
+                                                                    "amount_units"))
+        if clean:
+            units = batch.get_column("amount_units").to_numpy()
+            days = batch.get_column("order_date").to_physical().to_numpy()
+            clean = not (units == 0).any() and (as_of_day is None or days.max() < as_of_day)
+        if clean:
+            total["rows"] += batch.height
+            for flag in flags:
+                total[flag] = total[flag] or bool(batch.get_column(flag).any())
+            total["_gross_units"] += float(np.abs(units).sum(dtype=np.float64))
+            total["usable_units"] += int(units.sum())
+        else:
+            part = batch.select(total_exprs).row(0, named=True)
+            total["rows"] += part["rows"]
+            for flag in flags:
+                total[flag] = total[flag] or bool(part[flag])
+            total["_gross_units"] += part["_gross_units"] or 0.0
+            total["usable_units"] += int(part["usable_units"] or 0)
+            exceptions.append(batch.filter(condition).group_by("customer_id").agg(exception_aggs))
+            batch = batch.filter(usable)
+            if batch.height == 0:
+                continue
+            units = batch.get_column("amount_units").to_numpy()
+            days = batch.get_column("order_date").to_physical().to_numpy()
+        ids = batch.get_column("customer_id").to_numpy().astype(np.int64, copy=False)
+        if (not state.cover(int(ids.min()), int(ids.max()), rows_read // 2 + DENSE_SPAN_SLACK)
+                or days.min() == _DAY_NONE_LOW or days.max() == _DAY_NONE_HIGH):
+            return None
+        keys = batch.get_column("order_key")
+        if key_is_date:
+            keys = keys.to_physical()
+        with_key = None
+        if keys.null_count():
+            with_key = keys.is_not_null().to_numpy()
+            keys = keys.fill_null(0)
+        keys = keys.to_numpy()
+        a = state.arrays
+        at = ids - state.lo if state.lo else ids
+        np.add.at(a["monetary"], at, units)
+        bought = units > 0
+        if bought.all():
+            buyers, bought_days = at, days
+        else:
+            other = ~bought
+            np.maximum.at(a["other_day"], at[other], days[other])
+            returned = units < 0
+            if returned.any():
+                back = at[returned]
+                np.add.at(a["returns"], back, 1)
+                np.add.at(a["returned"], back, units[returned])
+            buyers, bought_days = at[bought], days[bought]
+        if not buyers.size:
+            continue
+        np.minimum.at(a["first"], buyers, bought_days)
+        np.maximum.at(a["last"], buyers, bought_days)
+        if with_key is None:
+            who, key = buyers, (keys if bought_days is days else keys[bought])
+        else:
+            counted = bought & with_key
+            who, key = at[counted], keys[counted]
+            if not who.size:
+                continue
+        # The counted lines, as in _order_flags: a run starts where the line's key is not the largest key of the
+        # counted lines before it or its customer not the previous counted line's; in doubt where it is not larger.
+        largest = np.maximum.accumulate(key)
+        before = np.empty_like(key)
+        previous = np.empty_like(who)
+        before[1:], previous[1:] = largest[:-1], who[:-1]
+        if carry_key is not None:
+            np.maximum(before, carry_key, out=before)
+            before[0], previous[0] = carry_key, carry_customer - state.lo
+        start = (key != before) | (who != previous)
+        doubt = start & (key <= before)
+        if carry_key is None:
+            start[0], doubt[0] = True, False
+        carry_key = largest[-1] if carry_key is None else max(carry_key, largest[-1])
+        carry_customer = int(who[-1]) + state.lo
+        np.add.at(a["starts"], who[start], 1)
+        if doubt.any():
+            np.add.at(a["doubts"], who[doubt], 1)
+    return _dense_result(tx, state, total, exceptions, condition, exception_aggs)
+
+
+def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions: list[pl.DataFrame],
+                  condition: pl.Expr, exception_aggs: list[pl.Expr]) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """:func:`_dense_pass`'s arrays and partial exceptions as the streaming pass's tables."""
+    np, a = state.np, state.arrays
+    purchased = a["last"] != _DAY_NONE_LOW
+    at = np.flatnonzero(purchased | (a["other_day"] != _DAY_NONE_LOW))  # the customers with a usable row
+    schema = tx.frame.collect_schema()
+    bought = pl.Series(purchased[at])
+    grouped = pl.DataFrame([
+        pl.Series("customer_id", at + state.lo).cast(schema["customer_id"]).set_sorted(),
+        pl.Series("_frequency_runs", a["starts"][at] + a["doubts"][at] * _DOUBT),
+        pl.Series("_monetary_units", a["monetary"][at]),
+        pl.Series("first_order", a["first"][at]).cast(pl.Date),
+        pl.Series("last_order", a["last"][at]).cast(pl.Date),
+        pl.Series("last_activity", np.maximum(a["last"][at], a["other_day"][at])).cast(pl.Date),
+        pl.Series("returns", a["returns"][at]),
+        pl.Series("_returned_value_units", a["returned"][at]),
+    ]).with_columns(pl.when(bought).then(pl.col("first_order", "last_order")).name.keep())
+    empty = pl.LazyFrame(schema=schema).filter(condition).group_by("customer_id").agg(exception_aggs)
+    exceptions_schema = empty.collect_schema()
+    if not exceptions:
+        return grouped, pl.DataFrame(schema=exceptions_schema), total
+    counts = ("rows", "unusable", "null_date", "null_amount", "after_as_of")
+    merged = pl.concat(exceptions).group_by("customer_id").agg(
+        pl.col(name).sum() if name in counts else pl.col(name).max() if name == "last_day" else pl.col(name).any()
+        for name in exceptions_schema.names() if name != "customer_id")
+    return grouped, merged.cast(exceptions_schema), total
 
 
 def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature], *, wide: bool = False,
@@ -607,11 +831,9 @@ def compute_features(
     return result
 
 
-def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, feature_owners, wide,
-             ordered: bool) -> FeatureResult:
-    """One pass (see :func:`compute_features`); with ``ordered``, orders counted from run starts, and the
-    customers with a run start in doubt counted again by hashing (:func:`_recount`)."""
-    plugin_features = dict(plugin_features or {})
+def _collect_pass(tx: Transactions, as_of, plugin_features, *, streaming, wide, ordered) -> list[pl.DataFrame]:
+    """The streaming pass: the customers, exceptions and totals queries (and the plugins' table queries) collected
+    together over one scan."""
     by_customer, exceptions_q, totals_q, table_queries = _queries(tx, as_of, plugin_features, wide=wide,
                                                                   ordered=ordered)
     # The features are computed inside the streaming query: its workers reuse the group_by's memory,
@@ -620,8 +842,26 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
     # customer id) is corrected afterwards, for the customers concerned.
     by_customer = by_customer.with_columns(_finish(ordered=ordered)).with_columns(_derived(_day_after(as_of)))
     queries = [by_customer, exceptions_q, totals_q, *[q for q, _ in table_queries]]
+    return pl.collect_all(queries, engine="streaming" if streaming else "auto")
+
+
+def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, feature_owners, wide,
+             ordered: bool) -> FeatureResult:
+    """One pass (see :func:`compute_features`); with ``ordered``, orders counted from run starts, and the
+    customers with a run start in doubt counted again by hashing (:func:`_recount`)."""
+    plugin_features = dict(plugin_features or {})
+    dense = None
     try:
-        grouped, exceptions, totals, *tables = pl.collect_all(queries, engine="streaming" if streaming else "auto")
+        if ordered and DENSE_PASS and _dense_possible(tx, plugin_features, streaming=streaming, wide=wide):
+            dense = _dense_pass(tx, as_of)
+        if dense is not None:
+            grouped, exceptions, total = dense
+            grouped = grouped.with_columns(_finish(ordered=True)).with_columns(_derived(_day_after(as_of)))
+            tables = []
+        else:
+            grouped, exceptions, totals, *tables = _collect_pass(tx, as_of, plugin_features, streaming=streaming,
+                                                                 wide=wide, ordered=ordered)
+            total = totals.row(0, named=True)
     except pl.exceptions.ColumnNotFoundError as exc:
         raise _feature_error(plugin_features, feature_owners or {}, exc) from None
     except pl.exceptions.PolarsError as exc:
@@ -629,7 +869,6 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
 
         raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc, tx.delimiter)}") from None
 
-    total = totals.row(0, named=True)
     for flag in tx.checks:
         if total[flag]:
             raise tx.locate(flag)

@@ -1,0 +1,205 @@
+"""engine.features: the dense pass (an ordered pass on integer customer ids, aggregated in arrays indexed by the id)
+against the streaming pass that hashes customer ids, and against hashing the orders.
+
+Every input is computed with the dense pass allowed and with it turned off (``DENSE_PASS``), both trying the
+boundary count, and by hashing: the customer tables must be equal, the reports too (rows, rejects, net revenue,
+the customers recounted), and the dense pass must have run (or, where the ids are too far apart, have given up).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import engine.features as features
+from engine.data import read_transactions
+from engine.errors import DataError
+from engine.features import compute_features
+
+KEY = settings(settings.get_profile("key"))
+START = dt.date(2011, 1, 1)
+MAPPING = {c: c for c in ("customer_id", "order_id", "order_date", "amount")}
+SCHEMA = {"customer_id": pl.Int64, "order_id": pl.Int64, "order_date": pl.Date, "amount": pl.Float64}
+
+
+def frame(rows, schema=SCHEMA) -> pl.DataFrame:
+    """rows: (customer, order, day offset or None, amount or None)."""
+    return pl.DataFrame(
+        {"customer_id": [r[0] for r in rows], "order_id": [r[1] for r in rows],
+         "order_date": [None if r[2] is None else START + dt.timedelta(days=r[2]) for r in rows],
+         "amount": [r[3] for r in rows]}, schema=schema)
+
+
+@pytest.fixture
+def dense_runs(monkeypatch):
+    """What each dense pass returned: True for tables, False where it gave up (the ids too far apart)."""
+    ran: list[bool] = []
+    real = features._dense_pass
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        ran.append(out is not None)
+        return out
+
+    monkeypatch.setattr(features, "_dense_pass", spy)
+    return ran
+
+
+def both_ways(data, monkeypatch, as_of=None, batch_rows=None):
+    """The customer table and report with the dense pass and without it (boundaries tried both times) and by
+    hashing; asserts they agree and returns the dense pass's result (None where no row is usable)."""
+    if batch_rows is not None:
+        monkeypatch.setattr(features, "DENSE_BATCH_ROWS", batch_rows)
+    out, errors = {}, {}
+    for name, dense, orders in (("dense", True, "boundaries"), ("streaming", False, "boundaries"),
+                                ("hashing", True, "hashing")):
+        monkeypatch.setattr(features, "DENSE_PASS", dense)
+        try:
+            out[name] = compute_features(read_transactions(data, MAPPING), as_of=as_of, orders=orders)
+        except DataError as exc:
+            errors[name] = str(exc)
+    if errors:
+        assert not out and len(set(errors.values())) == 1, errors
+        return None
+    dense, streaming = out["dense"], out["streaming"]
+    assert dense.customers.equals(streaming.customers)
+    assert dense.customers.equals(out["hashing"].customers)
+    assert dense.as_of == streaming.as_of
+    assert dense.report.to_dict() == streaming.report.to_dict()
+    return dense
+
+
+customer_ids = st.one_of(st.none(), st.integers(-3, 6), st.sampled_from([1_000, -70_000, 2**31 - 1]))
+order_ids = st.one_of(st.none(), st.integers(0, 12))
+amounts = st.one_of(st.none(), st.sampled_from([0.0, 0.00001, 0.0001, -2.5, 1.0, 10.0, 3.33, -0.0001]))
+days = st.one_of(st.none(), st.integers(0, 40))
+lines = st.lists(st.tuples(customer_ids, order_ids, days, amounts), min_size=1, max_size=50)
+
+
+@KEY
+@example(rows=[(1, 1, 1, 1.0), (2, 2, 1, 1.0), (1, 1, 2, 1.0)], as_of=None, ordered=False, batch_rows=1)  # split
+@example(rows=[(1, 1, 1, 1.0), (2, 1, 1, 1.0), (1, 1, 1, 1.0)], as_of=None, ordered=False, batch_rows=2)  # shared
+@example(rows=[(1, 5, 1, -1.0), (1, 5, 1, 1.0), (2, 6, 1, 1.0)], as_of=None, ordered=False, batch_rows=1)
+@example(rows=[(1, None, 1, 1.0), (1, 1, 1, 1.0), (2, 0, 2, 1.0)], as_of=None, ordered=False, batch_rows=1)
+# the largest key of the batches before, carried: customer 2's order 4 again after order 3 in the next batch
+@example(rows=[(2, 4, 0, 1.0), (3, 5, 0, 1.0), (1, 3, 0, 1.0), (2, 4, 0, 1.0)], as_of=None, ordered=False,
+         batch_rows=2)
+@given(rows=lines, as_of=st.one_of(st.none(), st.integers(1, 41).map(lambda d: START + dt.timedelta(days=d))),
+       ordered=st.booleans(), batch_rows=st.sampled_from([1, 2, 3, 7, 1 << 18]))
+def test_any_input_the_same_as_the_streaming_pass(rows, as_of, ordered, batch_rows):
+    """Nulls in every column, zero and sub-unit amounts, returns, ids that are negative or far apart, an as_of that
+    drops rows; as given or written order by order (sorted by order id), read in batches of a few rows."""
+    if ordered:
+        rows = sorted(rows, key=lambda r: (r[1] is not None, r[1] or 0))
+    with pytest.MonkeyPatch.context() as mp:
+        ran = []
+        real = features._dense_pass
+        mp.setattr(features, "_dense_pass", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
+        result = both_ways(frame(rows), mp, as_of, batch_rows)
+    usable = [r for r in rows if None not in (r[0], r[2], r[3]) and (as_of is None or START + dt.timedelta(days=r[2])
+                                                                     < as_of)]
+    if result is None:
+        assert not usable
+        return
+    assert result.report.orders_counted == "boundaries"
+    ids = [r[0] for r in usable]
+    # the dense pass ran, or gave up where the ids are more than DENSE_SPAN_SLACK apart (2**31 - 1 and the rest)
+    assert ran and (ran[0] is not None) == (max(ids) - min(ids) < features.DENSE_SPAN_SLACK)
+
+
+def test_numbered_orders_in_many_batches(monkeypatch, dense_runs, tmp_path):
+    """A log numbered as the orders come, with returns inside orders and credit notes, as Parquet in small row
+    groups read in batches of 1,000 rows; then one line out of place: its customer counted again by hashing."""
+    n = 30_000
+    i = pl.int_range(0, n)
+    data = pl.select(customer_id=(i // 3 * 7919) % 997 + 10, order_id=i // 3,
+                     order_date=pl.lit(START) + pl.duration(days=i // 1000),
+                     amount=pl.when(i % 11 == 4).then(-1.5).when(i % 13 == 0).then(0.0)
+                     .otherwise(i % 50 + 0.25).cast(pl.Float64))
+    bad = data.with_columns(pl.when(i == 12_289).then(pl.col("order_id") - 5).otherwise(pl.col("order_id"))
+                            .alias("order_id"))
+    for table, recounted in ((data, 0), (bad, 1)):
+        path = tmp_path / f"{recounted}.parquet"
+        table.write_parquet(path, row_group_size=4096)
+        result = both_ways(path, monkeypatch, batch_rows=1000)
+        assert result.report.orders_recounted == recounted
+        assert result.report.customers == 997
+    assert dense_runs == [True, True]
+
+
+def test_ids_spread_downwards_and_upwards(monkeypatch, dense_runs):
+    """The arrays grow to take ids below the first batch's and above them, keeping what they hold."""
+    rows = [(500, 1, 0, 1.0), (501, 2, 0, 2.0), (-40, 3, 1, 3.0), (500, 4, 1, -1.0), (9_000, 5, 2, 4.0),
+            (-41, 6, 2, 5.0), (-40, 7, 3, 1.0), (501, 7, 3, 1.0)]
+    result = both_ways(frame(rows), monkeypatch, batch_rows=2)
+    assert dense_runs == [True]
+    assert dict(result.customers.select("customer_id", "frequency").iter_rows()) == {
+        -41: 1, -40: 2, 500: 1, 501: 2, 9_000: 1}
+    assert result.report.orders_recounted == 1  # 501's line in order 7, after -40's
+
+
+def test_ids_too_far_apart_fall_back_to_the_streaming_pass(monkeypatch, dense_runs):
+    """Ids more than half the rows read plus DENSE_SPAN_SLACK apart: the dense pass gives up, the streaming pass
+    computes the same table."""
+    monkeypatch.setattr(features, "DENSE_SPAN_SLACK", 100)
+    rows = [(c, n, 0, 1.0) for n, c in enumerate([1, 50, 99, 3, 10_000, 7])]
+    both_ways(frame(rows), monkeypatch, batch_rows=2)
+    assert dense_runs == [False]
+    rows = [(c, n, 0, 1.0) for n, c in enumerate([1, 50, 99, 3, 102, 7])]  # 102 ids: within 6 // 2 + 100
+    both_ways(frame(rows), monkeypatch, batch_rows=2)
+    assert dense_runs == [False, True]
+
+
+@pytest.mark.parametrize("id_type", [pl.Int8, pl.Int32, pl.UInt16, pl.UInt32])
+def test_other_integer_types(monkeypatch, dense_runs, id_type):
+    rows = [(1, 1, 0, 1.0), (2, 2, 0, 2.0), (1, 3, 1, -1.0), (2, 3, 1, 1.0), (1, 2, 2, 4.0)]
+    result = both_ways(frame(rows, {**SCHEMA, "customer_id": id_type, "order_id": id_type}), monkeypatch,
+                       batch_rows=2)
+    assert result.customers.schema["customer_id"] == id_type
+    assert dense_runs == [True]
+
+
+def test_date_order_ids(monkeypatch, dense_runs):
+    rows = [(1, 0, 0, 1.0), (2, 1, 0, 2.0), (1, 1, 1, -1.0), (2, 1, 1, 1.0), (1, 0, 2, 4.0)]
+    data = frame(rows).with_columns((pl.lit(START) + pl.duration(days=pl.col("order_id"))).alias("order_id"))
+    assert data.schema["order_id"] == pl.Date
+    result = both_ways(data, monkeypatch, batch_rows=2)
+    assert result.report.orders_recounted == 1  # customer 1's order of day 0 again after day 1's
+    assert dense_runs == [True]
+
+
+def test_where_the_dense_pass_does_not_apply(monkeypatch, dense_runs):
+    """Text or UInt64 customer ids, no order id: the streaming pass."""
+    rows = [(1, 1, 0, 1.0), (2, 2, 0, 2.0)]
+    both_ways(frame(rows).with_columns(pl.col("customer_id").cast(pl.String)), monkeypatch)
+    both_ways(frame(rows, {**SCHEMA, "customer_id": pl.UInt64}), monkeypatch)
+    tx = read_transactions(frame(rows).drop("order_id"), {"customer_id": "customer_id", "order_date": "order_date",
+                                                          "amount": "amount"})
+    assert not tx.has_order_id
+    compute_features(tx, orders="boundaries")
+    assert dense_runs == []
+
+
+def test_a_bad_amount_stops_the_run_the_same_way(monkeypatch):
+    """The totals made batch by batch stop the run on the same row as the streaming pass."""
+    rows = [(1, 1, 0, 1.0), (2, 2, 0, 2.0), (3, 3, 1, float("nan")), (1, 4, 1, 1.0)]
+    errors = []
+    for dense in (True, False):
+        monkeypatch.setattr(features, "DENSE_PASS", dense)
+        monkeypatch.setattr(features, "DENSE_BATCH_ROWS", 2)
+        with pytest.raises(DataError) as exc:
+            compute_features(read_transactions(frame(rows), MAPPING), orders="boundaries")
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1] and "row 3" in errors[0]
+
+
+def test_amounts_too_large_for_int64_sums(monkeypatch, dense_runs):
+    """Absolute amounts adding up past 2**62 units: the pass runs again with Int128 sums (the streaming pass)."""
+    rows = [(1, 1, 0, 9e13), (1, 2, 0, 9e13), (2, 3, 1, -9e13), (1, 4, 1, 9e13), (2, 5, 2, 9e13)] * 3
+    result = both_ways(frame(rows), monkeypatch, batch_rows=4)
+    assert dense_runs == [True]  # then the wide pass, which the dense pass does not take
+    assert result.customers["monetary"].to_list() == [9 * 9e13, 0.0]
