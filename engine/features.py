@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -393,6 +394,13 @@ DENSE_BATCH_ROWS = 1 << 18
 #: The dense pass holds 52 bytes per id between the smallest and the largest customer id (and some room around
 #: them); it gives up (and the streaming pass runs) when that span passes half the rows read so far plus this.
 DENSE_SPAN_SLACK = 1 << 20
+#: The built-in aggregations :func:`_dense_pass` computes, as the feature table has them (another table: the
+#: streaming pass runs).
+_DENSE_AGGREGATIONS = [("frequency", Agg("n_unique", "order_key", "purchases")), ("monetary", Agg("sum", "amount")),
+                       ("first_order", Agg("min", "order_date", "purchases")),
+                       ("last_order", Agg("max", "order_date", "purchases")),
+                       ("last_activity", Agg("max", "order_date")), ("returns", Agg("count", "amount", "returns")),
+                       ("returned_value", Agg("sum", "amount", "returns", negate=True))]
 #: The day arrays' marks for "no such line" (a date whose day number is one of them: the dense pass gives up).
 _DAY_NONE_LOW, _DAY_NONE_HIGH = -(2**31), 2**31 - 1
 
@@ -403,7 +411,7 @@ def _dense_possible(tx: Transactions, plugin_features: Mapping[str, Feature], *,
     no plugin feature (those are Polars expressions over the rows), sums that fit Int64, the streaming engine."""
     if not streaming or wide or plugin_features or not tx.has_order_id:
         return False
-    if [f.name for f in _N_UNIQUE] != ["frequency"] or any(f.compute.column != "order_key" for f in _N_UNIQUE):
+    if [(f.name, f.compute) for f in _AGGREGATED] != _DENSE_AGGREGATIONS:  # what _dense_pass computes
         return False
     schema = tx.frame.collect_schema()
     key = schema["order_key"]
@@ -426,6 +434,10 @@ class _DenseState:
         self.low, self.high = 0, 0  # the smallest and the largest id seen
         self.arrays = {name: np.zeros(0, dtype) for name, dtype in self.FIELDS.items()}
 
+    def fits(self, low: int, high: int) -> bool:
+        """Whether the arrays hold ids ``low`` .. ``high`` already."""
+        return bool(self.size) and self.lo <= low and high < self.lo + self.size
+
     def cover(self, low: int, high: int, limit: int) -> bool:
         """Make room for ids ``low`` .. ``high``; False when the span from the smallest id seen to the largest would
         pass ``limit``. The arrays get a quarter more room than the ids need (around the first batch's ids, then on
@@ -437,10 +449,13 @@ class _DenseState:
         if span > limit:
             return False
         self.low, self.high = low, high
-        if self.size and self.lo <= low and high < self.lo + self.size:
+        if self.fits(low, high):
             return True
         size = max(span, min(max(span + span // 4, self.size + self.size // 2), limit))
-        lo = low - (size - span) // 2 if not was else high - size + 1 if low < was[0] else low
+        if not was:  # the first batch: room on both sides (from 0 when that is near: ids need no shift then)
+            lo = 0 if 0 <= low <= (size - span) // 2 else low - (size - span) // 2
+        else:
+            lo = high - size + 1 if low < was[0] else low
         for name, dtype in self.FIELDS.items():
             grown = self.np.full(size, self.EMPTY.get(name, 0), dtype)
             if was:  # the ids seen so far, where they were
@@ -479,93 +494,120 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, 
     exceptions: list[pl.DataFrame] = []
     rows_read = 0
     carry_customer, carry_key = None, None  # the previous counted line's customer, the largest counted key so far
-    for batch in batches:
-        if batch.height == 0:
-            continue
-        rows_read += batch.height
-        clean = not any(batch.get_column(c).null_count() for c in ("customer_id", "order_key", "order_date",
-                                                                    "amount_units"))
-        if clean:
-            units = batch.get_column("amount_units").to_numpy()
-            days = batch.get_column("order_date").to_physical().to_numpy()
-            clean = not (units == 0).any() and (as_of_day is None or days.max() < as_of_day)
-        if clean:
-            total["rows"] += batch.height
-            for flag in flags:
-                total[flag] = total[flag] or bool(batch.get_column(flag).any())
-            total["_gross_units"] += float(np.abs(units).sum(dtype=np.float64))
-            total["usable_units"] += int(units.sum())
-        else:
-            part = batch.select(total_exprs).row(0, named=True)
-            total["rows"] += part["rows"]
-            for flag in flags:
-                total[flag] = total[flag] or bool(part[flag])
-            total["_gross_units"] += part["_gross_units"] or 0.0
-            total["usable_units"] += int(part["usable_units"] or 0)
-            exceptions.append(batch.filter(condition).group_by("customer_id").agg(exception_aggs))
-            batch = batch.filter(usable)
+    # The scatters into the arrays run on a thread of their own (NumPy lets go of the GIL in them), one batch
+    # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals.
+    with ThreadPoolExecutor(1, thread_name_prefix="tierbook-dense") as scatter:
+        pending = None
+        for batch in batches:
             if batch.height == 0:
                 continue
-            units = batch.get_column("amount_units").to_numpy()
-            days = batch.get_column("order_date").to_physical().to_numpy()
-        ids = batch.get_column("customer_id").to_numpy().astype(np.int64, copy=False)
-        if (not state.cover(int(ids.min()), int(ids.max()), rows_read // 2 + DENSE_SPAN_SLACK)
-                or days.min() == _DAY_NONE_LOW or days.max() == _DAY_NONE_HIGH):
-            return None
-        keys = batch.get_column("order_key")
-        if key_is_date:
-            keys = keys.to_physical()
-        with_key = None
-        if keys.null_count():
-            with_key = keys.is_not_null().to_numpy()
-            keys = keys.fill_null(0)
-        keys = keys.to_numpy()
-        a = state.arrays
-        at = ids - state.lo if state.lo else ids
-        np.add.at(a["monetary"], at, units)
-        bought = units > 0
-        if bought.all():
-            buyers, bought_days = at, days
-        else:
-            other = ~bought
-            np.maximum.at(a["other_day"], at[other], days[other])
-            returned = units < 0
-            if returned.any():
-                back = at[returned]
-                np.add.at(a["returns"], back, 1)
-                np.add.at(a["returned"], back, units[returned])
-            buyers, bought_days = at[bought], days[bought]
-        if not buyers.size:
-            continue
-        np.minimum.at(a["first"], buyers, bought_days)
-        np.maximum.at(a["last"], buyers, bought_days)
-        if with_key is None:
-            who, key = buyers, (keys if bought_days is days else keys[bought])
-        else:
-            counted = bought & with_key
-            who, key = at[counted], keys[counted]
-            if not who.size:
-                continue
-        # The counted lines, as in _order_flags: a run starts where the line's key is not the largest key of the
-        # counted lines before it or its customer not the previous counted line's; in doubt where it is not larger.
-        largest = np.maximum.accumulate(key)
-        before = np.empty_like(key)
-        previous = np.empty_like(who)
-        before[1:], previous[1:] = largest[:-1], who[:-1]
-        if carry_key is not None:
-            np.maximum(before, carry_key, out=before)
-            before[0], previous[0] = carry_key, carry_customer - state.lo
-        start = (key != before) | (who != previous)
-        doubt = start & (key <= before)
-        if carry_key is None:
-            start[0], doubt[0] = True, False
-        carry_key = largest[-1] if carry_key is None else max(carry_key, largest[-1])
-        carry_customer = int(who[-1]) + state.lo
-        np.add.at(a["starts"], who[start], 1)
-        if doubt.any():
-            np.add.at(a["doubts"], who[doubt], 1)
+            rows_read += batch.height
+            clean = not any(batch.get_column(c).null_count() for c in ("customer_id", "order_key", "order_date",
+                                                                        "amount_units"))
+            if clean:
+                units = batch.get_column("amount_units").to_numpy()
+                days = batch.get_column("order_date").to_physical().to_numpy()
+                clean = not (units == 0).any() and (as_of_day is None or days.max() < as_of_day)
+            if clean:
+                total["rows"] += batch.height
+                for flag in flags:
+                    total[flag] = total[flag] or bool(batch.get_column(flag).any())
+                # The totals' _gross_units only tells whether an Int64 sum could wrap (_INT64_SAFE): the rows times
+                # the largest absolute amount bounds it, and is exact enough while far below; else the sum itself.
+                bound = batch.height * max(-int(units.min()), int(units.max()))
+                total["_gross_units"] += bound if bound < 2**52 else float(np.abs(units).sum(dtype=np.float64))
+                total["usable_units"] += int(units.sum())
+            else:
+                part = batch.select(total_exprs).row(0, named=True)
+                total["rows"] += part["rows"]
+                for flag in flags:
+                    total[flag] = total[flag] or bool(part[flag])
+                total["_gross_units"] += part["_gross_units"] or 0.0
+                total["usable_units"] += int(part["usable_units"] or 0)
+                exceptions.append(batch.filter(condition).group_by("customer_id").agg(exception_aggs))
+                batch = batch.filter(usable)
+                if batch.height == 0:
+                    continue
+                units = batch.get_column("amount_units").to_numpy()
+                days = batch.get_column("order_date").to_physical().to_numpy()
+            ids = batch.get_column("customer_id").to_numpy().astype(np.int64, copy=False)
+            low, high = int(ids.min()), int(ids.max())
+            if pending is not None and not state.fits(low, high):
+                pending.result()  # the arrays grow: the scatters into the old ones first
+            if (not state.cover(low, high, rows_read // 2 + DENSE_SPAN_SLACK)
+                    or days.min() == _DAY_NONE_LOW or days.max() == _DAY_NONE_HIGH):
+                return None
+            keys = batch.get_column("order_key")
+            if key_is_date:
+                keys = keys.to_physical()
+            with_key = None
+            if keys.null_count():
+                with_key = keys.is_not_null().to_numpy()
+                keys = keys.fill_null(0)
+            keys = keys.to_numpy()
+            at = ids - state.lo if state.lo else ids
+            bought = units > 0
+            every = bool(bought.all())
+            if with_key is None:
+                who, key = (at, keys) if every else (at[bought], keys[bought])
+            else:
+                counted = bought & with_key
+                who, key = at[counted], keys[counted]
+            started = doubted = None
+            if who.size:
+                # The counted lines, as in _order_flags: a run starts where the line's key is not the largest key
+                # of the counted lines before it or its customer not the previous counted line's; in doubt where
+                # it is not larger.
+                # Line i against the largest key before it (largest[i - 1], the carried one for the first line) and
+                # the customer before it (who[i - 1]); compared on shifted views, without copies.
+                largest = np.maximum.accumulate(key)
+                if carry_key is not None:
+                    np.maximum(largest, carry_key, out=largest)
+                start = np.empty(key.size, dtype=bool)
+                doubt = np.empty(key.size, dtype=bool)
+                np.not_equal(key[1:], largest[:-1], out=start[1:])
+                start[1:] |= who[1:] != who[:-1]
+                np.less_equal(key[1:], largest[:-1], out=doubt[1:])
+                doubt[1:] &= start[1:]
+                if carry_key is None:  # the first counted line: a fresh run start
+                    start[0], doubt[0] = True, False
+                else:
+                    start[0] = key[0] != carry_key or who[0] != carry_customer - state.lo
+                    doubt[0] = start[0] and key[0] <= carry_key
+                carry_key, carry_customer = largest[-1], int(who[-1]) + state.lo
+                started, doubted = who[start], who[doubt]
+            if pending is not None:
+                pending.result()
+            pending = scatter.submit(_dense_scatter, np, state.arrays, at, units, days, None if every else bought,
+                                     who if with_key is None else None, started, doubted)
+        if pending is not None:
+            pending.result()
     return _dense_result(tx, state, total, exceptions, condition, exception_aggs)
 
+
+def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted) -> None:
+    """One batch's lines into the arrays ``a`` (see :func:`_dense_pass`): ``at`` the customers' elements, ``bought``
+    the purchase lines (None: every line), ``buyers`` their elements if already gathered, ``started`` and
+    ``doubted`` the elements of the run starts and of those in doubt."""
+    np.add.at(a["monetary"], at, units)
+    if bought is None:
+        buyers, bought_days = at, days
+    else:
+        other = ~bought
+        np.maximum.at(a["other_day"], at[other], days[other])
+        returned = units < 0
+        if returned.any():
+            back = at[returned]
+            np.add.at(a["returns"], back, 1)
+            np.add.at(a["returned"], back, units[returned])
+        buyers, bought_days = (at[bought] if buyers is None else buyers), days[bought]
+    if buyers.size:
+        np.minimum.at(a["first"], buyers, bought_days)
+        np.maximum.at(a["last"], buyers, bought_days)
+    if started is not None:
+        np.add.at(a["starts"], started, 1)
+        if doubted.size:
+            np.add.at(a["doubts"], doubted, 1)
 
 def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions: list[pl.DataFrame],
                   condition: pl.Expr, exception_aggs: list[pl.Expr]) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
@@ -575,16 +617,27 @@ def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions:
     at = np.flatnonzero(purchased | (a["other_day"] != _DAY_NONE_LOW))  # the customers with a usable row
     schema = tx.frame.collect_schema()
     bought = pl.Series(purchased[at])
+    units, returned = a["monetary"][at], -a["returned"][at]
+    doubts = a["doubts"][at]
     grouped = pl.DataFrame([
         pl.Series("customer_id", at + state.lo).cast(schema["customer_id"]).set_sorted(),
-        pl.Series("_frequency_runs", a["starts"][at] + a["doubts"][at] * _DOUBT),
-        pl.Series("_monetary_units", a["monetary"][at]),
+        pl.Series("frequency", a["starts"][at]),
+        pl.Series("_in_doubt", doubts > 0),
+        pl.Series("_monetary_units", units),
         pl.Series("first_order", a["first"][at]).cast(pl.Date),
         pl.Series("last_order", a["last"][at]).cast(pl.Date),
         pl.Series("last_activity", np.maximum(a["last"][at], a["other_day"][at])).cast(pl.Date),
         pl.Series("returns", a["returns"][at]),
-        pl.Series("_returned_value_units", a["returned"][at]),
+        pl.Series("_returned_value_units", -returned),
     ]).with_columns(pl.when(bought).then(pl.col("first_order", "last_order")).name.keep())
+    # The amounts, each the float nearest its units / AMOUNT_SCALE (as to_amount gives it): a float division of
+    # two floats that hold them exactly is rounded once, to that float, while the units are at most 2**53 away
+    # from 0 (tests/engine/test_features_dense.py checks the two against each other).
+    if units.size and max(int(np.abs(units).max()), int(np.abs(returned).max())) > 2**53:
+        grouped = grouped.with_columns(_amounts())
+    else:
+        grouped = grouped.with_columns(pl.Series("monetary", units / AMOUNT_SCALE),
+                                       pl.Series("returned_value", returned / AMOUNT_SCALE))
     empty = pl.LazyFrame(schema=schema).filter(condition).group_by("customer_id").agg(exception_aggs)
     exceptions_schema = empty.collect_schema()
     if not exceptions:
@@ -788,8 +841,9 @@ def read_report(tx: Transactions, exceptions: pl.DataFrame, total: Mapping, cust
         report.rejected[reason] = int(known[reason].sum())
     report.rows_used = report.rows - sum(report.rejected.values())
     # Customers with rows, none of them usable: not classified (or prospects, if in the customer table).
-    unusable = (known.filter(pl.col("unusable") == pl.col("rows")).select("customer_id")
-                .join(customer_ids, on="customer_id", how="anti"))
+    unusable = known.filter(pl.col("unusable") == pl.col("rows")).select("customer_id")
+    if unusable.height:
+        unusable = unusable.join(customer_ids, on="customer_id", how="anti")
     return report, no_id, known, unusable
 
 
@@ -854,9 +908,9 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
     try:
         if ordered and DENSE_PASS and _dense_possible(tx, plugin_features, streaming=streaming, wide=wide):
             dense = _dense_pass(tx, as_of)
-        if dense is not None:
+        if dense is not None:  # its table has the finished columns (_finish's)
             grouped, exceptions, total = dense
-            grouped = grouped.with_columns(_finish(ordered=True)).with_columns(_derived(_day_after(as_of)))
+            grouped = grouped.with_columns(_derived(_day_after(as_of)))
             tables = []
         else:
             grouped, exceptions, totals, *tables = _collect_pass(tx, as_of, plugin_features, streaming=streaming,
@@ -895,7 +949,8 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
         if doubtful.len():  # customers whose lines are not all written order by order: count them exactly
             recount = _recount(tx, as_of, doubtful, streaming)
             grouped = grouped.update(recount, on="customer_id", how="left")
-        grouped = grouped.with_columns(_derived(_day_after(as_of), set(corrected)))
+        if doubtful.len() or key_ids.list.len().item():  # what reads the order counts, again
+            grouped = grouped.with_columns(_derived(_day_after(as_of), set(corrected)))
     else:
         odd = known.filter(pl.col("zero") | pl.col("null_key"))
         if odd.height:  # customers with a zero amount or a sale without an order id: count their orders again

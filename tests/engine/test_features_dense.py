@@ -203,3 +203,25 @@ def test_amounts_too_large_for_int64_sums(monkeypatch, dense_runs):
     result = both_ways(frame(rows), monkeypatch, batch_rows=4)
     assert dense_runs == [True]  # then the wide pass, which the dense pass does not take
     assert result.customers["monetary"].to_list() == [9 * 9e13, 0.0]
+
+
+@KEY
+@example(units=[2**53, -(2**53), 2**53 - 1, 77700, -1, 0, 1])
+@given(units=st.lists(st.one_of(st.integers(-(2**53), 2**53), st.integers(-10**9, 10**9)), min_size=1, max_size=200))
+def test_amounts_by_division_are_to_amount(units):
+    """The dense pass's amounts (units / AMOUNT_SCALE as floats, while the units are at most 2**53 from 0) are
+    to_amount's (the nearest float to the exact decimal)."""
+    import numpy as np
+
+    from engine.features import AMOUNT_SCALE, to_amount
+
+    exact = pl.select(to_amount(pl.lit(pl.Series(units, dtype=pl.Int64)))).to_series()
+    assert pl.Series(np.array(units, dtype=np.int64) / AMOUNT_SCALE).equals(exact, check_names=False)
+
+
+def test_customers_past_2_to_the_53_units(monkeypatch, dense_runs):
+    """A customer's units past 2**53 (amounts of 1e12 and more): the amounts are made by to_amount instead."""
+    rows = [(1, 1, 0, 1e12), (1, 2, 0, 0.0001), (2, 3, 1, -1e12 - 0.0003), (2, 4, 1, 1.5), (3, 5, 2, 2.25)]
+    result = both_ways(frame(rows), monkeypatch)
+    assert dense_runs == [True]
+    assert result.customers["monetary"].to_list() == [1e12 + 0.0001, -1e12 - 0.0003 + 1.5, 2.25]
