@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import random
 import types
 
@@ -451,6 +452,35 @@ def test_a_table_function_is_told_when_its_int64_sums_are_safe():
     plugin_table_queries(pl.LazyFrame(schema={"customer_id": pl.String, "amount_units": pl.Int64}),
                          registry.features)
     assert told == [False]
+
+
+def test_a_table_function_whose_signature_cannot_be_read_is_called_plainly():
+    """A table callable without a readable signature (a compiled function may have none) is called with the rows
+    alone, as before the ``int64_safe`` keyword: never handed a keyword it may not take."""
+    calls: list = []
+
+    class Compiled:  # inspect.signature fails on it, as on a builtin without text signature
+        @property
+        def __signature__(self):
+            raise ValueError("no signature found")
+
+        def __call__(self, rows):
+            calls.append("plain")
+            return rows.group_by("customer_id").agg(pl.len().cast(pl.Int64).alias("lines"))
+
+    table = Compiled()
+    with pytest.raises(ValueError, match="no signature found"):
+        inspect.signature(table)
+    mod = types.ModuleType("tierbook_test_unsigned_table")
+
+    @hookimpl
+    def register_features(register):
+        register(Feature("lines", "usable lines", table=table))
+
+    mod.register_features = register_features
+    registry = get_registry(entry_points=False, modules=[mod], strict=True)
+    p = engine.prepare(tx(ROWS), registry=registry)
+    assert calls == ["plain"] and by_id(p.customers, "lines") == {"a": (4,), "b": (2,), "c": (1,)}
 
 
 def test_a_table_feature_with_two_rows_for_a_customer_is_an_error():
