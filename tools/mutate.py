@@ -63,6 +63,7 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
                   "tests/engine/test_reconciliation.py", "tests/engine/test_holdout.py")),
     "features": ((("engine/features.py", None), ("engine/feature_table.py", None)),
                  ("engine/features.py", "tests/engine/test_features.py", "tests/engine/test_features_ordered.py",
+                  "tests/engine/test_features_dense.py",
                   "tests/engine/test_feature_table.py", "tests/engine/test_properties.py", "-k",
                   "not identical_across and not threads_and_row_order")),
     "io": ((("engine/io.py", None), ("engine/playbook/write.py", None)),
