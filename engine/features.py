@@ -68,6 +68,7 @@ REJECT_REASONS = {
 #: ``input.orders_counted``).
 ORDER_PATHS = {
     "boundaries": "order boundaries",
+    "positions": "order ids as array positions",
     "hashing": "hashing",
 }
 
@@ -101,7 +102,9 @@ class LoadReport:
     scanned_units: int = 0
     table_only: int = 0
     #: How the orders (``frequency``) were counted: ``"boundaries"`` (the input is written order by order, which
-    #: the pass itself proved) or ``"hashing"`` (distinct order ids per customer); see :data:`ORDER_PATHS`.
+    #: the pass itself proved), ``"positions"`` (integer order ids as positions of an array holding each order's
+    #: customer, see :func:`_dense_pass`) or ``"hashing"`` (distinct order ids per customer); see
+    #: :data:`ORDER_PATHS`.
     orders_counted: str = "hashing"
     #: Why that path: what the pass found about the input's order (one line).
     orders_check: str = ""
@@ -392,7 +395,9 @@ DENSE_PASS = True
 #: Rows per batch of the dense pass.
 DENSE_BATCH_ROWS = 1 << 18
 #: The dense pass holds 52 bytes per id between the smallest and the largest customer id (and some room around
-#: them); it gives up (and the streaming pass runs) when that span passes half the rows read so far plus this.
+#: them); it gives up (and the streaming pass runs) when that span passes half the input's rows (the rows read so
+#: far where the source does not tell its rows without a read) plus this; the positions pass's order ids may span
+#: the rows plus this (8 bytes each).
 DENSE_SPAN_SLACK = 1 << 20
 #: The built-in aggregations :func:`_dense_pass` computes, as the feature table has them (another table: the
 #: streaming pass runs).
@@ -401,6 +406,8 @@ _DENSE_AGGREGATIONS = [("frequency", Agg("n_unique", "order_key", "purchases")),
                        ("last_order", Agg("max", "order_date", "purchases")),
                        ("last_activity", Agg("max", "order_date")), ("returns", Agg("count", "amount", "returns")),
                        ("returned_value", Agg("sum", "amount", "returns", negate=True))]
+#: The mark of an order id without a counted line yet, in the positions pass's array of owners (customer ids).
+_NO_OWNER = -(2**63)
 #: The day arrays' marks for "no such line" (a date whose day number is one of them: the dense pass gives up).
 _DAY_NONE_LOW, _DAY_NONE_HIGH = -(2**31), 2**31 - 1
 
@@ -428,8 +435,10 @@ class _DenseState:
               "first": "int32", "last": "int32", "other_day": "int32"}
     EMPTY = {"first": _DAY_NONE_HIGH, "last": _DAY_NONE_LOW, "other_day": _DAY_NONE_LOW}
 
-    def __init__(self, np):
+    def __init__(self, np, fields: Mapping[str, str] | None = None, empty: Mapping[str, int] | None = None):
         self.np = np
+        if fields is not None:
+            self.FIELDS, self.EMPTY = dict(fields), dict(empty or {})
         self.lo, self.size = 0, 0  # the arrays hold ids lo .. lo + size - 1
         self.low, self.high = 0, 0  # the smallest and the largest id seen
         self.arrays = {name: np.zeros(0, dtype) for name, dtype in self.FIELDS.items()}
@@ -465,7 +474,8 @@ class _DenseState:
         return True
 
 
-def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:
+def _dense_pass(tx: Transactions, as_of: dt.date | None, *,
+                positions: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:
     """The ordered pass's results (``grouped`` as the ``group_by`` gives it, before :func:`_finish`; the
     ``exceptions``; the totals' one row), computed without hashing: the rows come from the streaming engine in
     batches, in the input's order, and each customer's aggregates are kept in arrays indexed by the customer id.
@@ -477,8 +487,16 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, 
     totals' Polars aggregations and only its usable rows go on; the others, which have no null, no zero amount and
     no date from ``as_of`` on, are counted directly (their rows, flags and units), and the exceptions add up.
 
-    Returns None, having read part of the input, when the customer ids are too far apart for arrays
-    (:data:`DENSE_SPAN_SLACK`) or a date is one of the arrays' marks: the streaming pass then runs.
+    With ``positions`` (input not written order by order), orders are counted without the run starts: an array
+    indexed by the order id holds the customer of its first counted line; a counted line whose order holds
+    another customer puts its own customer in doubt (one order id shared by two customers), to be counted again
+    by hashing. A customer not in doubt owns every order id of their counted lines, and each order id has one
+    owner, so their orders are the positions holding them (a bincount at the end). The order ids may span the
+    rows read plus :data:`DENSE_SPAN_SLACK` (8 bytes each).
+
+    Returns None, having read part of the input, when the customer ids (or with ``positions`` the order ids) are
+    too far apart for arrays (:data:`DENSE_SPAN_SLACK`) or a date is one of the arrays' marks: the streaming pass
+    then runs.
     """
     condition, exception_aggs, total_exprs = _side_queries(tx, as_of)
     usable = _usable(as_of)
@@ -489,10 +507,22 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, 
     import numpy as np  # here, while the scan reads its first batches (no other command pays the import)
 
     state = _DenseState(np)
+    orders = _DenseState(np, {"owner": "int64"}, {"owner": _NO_OWNER}) if positions else None
     total = {"rows": 0, **dict.fromkeys(flags, False), "_gross_units": 0.0, "usable_units": 0}
     as_of_day = (as_of - dt.date(1970, 1, 1)).days if as_of is not None else None
     exceptions: list[pl.DataFrame] = []
-    rows_read = 0
+    rows_read, rows = 0, None  # rows read so far; rows in all, once asked for
+
+    def rows_in_all() -> int:
+        """The input's rows, where the source tells them without a read (Parquet's metadata, a frame), else 0: ids
+        that span more than the rows read so far allow may still fit the input's rows."""
+        if tx.fmt not in ("parquet", "frame") or tx.raw is None:
+            return 0
+        try:
+            return int(tx.raw.select(pl.len()).collect().item())
+        except pl.exceptions.PolarsError:
+            return 0
+
     carry_customer, carry_key = None, None  # the previous counted line's customer, the largest counted key so far
     # The scatters into the arrays run on a thread of their own (NumPy lets go of the GIL in them), one batch
     # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals.
@@ -534,8 +564,11 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, 
             low, high = int(ids.min()), int(ids.max())
             if pending is not None and not state.fits(low, high):
                 pending.result()  # the arrays grow: the scatters into the old ones first
-            if (not state.cover(low, high, rows_read // 2 + DENSE_SPAN_SLACK)
-                    or days.min() == _DAY_NONE_LOW or days.max() == _DAY_NONE_HIGH):
+            if not state.cover(low, high, rows_read // 2 + DENSE_SPAN_SLACK):
+                rows = rows_in_all() if rows is None else rows
+                if not state.cover(low, high, max(rows, rows_read) // 2 + DENSE_SPAN_SLACK):
+                    return None
+            if low == _NO_OWNER or days.min() == _DAY_NONE_LOW or days.max() == _DAY_NONE_HIGH:
                 return None
             keys = batch.get_column("order_key")
             if key_is_date:
@@ -553,8 +586,17 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, 
             else:
                 counted = bought & with_key
                 who, key = at[counted], keys[counted]
-            started = doubted = None
-            if who.size:
+            started = doubted = owned = None
+            if positions and who.size:
+                first, last = int(key.min()), int(key.max())
+                if pending is not None and not orders.fits(first, last):
+                    pending.result()
+                if not orders.cover(first, last, rows_read + DENSE_SPAN_SLACK):
+                    rows = rows_in_all() if rows is None else rows
+                    if not orders.cover(first, last, max(rows, rows_read) + DENSE_SPAN_SLACK):
+                        return None
+                owned = (orders.arrays["owner"], key - orders.lo if orders.lo else key, who, state.lo)
+            elif who.size:
                 # The counted lines, as in _order_flags: a run starts where the line's key is not the largest key
                 # of the counted lines before it or its customer not the previous counted line's; in doubt where
                 # it is not larger.
@@ -579,16 +621,33 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None) -> tuple[pl.DataFrame, 
             if pending is not None:
                 pending.result()
             pending = scatter.submit(_dense_scatter, np, state.arrays, at, units, days, None if every else bought,
-                                     who if with_key is None else None, started, doubted)
+                                     who if with_key is None else None, started, doubted, owned)
         if pending is not None:
             pending.result()
+    if positions:  # each order id counts for the customer holding it
+        owner = orders.arrays["owner"]
+        state.arrays["starts"] = np.bincount(owner[owner != _NO_OWNER] - state.lo, minlength=state.size)
     return _dense_result(tx, state, total, exceptions, condition, exception_aggs)
 
 
-def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted) -> None:
+def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, owned=None) -> None:
     """One batch's lines into the arrays ``a`` (see :func:`_dense_pass`): ``at`` the customers' elements, ``bought``
     the purchase lines (None: every line), ``buyers`` their elements if already gathered, ``started`` and
-    ``doubted`` the elements of the run starts and of those in doubt."""
+    ``doubted`` the elements of the run starts and of those in doubt; with ``owned`` (the positions pass: the
+    array of owners, the counted lines' order elements, their customers' elements, the customers' ``lo``), each
+    counted line's order takes its customer if it has none, and a line whose order holds another customer puts
+    its customer in doubt."""
+    if owned is not None:
+        owner, orders, customers, lo = owned
+        ids = customers + lo
+        held = owner[orders]
+        free = held == _NO_OWNER
+        if free.any():
+            owner[orders[free]] = ids[free]  # of lines of one new order, one customer takes it: read back below
+            held[free] = owner[orders[free]]
+        other = held != ids
+        if other.any():
+            np.add.at(a["doubts"], customers[other], 1)
     np.add.at(a["monetary"], at, units)
     if bought is None:
         buyers, bought_days = at, days
@@ -879,9 +938,12 @@ def compute_features(
     if why_not is None:
         return _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
                         feature_owners=feature_owners, wide=wide, ordered=True)
+    # Not written order by order, as far as the first rows tell: integer ids are counted as positions where the
+    # dense pass can take them (asked for hashing: hashing).
     result = _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
-                      feature_owners=feature_owners, wide=wide, ordered=False)
-    result.report.orders_check = why_not
+                      feature_owners=feature_owners, wide=wide, ordered=False, positions=orders == "auto")
+    report = result.report
+    report.orders_check = f"{why_not}; {report.orders_check}" if report.orders_counted == "positions" else why_not
     return result
 
 
@@ -900,15 +962,19 @@ def _collect_pass(tx: Transactions, as_of, plugin_features, *, streaming, wide, 
 
 
 def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, feature_owners, wide,
-             ordered: bool) -> FeatureResult:
+             ordered: bool, positions: bool = False) -> FeatureResult:
     """One pass (see :func:`compute_features`); with ``ordered``, orders counted from run starts, and the
-    customers with a run start in doubt counted again by hashing (:func:`_recount`)."""
+    customers with a run start in doubt counted again by hashing (:func:`_recount`). Without ``ordered`` but with
+    ``positions``, orders are counted as positions of an array where the dense pass can (:func:`_dense_pass`),
+    the customers sharing an order id counted again by hashing; otherwise by hashing."""
     plugin_features = dict(plugin_features or {})
-    dense = None
+    dense, how = None, "boundaries" if ordered else "hashing"
     try:
-        if ordered and DENSE_PASS and _dense_possible(tx, plugin_features, streaming=streaming, wide=wide):
-            dense = _dense_pass(tx, as_of)
+        if (ordered or positions) and DENSE_PASS and _dense_possible(tx, plugin_features, streaming=streaming,
+                                                                     wide=wide):
+            dense = _dense_pass(tx, as_of, positions=not ordered)
         if dense is not None:  # its table has the finished columns (_finish's)
+            how = "boundaries" if ordered else "positions"
             grouped, exceptions, total = dense
             grouped = grouped.with_columns(_derived(_day_after(as_of)))
             tables = []
@@ -926,6 +992,7 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
     for flag in tx.checks:
         if total[flag]:
             raise tx.locate(flag)
+    runs = how != "hashing"  # the counts from runs or positions, with the customers in doubt counted again
     if ordered and total["rows"] >= _DOUBT:  # a customer's run starts could reach _DOUBT: count by hashing
         del grouped, exceptions
         return _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
@@ -933,14 +1000,14 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
     if not wide and (total["_gross_units"] or 0) >= _INT64_SAFE:  # an Int64 sum may have wrapped: sum again
         del grouped, exceptions
         return _compute(tx, as_of=as_of, customers=customers, plugin_features=plugin_features, streaming=streaming,
-                        feature_owners=feature_owners, wide=True, ordered=ordered)
+                        feature_owners=feature_owners, wide=True, ordered=ordered, positions=positions)
     tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
     if tally_error is not None:
         raise tally_error
 
     report, no_id, known, unusable = read_report(tx, exceptions, total, grouped.select("customer_id"), as_of)
     corrected = [f.name for f in _AGGREGATED if f.compute.op == "n_unique"]
-    if ordered:
+    if runs:
         key_ids = known.filter(pl.col("null_key"))["customer_id"].implode()
         if key_ids.list.len().item():  # a sale without an order id is one more order of its customer
             grouped = grouped.with_columns(
@@ -963,12 +1030,18 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
     result = complete_features(grouped, no_id["last_day"].max(), unusable, as_of=as_of, customers=customers,
                                plugin_features=plugin_features, report=report, describe=tx.describe(),
                                tables=tables, feature_owners=feature_owners)
-    if ordered:
+    if how == "boundaries":
         result.report.orders_counted = "boundaries"
         result.report.orders_recounted = doubtful.len()
         result.report.orders_check = (
             "input written order by order (checked on every purchase line)" if not doubtful.len()
             else f"{doubtful.len():,} customer(s) with orders out of place counted again by hashing")
+    elif how == "positions":
+        result.report.orders_counted = "positions"
+        result.report.orders_recounted = doubtful.len()
+        result.report.orders_check = (
+            "each order id held one customer (checked on every purchase line)" if not doubtful.len()
+            else f"{doubtful.len():,} customer(s) sharing an order id with another counted again by hashing")
     return result
 
 

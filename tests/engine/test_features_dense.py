@@ -225,3 +225,81 @@ def test_customers_past_2_to_the_53_units(monkeypatch, dense_runs):
     result = both_ways(frame(rows), monkeypatch)
     assert dense_runs == [True]
     assert result.customers["monetary"].to_list() == [1e12 + 0.0001, -1e12 - 0.0003 + 1.5, 2.25]
+
+
+# ------------------------------------------------------------------ input not written order by order: positions
+def positions_both_ways(data, monkeypatch, as_of=None, batch_rows=None):
+    """The customer table counted with the order ids as positions (the pass that runs on input not written order by
+    order) and by the streaming hashing pass; asserts they agree and returns the first (None: no usable row)."""
+    if batch_rows is not None:
+        monkeypatch.setattr(features, "DENSE_BATCH_ROWS", batch_rows)
+    out, errors = {}, {}
+    for name, positions in (("positions", True), ("hashing", False)):
+        try:
+            out[name] = features._compute(read_transactions(data, MAPPING), as_of=as_of, customers=None,
+                                          plugin_features=None, streaming=True, feature_owners=None, wide=False,
+                                          ordered=False, positions=positions)
+        except DataError as exc:
+            errors[name] = str(exc)
+    if errors:
+        assert not out and len(set(errors.values())) == 1, errors
+        return None
+    assert out["positions"].customers.equals(out["hashing"].customers)
+    assert out["positions"].as_of == out["hashing"].as_of
+    how = {"orders_counted", "orders_check", "orders_recounted"}
+    assert ({k: v for k, v in out["positions"].report.to_dict().items() if k not in how}
+            == {k: v for k, v in out["hashing"].report.to_dict().items() if k not in how})
+    assert out["hashing"].report.orders_counted == "hashing"
+    return out["positions"]
+
+
+@KEY
+@example(rows=[(1, 1, 1, 1.0), (2, 1, 1, 1.0), (1, 1, 2, 1.0)], as_of=None, batch_rows=1)  # one id, two customers
+@example(rows=[(1, 1, 1, 1.0), (2, 1, 1, 1.0), (1, 1, 2, 1.0)], as_of=None, batch_rows=7)  # the same in one batch
+@example(rows=[(2, 3, 1, 1.0), (1, 3, 1, -1.0), (1, None, 1, 1.0), (2, 3, 2, 2.0)], as_of=None, batch_rows=2)
+@given(rows=lines, as_of=st.one_of(st.none(), st.integers(1, 41).map(lambda d: START + dt.timedelta(days=d))),
+       batch_rows=st.sampled_from([1, 2, 3, 7, 1 << 18]))
+def test_positions_the_same_as_hashing(rows, as_of, batch_rows):
+    """Any input (nulls everywhere, zero amounts, returns, order ids shared by customers, in any order): the same
+    table as hashing, and the customers recounted are those with a counted line whose order id another customer's
+    counted line took first (in the order the batches come)."""
+    with pytest.MonkeyPatch.context() as mp:
+        result = positions_both_ways(frame(rows), mp, as_of, batch_rows)
+    if result is None:
+        return
+    usable = [r for r in rows if None not in (r[0], r[2], r[3])
+              and (as_of is None or START + dt.timedelta(days=r[2]) < as_of)]
+    ids = [r[0] for r in usable]
+    if max(ids) - min(ids) >= features.DENSE_SPAN_SLACK:  # 2**31 - 1 and the rest: the streaming pass hashes
+        assert result.report.orders_counted == "hashing"
+        return
+    owner, shared = {}, set()
+    for c, o, _, a in usable:
+        if o is not None and round(a * 10_000) > 0:
+            if owner.setdefault(o, c) != c:
+                shared.add(c)
+    assert result.report.orders_counted == "positions"
+    assert result.report.orders_recounted == len(shared)
+
+
+def test_auto_counts_positions_where_the_first_rows_are_out_of_order(monkeypatch, dense_runs, tmp_path):
+    """A shuffled log of integer ids: auto counts the order ids as positions, and says so."""
+    n = 20_000
+    i = pl.int_range(0, n)
+    data = pl.select(customer_id=(i // 2 * 7919) % 1999, order_id=i // 2 * 3 + 10**8,
+                     order_date=pl.lit(START) + pl.duration(days=i // 500),
+                     amount=pl.when(i % 9 == 4).then(-2.0).otherwise(i % 40 + 0.5).cast(pl.Float64)).sample(
+        fraction=1.0, shuffle=True, seed=7)
+    path = tmp_path / "shuffled.parquet"
+    data.write_parquet(path, row_group_size=3000)
+    monkeypatch.setattr(features, "DENSE_BATCH_ROWS", 1000)
+    auto = compute_features(read_transactions(path, MAPPING))
+    assert dense_runs == [True]
+    assert (auto.report.orders_counted, auto.report.orders_recounted) == ("positions", 0)
+    assert auto.report.orders_check == ("the first 10,000 rows are not written order by order; each order id held "
+                                        "one customer (checked on every purchase line)")
+    assert auto.customers.equals(compute_features(read_transactions(path, MAPPING), orders="hashing").customers)
+    monkeypatch.setattr(features, "DENSE_SPAN_SLACK", 10)  # 30,000 order ids apart, 20,000 rows: hashing
+    again = compute_features(read_transactions(path, MAPPING))
+    assert dense_runs == [True, False]
+    assert again.report.orders_counted == "hashing" and again.customers.equals(auto.customers)
