@@ -45,7 +45,10 @@ stderr, and `input.orders_counted` (`boundaries` or `hashing`), `input.orders_ch
 the same way per bucket (docs/time.md); snapshots with a lookback window and the Spark pass always hash. Decision record: docs/decisions/0017-ordered-input-order-count.md.
 With integer customer ids (and integer or date order ids, no plugin feature), the ordered pass keeps each
 customer's aggregates in arrays indexed by the id instead of a `group_by`, which hashes them: the same
-table, in about two thirds of the CPU time and memory (docs/decisions/0019-dense-ordered-pass.md).
+table, in about two thirds of the CPU time and memory (docs/decisions/0019-dense-ordered-pass.md). On input
+not written order by order, integer order ids are counted the same way as positions of an array holding each
+order's customer (`orders counted by order ids as array positions`, `input.orders_counted` `positions`); a
+customer with a purchase line on an order id another customer's line took first is counted again by hashing.
 """
 
 
