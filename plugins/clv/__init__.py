@@ -4,7 +4,7 @@ The BTYD summary
 ----------------
 The plugin adds the buy-till-you-die summary of lifetimes' ``summary_data_from_transaction_data``
 and pymc-marketing's ``rfm_summary`` to the customer table, computed in the single pass over the
-transactions (a query per customer and day, then per customer, from the same scan; see
+transactions (a query over the same scan's purchase lines, per customer and day, then per customer; see
 :class:`engine.Feature` ``table``). The period is the day; everything is in days:
 
 ===================  ============================================================================
@@ -137,12 +137,13 @@ def _per_period_then_customer(weeks: bool, suffix: str):
 
     Purchase periods are lines of amount >= 0 summed per customer and period, in exact units (Int128, or Int64
     in a pass that proves no such sum can leave it, as the built-in sums: the same value whatever the order of the
-    rows). Integer customer ids
-    within +-2^31 and the period number are packed into one Int64 key (id * 2^32 + period + 2^31, exact and
-    reversible), which groups about twice as fast as the pair of columns; the periods are then read per customer
-    by position (:func:`_by_position`: ids dense enough, arrays indexed by id) or by sorting
-    (:func:`_by_sorting`), without a second hash grouping. The other customers (text ids, larger integers) are
-    grouped by the pair, then by customer. A customer is wholly in one part.
+    rows). The purchase lines of integer customer ids within +-2^31 are collected from the pass (id, period,
+    units: 20 bytes a line) and read per customer by position when the ids are dense (:func:`_by_lines`: NumPy
+    arrays indexed by id, no grouping of the lines by customer and period); otherwise they are grouped by a packed
+    Int64 key (id * 2^32 + period + 2^31, exact and reversible; about twice as fast as the pair of columns) and
+    the periods read per customer by position (:func:`_by_position`) or by sorting (:func:`_by_sorting`). The
+    other customers (text ids, larger integers) are grouped by the pair in the pass, then by customer. A customer
+    is wholly in one part.
     """
     names = _names(weeks, suffix)
 
@@ -155,12 +156,12 @@ def _per_period_then_customer(weeks: bool, suffix: str):
             to_amount(value.sum() - value.sort_by(period).first()).alias(names["repeat"]),
         )
 
-    def by_key(purchases: pl.LazyFrame, id_type: pl.DataType, int64_safe: bool) -> pl.LazyFrame:
-        key = pl.col("customer_id").cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
-        periods = purchases.group_by(key.alias("_key")).agg(_units_sum(int64_safe))
+    def by_lines(purchases: pl.LazyFrame, id_type: pl.DataType, int64_safe: bool) -> pl.LazyFrame:
+        lines = purchases.select(pl.col("customer_id").cast(pl.Int64, strict=False), "_period", "amount_units")
         schema = {"customer_id": id_type, names["count"]: pl.Int64, names["first"]: pl.Date, names["last"]: pl.Date,
                   names["repeat"]: pl.Float64}
-        return periods.map_batches(lambda frame: _per_customer(frame, id_type, weeks, names), schema=schema)
+        return lines.map_batches(lambda frame: _per_customer_from_lines(frame, id_type, weeks, names, int64_safe),
+                                 schema=schema)
 
     def table(rows: pl.LazyFrame, *, int64_safe: bool = False) -> pl.LazyFrame:
         _load_fit_libraries_in_background()
@@ -169,7 +170,7 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         if id_type not in _INTEGER_IDS:
             return by_pair(purchases, int64_safe)
         packs = pl.col("customer_id").is_between(-(1 << 31), (1 << 31) - 1)
-        return pl.concat([by_key(purchases.filter(packs), id_type, int64_safe),
+        return pl.concat([by_lines(purchases.filter(packs), id_type, int64_safe),
                           by_pair(purchases.filter(~packs), int64_safe)])
 
     return table
@@ -200,6 +201,145 @@ def _import_fit_libraries() -> None:
         from . import models  # noqa: F401  (NumPy and SciPy)
     except Exception:  # noqa: BLE001 - the fit's own import says what is wrong
         pass
+
+
+def _packed_key() -> pl.Expr:
+    """Integer customer id (within +-2^31) and period number in one Int64: id * 2^32 + period + 2^31."""
+    return pl.col("customer_id").cast(pl.Int64, strict=False) * (1 << 32) + pl.col("_period").cast(pl.Int64) + (1 << 31)
+
+
+#: The lines in period order are read in blocks of one period (:func:`_in_blocks`) while there are at least this
+#: many lines a period on average; fewer, and the loop over the periods (a few NumPy calls each) would cost more
+#: than a sort.
+_LINES_PER_BLOCK = 1024
+#: Lines in period order are taken in chunks of whole periods of about this many lines (:func:`_in_blocks`).
+_CHUNK_LINES = 1 << 20
+
+
+def _per_customer_from_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str],
+                             int64_safe: bool) -> pl.DataFrame:
+    """Per customer from the purchase lines (``customer_id`` as Int64, ``_period``, ``amount_units``) in any order.
+
+    Dense ids (their range no larger than the number of lines) whose lines' total fits an Int64 are read with
+    NumPy arrays indexed by ``id - lowest id`` (:func:`_by_lines`), without grouping the lines by customer and
+    period; any other ids group the lines by the packed (customer, period) key, as the pass did before, then per
+    customer (:func:`_per_customer`). Both give the same table, sorted by id."""
+    dense = _dense_range(lines)
+    if dense is not None:
+        return _by_lines(lines, id_type, weeks, names, *dense)
+    periods = lines.lazy().group_by(_packed_key().alias("_key")).agg(_units_sum(int64_safe)).collect()
+    return _per_customer(periods, id_type, weeks, names)
+
+
+def _dense_range(lines: pl.DataFrame) -> tuple[int, int] | None:
+    """The lowest id and the ids' range when the lines can be read by position (:func:`_by_lines`): ids dense
+    (their range no larger than the number of lines) and a total of units within an Int64; else None."""
+    if not lines.height:
+        return None
+    ids, units = lines["customer_id"], lines["amount_units"]
+    low, high = ids.min(), ids.max()
+    # purchases: units >= 0, so the float total (within a relative 1e-6 of the exact one) bounds every customer's
+    # sum: below 2^62 no Int64 sum of them can wrap
+    if high - low < lines.height and units.cast(pl.Float64).sum() < 2.0**62:
+        return low, high - low + 1
+    return None
+
+
+def _by_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str], low: int,
+              span: int) -> pl.DataFrame:
+    """The table of :func:`_per_customer` from the purchase lines themselves, by position (``id - low``, arrays of
+    ``span``): per customer the distinct periods counted, the first and the last, and the value of the lines after
+    the first period (Int64: the caller checked the total); in blocks of one period when the lines come in period
+    order (:func:`_in_blocks`: a transaction log written by date), else by sorting (:func:`_by_sorted_keys`)."""
+    import numpy as np
+
+    ids, period, value = (lines[c].to_numpy() for c in ("customer_id", "_period", "amount_units"))
+    edges = _period_edges(period)
+    if edges is not None:
+        count, first, last, repeat = _in_blocks(ids, period, value, low, span, edges)
+    else:
+        count, first, last, repeat = _by_sorted_keys(ids - low, period, value, span)
+    has = np.flatnonzero(count)
+    return pl.DataFrame({"_c": has + low, "_n": count[has], "_p0": first[has], "_p1": last[has],
+                         "_repeat": repeat[has]}).select(
+        pl.col("_c").cast(id_type).set_sorted().alias("customer_id"), pl.col("_n").cast(pl.Int64).alias(names["count"]),
+        _period_start(pl.col("_p0"), weeks).alias(names["first"]),
+        _period_start(pl.col("_p1"), weeks).alias(names["last"]),
+        to_amount(pl.col("_repeat")).alias(names["repeat"]))
+
+
+def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int, span: int, edges: np.ndarray):
+    """Per position (``id - low``) the distinct periods, the first, the last and the value after the first, from
+    lines in period order (``edges``: where each period after the first starts), in chunks of whole periods of
+    about :data:`_CHUNK_LINES` lines (the temporaries stay small and are reused).
+
+    The first and last periods are a minimum and a maximum at the position. In period order a customer's first
+    period is final once the chunk holding it is taken in (a later chunk's periods are no earlier), so each chunk's
+    lines after their customer's first period are summed as the chunk comes. The distinct (customer, period) pairs
+    are counted from one line of each, flagged within each period's block: every customer's position is given the
+    index of one of their lines in the block (an assignment: with repeated positions one of the values is kept,
+    whichever), and the lines whose index was kept are flagged, one a customer; the indices of earlier blocks are
+    all smaller, so what they left is never taken for this block's."""
+    import numpy as np
+
+    count = np.zeros(span, dtype=np.int64)
+    first = np.full(span, np.iinfo(np.int32).max, dtype=np.int32)
+    last = np.full(span, np.iinfo(np.int32).min, dtype=np.int32)
+    repeat = np.zeros(span, dtype=np.int64)
+    owner = np.full(span, -1, dtype=np.int64)
+    bounds = [0, *edges.tolist(), ids.size]
+    block = 0  # the chunk's first block: bounds[block] .. bounds[i]
+    for i in range(1, len(bounds)):
+        start, end = bounds[block], bounds[i]
+        if end - start < _CHUNK_LINES and i < len(bounds) - 1:
+            continue
+        at, p, v = ids[start:end] - low, period[start:end], value[start:end]
+        np.minimum.at(first, at, p)
+        np.maximum.at(last, at, p)
+        later = p != first[at]
+        np.add.at(repeat, at[later], v[later])
+        flags = np.empty(end - start, dtype=bool)
+        for s, e in zip(bounds[block:i], bounds[block + 1:i + 1]):
+            where, index = at[s - start:e - start], np.arange(s, e)
+            owner[where] = index
+            np.equal(owner[where], index, out=flags[s - start:e - start])
+        count += np.bincount(at[flags], minlength=span)
+        block = i
+    return count, first, last, repeat
+
+
+def _by_sorted_keys(at: np.ndarray, period: np.ndarray, value: np.ndarray, span: int):
+    """:func:`_in_blocks`' arrays from lines in any order: the packed (position, period) keys sorted, the distinct
+    ones counted per position, their first and last period a minimum and a maximum at the position."""
+    import numpy as np
+
+    low = int(period.min())
+    periods = int(period.max()) - low + 1
+    key = np.sort(at * periods + (period - low))  # < span * periods <= lines * 2^32: an Int64
+    distinct = np.ones(key.size, dtype=bool)
+    np.not_equal(key[1:], key[:-1], out=distinct[1:])
+    key = key[distinct]
+    at_p, period_p = key // periods, (key % periods + low).astype(period.dtype)
+    count = np.bincount(at_p, minlength=span)
+    first = np.full(span, np.iinfo(np.int32).max, dtype=np.int32)
+    np.minimum.at(first, at_p, period_p)
+    last = np.zeros(span, dtype=np.int32)
+    np.maximum.at(last, at_p, period_p)
+    later = period != first[at]  # lines after their customer's first period
+    repeat = np.zeros(span, dtype=np.int64)
+    np.add.at(repeat, at[later], value[later])
+    return count, first, last, repeat
+
+
+def _period_edges(period: np.ndarray) -> np.ndarray | None:
+    """Where each period after the first starts, if the lines are in period order (checked on every line) with
+    at least :data:`_LINES_PER_BLOCK` lines a period on average; else None."""
+    import numpy as np
+
+    if not bool(np.all(period[1:] >= period[:-1])):
+        return None
+    edges = np.flatnonzero(period[1:] != period[:-1]) + 1
+    return edges if (edges.size + 1) * _LINES_PER_BLOCK <= period.size else None
 
 
 def _per_customer(periods: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str]) -> pl.DataFrame:

@@ -641,43 +641,121 @@ def _summary_columns(customers: pl.DataFrame) -> pl.DataFrame:
     return customers.select("customer_id", *[c for c in customers.columns if c.startswith("btyd_")]).sort("customer_id")
 
 
-@pytest.mark.parametrize("layout", ["dense", "negative", "sparse"])
-def test_summary_by_position_equals_summary_by_sorting(clv_registry, monkeypatch, layout):
-    """The periods are read per customer by position (ids dense: their range no larger than the number of
-    purchase periods) or by sorting: the same table either way, and sparse ids go the sorting way."""
+def _plain_summary(frame: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
+    """Per customer the purchase days, the first and the last, and the value after the first day, as a plain
+    group_by of the lines says (amounts summed as floats of cents: exact at these sizes)."""
+    lines = frame.filter(pl.col("order_date") < as_of, pl.col("amount") >= 0)
+    days = lines.group_by("customer_id", "order_date").agg(pl.col("amount").sum())
+    return days.group_by("customer_id").agg(
+        pl.len().cast(pl.Int64).alias("btyd_purchase_days"), pl.col("order_date").min().alias("btyd_first_purchase"),
+        pl.col("order_date").max().alias("btyd_last_purchase"),
+        (pl.col("amount").sum() - pl.col("amount").sort_by("order_date").first()).alias("btyd_repeat_value"),
+    ).sort("customer_id")
+
+
+#: The ways the BTYD periods are read per customer, each forced by monkeypatching (see _force).
+_WAYS = ("blocks", "blocks in chunks", "sorted keys", "periods by position", "periods by sorting")
+
+
+def _force(clv, monkeypatch, way: str) -> None:
+    """Make the summary read its periods per customer the one ``way`` (what the data would choose otherwise);
+    ``blocks`` needs lines in period order."""
+    if way.startswith("blocks"):  # every period a block, whatever the lines a period; never the sorted keys
+        monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
+        monkeypatch.setattr(clv, "_CHUNK_LINES", 1 if way == "blocks in chunks" else 1 << 30)  # a chunk a period
+        monkeypatch.setattr(clv, "_period_edges", lambda period, _f=clv._period_edges: _f(period) if (
+            _f(period) is not None) else pytest.fail("lines not in period order"))
+    elif way == "sorted keys":  # the lines never taken as in period order
+        monkeypatch.setattr(clv, "_period_edges", lambda period: None)
+    else:  # the lines grouped into periods (the way of ids too sparse for arrays over their range)
+        monkeypatch.setattr(clv, "_dense_range", lambda lines: None)
+        if way == "periods by sorting":
+            monkeypatch.setattr(clv, "_by_position", lambda periods, id_type, weeks, names, low, span:
+                                clv._by_sorting(periods.lazy(), id_type, weeks, names).collect())
+
+
+@pytest.mark.parametrize("layout", ["by customer", "by date", "negative", "sparse"])
+def test_summary_ways_agree(clv_registry, monkeypatch, layout):
+    """The purchase periods are read per customer from the lines by position (ids dense: their range no larger
+    than the number of lines), counting the distinct periods in blocks of one period (lines in period order) or by
+    sorting packed keys; other ids group the lines into periods first, then read them by position or by sorting.
+    Every way gives the same table on the same data, the one a plain group_by gives; dense ids take the lines' way
+    (blocks for lines in date order, given enough lines a period), sparse ids the periods' way."""
     import plugins.clv as clv
 
-    frame = cdnow_transactions()
-    if layout == "negative":  # dense, around 0
+    frame = cdnow_transactions()  # written by customer, then date
+    if layout == "by date":
+        frame = frame.sort("order_date", maintain_order=True)
+    elif layout == "negative":  # dense, around 0
         frame = frame.with_columns(pl.col("customer_id") - 1000)
     elif layout == "sparse":  # a range 100,003 times the customer count: arrays over it would be too large
         frame = frame.with_columns(pl.col("customer_id") * 100_003)
     used = []
 
-    def spy(name, fn):
-        def run(*args, **kwargs):
-            used.append(name)
-            return fn(*args, **kwargs)
-        monkeypatch.setattr(clv, name, run)
+    def spy(name: str) -> None:
+        real = getattr(clv, name)
+        monkeypatch.setattr(clv, name, lambda *a: used.append(name) or real(*a))
 
-    spy("_by_position", clv._by_position)
-    spy("_by_sorting", clv._by_sorting)
+    for name in ("_by_lines", "_in_blocks", "_per_customer"):
+        spy(name)
     needs = (*SUMMARY_COLUMNS, *WEEKLY_COLUMNS)
-    got = _summary_columns(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry, needs=needs).customers)
-    assert used == (["_by_sorting"] * 2 if layout == "sparse" else ["_by_position"] * 2)  # days and weeks
-    # the sorting way on the same data, forced
-    monkeypatch.setattr(clv, "_by_position", lambda periods, id_type, weeks, names, low, span:
-                        clv._by_sorting(periods.lazy(), id_type, weeks, names).collect())
-    want = _summary_columns(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry, needs=needs).customers)
-    assert got.equals(want)
-    # and both as a plain group_by of the lines says
-    lines = frame.filter(pl.col("order_date") < dt.date(1997, 10, 1), pl.col("amount") >= 0)
-    days = lines.group_by("customer_id").agg(pl.col("order_date").n_unique().alias("n"),
-                                             pl.col("order_date").min().alias("first"),
-                                             pl.col("order_date").max().alias("last")).sort("customer_id")
-    assert got.height == days.height == 2357
-    assert got.select("customer_id", "btyd_purchase_days", "btyd_first_purchase", "btyd_last_purchase").rows() == \
-        days.rows()
+
+    def summary() -> pl.DataFrame:
+        return _summary_columns(engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry, needs=needs).customers)
+
+    got = summary()
+    if layout == "sparse":
+        assert used == ["_per_customer"] * 2  # days and weeks
+    else:
+        assert used == ["_by_lines"] * 2  # CDNOW has 12 lines a day: too few for blocks
+        used.clear()
+        with monkeypatch.context() as m:
+            m.setattr(clv, "_LINES_PER_BLOCK", 10)  # 12 lines a day, 86 a week
+            assert summary().equals(got)
+        assert used == ["_by_lines", "_in_blocks"] * 2 if layout == "by date" else ["_by_lines"] * 2
+    for way in _WAYS if layout == "by date" else _WAYS[2:]:
+        with monkeypatch.context() as m:
+            _force(clv, m, way)
+            assert summary().equals(got), way
+    plain = _plain_summary(frame, dt.date(1997, 10, 1))
+    assert got.height == plain.height == 2357
+    assert got.select(plain.columns).with_columns(pl.col("btyd_repeat_value").round(2)).equals(
+        plain.with_columns(pl.col("btyd_repeat_value").round(2)))
+
+
+@pytest.mark.parametrize("seed, in_order", [(1, True), (2, True), (3, True), (4, False)])
+def test_summary_ways_agree_on_many_lines_a_day(clv_registry, monkeypatch, seed, in_order):
+    """Customers with many lines on one day, among other customers' (a log written by date, as the bench set): the
+    blocks flag one line of each customer and day, whichever their order; every way agrees with a plain group_by.
+    Out of order (one day's lines in two places, the rest in date order): never blocks, which would count that
+    day twice for a customer with lines in both places."""
+    import plugins.clv as clv
+
+    rng = np.random.default_rng(seed)
+    n = 50_000
+    frame = pl.DataFrame({"customer_id": rng.integers(1, 300, n),
+                          "order_date": pl.Series(rng.integers(19_723, 19_763, n), dtype=pl.Int32).cast(pl.Date),
+                          "amount": rng.integers(-50, 500, n) / 4}).sort("order_date", maintain_order=True)
+    if not in_order:  # half the lines of 2024-01-10 moved to the end
+        late = (pl.col("order_date") == dt.date(2024, 1, 10)) & (pl.int_range(pl.len()) % 2 == 0)
+        frame = pl.concat([frame.filter(~late), frame.filter(late)])
+    as_of = dt.date(2024, 2, 5)
+    used = []
+    monkeypatch.setattr(clv, "_in_blocks",
+                        lambda *a, _f=clv._in_blocks: used.append(1) or _f(*a))
+
+    def summary() -> pl.DataFrame:
+        return _summary_columns(engine.prepare(frame, as_of=as_of, registry=clv_registry,
+                                               needs=SUMMARY_COLUMNS).customers)
+
+    got = summary()
+    assert bool(used) == in_order  # 1,250 lines a day: blocks, when in order
+    for way in _WAYS if in_order else _WAYS[2:]:
+        with monkeypatch.context() as m:
+            _force(clv, m, way)
+            assert summary().equals(got), way
+    plain = _plain_summary(frame, as_of)
+    assert got.select(plain.columns).equals(plain)
 
 
 def test_summary_exact_beyond_int64_units(clv_registry, monkeypatch):
