@@ -801,11 +801,13 @@ def _orders_from_runs(buckets: pl.DataFrame, key_features: Sequence[Any], rows: 
     runs = pl.col("_runs")
     if doubtful is None:
         doubtful = buckets.filter(runs >= _DOUBT)["customer_id"].unique()
-    start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
-    null_key = pl.col("_null_key").cast(pl.Int64)
-    seen = null_key.cum_sum()
-    before = pl.when(start).then(seen - null_key).forward_fill()
-    new = runs.mod(_DOUBT) + (pl.col("_null_key") & ((seen - before) == 1)).cast(pl.Int64)
+    new = runs.mod(_DOUBT)
+    if buckets["_null_key"].any():  # (without such a sale, the usual case, no bucket adds that order)
+        start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
+        null_key = pl.col("_null_key").cast(pl.Int64)
+        seen = null_key.cum_sum()
+        before = pl.when(start).then(seen - null_key).forward_fill()
+        new = new + (pl.col("_null_key") & ((seen - before) == 1)).cast(pl.Int64)
     if doubtful.len():
         new = pl.when(pl.col("customer_id").is_in(doubtful.implode())).then(0).otherwise(new)
     buckets = buckets.with_columns(new.alias("_new")).drop("_runs", "_null_key")
@@ -1022,10 +1024,9 @@ def _check_range(spec: SnapshotSpec, first: dt.date | None, last: dt.date | None
 
 def _check_periods(spec: SnapshotSpec, activity: pl.DataFrame) -> None:
     """Every period between two snapshots has a buyer (else its KPIs divide by nothing)."""
-    buyers = activity.filter(pl.col("purchases") > 0).group_by("period").len()
-    have = dict(buyers.iter_rows())
+    have = set(activity.select(pl.col("period").filter(pl.col("purchases") > 0).unique()).to_series().to_list())
     for i in range(1, len(spec.as_of)):
-        if not have.get(i):
+        if i not in have:
             raise DataError(f"{key('snapshots_as_of')}: {spec.as_of[i]}: the period from {spec.as_of[i - 1]} to {spec.as_of[i]} has no "
                             f"customers (no purchase in it); choose snapshots that each follow some sales",
                             value=str(spec.as_of[i]))
@@ -1082,6 +1083,13 @@ class Snapshots:
     #: The derived tables (:func:`derive_tables`), or the :class:`~concurrent.futures.Future` of their
     #: computation on background threads: reading one of them waits for it (and raises what it raised).
     derived: Any = field(default=None, repr=False)
+    #: The last table's figures (:func:`_figures`), or the Future of them: see :meth:`last_classes`.
+    last_figures: Any = field(default=None, repr=False)
+
+    def last_classes(self) -> pl.DataFrame | None:
+        """:func:`engine.run.summarize` of the last snapshot's table, as counted for its summary in
+        ``snapshots.tables`` (waiting for it, and raising what its thread raised), or None if not counted."""
+        return _done(self.last_figures)[2] if self.last_figures is not None else None
 
     def derived_table(self, name: str) -> Any:
         """One of the derived tables (``"tables"``: each snapshot's summary), waiting for their computation."""
@@ -1228,11 +1236,11 @@ class _Deriving:
 
         def rest(moved: Any) -> dict:
             figures = [_done(self.figures[i]) for i in range(len(tables))]
-            frames = [f for values, _ in figures for f in values]
+            frames = [f for values, _, _ in figures for f in values]
             out = {"kpis": kpi_table(self.activity, tables, dates, spec.previous, stats=_done(self.stats)),
                    "cohorts": _done(self.cohorts),
                    "values": pl.concat(frames) if frames else pl.DataFrame(schema=VALUE_SCHEMA),
-                   "tables": [summary for _, summary in figures]}
+                   "tables": [summary for _, summary, _ in figures]}
             return {**_done(moved), **out}
 
         if self.lanes is None:
@@ -1249,9 +1257,10 @@ def _done(value: Any) -> Any:
 
 
 def _figures(side: pl.DataFrame, table: pl.DataFrame, as_of: dt.date, selections: Sequence[Selection],
-             outputs: Sequence[tuple[str, Any]]) -> tuple[list[pl.DataFrame], dict[str, Any]]:
-    """One snapshot's values by class (:func:`engine.kpi.values_of`) and its summary (:func:`_table_summary`),
-    both from one grouping of its :func:`~engine.migration.cell_side` by combination of labels."""
+             outputs: Sequence[tuple[str, Any]]) -> tuple[list[pl.DataFrame], dict[str, Any], pl.DataFrame]:
+    """One snapshot's values by class (:func:`engine.kpi.values_of`), its summary (:func:`_table_summary`) and its
+    classes (:func:`engine.run.summarize` of the table), all from one grouping of its
+    :func:`~engine.migration.cell_side` by combination of labels."""
     combos = label_combos(side, outputs, table)
     values = values_from_combos(combos, table.schema, as_of, outputs)
     counts = {}
@@ -1260,7 +1269,7 @@ def _figures(side: pl.DataFrame, table: pl.DataFrame, as_of: dt.date, selections
         counts[o.column] = {key: (n, u) for key, n, u in grouped.iter_rows()}
     total_units = (combos["_u"].sum() or 0) if combos is not None else 0
     classes = summary_from_counts(counts, table.schema, selections, table.height, total_units)
-    return values, _table_summary(table, as_of, classes)
+    return values, _table_summary(table, as_of, classes), classes
 
 
 def _table_summary(table: pl.DataFrame, as_of: dt.date, classes: pl.DataFrame) -> dict[str, Any]:
@@ -1368,7 +1377,8 @@ def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Sele
     report, activity = feats.report, feats.activity
     del feats  # the scan's buckets: not needed once every snapshot is classified
     return Snapshots(as_of=list(spec.as_of), customers=tables, selections=list(selections), report=report,
-                     spec=spec, activity=activity, fits=fits, derived=derived)
+                     spec=spec, activity=activity, fits=fits, derived=derived,
+                     last_figures=deriving.figures[len(tables) - 1])
 
 
 def snapshot_summary(snaps: Snapshots) -> dict[str, Any]:

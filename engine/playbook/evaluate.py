@@ -310,13 +310,16 @@ def label_sets(selections: Sequence[Selection]) -> dict[str, tuple[str, ...]]:
 
 
 def _playbook_result(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, *,
-                     skipped_columns: Mapping[str, str] | None = None) -> Result:
-    """Apply ``pb``'s rules to the classified ``customers`` and build the summary (see :func:`evaluate_rules`)."""
+                     skipped_columns: Mapping[str, str] | None = None, classes: Any = None) -> Result:
+    """Apply ``pb``'s rules to the classified ``customers`` and build the summary (see :func:`evaluate_rules`);
+    ``classes``, when given, is :func:`engine.run.summarize` of ``customers``, counted already (a run with
+    snapshots counts it with the last snapshot's figures)."""
     as_of = prepared.as_of
     rr = evaluate_rules(customers, pb.rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
                         labels=label_sets(pb.selections), skipped_columns=skipped_columns, source=pb.path,
                         holdout=pb.holdout)
-    classes = summarize(customers, pb.selections)
+    if classes is None:
+        classes = summarize(customers, pb.selections)
     report = prepared.report
     summary = {
         "playbook": pb.name,

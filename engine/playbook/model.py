@@ -190,7 +190,9 @@ class Playbook:
         prepared = Prepared(snaps.customers[-1], snaps.as_of[-1], snaps.report, self.registry)
         failed = snaps.skipped_classifiers
         empty = {o.column: name for s in self.selections if (name := s.classifier.name) in failed for o in s.outputs}
-        result = _playbook_result(self, prepared, customers, skipped_columns=empty)
+        # the last snapshot's classes were counted with its figures (the labels are the same with the *_prev
+        # and *_change columns beside them)
+        result = _playbook_result(self, prepared, customers, skipped_columns=empty, classes=snaps.last_classes())
         fits = {str(d): f for d, f in zip(snaps.as_of, snaps.fits) if f}
         if fits:
             result.summary["fits"] = fits

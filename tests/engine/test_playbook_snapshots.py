@@ -178,3 +178,20 @@ def test_the_snapshots_file_encoded_while_the_rules_run_is_the_file_a_write_give
     assert code != 0 and err.count("\n") == 1 and "No space left on device" in err, err
     assert not (tmp_path / "failed" / "snapshots.parquet").exists()
     assert not (tmp_path / "failed" / "customers.parquet").exists()
+
+
+def test_the_summary_classes_are_the_last_snapshots_counted_with_its_figures(tmp_path):
+    """A run with snapshots takes the summary's classes from the last snapshot's figures (counted while the rules
+    run) instead of summarizing the table again: they must be summarize's of the table the rules read, which
+    differ from the snapshot before's."""
+    from engine.run import summarize
+
+    path = write(tmp_path, HEAD + "snapshots: {every: quarter, periods: 4, end: 2011-12-01}\n" + RULES)
+    pb = load_playbook(path, output_dir=tmp_path / "out")
+    snaps = pb.compute_snapshots()
+    assert snaps.last_classes() is not None  # counted, so the run does not summarize again
+    result = pb.evaluate_snapshots(snaps)
+    expected = summarize(result.customers, pb.selections)
+    assert result.classes.equals(expected)
+    assert result.summary["classes"] == expected.to_dicts()
+    assert not summarize(snaps.customers[-2], pb.selections).equals(expected)
