@@ -77,8 +77,10 @@ def period_stats(activity: pl.DataFrame) -> dict[int, dict[str, Any]]:
     earlier_buys = buys.cast(pl.Int64).cum_sum() - buys.cast(pl.Int64)
     base = pl.when(~same_prev).then(earlier_buys).forward_fill()
     first_buy = buys & (earlier_buys == base)  # no purchase in an earlier row of the customer: first ever
-    flagged = rows_.select("period", "revenue_units", buys.alias("buys"), bought_before.fill_null(False).alias("before"),
-                           bought_after.fill_null(False).alias("after"), first_buy.alias("first"))
+    # lazily, in memory: the flags share their shifts (an eager select computes each again)
+    flagged = rows_.lazy().select("period", "revenue_units", buys.alias("buys"),
+                                  bought_before.fill_null(False).alias("before"),
+                                  bought_after.fill_null(False).alias("after"), first_buy.alias("first"))
     by_period = flagged.group_by("period").agg(
         pl.col("buys").sum().alias("active"),
         (pl.col("buys") & pl.col("first")).sum().alias("new"),
@@ -87,7 +89,7 @@ def period_stats(activity: pl.DataFrame) -> dict[int, dict[str, Any]]:
         pl.col("revenue_units").sum().alias("units"),
         pl.col("revenue_units").filter(pl.col("before")).sum().alias("kept_now"),
         pl.col("revenue_units").filter(pl.col("buys")).sum().alias("buyers_units"),
-    )
+    ).collect(engine="in-memory")
     return {r["period"]: r for r in by_period.iter_rows(named=True)}
 
 
@@ -161,21 +163,32 @@ def cohort_table(activity: pl.DataFrame, last: pl.DataFrame, dates: Sequence[dt.
     bought (returns only, prospects) belong to no cohort. See
     :data:`COHORT_DEFINITIONS`.
     """
-    every = {"month": "1mo", "quarter": "1q"}[grain]
-    cohorts = (last.filter(pl.col("first_order").is_not_null())
-               .select("customer_id", pl.col("first_order").dt.truncate(every).alias("cohort")))
-    sizes = cohorts.group_by("cohort").agg(pl.len().cast(pl.Int64).alias("cohort_size"))
+    # each customer's cohort as a whole number (months or quarters since year 0), turned into its first day only
+    # for the few cohorts there are: the customers are grouped by an integer (0.04 CPU-s at 1M customers, where
+    # truncating every first purchase to its month's first day took 0.06 and grouping by the date more)
+    first = pl.col("first_order")
+    per_year, months = {"month": (12, 1), "quarter": (4, 3)}[grain]
+    index = first.dt.year().cast(pl.Int64) * per_year + (first.dt.month().cast(pl.Int64) - 1) // months
+    cohorts = last.select("customer_id", index.alias("_cohort")).filter(pl.col("_cohort").is_not_null())
+    sizes = cohorts.group_by("_cohort").agg(pl.len().cast(pl.Int64).alias("cohort_size"))
+    sizes = sizes.with_columns(pl.Series("cohort", [dt.date(i // per_year, i % per_year * months + 1, 1)
+                                                    for i in sizes["_cohort"]], dtype=pl.Date))
     starts = _starts(dates, previous)
     periods = pl.DataFrame({"period": list(range(len(dates))), "period_start": starts, "as_of": list(dates)},
                            schema={"period": pl.Int32, "period_start": pl.Date, "as_of": pl.Date})
     # a left join and a filter: the rows of customers in a cohort, as an inner join keeps them, but merged (both
-    # sides sorted by customer) where the inner join hashes, at half its cost
-    per = (activity.join(cohorts, on="customer_id", how="left").filter(pl.col("cohort").is_not_null())
-           .group_by("cohort", "period")
+    # sides sorted by customer) where the inner join hashes, at half its cost; then grouped by one integer made
+    # of the cohort and the period (every period from -1 is below the step)
+    step = max(len(dates), 1) + 1
+    per = (activity.lazy().join(cohorts.lazy(), on="customer_id", how="left").filter(pl.col("_cohort").is_not_null())
+           .group_by((pl.col("_cohort") * step + (pl.col("period").cast(pl.Int64) + 1)).alias("_key"))
            .agg((pl.col("purchases") > 0).sum().cast(pl.Int64).alias("active"),
-                pl.col("revenue_units").sum().alias("_units")))
+                pl.col("revenue_units").sum().alias("_units"))
+           .select((pl.col("_key") // step).alias("_cohort"), (pl.col("_key") % step - 1).cast(pl.Int32).alias("period"),
+                   "active", "_units")
+           .collect(engine="in-memory"))
     grid = sizes.join(periods, how="cross").filter(pl.col("cohort") < pl.col("as_of"))
-    out = (grid.join(per, on=["cohort", "period"], how="left")
+    out = (grid.join(per, on=["_cohort", "period"], how="left")
            .with_columns(pl.col("active").fill_null(0), pl.col("_units").fill_null(0))
            .with_columns((pl.col("active") / pl.col("cohort_size")).alias("active_share"),
                          to_amount(pl.col("_units")).alias("revenue")))

@@ -123,9 +123,28 @@ def cell_side(table: pl.DataFrame, outputs: Sequence[tuple[str, Output]]) -> pl.
     sizes = [len(_labels(table, o)) for _, o in outputs]
     packing = _packing(sizes)
     if packing is None:
-        return table.select("customer_id", units, *[r.alias(f"_r_{o.column}") for r, (_, o) in zip(ranks, outputs)])
-    code = pl.sum_horizontal([r.fill_null(n) * st for r, n, st in zip(ranks, sizes, packing[0])])
-    return table.select("customer_id", units, code.alias("_c"))
+        side = table.select("customer_id", units, *[r.alias(f"_r_{o.column}") for r, (_, o) in zip(ranks, outputs)])
+    else:
+        code = pl.sum_horizontal([r.fill_null(n) * st for r, n, st in zip(ranks, sizes, packing[0])])
+        side = table.select("customer_id", units, code.alias("_c"))
+    return _narrow_units(side)
+
+
+#: The revenue units of a side are summed in Int64 when no sum of them can reach this in absolute value (and no
+#: difference of two such sums can leave Int64).
+_NARROW_LIMIT = 2**62
+
+
+def _narrow_units(side: pl.DataFrame) -> pl.DataFrame:
+    """``side`` with its units (``_u``) as Int64 when its customers times its largest absolute units stay below
+    :data:`_NARROW_LIMIT`: then every sum of them (a cell's, a class's, the total) and every difference of two
+    such sums fits an Int64, and summing Int64 costs about half of Int128 (the cells, the combinations)."""
+    if not side.height:
+        return side
+    low, high = side["_u"].min(), side["_u"].max()
+    if low is None or max(-low, high) * side.height >= _NARROW_LIMIT:
+        return side
+    return side.with_columns(pl.col("_u").cast(pl.Int64))
 
 
 def label_combos(side: pl.DataFrame, outputs: Sequence[tuple[str, Output]],

@@ -141,3 +141,49 @@ def test_kpis_and_cohorts_do_not_depend_on_the_activitys_order(snaps, order):
     dates, previous = snaps.as_of, snaps.spec.previous
     assert kpi_table(moved, snaps.customers, dates, previous).equals(snaps.kpis)
     assert cohort_table(moved, snaps.customers[-1], dates, previous).equals(snaps.cohorts)
+
+
+def cohorts_by_definition(activity: pl.DataFrame, last: pl.DataFrame, dates, previous, grain: str) -> list[tuple]:
+    """The cohort table worked out row by row in plain Python: each customer's cohort the first day of the month
+    (or quarter) of their first purchase, its size, and per period its customers with a purchase and its net
+    revenue, for every period that ends after the cohort began."""
+    def first_day(d: dt.date) -> dt.date:
+        return D(d.year, d.month if grain == "month" else (d.month - 1) // 3 * 3 + 1, 1)
+
+    cohort = {c: first_day(f) for c, f in last.select("customer_id", "first_order").rows() if f is not None}
+    sizes: dict = {}
+    for c in cohort.values():
+        sizes[c] = sizes.get(c, 0) + 1
+    cells: dict = {}
+    for c, period, purchases, units in activity.select("customer_id", "period", "purchases", "revenue_units").rows():
+        if c in cohort:
+            active, total = cells.get((cohort[c], period), (0, 0))
+            cells[(cohort[c], period)] = (active + (purchases > 0), total + units)
+    starts = [previous, *dates[:-1]]
+    out = []
+    for c in sorted(sizes):
+        for p, (start, as_of) in enumerate(zip(starts, dates)):
+            if c < as_of:
+                active, units = cells.get((c, p), (0, 0))
+                out.append((c, sizes[c], p, start, as_of, active, active / sizes[c], units / 10_000))
+    return out
+
+
+@pytest.mark.parametrize("grain", ["month", "quarter"])
+def test_cohorts_equal_their_definition_on_the_sample(grain, registry):
+    """Cohorts grouped by a whole number of months (or quarters) equal the table worked out by hand, customers
+    of period -1, customers who never bought (no cohort) and activity rows of such customers included."""
+    from engine.kpi import cohort_table
+
+    snaps = run_snapshots(engine.sample_path(), every="month", periods=5, end="2011-12-01", mapping=SAMPLE_MAPPING,
+                          registry=registry, classifiers=["abc"], cohort=grain)
+    last, spec = snaps.customers[-1], snaps.spec
+    assert last["first_order"].null_count()  # a customer without a purchase: no cohort
+    assert (snaps.activity["period"] == -1).any()
+    got = cohort_table(snaps.activity, last, snaps.as_of, spec.previous, grain)
+    want = cohorts_by_definition(snaps.activity, last, snaps.as_of, spec.previous, grain)
+    assert got.height == len(want)
+    for row, expected in zip(got.rows(), want):
+        assert row[:7] == expected[:7]
+        assert row[7] == pytest.approx(expected[7], abs=1e-9)
+    assert got.equals(snaps.cohorts)

@@ -113,12 +113,13 @@ TIER = Output("tier", "size", labels=("big", "small"))
 
 
 @pytest.mark.parametrize("pack", [True, False])
-@pytest.mark.parametrize("case", ["grows", "leavers", "unsorted", "one column"])
+@pytest.mark.parametrize("case", ["grows", "leavers", "unsorted", "one column", "huge"])
 def test_cells_equal_a_count_customer_by_customer(case, pack, monkeypatch):
     """Every cell of every column's matrix, counted customer by customer in plain Python, on random tables:
     a later snapshot holding every earlier customer, sorted (the two sides joined on sorted ids), customers
     who left, rows in no order (a full join), labels missing on either side; with both columns' ranks packed
-    into one code and with too many combinations to pack (one grouping per column)."""
+    into one code and with too many combinations to pack (one grouping per column). The revenue units are
+    summed in Int64 where no sum can leave it, and in Int128 where one could ("huge": a cell's sum past 2**63)."""
     import random
     from decimal import Decimal
 
@@ -130,8 +131,11 @@ def test_cells_equal_a_count_customer_by_customer(case, pack, monkeypatch):
     metals, tiers = [*METAL.labels, None], [*TIER.labels, None]
     outputs = [("metals", METAL)] + ([] if case == "one column" else [("tiers", TIER)])
 
+    def amount():
+        return rng.randrange(4 * 10**13, 9 * 10**13) if case == "huge" else rng.randrange(-5000, 90000) / 100
+
     def side(ids):
-        rows = [(i, rng.choice(metals), rng.choice(tiers), rng.randrange(-5000, 90000) / 100) for i in ids]
+        rows = [(i, rng.choice(metals), rng.choice(tiers), amount()) for i in ids]
         if case == "unsorted":
             rng.shuffle(rows)
         return pl.DataFrame({"customer_id": [r[0] for r in rows], "metal": pl.Series([r[1] for r in rows], dtype=E),
@@ -144,6 +148,7 @@ def test_cells_equal_a_count_customer_by_customer(case, pack, monkeypatch):
         gone = set(rng.sample(earlier_ids, 40))
         later_ids = [i for i in later_ids if i not in gone]
     before, after = side(earlier_ids), side(later_ids)
+    assert (migration.cell_side(before, outputs).schema["_u"] == pl.Int128) == (case == "huge")
     m = migration_table([before, after], DATES, outputs)
 
     def units(x):
