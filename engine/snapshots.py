@@ -664,6 +664,7 @@ def compute_snapshot_features(
     # not once per snapshot that reads the row (every snapshot from its bucket to the customer's next one):
     # 2.0M conversions instead of 3.8M at 1M customers and eight quarters
     cumulative = _cumulative_amounts(buckets, key_features)
+    _give_back_freed_memory()
 
     def finish(grouped: pl.DataFrame, as_of: dt.date, amounts: bool = True) -> pl.DataFrame:
         grouped = grouped.with_columns(pl.col(f.name).fill_null(0) for f in key_features)
@@ -954,6 +955,23 @@ def _cumulative_amounts(buckets: pl.DataFrame, key_features: Sequence[Any]) -> p
         else:
             amounts.append(out.select(next(e for e in _amounts() if e.meta.output_name() == f.name)).to_series())
     return out.with_columns(amounts)
+
+
+def _give_back_freed_memory() -> None:
+    """Return the C heap's freed memory to the operating system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    NumPy allocates through the C library, Polars through its own allocator: the running totals' temporary
+    arrays (:func:`_cumulative_amounts`, about 100 MB at 2M bucket rows), once freed, stayed in the C heap,
+    counted in the process's memory while the snapshots were classified (0.87-0.91 GiB peak against
+    0.78-0.81 with them given back, the 10M ordered set, measured under load)."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: the C library's, no search
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
 
 
 def _last_report(scan: LoadReport, last: LoadReport) -> LoadReport:

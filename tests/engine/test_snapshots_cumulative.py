@@ -99,3 +99,43 @@ def test_wide_sums_take_the_polars_route(monkeypatch):
     assert_same(_cumulative_amounts(wide, KEY_FEATURES), by_polars(wide))
     assert called
     assert _FLOAT_EXACT == 2**53
+
+
+def test_freed_memory_is_given_back_where_the_c_library_can(monkeypatch):
+    """After the running totals, the C heap's freed memory goes back to the system (glibc's malloc_trim, called
+    with 0); without that function nothing happens and nothing fails."""
+    import ctypes
+
+    calls = []
+
+    class Function:  # as ctypes gives a C function: typed by attributes, then called
+        argtypes = restype = None
+
+        def __call__(self, pad):
+            calls.append((pad, self.argtypes, self.restype))
+            return 1
+
+    class Libc:
+        malloc_trim = Function()
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    snapshots._give_back_freed_memory()
+    assert calls == [(0, [ctypes.c_size_t], ctypes.c_int)]
+
+    class Other:
+        pass
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Other())
+    snapshots._give_back_freed_memory()  # no such function: nothing to do
+
+
+def test_the_snapshot_scan_gives_the_memory_back_after_the_running_totals(monkeypatch):
+    import engine
+    from engine.data import read_transactions
+    from engine.sample import SAMPLE_MAPPING
+
+    calls = []
+    monkeypatch.setattr(snapshots, "_give_back_freed_memory", lambda: calls.append(1))
+    tx = read_transactions(engine.sample_path(), SAMPLE_MAPPING)
+    snapshots.compute_snapshot_features(tx, snapshots.snapshot_spec(every="quarter", periods=3, end="2011-12-01"))
+    assert calls == [1]
