@@ -727,6 +727,8 @@ def compute_snapshot_features(
         report.orders_check = why_not
     activity = _activity(buckets, boundaries, dates, spec.previous)
     _check_periods(spec, activity)
+    if not spec.windows:  # only a window's tables read the buckets again: let them go before the tables are built
+        buckets = order_rows = first = None
     return SnapshotFeatures(spec=spec, activity=activity, report=report, build=build, build_window=build_window,
                             last=last_table)
 

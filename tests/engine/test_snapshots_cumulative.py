@@ -139,3 +139,23 @@ def test_the_snapshot_scan_gives_the_memory_back_after_the_running_totals(monkey
     tx = read_transactions(engine.sample_path(), SAMPLE_MAPPING)
     snapshots.compute_snapshot_features(tx, snapshots.snapshot_spec(every="quarter", periods=3, end="2011-12-01"))
     assert calls == [1]
+
+
+def test_the_scans_buckets_are_let_go_without_a_window():
+    """Without a lookback window nothing reads the scan's bucket rows once the running totals and the activity
+    are counted: they are not held while the snapshots are built and classified (with a window they are)."""
+    import engine
+    from engine.data import read_transactions
+    from engine.sample import SAMPLE_MAPPING
+
+    def held(feats) -> dict:
+        code = feats.build_window.__code__
+        return {name: cell.cell_contents for name, cell in zip(code.co_freevars, feats.build_window.__closure__)}
+
+    tx = read_transactions(engine.sample_path(), SAMPLE_MAPPING)
+    plain = snapshots.compute_snapshot_features(tx, snapshots.snapshot_spec(every="quarter", periods=3,
+                                                                            end="2011-12-01"))
+    assert held(plain)["buckets"] is None
+    windowed = snapshots.compute_snapshot_features(tx, snapshots.snapshot_spec(
+        every="quarter", periods=3, end="2011-12-01", windows={"abc": "3 months"}))
+    assert isinstance(held(windowed)["buckets"], pl.DataFrame)
