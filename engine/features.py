@@ -415,8 +415,10 @@ _DAY_NONE_LOW, _DAY_NONE_HIGH = -(2**31), 2**31 - 1
 def _dense_possible(tx: Transactions, plugin_features: Mapping[str, Feature], *, streaming: bool,
                     wide: bool) -> bool:
     """Whether :func:`_dense_pass` may compute this pass: integer customer ids, integer or date order keys,
-    no plugin feature (those are Polars expressions over the rows), sums that fit Int64, the streaming engine."""
-    if not streaming or wide or plugin_features or not tx.has_order_id:
+    no plugin ``agg`` feature (an aggregation of the group_by; ``table`` features run on the usable rows the dense
+    pass keeps, ``derive`` features after any pass), sums that fit Int64, the streaming engine."""
+    if (not streaming or wide or any(f.agg is not None for f in plugin_features.values())
+            or not tx.has_order_id):
         return False
     if [(f.name, f.compute) for f in _AGGREGATED] != _DENSE_AGGREGATIONS:  # what _dense_pass computes
         return False
@@ -474,8 +476,8 @@ class _DenseState:
         return True
 
 
-def _dense_pass(tx: Transactions, as_of: dt.date | None, *,
-                positions: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:
+def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature] | None = None, *,
+                positions: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, dict, list[pl.DataFrame]] | None:
     """The ordered pass's results (``grouped`` as the ``group_by`` gives it, before :func:`_finish`; the
     ``exceptions``; the totals' one row), computed without hashing: the rows come from the streaming engine in
     batches, in the input's order, and each customer's aggregates are kept in arrays indexed by the customer id.
@@ -494,9 +496,13 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, *,
     owner, so their orders are the positions holding them (a bincount at the end). The order ids may span the
     rows read plus :data:`DENSE_SPAN_SLACK` (8 bytes each).
 
+    The plugins' ``table`` features (:func:`plugin_table_queries`) run after the scan on the usable rows, kept from
+    the batches (customer, order key, day, units: 28 bytes a row) with the canonical ``amount`` and ``order_id``
+    added, as the streaming pass gives them its ``rows``; their tables come last in the result.
+
     Returns None, having read part of the input, when the customer ids (or with ``positions`` the order ids) are
-    too far apart for arrays (:data:`DENSE_SPAN_SLACK`) or a date is one of the arrays' marks: the streaming pass
-    then runs.
+    too far apart for arrays (:data:`DENSE_SPAN_SLACK`), a date is one of the arrays' marks or a table query reads
+    a column the kept rows do not have: the streaming pass then runs.
     """
     condition, exception_aggs, total_exprs = _side_queries(tx, as_of)
     usable = _usable(as_of)
@@ -511,6 +517,8 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, *,
     total = {"rows": 0, **dict.fromkeys(flags, False), "_gross_units": 0.0, "usable_units": 0}
     as_of_day = (as_of - dt.date(1970, 1, 1)).days if as_of is not None else None
     exceptions: list[pl.DataFrame] = []
+    tables = {n: f for n, f in (plugin_features or {}).items() if f.table is not None}
+    kept: list[pl.DataFrame] | None = [] if tables else None  # the usable rows, for the table features
     rows_read, rows = 0, None  # rows read so far; rows in all, once asked for
 
     def rows_in_all() -> int:
@@ -560,6 +568,8 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, *,
                     continue
                 units = batch.get_column("amount_units").to_numpy()
                 days = batch.get_column("order_date").to_physical().to_numpy()
+            if kept is not None:
+                kept.append(batch.select(_KEPT_COLUMNS))
             ids = batch.get_column("customer_id").to_numpy().astype(np.int64, copy=False)
             low, high = int(ids.min()), int(ids.max())
             if pending is not None and not state.fits(low, high):
@@ -627,7 +637,31 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, *,
     if positions:  # each order id counts for the customer holding it
         owner = orders.arrays["owner"]
         state.arrays["starts"] = np.bincount(owner[owner != _NO_OWNER] - state.lo, minlength=state.size)
-    return _dense_result(tx, state, total, exceptions, condition, exception_aggs)
+    table_results = [] if kept is None else _dense_tables(tx, kept, tables)
+    if table_results is None:
+        return None
+    return (*_dense_result(tx, state, total, exceptions, condition, exception_aggs), table_results)
+
+
+#: The columns of the usable rows the dense pass keeps for the plugins' table features.
+_KEPT_COLUMNS = ("customer_id", "order_key", "order_date", "amount_units")
+
+
+def _dense_tables(tx: Transactions, kept: list[pl.DataFrame], tables: Mapping[str, Feature]) -> list[pl.DataFrame] | None:
+    """The plugins' table queries (:func:`plugin_table_queries`) on the usable rows the dense pass kept, with the
+    canonical ``amount`` and ``order_id`` as the streaming pass's ``rows`` have them; None when a query reads a
+    column they do not have (the streaming pass then runs, and names it if the transactions lack it too). The sums
+    may be Int64 (``int64_safe``): the dense pass's result is used only when no sum of units can leave Int64."""
+    schema = tx.frame.collect_schema()
+    rows = pl.concat(kept, rechunk=False) if kept else pl.DataFrame(schema={c: schema[c] for c in _KEPT_COLUMNS})
+    rows = rows.lazy().with_columns(to_amount(pl.col("amount_units")).alias("amount"),
+                                    pl.col("order_key").alias("order_id"))
+    queries = plugin_table_queries(rows, tables, int64_safe=True)
+    kept.clear()  # the concatenated rows hold the batches' data now
+    try:
+        return pl.collect_all([q for q, _ in queries])
+    except pl.exceptions.ColumnNotFoundError:
+        return None
 
 
 def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, owned=None) -> None:
@@ -972,12 +1006,11 @@ def _compute(tx: Transactions, *, as_of, customers, plugin_features, streaming, 
     try:
         if (ordered or positions) and DENSE_PASS and _dense_possible(tx, plugin_features, streaming=streaming,
                                                                      wide=wide):
-            dense = _dense_pass(tx, as_of, positions=not ordered)
+            dense = _dense_pass(tx, as_of, plugin_features, positions=not ordered)
         if dense is not None:  # its table has the finished columns (_finish's)
             how = "boundaries" if ordered else "positions"
-            grouped, exceptions, total = dense
+            grouped, exceptions, total, tables = dense
             grouped = grouped.with_columns(_derived(_day_after(as_of)))
-            tables = []
         else:
             grouped, exceptions, totals, *tables = _collect_pass(tx, as_of, plugin_features, streaming=streaming,
                                                                  wide=wide, ordered=ordered)

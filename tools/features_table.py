@@ -43,7 +43,7 @@ which way counted: `orders counted by order boundaries: ...` or `orders counted 
 stderr, and `input.orders_counted` (`boundaries` or `hashing`), `input.orders_check` (why) and
 `input.orders_recounted` (customers counted again) in `summary.json`. Snapshots of all history count
 the same way per bucket (docs/time.md); snapshots with a lookback window and the Spark pass always hash. Decision record: docs/decisions/0017-ordered-input-order-count.md.
-With integer customer ids (and integer or date order ids, no plugin feature), the ordered pass keeps each
+With integer customer ids (and integer or date order ids, no plugin `agg` feature), the ordered pass keeps each
 customer's aggregates in arrays indexed by the id instead of a `group_by`, which hashes them: the same
 table, in about two thirds of the CPU time and memory (docs/decisions/0019-dense-ordered-pass.md). On input
 not written order by order, integer order ids are counted the same way as positions of an array holding each

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import engine.features as features
 from engine.data import read_transactions
 from engine.errors import DataError
+from engine.classifier import Feature
 from engine.features import compute_features
 
 KEY = settings(settings.get_profile("key"))
@@ -303,3 +304,92 @@ def test_auto_counts_positions_where_the_first_rows_are_out_of_order(monkeypatch
     again = compute_features(read_transactions(path, MAPPING))
     assert dense_runs == [True, False]
     assert again.report.orders_counted == "hashing" and again.customers.equals(auto.customers)
+
+
+def _per_customer_table(rows: pl.LazyFrame, *, int64_safe: bool = False) -> pl.LazyFrame:
+    """A plugin's table feature over the canonical columns: per customer and day, then per customer."""
+    units = pl.col("amount_units") if int64_safe else pl.col("amount_units").cast(pl.Int128)
+    days = rows.filter(pl.col("amount") >= 0).group_by("customer_id", "order_date").agg(
+        units.sum().alias("u"), pl.col("order_id").n_unique().alias("o"))
+    return days.group_by("customer_id").agg(pl.len().alias("t_days"), pl.col("u").sum().cast(pl.Int64).alias("t_units"),
+                                            pl.col("o").sum().alias("t_orders"),
+                                            pl.col("order_date").min().alias("t_first"))
+
+
+TABLE_FEATURES = {name: Feature(name, "a table feature of the tests", table=_per_customer_table)
+                  for name in ("t_days", "t_units", "t_orders", "t_first")}
+
+
+def with_tables(data, monkeypatch, as_of=None, batch_rows=None, orders="boundaries"):
+    """The customer table with plugin table features, with the dense pass and without it: they must agree."""
+    if batch_rows is not None:
+        monkeypatch.setattr(features, "DENSE_BATCH_ROWS", batch_rows)
+    out = {}
+    for dense in (True, False):
+        monkeypatch.setattr(features, "DENSE_PASS", dense)
+        out[dense] = compute_features(read_transactions(data, MAPPING), as_of=as_of, orders=orders,
+                                      plugin_features=TABLE_FEATURES)
+    assert out[True].customers.equals(out[False].customers)
+    reports = [{k: v for k, v in out[d].report.to_dict().items() if not k.startswith("orders_")} for d in (True, False)]
+    assert reports[0] == reports[1]  # how the orders were counted aside (positions against hashing)
+    return out[True]
+
+
+@KEY
+@given(rows=st.lists(st.tuples(st.integers(-3, 6), order_ids, st.integers(0, 40), amounts), min_size=1, max_size=50),
+       as_of=st.one_of(st.none(), st.integers(1, 41).map(lambda d: START + dt.timedelta(days=d))),
+       batch_rows=st.sampled_from([1, 3, 1 << 18]))
+def test_table_features_ride_on_the_dense_pass(rows, as_of, batch_rows):
+    """A plugin's table feature runs on the usable rows the dense pass keeps: the same table as the streaming pass
+    gives it, whatever the rows, as_of and batches."""
+    with pytest.MonkeyPatch.context() as m:
+        ran: list[bool] = []
+        real = features._dense_pass
+
+        def spy(*args, **kwargs):
+            out = real(*args, **kwargs)
+            ran.append(out is not None)
+            return out
+
+        m.setattr(features, "_dense_pass", spy)
+        data = frame(sorted(rows, key=lambda r: (r[2], r[1] if r[1] is not None else -1)))
+        try:
+            result = with_tables(data, m, as_of=as_of, batch_rows=batch_rows)
+        except DataError:
+            return
+        assert ran and all(ran)
+        assert set(TABLE_FEATURES) <= set(result.customers.columns)
+
+
+def test_table_features_on_the_dense_pass_numbered(monkeypatch, dense_runs):
+    """Orders numbered in the input's order over 3 batches, three or four orders of a customer a day: the dense pass
+    runs and the table is the streaming one."""
+    rows = [(i % 3, i, i // 10, 1.0 + i % 4 - (i % 11 == 0) * 5) for i in range(60)]
+    result = with_tables(frame(rows), monkeypatch, batch_rows=20)
+    assert dense_runs == [True]
+    assert result.customers.select("t_days", "t_orders").rows() == [(6, 18), (6, 18), (6, 18)]  # two returns each
+
+
+def test_table_features_on_the_positions_pass(monkeypatch, dense_runs):
+    """Input not written order by order (orders counted with the order ids as positions): the table features ride
+    on that dense pass too, and equal the streaming hashing pass's."""
+    rows = [(i % 3, 59 - i, (i * 7) % 10, 1.0 + i % 4 - (i % 11 == 0) * 5) for i in range(60)]
+    result = with_tables(frame(rows), monkeypatch, batch_rows=20, orders="auto")
+    assert dense_runs == [True] and result.report.orders_counted == "positions"
+    assert result.customers["t_days"].to_list() == [10, 10, 10]
+
+
+def test_table_reading_another_column_falls_back(monkeypatch, dense_runs):
+    """A table query reading a column the kept rows do not have: the dense pass gives up, the streaming pass runs
+    (and says what is missing); an agg feature keeps the streaming pass."""
+    def odd(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return rows.group_by("customer_id").agg(pl.col("quantity").sum().alias("q"))
+
+    rows = [(1, 1, 0, 1.0), (2, 2, 0, 2.0)]
+    with pytest.raises(DataError, match="quantity"):
+        compute_features(read_transactions(frame(rows), MAPPING), orders="boundaries",
+                         plugin_features={"q": Feature("q", "reads quantity", table=odd)})
+    assert dense_runs == [False]
+    result = compute_features(read_transactions(frame(rows), MAPPING), orders="boundaries",
+                              plugin_features={"n": Feature("n", "lines", agg=pl.len())})
+    assert dense_runs == [False] and result.customers["n"].to_list() == [1, 1]

@@ -775,3 +775,33 @@ def test_summary_exact_beyond_int64_units(clv_registry, monkeypatch):
     assert c[1]["btyd_purchase_days"] == 13 and c[1]["btyd_repeat_value"] == 12 * big
     assert c[1]["btyd_monetary_value"] == big and c[1]["btyd_frequency"] == 12
     assert c[2]["btyd_repeat_value"] == 2.5 and c[2]["btyd_recency"] == 17
+
+
+def test_summary_on_the_dense_pass(clv_registry, monkeypatch):
+    """Orders numbered in the input's order (CDNOW by date, a line an order): the feature pass takes the dense way
+    (arrays indexed by id) and the summary rides on it, on the usable rows it keeps; the customer table, the
+    summary and the fit's inputs are the streaming pass's."""
+    import engine.features as features
+
+    frame = cdnow_transactions().sort("order_date", maintain_order=True).with_row_index("order_id")
+    frame = frame.with_columns(pl.col("order_id").cast(pl.Int64))
+    ran = []
+    real = features._dense_pass
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        ran.append(out is not None)
+        return out
+
+    monkeypatch.setattr(features, "_dense_pass", spy)
+    needs = (*SUMMARY_COLUMNS, *WEEKLY_COLUMNS)
+    got = {}
+    for dense in (True, False):
+        monkeypatch.setattr(features, "DENSE_PASS", dense)
+        got[dense] = engine.prepare(frame, as_of=CDNOW_AS_OF, registry=clv_registry, needs=needs)
+    assert ran == [True]
+    assert got[True].customers.equals(got[False].customers)
+    assert got[True].report.orders_counted == "boundaries"
+    plain = _plain_summary(frame, dt.date(1997, 10, 1))
+    assert _summary_columns(got[True].customers).select(plain.columns).with_columns(
+        pl.col("btyd_repeat_value").round(2)).equals(plain.with_columns(pl.col("btyd_repeat_value").round(2)))
