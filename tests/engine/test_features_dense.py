@@ -306,6 +306,23 @@ def test_auto_counts_positions_where_the_first_rows_are_out_of_order(monkeypatch
     assert again.report.orders_counted == "hashing" and again.customers.equals(auto.customers)
 
 
+def test_a_parquet_file_tells_its_rows_before_the_ids_have_spread(monkeypatch, dense_runs, tmp_path):
+    """The arrays' limit counts the rows a Parquet file says it has, not only the rows read so far: customer ids
+    spread over 8,000 in the first batch of 1,000 rows do not send a 20,000-row file to the streaming pass."""
+    n = 20_000
+    i = pl.int_range(0, n)
+    data = pl.select(customer_id=(i // 2 * 7919) % 8000, order_id=i // 2,
+                     order_date=pl.lit(START) + pl.duration(days=i // 500),
+                     amount=(i % 40 + 0.5).cast(pl.Float64)).sample(fraction=1.0, shuffle=True, seed=11)
+    path = tmp_path / "spread.parquet"
+    data.write_parquet(path, row_group_size=3000)
+    monkeypatch.setattr(features, "DENSE_BATCH_ROWS", 1000)
+    monkeypatch.setattr(features, "DENSE_SPAN_SLACK", 10)  # the first batch alone allows 1,000 // 2 + 10 ids
+    auto = compute_features(read_transactions(path, MAPPING))
+    assert dense_runs == [True] and auto.report.orders_counted == "positions"
+    assert auto.customers.equals(compute_features(read_transactions(path, MAPPING), orders="hashing").customers)
+
+
 def _per_customer_table(rows: pl.LazyFrame, *, int64_safe: bool = False) -> pl.LazyFrame:
     """A plugin's table feature over the canonical columns: per customer and day, then per customer."""
     units = pl.col("amount_units") if int64_safe else pl.col("amount_units").cast(pl.Int128)
