@@ -259,13 +259,7 @@ def _by_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Map
         count, first, last, repeat = _in_blocks(ids, period, value, low, span, edges)
     else:
         count, first, last, repeat = _by_sorted_keys(ids - low, period, value, span)
-    has = np.flatnonzero(count)
-    return pl.DataFrame({"_c": has + low, "_n": count[has], "_p0": first[has], "_p1": last[has],
-                         "_repeat": repeat[has]}).select(
-        pl.col("_c").cast(id_type).set_sorted().alias("customer_id"), pl.col("_n").cast(pl.Int64).alias(names["count"]),
-        _period_start(pl.col("_p0"), weeks).alias(names["first"]),
-        _period_start(pl.col("_p1"), weeks).alias(names["last"]),
-        to_amount(pl.col("_repeat")).alias(names["repeat"]))
+    return _customers_from_arrays(count, first, last, repeat, low, id_type, weeks, names)
 
 
 def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int, span: int, edges: np.ndarray):
@@ -377,9 +371,18 @@ def _by_position(periods: pl.DataFrame, id_type: pl.DataType, weeks: bool, names
     np.add.at(total, at, value)
     opening = period == first[at]
     total[at[opening]] -= value[opening]  # the periods after the first
+    return _customers_from_arrays(count, first, last, total, low, id_type, weeks, names)
+
+
+def _customers_from_arrays(count, first, last, repeat, low: int, id_type: pl.DataType, weeks: bool,
+                           names: Mapping[str, str]) -> pl.DataFrame:
+    """The per-customer table from arrays indexed by ``id - low``: the customers with a purchase period, in id
+    order, their period count, first and last period (as dates) and the value of the periods after the first."""
+    import numpy as np
+
     has = np.flatnonzero(count)
     return pl.DataFrame({"_c": has + low, "_n": count[has], "_p0": first[has], "_p1": last[has],
-                         "_repeat": total[has]}).select(
+                         "_repeat": repeat[has]}).select(
         pl.col("_c").cast(id_type).set_sorted().alias("customer_id"), pl.col("_n").cast(pl.Int64).alias(names["count"]),
         _period_start(pl.col("_p0"), weeks).alias(names["first"]),
         _period_start(pl.col("_p1"), weeks).alias(names["last"]),

@@ -35,9 +35,8 @@ def frame(rows, schema=SCHEMA) -> pl.DataFrame:
          "amount": [r[3] for r in rows]}, schema=schema)
 
 
-@pytest.fixture
-def dense_runs(monkeypatch):
-    """What each dense pass returned: True for tables, False where it gave up (the ids too far apart)."""
+def spy_dense_pass(monkeypatch) -> list[bool]:
+    """What each dense pass returns, from now on: True for tables, False where it gave up (the ids too far apart)."""
     ran: list[bool] = []
     real = features._dense_pass
 
@@ -48,6 +47,12 @@ def dense_runs(monkeypatch):
 
     monkeypatch.setattr(features, "_dense_pass", spy)
     return ran
+
+
+@pytest.fixture
+def dense_runs(monkeypatch):
+    """:func:`spy_dense_pass` for one test."""
+    return spy_dense_pass(monkeypatch)
 
 
 def both_ways(data, monkeypatch, as_of=None, batch_rows=None):
@@ -360,15 +365,7 @@ def test_table_features_ride_on_the_dense_pass(rows, as_of, batch_rows):
     """A plugin's table feature runs on the usable rows the dense pass keeps: the same table as the streaming pass
     gives it, whatever the rows, as_of and batches."""
     with pytest.MonkeyPatch.context() as m:
-        ran: list[bool] = []
-        real = features._dense_pass
-
-        def spy(*args, **kwargs):
-            out = real(*args, **kwargs)
-            ran.append(out is not None)
-            return out
-
-        m.setattr(features, "_dense_pass", spy)
+        ran = spy_dense_pass(m)
         data = frame(sorted(rows, key=lambda r: (r[2], r[1] if r[1] is not None else -1)))
         try:
             result = with_tables(data, m, as_of=as_of, batch_rows=batch_rows)
