@@ -251,8 +251,6 @@ def _by_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Map
     ``span``): per customer the distinct periods counted, the first and the last, and the value of the lines after
     the first period (Int64: the caller checked the total); in blocks of one period when the lines come in period
     order (:func:`_in_blocks`: a transaction log written by date), else by sorting (:func:`_by_sorted_keys`)."""
-    import numpy as np
-
     ids, period, value = (lines[c].to_numpy() for c in ("customer_id", "_period", "amount_units"))
     edges = _period_edges(period)
     if edges is not None:
