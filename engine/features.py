@@ -485,9 +485,11 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
     Same definitions as the ``group_by`` of :func:`_queries` with ``ordered``: the run starts and those in doubt
     of :func:`_order_flags` (the previous counted line's customer and the largest earlier key carried from one
     batch to the next), exact Int64 sums of units (the caller checks them against ``_INT64_SAFE`` as for the
-    streaming pass), days. A batch with an exceptional row (see :func:`_side_queries`) gets the exceptions' and
-    totals' Polars aggregations and only its usable rows go on; the others, which have no null, no zero amount and
-    no date from ``as_of`` on, are counted directly (their rows, flags and units), and the exceptions add up.
+    streaming pass), days. A batch with an unusable row (a null, a date from ``as_of`` on) gets the exceptions'
+    and totals' Polars aggregations (:func:`_side_queries`) and only its usable rows go on; the others are counted
+    directly (their rows, flags and units), and the exceptions add up. A zero amount needs no exception here:
+    the streaming pass looks it up only to correct its distinct counts, and the arrays count no order from it
+    (only lines with units above zero start runs or hold order ids), so its batch is counted directly too.
 
     With ``positions`` (input not written order by order), orders are counted without the run starts: an array
     indexed by the order id holds the customer of its first counted line; a counted line whose order holds
@@ -545,7 +547,7 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
             if clean:
                 units = batch.get_column("amount_units").to_numpy()
                 days = batch.get_column("order_date").to_physical().to_numpy()
-                clean = not (units == 0).any() and (as_of_day is None or days.max() < as_of_day)
+                clean = as_of_day is None or days.max() < as_of_day
             if clean:
                 total["rows"] += batch.height
                 for flag in flags:
@@ -560,8 +562,8 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
                 total["rows"] += part["rows"]
                 for flag in flags:
                     total[flag] = total[flag] or bool(part[flag])
-                total["_gross_units"] += part["_gross_units"] or 0.0
-                total["usable_units"] += int(part["usable_units"] or 0)
+                total["_gross_units"] += part["_gross_units"]
+                total["usable_units"] += int(part["usable_units"])
                 exceptions.append(batch.filter(condition).group_by("customer_id").agg(exception_aggs))
                 batch = batch.filter(usable)
                 if batch.height == 0:

@@ -94,6 +94,12 @@ lines = st.lists(st.tuples(customer_ids, order_ids, days, amounts), min_size=1, 
 # the largest key of the batches before, carried: customer 2's order 4 again after order 3 in the next batch
 @example(rows=[(2, 4, 0, 1.0), (3, 5, 0, 1.0), (1, 3, 0, 1.0), (2, 4, 0, 1.0)], as_of=None, ordered=False,
          batch_rows=2)
+# zero amounts in a batch without a null (counted directly): customer 2 has usable rows but no purchase, and the
+# zero line of customer 1's order 1 is not another order, in the run starts and in the positions
+@example(rows=[(1, 1, 0, 0.0), (1, 1, 0, 1.0), (2, 2, 1, 0.0), (1, 3, 2, 2.0), (1, 4, 3, 0.0)], as_of=None,
+         ordered=False, batch_rows=1 << 18)
+@example(rows=[(1, 1, 0, 0.0), (1, 1, 0, 1.0), (2, 2, 1, 0.0), (1, 3, 2, 2.0), (1, 4, 3, 0.0)], as_of=None,
+         ordered=True, batch_rows=1 << 18)
 @given(rows=lines, as_of=st.one_of(st.none(), st.integers(1, 41).map(lambda d: START + dt.timedelta(days=d))),
        ordered=st.booleans(), batch_rows=st.sampled_from([1, 2, 3, 7, 1 << 18]))
 def test_any_input_the_same_as_the_streaming_pass(rows, as_of, ordered, batch_rows):
@@ -158,6 +164,27 @@ def test_ids_too_far_apart_fall_back_to_the_streaming_pass(monkeypatch, dense_ru
     rows = [(c, n, 0, 1.0) for n, c in enumerate([1, 50, 99, 3, 102, 7])]  # 102 ids: within 6 // 2 + 100
     both_ways(frame(rows), monkeypatch, batch_rows=2)
     assert dense_runs == [False, True]
+
+
+@pytest.mark.parametrize("widest", ["last", "first"])
+def test_ids_may_span_half_the_rows_plus_the_slack_and_not_one_more(monkeypatch, dense_runs, tmp_path, widest):
+    """The arrays' limit at its edge: over 21 rows, customer ids may span 21 // 2 + DENSE_SPAN_SLACK = 20 ids, not
+    21. With the widest ids in the last row, the rows read by then are the whole file; in the first batch of 8
+    rows (which alone would allow 8 // 2 + 10 = 14 ids), the limit is the Parquet file's own row count."""
+    monkeypatch.setattr(features, "DENSE_SPAN_SLACK", 10)
+    monkeypatch.setattr(features, "DENSE_BATCH_ROWS", 8)
+    n = 21
+    for span, dense in ((20, True), (21, False)):
+        small = [i % 10 for i in range(n - 2)]  # ids 0 .. 9: within any batch's own limit
+        ids = [0, *small, span - 1] if widest == "last" else [0, span - 1, *small]
+        data = pl.DataFrame({"customer_id": ids, "order_id": list(range(n)),
+                             "order_date": [START + dt.timedelta(days=i) for i in range(n)],
+                             "amount": [float(i + 1) for i in range(n)]})
+        path = tmp_path / f"edge-{span}.parquet"
+        data.write_parquet(path)
+        result = compute_features(read_transactions(path, MAPPING), orders="boundaries")
+        assert dense_runs[-1] is dense, (widest, span)
+        assert result.customers.equals(compute_features(read_transactions(path, MAPPING), orders="hashing").customers)
 
 
 @pytest.mark.parametrize("id_type", [pl.Int8, pl.Int32, pl.UInt16, pl.UInt32])
