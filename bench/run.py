@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -445,6 +446,20 @@ def time_help(repeat: int, log: Path) -> dict:
 
 
 # --------------------------------------------------------------------- report
+def host_id() -> str:
+    """Which machine this is, apart from what it is: two virtual machines of one type describe themselves alike
+    (CPU, memory, kernel, versions) and may still differ in speed. The first 8 hex digits of a SHA-256 of the
+    system's machine id (/etc/machine-id, set once per installed system), else of the host name."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return hashlib.sha256(platform.node().encode()).hexdigest()[:8]
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -474,7 +489,7 @@ def machine() -> dict:
 
     dirty = git("status", "--porcelain", "--", "engine", "plugins")
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem / 2**30, 1),
+        "host": host_id(), "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
         "polars": version(TB_PY, "polars"), "tierbook_commit": git("rev-parse", "--short", "HEAD"),
         "engine_uncommitted_files": len(dirty.splitlines()) if dirty else 0,
@@ -531,7 +546,7 @@ def write_report(results: dict) -> None:
                   "measured it; a block re-measured alone gets its own label, the others keep theirs. Page cache "
                   "warm (every file is read many times); no tool pinned to cores.", ""]
         for i, m in enumerate(machines, 1):
-            lines.append(f"- **M{i}**: CPU {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}; "
+            lines.append(f"- **M{i}** (host {m.get('host', 'not recorded')}): CPU {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GB; {m['os']}; "
                          f"Python {m['python']}; Polars {m['polars']}; baselines: pandas {m['pandas']}, DuckDB "
                          f"{m['duckdb']}, pymc-marketing {m['pymc-marketing']}")
         lines.append("")

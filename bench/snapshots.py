@@ -34,7 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from run import DATA, LOGS, TB_BIN, compile_bytecode, ensure_data, measure, tool_command  # noqa: E402
+from run import DATA, LOGS, TB_BIN, compile_bytecode, ensure_data, machine, measure, tool_command  # noqa: E402
 
 RESULTS = BENCH / "snapshots-results.json"
 TARGETS = {"time": 2.0, "memory": 1.5}
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     cpu_ratio = med["snapshots"]["cpu_s"] / med["one"]["cpu_s"]
     summary = {"size": args.size, "periods": args.periods, "rounds": args.rounds, "runs": runs, "median": med,
                "ratio": ratio, "cpu_ratio": cpu_ratio, "targets": TARGETS, "cpus": os.cpu_count(),
-               "load_after": os.getloadavg()}
+               "load_after": os.getloadavg(), "machine": machine()}
     results = RESULTS if args.size == "10m" else RESULTS.with_name(f"snapshots-results-{args.size}.json")
     results.write_text(json.dumps(summary, indent=2) + "\n")
     print()
@@ -86,6 +86,9 @@ def main(argv=None) -> int:
     for k in commands:
         print(f"| {k} | {med[k]['wall_s']:.2f} | {med[k]['rss_gib']:.2f} | {med[k]['cpu_s']:.2f} |")
     print(f"CPU (user + system): {cpu_ratio:.2f}x")
+    m = summary["machine"]
+    print(f"measured on host {m['host']} ({m['cpu']}, {m['cores']} cores), tierbook {m['tierbook_commit']} "
+          f"(uncommitted files in engine/ and plugins/: {m['engine_uncommitted_files']})")
     for k, target in TARGETS.items():
         print(f"{k}: {ratio[k]:.2f}x (target at most {target}x: {'met' if ratio[k] <= target else 'NOT met'})")
     return 0

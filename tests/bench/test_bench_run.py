@@ -122,3 +122,18 @@ def test_a_partial_rerun_keeps_the_older_blocks_labels(measured, monkeypatch):
     text = (measured / "RESULTS.md").read_text()
     assert f"on machine M1, tierbook {before['tierbook_commit']}" in text
     assert "on machine M2, tierbook abc1234" in text and "another CPU" in text
+
+
+def test_two_hosts_alike_in_every_description_get_two_labels(measured, monkeypatch):
+    """Two virtual machines of one type describe themselves alike (CPU, memory, kernel, versions, commit) and may
+    still differ in speed: the host id tells their figures apart."""
+    results = json.loads((measured / "results.json").read_text())
+    before = results["sizes"]["5k"]["machine"]
+    assert len(before["host"]) == 8 and before["host"] == run.host_id()
+    other = {**before, "host": "0123abcd"}
+    monkeypatch.setattr(run, "machine", lambda: other)
+    assert run.main(["--workdir", str(measured), "--sizes", "5k-messy", "--tools", "floor,tierbook",
+                     "--repeat", "1", "--help-repeat", "0", "--skip-check"]) == 0
+    text = (measured / "RESULTS.md").read_text()
+    assert f"**M1** (host {before['host']})" in text and "**M2** (host 0123abcd)" in text
+    assert f"on machine M2, tierbook {before['tierbook_commit']}" in text
