@@ -28,10 +28,12 @@ Customers from a customer table who have no usable transaction are kept, with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from decimal import Decimal
 
 import polars as pl
@@ -477,7 +479,8 @@ class _DenseState:
 
 
 def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature] | None = None, *,
-                positions: bool = False) -> tuple[pl.DataFrame, pl.DataFrame, dict, list[pl.DataFrame]] | None:
+                positions: bool = False, buckets: Any = None
+                ) -> tuple[pl.DataFrame, pl.DataFrame, dict, list[pl.DataFrame]] | None:
     """The ordered pass's results (``grouped`` as the ``group_by`` gives it, before :func:`_finish`; the
     ``exceptions``; the totals' one row), computed without hashing: the rows come from the streaming engine in
     batches, in the input's order, and each customer's aggregates are kept in arrays indexed by the customer id.
@@ -502,74 +505,67 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
     the batches (customer, order key, day, units: 28 bytes a row) with the canonical ``amount`` and ``order_id``
     added, as the streaming pass gives them its ``rows``; their tables come last in the result.
 
+    With ``buckets`` (the snapshot scan's, :class:`engine.snapshots._DenseBuckets`), the arrays hold one bucket of
+    dates at a time: ``buckets.split`` cuts each batch's usable rows by bucket (None when a bucket comes after a
+    later one: the input is not in date order), and ``buckets.flush`` takes each bucket's rows out of the arrays
+    (with ``positions``, the orders first held in it, ``orders``' ``born`` marks) and empties them before the next;
+    the arrays also count the purchase lines and those without an order id (``purchases``, ``null_key``). The pass
+    then returns only the exceptions and the totals (no table features).
+
     Returns None, having read part of the input, when the customer ids (or with ``positions`` the order ids) are
     too far apart for arrays (:data:`DENSE_SPAN_SLACK`), a date is one of the arrays' marks or a table query reads
     a column the kept rows do not have: the streaming pass then runs.
     """
-    condition, exception_aggs, total_exprs = _side_queries(tx, as_of)
-    usable = _usable(as_of)
+    condition, exception_aggs, _ = _side_queries(tx, as_of)
     flags = [*tx.checks, *tx.tallies]
     columns = list(dict.fromkeys(["customer_id", "order_key", "order_date", "amount_units", *flags]))
     key_is_date = tx.frame.collect_schema()["order_key"] == pl.Date
     batches = tx.frame.select(columns).collect_batches(chunk_size=DENSE_BATCH_ROWS, engine="streaming")
     import numpy as np  # here, while the scan reads its first batches (no other command pays the import)
 
-    state = _DenseState(np)
-    orders = _DenseState(np, {"owner": "int64"}, {"owner": _NO_OWNER}) if positions else None
+    state = _DenseState(np) if buckets is None else _DenseState(np, {**_DenseState.FIELDS, "purchases": "int64",
+                                                                     "null_key": "int64"}, _DenseState.EMPTY)
+    orders = (_DenseState(np, {"owner": "int64", **({"born": "int8"} if buckets is not None else {})},
+                          {"owner": _NO_OWNER}) if positions else None)
     total = {"rows": 0, **dict.fromkeys(flags, False), "_gross_units": 0.0, "usable_units": 0}
-    as_of_day = (as_of - dt.date(1970, 1, 1)).days if as_of is not None else None
     exceptions: list[pl.DataFrame] = []
     tables = {n: f for n, f in (plugin_features or {}).items() if f.table is not None}
     kept: list[pl.DataFrame] | None = [] if tables else None  # the usable rows, for the table features
     rows_read, rows = 0, None  # rows read so far; rows in all, once asked for
-
-    def rows_in_all() -> int:
-        """The input's rows, where the source tells them without a read (Parquet's metadata, a frame), else 0: ids
-        that span more than the rows read so far allow may still fit the input's rows."""
-        if tx.fmt not in ("parquet", "frame") or tx.raw is None:
-            return 0
-        try:
-            return int(tx.raw.select(pl.len()).collect().item())
-        except pl.exceptions.PolarsError:
-            return 0
-
+    rows_in_all = functools.partial(_rows_in_all, tx)
+    intake = _BatchIntake(np, tx, as_of, total, exceptions)
     carry_customer, carry_key = None, None  # the previous counted line's customer, the largest counted key so far
-    # The scatters into the arrays run on a thread of their own (NumPy lets go of the GIL in them), one batch
-    # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals.
-    with ThreadPoolExecutor(1, thread_name_prefix="tierbook-dense") as scatter:
-        pending = None
+    def usable_batches():
+        """The usable rows of each batch with their units and days (and with ``buckets``, each bucket's part
+        of them: ``(bucket, rows, units, days)``; None when the buckets are not in order)."""
+        nonlocal rows_read
         for batch in batches:
             if batch.height == 0:
                 continue
             rows_read += batch.height
-            clean = not any(batch.get_column(c).null_count() for c in ("customer_id", "order_key", "order_date",
-                                                                        "amount_units"))
-            if clean:
-                units = batch.get_column("amount_units").to_numpy()
-                days = batch.get_column("order_date").to_physical().to_numpy()
-                clean = as_of_day is None or days.max() < as_of_day
-            if clean:
-                total["rows"] += batch.height
-                for flag in flags:
-                    total[flag] = total[flag] or bool(batch.get_column(flag).any())
-                # The totals' _gross_units only tells whether an Int64 sum could wrap (_INT64_SAFE): the rows times
-                # the largest absolute amount bounds it, and is exact enough while far below; else the sum itself.
-                bound = batch.height * max(-int(units.min()), int(units.max()))
-                total["_gross_units"] += bound if bound < 2**52 else float(np.abs(units).sum(dtype=np.float64))
-                total["usable_units"] += int(units.sum())
+            batch, units, days = intake(batch)
+            if batch.height == 0:
+                continue
+            if buckets is None:
+                yield None, batch, units, days
             else:
-                part = batch.select(total_exprs).row(0, named=True)
-                total["rows"] += part["rows"]
-                for flag in flags:
-                    total[flag] = total[flag] or bool(part[flag])
-                total["_gross_units"] += part["_gross_units"]
-                total["usable_units"] += int(part["usable_units"])
-                exceptions.append(batch.filter(condition).group_by("customer_id").agg(exception_aggs))
-                batch = batch.filter(usable)
-                if batch.height == 0:
-                    continue
-                units = batch.get_column("amount_units").to_numpy()
-                days = batch.get_column("order_date").to_physical().to_numpy()
+                yield from buckets.split(np, batch, units, days)
+
+    current = None  # with buckets: the bucket being counted
+    # The scatters into the arrays run on a thread of their own (NumPy lets go of the GIL in them), one batch
+    # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals.
+    with ThreadPoolExecutor(1, thread_name_prefix="tierbook-dense") as scatter:
+        pending = None
+        for bucket, batch, units, days in usable_batches():
+            if batch is None:  # the buckets not in input order
+                return None
+            if bucket != current:  # the arrays hold the bucket before: its rows out, the arrays emptied
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if current is not None:
+                    buckets.flush(np, state, orders, current)
+                current = bucket
             if kept is not None:
                 kept.append(batch.select(_KEPT_COLUMNS))
             ids = batch.get_column("customer_id").to_numpy().astype(np.int64, copy=False)
@@ -609,33 +605,23 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
                         return None
                 owned = (orders.arrays["owner"], key - orders.lo if orders.lo else key, who, state.lo)
             elif who.size:
-                # The counted lines, as in _order_flags: a run starts where the line's key is not the largest key
-                # of the counted lines before it or its customer not the previous counted line's; in doubt where
-                # it is not larger.
-                # Line i against the largest key before it (largest[i - 1], the carried one for the first line) and
-                # the customer before it (who[i - 1]); compared on shifted views, without copies.
-                largest = np.maximum.accumulate(key)
-                if carry_key is not None:
-                    np.maximum(largest, carry_key, out=largest)
-                start = np.empty(key.size, dtype=bool)
-                doubt = np.empty(key.size, dtype=bool)
-                np.not_equal(key[1:], largest[:-1], out=start[1:])
-                start[1:] |= who[1:] != who[:-1]
-                np.less_equal(key[1:], largest[:-1], out=doubt[1:])
-                doubt[1:] &= start[1:]
-                if carry_key is None:  # the first counted line: a fresh run start
-                    start[0], doubt[0] = True, False
-                else:
-                    start[0] = key[0] != carry_key or who[0] != carry_customer - state.lo
-                    doubt[0] = start[0] and key[0] <= carry_key
-                carry_key, carry_customer = largest[-1], int(who[-1]) + state.lo
-                started, doubted = who[start], who[doubt]
+                started, doubted, carry_key, carry_customer = _run_starts(np, who, key, state.lo, carry_key,
+                                                                          carry_customer)
+            counts = None
+            if buckets is not None:  # the purchase lines, and those without an order id
+                counts = [("purchases", at if every else at[bought])]
+                if with_key is not None:
+                    counts.append(("null_key", at[bought & ~with_key]))
             if pending is not None:
                 pending.result()
             pending = scatter.submit(_dense_scatter, np, state.arrays, at, units, days, None if every else bought,
-                                     who if with_key is None else None, started, doubted, owned)
+                                     who if with_key is None else None, started, doubted, owned, counts)
         if pending is not None:
             pending.result()
+    if buckets is not None:
+        if current is not None:
+            buckets.flush(np, state, orders, current)
+        return (*_merged_exceptions(tx, exceptions, condition, exception_aggs), total)
     if positions:  # each order id counts for the customer holding it
         owner = orders.arrays["owner"]
         state.arrays["starts"] = np.bincount(owner[owner != _NO_OWNER] - state.lo, minlength=state.size)
@@ -643,6 +629,88 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
     if table_results is None:
         return None
     return (*_dense_result(tx, state, total, exceptions, condition, exception_aggs), table_results)
+
+
+def _rows_in_all(tx: Transactions) -> int:
+    """The input's rows, where the source tells them without a read (Parquet's metadata, a frame), else 0: ids
+    that span more than the rows read so far allow may still fit the input's rows."""
+    if tx.fmt not in ("parquet", "frame") or tx.raw is None:
+        return 0
+    try:
+        return int(tx.raw.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError:
+        return 0
+
+
+class _BatchIntake:
+    """A dense pass's batch in (see :func:`_dense_pass`): its rows, flags and units added to ``total``, and its
+    usable rows with their units and day numbers out. A batch without a null or a date from ``as_of`` on is
+    counted directly (a zero amount too: see :func:`_dense_pass`); one with such a row gets the exceptions' and
+    totals' Polars aggregations (:func:`_side_queries`, the exceptions appended to ``exceptions``) and only its
+    usable rows go on."""
+
+    def __init__(self, np, tx: Transactions, as_of: dt.date | None, total: dict, exceptions: list[pl.DataFrame]):
+        self.np, self.total, self.exceptions = np, total, exceptions
+        self.condition, self.exception_aggs, self.total_exprs = _side_queries(tx, as_of)
+        self.usable = _usable(as_of)
+        self.flags = [*tx.checks, *tx.tallies]
+        self.as_of_day = (as_of - dt.date(1970, 1, 1)).days if as_of is not None else None
+
+    def __call__(self, batch: pl.DataFrame):
+        np, total, flags, as_of_day = self.np, self.total, self.flags, self.as_of_day
+        clean = not any(batch.get_column(c).null_count() for c in ("customer_id", "order_key", "order_date",
+                                                                    "amount_units"))
+        if clean:
+            units = batch.get_column("amount_units").to_numpy()
+            days = batch.get_column("order_date").to_physical().to_numpy()
+            clean = as_of_day is None or days.max() < as_of_day
+        if clean:
+            total["rows"] += batch.height
+            for flag in flags:
+                total[flag] = total[flag] or bool(batch.get_column(flag).any())
+            # The totals' _gross_units only tells whether an Int64 sum could wrap (_INT64_SAFE): the rows times
+            # the largest absolute amount bounds it, and is exact enough while far below; else the sum itself.
+            bound = batch.height * max(-int(units.min()), int(units.max()))
+            total["_gross_units"] += bound if bound < 2**52 else float(np.abs(units).sum(dtype=np.float64))
+            total["usable_units"] += int(units.sum())
+            return batch, units, days
+        part = batch.select(self.total_exprs).row(0, named=True)
+        total["rows"] += part["rows"]
+        for flag in flags:
+            total[flag] = total[flag] or bool(part[flag])
+        total["_gross_units"] += part["_gross_units"]
+        total["usable_units"] += int(part["usable_units"])
+        self.exceptions.append(batch.filter(self.condition).group_by("customer_id").agg(self.exception_aggs))
+        batch = batch.filter(self.usable)
+        if batch.height == 0:
+            return batch, None, None
+        return batch, batch.get_column("amount_units").to_numpy(), batch.get_column("order_date").to_physical().to_numpy()
+
+
+def _run_starts(np, who, key, lo: int, carry_key, carry_customer):
+    """The run starts and those in doubt of one batch's counted lines (``who``: their customers' elements, ``key``:
+    their order keys), as in :func:`_order_flags`: a run starts where the line's key is not the largest key of the
+    counted lines before it or its customer not the previous counted line's; in doubt where it is not larger.
+    ``carry_key`` and ``carry_customer`` (an id: the element plus ``lo``) are the largest key and the last customer
+    of the counted lines before the batch (None before the first). Returns the elements of the run starts and of
+    those in doubt, and the carry for the next batch."""
+    # Line i against the largest key before it (largest[i - 1], the carried one for the first line) and the
+    # customer before it (who[i - 1]); compared on shifted views, without copies.
+    largest = np.maximum.accumulate(key)
+    if carry_key is not None:
+        np.maximum(largest, carry_key, out=largest)
+    start = np.empty(key.size, dtype=bool)
+    doubt = np.empty(key.size, dtype=bool)
+    np.not_equal(key[1:], largest[:-1], out=start[1:])
+    start[1:] |= who[1:] != who[:-1]
+    np.less_equal(key[1:], largest[:-1], out=doubt[1:])
+    doubt[1:] &= start[1:]
+    if carry_key is None:  # the first counted line: a fresh run start
+        start[0], doubt[0] = True, False
+    else:
+        start[0] = key[0] != carry_key or who[0] != carry_customer - lo
+        doubt[0] = start[0] and key[0] <= carry_key
+    return who[start], who[doubt], largest[-1], int(who[-1]) + lo
 
 
 #: The columns of the usable rows the dense pass keeps for the plugins' table features.
@@ -666,13 +734,16 @@ def _dense_tables(tx: Transactions, kept: list[pl.DataFrame], tables: Mapping[st
         return None
 
 
-def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, owned=None) -> None:
+def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, owned=None, counts=None) -> None:
     """One batch's lines into the arrays ``a`` (see :func:`_dense_pass`): ``at`` the customers' elements, ``bought``
     the purchase lines (None: every line), ``buyers`` their elements if already gathered, ``started`` and
     ``doubted`` the elements of the run starts and of those in doubt; with ``owned`` (the positions pass: the
     array of owners, the counted lines' order elements, their customers' elements, the customers' ``lo``), each
     counted line's order takes its customer if it has none, and a line whose order holds another customer puts
-    its customer in doubt."""
+    its customer in doubt; ``counts`` (name, elements) pairs each add one at their elements (the bucket pass's
+    purchase lines and lines without an order id)."""
+    for name, elements in counts or ():
+        np.add.at(a[name], elements, 1)
     if owned is not None:
         owner, orders, customers, lo = owned
         ids = customers + lo
@@ -733,15 +804,22 @@ def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions:
     else:
         grouped = grouped.with_columns(pl.Series("monetary", units / AMOUNT_SCALE),
                                        pl.Series("returned_value", returned / AMOUNT_SCALE))
+    return grouped, *_merged_exceptions(tx, exceptions, condition, exception_aggs), total
+
+
+def _merged_exceptions(tx: Transactions, exceptions: list[pl.DataFrame], condition: pl.Expr,
+                       exception_aggs: list[pl.Expr]) -> tuple[pl.DataFrame]:
+    """The dense pass's batches' exceptions as the streaming pass's exceptions table (one row per customer)."""
+    schema = tx.frame.collect_schema()
     empty = pl.LazyFrame(schema=schema).filter(condition).group_by("customer_id").agg(exception_aggs)
     exceptions_schema = empty.collect_schema()
     if not exceptions:
-        return grouped, pl.DataFrame(schema=exceptions_schema), total
+        return (pl.DataFrame(schema=exceptions_schema),)
     counts = ("rows", "unusable", "null_date", "null_amount", "after_as_of")
     merged = pl.concat(exceptions).group_by("customer_id").agg(
         pl.col(name).sum() if name in counts else pl.col(name).max() if name == "last_day" else pl.col(name).any()
         for name in exceptions_schema.names() if name != "customer_id")
-    return grouped, merged.cast(exceptions_schema), total
+    return (merged.cast(exceptions_schema),)
 
 
 def _queries(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature], *, wide: bool = False,

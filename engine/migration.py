@@ -327,7 +327,10 @@ def with_previous(current: pl.DataFrame, previous: pl.DataFrame, selections: Seq
     if not outputs:
         return current
     prev = previous.select("customer_id", *[pl.col(o.column).alias(o.column + PREV_SUFFIX) for _, o in outputs])
-    joined = current.join(prev, on="customer_id", how="left", maintain_order="left")
+    # the earlier labels lined up with ``current``'s rows, then added beside its columns (a join of the whole table
+    # would copy every column of it)
+    aligned = current.select("customer_id").join(prev, on="customer_id", how="left", maintain_order="left")
+    joined = current.with_columns(aligned.drop("customer_id"))
     change = pl.Enum(list(CHANGES))
     exprs = []
     for _, o in outputs:

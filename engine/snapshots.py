@@ -60,6 +60,7 @@ from typing import Any
 
 import polars as pl
 
+from . import features
 from .classifier import Feature
 from .data import AMOUNT_SCALE, Transactions, as_date, read_customers, read_transactions
 from .errors import DataError, ParamError, option
@@ -278,9 +279,18 @@ class SnapshotFeatures:
         return self.spec.as_of
 
     def table(self, i: int) -> FeatureResult:
-        """The customer table as of ``as_of[i]``."""
+        """The customer table as of ``as_of[i]`` (the earlier ones: not after :meth:`built`)."""
         i = range(len(self.as_of))[i]
-        return self.last if i == len(self.as_of) - 1 and self.last is not None else self.build(i)
+        if i == len(self.as_of) - 1 and self.last is not None:
+            return self.last
+        if self.build is None:
+            raise RuntimeError("the snapshot tables were all built and their running totals let go")
+        return self.build(i)
+
+    def built(self) -> None:
+        """No earlier table will be asked for again: the running totals they are built from are let go (the last
+        table and the window tables stay)."""
+        self.build = None
 
     def window_table(self, name: str, i: int, snapshot: pl.DataFrame) -> pl.DataFrame:
         """The table windowed classifier ``name`` reads in snapshot ``i`` (``snapshot``: that snapshot's table)."""
@@ -531,6 +541,7 @@ def compute_snapshot_features(
     collect: Any = None,
     orders: str = "auto",
     pack: bool = True,
+    dense: bool = True,
 ) -> SnapshotFeatures:
     """Every snapshot's customer table (and each windowed classifier's) from one scan of ``tx``.
 
@@ -582,12 +593,31 @@ def compute_snapshot_features(
     per_bucket = (bool(key_features) and not ordered and collect is None and not spec.windows
                   and all((f.compute.column, f.compute.rows) == ("order_key", "purchases") for f in key_features))
 
-    packed = pack and collect is None
+    # integer ids, all history, input in date order: the buckets from the dense pass's arrays (one bucket at a
+    # time), not a group_by; None when it does not apply or gives up (the input not in date order ...)
+    dense_result = None
+    positions = False
+    if (dense and features.DENSE_PASS and collect is None and key_features and not spec.windows
+            and (ordered or orders == "auto") and not any(f.agg is not None or f.table is not None
+                                                  for f in plugin_features.values())
+            and features._dense_possible(tx, plugin_features, streaming=streaming, wide=wide)):
+        try:
+            dense_result = _dense_buckets(tx, boundaries, last, positions=not ordered)
+        except pl.exceptions.PolarsError as exc:
+            from .data import explain_read_error
+
+            raise DataError(f"{tx.describe()}: {explain_read_error(tx.path, tx.fmt, exc, tx.delimiter)}") from None
+    packed = pack and collect is None and dense_result is None
     queries, extra = snapshot_queries(tx, spec, plugin_features, window_features, wide, ordered=ordered,
                                       per_bucket=per_bucket, packed=packed)
+    if dense_result is not None:
+        queries, extra = [], []
+        positions, per_bucket = not ordered, False
     has_orders = len(queries) - len(extra) == 5
     try:
-        if collect is None:
+        if dense_result is not None:
+            collected = list(dense_result)
+        elif collect is None:
             collected = pl.collect_all(queries, engine="streaming" if streaming else "auto")
         else:  # ``tx`` has no row: the queries' results on none (a plugin feature reading a missing column
             # fails here, before any work), then on the partitions, put together
@@ -608,7 +638,7 @@ def compute_snapshot_features(
     order_rows = collected[4] if has_orders else None
     extra_frames = collected[4 + has_orders:]
 
-    total = totals.row(0, named=True)
+    total = totals if isinstance(totals, dict) else totals.row(0, named=True)
     for flag in tx.checks:
         if total[flag]:
             raise tx.locate(flag)
@@ -618,13 +648,13 @@ def compute_snapshot_features(
         return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
                                          window_features=window_features, streaming=streaming,
                                          feature_owners=feature_owners, wide=wide, collect=collect, orders=orders,
-                                         pack=False)
+                                         pack=False, dense=dense)
     if not wide and (total["_gross_units"] or 0) >= _INT64_SAFE:  # an Int64 sum may have wrapped: sum again
         del buckets, order_rows
         return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
                                          window_features=window_features, streaming=streaming,
                                          feature_owners=feature_owners, wide=True, collect=collect, orders=orders,
-                                         pack=pack)
+                                         pack=pack, dense=dense)
     tally_error = tx.tally_error({flag: int(bool(total[flag])) for flag in tx.tallies})
     if tally_error is not None:
         raise tally_error
@@ -639,12 +669,13 @@ def compute_snapshot_features(
 
     first = None
     recounted = 0
-    if ordered:
+    if ordered or positions:
         if total["rows"] >= _DOUBT:  # a customer's run starts could reach _DOUBT: count by hashing
             del buckets
             return compute_snapshot_features(tx, spec, customers=customers, plugin_features=plugin_features,
                                              window_features=window_features, streaming=streaming,
-                                             feature_owners=feature_owners, wide=wide, orders="hashing", pack=pack)
+                                             feature_owners=feature_owners, wide=wide, orders="hashing", pack=pack,
+                                             dense=dense)
         buckets, recounted = _orders_from_runs(buckets, key_features, _bucketed(tx, spec)[0], streaming)
     if per_bucket:
         doubtful = _across_buckets(buckets, order_rows, lambda: _orders_per_customer(tx, spec, streaming))
@@ -664,6 +695,9 @@ def compute_snapshot_features(
     # not once per snapshot that reads the row (every snapshot from its bucket to the customer's next one):
     # 2.0M conversions instead of 3.8M at 1M customers and eight quarters
     cumulative = _cumulative_amounts(buckets, key_features)
+    activity = _activity(buckets, boundaries, dates, spec.previous)
+    if not spec.windows:  # only a window's tables read the buckets again: let them go before the tables are built
+        buckets = order_rows = first = None
     _give_back_freed_memory()
 
     def finish(grouped: pl.DataFrame, as_of: dt.date, amounts: bool = True) -> pl.DataFrame:
@@ -723,14 +757,116 @@ def compute_snapshot_features(
         report.orders_counted, report.orders_recounted = "boundaries", recounted
         report.orders_check = ("input written order by order (checked on every purchase line)" if not recounted
                                else f"{recounted:,} customer(s) with orders out of place counted again by hashing")
+    elif positions:
+        report.orders_counted, report.orders_recounted = "positions", recounted
+        report.orders_check = f"{why_not}; " + (
+            "each order id held one customer (checked on every purchase line)" if not recounted
+            else f"{recounted:,} customer(s) sharing an order id with another counted again by hashing")
     elif why_not is not None:
         report.orders_check = why_not
-    activity = _activity(buckets, boundaries, dates, spec.previous)
     _check_periods(spec, activity)
-    if not spec.windows:  # only a window's tables read the buckets again: let them go before the tables are built
-        buckets = order_rows = first = None
     return SnapshotFeatures(spec=spec, activity=activity, report=report, build=build, build_window=build_window,
                             last=last_table)
+
+
+# ------------------------------------------------------------------------------------------ the dense scan
+class _DenseBuckets:
+    """The snapshot scan's buckets on the dense pass (:func:`engine.features._dense_pass` with ``buckets``): the
+    arrays indexed by the customer id hold one bucket's lines at a time, the input being in date order (as a
+    transaction log is written), so each (customer, bucket) row is what the ``group_by`` of
+    :func:`snapshot_queries` gives, without hashing and with memory for one bucket's arrays.
+
+    :meth:`split` cuts a batch's usable rows where their bucket changes, and gives up (yields ``None``) when a
+    bucket comes after a later one. :meth:`flush` takes a bucket's rows out of the arrays: the customers with a
+    usable line in it, the sums, counts and days of its lines, its purchase lines (``_purchases``), whether one
+    has no order id (``_null_key``), and ``_runs``, the orders it adds plus :data:`engine.features._DOUBT` for a
+    customer in doubt (for :func:`_orders_from_runs`): by run starts, an order counts in the bucket of its first
+    run's first line, which is its first bucket, since the buckets never go back; by positions, an order counts
+    in the bucket its id was first held in (the ``born`` marks), the bucket of its first counted line.
+    """
+
+    def __init__(self, boundaries: Sequence[dt.date], id_type: pl.DataType):
+        import numpy as np
+
+        epoch = dt.date(1970, 1, 1)
+        self.edges = np.array([(b - epoch).days for b in boundaries], dtype=np.int64)
+        self.id_type = id_type
+        self.current = 0  # the latest bucket seen
+        self.first = self.last = None  # the earliest and latest day of a usable line
+        self.frames: list[pl.DataFrame] = []
+
+    def split(self, np, batch: pl.DataFrame, units, days):
+        """``(bucket, rows, units, days)`` for each bucket's part of a batch, in order; ``(None, None, None, None)``
+        when the batch's buckets go back (in it, or before the latest bucket seen)."""
+        bucket = np.searchsorted(self.edges, days, side="right")
+        if bucket[0] < self.current or (bucket.size > 1 and (bucket[1:] < bucket[:-1]).any()):
+            yield None, None, None, None
+            return
+        low, high = int(days.min()), int(days.max())
+        self.first = low if self.first is None else min(self.first, low)
+        self.last = high if self.last is None else max(self.last, high)
+        cuts = [0, *(np.flatnonzero(bucket[1:] != bucket[:-1]) + 1).tolist(), bucket.size]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            self.current = int(bucket[a])
+            whole = a == 0 and b == bucket.size
+            yield (self.current, batch if whole else batch.slice(a, b - a), units if whole else units[a:b],
+                   days if whole else days[a:b])
+
+    def flush(self, np, state, orders, bucket: int) -> None:
+        """Bucket ``bucket``'s rows out of ``state``'s arrays (``orders``: the positions' array of owners, or None),
+        and the arrays emptied for the next bucket."""
+        a = state.arrays
+        low = features._DAY_NONE_LOW
+        at = np.flatnonzero((a["last"] != low) | (a["other_day"] != low))  # the customers with a line here
+        if orders is not None:  # the orders first held in this bucket, by their holder
+            owner, born = orders.arrays["owner"], orders.arrays["born"]
+            fresh = (owner != features._NO_OWNER) & (born == 0)
+            born[fresh] = 1
+            starts = np.bincount(owner[fresh] - state.lo, minlength=state.size)[at]
+        else:
+            starts = a["starts"][at]
+        bought = pl.Series(a["last"][at] != low)
+        last = a["last"][at]
+        frame = pl.DataFrame([
+            pl.Series("customer_id", at + state.lo).cast(self.id_type),
+            pl.Series("_bucket", np.full(at.size, bucket, np.int32)),
+            pl.Series("_monetary_units", a["monetary"][at]),
+            pl.Series("first_order", a["first"][at]).cast(pl.Date),
+            pl.Series("last_order", last).cast(pl.Date),
+            pl.Series("last_activity", np.maximum(last, a["other_day"][at])).cast(pl.Date),
+            pl.Series("returns", a["returns"][at]),
+            pl.Series("_returned_value_units", a["returned"][at]),
+            pl.Series("_purchases", a["purchases"][at]),
+            pl.Series("_runs", starts + (a["doubts"][at] > 0) * _DOUBT),
+            pl.Series("_null_key", a["null_key"][at] > 0),
+        ]).with_columns(pl.when(bought).then(pl.col("first_order", "last_order")).name.keep())
+        self.frames.append(frame)
+        for name, values in a.items():
+            values.fill(state.EMPTY.get(name, 0))
+
+    def table(self) -> pl.DataFrame:
+        """Every bucket's rows, sorted by customer and bucket."""
+        frames, self.frames = self.frames, []
+        return pl.concat(frames).sort("customer_id", "_bucket") if frames else None
+
+
+def _dense_buckets(tx: Transactions, boundaries: Sequence[dt.date], last: dt.date, *, positions: bool):
+    """The one scan's ``buckets``, ``exceptions``, ``totals`` (a dict) and ``span`` from the dense pass with
+    :class:`_DenseBuckets` (orders by run starts, or with ``positions`` as array positions), or None where the
+    dense pass gives up (ids or order ids too far apart, the input not in date order, a date on the arrays' marks)
+    or no row is usable (the streaming pass then says why)."""
+    dense = _DenseBuckets(boundaries, tx.frame.collect_schema()["customer_id"])
+    result = features._dense_pass(tx, last, positions=positions, buckets=dense)
+    if result is None:
+        return None
+    table = dense.table()
+    if table is None:
+        return None
+    exceptions, total = result
+    epoch = dt.date(1970, 1, 1)
+    span = pl.DataFrame({"first": [epoch + dt.timedelta(days=dense.first)],
+                         "last": [epoch + dt.timedelta(days=dense.last)]})
+    return table, exceptions, total, span
 
 
 def _ordered_runs(tagged: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
@@ -1138,10 +1274,12 @@ SLIM_COLUMNS = ("customer_id", "monetary", "first_order")
 
 def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection], *, registry: Registry | None = None,
                        skipped: list[str] | None = None, skipped_classifiers: dict[str, str] | None = None,
-                       keep: str = "all", on_table: Any = None) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
+                       keep: str = "all", on_table: Any = None, release: bool = False
+                       ) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
     """Classify every snapshot (windowed classifiers on their window's table); returns tables and fits.
 
-    ``on_table(i, table)``, when given, is called with each table as it is kept, oldest first.
+    ``on_table(i, table)``, when given, is called with each table as it is kept, oldest first. With ``release``,
+    ``feats`` lets go of the running totals once the last table built from them is (:meth:`SnapshotFeatures.built`).
 
     ``keep="all"`` keeps every snapshot's whole table; ``keep="slim"`` keeps the
     last two whole and, of the earlier ones, :data:`SLIM_COLUMNS` and the label
@@ -1157,6 +1295,8 @@ def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection],
     out, all_fits = [], []
     for i in range(n):
         result = feats.table(i)
+        if release and i == max(n - 2, 0):  # the last table built from the running totals: let them go
+            feats.built()
         table, fits = _classify_one(feats, i, result, plain, windowed, selections, registry, skipped,
                                     skipped_classifiers)
         del result
@@ -1392,7 +1532,8 @@ def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Sele
     # and finished while the caller applies the rules to the last one
     deriving = _Deriving(feats, selections, background=True)
     tables, fits = classify_snapshots(feats, selections, registry=registry, skipped=skipped,
-                                      skipped_classifiers=skipped_classifiers, keep=keep, on_table=deriving.add)
+                                      skipped_classifiers=skipped_classifiers, keep=keep, on_table=deriving.add,
+                                      release=True)
     derived = deriving.finish(tables)
     report, activity = feats.report, feats.activity
     del feats  # the scan's buckets: not needed once every snapshot is classified
