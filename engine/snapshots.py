@@ -25,7 +25,9 @@ order, else from each bucket's distinct orders checked against the customer's
 (a customer with an order in two buckets counted again), and with windows from
 distinct (customer, order, bucket) triples. Plugin features (arbitrary aggregations) are computed per
 snapshot over the same cached rows, so they stay exact too; they are the only
-per-snapshot work over the lines.
+per-snapshot work over the lines. On integer customer ids and input in date
+order the (customer, bucket) rows come from the dense pass's arrays, one bucket
+at a time, instead of a ``group_by`` (:class:`_DenseBuckets`).
 
 Lookback windows
 ----------------
