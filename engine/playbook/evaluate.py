@@ -189,6 +189,13 @@ def evaluate_rules(
     del flags
 
     # Each rule's actions (ranked) and cut customers; parts stay in rule order, each in rank order.
+    ids = customers["customer_id"]
+    # A part keeps the customers' row order: with the ids in order (the feature pass's table), so is every part.
+    in_id_order = not ids.null_count() and ids.is_sorted()
+
+    def by_id(part: pl.DataFrame) -> pl.DataFrame:
+        return part if in_id_order else part.sort("customer_id")
+
     kept_parts, cut_parts = [], []
     for i, rule in enumerate(rules):
         part = parts[i]
@@ -199,7 +206,7 @@ def evaluate_rules(
             kept_parts.append(keyed.filter(pl.col("_rank") <= rule.capacity).select("customer_id", "_rule", "_rank"))
             cut_parts.append(keyed.filter(pl.col("_rank") > rule.capacity).select("customer_id", "_rule", "_rank"))
         else:
-            kept_parts.append(part.sort("customer_id").with_row_index("_rank", offset=1)
+            kept_parts.append(by_id(part).with_row_index("_rank", offset=1)
                               .select("customer_id", "_rule", "_rank"))
             cut_parts.append(None)
     id_dtype = customers.schema["customer_id"]
@@ -211,7 +218,7 @@ def evaluate_rules(
     if fallback is not None:
         fb_index = len(rules_all)
         rules_all.append(fallback)
-        kept_parts.append(unmatched.sort("customer_id").with_row_index("_rank", offset=1)
+        kept_parts.append(by_id(unmatched).with_row_index("_rank", offset=1)
                           .select("customer_id", pl.lit(fb_index, pl.Int32).alias("_rule"), "_rank"))
         cut_parts.append(None)
         hits.append(unmatched.height)
@@ -243,22 +250,25 @@ def evaluate_rules(
         "priority": pl.Series([r.priority for r in rules_all], dtype=pl.Int64),
         "parameters": enum([json.dumps(r.params, sort_keys=True, default=str) for r in rules_all]),
     })
+    def with_rule(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+        # meta's row i is rule i: each row's rule columns gathered by its position (a join, without hashing)
+        return pl.concat([frame, meta.select(pl.col(columns).gather(frame["_rule"]))], how="horizontal")
+
     # Actions in (priority, rule, rank) order: the parts concatenated by (priority, rule) are already in
-    # that order, so no sort; the order-keeping join adds the rule's columns.
+    # that order, so no sort.
     by_priority = sorted(range(len(rules_all)), key=lambda i: (rules_all[i].priority, i))
     kept = pl.concat([empty, *[kept_parts[i] for i in by_priority]])
-    actions = (kept.join(meta, on="_rule", how="left", maintain_order="left")
-               .select("customer_id", "rule", "action", "channel", "owner", "due_date", "priority", "parameters"))
+    actions = with_rule(kept, ["rule", "action", "channel", "owner", "due_date", "priority", "parameters"]).select(
+        "customer_id", "rule", "action", "channel", "owner", "due_date", "priority", "parameters")
     cut = pl.concat([empty, *[c for c in cut_parts if c is not None]])
-    cut_out = (cut.join(meta.select("_rule", "rule", "action"), on="_rule", how="left", maintain_order="left")
-               .select("customer_id", "rule", "action", pl.col("_rank").alias("rank")))
+    cut_out = with_rule(cut, ["rule", "action"]).select("customer_id", "rule", "action", pl.col("_rank").alias("rank"))
 
     control_schema = {"customer_id": id_dtype, "_rule": pl.Int32, "_rank": pl.UInt32, "holdout": pl.String,
                       "bucket": pl.UInt64}
     control = pl.concat([pl.DataFrame(schema=control_schema),
                          *[control_parts[i] for i in by_priority if control_parts[i] is not None]])
-    control_out = (control.join(meta.select("_rule", "rule"), on="_rule", how="left", maintain_order="left")
-                   .select("customer_id", "rule", pl.lit("control").alias("group"), "holdout", "bucket"))
+    control_out = with_rule(control, ["rule"]).select("customer_id", "rule", pl.lit("control").alias("group"),
+                                                      "holdout", "bucket")
 
     cut_counts = [0 if c is None else c.height for c in cut_parts]
     kept_counts = [k.height for k in kept_parts]

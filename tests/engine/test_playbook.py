@@ -404,6 +404,42 @@ def test_evaluate_rules_keys_everything_by_position():
         evaluate_rules(customers, rules, as_of=as_of, hit_policy="any")
 
 
+def test_evaluate_rules_ranks_by_id_whatever_the_customers_row_order():
+    """A rule's actions (without capacity) and the fallback's are in customer id order: a table already in id order
+    (the feature pass's) is taken as it is, any other is sorted; both give the same actions, cut and control."""
+    import datetime as dt
+    import random
+
+    from engine.holdout import Holdout
+    from engine.playbook import Rule, evaluate_rules
+
+    rng = random.Random(7)
+    for ids in (list(range(-40, 160)), [f"c{i:03d}" for i in range(200)]):
+        ordered = pl.DataFrame({"customer_id": ids, "monetary": [rng.choice([None, *range(50)]) for _ in ids],
+                                "frequency": [rng.randrange(4) for _ in ids]},
+                               schema_overrides={"monetary": pl.Float64})
+        rules = [Rule(name="big", when="monetary > 30", action="a", channel="email", owner="o", due_days=1,
+                      priority=2, capacity=9),
+                 Rule(name="often", when="frequency >= 2", action="b", channel="mail", owner="o", due_days=2,
+                      priority=1, holdout=Holdout(share=0.3, salt="s", line=1))]
+        fallback = Rule(name="rest", when=None, action="c", channel="none", owner="p", due_days=3, priority=3)
+        shuffled = ordered.sample(fraction=1.0, shuffle=True, seed=3)
+        assert not shuffled["customer_id"].is_sorted()
+        for policy in ("first", "all"):
+            got = [evaluate_rules(t, rules, as_of=dt.date(2024, 1, 1), hit_policy=policy, fallback=fallback)
+                   for t in (ordered, shuffled)]
+            for name in ("actions", "cut", "control", "rule_summary", "action_positions", "cut_positions"):
+                assert getattr(got[0], name).equals(getattr(got[1], name)), (name, policy)
+            actions = got[1].actions
+            for rule in ("often", "rest"):  # no capacity: in id order
+                mine = actions.filter(pl.col("rule") == rule)["customer_id"]
+                assert mine.len() and mine.to_list() == sorted(mine.to_list())
+            often = got[1].masks[1] & (got[1].masks[0].not_() if policy == "first" else True)
+            assert sorted(actions.filter(pl.col("rule") == "often")["customer_id"].to_list()
+                          + got[1].control.filter(pl.col("rule") == "often")["customer_id"].to_list()) == \
+                sorted(shuffled.filter(often)["customer_id"].to_list())
+
+
 def test_evaluate_rules_at_its_edges():
     """No rules (the fallback takes everyone), a rule on a skipped classifier's column (no one), and due dates up to
     the last date there is."""
