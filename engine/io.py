@@ -31,6 +31,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -294,7 +295,7 @@ def write_output_set(
     if created is None and not state.is_dir():
         created = state
     lock = -1
-    gen = current = writing = None
+    gen = current = writing = syncs = None
     try:
         state.mkdir(parents=True, exist_ok=True)
         lock = os.open(state, os.O_RDONLY)
@@ -305,13 +306,18 @@ def write_output_set(
             before()
         current = _current(state)
         gen = _new_generation(state)
+        syncs = _Syncs()
         for name in names:
             writing = name
             path = gen / name
             writers[name](_issued(path))
             previous = current / name if current is not None and (current / name).exists() else directory / name
             os.chmod(path, _mode_for(previous))
-            _fsync_file(path)
+            syncs.add(name, path)  # flushed to disk on a thread of its own while the next file is written
+        for name, flushed in syncs.pending():
+            writing = name
+            flushed.result()
+        syncs.close()
         writing = None
         if verify is not None:
             verify(gen)
@@ -337,6 +343,8 @@ def write_output_set(
         _adopt(directory, state, names)
         _point_current(state, gen)  # the switch: one rename
     except BaseException as exc:
+        if syncs is not None:
+            syncs.close()  # no flush still running on the generation _undo removes
         _undo(directory, state, names, gen, created)
         if lock >= 0:
             os.close(lock)
@@ -355,6 +363,35 @@ def write_output_set(
     finally:
         os.close(lock)
     return {name: directory / name for name in names}
+
+
+class _Syncs:
+    """The ``fsync`` of each file of a generation, one after the other on a thread of their own, while the files
+    after it are written: the disk flushes one file while the next is encoded (about 0.08 s of a run's wall time
+    at 1M customers, bench/RESULTS-notes.md). :func:`write_output_set` waits for every one (and raises the first
+    failure, naming its file) before it writes the manifest; on a failure it waits for the rest (:meth:`close`)
+    before the generation is removed."""
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+        self._flushes: list[tuple[str, Any]] = []
+
+    def add(self, name: str, path: Path) -> None:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierbook-fsync")
+        self._flushes.append((name, self._pool.submit(_fsync_file, path)))
+
+    def pending(self) -> list[tuple[str, Any]]:
+        """(file name, future of its flush), in the order the files were written."""
+        return list(self._flushes)
+
+    def close(self) -> None:
+        """Wait for every flush started (whatever its outcome) and end the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _owners(generation: Path) -> dict[str, str]:

@@ -539,3 +539,58 @@ def test_xlsx_styles_a_whole_number_column_alike_with_or_without_values(tmp_path
 
     assert styles([None, None]) == styles([1, 2])
     assert b"#,##0" in styles([None])
+
+
+def test_each_file_is_flushed_on_a_thread_of_its_own_and_every_flush_ends_before_the_manifest(tmp_path, monkeypatch):
+    """engine.io.write_output_set flushes a file (fsync) while it writes the next one; the manifest is written,
+    and the set switched in, only once every file's flush has ended. A flush that fails is the write's error,
+    naming its file, with the previous set unchanged and no flush left running."""
+    import threading
+    import time
+
+    import engine.io
+    from engine.io import MANIFEST, write_output_set
+
+    real = engine.io._fsync_file
+    log: list[str] = []
+
+    def slow(path):  # a slow disk: the flush of a.txt ends after b.txt and c.txt are written
+        log.append(f"flush {path.name} on {threading.current_thread().name.split('_')[0]}")
+        time.sleep(0.3 if path.name == "a.txt" else 0)
+        real(path)
+        log.append(f"flushed {path.name}")
+
+    def writer(name):
+        def write(path):
+            log.append(f"write {name}")
+            path.write_text(name)
+        return write
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(engine.io, "_fsync_file", slow)
+    real_fsync = os.fsync
+    monkeypatch.setattr(engine.io.os, "fsync", lambda fd: (log.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}"),
+                                                             real_fsync(fd))[1])
+    write_output_set(out, {n: writer(n) for n in ("a.txt", "b.txt", "c.txt")})
+    assert log.index("write c.txt") < log.index("flushed a.txt")  # written while a.txt was flushed
+    assert all(entry.endswith("on tierbook-fsync") for entry in log if entry.startswith("flush "))
+    manifest = next(i for i, entry in enumerate(log) if entry.endswith(MANIFEST))
+    assert all(log.index(f"flushed {n}") < manifest for n in ("a.txt", "b.txt", "c.txt"))
+    assert {n: (out / n).read_text() for n in ("a.txt", "b.txt", "c.txt")} == {n: n for n in ("a.txt", "b.txt",
+                                                                                               "c.txt")}
+
+    def failing(path):
+        time.sleep(0.3)
+        if path.name == "a.txt":
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(engine.io, "_fsync_file", failing)
+    with pytest.raises(DataError) as err:
+        write_output_set(out, {n: lambda p: p.write_text("new") for n in ("a.txt", "b.txt", "c.txt")})
+    assert str(err.value) == (f"{out / 'a.txt'}: cannot write the outputs: Input/output error; the previous outputs "
+                              "are unchanged")
+    assert {n: (out / n).read_text() for n in ("a.txt", "b.txt", "c.txt")} == {n: n for n in ("a.txt", "b.txt",
+                                                                                               "c.txt")}
+    assert not [t for t in threading.enumerate() if t.name.startswith("tierbook-fsync")]
+    assert sorted(os.listdir(out / ".tierbook")) == ["current", os.readlink(out / ".tierbook" / "current")]

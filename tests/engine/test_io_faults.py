@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,13 @@ CALLS = {"os": ("replace", "rename", "symlink", "link", "fsync", "chmod", "open"
 
 
 class _Spy:
-    """A stand-in for a module whose chosen functions call ``on(name, args)`` first."""
+    """A stand-in for a module whose chosen functions call ``on(name, args)`` first.
+
+    The writer flushes files on a thread of its own while it writes the next ones: ``on`` is called by one
+    thread at a time (a kill's copy of the directory is what it holds at that moment, whatever the other thread
+    is doing)."""
+
+    _lock = threading.Lock()
 
     def __init__(self, real, names, on):
         self._real, self._names, self._on = real, names, on
@@ -46,7 +53,8 @@ class _Spy:
             return value
 
         def call(*args, **kwargs):
-            self._on(attr, args)
+            with self._lock:
+                self._on(attr, args)
             return value(*args, **kwargs)
 
         return call
