@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -112,22 +115,48 @@ def write_outputs(pb: Playbook, result: Result, *, force: bool) -> dict[str, Pat
     customers_name = paths["customers"].name
     others = list(writers)  # every file before the summary, which is written last and lists them
     manifest = build_manifest(pb, result)
+    # What reads the files back runs on a thread of its own while the main thread writes the next file (reading
+    # and hashing let go of the GIL): the check of the previous outputs (SHA-256 of each), each new file's size
+    # and SHA-256 once it is written, the read-back of the customers file. The summary, written last, waits for
+    # them; write_output_set holds the directory's lock throughout and switches nothing in before the summary.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierbook-check")
+    done: dict[str, Future] = {}
+
+    def submit(fn: Callable[..., Any], *args: Any) -> Future:  # in the caller's context: its words for options
+        return pool.submit(contextvars.copy_context().run, fn, *args)
+
+    def then_read(name: str, write: Callable[[Path], None]) -> Callable[[Path], None]:
+        def run(tmp: Path) -> None:
+            write(tmp)
+            if name == customers_name:  # the reconciliation again, against the file as written (read from disk)
+                done["reconciliation"] = submit(
+                    lambda: reconcile(result.report, _read_back(tmp), f"the written {customers_name}"))
+            done[name] = submit(output_hashes, tmp.parent, [name])
+        return run
+
+    writers = {name: then_read(name, write) for name, write in writers.items()}
 
     def write_summary(tmp: Path) -> None:
-        # The reconciliation again, now against the customers file as written (read back from disk).
-        written = _read_back(tmp.parent / customers_name)
-        rec = reconcile(result.report, written, f"the written {customers_name}")
+        done["previous"].result()  # outputs that may not be replaced: refused, nothing switched in
+        rec = done["reconciliation"].result()
         check_reconciliation(rec)
         manifest["durations_s"]["write_outputs"] = round(time.perf_counter() - started, 3)
-        manifest["outputs"] = output_hashes(tmp.parent, others)
+        manifest["outputs"] = {name: done[name].result()[name] for name in others}
         summary = {**result.summary, "reconciliation": rec, "manifest": manifest}
         tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
 
+    def check_previous() -> None:  # under the directory's lock, before anything is written
+        done["previous"] = submit(check_replace, pb, paths["summary"].name, force)
+
     writers[paths["summary"].name] = write_summary
     retire = [name for name in SNAPSHOT_OUTPUTS.values() if name not in writers]  # an earlier run's snapshot files
-    write_output_set(pb.output_dir, writers, retire=retire, owner=str(Path(pb.path).resolve()) if pb.path else None,
-                     manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)},
-                     before=lambda: check_replace(pb, paths["summary"].name, force))
+    try:
+        write_output_set(pb.output_dir, writers, retire=retire,
+                         owner=str(Path(pb.path).resolve()) if pb.path else None,
+                         manifest={"playbook": str(pb.path), "name": pb.name, "as_of": str(result.as_of)},
+                         before=check_previous)
+    finally:
+        pool.shutdown(wait=True)  # on a failure too: nothing still reads the generation write_output_set removed
     return paths
 
 

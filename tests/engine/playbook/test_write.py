@@ -205,3 +205,71 @@ def test_a_run_renders_actions_csv_by_rule_and_times_its_write(tmp_path, monkeyp
     pb.write(dataclasses.replace(result, rule_result=None))
     assert taken == [True, False]
     assert (pb.output_dir / "actions.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+
+
+def test_the_reading_back_runs_beside_the_writing_and_the_summary_waits_for_it(tmp_path, monkeypatch):
+    """write_outputs checks the previous outputs, hashes each new file and reads the customers file back on a thread
+    of its own while the next file is written; the summary (the manifest's hashes, the reconciliation) waits for
+    all of it. A failure there fails the write as it did in the main thread: the previous set unchanged, nothing
+    left running."""
+    import hashlib
+    import json
+    import threading
+    from pathlib import Path
+
+    from engine.errors import DataError
+    from engine.playbook import load_playbook
+    from engine.playbook import manifest as manifest_module
+    from engine.registry import get_registry
+
+    root = Path(__file__).resolve().parents[3]
+    path = tmp_path / "p.yaml"
+    path.write_text((root / "playbooks" / "abc-resource-allocation.yaml").read_text()
+                    .replace("../engine/sample", f"{root}/engine/sample"))
+    pb = load_playbook(path, output_dir=tmp_path / "out", registry=get_registry(allow=["abc", "adc", "rfm"], strict=True))
+    pb.run()
+    log: list[tuple[str, str]] = []
+    real_hashes, real_check, real_write = manifest_module.output_hashes, manifest_module.check_replace, write._write_frame
+
+    def hashes(directory, names):
+        log.append(("hash " + names[0], threading.current_thread().name.split("_")[0]))
+        return real_hashes(directory, names)
+
+    def check(*args):
+        log.append(("check", threading.current_thread().name.split("_")[0]))
+        return real_check(*args)
+
+    def slow_write(frame, to):  # cut.csv is written after the customers file is hashed and read back
+        if to.name == "cut.csv":
+            while len(log) < 3:
+                threading.Event().wait(0.01)
+        log.append(("write " + to.name, threading.current_thread().name))
+        real_write(frame, to)
+
+    monkeypatch.setattr(manifest_module, "output_hashes", hashes)
+    monkeypatch.setattr(manifest_module, "check_replace", check)
+    monkeypatch.setattr(write, "_write_frame", slow_write)
+    result = pb.with_params({"abc.a": 0.6}).run()
+    out = pb.output_dir
+    summary = json.loads((out / "summary.json").read_text())
+    written = [n for n in ("customers.parquet", "actions.csv", "cut.csv", "control.csv")]
+    assert summary["manifest"]["outputs"] == {n: {"size": (out / n).stat().st_size,
+                                                  "sha256": hashlib.sha256((out / n).read_bytes()).hexdigest()}
+                                              for n in written}
+    assert summary["reconciliation"]["ok"] and summary["reconciliation"]["customers_out"] == result.customers.height
+    assert [who for what, who in log if what.startswith(("hash", "check"))] == ["tierbook-check"] * 5
+    assert log.index(("hash customers.parquet", "tierbook-check")) < log.index(("write cut.csv", "MainThread"))
+    assert log[0][0] == "check"
+
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def failing(directory, names):
+        if names == ["cut.csv"]:
+            raise OSError(5, "Input/output error")
+        return real_hashes(directory, names)
+
+    monkeypatch.setattr(manifest_module, "output_hashes", failing)
+    with pytest.raises(DataError, match="summary.json: cannot write the outputs: Input/output error; the previous"):
+        pb.with_params({"abc.a": 0.7}).run()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("tierbook-check")]
