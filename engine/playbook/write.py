@@ -63,8 +63,8 @@ def _by_position(customers: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame
         return None
     if (ids.slice(1) == ids.slice(0, ids.len() - 1)).any():  # sorted: an id twice sits next to itself
         return None
-    rows = ids.search_sorted(wanted, side="left")
-    if rows.max() >= ids.len() or not (ids.gather(rows) == wanted).all():
+    rows = _rows_of(ids, wanted)
+    if rows is None or rows.null_count() or rows.max() >= ids.len() or not (ids.gather(rows) == wanted).all():
         return None
     columns = []
     for name, source in zip(ACTION_COLUMNS, ("action", "rule")):
@@ -74,6 +74,30 @@ def _by_position(customers: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame
             return None
         columns.append(actions.schema[source].categories.gather(codes).alias(name))
     return customers.with_columns(columns)
+
+
+#: Integer ids spread over at most this many times their number (plus a little) are found through a table indexed
+#: by the id (4 bytes per id of the span) instead of by binary search.
+_SPREAD = 4
+
+
+def _rows_of(ids: pl.Series, wanted: pl.Series) -> pl.Series | None:
+    """The row of each ``wanted`` id among ``ids`` (sorted, distinct, no null): a row, a null or a row holding another
+    id where an id is not there, for the caller to check. Integer ids not spread far beyond their number (the feature
+    pass's are their range, a file's usually) through a table indexed by the id: at 1M customers 0.01 CPU-s against
+    0.05 for the binary search; None when a wanted id lies outside the ids' range."""
+    if ids.dtype in _TO_INT64 and ids.len():
+        lo, hi = ids[0], ids[-1]
+        if hi - lo < _SPREAD * ids.len() + 1024:
+            if wanted.len() and (wanted.min() < lo or wanted.max() > hi):
+                return None
+            table = pl.repeat(None, hi - lo + 1, dtype=pl.UInt32, eager=True)
+            table = table.scatter(ids.cast(pl.Int64) - lo, pl.int_range(ids.len(), dtype=pl.UInt32, eager=True))
+            return table.gather(wanted.cast(pl.Int64) - lo)
+    return ids.search_sorted(wanted, side="left")
+
+
+_TO_INT64 = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
 
 
 def write_outputs(pb: Playbook, result: Result, *, force: bool) -> dict[str, Path]:
