@@ -4,9 +4,11 @@ by capacity and the summary; and the reconciliation of customers and revenue in 
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -325,11 +327,21 @@ def _playbook_result(pb: Playbook, prepared: Prepared, customers: pl.DataFrame, 
     ``classes``, when given, is :func:`engine.run.summarize` of ``customers``, counted already (a run with
     snapshots counts it with the last snapshot's figures)."""
     as_of = prepared.as_of
-    rr = evaluate_rules(customers, pb.rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
-                        labels=label_sets(pb.selections), skipped_columns=skipped_columns, source=pb.path,
-                        holdout=pb.holdout)
-    if classes is None:
-        classes = summarize(customers, pb.selections)
+    counting = None
+    if classes is None:  # counted on a thread of its own while the rules run (Polars lets go of the GIL)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierbook-classes")
+        counting = pool.submit(contextvars.copy_context().run, summarize, customers, pb.selections)
+        pool.shutdown(wait=False)  # the thread ends with its one piece of work
+    try:
+        rr = evaluate_rules(customers, pb.rules, as_of=as_of, hit_policy=pb.hit_policy, fallback=pb.fallback,
+                            labels=label_sets(pb.selections), skipped_columns=skipped_columns, source=pb.path,
+                            holdout=pb.holdout)
+    except BaseException:
+        if counting is not None:
+            wait([counting])  # nothing left running when the rules' error is raised
+        raise
+    if counting is not None:
+        classes = counting.result()
     report = prepared.report
     summary = {
         "playbook": pb.name,

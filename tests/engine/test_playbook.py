@@ -440,6 +440,56 @@ def test_evaluate_rules_ranks_by_id_whatever_the_customers_row_order():
                 sorted(shuffled.filter(often)["customer_id"].to_list())
 
 
+def test_the_classes_are_counted_while_the_rules_run(monkeypatch):
+    """_playbook_result counts the classes (summarize) on a thread of its own while the rules are evaluated: the
+    same summary; an error of either is raised, with nothing left running."""
+    import threading
+
+    import engine.playbook.evaluate as evaluate
+
+    pb = load_playbook(ROOT / "playbooks" / "abc-resource-allocation.yaml")
+    prepared = pb.prepare()
+    expected = pb.evaluate(prepared).summary
+    real_rules, real_summarize = evaluate.evaluate_rules, evaluate.summarize
+    started, log = threading.Event(), []
+
+    def rules(*args, **kwargs):
+        started.set()
+        log.append(("rules", threading.current_thread().name))
+        return real_rules(*args, **kwargs)
+
+    def summarize(*args, **kwargs):
+        assert started.wait(10)  # the rules started meanwhile: the counting does not hold them up
+        log.append(("classes", threading.current_thread().name.split("_")[0]))
+        return real_summarize(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_rules", rules)
+    monkeypatch.setattr(evaluate, "summarize", summarize)
+    assert pb.evaluate(prepared).summary == expected
+    assert sorted(log) == [("classes", "tierbook-classes"), ("rules", "MainThread")]
+
+    def broken_rules(*args, **kwargs):
+        raise RuntimeError("rules broke")
+
+    def slow_summarize(*args, **kwargs):
+        threading.Event().wait(0.3)
+        return real_summarize(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_rules", broken_rules)
+    monkeypatch.setattr(evaluate, "summarize", slow_summarize)
+    with pytest.raises(RuntimeError, match="rules broke"):
+        pb.evaluate(prepared)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tierbook-classes")]
+
+    def broken_summarize(*args, **kwargs):
+        raise RuntimeError("counting broke")
+
+    monkeypatch.setattr(evaluate, "evaluate_rules", real_rules)
+    monkeypatch.setattr(evaluate, "summarize", broken_summarize)
+    with pytest.raises(RuntimeError, match="counting broke"):
+        pb.evaluate(prepared)
+
+
 def test_evaluate_rules_at_its_edges():
     """No rules (the fallback takes everyone), a rule on a skipped classifier's column (no one), and due dates up to
     the last date there is."""
