@@ -788,10 +788,9 @@ class _DenseBuckets:
     """
 
     def __init__(self, boundaries: Sequence[dt.date], id_type: pl.DataType):
-        import numpy as np
-
         epoch = dt.date(1970, 1, 1)
-        self.edges = np.array([(b - epoch).days for b in boundaries], dtype=np.int64)
+        self.days = [(b - epoch).days for b in boundaries]  # NumPy is imported while the scan starts (split)
+        self.edges = None
         self.id_type = id_type
         self.current = 0  # the latest bucket seen
         self.first = self.last = None  # the earliest and latest day of a usable line
@@ -800,6 +799,8 @@ class _DenseBuckets:
     def split(self, np, batch: pl.DataFrame, units, days):
         """``(bucket, rows, units, days)`` for each bucket's part of a batch, in order; ``(None, None, None, None)``
         when the batch's buckets go back (in it, or before the latest bucket seen)."""
+        if self.edges is None:
+            self.edges = np.array(self.days, dtype=np.int64)
         bucket = np.searchsorted(self.edges, days, side="right")
         if bucket[0] < self.current or (bucket.size > 1 and (bucket[1:] < bucket[:-1]).any()):
             yield None, None, None, None
