@@ -125,6 +125,15 @@ def test_rows_found_by_an_id_indexed_table_are_the_binary_searchs(kind, spread, 
         assert write._by_position(customers, actions) is not None
 
 
+def test_the_id_indexed_table_is_taken_by_the_span_of_the_ids_not_their_size():
+    """Ids far from 0 but close together take the table (no row for an id between them); ids spread wider than
+    4x their number plus 1024, the binary search (the insertion row)."""
+    near = pl.Series([10**12, 10**12 + 2, 10**12 + 500])
+    assert write._rows_of(near, pl.Series([10**12 + 1, 10**12 + 500])).to_list() == [None, 2]
+    wide = pl.Series([-(10**6), 0, 10**6])
+    assert write._rows_of(wide, pl.Series([1, 10**6])).to_list() == [2, 2]
+
+
 # ------------------------------------------------------------------ actions.csv rendered once per rule
 TEXTS = ["call", "=cmd|' /C calc'!A0", "a, b", 'say "hi"', "two\nlines", "+1", "-x", "@sum", " ok", "é"]
 
