@@ -17,6 +17,11 @@ Before the run, the child measures the interpreter's start (the time from the pr
 ``/proc/self/stat``, to its first line) and the imports the command makes before it reads data (``engine``'s
 CLI and the modules the run imports; the plugins are imported by the registry while the playbook loads).
 Medians over the repeats are printed as a Markdown table (``--json FILE`` writes every repeat's figures).
+
+A ``run`` does some of its work on worker threads beside the main thread (the classes counted while the rules run;
+the previous outputs' check, each file's hash, the customers file's read-back and each file's fsync while the next
+file is written): such a phase shows up nested under whichever phase the main thread was in, and its CPU, being the
+process's, includes the other threads' work meanwhile. Compare those phases by the whole write, not one by one.
 """
 
 from __future__ import annotations
