@@ -3,7 +3,7 @@
     nice -n 19 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--only TEXT] [--survivors]
     .venv/bin/python tools/mutate.py --report | --list
 
-MODULE is a key of TARGETS (rules, playbook, features, io, abc, adc, rfm); default: all, in that order.
+MODULE is a key of TARGETS (rules, playbook, features, io, abc, adc, rfm, clv); default: all, in that order.
 Each mutant changes one token of the module's code (comparison, arithmetic, boolean and bitwise
 operators, ``and``/``or``, ``not``/``~`` removed, ``True``/``False``, whole numbers +1) and runs the
 tests that guard the module with ``pytest -x`` and hypothesis shrinking off (TIERBOOK_NO_SHRINK=1);
@@ -80,6 +80,8 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
     "abc": ((("plugins/abc/__init__.py", None),), ("plugins/abc/__init__.py", "tests/plugins/abc")),
     "adc": ((("plugins/adc/__init__.py", None),), ("plugins/adc/__init__.py", "tests/plugins/adc")),
     "rfm": ((("plugins/rfm/__init__.py", None),), ("plugins/rfm/__init__.py", "tests/plugins/rfm")),
+    "clv": ((("plugins/clv/__init__.py", None), ("plugins/clv/models.py", None), ("plugins/clv/holdout.py", None)),
+            ("plugins/clv/__init__.py", "plugins/clv/models.py", "plugins/clv/holdout.py", "tests/plugins/clv")),
 }
 
 #: A mutant's test run is stopped (and the mutant counts as killed: it made the tests loop) after

@@ -160,15 +160,14 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         lines = purchases.select(pl.col("customer_id").cast(pl.Int64, strict=False), "_period", "amount_units")
         schema = {"customer_id": id_type, names["count"]: pl.Int64, names["first"]: pl.Date, names["last"]: pl.Date,
                   names["repeat"]: pl.Float64}
-        return lines.map_batches(lambda frame: _per_customer_from_lines(frame, id_type, weeks, names, int64_safe),
-                                 schema=schema)
+        return lines.map_batches(lambda frame: _per_customer_from_lines(_loading_the_fit_libraries(frame), id_type,
+                                                                        weeks, names, int64_safe), schema=schema)
 
     def table(rows: pl.LazyFrame, *, int64_safe: bool = False) -> pl.LazyFrame:
-        _load_fit_libraries_in_background()
         purchases = rows.filter(pl.col("amount_units") >= 0).with_columns(_period(weeks).alias("_period"))
         id_type = rows.collect_schema()["customer_id"]
-        if id_type not in _INTEGER_IDS:
-            return by_pair(purchases, int64_safe)
+        if id_type not in _INTEGER_IDS:  # the fit's libraries loaded once the table is computed (as it is)
+            return by_pair(purchases, int64_safe).map_batches(_loading_the_fit_libraries)
         packs = pl.col("customer_id").is_between(-(1 << 31), (1 << 31) - 1)
         return pl.concat([by_lines(purchases.filter(packs), id_type, int64_safe),
                           by_pair(purchases.filter(~packs), int64_safe)])
@@ -179,12 +178,23 @@ def _per_period_then_customer(weeks: bool, suffix: str):
 _loading: list[threading.Thread] = []
 
 
+def _loading_the_fit_libraries(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` as it is, once the import of what the fit needs is started (:func:`_load_fit_libraries_in_background`).
+
+    The summary's queries call it when they run (in a ``map_batches``: on the purchase lines before their NumPy step,
+    or on the table grouped by Polars), not when the table function builds them: loading a playbook builds every
+    plugin's table query to know its columns (``collect_schema``, nothing run), with clv or without, and a run
+    without the summary must never import SciPy."""
+    _load_fit_libraries_in_background()
+    return frame
+
+
 def _load_fit_libraries_in_background() -> None:
     """Start importing what the fit needs (NumPy, SciPy's special functions, threadpoolctl) in a thread of its own,
     once per process: a run computes the BTYD summary when it fits (the clv classifier) or a rule reads it, and
-    the imports (about 0.2 s, SciPy's most) then run beside the feature pass instead of after it. The summary's
-    per-customer step (:func:`_by_position`) needs NumPy before the pass ends, and the fit imports them before it
-    limits BLAS to one thread (:func:`fit`): both wait for this import if it is still running (Python's import
+    the imports (about 0.2 s, SciPy's most) then run beside the summary's own step (:func:`_per_customer_from_lines`,
+    which needs NumPy only) and what follows it before the fit, instead of after them. The fit imports them before
+    it limits BLAS to one thread (:func:`fit`): it waits for this import if it is still running (Python's import
     lock), so nothing runs twice. A failed import is left to the fit, which imports again and reports it. Not a
     daemon thread: a process that ends meanwhile waits for the import rather than stopping it midway."""
     if _loading:
@@ -263,20 +273,21 @@ def _by_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Map
 def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int, span: int, edges: np.ndarray):
     """Per position (``id - low``) the distinct periods, the first, the last and the value after the first, from
     lines in period order (``edges``: where each period after the first starts), in chunks of whole periods of
-    about :data:`_CHUNK_LINES` lines (the temporaries stay small and are reused).
+    about :data:`_CHUNK_LINES` lines (the temporaries stay small: memory touched once costs page faults).
 
-    The first and last periods are a minimum and a maximum at the position. In period order a customer's first
-    period is final once the chunk holding it is taken in (a later chunk's periods are no earlier), so each chunk's
-    lines after their customer's first period are summed as the chunk comes. The distinct (customer, period) pairs
-    are counted from one line of each, flagged within each period's block: every customer's position is given the
-    index of one of their lines in the block (an assignment: with repeated positions one of the values is kept,
-    whichever), and the lines whose index was kept are flagged, one a customer; the indices of earlier blocks are
-    all smaller, so what they left is never taken for this block's."""
+    Within a chunk, consecutive lines of one customer in one period (an order's lines) are taken as one *run*, their
+    values summed (Int64: the caller checked the total). The distinct (customer, period) pairs are counted from one
+    run of each, flagged within each period's block: every customer's position in ``owner`` is given the line index
+    of one of their runs in the block (an assignment: with repeated positions one of the values is kept,
+    whichever), and the runs whose index was kept are flagged, one a customer; the indices of earlier blocks are
+    all smaller, so what they left is never taken for this block's. What a run's position held before its block
+    tells whether the period is the customer's first (nothing yet: ``-1``): the first period is put there, and the
+    runs of later periods are summed into the value after the first. At the end ``owner`` holds the index of one of
+    each customer's lines in their last period."""
     import numpy as np
 
     count = np.zeros(span, dtype=np.int64)
     first = np.full(span, np.iinfo(np.int32).max, dtype=np.int32)
-    last = np.full(span, np.iinfo(np.int32).min, dtype=np.int32)
     repeat = np.zeros(span, dtype=np.int64)
     owner = np.full(span, -1, dtype=np.int64)
     bounds = [0, *edges.tolist(), ids.size]
@@ -285,18 +296,30 @@ def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int,
         start, end = bounds[block], bounds[i]
         if end - start < _CHUNK_LINES and i < len(bounds) - 1:
             continue
-        at, p, v = ids[start:end] - low, period[start:end], value[start:end]
-        np.minimum.at(first, at, p)
-        np.maximum.at(last, at, p)
-        later = p != first[at]
-        np.add.at(repeat, at[later], v[later])
-        flags = np.empty(end - start, dtype=bool)
-        for s, e in zip(bounds[block:i], bounds[block + 1:i + 1]):
-            where, index = at[s - start:e - start], np.arange(s, e)
-            owner[where] = index
-            np.equal(owner[where], index, out=flags[s - start:e - start])
-        count += np.bincount(at[flags], minlength=span)
+        at = ids[start:end] - low
+        runs = np.empty(at.size, dtype=bool)  # where a run starts: another customer, or a block's first line
+        runs[0] = True
+        np.not_equal(at[1:], at[:-1], out=runs[1:])
+        inner = [b - start for b in bounds[block + 1:i]]
+        runs[inner] = True
+        where = np.flatnonzero(runs)
+        at, p, v, index = at[where], period[start:end][where], np.add.reduceat(value[start:end], where), where + start
+        blocks = [0, *np.searchsorted(where, inner).tolist(), where.size]  # the blocks' runs
+        opening = np.empty(where.size, dtype=bool)  # a run of the customer's first period
+        kept = np.empty(where.size, dtype=bool)  # the run counted for its (customer, period)
+        for s, e in zip(blocks[:-1], blocks[1:]):
+            w = at[s:e]
+            np.less(owner[w], 0, out=opening[s:e])
+            owner[w] = index[s:e]
+            np.equal(owner[w], index[s:e], out=kept[s:e])
+        np.add.at(count, at[kept], 1)
+        first[at[opening]] = p[opening]  # one period a customer: the same value at a repeated position
+        np.logical_not(opening, out=opening)
+        np.add.at(repeat, at[opening], v[opening])
         block = i
+    seen = owner >= 0
+    last = np.full(span, np.iinfo(np.int32).min, dtype=np.int32)
+    last[seen] = period[owner[seen]]
     return count, first, last, repeat
 
 

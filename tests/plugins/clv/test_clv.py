@@ -514,23 +514,54 @@ def test_loading_the_plugin_does_not_import_scipy():
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
-def test_the_summary_loads_the_fit_libraries_beside_the_pass():
+def test_a_playbook_without_clv_never_imports_scipy(tmp_path):
+    """Loading a playbook predicts every plugin's columns, clv's table function included (its query built, not run):
+    a run of a playbook without clv never imports SciPy or threadpoolctl nor starts their import (a fresh process,
+    as a command's), nor does validating a playbook with clv; running that one does, once, when its summary is
+    computed."""
+    import subprocess
+    import sys
+
+    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
+    rules = ("rules:\n  - {name: keep, when: \"adc = 'active'\", action: call, channel: phone, owner: crm, "
+             "due_days: 3, priority: 1}\nfallback: {action: none, channel: none, owner: crm}\n")
+    head = "data: {transactions: cdnow.csv, as_of: 1997-10-01}\n"
+    (tmp_path / "plain.yaml").write_text(f"name: plain\n{head}classifiers:\n  adc: {{}}\n  rfm: {{}}\n{rules}")
+    (tmp_path / "clv.yaml").write_text(f"name: withclv\n{head}classifiers:\n  adc: {{}}\n  clv: {{}}\n{rules}")
+    fit = "('scipy', 'threadpoolctl', 'plugins.clv.models')"
+    script = ("import sys, engine.cli, plugins.clv as clv\n"
+              f"def imported(): return [m for m in sys.modules if m.split('.')[0] in {fit} or m in {fit}]\n"
+              f"assert engine.cli.main(['run', {str(tmp_path / 'plain.yaml')!r}]) == 0\n"
+              "assert not imported() and not clv._loading, (imported(), clv._loading)\n"
+              f"assert engine.cli.main(['validate', {str(tmp_path / 'clv.yaml')!r}]) == 0\n"
+              "assert not imported() and not clv._loading, (imported(), clv._loading)\n"
+              f"assert engine.cli.main(['run', {str(tmp_path / 'clv.yaml')!r}]) == 0\n"
+              "assert [t.name for t in clv._loading] == ['clv-imports'], clv._loading\n"
+              "assert {'scipy.special', 'threadpoolctl', 'plugins.clv.models'} <= set(sys.modules)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("ids", ["integer", "text"])
+def test_the_summary_loads_the_fit_libraries_beside_the_pass(ids, tmp_path):
     """A run that computes the BTYD summary (the clv classifier's, or a rule's) starts importing NumPy, SciPy and
-    threadpoolctl in a thread of its own, once, while the pass runs (a fresh process, as a command's); a run
+    threadpoolctl in a thread of its own, once, when the summary's query runs (a fresh process, as a command's):
+    integer ids before the summary's NumPy step, text ids (grouped by Polars) once their table is computed; a run
     without the summary does not (test_loading_the_plugin_does_not_import_scipy)."""
     import subprocess
     import sys
 
+    cdnow_transactions().write_csv(tmp_path / "cdnow.csv")
+    id_type = "pl.Int64" if ids == "integer" else "pl.String"
     script = ("import sys\n"
+              "import polars as pl\n"
               "import engine\n"
               "from engine.registry import get_registry\n"
-              "from engine.sample import SAMPLE_MAPPING\n"
               "import plugins.clv as clv\n"
               "registry = get_registry(allow=['abc', 'adc', 'rfm', 'clv'], strict=True)\n"
               "assert not clv._loading and 'scipy' not in sys.modules\n"
+              f"frame = pl.read_csv({str(tmp_path / 'cdnow.csv')!r}, schema_overrides={{'customer_id': {id_type}}})\n"
               "for _ in range(2):\n"
-              "    engine.prepare(engine.sample_path(), mapping=SAMPLE_MAPPING, registry=registry,\n"
-              "                   needs=clv.SUMMARY_COLUMNS)\n"
+              "    engine.prepare(frame, as_of='1997-10-01', registry=registry, needs=clv.SUMMARY_COLUMNS)\n"
               "assert [t.name for t in clv._loading] == ['clv-imports'], clv._loading\n"
               "clv._loading[0].join()\n"
               "assert {'numpy', 'scipy.special', 'threadpoolctl', 'plugins.clv.models'} <= set(sys.modules)\n")
@@ -756,6 +787,43 @@ def test_summary_ways_agree_on_many_lines_a_day(clv_registry, monkeypatch, seed,
             assert summary().equals(got), way
     plain = _plain_summary(frame, as_of)
     assert got.select(plain.columns).equals(plain)
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 30])
+def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatch, chunk):
+    """In blocks, consecutive lines of one customer in one period are one run, its values summed; a run never
+    spans two periods (the same customer's last line of a day and first of the next, side by side), two runs of a
+    customer on one day (another customer's line between them) count the day once, and a zero amount is a purchase
+    day, a return none. A chunk a day, or all days in one chunk: the table a plain group_by gives."""
+    import plugins.clv as clv
+
+    d = dt.date
+    frame = tx([
+        (1, d(2024, 1, 1), 10.0), (1, d(2024, 1, 1), 5.0),     # customer 1's first day: a run of two lines
+        (2, d(2024, 1, 1), 7.0),
+        (3, d(2024, 1, 1), 4.0),                                # 3's last line of 2024-01-01 ...
+        (3, d(2024, 1, 2), 9.0), (3, d(2024, 1, 2), 1.0),      # ... beside the first of 2024-01-02: two days
+        (2, d(2024, 1, 2), 3.0), (4, d(2024, 1, 2), 8.0),
+        (2, d(2024, 1, 2), 6.0),                                # 2's second run of the day: one purchase day
+        (1, d(2024, 1, 3), 2.0), (1, d(2024, 1, 3), -4.0),     # a return beside a purchase: not summed
+        (4, d(2024, 1, 3), -2.0),                               # a return only: no purchase day
+        (4, d(2024, 1, 4), 0.0), (1, d(2024, 1, 4), 0.5),      # a zero amount: a purchase day of value 0
+        (3, d(2024, 1, 4), 2.5), (3, d(2024, 1, 4), 2.5),
+    ])
+    monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
+    monkeypatch.setattr(clv, "_CHUNK_LINES", chunk)
+    used = []
+    monkeypatch.setattr(clv, "_in_blocks", lambda *a, _f=clv._in_blocks: used.append(1) or _f(*a))
+    got = _summary_columns(engine.prepare(frame, as_of="2024-01-05", registry=clv_registry,
+                                          needs=SUMMARY_COLUMNS).customers)
+    assert used == [1]
+    assert got.select(_plain_summary(frame, d(2024, 1, 5)).columns).equals(_plain_summary(frame, d(2024, 1, 5)))
+    c = {r["customer_id"]: r for r in got.to_dicts()}
+    assert [c[i]["btyd_purchase_days"] for i in (1, 2, 3, 4)] == [3, 2, 3, 2]
+    assert [c[i]["btyd_repeat_value"] for i in (1, 2, 3, 4)] == [2.5, 9.0, 15.0, 0.0]
+    assert [c[i]["btyd_first_purchase"] for i in (1, 2, 3, 4)] == [d(2024, 1, 1)] * 3 + [d(2024, 1, 2)]
+    assert [c[i]["btyd_last_purchase"] for i in (1, 2, 3, 4)] == [d(2024, 1, 4), d(2024, 1, 2), d(2024, 1, 4),
+                                                                   d(2024, 1, 4)]
 
 
 def test_summary_exact_beyond_int64_units(clv_registry, monkeypatch):
