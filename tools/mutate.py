@@ -264,9 +264,14 @@ SELECT_ENV = "TIERBOOK_MUTATE_SELECT"  # a JSON file with the node ids to run, i
 FAILED_ENV = "TIERBOOK_MUTATE_FAILED"  # a file the node id of the first failing test is written to
 
 
-def _env() -> dict[str, str]:
+#: The plugins a module's tests load (``TIERBOOK_LOAD_PLUGINS``) when the environment does not say: the ones by
+#: default, and clv for its own tests (its CLI and playbook tests name it).
+PLUGINS = {"clv": "abc,adc,rfm,clv"}
+
+
+def _env(module: str | None = None) -> dict[str, str]:
     env = {**os.environ, "TIERBOOK_NO_SHRINK": "1", "PYTHONDONTWRITEBYTECODE": "1",
-           "TIERBOOK_LOAD_PLUGINS": os.environ.get("TIERBOOK_LOAD_PLUGINS", "abc,adc,rfm")}
+           "TIERBOOK_LOAD_PLUGINS": os.environ.get("TIERBOOK_LOAD_PLUGINS", PLUGINS.get(module, "abc,adc,rfm"))}
     env.pop("CI", None)
     env.pop(TRACE_ENV, None)
     env.pop(SELECT_ENV, None)
@@ -398,7 +403,7 @@ def _trace(copy: Path, module: str) -> tuple[bool, Trace]:
     """The module's tests, unmutated, with the line tracer on its files."""
     files, tests = TARGETS[module]
     out = copy / ".mutate-trace.json"
-    env = {**_env(), TRACE_ENV: json.dumps({"files": [str(copy / f) for f, _ in files], "out": str(out)})}
+    env = {**_env(module), TRACE_ENV: json.dumps({"files": [str(copy / f) for f, _ in files], "out": str(out)})}
     ok, seconds = _pytest(copy, tests, env, None)
     if not ok:
         return False, Trace({}, {}, {}, seconds)
@@ -463,7 +468,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
                     chosen, order = trace.cheapest(), "cheapest first"
                 failed = copy / ".mutate-failed.txt"
                 failed.unlink(missing_ok=True)
-                env = {**_env(), SELECT_ENV: str(select), FAILED_ENV: str(failed)}
+                env = {**_env(module), SELECT_ENV: str(select), FAILED_ENV: str(failed)}
                 select.write_text(json.dumps(chosen))
                 (copy / m.path).write_text(apply(sources[m.path], m))
                 try:

@@ -156,8 +156,11 @@ def _per_period_then_customer(weeks: bool, suffix: str):
             to_amount(value.sum() - value.sort_by(period).first()).alias(names["repeat"]),
         )
 
-    def by_lines(purchases: pl.LazyFrame, id_type: pl.DataType, int64_safe: bool) -> pl.LazyFrame:
-        lines = purchases.select(pl.col("customer_id").cast(pl.Int64, strict=False), "_period", "amount_units")
+    def by_lines(rows: pl.LazyFrame, id_type: pl.DataType, int64_safe: bool) -> pl.LazyFrame:
+        # every line (not only the purchases) and the day (not the period): column for column the rows' own buffers,
+        # no copy; the NumPy step takes the purchases and their periods in its one copy (_purchase_lines)
+        lines = rows.select(pl.col("customer_id").cast(pl.Int64, strict=False),
+                            pl.col("order_date").cast(pl.Int32).alias("_day"), "amount_units")
         schema = {"customer_id": id_type, names["count"]: pl.Int64, names["first"]: pl.Date, names["last"]: pl.Date,
                   names["repeat"]: pl.Float64}
         return lines.map_batches(lambda frame: _per_customer_from_lines(_loading_the_fit_libraries(frame), id_type,
@@ -169,7 +172,7 @@ def _per_period_then_customer(weeks: bool, suffix: str):
         if id_type not in _INTEGER_IDS:  # the fit's libraries loaded once the table is computed (as it is)
             return by_pair(purchases, int64_safe).map_batches(_loading_the_fit_libraries)
         packs = pl.col("customer_id").is_between(-(1 << 31), (1 << 31) - 1)
-        return pl.concat([by_lines(purchases.filter(packs), id_type, int64_safe),
+        return pl.concat([by_lines(rows.filter(packs), id_type, int64_safe),
                           by_pair(purchases.filter(~packs), int64_safe)])
 
     return table
@@ -228,40 +231,77 @@ _CHUNK_LINES = 1 << 20
 
 def _per_customer_from_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str],
                              int64_safe: bool) -> pl.DataFrame:
-    """Per customer from the purchase lines (``customer_id`` as Int64, ``_period``, ``amount_units``) in any order.
-
-    Dense ids (their range no larger than the number of lines) whose lines' total fits an Int64 are read with
-    NumPy arrays indexed by ``id - lowest id`` (:func:`_by_lines`), without grouping the lines by customer and
-    period; any other ids group the lines by the packed (customer, period) key, as the pass did before, then per
-    customer (:func:`_per_customer`). Both give the same table, sorted by id."""
-    dense = _dense_range(lines)
+    """Per customer from the lines (``customer_id`` as Int64, ``_day`` as Int32, ``amount_units``) in any order: the
+    purchases among them (:func:`_purchase_lines`), then by position when the ids are dense and their total fits an
+    Int64 (:func:`_dense_range`: NumPy arrays indexed by ``id - lowest id``, :func:`_by_lines`, without grouping
+    the lines by customer and period); any other ids group the lines by the packed (customer, period) key, as the
+    pass did before, then per customer (:func:`_per_customer`). Both give the same table, sorted by id."""
+    ids, period, value = _purchase_lines(lines, weeks)
+    dense = _dense_range(ids, value)
     if dense is not None:
-        return _by_lines(lines, id_type, weeks, names, *dense)
-    periods = lines.lazy().group_by(_packed_key().alias("_key")).agg(_units_sum(int64_safe)).collect()
+        return _by_lines(ids, period, value, id_type, weeks, names, *dense)
+    purchases = pl.DataFrame({"customer_id": ids, "_period": period, "amount_units": value})
+    periods = purchases.lazy().group_by(_packed_key().alias("_key")).agg(_units_sum(int64_safe)).collect()
     return _per_customer(periods, id_type, weeks, names)
 
 
-def _dense_range(lines: pl.DataFrame) -> tuple[int, int] | None:
-    """The lowest id and the ids' range when the lines can be read by position (:func:`_by_lines`): ids dense
-    (their range no larger than the number of lines) and a total of units within an Int64; else None."""
-    if not lines.height:
+def _purchase_lines(lines: pl.DataFrame, weeks: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The purchase lines (``amount_units`` >= 0) of ``lines`` as NumPy arrays, in their order: ids (Int64), periods
+    (Int32: the day, or its calendar week as :func:`_period` numbers it) and units (Int64).
+
+    One copy: each column's chunks are read as they are (NumPy views of the rows' buffers) and their purchases
+    written into arrays of the lines' length, of which only the purchases' part is used (memory never written is
+    never touched). A filter and a single-chunk copy in Polars would write the lines twice (at 10M lines about
+    400 MB of fresh memory, its page faults included, against 200 MB)."""
+    import numpy as np
+
+    columns = [lines[c] for c in ("customer_id", "_day", "amount_units")]
+    if any(c.null_count() for c in columns):  # never for the pass's usable rows; nulls are no position
+        raise ValueError("the BTYD summary's lines have a null customer, day or amount")
+    if len({tuple(len(part) for part in c.get_chunks()) for c in columns}) > 1:  # chunks of other lengths
+        columns = [c.rechunk() for c in columns]
+    ids = np.empty(lines.height, dtype=np.int64)
+    period = np.empty(lines.height, dtype=np.int32)
+    value = np.empty(lines.height, dtype=np.int64)
+    n = 0
+    for chunk in zip(*(c.get_chunks() for c in columns)):
+        i, d, u = (part.to_numpy() for part in chunk)
+        keep = u >= 0
+        k = int(np.count_nonzero(keep))
+        if k < u.size:
+            i, d, u = i[keep], d[keep], u[keep]
+        ids[n:n + k] = i
+        value[n:n + k] = u
+        if weeks:  # as _period: (day + 3) // 7, weeks since Monday 1969-12-29 (in Int64: no wrap near the end)
+            period[n:n + k] = (d.astype(np.int64) + 3) // 7
+        else:
+            period[n:n + k] = d
+        n += k
+    return ids[:n], period[:n], value[:n]
+
+
+def _dense_range(ids: np.ndarray, value: np.ndarray) -> tuple[int, int] | None:
+    """The lowest id and the ids' range when the purchase lines can be read by position (:func:`_by_lines`): ids
+    dense (their range no larger than the number of lines) and a total of units within an Int64; else None."""
+    import numpy as np
+
+    if not ids.size:
         return None
-    ids, units = lines["customer_id"], lines["amount_units"]
-    low, high = ids.min(), ids.max()
-    # purchases: units >= 0, so the float total (within a relative 1e-6 of the exact one) bounds every customer's
-    # sum: below 2^62 no Int64 sum of them can wrap
-    if high - low < lines.height and units.cast(pl.Float64).sum() < 2.0**62:
+    low, high = int(ids.min()), int(ids.max())
+    # purchases: units >= 0, so the total bounds every customer's sum: the lines times the largest, else the float
+    # total (within a relative 1e-6 of the exact one), below 2^62: no Int64 sum of them can wrap
+    largest = int(value.max())
+    if high - low < ids.size and (largest * ids.size < 1 << 62 or float(value.sum(dtype=np.float64)) < 2.0**62):
         return low, high - low + 1
     return None
 
 
-def _by_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str], low: int,
-              span: int) -> pl.DataFrame:
+def _by_lines(ids: np.ndarray, period: np.ndarray, value: np.ndarray, id_type: pl.DataType, weeks: bool,
+              names: Mapping[str, str], low: int, span: int) -> pl.DataFrame:
     """The table of :func:`_per_customer` from the purchase lines themselves, by position (``id - low``, arrays of
     ``span``): per customer the distinct periods counted, the first and the last, and the value of the lines after
     the first period (Int64: the caller checked the total); in blocks of one period when the lines come in period
     order (:func:`_in_blocks`: a transaction log written by date), else by sorting (:func:`_by_sorted_keys`)."""
-    ids, period, value = (lines[c].to_numpy() for c in ("customer_id", "_period", "amount_units"))
     edges = _period_edges(period)
     if edges is not None:
         count, first, last, repeat = _in_blocks(ids, period, value, low, span, edges)

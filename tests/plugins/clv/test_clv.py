@@ -699,7 +699,7 @@ def _force(clv, monkeypatch, way: str) -> None:
     elif way == "sorted keys":  # the lines never taken as in period order
         monkeypatch.setattr(clv, "_period_edges", lambda period: None)
     else:  # the lines grouped into periods (the way of ids too sparse for arrays over their range)
-        monkeypatch.setattr(clv, "_dense_range", lambda lines: None)
+        monkeypatch.setattr(clv, "_dense_range", lambda ids, value: None)
         if way == "periods by sorting":
             monkeypatch.setattr(clv, "_by_position", lambda periods, id_type, weeks, names, low, span:
                                 clv._by_sorting(periods.lazy(), id_type, weeks, names).collect())
@@ -824,6 +824,34 @@ def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatc
     assert [c[i]["btyd_first_purchase"] for i in (1, 2, 3, 4)] == [d(2024, 1, 1)] * 3 + [d(2024, 1, 2)]
     assert [c[i]["btyd_last_purchase"] for i in (1, 2, 3, 4)] == [d(2024, 1, 4), d(2024, 1, 2), d(2024, 1, 4),
                                                                    d(2024, 1, 4)]
+
+
+@pytest.mark.parametrize("weeks", [False, True])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
+    """The NumPy step's purchase lines (amount >= 0, in the lines' order) from rows in several chunks, as the dense
+    pass keeps them (a chunk with returns, one without, one of returns only), or with columns chunked unlike each
+    other: what a Polars filter gives, periods as _period numbers them (days, or calendar weeks)."""
+    import plugins.clv as clv
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for n, low in ((700, -40), (500, 0), (300, None)):  # amounts from low (None: returns only)
+        units = rng.integers(-500, -1, n) if low is None else rng.integers(low, 900, n)
+        parts.append(pl.DataFrame({"customer_id": rng.integers(-3, 200, n), "order_date": pl.Series(
+            rng.integers(19_700, 19_800, n), dtype=pl.Int32).cast(pl.Date), "amount_units": units}))
+    rows = pl.concat(parts, rechunk=False)
+    assert rows.n_chunks() == 3
+    lines = rows.select("customer_id", pl.col("order_date").cast(pl.Int32).alias("_day"), "amount_units")
+    if not aligned:
+        lines = lines.with_columns(lines["amount_units"].rechunk())
+        assert lines["amount_units"].n_chunks() == 1 and lines["customer_id"].n_chunks() == 3
+    ids, period, value = clv._purchase_lines(lines, weeks)
+    want = rows.filter(pl.col("amount_units") >= 0).with_columns(clv._period(weeks).alias("_period"))
+    assert (ids.dtype, period.dtype, value.dtype) == (np.int64, np.int32, np.int64)
+    assert ids.tolist() == want["customer_id"].to_list() and value.tolist() == want["amount_units"].to_list()
+    assert period.tolist() == want["_period"].to_list()
+    assert len(ids) == 700 + 500 - int((parts[0]["amount_units"] < 0).sum())
 
 
 def test_summary_exact_beyond_int64_units(clv_registry, monkeypatch):
