@@ -1,6 +1,6 @@
 """Mutation testing: small deliberate bugs, one at a time, each run against the tests that guard its module.
 
-    nice -n 19 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--only TEXT] [--survivors]
+    nice -n 19 .venv/bin/python tools/mutate.py [MODULE ...] [--max N] [--only TEXT ...] [--survivors]
     .venv/bin/python tools/mutate.py --report | --list
 
 MODULE is a key of TARGETS (rules, playbook, features, io, abc, adc, rfm, clv); default: all, in that order.
@@ -420,8 +420,9 @@ def _stop(signum, frame):  # a stopped run (kill PID) still removes its copy of 
 
 
 def run(modules: list[str], results: Path, max_mutants: int | None, survivors: bool = False,
-        only: str | None = None) -> int:
+        only: str | list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
+    only = [only] if isinstance(only, str) else only
     done = {}
     if results.exists():
         for line in results.read_text().splitlines():
@@ -440,7 +441,7 @@ def run(modules: list[str], results: Path, max_mutants: int | None, survivors: b
         for module in modules:
             files, tests = TARGETS[module]
             # In a fixed random order: a run stopped part way (or --max N) has measured a uniform sample.
-            todo = [m for m in mutants(module) if m.key not in done and (only is None or only in m.key)]
+            todo = [m for m in mutants(module) if m.key not in done and (only is None or any(o in m.key for o in only))]
             random.Random(module).shuffle(todo)
             todo.sort(key=lambda m: m.key not in earlier)  # survivors to run again first
             todo = todo[:max_mutants]
@@ -538,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "test-artifacts" / "mutation" / "results.jsonl")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--report", action="store_true", help="print the scores of the results file and exit")
-    parser.add_argument("--only", help="only the mutants whose key contains this text (see --list)")
+    parser.add_argument("--only", action="append",
+                        help="only the mutants whose key contains this text (see --list); repeated: any of them")
     parser.add_argument("--survivors", action="store_true",
                         help="run only the survivors of earlier runs again (a new result replaces the old)")
     args = parser.parse_args(argv)

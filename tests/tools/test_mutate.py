@@ -149,3 +149,38 @@ def test_a_run_while_the_disk_is_full_is_no_verdict(tmp_path, monkeypatch):
     full = [(mutate._pytest_forked(tmp_path, (name,), mutate._env(), timeout=120)[0])
             for name in ("test_ok.py", "test_bad.py")]
     assert (run, full) == ([True, False], [None, None])
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the tool copies the files git tracks")
+def test_only_repeated_runs_the_mutants_of_any_of_them(tmp_path):
+    """``--only`` given twice runs the mutants whose key contains either text, and no other."""
+    repo = tmp_path / "repo"
+    (repo / "tools").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    shutil.copy(ROOT / "tools" / "mutate.py", repo / "tools" / "mutate.py")
+    (repo / "tiny.py").write_text(MODULE)
+    (repo / "tests" / "test_tiny.py").write_text(TESTS)
+    (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    results = tmp_path / "results.jsonl"
+    done = subprocess.run([sys.executable, "-c", DRIVER, "tiny", "--results", str(results), "--only", "::grade@",
+                           "--only", "::double@"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = {(r["line"], r["old"], r["new"]) for r in map(json.loads, results.read_text().splitlines())}
+    assert got == {(2, ">=", ">"), (2, "10", "11"), (8, "+", "-")}
+
+
+def test_each_target_loads_its_plugins(monkeypatch):
+    """The tests of a target load abc, adc and rfm unless the environment says otherwise; clv's load clv too (its
+    CLI and playbook tests name it)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import mutate
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    monkeypatch.delenv("TIERBOOK_LOAD_PLUGINS", raising=False)
+    assert mutate._env()["TIERBOOK_LOAD_PLUGINS"] == mutate._env("rfm")["TIERBOOK_LOAD_PLUGINS"] == "abc,adc,rfm"
+    assert mutate._env("clv")["TIERBOOK_LOAD_PLUGINS"] == "abc,adc,rfm,clv"
+    monkeypatch.setenv("TIERBOOK_LOAD_PLUGINS", "abc")
+    assert mutate._env("clv")["TIERBOOK_LOAD_PLUGINS"] == "abc"
