@@ -854,6 +854,20 @@ def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
     assert len(ids) == 700 + 500 - int((parts[0]["amount_units"] < 0).sum())
 
 
+def test_summary_ids_beyond_31_bits(clv_registry):
+    """Integer ids just beyond +-2^31 (within +-2^32, whose packed key id * 2^32 would leave an Int64) are grouped
+    by the pair in the pass, those within by their lines; sparse ids in both parts: the table a plain group_by
+    gives."""
+    d = dt.date
+    big = [-3_000_000_000, -(1 << 31) - 1, -(1 << 31), (1 << 31) - 1, 1 << 31, 3_000_000_000, 7]
+    frame = tx([(c, d(2024, 1, 1 + k % 5), 2.0 + k) for k, c in enumerate(big * 3)]
+               + [(c, d(2024, 1, 9), -1.0) for c in big])
+    got = _summary_columns(engine.prepare(frame, as_of="2024-02-01", registry=clv_registry,
+                                          needs=SUMMARY_COLUMNS).customers)
+    plain = _plain_summary(frame, d(2024, 2, 1))
+    assert got.height == len(big) and got.select(plain.columns).equals(plain)
+
+
 def test_summary_exact_beyond_int64_units(clv_registry, monkeypatch):
     """Amounts whose units add up beyond an Int64 (the pass runs again with Int128 units): the purchase days'
     values are summed exactly, by sorting (a customer's total beyond Int64 cannot be kept by position)."""
