@@ -288,12 +288,11 @@ def _dense_range(ids: np.ndarray, value: np.ndarray) -> tuple[int, int] | None:
     if not ids.size:
         return None
     low, high = int(ids.min()), int(ids.max())
-    # purchases: units >= 0, so the total bounds every customer's sum: the lines times the largest, else the float
-    # total (within a relative 1e-6 of the exact one), below 2^62: no Int64 sum of them can wrap
-    largest = int(value.max())
-    if high - low < ids.size and (largest * ids.size < 1 << 62 or float(value.sum(dtype=np.float64)) < 2.0**62):
-        return low, high - low + 1
-    return None
+    # purchases: units >= 0, so the total bounds every customer's sum, and no Int64 sum of them wraps when it is
+    # below 2^63: so is the lines times the largest (exact), else the float total (within a relative 1e-6 of the
+    # exact one) below 2^62
+    fits = int(value.max()) * ids.size < 1 << 63 or float(value.sum(dtype=np.float64)) < 2.0**62
+    return (low, high - low + 1) if high - low < ids.size and fits else None
 
 
 def _by_lines(ids: np.ndarray, period: np.ndarray, value: np.ndarray, id_type: pl.DataType, weeks: bool,

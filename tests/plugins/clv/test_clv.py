@@ -854,6 +854,34 @@ def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
     assert len(ids) == 700 + 500 - int((parts[0]["amount_units"] < 0).sum())
 
 
+def test_summary_by_position_whenever_the_total_fits_an_int64(clv_registry, monkeypatch):
+    """Dense ids are read by position whenever no Int64 sum of their units can wrap: the lines times the largest
+    below 2^63 (a total of 5e18 units, above 2^62), or else the float total below 2^62 (three lines of 1e18 units
+    among ten: 3e18); not with a float total from 2^62 on and the lines times the largest from 2^63 on (six of
+    1e18 among ten), which the float's rounding could not tell from a wrapping one near 2^63; nor ids spread wider
+    than the lines. Each way the table a plain group_by gives."""
+    import plugins.clv as clv
+
+    d = dt.date
+    big = 1e14  # the largest amount a line may hold: 1e18 units
+    cases = [
+        (True, tx([(1, d(2024, 1, 1), big), (1, d(2024, 1, 2), big), *((c, d(2024, 1, 3), big) for c in (2, 3, 4))])),
+        (True, tx([(c, d(2024, 1, c), big if c <= 3 else 1.5) for c in range(1, 11)])),
+        (False, tx([(c, d(2024, 1, c), big if c <= 6 else 1.5) for c in range(1, 11)])),
+        (False, tx([(1, d(2024, 1, 1), 1.0), (3, d(2024, 1, 2), 2.0)])),  # ids spread wider than the lines: sparse
+        (True, tx([(1, d(2024, 1, 1), 1.0), (2, d(2024, 1, 2), 2.0)])),
+    ]
+    used = []
+    monkeypatch.setattr(clv, "_by_lines", lambda *a, _f=clv._by_lines: used.append(1) or _f(*a))
+    for by_position, frame in cases:
+        used.clear()
+        got = _summary_columns(engine.prepare(frame, as_of="2024-02-01", registry=clv_registry,
+                                              needs=SUMMARY_COLUMNS).customers)
+        assert bool(used) == by_position  # (in each pass: these sums make the feature pass run again, wide)
+        plain = _plain_summary(frame, d(2024, 2, 1))
+        assert got.select(plain.columns).equals(plain)
+
+
 def test_summary_ids_beyond_31_bits(clv_registry):
     """Integer ids just beyond +-2^31 (within +-2^32, whose packed key id * 2^32 would leave an Int64) are grouped
     by the pair in the pass, those within by their lines; sparse ids in both parts: the table a plain group_by
