@@ -831,7 +831,8 @@ def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatc
 def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
     """The NumPy step's purchase lines (amount >= 0, in the lines' order) from rows in several chunks, as the dense
     pass keeps them (a chunk with returns, one without, one of returns only), or with columns chunked unlike each
-    other: what a Polars filter gives, periods as _period numbers them (days, or calendar weeks)."""
+    other: what a Polars filter gives, periods as _period numbers them (days, or calendar weeks, before 1970 too:
+    day numbers below 0, weeks rounded down)."""
     import plugins.clv as clv
 
     rng = np.random.default_rng(5)
@@ -839,7 +840,7 @@ def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
     for n, low in ((700, -40), (500, 0), (300, None)):  # amounts from low (None: returns only)
         units = rng.integers(-500, -1, n) if low is None else rng.integers(low, 900, n)
         parts.append(pl.DataFrame({"customer_id": rng.integers(-3, 200, n), "order_date": pl.Series(
-            rng.integers(19_700, 19_800, n), dtype=pl.Int32).cast(pl.Date), "amount_units": units}))
+            rng.integers(-40, 60, n), dtype=pl.Int32).cast(pl.Date), "amount_units": units}))  # 1969 and 1970
     rows = pl.concat(parts, rechunk=False)
     assert rows.n_chunks() == 3
     lines = rows.select("customer_id", pl.col("order_date").cast(pl.Int32).alias("_day"), "amount_units")
