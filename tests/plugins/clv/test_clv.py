@@ -794,11 +794,13 @@ def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatc
     """In blocks, consecutive lines of one customer in one period are one run, its values summed; a run never
     spans two periods (the same customer's last line of a day and first of the next, side by side), two runs of a
     customer on one day (another customer's line between them) count the day once, and a zero amount is a purchase
-    day, a return none. A chunk a day, or all days in one chunk: the table a plain group_by gives."""
+    day, a return none; the customer of the first line (the run of index 0) buys once only. A chunk a day, or all
+    days in one chunk: the table a plain group_by gives."""
     import plugins.clv as clv
 
     d = dt.date
     frame = tx([
+        (5, d(2024, 1, 1), 3.0),                                # the first line's customer, who buys once only
         (1, d(2024, 1, 1), 10.0), (1, d(2024, 1, 1), 5.0),     # customer 1's first day: a run of two lines
         (2, d(2024, 1, 1), 7.0),
         (3, d(2024, 1, 1), 4.0),                                # 3's last line of 2024-01-01 ...
@@ -819,11 +821,12 @@ def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatc
     assert used == [1]
     assert got.select(_plain_summary(frame, d(2024, 1, 5)).columns).equals(_plain_summary(frame, d(2024, 1, 5)))
     c = {r["customer_id"]: r for r in got.to_dicts()}
-    assert [c[i]["btyd_purchase_days"] for i in (1, 2, 3, 4)] == [3, 2, 3, 2]
-    assert [c[i]["btyd_repeat_value"] for i in (1, 2, 3, 4)] == [2.5, 9.0, 15.0, 0.0]
-    assert [c[i]["btyd_first_purchase"] for i in (1, 2, 3, 4)] == [d(2024, 1, 1)] * 3 + [d(2024, 1, 2)]
-    assert [c[i]["btyd_last_purchase"] for i in (1, 2, 3, 4)] == [d(2024, 1, 4), d(2024, 1, 2), d(2024, 1, 4),
-                                                                   d(2024, 1, 4)]
+    assert [c[i]["btyd_purchase_days"] for i in (1, 2, 3, 4, 5)] == [3, 2, 3, 2, 1]
+    assert [c[i]["btyd_repeat_value"] for i in (1, 2, 3, 4, 5)] == [2.5, 9.0, 15.0, 0.0, 0.0]
+    assert [c[i]["btyd_first_purchase"] for i in (1, 2, 3, 4, 5)] == [d(2024, 1, 1)] * 3 + [d(2024, 1, 2),
+                                                                                          d(2024, 1, 1)]
+    assert [c[i]["btyd_last_purchase"] for i in (1, 2, 3, 4, 5)] == [d(2024, 1, 4), d(2024, 1, 2), d(2024, 1, 4),
+                                                                      d(2024, 1, 4), d(2024, 1, 1)]
 
 
 @pytest.mark.parametrize("weeks", [False, True])
