@@ -858,6 +858,23 @@ def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
     assert len(ids) == 700 + 500 - int((parts[0]["amount_units"] < 0).sum())
 
 
+def test_summary_blocks_of_one_period(clv_registry, monkeypatch):
+    """Lines of a single day read in blocks (one block, no edge between periods): every customer's one purchase
+    day, as a plain group_by gives it."""
+    import plugins.clv as clv
+
+    d = dt.date
+    frame = tx([(c % 4, d(2024, 1, 3), 1.0 + c) for c in range(12)])
+    monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
+    used = []
+    monkeypatch.setattr(clv, "_in_blocks", lambda *a, _f=clv._in_blocks: used.append(1) or _f(*a))
+    got = _summary_columns(engine.prepare(frame, as_of="2024-02-01", registry=clv_registry,
+                                          needs=SUMMARY_COLUMNS).customers)
+    assert used == [1] and got.height == 4
+    plain = _plain_summary(frame, d(2024, 2, 1))
+    assert got.select(plain.columns).equals(plain)
+
+
 def test_summary_by_position_whenever_the_total_fits_an_int64(clv_registry, monkeypatch):
     """Dense ids are read by position whenever no Int64 sum of their units can wrap: the lines times the largest
     below 2^63 (a total of 5e18 units, above 2^62), or else the float total below 2^62 (three lines of 1e18 units
