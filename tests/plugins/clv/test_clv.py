@@ -789,13 +789,14 @@ def test_summary_ways_agree_on_many_lines_a_day(clv_registry, monkeypatch, seed,
     assert got.select(plain.columns).equals(plain)
 
 
-@pytest.mark.parametrize("chunk", [1, 1 << 30])
+@pytest.mark.parametrize("chunk", [1, 6, 1 << 30])
 def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatch, chunk):
     """In blocks, consecutive lines of one customer in one period are one run, its values summed; a run never
     spans two periods (the same customer's last line of a day and first of the next, side by side), two runs of a
     customer on one day (another customer's line between them) count the day once, and a zero amount is a purchase
     day, a return none; the customer of the first line (the run of index 0) buys once only. A chunk a day, or all
-    days in one chunk: the table a plain group_by gives."""
+    days in one chunk, or two days a chunk (the second chunk's inner edge taken from its own start): the table a
+    plain group_by gives."""
     import plugins.clv as clv
 
     d = dt.date
