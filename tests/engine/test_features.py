@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import engine
+import engine.run  # summarize and select (the package does not import its submodule run itself)
 from engine import Classifier, DataError, Feature, Output, ParamSpec, hookimpl
 from engine.data import read_transactions
 from engine.features import BUILTIN_FEATURES, REJECT_REASONS, _join_table, compute_features, rejected_rows
