@@ -434,3 +434,30 @@ def test_table_reading_another_column_falls_back(monkeypatch, dense_runs):
     result = compute_features(read_transactions(frame(rows), MAPPING), orders="boundaries",
                               plugin_features={"n": Feature("n", "lines", agg=pl.len())})
     assert dense_runs == [False] and result.customers["n"].to_list() == [1, 1]
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_order_ids_that_are_dates(monkeypatch, dense_runs, tmp_path, shuffled):
+    """Order ids of Date type (an export whose order id is the order's day): the dense pass takes their day
+    numbers as keys, as array positions and as run starts, and gives the table hashing gives."""
+    n = 3_000
+    i = pl.int_range(0, n)
+    data = pl.select(customer_id=(i * 7919) % 400, order_date=pl.lit(START) + pl.duration(days=i // 7),
+                     amount=pl.when(i % 13 == 5).then(-2.5).otherwise(i % 40 + 0.5).cast(pl.Float64))
+    data = data.with_columns(order_day=pl.col("order_date"))
+    if shuffled:
+        data = data.sample(fraction=1.0, shuffle=True, seed=5)
+    path = tmp_path / "days.parquet"
+    data.write_parquet(path)
+    mapping = {"customer_id": "customer_id", "order_id": "order_day", "order_date": "order_date", "amount": "amount"}
+    monkeypatch.setattr(features, "DENSE_BATCH_ROWS", 500)
+    auto = compute_features(read_transactions(path, mapping))
+    assert dense_runs == [True]
+    # the auto pass sees lines of one order apart (each day's customers interleave) and takes positions; one
+    # order id (a day) held by several customers puts them in doubt, counted again by hashing
+    assert auto.report.orders_counted == "positions" and auto.report.orders_recounted > 0
+    hashed = compute_features(read_transactions(path, mapping), orders="hashing")
+    assert auto.customers.equals(hashed.customers)
+    assert auto.customers["frequency"].sum() > 400  # several days per customer
+    ordered = compute_features(read_transactions(path, mapping), orders="boundaries")  # run starts tried
+    assert dense_runs == [True, True] and ordered.customers.equals(hashed.customers)
