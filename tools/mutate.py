@@ -64,6 +64,8 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
     "features": ((("engine/features.py", None), ("engine/feature_table.py", None)),
                  ("engine/features.py", "tests/engine/test_features.py", "tests/engine/test_features_ordered.py",
                   "tests/engine/test_features_dense.py",
+                  # the dense pass's bucket mode (the snapshot scan's) lives in engine/features.py
+                  "tests/engine/test_snapshots_dense.py",
                   "tests/engine/test_feature_table.py", "tests/engine/test_properties.py", "-k",
                   "not identical_across and not threads_and_row_order")),
     "io": ((("engine/io.py", None), ("engine/playbook/write.py", None)),

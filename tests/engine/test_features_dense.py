@@ -100,6 +100,9 @@ lines = st.lists(st.tuples(customer_ids, order_ids, days, amounts), min_size=1, 
          ordered=False, batch_rows=1 << 18)
 @example(rows=[(1, 1, 0, 0.0), (1, 1, 0, 1.0), (2, 2, 1, 0.0), (1, 3, 2, 2.0), (1, 4, 3, 0.0)], as_of=None,
          ordered=True, batch_rows=1 << 18)
+# a line on the as_of day itself in a batch without a null: not usable (the batch is not counted directly)
+@example(rows=[(1, 1, 0, 1.0), (1, 2, 5, 2.0), (2, 3, 10, 3.0)], as_of=START + dt.timedelta(days=10),
+         ordered=True, batch_rows=1 << 18)
 @given(rows=lines, as_of=st.one_of(st.none(), st.integers(1, 41).map(lambda d: START + dt.timedelta(days=d))),
        ordered=st.booleans(), batch_rows=st.sampled_from([1, 2, 3, 7, 1 << 18]))
 def test_any_input_the_same_as_the_streaming_pass(rows, as_of, ordered, batch_rows):
@@ -461,3 +464,22 @@ def test_order_ids_that_are_dates(monkeypatch, dense_runs, tmp_path, shuffled):
     assert auto.customers["frequency"].sum() > 400  # several days per customer
     ordered = compute_features(read_transactions(path, mapping), orders="boundaries")  # run starts tried
     assert dense_runs == [True, True] and ordered.customers.equals(hashed.customers)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 1 << 18])
+def test_text_times_with_and_without_an_offset_are_refused_on_the_dense_pass(monkeypatch, dense_runs, batch_rows):
+    """A frame with integer ids and text times, some with a time-zone offset and some without: the tallies of
+    every batch, those counted directly included, reach the check, which refuses the mix as the streaming pass
+    does (naming the first row of each kind)."""
+    data = pl.DataFrame({"customer_id": [1, 2, 1], "order_id": [1, 2, 3],
+                         "order_date": ["2011-01-01T10:00:00+01:00", "2011-01-02T10:00:00", "2011-01-03T10:00:00"],
+                         "amount": [1.0, 2.0, 3.0]})
+    monkeypatch.setattr(features, "DENSE_BATCH_ROWS", batch_rows)
+    errors = []
+    for dense in (True, False):
+        monkeypatch.setattr(features, "DENSE_PASS", dense)
+        with pytest.raises(DataError, match="mixes times with a time-zone offset") as exc:
+            compute_features(read_transactions(data, MAPPING), orders="boundaries")
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1] and "row 1" in errors[0] and "row 2" in errors[0]
+    assert dense_runs == [True]
