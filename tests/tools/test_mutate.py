@@ -69,8 +69,8 @@ sys.exit(mutate.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="the tool copies the files git tracks")
-def test_mutate_kills_what_the_tests_see_and_reports_the_survivors(tmp_path):
+def tiny_repository(tmp_path):
+    """A git repository with the tool, the tiny module and its tests (the tool copies the files git tracks)."""
     repo = tmp_path / "repo"
     (repo / "tools").mkdir(parents=True)
     (repo / "tests").mkdir()
@@ -80,6 +80,12 @@ def test_mutate_kills_what_the_tests_see_and_reports_the_survivors(tmp_path):
     (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    return repo
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the tool copies the files git tracks")
+def test_mutate_kills_what_the_tests_see_and_reports_the_survivors(tmp_path):
+    repo = tiny_repository(tmp_path)
     results = tmp_path / "results.jsonl"
     done = subprocess.run([sys.executable, "-c", DRIVER, "tiny", "--results", str(results)], cwd=repo,
                           capture_output=True, text=True, timeout=300)
@@ -154,15 +160,7 @@ def test_a_run_while_the_disk_is_full_is_no_verdict(tmp_path, monkeypatch):
 @pytest.mark.skipif(shutil.which("git") is None, reason="the tool copies the files git tracks")
 def test_only_repeated_runs_the_mutants_of_any_of_them(tmp_path):
     """``--only`` given twice runs the mutants whose key contains either text, and no other."""
-    repo = tmp_path / "repo"
-    (repo / "tools").mkdir(parents=True)
-    (repo / "tests").mkdir()
-    shutil.copy(ROOT / "tools" / "mutate.py", repo / "tools" / "mutate.py")
-    (repo / "tiny.py").write_text(MODULE)
-    (repo / "tests" / "test_tiny.py").write_text(TESTS)
-    (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    repo = tiny_repository(tmp_path)
     results = tmp_path / "results.jsonl"
     done = subprocess.run([sys.executable, "-c", DRIVER, "tiny", "--results", str(results), "--only", "::grade@",
                            "--only", "::double@"], cwd=repo, capture_output=True, text=True, timeout=300)

@@ -20,6 +20,7 @@ import engine
 from engine import DataError, ParamError
 from engine.registry import get_registry
 from plugins.clv import SUMMARY_COLUMNS, WEEKLY_COLUMNS, btyd_summary, models
+from tests.engine.test_features_dense import spy_dense_pass
 
 DATA = Path(__file__).parent / "data"
 CDNOW_AS_OF = "1997-10-01"  # calibration period 1997-01-01 .. 1997-09-30 (39 weeks), as published
@@ -945,15 +946,7 @@ def test_summary_on_the_dense_pass(clv_registry, monkeypatch):
 
     frame = cdnow_transactions().sort("order_date", maintain_order=True).with_row_index("order_id")
     frame = frame.with_columns(pl.col("order_id").cast(pl.Int64))
-    ran = []
-    real = features._dense_pass
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        ran.append(out is not None)
-        return out
-
-    monkeypatch.setattr(features, "_dense_pass", spy)
+    ran = spy_dense_pass(monkeypatch)
     needs = (*SUMMARY_COLUMNS, *WEEKLY_COLUMNS)
     got = {}
     for dense in (True, False):
