@@ -103,7 +103,7 @@ def _in_order(activity: pl.DataFrame) -> bool:
     return bool(activity.select(after.slice(1).all()).item())
 
 
-def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
+def kpi_table(activity: pl.DataFrame | None, tables: Sequence[pl.DataFrame], dates: Sequence[dt.date],
               previous: dt.date | None, *, stats: Mapping[int, Mapping[str, Any]] | None = None) -> pl.DataFrame:
     """One row per period between two snapshots (period ``i`` ends at ``dates[i]``, ``i >= 1``).
 
@@ -112,8 +112,10 @@ def kpi_table(activity: pl.DataFrame, tables: Sequence[pl.DataFrame], dates: Seq
     holds every line before period 0), as :class:`engine.snapshots.SnapshotFeatures`
     gives it; ``tables`` the snapshots' customer tables (their sizes).
     Columns and meanings: :data:`KPI_DEFINITIONS`. ``stats``: :func:`period_stats` of ``activity``, when
-    counted already.
+    counted already (``activity`` is then not read, and may be None).
     """
+    if stats is None and activity is None:
+        raise ValueError("kpi_table: give the activity, or its period_stats")
     starts = _starts(dates, previous)
     stats = period_stats(activity) if stats is None else stats
     rows = []

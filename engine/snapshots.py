@@ -71,6 +71,7 @@ from .features import (
     _DOUBT,
     _INT64_SAFE,
     BUILTIN_FEATURES,
+    NET_REVENUE,
     PROBE_ROWS,
     FeatureResult,
     LoadReport,
@@ -266,32 +267,52 @@ class SnapshotFeatures:
     period with a line in it: ``customer_id``, ``period`` (the index of the
     snapshot that ends it: period ``i`` is ``[as_of[i-1], as_of[i])``, period 0
     starts at :attr:`SnapshotSpec.previous`), ``purchases`` (purchase lines) and
-    ``revenue_units`` (net amount in units of 1/10,000).
+    ``revenue_units`` (net amount in units of 1/10,000: Int64, or Int128 where the scan summed wide because
+    a sum of the amounts might leave Int64). ``firsts`` has each customer of the last snapshot with a usable line
+    and their ``first_order`` (what the cohorts read), without building the last table.
+
+    The last table is built when first asked for (:meth:`table`, :attr:`report`), not with the others: held from
+    the scan on, it added its size (0.07 GiB at 1M customers) to the peak while the earlier snapshots are
+    classified.
     """
 
     spec: SnapshotSpec
     activity: pl.DataFrame
-    report: LoadReport
+    scan_report: LoadReport
     build: Any = field(repr=False, default=None)
     build_window: Any = field(repr=False, default=None)
     last: FeatureResult | None = field(repr=False, default=None)
+    firsts: pl.DataFrame | None = field(repr=False, default=None)
 
     @property
     def as_of(self) -> tuple[dt.date, ...]:
         return self.spec.as_of
 
+    @property
+    def report(self) -> LoadReport:
+        """The scan's report, with the last snapshot's customers (its table built for them if not yet)."""
+        self.table(-1)
+        return self.scan_report
+
     def table(self, i: int) -> FeatureResult:
-        """The customer table as of ``as_of[i]`` (the earlier ones: not after :meth:`built`)."""
+        """The customer table as of ``as_of[i]`` (the earlier ones: not after :meth:`built`). The last one is kept
+        once built, and its customers go into :attr:`report`."""
         i = range(len(self.as_of))[i]
-        if i == len(self.as_of) - 1 and self.last is not None:
+        last = i == len(self.as_of) - 1
+        if last and self.last is not None:
             return self.last
         if self.build is None:
             raise RuntimeError("the snapshot tables were all built and their running totals let go")
-        return self.build(i)
+        result = self.build(i)
+        if last:
+            self.last = result
+            _last_report(self.scan_report, result.report)
+        return result
 
     def built(self) -> None:
-        """No earlier table will be asked for again: the running totals they are built from are let go (the last
-        table and the window tables stay)."""
+        """No earlier table will be asked for again: the last table is built (if not yet) and the running totals
+        the tables are built from are let go (the last table and the window tables stay)."""
+        self.table(-1)
         self.build = None
 
     def window_table(self, name: str, i: int, snapshot: pl.DataFrame) -> pl.DataFrame:
@@ -639,6 +660,7 @@ def compute_snapshot_features(
     buckets, exceptions, totals, span = collected[:4]
     order_rows = collected[4] if has_orders else None
     extra_frames = collected[4 + has_orders:]
+    collected = dense_result = None  # the scan's results held by the names above only (let go with them)
 
     total = totals if isinstance(totals, dict) else totals.row(0, named=True)
     for flag in tx.checks:
@@ -696,10 +718,16 @@ def compute_snapshot_features(
     # the amounts (exact units to floats, the costly part of a snapshot's table) once per (customer, bucket) row,
     # not once per snapshot that reads the row (every snapshot from its bucket to the customer's next one):
     # 2.0M conversions instead of 3.8M at 1M customers and eight quarters
-    cumulative = _cumulative_amounts(buckets, key_features)
     activity = _activity(buckets, boundaries, dates, spec.previous)
-    if not spec.windows:  # only a window's tables read the buckets again: let them go before the tables are built
-        buckets = order_rows = first = None
+    if spec.windows:  # a window's tables read the buckets again
+        cumulative = _cumulative_amounts(buckets, key_features)
+    else:  # the buckets handed over column by column, each let go once its running totals are computed
+        columns, buckets, order_rows, first = buckets.get_columns(), None, None, None
+        cumulative = _cumulative_amounts(columns, key_features)
+    # a table reads the units of the net revenue only (its report's exact total), the amounts of the others: the
+    # other units let go (16 MB a summed feature at 2.0M bucket rows, held while the snapshots are built)
+    cumulative = cumulative.drop(f"_{f.name}_units" for f in _AGGREGATED
+                                 if f.compute.op == "sum" and f.name != NET_REVENUE)
     _give_back_freed_memory()
 
     def finish(grouped: pl.DataFrame, as_of: dt.date, amounts: bool = True) -> pl.DataFrame:
@@ -729,10 +757,11 @@ def compute_snapshot_features(
     def build(i: int) -> FeatureResult:
         d = dates[i]
         idx = index[d]
-        at = cumulative.filter((pl.col("_bucket") <= idx) & (pl.col("_next").is_null() | (pl.col("_next") > idx)))
+        rows = cumulative.select(_rows_at(idx))
+        at = cumulative.drop("_bucket", "_next").filter(rows.to_series())  # only the columns the table keeps copied
         if ids_in_order:
             at = at.with_columns(pl.col("customer_id").set_sorted())
-        grouped, tables = extras(None, i, finish(at.drop("_bucket", "_next"), d, amounts=False))
+        grouped, tables = extras(None, i, finish(at, d, amounts=False))
         snap_report = LoadReport(source=report.source, notes=list(report.notes))
         snap_report.rows, snap_report.rows_used, snap_report.rejected = report.rows, report.rows_used, report.rejected
         return complete_features(grouped, None, unusable if i == len(dates) - 1 else unusable.clear(), as_of=d,
@@ -753,8 +782,6 @@ def compute_snapshot_features(
                                 feature_owners=owners)
         return win.customers
 
-    last_table = build(len(dates) - 1)
-    report = _last_report(report, last_table.report)
     if ordered:
         report.orders_counted, report.orders_recounted = "boundaries", recounted
         report.orders_check = ("input written order by order (checked on every purchase line)" if not recounted
@@ -767,8 +794,18 @@ def compute_snapshot_features(
     elif why_not is not None:
         report.orders_check = why_not
     _check_periods(spec, activity)
-    return SnapshotFeatures(spec=spec, activity=activity, report=report, build=build, build_window=build_window,
-                            last=last_table)
+    # each customer's first purchase as of the last snapshot (its table's rows: every row up to the last bucket)
+    last_rows = cumulative.select(_rows_at(index[last]))
+    firsts = cumulative.select("customer_id", "first_order").filter(last_rows.to_series())
+    if ids_in_order:
+        firsts = firsts.with_columns(pl.col("customer_id").set_sorted())
+    return SnapshotFeatures(spec=spec, activity=activity, scan_report=report, build=build, build_window=build_window,
+                            firsts=firsts)
+
+
+def _rows_at(idx: int) -> pl.Expr:
+    """The running totals' rows a table as of boundary ``idx`` reads: each customer's last bucket up to it."""
+    return (pl.col("_bucket") <= idx) & (pl.col("_next").is_null() | (pl.col("_next") > idx))
 
 
 # ------------------------------------------------------------------------------------------ the dense scan
@@ -850,7 +887,25 @@ class _DenseBuckets:
     def table(self) -> pl.DataFrame:
         """Every bucket's rows, sorted by customer and bucket."""
         frames, self.frames = self.frames, []
-        return pl.concat(frames).sort("customer_id", "_bucket") if frames else None
+        if not frames:
+            return None
+        # put in order column by column, each column's parts let go once it is gathered: a sort of the whole frame
+        # would hold a second copy of every column at once (0.13 GiB at 2.0M bucket rows)
+        whole = pl.concat(frames)  # the parts as chunks, not copied
+        del frames
+        order = whole.select(pl.arg_sort_by("customer_id", "_bucket")).to_series()
+        columns = whole.get_columns()
+        del whole
+        return _gathered(columns, order)
+
+
+def _gathered(columns: list[pl.Series], order: pl.Series) -> pl.DataFrame:
+    """A frame of ``columns`` with their rows in ``order``; the list is emptied, each column let go (where no one
+    else holds it) once gathered."""
+    out = []
+    while columns:
+        out.append(columns.pop(0).gather(order))
+    return pl.DataFrame(out)
 
 
 def _dense_buckets(tx: Transactions, boundaries: Sequence[dt.date], last: dt.date, *, positions: bool):
@@ -1015,7 +1070,7 @@ def _cumulative(buckets: pl.DataFrame, key_features: Sequence[Any]) -> pl.DataFr
 _FLOAT_EXACT = 2**53
 
 
-def _cumulative_amounts(buckets: pl.DataFrame, key_features: Sequence[Any]) -> pl.DataFrame:
+def _cumulative_amounts(buckets: pl.DataFrame | list[pl.Series], key_features: Sequence[Any]) -> pl.DataFrame:
     """:func:`_cumulative` with the amounts (``_amounts``), computed in NumPy over whole columns where that is
     exact: every running sum an Int64 column (the scan proved that no sum of the units can leave Int64 unless it
     summed wide, in Int128), the dates Dates. Otherwise (wide sums) :func:`_cumulative` and ``_amounts`` in Polars.
@@ -1025,31 +1080,40 @@ def _cumulative_amounts(buckets: pl.DataFrame, key_features: Sequence[Any]) -> p
     before the row, within the customer; an earliest the customer's first one present, from its row on. An amount
     is its units over the scale as one float division, the nearest float to the exact value while the units are
     exact as floats (:data:`_FLOAT_EXACT`), else :func:`engine.features.to_amount`.
+
+    ``buckets`` may be given as its columns in a list, which is then emptied: each column is let go (where no one
+    else holds it) once its running totals are computed, so that the bucket rows and the running totals (0.13 and
+    0.15 GiB at 2.0M rows) are not held whole at the same time.
     """
+    if isinstance(buckets, list):
+        src = {c.name: c for c in buckets}
+        buckets.clear()
+    else:
+        src = {c.name: c for c in buckets.get_columns()}
     sums = [f"_new_{f.name}" if f.compute.op == "n_unique" else f"_{f.name}_units" if f.compute.op == "sum"
             else f.name for f in _AGGREGATED if f.compute.op in ("n_unique", "sum", "count")]
     dates = [f.name for f in _AGGREGATED if f.compute.op in ("min", "max")]
-    if (not buckets.height or any(buckets.schema[c] != pl.Int64 for c in sums)
-            or any(buckets.schema[c] != pl.Date for c in dates) or buckets["_bucket"].null_count()):
-        return _cumulative(buckets, key_features).with_columns(_amounts())
+    n = src["customer_id"].len()
+    if (not n or any(src[c].dtype != pl.Int64 for c in sums) or any(src[c].dtype != pl.Date for c in dates)
+            or src["_bucket"].null_count()):
+        return _cumulative(pl.DataFrame(list(src.values())), key_features).with_columns(_amounts())
     import numpy as np
 
-    n = buckets.height
-    start = buckets.select((pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)).to_series()
-    start = start.to_numpy()
+    ids = src["customer_id"]
+    start = (ids != ids.shift(1)).fill_null(True).to_numpy()
     first = np.flatnonzero(start)  # each customer's first row
     lengths = np.diff(first, append=n)
     row = np.arange(n, dtype=np.int64)
     begins = np.repeat(first, lengths)  # each row's customer's first row
 
     def running_sum(name: str) -> pl.Series:
-        values = buckets[name].fill_null(0).to_numpy()
+        values = src.pop(name).fill_null(0).to_numpy()
         total = np.cumsum(values)
         return pl.Series(name, total - np.repeat((total - values)[first], lengths), dtype=pl.Int64)
 
     def dated(name: str, where: Any, present: Any) -> pl.Series:
         """The dates of rows ``where``, null where not ``present``."""
-        days = buckets[name].to_physical().fill_null(0).to_numpy()
+        days = src.pop(name).to_physical().fill_null(0).to_numpy()
         return with_nulls(pl.Series(name, days[where], dtype=pl.Int32), present).cast(pl.Date)
 
     def with_nulls(values: pl.Series, present: Any) -> pl.Series:
@@ -1066,7 +1130,7 @@ def _cumulative_amounts(buckets: pl.DataFrame, key_features: Sequence[Any]) -> p
         elif a.op == "count":
             columns[f.name] = running_sum(f.name)
         else:
-            has = buckets[f.name].is_not_null().to_numpy()
+            has = src[f.name].is_not_null().to_numpy()
             if a.op == "max":  # the last present row at or before this one, within the customer
                 last = np.maximum.accumulate(np.where(has, row, -1))
                 present = last >= begins
@@ -1076,13 +1140,15 @@ def _cumulative_amounts(buckets: pl.DataFrame, key_features: Sequence[Any]) -> p
                 at = np.repeat(firsts, lengths)
                 present = at <= row
                 columns[f.name] = dated(f.name, np.minimum(at, n - 1), present)
-    bucket = buckets["_bucket"].to_numpy()
+    bucket_column = src.pop("_bucket")
+    bucket = bucket_column.to_numpy()
     following = np.zeros(n, dtype=np.int32)
     following[:-1] = bucket[1:]
     same_next = np.zeros(n, dtype=bool)  # the next row is the same customer's (never on the last row)
     same_next[:-1] = ~start[1:]
     nxt = with_nulls(pl.Series("_next", following, dtype=pl.Int32), same_next)
-    out = pl.DataFrame([buckets["customer_id"], buckets["_bucket"], nxt, *columns.values()])
+    out = pl.DataFrame([src.pop("customer_id"), bucket_column, nxt, *columns.values()])
+    del src  # what is left of the bucket rows (their other columns)
     amounts = []
     for f in _AGGREGATED:
         if f.compute.op != "sum":
@@ -1135,14 +1201,17 @@ def _activity(buckets: pl.DataFrame, boundaries: list[dt.date], dates: Sequence[
             continue
         for j in range(index[edges[i]] + 1, index[edges[i + 1]] + 1):
             period_of[j] = i
+    # the net revenue in the buckets' units: Int64 unless the scan summed wide (a sum of the amounts might leave
+    # Int64); Int128 held 32 MB more at 2.0M rows, and as much again in the cohorts' join
+    units = pl.Int64 if buckets.schema[_NET_UNITS] == pl.Int64 else pl.Int128
     schema = {"customer_id": buckets.schema["customer_id"], "period": pl.Int32, "purchases": pl.Int64,
-              "revenue_units": pl.Int128}
+              "revenue_units": units}
     if not period_of:
         return pl.DataFrame(schema=schema)
     rows = (buckets.select("customer_id", pl.col("_bucket").replace_strict(list(period_of), list(period_of.values()),
                                                                          default=None, return_dtype=pl.Int32)
                            .alias("period"), pl.col("_purchases").alias("purchases"),
-                           pl.col(_NET_UNITS).cast(pl.Int128).alias("revenue_units"))
+                           pl.col(_NET_UNITS).cast(units).alias("revenue_units"))
             .filter(pl.col("period").is_not_null()))
     if len(set(period_of.values())) < len(period_of):  # window starts split some periods into several buckets
         rows = rows.group_by("customer_id", "period").agg(pl.col("purchases").sum(), pl.col("revenue_units").sum())
@@ -1227,6 +1296,9 @@ class Snapshots:
         The classifiers with their parameters.
     report
         The scan's :class:`~engine.features.LoadReport` (customers of the last snapshot).
+    activity
+        Per customer and period: purchases and net revenue (:class:`SnapshotFeatures`), what the KPIs and
+        cohorts are counted from; None with ``keep="slim"``, which lets go of it once they are counted.
     """
 
     as_of: list[dt.date]
@@ -1234,7 +1306,7 @@ class Snapshots:
     selections: list[Selection]
     report: LoadReport
     spec: SnapshotSpec
-    activity: pl.DataFrame
+    activity: pl.DataFrame | None
     fits: list[dict[str, Any]] = field(default_factory=list)
     #: Under ``skip_failing``: the messages of classifiers skipped, and their names.
     skipped: list[str] = field(default_factory=list)
@@ -1298,7 +1370,7 @@ def classify_snapshots(feats: SnapshotFeatures, selections: Sequence[Selection],
     out, all_fits = [], []
     for i in range(n):
         result = feats.table(i)
-        if release and i == max(n - 2, 0):  # the last table built from the running totals: let them go
+        if release and i == max(n - 2, 0):  # the last two tables built from the running totals: let them go
             feats.built()
         table, fits = _classify_one(feats, i, result, plain, windowed, selections, registry, skipped,
                                     skipped_classifiers)
@@ -1358,8 +1430,9 @@ class _Deriving:
     """
 
     def __init__(self, feats: SnapshotFeatures, selections: Sequence[Selection], background: bool):
-        # only what the derived tables read: holding ``feats`` would keep the scan's buckets alive
-        self.activity, self.spec, self.selections = feats.activity, feats.spec, selections
+        # only what the derived tables read: holding ``feats`` would keep the scan's buckets alive, holding the
+        # activity would keep it alive after the KPIs' counts and the cohorts, the only readers of it, are counted
+        self.spec, self.selections = feats.spec, selections
         self.dates = list(feats.as_of)
         self.outputs = label_outputs(selections)
         self.lanes = ([ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tierbook-derive-{k}") for k in (0, 1)]
@@ -1371,7 +1444,8 @@ class _Deriving:
         # purchases in the last snapshot's features, the same customers as its classified table), on the thread
         # of the values and summaries (0.4 CPU-s for both at 1M customers and eight quarters, about what the
         # sides and the cells take on the other)
-        spec, last = feats.spec, feats.table(-1).customers
+        spec = feats.spec
+        last = feats.firsts if getattr(feats, "firsts", None) is not None else feats.table(-1).customers
         self.stats = self._run(1, period_stats, feats.activity)
         self.cohorts = self._run(1, cohort_table, feats.activity, last, self.dates, spec.previous, spec.cohort)
 
@@ -1400,7 +1474,7 @@ class _Deriving:
         def rest(moved: Any) -> dict:
             figures = [_done(self.figures[i]) for i in range(len(tables))]
             frames = [f for values, _, _ in figures for f in values]
-            out = {"kpis": kpi_table(self.activity, tables, dates, spec.previous, stats=_done(self.stats)),
+            out = {"kpis": kpi_table(None, tables, dates, spec.previous, stats=_done(self.stats)),
                    "cohorts": _done(self.cohorts),
                    "values": pl.concat(frames) if frames else pl.DataFrame(schema=VALUE_SCHEMA),
                    "tables": [summary for _, summary, _ in figures]}
@@ -1489,7 +1563,8 @@ def run_snapshots(
     the scan). ``windows={"<classifier>": "12 months"}`` classifies that
     classifier on the lines of the window before each ``as_of``; ``cohort``
     is ``month`` (default) or ``quarter``. ``keep="slim"`` keeps the whole
-    table of the last two snapshots only (see :func:`classify_snapshots`). The
+    table of the last two snapshots only (see :func:`classify_snapshots`) and
+    no ``activity`` (let go once the KPIs and cohorts are counted from it). The
     other keywords are those of :func:`engine.classify`.
 
     Returns a :class:`Snapshots` (every table a Polars DataFrame).
@@ -1534,11 +1609,14 @@ def snapshots_of(tx: Transactions, spec: SnapshotSpec, selections: Sequence[Sele
     # migration, values and KPIs are counted on two threads of their own as the snapshots are classified,
     # and finished while the caller applies the rules to the last one
     deriving = _Deriving(feats, selections, background=True)
+    activity = feats.activity
+    if keep == "slim":  # read by the KPIs' counts and the cohorts only (on a deriving thread): let go after them
+        feats.activity = activity = None
     tables, fits = classify_snapshots(feats, selections, registry=registry, skipped=skipped,
                                       skipped_classifiers=skipped_classifiers, keep=keep, on_table=deriving.add,
                                       release=True)
     derived = deriving.finish(tables)
-    report, activity = feats.report, feats.activity
+    report = feats.report
     del feats  # the scan's buckets: not needed once every snapshot is classified
     return Snapshots(as_of=list(spec.as_of), customers=tables, selections=list(selections), report=report,
                      spec=spec, activity=activity, fits=fits, derived=derived,

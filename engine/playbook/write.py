@@ -6,7 +6,7 @@ import contextvars
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,7 +130,7 @@ def write_outputs(pb: Playbook, result: Result, *, force: bool) -> dict[str, Pat
             writers[path.name] = lambda tmp, frame=frames[key]: _write_frame(frame, tmp)
     if result.snapshots is not None:
         encoded = getattr(result.snapshots, "encoded", None) or {}
-        for name, frame in snapshot_frames(result.snapshots).items():
+        for name, frame in snapshot_frames(result.snapshots, skip=encoded).items():
             if name in encoded:  # encoded while the rules ran (encode_snapshot_files): its bytes
                 writers[name] = lambda tmp, done=encoded[name]: tmp.write_bytes(done.result().getbuffer())
             else:
@@ -218,18 +218,20 @@ def _long_snapshots(snaps) -> pl.DataFrame:
                       for d, t in zip(snaps.as_of, snaps.customers)])
 
 
-def snapshot_frames(snaps) -> dict[str, pl.DataFrame]:
+def snapshot_frames(snaps, skip: Container[str] = ()) -> dict[str, pl.DataFrame | None]:
     """The files a run with snapshots adds (:data:`~engine.playbook.spec.SNAPSHOT_OUTPUTS`), by file name.
 
     ``snapshots.parquet`` is long: one row per snapshot and customer (``as_of``,
     ``customer_id``, ``monetary`` and every label column); ``kpis.csv`` has one
-    figure a row with its definition beside it.
+    figure a row with its definition beside it. A file named in ``skip`` (encoded already) keeps its place,
+    with None for its frame: its table is not made again.
     """
     from ..kpi import kpi_long
 
-    frames = {"snapshots": _long_snapshots(snaps), "migration": snaps.migration, "flows": snaps.flows,
-              "kpis": kpi_long(snaps.kpis), "cohorts": snaps.cohorts, "values": snaps.values}
-    return {SNAPSHOT_OUTPUTS[k]: v for k, v in frames.items()}
+    frames = {"snapshots": lambda: _long_snapshots(snaps), "migration": lambda: snaps.migration,
+              "flows": lambda: snaps.flows, "kpis": lambda: kpi_long(snaps.kpis), "cohorts": lambda: snaps.cohorts,
+              "values": lambda: snaps.values}
+    return {SNAPSHOT_OUTPUTS[k]: None if SNAPSHOT_OUTPUTS[k] in skip else make() for k, make in frames.items()}
 
 
 def _no_control(actions: pl.DataFrame) -> pl.DataFrame:
