@@ -891,9 +891,15 @@ class _DenseBuckets:
             return None
         # put in order column by column, each column's parts let go once it is gathered: a sort of the whole frame
         # would hold a second copy of every column at once (0.13 GiB at 2.0M bucket rows)
+        flushed = [frame["_bucket"][0] for frame in frames if frame.height]
         whole = pl.concat(frames)  # the parts as chunks, not copied
         del frames
-        order = whole.select(pl.arg_sort_by("customer_id", "_bucket")).to_series()
+        if all(a < b for a, b in zip(flushed, flushed[1:])):
+            # each part sorted by customer, the parts by bucket: a stable sort by customer alone puts the rows in
+            # order of (customer, bucket), at a fifth of the cost of a sort by both (0.04 against 0.2 CPU-s)
+            order = whole.select(pl.arg_sort_by("customer_id", maintain_order=True)).to_series()
+        else:
+            order = whole.select(pl.arg_sort_by("customer_id", "_bucket")).to_series()
         columns = whole.get_columns()
         del whole
         return _gathered(columns, order)
@@ -903,8 +909,8 @@ def _gathered(columns: list[pl.Series], order: pl.Series) -> pl.DataFrame:
     """A frame of ``columns`` with their rows in ``order``; the list is emptied, each column let go (where no one
     else holds it) once gathered."""
     out = []
-    while columns:
-        out.append(columns.pop(0).gather(order))
+    while columns:  # one piece first: a gather across the pieces of a column costs about twice as much
+        out.append(columns.pop(0).rechunk().gather(order))
     return pl.DataFrame(out)
 
 
