@@ -1154,7 +1154,7 @@ def _cumulative_amounts(buckets: pl.DataFrame | list[pl.Series], key_features: S
     same_next[:-1] = ~start[1:]
     nxt = with_nulls(pl.Series("_next", following, dtype=pl.Int32), same_next)
     out = pl.DataFrame([src.pop("customer_id"), bucket_column, nxt, *columns.values()])
-    del src  # what is left of the bucket rows (their other columns)
+    src.clear()  # what is left of the bucket rows (their other columns) let go
     amounts = []
     for f in _AGGREGATED:
         if f.compute.op != "sum":

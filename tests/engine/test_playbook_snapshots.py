@@ -195,3 +195,28 @@ def test_the_summary_classes_are_the_last_snapshots_counted_with_its_figures(tmp
     assert result.classes.equals(expected)
     assert result.summary["classes"] == expected.to_dicts()
     assert not summarize(snaps.customers[-2], pb.selections).equals(expected)
+
+
+def test_a_file_encoded_already_is_not_made_again_for_the_write(tmp_path, monkeypatch):
+    """write_outputs writes the encoded bytes of snapshots.parquet and does not make its table again (the other
+    files' tables are made, in the same order)."""
+    import engine.playbook.write as write_module
+    from engine.playbook.spec import SNAPSHOT_OUTPUTS
+
+    path = write(tmp_path, HEAD + "snapshots: {as_of: [2011-06-01, 2011-09-01, 2011-12-01]}\n" + RULES)
+    pb = load_playbook(path, output_dir=tmp_path / "out")
+    snaps = pb.compute_snapshots()
+    whole = write_module.snapshot_frames(snaps)
+    skipped = write_module.snapshot_frames(snaps, skip={SNAPSHOT_OUTPUTS["snapshots"]})
+    assert list(skipped) == list(whole) == list(SNAPSHOT_OUTPUTS.values())
+    assert skipped[SNAPSHOT_OUTPUTS["snapshots"]] is None
+    for name, frame in whole.items():
+        if name != SNAPSHOT_OUTPUTS["snapshots"]:
+            assert frame.equals(skipped[name]), name
+    write_module.encode_snapshot_files(snaps)
+    made = []
+    real = write_module._long_snapshots
+    monkeypatch.setattr(write_module, "_long_snapshots", lambda s: made.append(1) or real(s))
+    pb.write(pb.evaluate_snapshots(snaps), force=False)
+    assert made == []
+    assert pl.read_parquet(tmp_path / "out" / "snapshots.parquet").equals(whole[SNAPSHOT_OUTPUTS["snapshots"]])

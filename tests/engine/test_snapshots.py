@@ -293,3 +293,66 @@ def test_snapshots_with_text_table_ids_beside_integer_ids_equal_single_runs(regi
     for as_of, got in zip(snaps.as_of, snaps.customers):
         assert_frame_equal(got, engine.classify(tx, customers=table, as_of=as_of, registry=registry))
     assert dict(zip(snaps.customers[-1]["customer_id"], snaps.customers[-1]["region"]))["3"] == "w"
+
+
+def test_the_last_table_is_built_when_first_needed(registry):
+    """The scan builds no table: the last one is built when asked for (or for the report, or before the running
+    totals are let go), kept, and its customers go into the report; ``firsts`` are its customers' first
+    purchases, which the cohorts read, without it (prospects of a customer table have none)."""
+    from engine.data import read_customers, read_transactions
+    from engine.snapshots import compute_snapshot_features, snapshot_spec
+
+    tx = read_transactions(engine.sample_path(), SAMPLE_MAPPING)
+    spec = snapshot_spec(as_of=QUARTERS)
+    table = read_customers(customers_csv(), None)
+    feats = compute_snapshot_features(tx, spec, customers=table)
+    assert feats.last is None and feats.scan_report.customers == 0  # nothing built yet
+    last = feats.table(-1)
+    assert feats.last is last and feats.table(3) is last  # built once, kept
+    single = engine.features.compute_features(tx, as_of=QUARTERS[-1], customers=table)
+    assert_frame_equal(last.customers, single.customers)
+    for name in ("customers", "customers_with_transactions", "prospects", "customers_from_table", "net_revenue"):
+        assert getattr(feats.report, name) == getattr(single.report, name), name
+    bought = last.customers.filter(pl.col("frequency") > 0).height
+    assert feats.firsts["customer_id"].flags["SORTED_ASC"]
+    assert_frame_equal(feats.firsts, last.customers.select("customer_id", "first_order")
+                       .filter(pl.col("customer_id").is_in(feats.firsts["customer_id"].implode())))
+    assert feats.firsts.height == last.customers.height - feats.report.prospects >= bought > 0
+
+    # the report alone builds it; letting the running totals go builds it first
+    other = compute_snapshot_features(tx, spec)
+    assert other.report.customers == other.last.customers.height
+    third = compute_snapshot_features(tx, spec)
+    third.built()
+    assert third.last is not None and third.build is None
+    assert_frame_equal(third.table(-1).customers, other.last.customers)
+    with pytest.raises(RuntimeError, match="let go"):
+        third.table(0)
+
+
+def test_the_activity_counts_revenue_in_int64_unless_the_scan_summed_wide(registry):
+    from engine.data import read_transactions
+    from engine.snapshots import compute_snapshot_features, snapshot_spec
+
+    tx = read_transactions(engine.sample_path(), SAMPLE_MAPPING)
+    spec = snapshot_spec(as_of=QUARTERS)
+    narrow = compute_snapshot_features(tx, spec)
+    wide = compute_snapshot_features(tx, spec, wide=True)
+    assert narrow.activity.schema["revenue_units"] == pl.Int64
+    assert wide.activity.schema["revenue_units"] == pl.Int128
+    assert narrow.activity.equals(wide.activity.cast({"revenue_units": pl.Int64}))
+
+
+def test_slim_snapshots_let_go_of_the_activity_once_counted(registry):
+    """With keep="slim" (a playbook run) the activity is not kept: the KPIs and cohorts, counted from it on a
+    deriving thread, are the same as a run that keeps it; kpi_table needs the activity or its counts."""
+    from engine.kpi import kpi_table
+
+    kwargs = dict(as_of=QUARTERS, mapping=SAMPLE_MAPPING, registry=registry)
+    whole = run_snapshots(engine.sample_path(), **kwargs)
+    slim = run_snapshots(engine.sample_path(), keep="slim", **kwargs)
+    assert whole.activity is not None and slim.activity is None
+    assert_frame_equal(slim.kpis, whole.kpis)
+    assert_frame_equal(slim.cohorts, whole.cohorts)
+    with pytest.raises(ValueError, match="activity"):
+        kpi_table(None, whole.customers, QUARTERS, whole.spec.previous)

@@ -159,3 +159,39 @@ def test_the_scans_buckets_are_let_go_without_a_window():
     windowed = snapshots.compute_snapshot_features(tx, snapshots.snapshot_spec(
         every="quarter", periods=3, end="2011-12-01", windows={"abc": "3 months"}))
     assert isinstance(held(windowed)["buckets"], pl.DataFrame)
+
+
+@settings(max_examples=100, deadline=None)
+@example(rows=[(1, 0, 3 * 2**60, 1, 1, 1, 0, 0, 1), (1, 1, 3 * 2**60, 2, 2, 2, 0, 0, 1)])  # wide: the Polars route
+@given(rows=bucket_rows)
+def test_running_totals_from_columns_handed_over_equal_the_frames(rows):
+    """Given the bucket rows as a list of their columns (the scan's way: each let go once read), the running totals
+    are the frame's, and the list is emptied, on the NumPy route and on the Polars one."""
+    buckets = buckets_of(rows)
+    if (buckets["_monetary_units"].abs() >= 2**60).any():
+        buckets = buckets.with_columns(pl.col("_monetary_units").cast(pl.Int128))
+    columns = buckets.get_columns()
+    got = _cumulative_amounts(columns, KEY_FEATURES)
+    assert columns == []
+    assert_same(got, _cumulative_amounts(buckets, KEY_FEATURES))
+
+
+def test_the_running_totals_hold_the_units_of_the_net_revenue_only():
+    """A table reads the amounts of the summed features and the net revenue's units (its report's exact total):
+    the other units are not held with the running totals, and each table copies only the columns it keeps."""
+    import engine
+    from engine.data import read_transactions
+    from engine.sample import SAMPLE_MAPPING
+
+    tx = read_transactions(engine.sample_path(), SAMPLE_MAPPING)
+    feats = snapshots.compute_snapshot_features(tx, snapshots.snapshot_spec(every="quarter", periods=3,
+                                                                           end="2011-12-01"))
+    code = feats.build.__code__
+    held = {name: cell.cell_contents for name, cell in zip(code.co_freevars, feats.build.__closure__)}
+    cumulative = held["cumulative"]
+    sums = [f.name for f in _AGGREGATED if f.compute.op == "sum"]
+    assert "_monetary_units" in cumulative.columns and "monetary" in sums
+    assert [f"_{n}_units" for n in sums if f"_{n}_units" in cumulative.columns] == ["_monetary_units"]
+    assert all(n in cumulative.columns for n in sums)
+    table = feats.table(1).customers
+    assert "_bucket" not in table.columns and "_next" not in table.columns

@@ -222,3 +222,28 @@ def test_every_snapshot_equals_a_single_run_on_dated_integer_input(registry, mon
         assert snaps.report.orders_counted == ("boundaries" if numbered else "positions")
         for as_of, table in zip(snaps.as_of, snaps.customers):
             assert_frame_equal(table, engine.classify(tx, mapping=mapping, as_of=as_of, registry=registry))
+
+
+def test_the_bucket_rows_are_put_in_order_by_customer_then_bucket():
+    """The dense scan's parts come bucket by bucket, each sorted by customer: a stable sort by customer puts the rows
+    in order of (customer, bucket), as a sort by both does; parts out of bucket order take the sort by both, empty
+    parts are left out, and none at all gives None."""
+    import random
+
+    rng = random.Random(7)
+    parts = []
+    for bucket in (0, 2, 3, 5):
+        ids = sorted(rng.sample(range(-20, 60), rng.randint(0, 25)))
+        parts.append(pl.DataFrame({"customer_id": ids, "_bucket": [bucket] * len(ids),
+                                   "_x": [rng.randint(-9, 9) for _ in ids]},
+                                  schema={"customer_id": pl.Int64, "_bucket": pl.Int32, "_x": pl.Int64}))
+    parts.insert(1, parts[0].clear())
+    want = pl.concat(parts).sort("customer_id", "_bucket")
+    for arrived in (parts, parts[::-1], [parts[2], parts[0], parts[4], parts[3], parts[1]]):
+        dense = snapshots._DenseBuckets([], pl.Int64)
+        dense.frames = list(arrived)
+        got = dense.table()
+        assert_frame_equal(got, want)
+        assert dense.frames == []
+    dense = snapshots._DenseBuckets([], pl.Int64)
+    assert dense.table() is None
