@@ -79,6 +79,11 @@ TARGETS: dict[str, tuple[tuple[tuple[str, tuple[str, ...] | None], ...], tuple[s
             "tests/engine/test_holdout.py::test_without_holdouts_control_csv_has_its_columns_and_no_row",
             # with_actions' join of one action per customer, a customer without an id included
             "tests/engine/test_playbook_manifest.py::test_one_action_per_customer_joins_the_same_columns_as_grouping")),
+    # the snapshot scan's tables after the dense pass, the running totals, the activity, the KPIs and cohorts
+    "snapshots": ((("engine/snapshots.py", None), ("engine/kpi.py", None)),
+                  ("engine/snapshots.py", "tests/engine/test_snapshots.py", "tests/engine/test_snapshots_cumulative.py",
+                   "tests/engine/test_snapshots_dense.py", "tests/engine/test_snapshots_ordered.py",
+                   "tests/engine/test_kpi.py", "tests/engine/test_playbook_snapshots.py")),
     "abc": ((("plugins/abc/__init__.py", None),), ("plugins/abc/__init__.py", "tests/plugins/abc")),
     "adc": ((("plugins/adc/__init__.py", None),), ("plugins/adc/__init__.py", "tests/plugins/adc")),
     "rfm": ((("plugins/rfm/__init__.py", None),), ("plugins/rfm/__init__.py", "tests/plugins/rfm")),
