@@ -227,6 +227,9 @@ def _packed_key() -> pl.Expr:
 _LINES_PER_BLOCK = 1024
 #: Lines in period order are taken in chunks of whole periods of about this many lines (:func:`_in_blocks`).
 _CHUNK_LINES = 1 << 20
+#: From this many purchase lines on, the summary's NumPy step copies them (:func:`_purchase_lines`) and reads their
+#: blocks (:func:`_in_blocks`) in two halves on two threads.
+_PARALLEL_LINES = 1 << 21
 
 
 def _per_customer_from_lines(lines: pl.DataFrame, id_type: pl.DataType, weeks: bool, names: Mapping[str, str],
@@ -250,9 +253,11 @@ def _purchase_lines(lines: pl.DataFrame, weeks: bool) -> tuple[np.ndarray, np.nd
     (Int32: the day, or its calendar week as :func:`_period` numbers it) and units (Int64).
 
     One copy: each column's chunks are read as they are (NumPy views of the rows' buffers) and their purchases
-    written into arrays of the lines' length, of which only the purchases' part is used (memory never written is
-    never touched). A filter and a single-chunk copy in Polars would write the lines twice (at 10M lines about
-    400 MB of fresh memory, its page faults included, against 200 MB)."""
+    written into arrays of the purchases' length (a Polars filter and a single-chunk copy would write the lines
+    twice: at 10M lines about 400 MB of fresh memory, its page faults included, against 200 MB). From
+    :data:`_PARALLEL_LINES` lines on, the chunks are written in two halves on two threads (NumPy lets go of the
+    GIL while it copies; the page faults of fresh memory are taken on both cores), each half at the place its
+    purchases' count before it gives."""
     import numpy as np
 
     columns = [lines[c] for c in ("customer_id", "_day", "amount_units")]
@@ -260,24 +265,34 @@ def _purchase_lines(lines: pl.DataFrame, weeks: bool) -> tuple[np.ndarray, np.nd
         raise ValueError("the BTYD summary's lines have a null customer, day or amount")
     if len({tuple(len(part) for part in c.get_chunks()) for c in columns}) > 1:  # chunks of other lengths
         columns = [c.rechunk() for c in columns]
-    ids = np.empty(lines.height, dtype=np.int64)
-    period = np.empty(lines.height, dtype=np.int32)
-    value = np.empty(lines.height, dtype=np.int64)
-    n = 0
-    for chunk in zip(*(c.get_chunks() for c in columns)):
-        i, d, u = (part.to_numpy() for part in chunk)
-        keep = u >= 0
-        k = int(np.count_nonzero(keep))
-        if k < u.size:
-            i, d, u = i[keep], d[keep], u[keep]
-        ids[n:n + k] = i
-        value[n:n + k] = u
-        if weeks:  # as _period: (day + 3) // 7, weeks since Monday 1969-12-29 (in Int64: no wrap near the end)
-            period[n:n + k] = (d.astype(np.int64) + 3) // 7
-        else:
-            period[n:n + k] = d
-        n += k
-    return ids[:n], period[:n], value[:n]
+    chunks = [tuple(part.to_numpy() for part in chunk) for chunk in zip(*(c.get_chunks() for c in columns))]
+    kept = [int(np.count_nonzero(u >= 0)) for _, _, u in chunks]
+    at = np.cumsum([0, *kept]).tolist()  # where each chunk's purchases go
+    ids = np.empty(at[-1], dtype=np.int64)
+    period = np.empty(at[-1], dtype=np.int32)
+    value = np.empty(at[-1], dtype=np.int64)
+
+    def write(first: int, stop: int) -> None:
+        for (i, d, u), n, k in zip(chunks[first:stop], at[first:stop], kept[first:stop]):
+            if k < u.size:
+                keep = u >= 0
+                i, d, u = i[keep], d[keep], u[keep]
+            ids[n:n + k] = i
+            value[n:n + k] = u
+            if weeks:  # as _period: (day + 3) // 7, weeks since Monday 1969-12-29 (in Int64: no wrap near the end)
+                period[n:n + k] = (d.astype(np.int64) + 3) // 7
+            else:
+                period[n:n + k] = d
+
+    middle = int(np.searchsorted(at, at[-1] // 2)) if at[-1] >= _PARALLEL_LINES else 0
+    if 0 < middle < len(chunks):
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(write, middle, len(chunks))
+            write(0, middle)
+            later.result()
+    else:
+        write(0, len(chunks))
+    return ids, period, value
 
 
 def _dense_range(ids: np.ndarray, value: np.ndarray) -> tuple[int, int] | None:
@@ -311,8 +326,44 @@ def _by_lines(ids: np.ndarray, period: np.ndarray, value: np.ndarray, id_type: p
 
 def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int, span: int, edges: np.ndarray):
     """Per position (``id - low``) the distinct periods, the first, the last and the value after the first, from
-    lines in period order (``edges``: where each period after the first starts), in chunks of whole periods of
-    about :data:`_CHUNK_LINES` lines (the temporaries stay small: memory touched once costs page faults).
+    lines in period order (``edges``: where each period after the first starts), by :func:`_blocks_part`; from
+    :data:`_PARALLEL_LINES` lines on in two parts on two threads, split at the edge nearest the middle, so each
+    period is wholly in one part and every period of the second part is later than every one of the first.
+
+    The parts' arrays then add up exactly: the counts add; the first period is the first part's where it has one
+    (the smaller), the last the second part's where it has one (its line indices are the larger); the value after
+    the first period adds the second part's value after its own first period, and for the customers the first part
+    has seen the second part's opening period too (``opened``: its value per position)."""
+    import numpy as np
+
+    bounds = [0, *edges.tolist(), ids.size]
+    m = int(np.searchsorted(edges, ids.size // 2)) if ids.size >= _PARALLEL_LINES and edges.size else -1
+    if m < 0:
+        count, first, repeat, owner, _ = _blocks_part(ids, period, value, low, span, bounds, False)
+    else:
+        m = min(m, edges.size - 1)  # bounds[m + 1] is edges[m]: the second part starts there
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(_blocks_part, ids, period, value, low, span, bounds[m + 1:], True)
+            count, first, repeat, owner, _ = _blocks_part(ids, period, value, low, span, bounds[:m + 2], False)
+            count2, first2, repeat2, owner2, opened2 = later.result()
+        repeat += repeat2
+        repeat[count > 0] += opened2[count > 0]
+        count += count2
+        np.minimum(first, first2, out=first)
+        np.maximum(owner, owner2, out=owner)
+    seen = owner >= 0
+    last = np.full(span, np.iinfo(np.int32).min, dtype=np.int32)
+    last[seen] = period[owner[seen]]
+    return count, first, last, repeat
+
+
+def _blocks_part(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int, span: int, bounds: list[int],
+                 opened: bool):
+    """:func:`_in_blocks`' arrays from the lines ``bounds[0]`` to ``bounds[-1]`` (each bound a period's start), in
+    chunks of whole periods of about :data:`_CHUNK_LINES` lines (the temporaries stay small: memory touched once
+    costs page faults): per position the distinct periods, the first, the value after the first, the index of
+    one of the customer's lines in their last period (``owner``, -1 for none) and with ``opened`` the value of
+    their first period (else None).
 
     Within a chunk, consecutive lines of one customer in one period (an order's lines) are taken as one *run*, their
     values summed (Int64: the caller checked the total). The distinct (customer, period) pairs are counted from one
@@ -321,15 +372,14 @@ def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int,
     whichever), and the runs whose index was kept are flagged, one a customer; the indices of earlier blocks are
     all smaller, so what they left is never taken for this block's. What a run's position held before its block
     tells whether the period is the customer's first (nothing yet: ``-1``): the first period is put there, and the
-    runs of later periods are summed into the value after the first. At the end ``owner`` holds the index of one of
-    each customer's lines in their last period."""
+    runs of later periods are summed into the value after the first."""
     import numpy as np
 
     count = np.zeros(span, dtype=np.int64)
     first = np.full(span, np.iinfo(np.int32).max, dtype=np.int32)
     repeat = np.zeros(span, dtype=np.int64)
     owner = np.full(span, -1, dtype=np.int64)
-    bounds = [0, *edges.tolist(), ids.size]
+    opening_value = np.zeros(span, dtype=np.int64) if opened else None
     block = 0  # the chunk's first block: bounds[block] .. bounds[i]
     for i in range(1, len(bounds)):
         start, end = bounds[block], bounds[i]
@@ -353,13 +403,12 @@ def _in_blocks(ids: np.ndarray, period: np.ndarray, value: np.ndarray, low: int,
             np.equal(owner[w], index[s:e], out=kept[s:e])
         np.add.at(count, at[kept], 1)
         first[at[opening]] = p[opening]  # one period a customer: the same value at a repeated position
+        if opening_value is not None:
+            np.add.at(opening_value, at[opening], v[opening])
         np.logical_not(opening, out=opening)
         np.add.at(repeat, at[opening], v[opening])
         block = i
-    seen = owner >= 0
-    last = np.full(span, np.iinfo(np.int32).min, dtype=np.int32)
-    last[seen] = period[owner[seen]]
-    return count, first, last, repeat
+    return count, first, repeat, owner, opening_value
 
 
 def _by_sorted_keys(at: np.ndarray, period: np.ndarray, value: np.ndarray, span: int):

@@ -686,7 +686,9 @@ def _plain_summary(frame: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
 
 
 #: The ways the BTYD periods are read per customer, each forced by monkeypatching (see _force).
-_WAYS = ("blocks", "blocks in chunks", "sorted keys", "periods by position", "periods by sorting")
+_WAYS = ("blocks", "blocks in chunks", "blocks in halves", "blocks in chunks and halves", "sorted keys",
+         "periods by position", "periods by sorting")
+_LINE_WAYS = 4  # the first four: blocks, which need lines in period order
 
 
 def _force(clv, monkeypatch, way: str) -> None:
@@ -694,7 +696,9 @@ def _force(clv, monkeypatch, way: str) -> None:
     ``blocks`` needs lines in period order."""
     if way.startswith("blocks"):  # every period a block, whatever the lines a period; never the sorted keys
         monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
-        monkeypatch.setattr(clv, "_CHUNK_LINES", 1 if way == "blocks in chunks" else 1 << 30)  # a chunk a period
+        monkeypatch.setattr(clv, "_CHUNK_LINES", 1 if "chunks" in way else 1 << 30)  # a chunk a period
+        # the lines copied and their blocks read in two halves on two threads, from two lines on
+        monkeypatch.setattr(clv, "_PARALLEL_LINES", 2 if "halves" in way else 1 << 62)
         monkeypatch.setattr(clv, "_period_edges", lambda period, _f=clv._period_edges: _f(period) if (
             _f(period) is not None) else pytest.fail("lines not in period order"))
     elif way == "sorted keys":  # the lines never taken as in period order
@@ -745,7 +749,7 @@ def test_summary_ways_agree(clv_registry, monkeypatch, layout):
             m.setattr(clv, "_LINES_PER_BLOCK", 10)  # 12 lines a day, 86 a week
             assert summary().equals(got)
         assert used == ["_by_lines", "_in_blocks"] * 2 if layout == "by date" else ["_by_lines"] * 2
-    for way in _WAYS if layout == "by date" else _WAYS[2:]:
+    for way in _WAYS if layout == "by date" else _WAYS[_LINE_WAYS:]:
         with monkeypatch.context() as m:
             _force(clv, m, way)
             assert summary().equals(got), way
@@ -782,7 +786,7 @@ def test_summary_ways_agree_on_many_lines_a_day(clv_registry, monkeypatch, seed,
 
     got = summary()
     assert bool(used) == in_order  # 1,250 lines a day: blocks, when in order
-    for way in _WAYS if in_order else _WAYS[2:]:
+    for way in _WAYS if in_order else _WAYS[_LINE_WAYS:]:
         with monkeypatch.context() as m:
             _force(clv, m, way)
             assert summary().equals(got), way
@@ -790,14 +794,17 @@ def test_summary_ways_agree_on_many_lines_a_day(clv_registry, monkeypatch, seed,
     assert got.select(plain.columns).equals(plain)
 
 
+@pytest.mark.parametrize("halves", [False, True])
 @pytest.mark.parametrize("chunk", [1, 6, 1 << 30])
-def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatch, chunk):
+def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatch, chunk, halves):
     """In blocks, consecutive lines of one customer in one period are one run, its values summed; a run never
     spans two periods (the same customer's last line of a day and first of the next, side by side), two runs of a
     customer on one day (another customer's line between them) count the day once, and a zero amount is a purchase
     day, a return none; the customer of the first line (the run of index 0) buys once only. A chunk a day, or all
     days in one chunk, or two days a chunk (the second chunk's inner edge taken from its own start): the table a
-    plain group_by gives."""
+    plain group_by gives. In two halves (the 17 purchase lines split at the edge nearest line 8: days 1-2 and 3-4),
+    the same: customer 1's opening day in the second half is a repeat day, customer 6's (first seen there) is not,
+    the last day is the second half's where it has one (1, 3, 4, 6), else the first's (2, 5)."""
     import plugins.clv as clv
 
     d = dt.date
@@ -813,27 +820,32 @@ def test_summary_blocks_take_an_orders_lines_as_one_run(clv_registry, monkeypatc
         (4, d(2024, 1, 3), -2.0),                               # a return only: no purchase day
         (4, d(2024, 1, 4), 0.0), (1, d(2024, 1, 4), 0.5),      # a zero amount: a purchase day of value 0
         (3, d(2024, 1, 4), 2.5), (3, d(2024, 1, 4), 2.5),
-    ])
+    ]).vstack(tx([(6, d(2024, 1, 3), 1.5), (6, d(2024, 1, 4), 4.0)])).sort("order_date", maintain_order=True)
     monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
     monkeypatch.setattr(clv, "_CHUNK_LINES", chunk)
-    used = []
+    monkeypatch.setattr(clv, "_PARALLEL_LINES", 17 if halves else 18)  # the 17 purchase lines: halves or not
+    used, parts = [], []
     monkeypatch.setattr(clv, "_in_blocks", lambda *a, _f=clv._in_blocks: used.append(1) or _f(*a))
+    monkeypatch.setattr(clv, "_blocks_part", lambda *a, _f=clv._blocks_part: parts.append([a[-2][0], a[-2][-1]])
+                        or _f(*a))
     got = _summary_columns(engine.prepare(frame, as_of="2024-01-05", registry=clv_registry,
                                           needs=SUMMARY_COLUMNS).customers)
     assert used == [1]
+    assert sorted(parts) == ([[0, 10], [10, 17]] if halves else [[0, 17]])  # each part's first and last bound
     assert got.select(_plain_summary(frame, d(2024, 1, 5)).columns).equals(_plain_summary(frame, d(2024, 1, 5)))
     c = {r["customer_id"]: r for r in got.to_dicts()}
-    assert [c[i]["btyd_purchase_days"] for i in (1, 2, 3, 4, 5)] == [3, 2, 3, 2, 1]
-    assert [c[i]["btyd_repeat_value"] for i in (1, 2, 3, 4, 5)] == [2.5, 9.0, 15.0, 0.0, 0.0]
-    assert [c[i]["btyd_first_purchase"] for i in (1, 2, 3, 4, 5)] == [d(2024, 1, 1)] * 3 + [d(2024, 1, 2),
-                                                                                          d(2024, 1, 1)]
-    assert [c[i]["btyd_last_purchase"] for i in (1, 2, 3, 4, 5)] == [d(2024, 1, 4), d(2024, 1, 2), d(2024, 1, 4),
-                                                                      d(2024, 1, 4), d(2024, 1, 1)]
+    assert [c[i]["btyd_purchase_days"] for i in (1, 2, 3, 4, 5, 6)] == [3, 2, 3, 2, 1, 2]
+    assert [c[i]["btyd_repeat_value"] for i in (1, 2, 3, 4, 5, 6)] == [2.5, 9.0, 15.0, 0.0, 0.0, 4.0]
+    assert [c[i]["btyd_first_purchase"] for i in (1, 2, 3, 4, 5, 6)] == [d(2024, 1, 1)] * 3 + [
+        d(2024, 1, 2), d(2024, 1, 1), d(2024, 1, 3)]
+    assert [c[i]["btyd_last_purchase"] for i in (1, 2, 3, 4, 5, 6)] == [d(2024, 1, 4), d(2024, 1, 2), d(2024, 1, 4),
+                                                                         d(2024, 1, 4), d(2024, 1, 1), d(2024, 1, 4)]
 
 
+@pytest.mark.parametrize("halves", [False, True])
 @pytest.mark.parametrize("weeks", [False, True])
 @pytest.mark.parametrize("aligned", [True, False])
-def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
+def test_purchase_lines_from_the_rows_chunks(monkeypatch, weeks, aligned, halves):
     """The NumPy step's purchase lines (amount >= 0, in the lines' order) from rows in several chunks, as the dense
     pass keeps them (a chunk with returns, one without, one of returns only), or with columns chunked unlike each
     other: what a Polars filter gives, periods as _period numbers them (days, or calendar weeks, before 1970 too:
@@ -852,6 +864,7 @@ def test_purchase_lines_from_the_rows_chunks(weeks, aligned):
     if not aligned:
         lines = lines.with_columns(lines["amount_units"].rechunk())
         assert lines["amount_units"].n_chunks() == 1 and lines["customer_id"].n_chunks() == 3
+    monkeypatch.setattr(clv, "_PARALLEL_LINES", 2 if halves else 1 << 62)  # two halves of the chunks, two threads
     ids, period, value = clv._purchase_lines(lines, weeks)
     want = rows.filter(pl.col("amount_units") >= 0).with_columns(clv._period(weeks).alias("_period"))
     assert (ids.dtype, period.dtype, value.dtype) == (np.int64, np.int32, np.int64)
