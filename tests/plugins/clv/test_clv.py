@@ -873,6 +873,35 @@ def test_purchase_lines_from_the_rows_chunks(monkeypatch, weeks, aligned, halves
     assert len(ids) == 700 + 500 - int((parts[0]["amount_units"] < 0).sum())
 
 
+def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch):
+    """From _PARALLEL_LINES purchase lines on (800 here: the threshold itself), the chunks are written in two halves
+    on two threads, split at the first chunk boundary with at least half the purchases before it: five chunks of
+    100 lines and one of 300 split after the fourth (400 of 800), not earlier; the lines as one thread writes
+    them."""
+    import plugins.clv as clv
+
+    sizes = [100] * 5 + [300]
+    rows = pl.concat([pl.DataFrame({"customer_id": np.arange(n, dtype=np.int64) + k, "_day": pl.Series(
+        np.full(n, k, dtype=np.int32)), "amount_units": np.arange(n, dtype=np.int64)}) for k, n in enumerate(sizes)],
+        rechunk=False)
+    splits = []
+
+    class Pool(clv.ThreadPoolExecutor):
+        def submit(self, fn, *args):
+            splits.append(args)
+            return super().submit(fn, *args)
+
+    monkeypatch.setattr(clv, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(clv, "_PARALLEL_LINES", 800)
+    ids, period, value = clv._purchase_lines(rows, False)
+    assert splits == [(4, 6)]  # the second half: chunks 4 and 5
+    assert ids.tolist() == rows["customer_id"].to_list() and value.tolist() == rows["amount_units"].to_list()
+    assert period.tolist() == rows["_day"].to_list()
+    monkeypatch.setattr(clv, "_PARALLEL_LINES", 801)
+    splits.clear()
+    assert clv._purchase_lines(rows, False)[0].tolist() == ids.tolist() and splits == []
+
+
 def test_summary_blocks_of_one_period(clv_registry, monkeypatch):
     """Lines of a single day read in blocks (one block, no edge between periods): every customer's one purchase
     day, as a plain group_by gives it."""
