@@ -902,6 +902,27 @@ def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch):
     assert clv._purchase_lines(rows, False)[0].tolist() == ids.tolist() and splits == []
 
 
+def test_summary_blocks_halves_when_the_last_day_holds_most_lines(clv_registry, monkeypatch):
+    """The blocks' two parts split at the edge nearest the middle line; when every edge comes before it (the last
+    day holds more than half the lines), at the last edge: two parts still, the last day the second, and the table
+    a plain group_by gives."""
+    import plugins.clv as clv
+
+    d = dt.date
+    frame = tx([(1, d(2024, 1, 1), 2.0), (2, d(2024, 1, 2), 3.0), *((c % 3 + 1, d(2024, 1, 3), 1.0 + c)
+                                                                     for c in range(6))])
+    monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
+    monkeypatch.setattr(clv, "_PARALLEL_LINES", 2)
+    parts = []
+    monkeypatch.setattr(clv, "_blocks_part", lambda *a, _f=clv._blocks_part: parts.append([a[-2][0], a[-2][-1]])
+                        or _f(*a))
+    got = _summary_columns(engine.prepare(frame, as_of="2024-02-01", registry=clv_registry,
+                                          needs=SUMMARY_COLUMNS).customers)
+    assert sorted(parts) == [[0, 2], [2, 8]]  # edges at lines 1 and 2, the middle line 4: split at line 2
+    plain = _plain_summary(frame, d(2024, 2, 1))
+    assert got.select(plain.columns).equals(plain)
+
+
 def test_summary_blocks_of_one_period(clv_registry, monkeypatch):
     """Lines of a single day read in blocks (one block, no edge between periods): every customer's one purchase
     day, as a plain group_by gives it."""
