@@ -553,16 +553,24 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
 
     current = None  # with buckets: the bucket being counted
     # The scatters into the arrays run on a thread of their own (NumPy lets go of the GIL in them), one batch
-    # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals.
-    with ThreadPoolExecutor(1, thread_name_prefix="tierbook-dense") as scatter:
-        pending = None
+    # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals. With
+    # ``positions`` the orders' owners (their own array, and the doubts, which nothing else adds to there) are
+    # taken on a second thread beside the customers' scatters: the random reads and writes of an array as large as
+    # the orders are the longer half of a batch's work, and a batch's two halves touch no array in common.
+    with ThreadPoolExecutor(1, thread_name_prefix="tierbook-dense") as scatter, \
+            ThreadPoolExecutor(1, thread_name_prefix="tierbook-owners") as owning:
+        pending: list = []  # the futures of the batch before: each waited for before the arrays change hands
+
+        def settle() -> None:
+            for done in pending:
+                done.result()
+            pending.clear()
+
         for bucket, batch, units, days in usable_batches():
             if batch is None:  # the buckets not in input order
                 return None
             if bucket != current:  # the arrays hold the bucket before: its rows out, the arrays emptied
-                if pending is not None:
-                    pending.result()
-                    pending = None
+                settle()
                 if current is not None:
                     buckets.flush(np, state, orders, current)
                 current = bucket
@@ -570,8 +578,8 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
                 kept.append(batch.select(_KEPT_COLUMNS))
             ids = batch.get_column("customer_id").to_numpy().astype(np.int64, copy=False)
             low, high = int(ids.min()), int(ids.max())
-            if pending is not None and not state.fits(low, high):
-                pending.result()  # the arrays grow: the scatters into the old ones first
+            if not state.fits(low, high):
+                settle()  # the arrays grow: the scatters into the old ones first
             if not state.cover(low, high, rows_read // 2 + DENSE_SPAN_SLACK):
                 rows = rows_in_all() if rows is None else rows
                 if not state.cover(low, high, max(rows, rows_read) // 2 + DENSE_SPAN_SLACK):
@@ -597,8 +605,8 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
             started = doubted = owned = None
             if positions and who.size:
                 first, last = int(key.min()), int(key.max())
-                if pending is not None and not orders.fits(first, last):
-                    pending.result()
+                if not orders.fits(first, last):
+                    settle()
                 if not orders.cover(first, last, rows_read + DENSE_SPAN_SLACK):
                     rows = rows_in_all() if rows is None else rows
                     if not orders.cover(first, last, max(rows, rows_read) + DENSE_SPAN_SLACK):
@@ -612,12 +620,12 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
                 counts = [("purchases", at if every else at[bought])]
                 if with_key is not None:
                     counts.append(("null_key", at[bought & ~with_key]))
-            if pending is not None:
-                pending.result()
-            pending = scatter.submit(_dense_scatter, np, state.arrays, at, units, days, None if every else bought,
-                                     who if with_key is None else None, started, doubted, owned, counts)
-        if pending is not None:
-            pending.result()
+            settle()
+            pending.append(scatter.submit(_dense_scatter, np, state.arrays, at, units, days, None if every else bought,
+                                          who if with_key is None else None, started, doubted, counts))
+            if owned is not None:
+                pending.append(owning.submit(_dense_owners, np, state.arrays, *owned))
+        settle()
     if buckets is not None:
         if current is not None:
             buckets.flush(np, state, orders, current)
@@ -734,27 +742,14 @@ def _dense_tables(tx: Transactions, kept: list[pl.DataFrame], tables: Mapping[st
         return None
 
 
-def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, owned=None, counts=None) -> None:
+def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, counts=None) -> None:
     """One batch's lines into the arrays ``a`` (see :func:`_dense_pass`): ``at`` the customers' elements, ``bought``
     the purchase lines (None: every line), ``buyers`` their elements if already gathered, ``started`` and
-    ``doubted`` the elements of the run starts and of those in doubt; with ``owned`` (the positions pass: the
-    array of owners, the counted lines' order elements, their customers' elements, the customers' ``lo``), each
-    counted line's order takes its customer if it has none, and a line whose order holds another customer puts
-    its customer in doubt; ``counts`` (name, elements) pairs each add one at their elements (the bucket pass's
-    purchase lines and lines without an order id)."""
+    ``doubted`` the elements of the run starts and of those in doubt; ``counts`` (name, elements) pairs each add
+    one at their elements (the bucket pass's purchase lines and lines without an order id). The positions pass's
+    orders are :func:`_dense_owners`'."""
     for name, elements in counts or ():
         np.add.at(a[name], elements, 1)
-    if owned is not None:
-        owner, orders, customers, lo = owned
-        ids = customers + lo
-        held = owner[orders]
-        free = held == _NO_OWNER
-        if free.any():
-            owner[orders[free]] = ids[free]  # of lines of one new order, one customer takes it: read back below
-            held[free] = owner[orders[free]]
-        other = held != ids
-        if other.any():
-            np.add.at(a["doubts"], customers[other], 1)
     np.add.at(a["monetary"], at, units)
     if bought is None:
         buyers, bought_days = at, days
@@ -774,6 +769,23 @@ def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, own
         np.add.at(a["starts"], started, 1)
         if doubted.size:
             np.add.at(a["doubts"], doubted, 1)
+
+
+def _dense_owners(np, a, owner, orders, customers, lo) -> None:
+    """One batch's counted lines into the positions pass's array of owners ``owner`` (customer ids, indexed by
+    ``orders``, the lines' order elements): each order takes its line's customer (``customers``: their elements,
+    ``lo`` the customers' ``lo``) if it has none, and a line whose order holds another customer puts its customer
+    in doubt (``a["doubts"]``)."""
+    ids = customers + lo
+    held = owner[orders]
+    free = held == _NO_OWNER
+    if free.any():
+        owner[orders[free]] = ids[free]  # of lines of one new order, one customer takes it: read back below
+        held[free] = owner[orders[free]]
+    other = held != ids
+    if other.any():
+        np.add.at(a["doubts"], customers[other], 1)
+
 
 def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions: list[pl.DataFrame],
                   condition: pl.Expr, exception_aggs: list[pl.Expr]) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
