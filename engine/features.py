@@ -776,12 +776,13 @@ def _dense_owners(np, a, owner, orders, customers, lo) -> None:
     ``orders``, the lines' order elements): each order takes its line's customer (``customers``: their elements,
     ``lo`` the customers' ``lo``) if it has none, and a line whose order holds another customer puts its customer
     in doubt (``a["doubts"]``)."""
-    ids = customers + lo
+    ids = customers + lo if lo else customers
     held = owner[orders]
     free = held == _NO_OWNER
     if free.any():
-        owner[orders[free]] = ids[free]  # of lines of one new order, one customer takes it: read back below
-        held[free] = owner[orders[free]]
+        fresh = orders[free]
+        owner[fresh] = ids[free]  # of lines of one new order, one customer takes it: read back below
+        held[free] = owner[fresh]
     other = held != ids
     if other.any():
         np.add.at(a["doubts"], customers[other], 1)
