@@ -134,6 +134,17 @@ def test_the_id_indexed_table_is_taken_by_the_span_of_the_ids_not_their_size():
     assert write._rows_of(wide, pl.Series([1, 10**6])).to_list() == [2, 2]
 
 
+
+def test_the_id_indexed_table_takes_more_than_1024_ids_spread_by_up_to_4x_their_number():
+    """The table's limit grows with the ids' number: 2,047 ids spanning 0..2,047 (beyond the 1,024 any number of
+    ids may span, within 4x their number) take the table, so an id missing between them has no row; the binary
+    search would give the row after it."""
+    ids = pl.Series([i for i in range(2048) if i != 1000])
+    assert write._rows_of(ids, pl.Series([1000, 999, 1001, 2047])).to_list() == [None, 999, 1000, 2046]
+    assert ids.search_sorted(pl.Series([1000])).to_list() == [1000]  # what the binary search gives instead
+    sparse = pl.Series(range(0, 2048 * 5, 5))  # the same number of ids spread over 5x their number: the search
+    assert write._rows_of(sparse, pl.Series([6, 10])).to_list() == [2, 2]
+
 # ------------------------------------------------------------------ actions.csv rendered once per rule
 TEXTS = ["call", "=cmd|' /C calc'!A0", "a, b", 'say "hi"', "two\nlines", "+1", "-x", "@sum", " ok", "é"]
 
