@@ -144,6 +144,10 @@ def test_the_id_indexed_table_takes_more_than_1024_ids_spread_by_up_to_4x_their_
     assert ids.search_sorted(pl.Series([1000])).to_list() == [1000]  # what the binary search gives instead
     sparse = pl.Series(range(0, 2048 * 5, 5))  # the same number of ids spread over 5x their number: the search
     assert write._rows_of(sparse, pl.Series([6, 10])).to_list() == [2, 2]
+    # the limit itself: a span of 4x the ids' number plus 1024 takes the search, one less the table
+    assert write._rows_of(pl.Series([0, 4 * 2 + 1024]), pl.Series([1])).to_list() == [1]
+    assert write._rows_of(pl.Series([0, 4 * 2 + 1023]), pl.Series([1])).to_list() == [None]
+
 
 # ------------------------------------------------------------------ actions.csv rendered once per rule
 TEXTS = ["call", "=cmd|' /C calc'!A0", "a, b", 'say "hi"', "two\nlines", "+1", "-x", "@sum", " ok", "é"]
