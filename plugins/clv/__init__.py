@@ -284,8 +284,9 @@ def _purchase_lines(lines: pl.DataFrame, weeks: bool) -> tuple[np.ndarray, np.nd
             else:
                 period[n:n + k] = d
 
-    middle = int(np.searchsorted(at, at[-1] // 2)) if at[-1] >= _PARALLEL_LINES else 0
-    if 0 < middle < len(chunks):
+    # the second half from the first chunk with half the purchases before it (the last chunk when it holds more)
+    middle = min(int(np.searchsorted(at, at[-1] // 2)), len(chunks) - 1) if at[-1] >= _PARALLEL_LINES else 0
+    if middle > 0:
         with ThreadPoolExecutor(1) as pool:
             later = pool.submit(write, middle, len(chunks))
             write(0, middle)

@@ -873,14 +873,16 @@ def test_purchase_lines_from_the_rows_chunks(monkeypatch, weeks, aligned, halves
     assert len(ids) == 700 + 500 - int((parts[0]["amount_units"] < 0).sum())
 
 
-def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch):
+@pytest.mark.parametrize("sizes, split", [([100] * 5 + [300], (4, 6)), ([600, 100, 100], (1, 3)),
+                                          ([100, 300, 400], (2, 3)), ([100, 700], (1, 2)), ([800], None)])
+def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch, sizes, split):
     """From _PARALLEL_LINES purchase lines on (800 here: the threshold itself), the chunks are written in two halves
-    on two threads, split at the first chunk boundary with at least half the purchases before it: five chunks of
-    100 lines and one of 300 split after the fourth (400 of 800), not earlier; the lines as one thread writes
-    them."""
+    on two threads, the second from the first chunk boundary with at least half the purchases before it (after the
+    fourth of five chunks of 100 and one of 300: 400 of 800; after the first of 600, 100 and 100), or from the last
+    chunk when it holds more than half; one chunk is not split; below the threshold nothing is. The lines as one
+    thread writes them."""
     import plugins.clv as clv
 
-    sizes = [100] * 5 + [300]
     rows = pl.concat([pl.DataFrame({"customer_id": np.arange(n, dtype=np.int64) + k, "_day": pl.Series(
         np.full(n, k, dtype=np.int32)), "amount_units": np.arange(n, dtype=np.int64)}) for k, n in enumerate(sizes)],
         rechunk=False)
@@ -894,7 +896,7 @@ def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch):
     monkeypatch.setattr(clv, "ThreadPoolExecutor", Pool)
     monkeypatch.setattr(clv, "_PARALLEL_LINES", 800)
     ids, period, value = clv._purchase_lines(rows, False)
-    assert splits == [(4, 6)]  # the second half: chunks 4 and 5
+    assert splits == ([] if split is None else [split])  # the second half: chunks split[0] to split[1] - 1
     assert ids.tolist() == rows["customer_id"].to_list() and value.tolist() == rows["amount_units"].to_list()
     assert period.tolist() == rows["_day"].to_list()
     monkeypatch.setattr(clv, "_PARALLEL_LINES", 801)
