@@ -874,13 +874,14 @@ def test_purchase_lines_from_the_rows_chunks(monkeypatch, weeks, aligned, halves
 
 
 @pytest.mark.parametrize("sizes, split", [([100] * 5 + [300], (4, 6)), ([600, 100, 100], (1, 3)),
-                                          ([100, 300, 400], (2, 3)), ([100, 700], (1, 2)), ([800], None)])
+                                          ([100, 300, 400], (2, 3)), ([100, 700], (1, 2)), ([800], None),
+                                          ([400, 1, 400], (1, 3))])
 def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch, sizes, split):
     """From _PARALLEL_LINES purchase lines on (800 here: the threshold itself), the chunks are written in two halves
     on two threads, the second from the first chunk boundary with at least half the purchases before it (after the
     fourth of five chunks of 100 and one of 300: 400 of 800; after the first of 600, 100 and 100), or from the last
-    chunk when it holds more than half; one chunk is not split; below the threshold nothing is. The lines as one
-    thread writes them."""
+    chunk when it holds more than half; one chunk is not split; below the threshold nothing is. Half of an odd
+    count is rounded down (400 of 801: after the first chunk). The lines as one thread writes them."""
     import plugins.clv as clv
 
     rows = pl.concat([pl.DataFrame({"customer_id": np.arange(n, dtype=np.int64) + k, "_day": pl.Series(
@@ -899,20 +900,23 @@ def test_purchase_lines_halves_split_where_half_the_purchases_are(monkeypatch, s
     assert splits == ([] if split is None else [split])  # the second half: chunks split[0] to split[1] - 1
     assert ids.tolist() == rows["customer_id"].to_list() and value.tolist() == rows["amount_units"].to_list()
     assert period.tolist() == rows["_day"].to_list()
-    monkeypatch.setattr(clv, "_PARALLEL_LINES", 801)
+    monkeypatch.setattr(clv, "_PARALLEL_LINES", sum(sizes) + 1)
     splits.clear()
     assert clv._purchase_lines(rows, False)[0].tolist() == ids.tolist() and splits == []
 
 
-def test_summary_blocks_halves_when_the_last_day_holds_most_lines(clv_registry, monkeypatch):
-    """The blocks' two parts split at the edge nearest the middle line; when every edge comes before it (the last
-    day holds more than half the lines), at the last edge: two parts still, the last day the second, and the table
-    a plain group_by gives."""
+@pytest.mark.parametrize("last", [True, False])
+def test_summary_blocks_halves_when_one_day_holds_most_lines(clv_registry, monkeypatch, last):
+    """The blocks' two parts split at the first edge from the middle line on; when every edge comes before it (the
+    last day holds more than half the lines), at the last edge: two parts still, the last day the second; when the
+    first day holds more than half, at the first edge. The table a plain group_by gives."""
     import plugins.clv as clv
 
     d = dt.date
-    frame = tx([(1, d(2024, 1, 1), 2.0), (2, d(2024, 1, 2), 3.0), *((c % 3 + 1, d(2024, 1, 3), 1.0 + c)
-                                                                     for c in range(6))])
+    many = [(c % 3 + 1, d(2024, 1, 3 if last else 1), 1.0 + c) for c in range(6)]
+    few = [(1, d(2024, 1, 1), 2.0), (2, d(2024, 1, 2), 3.0)] if last else [(1, d(2024, 1, 2), 2.0),
+                                                                            (4, d(2024, 1, 3), 3.0)]
+    frame = tx([*few, *many] if last else [*many, *few])
     monkeypatch.setattr(clv, "_LINES_PER_BLOCK", 1)
     monkeypatch.setattr(clv, "_PARALLEL_LINES", 2)
     parts = []
@@ -920,7 +924,8 @@ def test_summary_blocks_halves_when_the_last_day_holds_most_lines(clv_registry, 
                         or _f(*a))
     got = _summary_columns(engine.prepare(frame, as_of="2024-02-01", registry=clv_registry,
                                           needs=SUMMARY_COLUMNS).customers)
-    assert sorted(parts) == [[0, 2], [2, 8]]  # edges at lines 1 and 2, the middle line 4: split at line 2
+    # the middle line 4: edges at lines 1 and 2, split at line 2; or edges at 6 and 7, split at 6
+    assert sorted(parts) == ([[0, 2], [2, 8]] if last else [[0, 6], [6, 8]])
     plain = _plain_summary(frame, d(2024, 2, 1))
     assert got.select(plain.columns).equals(plain)
 
