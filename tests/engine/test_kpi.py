@@ -187,3 +187,18 @@ def test_cohorts_equal_their_definition_on_the_sample(grain, registry):
         assert row[:7] == expected[:7]
         assert row[7] == pytest.approx(expected[7], abs=1e-9)
     assert got.equals(snaps.cohorts)
+
+
+def test_kpis_from_counts_alone_a_period_without_counts_is_zero():
+    """kpi_table reads only the period counts when given them (the activity may then be None, as a playbook run
+    lets it go): a period before with no counts (no line in it) has no buyer, so nobody churned and no rate."""
+    from engine.kpi import kpi_table
+
+    dates = [D(2024, 2, 1), D(2024, 3, 1)]
+    tables = [pl.DataFrame({"customer_id": [1]}), pl.DataFrame({"customer_id": [1, 2]})]
+    stats = {1: {"active": 2, "new": 2, "retained": 0, "churned_next": 1, "units": 30_000, "kept_now": 0,
+                 "buyers_units": 30_000}}
+    row = kpi_table(None, tables, dates, D(2024, 1, 1), stats=stats).row(0, named=True)
+    assert (row["customers"], row["active"], row["new"], row["reactivated"], row["retained"]) == (2, 2, 2, 0, 0)
+    assert (row["churned"], row["active_previous"], row["churn_rate"], row["retention_rate"]) == (0, 0, None, None)
+    assert row["revenue"] == 3.0 and row["revenue_retention"] is None
