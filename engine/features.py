@@ -432,10 +432,10 @@ def _dense_possible(tx: Transactions, plugin_features: Mapping[str, Feature], *,
 
 class _DenseState:
     """Per-customer accumulators, element ``id - lo`` for customer ``id`` (see :func:`_dense_pass`): the sum of
-    all units, the return lines and their units, the run starts and those in doubt, the first and last day of a
+    all units, the return lines and their units, the run starts and whether one is in doubt, the first and last day of a
     purchase, the last day of another line (a return or a zero amount)."""
 
-    FIELDS = {"monetary": "int64", "returns": "int64", "returned": "int64", "starts": "int64", "doubts": "int64",
+    FIELDS = {"monetary": "int64", "returns": "int64", "returned": "int64", "starts": "int64", "doubts": "bool",
               "first": "int32", "last": "int32", "other_day": "int32"}
     EMPTY = {"first": _DAY_NONE_HIGH, "last": _DAY_NONE_LOW, "other_day": _DAY_NONE_LOW}
 
@@ -479,7 +479,7 @@ class _DenseState:
 
 
 def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mapping[str, Feature] | None = None, *,
-                positions: bool = False, buckets: Any = None
+                positions: bool, buckets: Any = None
                 ) -> tuple[pl.DataFrame, pl.DataFrame, dict, list[pl.DataFrame]] | None:
     """The ordered pass's results (``grouped`` as the ``group_by`` gives it, before :func:`_finish`; the
     ``exceptions``; the totals' one row), computed without hashing: the rows come from the streaming engine in
@@ -554,7 +554,7 @@ def _dense_pass(tx: Transactions, as_of: dt.date | None, plugin_features: Mappin
     current = None  # with buckets: the bucket being counted
     # The scatters into the arrays run on a thread of their own (NumPy lets go of the GIL in them), one batch
     # behind the main thread, which prepares the next batch meanwhile: its masks, the run starts, the totals. With
-    # ``positions`` the orders' owners (their own array, and the doubts, which nothing else adds to there) are
+    # ``positions`` the orders' owners (their own array, and the doubts, which nothing else writes to there) are
     # taken on a second thread beside the customers' scatters: the random reads and writes of an array as large as
     # the orders are the longer half of a batch's work, and a batch's two halves touch no array in common.
     with ThreadPoolExecutor(1, thread_name_prefix="tierbook-dense") as scatter, \
@@ -768,7 +768,7 @@ def _dense_scatter(np, a, at, units, days, bought, buyers, started, doubted, cou
     if started is not None:
         np.add.at(a["starts"], started, 1)
         if doubted.size:
-            np.add.at(a["doubts"], doubted, 1)
+            a["doubts"][doubted] = True
 
 
 def _dense_owners(np, a, owner, orders, customers, lo) -> None:
@@ -785,7 +785,7 @@ def _dense_owners(np, a, owner, orders, customers, lo) -> None:
         held[free] = owner[fresh]
     other = held != ids
     if other.any():
-        np.add.at(a["doubts"], customers[other], 1)
+        a["doubts"][customers[other]] = True
 
 
 def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions: list[pl.DataFrame],
@@ -797,11 +797,10 @@ def _dense_result(tx: Transactions, state: _DenseState, total: dict, exceptions:
     schema = tx.frame.collect_schema()
     bought = pl.Series(purchased[at])
     units, returned = a["monetary"][at], -a["returned"][at]
-    doubts = a["doubts"][at]
     grouped = pl.DataFrame([
         pl.Series("customer_id", at + state.lo).cast(schema["customer_id"]).set_sorted(),
         pl.Series("frequency", a["starts"][at]),
-        pl.Series("_in_doubt", doubts > 0),
+        pl.Series("_in_doubt", a["doubts"][at]),
         pl.Series("_monetary_units", units),
         pl.Series("first_order", a["first"][at]).cast(pl.Date),
         pl.Series("last_order", a["last"][at]).cast(pl.Date),

@@ -483,3 +483,36 @@ def test_text_times_with_and_without_an_offset_are_refused_on_the_dense_pass(mon
         errors.append(str(exc.value))
     assert errors[0] == errors[1] and "row 1" in errors[0] and "row 2" in errors[0]
     assert dense_runs == [True]
+
+
+@pytest.mark.parametrize("widest", ["last", "first"])
+def test_order_ids_may_span_the_rows_plus_the_slack_and_not_one_more(monkeypatch, dense_runs, tmp_path, widest):
+    """The order-id arrays' limit at its edge (input not in order: order ids as array positions): over 21 rows,
+    order ids may span 21 + DENSE_SPAN_SLACK = 31 ids, not 32. With the widest id in the first batch of 8 rows
+    (which alone would allow 8 + 10 = 18 ids), the limit is the Parquet file's own row count."""
+    monkeypatch.setattr(features, "DENSE_SPAN_SLACK", 10)
+    monkeypatch.setattr(features, "DENSE_BATCH_ROWS", 8)
+    n = 21
+    middle = [(i * 7) % 19 + 1 for i in range(n - 2)]  # order ids 1 .. 19, out of order
+    for span, counted in ((31, "positions"), (32, "hashing")):
+        orders = [0, *middle, span - 1] if widest == "last" else [0, span - 1, *middle]
+        data = pl.DataFrame({"customer_id": [i % 5 for i in range(n)], "order_id": orders,
+                             "order_date": [START + dt.timedelta(days=i) for i in range(n)],
+                             "amount": [float(i + 1) for i in range(n)]})
+        path = tmp_path / f"orders-{span}.parquet"
+        data.write_parquet(path)
+        result = compute_features(read_transactions(path, MAPPING))
+        assert result.report.orders_counted == counted, (widest, span)
+        assert dense_runs[-1] is (counted == "positions"), (widest, span)
+        assert result.customers.equals(compute_features(read_transactions(path, MAPPING), orders="hashing").customers)
+
+
+def test_a_feature_the_dense_pass_does_not_compute_sends_the_pass_to_the_group_by(monkeypatch, dense_runs):
+    """The dense pass computes a fixed list of aggregations (``_DENSE_AGGREGATIONS``); were the features' list to
+    hold one it does not compute, the streaming group_by computes the table instead, with the same result here."""
+    rows = [(1, 1, 0, 1.0), (2, 2, 0, 2.0), (1, 3, 1, -1.0), (2, 3, 1, 1.0), (1, 2, 2, 4.0)]
+    expected = compute_features(read_transactions(frame(rows), MAPPING)).customers
+    assert dense_runs == [True]
+    monkeypatch.setattr(features, "_DENSE_AGGREGATIONS", features._DENSE_AGGREGATIONS[:-1])
+    again = compute_features(read_transactions(frame(rows), MAPPING))
+    assert dense_runs == [True] and again.customers.equals(expected)
