@@ -516,3 +516,29 @@ def test_a_feature_the_dense_pass_does_not_compute_sends_the_pass_to_the_group_b
     monkeypatch.setattr(features, "_DENSE_AGGREGATIONS", features._DENSE_AGGREGATIONS[:-1])
     again = compute_features(read_transactions(frame(rows), MAPPING))
     assert dense_runs == [True] and again.customers.equals(expected)
+
+
+@pytest.mark.parametrize("ids", [["C1", "C2", "C1", "C3"], ["12", "07", "12", "9"]])
+def test_text_customer_ids_never_take_the_dense_pass(monkeypatch, dense_runs, ids):
+    """Arrays are indexed by integer customer ids: text ids (even all digits, where a leading zero is part of the
+    id) go to the streaming pass, whatever the order ids are."""
+    data = pl.DataFrame({"customer_id": ids, "order_id": [3, 1, 2, 4],
+                         "order_date": [START + dt.timedelta(days=i) for i in range(4)],
+                         "amount": [1.0, 2.0, 3.0, 4.0]})
+    result = compute_features(read_transactions(data, MAPPING))
+    assert dense_runs == []
+    assert result.customers.schema["customer_id"] == pl.String
+    assert dict(result.customers.select("customer_id", "frequency").iter_rows()) == {ids[0]: 2, ids[1]: 1, ids[3]: 1}
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_the_smallest_int64_customer_id_is_left_to_hashing(monkeypatch, dense_runs, ordered):
+    """-2**63 marks an order id without an owner in the positions pass's array: a customer with that id makes the
+    dense pass give up, and the streaming pass counts their orders."""
+    low = -(2**63)
+    orders = [1, 2, 3, 4, 5] if ordered else [4, 1, 5, 2, 3]
+    rows = [(low, orders[0], 0, 1.0), (low + 1, orders[1], 0, 2.0), (low, orders[2], 1, 3.0),
+            (low + 2, orders[3], 1, 4.0), (low, orders[4], 2, 5.0)]
+    result = compute_features(read_transactions(frame(rows), MAPPING))
+    assert dense_runs == [False]
+    assert dict(result.customers.select("customer_id", "frequency").iter_rows()) == {low: 3, low + 1: 1, low + 2: 1}
