@@ -542,3 +542,13 @@ def test_the_smallest_int64_customer_id_is_left_to_hashing(monkeypatch, dense_ru
     result = compute_features(read_transactions(frame(rows), MAPPING))
     assert dense_runs == [False]
     assert dict(result.customers.select("customer_id", "frequency").iter_rows()) == {low: 3, low + 1: 1, low + 2: 1}
+
+
+def test_returns_beyond_int64_are_summed_exactly(monkeypatch, dense_runs):
+    """Ten returns of 1e14 (1e19 units, beyond Int64) in one batch beside small sales: the bound on the batch's
+    absolute units sees the returns, not only the largest sale, and the sums are exact."""
+    top = 100_000_000_000_000
+    rows = [(1, i, i % 5, -float(top)) for i in range(10)] + [(1, 10, 5, 1.0), (2, 11, 5, 5.0)]
+    result = both_ways(frame(rows), monkeypatch)
+    got = {r[0]: r[1:] for r in result.customers.select("customer_id", "monetary", "returned_value").iter_rows()}
+    assert got == {1: (1.0 - 10 * top, 10.0 * top), 2: (5.0, 0.0)}
