@@ -552,3 +552,15 @@ def test_returns_beyond_int64_are_summed_exactly(monkeypatch, dense_runs):
     result = both_ways(frame(rows), monkeypatch)
     got = {r[0]: r[1:] for r in result.customers.select("customer_id", "monetary", "returned_value").iter_rows()}
     assert got == {1: (1.0 - 10 * top, 10.0 * top), 2: (5.0, 0.0)}
+
+
+def test_the_day_arrays_marks_as_real_dates_are_left_to_the_streaming_pass(monkeypatch, dense_runs):
+    """The day arrays mark "no such line" with the smallest Int32 day (and the largest): a purchase on that very day
+    (Polars' earliest Date) makes the dense pass give up, and the streaming pass keeps the purchase."""
+    days = pl.Series([-(2**31), 0, 1], dtype=pl.Int32).cast(pl.Date)
+    data = pl.DataFrame({"customer_id": [3, 2, 1], "order_id": [1, 2, 3], "order_date": days,
+                         "amount": [1.0, 2.0, 3.0]})
+    result = compute_features(read_transactions(data, MAPPING), as_of=dt.date(2000, 1, 1))
+    assert dense_runs == [False]
+    got = result.customers.select("customer_id", "frequency", pl.col("first_order", "last_order").cast(pl.Int32))
+    assert sorted(got.iter_rows()) == [(1, 1, 1, 1), (2, 1, 0, 0), (3, 1, -(2**31), -(2**31))]
