@@ -564,3 +564,16 @@ def test_the_day_arrays_marks_as_real_dates_are_left_to_the_streaming_pass(monke
     assert dense_runs == [False]
     got = result.customers.select("customer_id", "frequency", pl.col("first_order", "last_order").cast(pl.Int32))
     assert sorted(got.iter_rows()) == [(1, 1, 1, 1), (2, 1, 0, 0), (3, 1, -(2**31), -(2**31))]
+
+
+@pytest.mark.parametrize("order_ids", [pl.Series(["C536379", "536380", "C536379", "A1"]),
+                                       pl.Series([2**64 - 1, 2**63, 2**64 - 1, 5], dtype=pl.UInt64)])
+def test_text_and_uint64_order_ids_are_hashed(monkeypatch, dense_runs, order_ids):
+    """Order ids as array positions or run starts need integers that fit Int64 (or dates): text ids (UCI's 'C'
+    cancellations) and UInt64 ids from 2**63 on are hashed by the streaming pass."""
+    data = pl.DataFrame({"customer_id": [1, 2, 1, 1], "order_id": order_ids,
+                         "order_date": [START + dt.timedelta(days=i) for i in range(4)],
+                         "amount": [1.0, 2.0, 3.0, 4.0]})
+    result = compute_features(read_transactions(data, MAPPING))
+    assert dense_runs == []
+    assert dict(result.customers.select("customer_id", "frequency").iter_rows()) == {1: 2, 2: 1}
