@@ -202,3 +202,10 @@ def test_kpis_from_counts_alone_a_period_without_counts_is_zero():
     assert (row["customers"], row["active"], row["new"], row["reactivated"], row["retained"]) == (2, 2, 2, 0, 0)
     assert (row["churned"], row["active_previous"], row["churn_rate"], row["retention_rate"]) == (0, 0, None, None)
     assert row["revenue"] == 3.0 and row["revenue_retention"] is None
+    # a period without counts after one with them: no buyer, no revenue, nobody retained
+    dates.append(D(2024, 4, 1))
+    tables.append(tables[-1])
+    row = kpi_table(None, tables, dates, D(2024, 1, 1), stats=stats).row(1, named=True)
+    assert (row["active"], row["new"], row["reactivated"], row["retained"], row["churned"]) == (0, 0, 0, 0, 1)
+    assert (row["active_previous"], row["retention_rate"], row["churn_rate"]) == (2, 0.0, 0.5)
+    assert row["revenue"] == 0.0 and row["revenue_retention"] == 0.0

@@ -99,6 +99,10 @@ def test_wide_sums_take_the_polars_route(monkeypatch):
     assert_same(_cumulative_amounts(wide, KEY_FEATURES), by_polars(wide))
     assert called
     assert _FLOAT_EXACT == 2**53
+    called.clear()  # a bucket without a number (never from a scan) is not NumPy's either
+    unbucketed = buckets.with_columns(pl.when(pl.col("customer_id") == 2).then(pl.col("_bucket")))
+    _cumulative_amounts(unbucketed, KEY_FEATURES)
+    assert called
 
 
 def test_freed_memory_is_given_back_where_the_c_library_can(monkeypatch):
