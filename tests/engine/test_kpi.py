@@ -209,3 +209,39 @@ def test_kpis_from_counts_alone_a_period_without_counts_is_zero():
     assert (row["active"], row["new"], row["reactivated"], row["retained"], row["churned"]) == (0, 0, 0, 0, 1)
     assert (row["active_previous"], row["retention_rate"], row["churn_rate"]) == (2, 0.0, 0.5)
     assert row["revenue"] == 0.0 and row["revenue_retention"] == 0.0
+
+
+@pytest.mark.parametrize("buyers_units, kept_now, expected", [(0, 0, None), (-5, 0, None), (1, 1, 1.0),
+                                                                (4, 1, 0.25)])
+def test_revenue_retention_needs_revenue_before(buyers_units, kept_now, expected):
+    """revenue_retention divides the revenue of this period's retained buyers by the net revenue of the period
+    before's buyers, only where that is above zero: a period whose buyers returned everything they bought (net 0)
+    or more has none, and one unit (0.0001) is enough to have one."""
+    from engine.kpi import kpi_table
+
+    dates = [D(2024, 2, 1), D(2024, 3, 1)]
+    tables = [pl.DataFrame({"customer_id": [1]})] * 2
+    stats = {0: {"active": 1, "churned_next": 0, "buyers_units": buyers_units},
+             1: {"active": 1, "new": 0, "retained": 1, "units": kept_now, "kept_now": kept_now}}
+    row = kpi_table(None, tables, dates, D(2024, 1, 1), stats=stats).row(0, named=True)
+    assert row["revenue_retention"] == expected
+    assert (row["retained"], row["active_previous"], row["retention_rate"]) == (1, 1, 1.0)
+
+
+@pytest.mark.parametrize("rows, in_order", [
+    ([(1, -1), (1, 0), (2, 0), (3, 2)], True),
+    ([(2, 0), (1, 0), (3, 0)], False),  # only the first two rows out of order
+    ([(1, 0), (1, 0), (2, 0)], False),  # a customer and period twice: not one row each
+    ([(1, 1), (1, 0), (2, 0)], False),  # periods reversed within a customer
+    ([(None, 0), (1, 0), (2, 0)], False),  # a null id compares as nothing: never taken as in order
+    ([(1, None), (1, 0), (2, 0)], False),
+    ([(1, 0)], True),
+])
+def test_in_order_checks_every_row_one_row_each(rows, in_order):
+    """_in_order lets period_stats skip the sort; it must say True only for rows sorted by customer, then
+    period, with one row per customer and period, and no null."""
+    from engine.kpi import _in_order
+
+    activity = pl.DataFrame({"customer_id": [r[0] for r in rows], "period": [r[1] for r in rows]},
+                            schema={"customer_id": pl.Int64, "period": pl.Int32})
+    assert _in_order(activity) is in_order
