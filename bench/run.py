@@ -449,15 +449,18 @@ def time_help(repeat: int, log: Path) -> dict:
 def host_id() -> str:
     """Which machine this is, apart from what it is: two virtual machines of one type describe themselves alike
     (CPU, memory, kernel, versions) and may still differ in speed. The first 8 hex digits of a SHA-256 of the
-    system's machine id (/etc/machine-id, set once per installed system), else of the host name."""
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+    system's machine id (/etc/machine-id) and the kernel's boot id (/proc/sys/kernel/random/boot_id), else of the
+    host name: machines started from one image share the machine id (two machines of different speed were both
+    labelled by it alone), so each boot gets a label of its own, and a figure's label says which boot measured it."""
+    parts = []
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id", "/proc/sys/kernel/random/boot_id"):
         try:
             text = Path(path).read_text().strip()
         except OSError:
             continue
-        if text:
-            return hashlib.sha256(text.encode()).hexdigest()[:8]
-    return hashlib.sha256(platform.node().encode()).hexdigest()[:8]
+        if text and not (parts and path.startswith("/var/lib/dbus")):
+            parts.append(text)
+    return hashlib.sha256("\n".join(parts or [platform.node()]).encode()).hexdigest()[:8]
 
 
 def machine() -> dict:
