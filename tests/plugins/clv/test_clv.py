@@ -1028,3 +1028,30 @@ def test_summary_on_the_dense_pass(clv_registry, monkeypatch):
     plain = _plain_summary(frame, dt.date(1997, 10, 1))
     assert _summary_columns(got[True].customers).select(plain.columns).with_columns(
         pl.col("btyd_repeat_value").round(2)).equals(plain.with_columns(pl.col("btyd_repeat_value").round(2)))
+
+
+def test_spend_in_cents_or_dollars_gives_the_same_fit(cdnow, clv_registry):
+    """Gamma-Gamma's v is a scale: CDNOW's amounts in hundreds of dollars (every mean spend below 1) give the same
+    p and q, v / 100 and the same customers fitted; the purchase process does not see amounts at all."""
+    cdnow.classify(["clv"])
+    fit = cdnow.fits["clv"]
+    scaled = engine.prepare(cdnow_transactions().with_columns(pl.col("amount") / 100), as_of=CDNOW_AS_OF,
+                            registry=clv_registry, needs=SUMMARY_COLUMNS)
+    scaled.classify(["clv"])
+    small = scaled.fits["clv"]
+    assert small["repeat_customers"] == fit["repeat_customers"] == 946
+    assert small["repeat_customers_without_spend"] == fit["repeat_customers_without_spend"] == 0
+    gg, gg_small = fit["gamma_gamma"]["params"], small["gamma_gamma"]["params"]
+    assert gg_small["p"] == pytest.approx(gg["p"], rel=1e-5) and gg_small["q"] == pytest.approx(gg["q"], rel=1e-5)
+    assert gg_small["v"] == pytest.approx(gg["v"] / 100, rel=1e-5)
+    assert small["bgnbd"]["params"] == pytest.approx(fit["bgnbd"]["params"], rel=1e-9)
+
+
+def test_frequency_monetary_correlation_is_reported(cdnow):
+    """summary.json's check of Gamma-Gamma's assumption: the Pearson correlation of frequency and mean spend over
+    the repeat buyers, as a number wherever it is defined."""
+    customers = cdnow.classify(["clv"])
+    repeat = customers.filter(pl.col("btyd_frequency") > 0)
+    expected = np.corrcoef(repeat["btyd_frequency"].to_numpy(), repeat["btyd_monetary_value"].to_numpy())[0, 1]
+    got = cdnow.fits["clv"]["frequency_monetary_correlation"]
+    assert isinstance(got, float) and got == pytest.approx(expected, rel=1e-9)
