@@ -1055,3 +1055,29 @@ def test_frequency_monetary_correlation_is_reported(cdnow):
     expected = np.corrcoef(repeat["btyd_frequency"].to_numpy(), repeat["btyd_monetary_value"].to_numpy())[0, 1]
     got = cdnow.fits["clv"]["frequency_monetary_correlation"]
     assert isinstance(got, float) and got == pytest.approx(expected, rel=1e-9)
+
+
+def _bgnbd_log_likelihood(params: dict, x, tx, T) -> float:
+    """BG/NBD's log-likelihood (Fader, Hardie and Lee 2005, equation 6), written out here apart from the plugin."""
+    from scipy.special import betaln, gammaln
+
+    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
+    x, tx, T = (np.asarray(v, dtype=float) for v in (x, tx, T))
+    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
+    alive = -(r + x) * np.log(alpha + T)
+    died = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + tx), -np.inf)
+    return float(np.sum(common + np.logaddexp(alive, died)))
+
+
+@pytest.mark.parametrize("penalizer", [0.0, 0.01])
+def test_the_reported_log_likelihood_is_the_models_without_the_penalty(penalizer):
+    """The fit reports the log-likelihood of its parameters, the penalty left out: CDNOW's published -9582.4
+    unpenalised, and with a penalizer the (lower) likelihood of the penalised parameters."""
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    x, tx, T = (ref[c].to_numpy() for c in ("x", "t_x", "T"))
+    fit = models.fit_bgnbd(x, tx, T, np.ones(ref.height), penalizer=penalizer)
+    assert fit.log_likelihood == pytest.approx(_bgnbd_log_likelihood(fit.params, x, tx, T), rel=1e-9)
+    if penalizer == 0:
+        assert round(fit.log_likelihood, 1) == -9582.4
+    else:
+        assert fit.log_likelihood < -9582.4
