@@ -1081,3 +1081,11 @@ def test_the_reported_log_likelihood_is_the_models_without_the_penalty(penalizer
         assert round(fit.log_likelihood, 1) == -9582.4
     else:
         assert fit.log_likelihood < -9582.4
+
+
+def test_min_repeat_customers_is_the_fewest_that_fit(cdnow):
+    """clv.min_repeat_customers = n fits with exactly n repeat buyers (CDNOW's 946) and refuses n + 1."""
+    cdnow.classify(["clv"], {"clv.min_repeat_customers": 946})
+    assert cdnow.fits["clv"]["repeat_customers"] == 946
+    with pytest.raises(DataError, match=r"only 946 of 2,357 .* fewer than min_repeat_customers \(947\)"):
+        cdnow.classify(["clv"], {"clv.min_repeat_customers": 947})
