@@ -1089,3 +1089,30 @@ def test_min_repeat_customers_is_the_fewest_that_fit(cdnow):
     assert cdnow.fits["clv"]["repeat_customers"] == 946
     with pytest.raises(DataError, match=r"only 946 of 2,357 .* fewer than min_repeat_customers \(947\)"):
         cdnow.classify(["clv"], {"clv.min_repeat_customers": 947})
+
+
+def test_alphas_standard_error_follows_the_time_unit(cdnow):
+    """alpha is a rate's scale: in days it is 7 times alpha in weeks, and so is its standard error; r, a and b and
+    their standard errors do not depend on the unit."""
+    cdnow.classify(["clv"], {"clv.time_unit": "weeks"})
+    weeks = cdnow.fits["clv"]["bgnbd"]["standard_errors"]
+    cdnow.classify(["clv"])
+    days = cdnow.fits["clv"]["bgnbd"]["standard_errors"]
+    assert days["alpha"] == pytest.approx(7 * weeks["alpha"], rel=1e-3)
+    for name in ("r", "a", "b"):
+        assert days[name] == pytest.approx(weeks[name], rel=1e-3)
+
+
+@pytest.mark.parametrize("penalizer", [0.0, 0.01])
+def test_gamma_gammas_reported_log_likelihood_is_the_models(penalizer):
+    """The Gamma-Gamma fit reports the log-likelihood of the mean spends at its parameters (Fader and Hardie's
+    density of a customer's mean spend), the penalty left out."""
+    from scipy.special import gammaln
+
+    ref = pl.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv").filter(pl.col("x") > 0)
+    x, m = ref["x"].to_numpy().astype(float), ref["zbar"].to_numpy()
+    fit = models.fit_gamma_gamma(x, m, np.ones(ref.height), penalizer=penalizer)
+    p, q, v = (fit.params[k] for k in ("p", "q", "v"))
+    expected = np.sum(gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(v) + (p * x - 1) * np.log(m)
+                      + p * x * np.log(x) - (p * x + q) * np.log(v + x * m))
+    assert fit.log_likelihood == pytest.approx(expected, rel=1e-9)
